@@ -1,0 +1,226 @@
+"""The ensemble engine shared by the SGD and SDE simulators.
+
+A stepper advances N paths by one step; the engine scans it under one jit, records observables every
+``record_every`` steps as ensemble mean and M2 (memory O(N·d) whatever the number of steps), chunks
+paths, flags non-finite paths, shows progress and saves finished chunks.
+
+Keys: chunk c uses fold_in(key, c); its initial state uses split(.)[0] and step k uses
+fold_in(split(.)[1], k), so the same key, configuration and chunking give the same numbers.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import warnings
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PyTree
+
+from ._observables import resolve
+from ._progress import Progress
+from ._results import EnsembleResult, RunningMoments
+from ._schedules import learning_rates
+from ._validation import check_dtype, check_int_range
+
+
+class AbstractStepper(eqx.Module):
+    """Advances all N paths of one chunk by one step: $\\theta_{k+1} = \\Phi(\\theta_k, k, \\eta_k, \\text{key}_k)$."""
+
+    @abc.abstractmethod
+    def init(self, key, theta0: Float[Array, "N d"]) -> PyTree:
+        """The carry (θ plus any sampler or solver state) at step 0."""
+
+    @abc.abstractmethod
+    def step(self, carry: PyTree, k, eta, key) -> PyTree:
+        """The carry after step k with step size η_k."""
+
+    @abc.abstractmethod
+    def theta(self, carry: PyTree) -> Float[Array, "N d"]:
+        """The parameters of every path."""
+
+    @property
+    @abc.abstractmethod
+    def problem(self):
+        """The Problem the observables are evaluated on."""
+
+
+def to_key(key):
+    """Accept a JAX key (typed or raw) or an int seed."""
+    if isinstance(key, (int, np.integer)):
+        return jax.random.key(int(key))
+    if not isinstance(key, jax.Array):
+        raise ValueError(f"key must be a JAX PRNG key or an int seed, got {type(key).__name__}")
+    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)
+    return key
+
+
+def _stats(problem, observables, theta, bad_step, step_index, n_saved):
+    """Per-record ensemble statistics over finite paths, and the updated divergence marks."""
+    values = {name: jax.vmap(lambda th, fn=fn: fn(problem, th))(theta) for name, fn in observables}
+    ok = bad_step < 0
+    for v in values.values():
+        ok = ok & jnp.all(jnp.isfinite(v.reshape(v.shape[0], -1)), axis=1)
+    bad_step = jnp.where((bad_step < 0) & ~ok, step_index, bad_step)
+    count = jnp.sum(ok)
+    denom = jnp.maximum(count, 1)
+    mean, m2 = {}, {}
+    for name, v in values.items():
+        mask = ok.reshape((-1,) + (1,) * (v.ndim - 1))
+        mu = jnp.sum(jnp.where(mask, v, 0), axis=0) / denom
+        mean[name] = mu
+        m2[name] = jnp.sum(jnp.where(mask, (v - mu) ** 2, 0), axis=0)
+    return (count, mean, m2, theta[:n_saved]), bad_step
+
+
+@eqx.filter_jit
+def _initial_record(stepper, observables, carry, bad_step, n_saved):
+    return _stats(stepper.problem, observables, stepper.theta(carry), bad_step, 0, n_saved)
+
+
+@eqx.filter_jit
+def _run_block(stepper, observables, carry, bad_step, etas, steps, run_key, n_saved):
+    """Scan over records (leading axis of ``etas``/``steps``), each a scan over ``record_every`` steps."""
+
+    def one_step(state, xs):
+        carry, bad = state
+        k, eta = xs
+        carry = stepper.step(carry, k, eta, jax.random.fold_in(run_key, k))
+        nonfinite = ~jnp.isfinite(jnp.sum(stepper.theta(carry), axis=1))
+        bad = jnp.where((bad < 0) & nonfinite, k + 1, bad)
+        return (carry, bad), None
+
+    def one_record(state, xs):
+        ks, es = xs
+        (carry, bad), _ = jax.lax.scan(one_step, state, (ks, es))
+        rec, bad = _stats(stepper.problem, observables, stepper.theta(carry), bad, ks[-1] + 1, n_saved)
+        return (carry, bad), rec
+
+    (carry, bad_step), recs = jax.lax.scan(one_record, (carry, bad_step), (steps, etas))
+    return carry, bad_step, recs
+
+
+def _block_records(n_records: int, record_every: int, n_paths: int) -> int:
+    """Records per jitted call: a divisor of n_records giving ~20 progress updates (one compile)."""
+    target = max(1, n_records // 20)
+    best = 1
+    for r in range(1, n_records + 1):
+        if n_records % r == 0 and r <= target:
+            best = r
+    return best
+
+
+def run_ensemble(
+    stepper_for_chunk,
+    *,
+    method: str,
+    theta0,
+    n_params: int,
+    lr,
+    n_steps: int,
+    key,
+    n_paths: int,
+    record_every: int | None,
+    observables,
+    n_saved_paths: int,
+    chunk_size: int | None,
+    dtype,
+    progress: bool,
+    save_to: str | None,
+    config: dict[str, Any],
+) -> EnsembleResult:
+    """Run ``stepper_for_chunk(n)`` (a stepper for n paths) over all chunks and gather the statistics."""
+    n_steps = check_int_range("n_steps", n_steps, 1)
+    n_paths = check_int_range("n_paths", n_paths, 1)
+    record_every = n_steps if record_every is None else check_int_range("record_every", record_every, 1)
+    if n_steps % record_every:
+        raise ValueError(f"record_every must divide n_steps={n_steps}, got {record_every}")
+    chunk = n_paths if chunk_size is None else check_int_range("chunk_size", chunk_size, 1)
+    n_saved = check_int_range("n_saved_paths", n_saved_paths, 0, n_paths)
+    dtype = check_dtype(dtype)
+    etas = learning_rates(lr, n_steps)
+    obs = resolve(observables)
+    key = to_key(key)
+
+    th0 = np.asarray(theta0, dtype=np.float64)
+    if th0.ndim == 1:
+        if th0.shape != (n_params,):
+            raise ValueError(f"theta0 must have shape ({n_params},) or (n_paths, {n_params}), got {th0.shape}")
+    elif th0.shape != (n_paths, n_params):
+        raise ValueError(f"theta0 must have shape ({n_params},) or ({n_paths}, {n_params}), got {th0.shape}")
+    if not np.all(np.isfinite(th0)):
+        raise ValueError("theta0 must be finite")
+
+    n_records = n_steps // record_every
+    per_block = _block_records(n_records, record_every, n_paths)
+    steps_all = np.arange(n_steps).reshape(n_records, record_every)
+    etas_all = etas.reshape(n_records, record_every)
+    record_steps = np.arange(0, n_steps + 1, record_every)
+    times = np.concatenate([[0.0], np.cumsum(etas)])[record_steps]
+
+    moments = RunningMoments()
+    saved_chunks: list[np.ndarray] = []
+    first_bad: list[int] = []
+    n_bad = 0
+    done_paths = 0
+    bar = Progress(method, n_steps * n_paths, enabled=progress)
+    config = dict(config, n_steps=n_steps, n_paths=n_paths, record_every=record_every, dtype=str(dtype),
+                  chunk_size=chunk, key_data=np.asarray(jax.random.key_data(key)).tolist())
+
+    def result(complete: bool) -> EnsembleResult:
+        paths = np.concatenate(saved_chunks, axis=1) if n_saved and saved_chunks else None
+        return EnsembleResult(
+            method=method, steps=record_steps, times=times, mean=dict(moments.mean), var=moments.variance(),
+            count=moments.count.astype(np.int64), n_paths=done_paths, paths=paths, diverged=n_bad,
+            first_divergence_step=min(first_bad) if first_bad else None, complete=complete, config=config,
+        )
+
+    try:
+        for c in range(math.ceil(n_paths / chunk)):
+            lo, hi = c * chunk, min(n_paths, (c + 1) * chunk)
+            n = hi - lo
+            init_key, run_key = jax.random.split(jax.random.fold_in(key, c))
+            th = jnp.asarray(np.broadcast_to(th0, (n_paths, n_params))[lo:hi], dtype)
+            stepper = stepper_for_chunk(n)
+            carry = stepper.init(init_key, th)
+            bad = jnp.full((n,), -1, jnp.int32)
+            keep = max(0, min(n_saved - lo, n))
+            rec0, bad = _initial_record(stepper, obs, carry, bad, keep)
+            recs = [jax.tree.map(lambda x: np.asarray(x)[None], rec0)]
+            for b in range(0, n_records, per_block):
+                sl = slice(b, b + per_block)
+                carry, bad, rec = _run_block(
+                    stepper, obs, carry, bad, jnp.asarray(etas_all[sl], dtype),
+                    jnp.asarray(steps_all[sl], jnp.int32), run_key, keep,
+                )
+                recs.append(jax.tree.map(np.asarray, rec))
+                bar.update(lo * n_steps + (b + per_block) * record_every * n)
+            count = np.concatenate([np.atleast_1d(r[0]) for r in recs])
+            saved = np.concatenate([r[3] for r in recs])
+            mean = {k: np.concatenate([r[1][k] for r in recs]) for k, _ in obs}
+            m2 = {k: np.concatenate([r[2][k] for r in recs]) for k, _ in obs}
+            moments.add(count, mean, m2)
+            if keep:
+                saved_chunks.append(saved)
+            bad = np.asarray(bad)
+            n_bad += int(np.sum(bad >= 0))
+            if np.any(bad >= 0):
+                first_bad.append(int(bad[bad >= 0].min()))
+            done_paths = hi
+            if save_to is not None:
+                result(complete=hi == n_paths).save(save_to)
+    except KeyboardInterrupt:
+        if done_paths == 0:
+            raise
+        warnings.warn(f"{method}: interrupted; returning the {done_paths} finished paths", stacklevel=2)
+        return result(complete=False)
+    res = result(complete=True)
+    if res.diverged:
+        warnings.warn(res.divergence_message(), RuntimeWarning, stacklevel=2)
+    return res
+

@@ -1,0 +1,8 @@
+from .activations import ACTIVATIONS as ACTIVATIONS, get_activation as get_activation
+from .base import AbstractModel as AbstractModel
+from .linear import (
+    AbstractLinearPredictor as AbstractLinearPredictor,
+    DiagonalLinearNetwork as DiagonalLinearNetwork,
+    LinearRegression as LinearRegression,
+)
+from .two_layer import TwoLayerNetwork as TwoLayerNetwork

@@ -1,0 +1,48 @@
+"""The model contract: a scalar output f(θ; x) of a flat parameter vector θ ∈ R^d and one input x."""
+
+from __future__ import annotations
+
+import abc
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+
+class AbstractModel(eqx.Module):
+    """A model $f(\\theta; x)$ with flat parameters θ ∈ R^d, inputs x ∈ R^p and a scalar output.
+
+    Subclasses give ``n_params``, ``input_dim``, ``output`` and ``param_names``; ``outputs`` (all
+    examples) and ``output_gradients`` default to vmap / autodiff of ``output``.
+    """
+
+    @property
+    @abc.abstractmethod
+    def n_params(self) -> int:
+        """d, the length of θ."""
+
+    @property
+    @abc.abstractmethod
+    def input_dim(self) -> int:
+        """p, the length of one input x."""
+
+    @abc.abstractmethod
+    def output(self, theta: Float[Array, " d"], x: Float[Array, " p"]) -> Float[Array, ""]:
+        """$f(\\theta; x)$ for one example."""
+
+    @abc.abstractmethod
+    def param_names(self) -> list[str]:
+        """Readable names of θ's entries, in the flattened order (the symbolic layer uses them)."""
+
+    def outputs(self, theta: Float[Array, " d"], X: Float[Array, "n p"]) -> Float[Array, " n"]:
+        """$(f(\\theta; x_i))_i$ for every row of X."""
+        return jax.vmap(self.output, in_axes=(None, 0))(theta, X)
+
+    def output_gradients(self, theta: Float[Array, " d"], X: Float[Array, "n p"]) -> Float[Array, "d n"]:
+        """The gradient matrix $J^T = [\\nabla_\\theta f(\\theta; x_i)]_i$ (d × n)."""
+        return jax.vmap(jax.grad(self.output), in_axes=(None, 0), out_axes=1)(theta, X)
+
+    def init(self, key: Array | None = None) -> Float[Array, " d"]:
+        """A default starting point θ₀ (deterministic unless the model documents otherwise)."""
+        return jnp.zeros(self.n_params)

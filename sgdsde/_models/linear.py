@@ -1,0 +1,95 @@
+"""Models linear in the input: f(θ; x) = β(θ)ᵀx, with β = θ (linear regression) or β = u⊙u − v⊙v."""
+
+from __future__ import annotations
+
+import abc
+
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .._validation import check_int_range, check_positive
+from .base import AbstractModel
+
+
+class AbstractLinearPredictor(AbstractModel):
+    """A model whose output is linear in x: $f(\\theta; x) = \\beta(\\theta)^T x$."""
+
+    @abc.abstractmethod
+    def weights(self, theta: Float[Array, " d"]) -> Float[Array, " p"]:
+        """The effective linear predictor β(θ)."""
+
+    def output(self, theta, x):
+        return jnp.dot(self.weights(theta), x)
+
+    def outputs(self, theta, X):
+        return X @ self.weights(theta)
+
+
+class LinearRegression(AbstractLinearPredictor):
+    """Linear regression $f(\\theta; x) = \\theta^T x$: the squared loss is a quadratic with H = XᵀX/n."""
+
+    dim: int
+
+    def __check_init__(self):
+        check_int_range("dim", self.dim, 1)
+
+    @property
+    def n_params(self) -> int:
+        return self.dim
+
+    @property
+    def input_dim(self) -> int:
+        return self.dim
+
+    def weights(self, theta):
+        return theta
+
+    def output_gradients(self, theta, X):
+        return jnp.broadcast_to(X.T, (self.dim, X.shape[0])).astype(theta.dtype)
+
+    def param_names(self) -> list[str]:
+        return [f"theta_{j}" for j in range(self.dim)]
+
+
+class DiagonalLinearNetwork(AbstractLinearPredictor):
+    """Quadratically parametrised linear model $\\beta = u\\odot u - v\\odot v$ (θ = (u, v)), or
+    $\\beta = v\\odot v$ with ``signed=False`` (θ = v; HaoChen et al.'s model). Init scale α: u = v = α𝟙.
+
+    Reference: Woodworth et al. 2020; HaoChen et al. 2021 (theory/models.md, MOD-2).
+    """
+
+    dim: int
+    alpha: float = 1.0
+    signed: bool = True
+
+    def __check_init__(self):
+        check_int_range("dim", self.dim, 1)
+        check_positive("alpha", self.alpha)
+
+    @property
+    def n_params(self) -> int:
+        return 2 * self.dim if self.signed else self.dim
+
+    @property
+    def input_dim(self) -> int:
+        return self.dim
+
+    def weights(self, theta):
+        if self.signed:
+            u, v = theta[: self.dim], theta[self.dim :]
+            return u * u - v * v
+        return theta * theta
+
+    def output_gradients(self, theta, X):
+        if self.signed:
+            u, v = theta[: self.dim], theta[self.dim :]
+            return jnp.concatenate([2 * u[:, None] * X.T, -2 * v[:, None] * X.T], axis=0)
+        return 2 * theta[:, None] * X.T
+
+    def init(self, key=None):
+        return jnp.full(self.n_params, self.alpha)
+
+    def param_names(self) -> list[str]:
+        if self.signed:
+            return [f"u_{j}" for j in range(self.dim)] + [f"v_{j}" for j in range(self.dim)]
+        return [f"v_{j}" for j in range(self.dim)]

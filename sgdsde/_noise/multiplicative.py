@@ -1,0 +1,59 @@
+"""Wu et al.'s multiplicative noise: gradient matrix × random per-example weights."""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._validation import check_int_range
+from .base import AbstractGradientNoise
+
+WEIGHTS = ("gaussian_fisher", "gaussian_centred", "bernoulli")
+
+
+class MultiplicativeNoise(AbstractGradientNoise):
+    """$\\tilde g = \\frac1n\\sum_i m_i\\nabla\\ell_i$ with E mᵢ = 1 (Wu et al. 2020; minibatch-noise.md §5).
+
+    Weights, scaled to match batch size b (theory/noise.md, NOISE-4):
+    ``gaussian_fisher`` mᵢ = 1 + s εᵢ, Σ = (s²/n)F;  ``gaussian_centred`` mᵢ = 1 + s(εᵢ − ε̄), Σ = (s²/n)Σ₁;
+    with s² = n/b; ``bernoulli`` mᵢ = Bern(p)/p with p = b/n, Σ = ((1−p)/p)(1/n)F.
+    """
+
+    batch_size: int = eqx.field(static=True)
+    weights: str = eqx.field(static=True, default="gaussian_centred")
+
+    def __check_init__(self):
+        if self.weights not in WEIGHTS:
+            raise ValueError(f"weights must be one of {WEIGHTS}, got {self.weights!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+
+    def check(self, problem):
+        check_int_range("batch_size", self.batch_size, 1, problem.n_data)
+
+    def draw(self, problem, key, step, state, n_paths, dtype):
+        n = problem.n_data
+        if self.weights == "bernoulli":
+            p = self.batch_size / n
+            bits = jax.random.bernoulli(key, p, (n_paths * n,)).astype(dtype) / p
+            return bits.reshape(n_paths, n), state
+        eps = jax.random.normal(key, (n_paths * n,), dtype).reshape(n_paths, n)
+        if self.weights == "gaussian_centred":
+            eps = eps - jnp.mean(eps, axis=1, keepdims=True)
+        return 1.0 + math.sqrt(n / self.batch_size) * eps, state
+
+    def gradient(self, problem, theta, draws):
+        return problem.weighted_gradient(theta, draws)
+
+    def covariance_factor(self, problem, theta):
+        n, b = problem.n_data, self.batch_size
+        G = problem.loss_gradients(theta)
+        if self.weights == "gaussian_centred":
+            return (G - jnp.mean(G, axis=1, keepdims=True)) * (math.sqrt(n / b) / n)
+        if self.weights == "gaussian_fisher":
+            return G * (math.sqrt(n / b) / n)
+        p = b / n
+        return G * (math.sqrt((1 - p) / p) / n)

@@ -1,0 +1,73 @@
+"""Minibatch sampling schemes: i.i.d. indices, uniform B-subsets, and shuffled epochs."""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._validation import check_int_range
+
+SAMPLINGS = ("with_replacement", "without_replacement", "shuffle")
+
+
+def check_sampling(sampling: str) -> None:
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+
+
+def check_batch_size(batch_size: int, n: int) -> int:
+    return check_int_range("batch_size", batch_size, 1, n)
+
+
+def sampling_scale(sampling: str, batch_size: int, n: int) -> float:
+    """c with Cov(minibatch mean gradient) = c·Σ₁/B: 1 with replacement, (n−B)/(n−1) without.
+
+    Shuffled epochs give each step a uniform B-subset, so one step's covariance is the WOR one
+    (minibatch-noise.md §5, §9.1).
+    """
+    if sampling == "with_replacement":
+        return 1.0
+    return (n - batch_size) / (n - 1) if n > 1 else 0.0
+
+
+def is_full_batch(sampling: str, batch_size: int, n: int) -> bool:
+    return sampling != "with_replacement" and batch_size == n
+
+
+class BatchSampler(eqx.Module):
+    """Draws the batch indices of one step for N paths at once (shape (N, B), int32)."""
+
+    batch_size: int = eqx.field(static=True)
+    sampling: str = eqx.field(static=True)
+
+    def init_state(self, n: int, key, n_paths: int):
+        if self.sampling == "shuffle":
+            # Placeholder of the right shape: step 0 starts an epoch and draws the first partition.
+            return jnp.zeros((n_paths, n), jnp.int32)
+        return None
+
+    def draw(self, n: int, key, step, state, n_paths: int):
+        B = self.batch_size
+        if is_full_batch(self.sampling, B, n):
+            return jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (n_paths, n)), state
+        if self.sampling == "with_replacement":
+            flat = jax.random.randint(key, (n_paths * B,), 0, n, dtype=jnp.int32)
+            return flat.reshape(n_paths, B), state
+        if self.sampling == "without_replacement":
+            u = jax.random.uniform(key, (n_paths, n))
+            return jax.lax.top_k(u, B)[1].astype(jnp.int32), state
+        # shuffle: m = ⌊n/B⌋ batches per epoch (a final partial batch is dropped); new partition per epoch.
+        m = n // B
+        j = step % m
+        state = jax.lax.cond(j == 0, lambda: _permutations(key, n_paths, n), lambda: state)
+        return jax.lax.dynamic_slice_in_dim(state, j * B, B, axis=1), state
+
+    def batches_per_epoch(self, n: int) -> int:
+        return max(1, math.floor(n / self.batch_size))
+
+
+def _permutations(key, n_paths: int, n: int):
+    return jnp.argsort(jax.random.uniform(key, (n_paths, n)), axis=1).astype(jnp.int32)

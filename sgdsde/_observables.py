@@ -1,0 +1,65 @@
+"""Observables: functions (problem, θ) ↦ array recorded along runs as ensemble mean and variance."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+import jax.numpy as jnp
+
+Observable = Callable[..., jnp.ndarray]
+
+
+def loss(problem, theta):
+    """$L(\\theta)$."""
+    return problem.loss(theta)
+
+
+def sq_norm(problem, theta):
+    """$\\|\\theta\\|^2$."""
+    return jnp.sum(theta * theta)
+
+
+def grad_sq_norm(problem, theta):
+    """$\\|\\nabla L(\\theta)\\|^2$."""
+    g = problem.grad(theta)
+    return jnp.sum(g * g)
+
+
+def parameters(problem, theta):
+    """θ itself (d-vector)."""
+    return theta
+
+
+def trace_gauss_newton(problem, theta):
+    """$\\operatorname{tr} G(\\theta) = \\frac1n\\sum_i\\|\\nabla f_i\\|^2$ (= tr ∇²L at zero loss)."""
+    J = problem.output_gradients(theta)
+    return jnp.sum(J * J) / problem.n_data
+
+
+BUILTIN = {
+    "loss": loss,
+    "sq_norm": sq_norm,
+    "grad_sq_norm": grad_sq_norm,
+    "theta": parameters,
+    "trace_gauss_newton": trace_gauss_newton,
+}
+
+
+def resolve(observables: Sequence[str] | Mapping[str, Observable] | None) -> tuple[tuple[str, Observable], ...]:
+    """Names → built-ins, or a mapping name → function; default ("loss", "sq_norm")."""
+    if observables is None:
+        observables = ("loss", "sq_norm")
+    if isinstance(observables, Mapping):
+        items = list(observables.items())
+    else:
+        items = []
+        for name in observables:
+            if name not in BUILTIN:
+                raise ValueError(f"observables: unknown name {name!r}; built-ins are {sorted(BUILTIN)}")
+            items.append((name, BUILTIN[name]))
+    for name, fn in items:
+        if not callable(fn):
+            raise ValueError(f"observables[{name!r}] must be a function (problem, theta) -> array")
+    if not items:
+        raise ValueError("observables must name at least one observable")
+    return tuple(items)

@@ -1,0 +1,172 @@
+"""Ensemble results: streaming statistics of observables on a time grid, saved as arrays + JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import tempfile
+from typing import Any
+
+import numpy as np
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a result depends on (recorded with every saved result)."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for name in ("sgdsde", "jax", "jaxlib", "numpy", "scipy", "sympy", "diffrax", "equinox"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+@dataclasses.dataclass
+class EnsembleResult:
+    """Statistics of N paths recorded at steps ``steps`` (SDE time ``times`` = Σ_{j<k} η_j).
+
+    ``mean[name]`` and ``var[name]`` have shape (R, *obs_shape): the mean over the finite paths and the
+    unbiased variance across paths; ``count[r]`` is the number of finite paths at record r. ``paths`` holds
+    θ of the first ``n_saved`` paths (R, n_saved, d), or None. A path whose state became non-finite is
+    excluded from the statistics from then on and reported in ``diverged``/``first_divergence_step``.
+    """
+
+    method: str
+    steps: np.ndarray
+    times: np.ndarray
+    mean: dict[str, np.ndarray]
+    var: dict[str, np.ndarray]
+    count: np.ndarray
+    n_paths: int
+    paths: np.ndarray | None = None
+    diverged: int = 0
+    first_divergence_step: int | None = None
+    complete: bool = True
+    config: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def observables(self) -> list[str]:
+        return list(self.mean)
+
+    def stderr(self, name: str) -> np.ndarray:
+        """Standard error of the ensemble mean, $\\sqrt{\\mathrm{var}/N}$."""
+        return np.sqrt(self.var[name] / np.maximum(self.count, 1).reshape((-1,) + (1,) * (self.var[name].ndim - 1)))
+
+    def final(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, standard error) of ``name`` at the last record."""
+        return self.mean[name][-1], self.stderr(name)[-1]
+
+    def divergence_message(self) -> str | None:
+        """A sentence naming how many paths diverged and when, or None if none did."""
+        if not self.diverged:
+            return None
+        return (
+            f"{self.method}: {self.diverged} of {self.n_paths} paths diverged (non-finite state), "
+            f"the first at step {self.first_divergence_step}"
+        )
+
+    # --- saving -------------------------------------------------------------------------------
+    def save(self, path: str) -> str:
+        """Write ``path``.npz (arrays) and ``path``.json (configuration, versions) atomically."""
+        path = os.fspath(path)
+        arrays = {"steps": self.steps, "times": self.times, "count": self.count}
+        for k, v in self.mean.items():
+            arrays[f"mean/{k}"] = v
+            arrays[f"var/{k}"] = self.var[k]
+        if self.paths is not None:
+            arrays["paths"] = self.paths
+        meta = {
+            "method": self.method,
+            "n_paths": self.n_paths,
+            "diverged": self.diverged,
+            "first_divergence_step": self.first_divergence_step,
+            "complete": self.complete,
+            "observables": self.observables,
+            "config": self.config,
+            "versions": package_versions(),
+        }
+        _atomic_write(path + ".npz", lambda f: np.savez(f, **arrays), binary=True)
+        _atomic_write(path + ".json", lambda f: json.dump(meta, f, indent=2, default=_jsonable), binary=False)
+        return path
+
+    @classmethod
+    def load(cls, path: str) -> EnsembleResult:
+        """Read a result written by ``save``."""
+        path = os.fspath(path)
+        with open(path + ".json") as f:
+            meta = json.load(f)
+        with np.load(path + ".npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        names = meta["observables"]
+        return cls(
+            method=meta["method"],
+            steps=arrays["steps"],
+            times=arrays["times"],
+            mean={k: arrays[f"mean/{k}"] for k in names},
+            var={k: arrays[f"var/{k}"] for k in names},
+            count=arrays["count"],
+            n_paths=meta["n_paths"],
+            paths=arrays.get("paths"),
+            diverged=meta["diverged"],
+            first_divergence_step=meta["first_divergence_step"],
+            complete=meta["complete"],
+            config=meta["config"],
+        )
+
+
+def _jsonable(x):
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (np.integer, np.floating)):
+        return x.item()
+    return repr(x)
+
+
+def _atomic_write(path: str, write, binary: bool) -> None:
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb" if binary else "w") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class RunningMoments:
+    """Chan et al.'s parallel combination of (count, mean, M2) over path chunks, in float64."""
+
+    def __init__(self):
+        self.count = None
+        self.mean: dict[str, np.ndarray] = {}
+        self.m2: dict[str, np.ndarray] = {}
+
+    def add(self, count, mean: dict, m2: dict) -> None:
+        count = np.asarray(count, np.float64)
+        if self.count is None:
+            self.count = count
+            self.mean = {k: np.asarray(v, np.float64) for k, v in mean.items()}
+            self.m2 = {k: np.asarray(v, np.float64) for k, v in m2.items()}
+            return
+        total = self.count + count
+        for k in mean:
+            shape = (-1,) + (1,) * (np.ndim(mean[k]) - 1)
+            na, nb, nt = self.count.reshape(shape), count.reshape(shape), np.maximum(total, 1).reshape(shape)
+            delta = np.asarray(mean[k], np.float64) - self.mean[k]
+            self.mean[k] = self.mean[k] + delta * nb / nt
+            self.m2[k] = self.m2[k] + np.asarray(m2[k], np.float64) + delta**2 * na * nb / nt
+        self.count = total
+
+    def variance(self) -> dict[str, np.ndarray]:
+        out = {}
+        for k, m2 in self.m2.items():
+            shape = (-1,) + (1,) * (m2.ndim - 1)
+            out[k] = m2 / np.maximum(self.count - 1, 1).reshape(shape)
+        return out
