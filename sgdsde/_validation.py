@@ -25,8 +25,8 @@ def check_int_range(name: str, value, low: int, high: int | None = None) -> int:
         raise ValueError(f"{name} must be an integer, got {value!r}")
     v = int(value)
     if v < low or (high is not None and v > high):
-        rng = f"[{low}, {high}]" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be in {rng}, got {v}")
+        rng = f"in [{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {rng}, got {v}")
     return v
 
 

@@ -1,0 +1,49 @@
+"""Registries of models and noise models: a new class joins every conformance test by one line here."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import sgdsde as sd
+
+# name -> function(dim) building a model with input dimension `dim`.
+MODELS = {
+    "linear": lambda p: sd.LinearRegression(p),
+    "diagonal_signed": lambda p: sd.DiagonalLinearNetwork(p, alpha=0.7),
+    "diagonal_unsigned": lambda p: sd.DiagonalLinearNetwork(p, alpha=0.7, signed=False),
+    "two_layer_tanh": lambda p: sd.TwoLayerNetwork(p, 3, "tanh"),
+    "two_layer_relu": lambda p: sd.TwoLayerNetwork(p, 3, "relu"),
+    "two_layer_quadratic": lambda p: sd.TwoLayerNetwork(p, 2, "quadratic"),
+    "two_layer_sigmoid_fixed": lambda p: sd.TwoLayerNetwork(p, 3, "sigmoid", train_second_layer=False),
+}
+
+# name -> function(n, d) building a noise model for n data points and d parameters.
+NOISES = {
+    "none": lambda n, d: sd.NoNoise(),
+    "minibatch_wr": lambda n, d: sd.MinibatchNoise(2, "with_replacement"),
+    "minibatch_wor": lambda n, d: sd.MinibatchNoise(2, "without_replacement"),
+    "minibatch_shuffle": lambda n, d: sd.MinibatchNoise(2, "shuffle"),
+    "label_full_rademacher": lambda n, d: sd.LabelNoise(0.6),
+    "label_minibatch_gaussian": lambda n, d: sd.LabelNoise(0.6, 2, "with_replacement", "gaussian"),
+    "label_minibatch_wor": lambda n, d: sd.LabelNoise(0.4, 3, "without_replacement"),
+    "gaussian_constant": lambda n, d: sd.GaussianNoise(np.diag(np.linspace(0.2, 1.0, d))),
+    "gaussian_state": lambda n, d: sd.GaussianNoise(factor=lambda th: 0.3 * jnp.diag(1 + th**2)),
+    "spherical": lambda n, d: sd.SphericalGaussianNoise(0.5),
+    "wu_fisher": lambda n, d: sd.MultiplicativeNoise(2, "gaussian_fisher"),
+    "wu_centred": lambda n, d: sd.MultiplicativeNoise(2, "gaussian_centred"),
+    "wu_bernoulli": lambda n, d: sd.MultiplicativeNoise(2, "bernoulli"),
+}
+
+
+def make_problem(model_name: str, n: int, p: int, seed: int) -> sd.Problem:
+    """A random regression problem with n examples for the named model (float64)."""
+    k1, k2 = jax.random.split(jax.random.key(seed))
+    X = jax.random.normal(k1, (n, p), jnp.float64)
+    y = jax.random.normal(k2, (n,), jnp.float64)
+    return sd.Problem(MODELS[model_name](p), X, y)
+
+
+def random_theta(problem: sd.Problem, seed: int) -> jnp.ndarray:
+    return 0.8 * jax.random.normal(jax.random.key(seed + 1000), (problem.n_params,), jnp.float64)
