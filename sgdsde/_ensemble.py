@@ -74,7 +74,7 @@ def _stats(problem, observables, theta, bad_step, step_index, n_saved):
         mask = ok.reshape((-1,) + (1,) * (v.ndim - 1))
         mu = jnp.sum(jnp.where(mask, v, 0), axis=0) / denom
         mean[name] = mu
-        m2[name] = jnp.sum(jnp.where(mask, (v - mu) ** 2, 0), axis=0)
+        m2[name] = jnp.sum(jnp.where(mask, (v - mu[None]) ** 2, 0), axis=0)
     return (count, mean, m2, theta[:n_saved]), bad_step
 
 

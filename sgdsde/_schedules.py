@@ -40,7 +40,7 @@ class StepDecayLR(eqx.Module):
 
     def __call__(self, step):
         count = sum((step >= b).astype(jnp.int32) for b in self.boundaries) if self.boundaries else 0
-        return self.lr * self.factor ** jnp.asarray(count, jnp.float32)
+        return self.lr * self.factor ** jnp.asarray(count)
 
 
 class CosineLR(eqx.Module):
@@ -56,7 +56,7 @@ class CosineLR(eqx.Module):
         check_positive("final_lr", self.final_lr, allow_zero=True)
 
     def __call__(self, step):
-        frac = jnp.clip(jnp.asarray(step, jnp.float32) / self.n_steps, 0.0, 1.0)
+        frac = jnp.clip(jnp.asarray(step) / self.n_steps, 0.0, 1.0)
         return self.final_lr + 0.5 * (self.lr - self.final_lr) * (1 + jnp.cos(jnp.pi * frac))
 
 
