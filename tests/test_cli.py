@@ -1,0 +1,35 @@
+"""The main job end to end, CI-sized."""
+
+import json
+
+import numpy as np
+
+import sgdsde as sd
+from sgdsde import cli
+
+
+def test_main_job_quick(tmp_path, capsys):
+    """The default flagship at reduced size: table, figure, summary and reloadable results are written."""
+    code = cli.main(["--steps", "400", "--paths", "8", "--record-every", "100", "--quiet", "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "GD" in out and "label-noise SGD" in out and "spherical-noise GD" in out and "±" in out
+    assert (tmp_path / "test_error.png").stat().st_size > 10_000
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["config"]["batch_size"] == 40 and np.isclose(summary["config"]["sigma"], np.sqrt(40))
+    res = sd.EnsembleResult.load(str(tmp_path / "sgd_label"))
+    assert res.n_paths == 8 and res.steps[-1] == 400 and res.complete
+
+
+def test_divergence_is_reported_not_tabulated(tmp_path, capsys):
+    code = cli.main(["--lr", "0.5", "--steps", "200", "--paths", "4", "--record-every", "100", "--quiet",
+                     "--methods", "gd", "--out", str(tmp_path)])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "DIVERGED" in out and "nan" not in out.lower()
+
+
+def test_bad_option_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["--batch-size", "41", "--quiet", "--out", str(tmp_path)]) == 2
+    assert "batch_size must be in [1, 40]" in capsys.readouterr().err
+    assert cli.main(["--lr", "nan", "--quiet", "--out", str(tmp_path)]) == 2
