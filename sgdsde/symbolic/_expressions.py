@@ -1,0 +1,253 @@
+"""Models as per-example sympy expressions $f(\\theta; x)$, in the numeric models' flattened order."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import equinox as eqx
+import sympy as sp
+
+from .._models import AbstractModel, DiagonalLinearNetwork, LinearRegression, TwoLayerNetwork
+from ._functions import SYMBOLIC_ACTIVATIONS
+
+
+def _symbols(names: Sequence[str], what: str) -> tuple[sp.Symbol, ...]:
+    out = []
+    for s in names:
+        if isinstance(s, sp.Symbol):
+            out.append(sp.Symbol(s.name, real=True))
+        elif isinstance(s, str):
+            out.append(sp.Symbol(s, real=True))
+        else:
+            raise ValueError(f"{what} must be names (str) or sympy Symbols, got {s!r}")
+    return tuple(out)
+
+
+def _number(v: float) -> sp.Expr:
+    return sp.Integer(int(v)) if float(v).is_integer() else sp.Float(v, 17)
+
+
+def _realify(expr: sp.Expr) -> sp.Expr:
+    """Give every free symbol the real=True assumption (so sympy simplifies |z|², conjugates …)."""
+    return expr.xreplace({s: sp.Symbol(s.name, real=True) for s in expr.free_symbols})
+
+
+@dataclasses.dataclass(frozen=True)
+class Units:
+    """$f(\\theta; x) = \\sum_{j=1}^m u(\\theta_{I_j}; x_{J_j}, c_j)$: one template u over m disjoint
+    parameter blocks. Derivatives are taken of u once (q parameters, not d); JAX assembles f's from them.
+
+    ``param_index`` (m × q) are the positions in θ of each unit's parameters (together a permutation of
+    0..d−1), ``input_index`` (m × s) the entries of x each unit reads, ``constant_values`` (m × c) the
+    unit's fixed numbers (e.g. a fixed second layer).
+    """
+
+    expr: sp.Expr
+    params: tuple[sp.Symbol, ...]
+    inputs: tuple[sp.Symbol, ...]
+    constants: tuple[sp.Symbol, ...]
+    param_index: tuple[tuple[int, ...], ...]
+    input_index: tuple[tuple[int, ...], ...]
+    constant_values: tuple[tuple[float, ...], ...]
+
+    @property
+    def n_units(self) -> int:
+        return len(self.param_index)
+
+    def instantiate(self, params, inputs) -> sp.Expr:
+        """The full expression $\\sum_j u(\\theta_{I_j}; x_{J_j}, c_j)$ in the model's symbols."""
+        terms = []
+        for pi, ii, cv in zip(self.param_index, self.input_index, self.constant_values, strict=True):
+            sub = {s: params[k] for s, k in zip(self.params, pi, strict=True)}
+            sub.update({s: inputs[k] for s, k in zip(self.inputs, ii, strict=True)})
+            sub.update({s: _number(v) for s, v in zip(self.constants, cv, strict=True)})
+            terms.append(self.expr.xreplace(sub))
+        return sp.Add(*terms)
+
+
+@dataclasses.dataclass(frozen=True)
+class SymbolicModel:
+    """A per-example model $f(\\theta; x)$: a sympy expression in parameter symbols θ and input symbols x.
+
+    The per-example loss is $\\ell = \\frac12 (f - y)^2$ with the label symbol y. θ's order is ``params``
+    (for the built-in models, ``model.param_names()``). Free symbols other than θ and x are rejected.
+
+    Args:
+        expr: the output f (a sympy expression or a string sympy can parse).
+        params: parameter names or symbols, in the flattened order of θ.
+        inputs: input names or symbols, in the order of x's entries.
+        label: the label symbol's name.
+        name: a short description (used in reports and cache keys).
+        units: f's decomposition into identical units (built-in models); default one unit, f itself.
+    """
+
+    expr: sp.Expr
+    params: tuple[sp.Symbol, ...]
+    inputs: tuple[sp.Symbol, ...]
+    label: sp.Symbol
+    name: str
+    units: Units
+
+    def __init__(self, expr, params, inputs, label="y", name="expression", units=None):
+        params = _symbols(params, "params")
+        inputs = _symbols(inputs, "inputs")
+        label_sym = _symbols([label], "label")[0]
+        if len(params) == 0:
+            raise ValueError("params must name at least one parameter")
+        names = [s.name for s in (*params, *inputs, label_sym)]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"params, inputs and label must have distinct names; repeated: {dup}")
+        if isinstance(expr, str):
+            local = {s.name: s for s in (*params, *inputs, label_sym)}
+            local.update({k: SYMBOLIC_ACTIVATIONS[k] for k in ("sigmoid", "softplus")})
+            expr = sp.sympify(expr, locals=local)
+        if not isinstance(expr, sp.Expr):
+            raise ValueError(f"expr must be a sympy expression or a string, got {type(expr).__name__}")
+        expr = _realify(expr)
+        if label_sym in expr.free_symbols:
+            raise ValueError(f"expr is the output f(θ; x) and must not contain the label symbol {label_sym}")
+        unknown = sorted(s.name for s in expr.free_symbols - set(params) - set(inputs))
+        if unknown:
+            raise ValueError(
+                f"expr has free symbols {unknown} that are neither parameters {[s.name for s in params]} "
+                f"nor inputs {[s.name for s in inputs]}: name them in params= or inputs=, or substitute "
+                "values"
+            )
+        object.__setattr__(self, "expr", expr)
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "inputs", inputs)
+        object.__setattr__(self, "label", label_sym)
+        object.__setattr__(self, "name", str(name))
+        if units is None:
+            d, p = len(params), len(inputs)
+            units = Units(expr, params, inputs, (), (tuple(range(d)),), (tuple(range(p)),), ((),))
+        elif sorted(k for row in units.param_index for k in row) != list(range(len(params))):
+            raise ValueError("units.param_index must use every parameter position exactly once")
+        object.__setattr__(self, "units", units)
+
+    @property
+    def n_params(self) -> int:
+        return len(self.params)
+
+    @property
+    def input_dim(self) -> int:
+        return len(self.inputs)
+
+    def param_names(self) -> list[str]:
+        return [s.name for s in self.params]
+
+    @property
+    def loss(self) -> sp.Expr:
+        """$\\ell(\\theta; x, y) = \\frac12 (f - y)^2$."""
+        return sp.Rational(1, 2) * (self.expr - self.label) ** 2
+
+    def latex(self) -> str:
+        """$f(\\theta; x) = …$ in LaTeX."""
+        return rf"f(\theta; x) = {sp.latex(self.expr)}"
+
+    def to_model(self) -> ExpressionModel:
+        """The numeric model (an ``AbstractModel``) whose output is this expression, via ``to_jax``."""
+        return ExpressionModel(self)
+
+
+def _inputs(p: int) -> list[str]:
+    return [f"x_{k}" for k in range(p)]
+
+
+def symbolic_model(model) -> SymbolicModel:
+    """The per-example sympy expression of a numeric model, parameters in ``model.param_names()`` order.
+
+    LinearRegression: $\\theta^T x$; DiagonalLinearNetwork: $\\sum_j (u_j^2 - v_j^2) x_j$ (or $v_j^2 x_j$);
+    TwoLayerNetwork: $\\sum_j a_j\\varphi(w_j^T x)$ with the model's activation (theory/symbolic.md, SYM-1).
+    """
+    if isinstance(model, SymbolicModel):
+        return model
+    if isinstance(model, ExpressionModel):
+        return model.symbolic
+    if not isinstance(model, AbstractModel):
+        raise ValueError(f"model must be an sgdsde model or a SymbolicModel, got {type(model).__name__}")
+    names = model.param_names()
+    th = [sp.Symbol(n, real=True) for n in names]
+    p = model.input_dim
+    x = [sp.Symbol(n, real=True) for n in _inputs(p)]
+    xi = sp.Symbol("xi", real=True)
+    if isinstance(model, LinearRegression):
+        t = sp.Symbol("theta", real=True)
+        each = tuple((k,) for k in range(p))
+        units = Units(t * xi, (t,), (xi,), (), each, each, ((),) * p)
+        desc = f"LinearRegression(dim={p})"
+    elif isinstance(model, DiagonalLinearNetwork):
+        u, v = sp.symbols("u v", real=True)
+        if model.signed:
+            units = Units(
+                (u**2 - v**2) * xi,
+                (u, v),
+                (xi,),
+                (),
+                tuple((k, p + k) for k in range(p)),
+                tuple((k,) for k in range(p)),
+                ((),) * p,
+            )
+        else:
+            units = Units(
+                v**2 * xi,
+                (v,),
+                (xi,),
+                (),
+                tuple((k,) for k in range(p)),
+                tuple((k,) for k in range(p)),
+                ((),) * p,
+            )
+        desc = f"DiagonalLinearNetwork(dim={p}, signed={model.signed})"
+    elif isinstance(model, TwoLayerNetwork):
+        phi = SYMBOLIC_ACTIVATIONS[model.activation]
+        m = model.width
+        w = tuple(sp.Symbol(f"w_{k}", real=True) for k in range(p))
+        xs = tuple(sp.Symbol(f"x_{k}", real=True) for k in range(p))
+        a = sp.Symbol("a", real=True)
+        z = sp.Add(*[wk * xk for wk, xk in zip(w, xs, strict=True)])
+        rows = tuple(tuple(range(j * p, (j + 1) * p)) for j in range(m))
+        inputs = (tuple(range(p)),) * m
+        if model.train_second_layer:
+            units = Units(
+                a * phi(z), (*w, a), xs, (), tuple((*rows[j], m * p + j) for j in range(m)), inputs, ((),) * m
+            )
+        else:
+            c = [1.0 / m] * m if model.second_layer is None else [float(v) for v in model.second_layer]
+            units = Units(a * phi(z), w, xs, (a,), rows, inputs, tuple((cj,) for cj in c))
+        desc = (
+            f"TwoLayerNetwork(dim={p}, width={m}, activation={model.activation}, "
+            f"train_second_layer={model.train_second_layer}, second_layer={model.second_layer})"
+        )
+    else:
+        raise ValueError(
+            f"no symbolic form for {type(model).__name__}; write its output as "
+            "SymbolicModel(expr, params, inputs)"
+        )
+    return SymbolicModel(units.instantiate(th, x), th, x, name=desc, units=units)
+
+
+class ExpressionModel(AbstractModel):
+    """A numeric model made from a SymbolicModel: $f(\\theta; x)$ evaluated by generated JAX code."""
+
+    symbolic: SymbolicModel = eqx.field(static=True)
+
+    @property
+    def n_params(self) -> int:
+        return self.symbolic.n_params
+
+    @property
+    def input_dim(self) -> int:
+        return self.symbolic.input_dim
+
+    def param_names(self) -> list[str]:
+        return self.symbolic.param_names()
+
+    def output(self, theta, x):
+        # Always the generated code: only f itself is compiled, no derivative is taken.
+        from ._codegen import DEFAULT_BACKEND
+        from ._kernels import _symbolic_kernels
+
+        return _symbolic_kernels(self.symbolic, DEFAULT_BACKEND).function("output")(theta, x)

@@ -1,0 +1,80 @@
+"""Activations as sympy expressions, with the JAX translation of the non-elementary ones.
+
+ReLU is written $z\\,H(z)$ (Heaviside). Its derivatives contain DiracDelta, which we drop: that is the
+almost-everywhere derivative, and the convention of JAX's ``relu`` (φ′(0) = 0, φ″ = 0), so generated code
+matches autodiff and has no NaN branch.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import sympy as sp
+
+
+class sigmoid(sp.Function):  # noqa: N801 (sympy functions are lower-case, like sp.tanh)
+    """$\\sigma(z) = 1/(1 + e^{-z})$, kept as one symbol so expressions stay small; σ′ = σ(1 − σ)."""
+
+    def fdiff(self, argindex=1):
+        s = sigmoid(self.args[0])
+        return s * (1 - s)
+
+    def _latex(self, printer):
+        return rf"\sigma\left({printer._print(self.args[0])}\right)"
+
+
+class softplus(sp.Function):  # noqa: N801
+    """$\\log(1 + e^{z})$, translated to JAX's overflow-safe ``softplus``; its derivative is σ(z)."""
+
+    def fdiff(self, argindex=1):
+        return sigmoid(self.args[0])
+
+    def _latex(self, printer):
+        return rf"\operatorname{{softplus}}\left({printer._print(self.args[0])}\right)"
+
+
+def relu(z):
+    return z * sp.Heaviside(z)
+
+
+SYMBOLIC_ACTIVATIONS = {
+    "tanh": sp.tanh,
+    "relu": relu,
+    "quadratic": lambda z: z**2,
+    "sigmoid": sigmoid,
+    "linear": lambda z: z,
+    "softplus": softplus,
+}
+
+
+def _heaviside(z, *h0):
+    # H(0) = 0, matching jax.nn.relu's derivative at 0; where() of two constants has no NaN branch.
+    return jnp.where(z > 0, jnp.ones_like(z), jnp.zeros_like(z))
+
+
+JAX_FUNCTIONS = {
+    "Heaviside": _heaviside,
+    "sigmoid": jax.nn.sigmoid,
+    "softplus": jax.nn.softplus,
+}
+
+SYMPY2JAX_FUNCTIONS = {sp.Heaviside: _heaviside, sigmoid: jax.nn.sigmoid, softplus: jax.nn.softplus}
+
+
+def drop_dirac(expr: sp.Expr) -> sp.Expr:
+    """Replace every DiracDelta (the derivative of a Heaviside step) by 0: the a.e. derivative."""
+    if not expr.has(sp.DiracDelta):
+        return expr
+    return expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
+
+
+def diff(expr: sp.Expr, symbol: sp.Symbol) -> sp.Expr:
+    """$\\partial expr / \\partial symbol$, a.e. for step functions; raise if sympy cannot differentiate."""
+    out = drop_dirac(sp.diff(expr, symbol))
+    if out.has(sp.Derivative) or out.has(sp.Subs):
+        bad = next(iter(out.atoms(sp.Derivative) | out.atoms(sp.Subs)))
+        raise ValueError(
+            f"expression is not differentiable in {symbol}: sympy leaves {bad} unevaluated "
+            "(use functions with known derivatives)"
+        )
+    return out

@@ -1,0 +1,353 @@
+"""Per-example derivative kernels: symbolic (sympy → JAX) or numeric (JAX autodiff), one contract.
+
+Every kernel is a function of one example, ``k(θ, x, y, v)`` (v: a direction in parameter space, ignored
+by kernels that take none). Sums over the n data points never enter sympy: callers vmap a kernel over
+(x, y) and take the mean in JAX, so expressions do not grow with n (theory/symbolic.md, SYM-2).
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import sympy as sp
+
+from .._models import AbstractModel
+from ._codegen import DEFAULT_BACKEND, to_jax
+from ._expressions import ExpressionModel, SymbolicModel, symbolic_model
+from ._functions import diff
+
+# name -> one-line math, the per-example quantity (ℓ = ½(f − y)², r = f − y).
+KERNELS = {
+    "output": "f",
+    "loss": r"\ell = \tfrac12 r^2",
+    "grad_output": r"\nabla f",
+    "grad_loss": r"\nabla\ell = r\,\nabla f",
+    "hvp_output": r"\nabla^2 f\, v",
+    "hvp_loss": r"\nabla^2\ell\, v = \nabla f\,(\nabla f^T v) + r\,\nabla^2 f\, v",
+    "jp_output": r"\nabla^2 f\,\nabla f = \tfrac12\nabla\|\nabla f\|^2",
+    "jp_loss": r"\nabla^2 \ell\,\nabla \ell = \tfrac12\nabla\|\nabla \ell\|^2",
+    "sqnorm_grad_output": r"\|\nabla f\|^2",
+    "diag_hessian_loss": r"\operatorname{diag}\nabla^2\ell",
+    "trace_hessian_loss": r"\operatorname{tr}\nabla^2\ell = \|\nabla f\|^2 + r\,\Delta f",
+    "grad_trace_hessian_loss": r"\nabla\operatorname{tr}\nabla^2\ell",
+    "grad_quadform_loss": r"\nabla_\theta\,(v^T\nabla^2\ell\, v)",
+}
+SCALAR_KERNELS = ("output", "loss", "sqnorm_grad_output", "trace_hessian_loss")
+
+
+class AbstractKernels(abc.ABC):
+    """Per-example kernels of one model; ``is_symbolic`` says whether they come from sympy."""
+
+    is_symbolic: bool
+    n_params: int
+    reason: str
+
+    @abc.abstractmethod
+    def function(self, name: str):
+        """The per-example JAX function ``k(θ, x, y, v)`` of kernel ``name`` (``output``: ``k(θ, x)``)."""
+
+    def batched(self, name: str):
+        """$(k(\\theta, x_i, y_i, v))_i$ stacked on the leading axis, by vmap over the examples."""
+        k = self.function(name)
+        if name == "output":
+            return jax.vmap(k, in_axes=(None, 0))
+        return jax.vmap(k, in_axes=(None, 0, 0, None))
+
+    def mean(self, name: str, theta, X, y, v=None):
+        """$\\frac1n\\sum_i k(\\theta, x_i, y_i, v)$."""
+        v = jnp.zeros_like(theta) if v is None else v
+        return jnp.mean(self.batched(name)(theta, X, y, v), axis=0)
+
+    def latex(self, name: str) -> str:
+        """The per-example expression of a kernel in LaTeX (numeric kernels: its definition only)."""
+        return KERNELS[name]
+
+
+def _check_name(name: str) -> None:
+    if name not in KERNELS:
+        raise ValueError(f"kernel must be one of {sorted(KERNELS)}, got {name!r}")
+
+
+UNIT_KERNELS = {
+    "u": "u",
+    "grad_u": r"\nabla u",
+    "hvp_u": r"\nabla^2 u\, v",
+    "jp_u": r"\nabla^2 u\,\nabla u",
+    "diag_hessian_u": r"\operatorname{diag}\nabla^2 u",
+    "laplacian_u": r"\Delta u",
+    "grad_laplacian_u": r"\nabla\Delta u",
+    "grad_quadform_u": r"\nabla(v^T\nabla^2 u\, v)",
+}
+
+
+class SymbolicKernels(AbstractKernels):
+    """Kernels derived by sympy and compiled through ``to_jax``.
+
+    sympy differentiates the model's unit template u (q parameters; theory/symbolic.md, SYM-2); the
+    per-example kernels of $f = \\sum_j u_j$ are assembled from them in JAX using that f's Hessian is
+    block diagonal over units and $\\nabla^2\\ell = \\nabla f\\nabla f^T + r\\nabla^2 f$. Expressions are
+    derived lazily and memoised, so each is derived once per model structure.
+    """
+
+    def __init__(self, model: SymbolicModel, backend: str = DEFAULT_BACKEND):
+        self.model, self.backend = model, backend
+        self.is_symbolic, self.n_params, self.reason = True, model.n_params, "derived symbolically by sympy"
+        U = model.units
+        self.units = U
+        taken = {s.name for s in (*U.params, *U.inputs, *U.constants)}
+        prefix = "v" if not any(n.startswith("v_") for n in taken) else "_dir"
+        self.v = tuple(sp.Symbol(f"{prefix}_{k}", real=True) for k in range(len(U.params)))
+        self.param_index = np.asarray(U.param_index, dtype=np.int32).reshape(U.n_units, len(U.params))
+        self.input_index = np.asarray(U.input_index, dtype=np.int32).reshape(U.n_units, len(U.inputs))
+        self.constant_values = np.asarray(U.constant_values, np.float64).reshape(U.n_units, len(U.constants))
+        # θ-order position → position in the flattened (m × q) unit layout: scatter back as a gather.
+        self.inverse = np.argsort(self.param_index.reshape(-1)).astype(np.int32)
+        self._exprs: dict[str, object] = {}
+        self._unit_functions: dict[str, object] = {}
+        self._functions: dict[str, object] = {}
+        self.timings: dict[str, float] = {}
+
+    # -- unit expressions (the only sympy work) ---------------------------------------------------------
+    def expr(self, name: str):
+        """The sympy expression (scalar) or list (vector) of unit kernel ``name`` (see UNIT_KERNELS)."""
+        if name not in UNIT_KERNELS:
+            raise ValueError(f"unit kernel must be one of {sorted(UNIT_KERNELS)}, got {name!r}")
+        if name not in self._exprs:
+            t0 = time.perf_counter()
+            self._exprs[name] = getattr(self, "_" + name)()
+            self.timings["derive:" + name] = time.perf_counter() - t0
+        return self._exprs[name]
+
+    def _dot(self, a, b):
+        return sp.Add(*[ai * bi for ai, bi in zip(a, b, strict=True)])
+
+    def _u(self):
+        return self.units.expr
+
+    def _grad_u(self):
+        return [diff(self.units.expr, t) for t in self.units.params]
+
+    def _hvp_u(self):
+        s = self._dot(self.v, self.expr("grad_u"))
+        return [diff(s, t) for t in self.units.params]
+
+    def _jp_u(self):
+        sub = dict(zip(self.v, self.expr("grad_u"), strict=True))
+        return [h.xreplace(sub) for h in self.expr("hvp_u")]
+
+    def _diag_hessian_u(self):
+        return [diff(g, t) for g, t in zip(self.expr("grad_u"), self.units.params, strict=True)]
+
+    def _laplacian_u(self):
+        return sp.Add(*self.expr("diag_hessian_u"))
+
+    def _grad_laplacian_u(self):
+        lap = self.expr("laplacian_u")
+        return [diff(lap, t) for t in self.units.params]
+
+    def _grad_quadform_u(self):
+        q = self._dot(self.v, self.expr("hvp_u"))
+        return [diff(q, t) for t in self.units.params]
+
+    def unit_function(self, name: str):
+        """Unit kernel ``name`` as JAX, vmapped over units: (Φ (m×q), Ξ (m×s), C (m×c), V (m×q)) → (m, …)."""
+        if name not in self._unit_functions:
+            e = self.expr(name)
+            t0 = time.perf_counter()
+            U = self.units
+            fn = to_jax(e, [U.params, U.inputs, U.constants, self.v], backend=self.backend)
+            self._unit_functions[name] = jax.vmap(fn)
+            self.timings["codegen:" + name] = time.perf_counter() - t0
+        return self._unit_functions[name]
+
+    # -- assembly of f's kernels from the units' (JAX) --------------------------------------------------
+    def _gather(self, theta, x, v):
+        dtype = jnp.result_type(theta, float)
+        phi = theta[self.param_index]
+        xi = jnp.asarray(x, dtype)[self.input_index]
+        c = jnp.asarray(self.constant_values, dtype)
+        return phi, xi, c, v[self.param_index]
+
+    def _scatter(self, per_unit):
+        return per_unit.reshape(-1)[self.inverse]
+
+    def function(self, name: str):
+        _check_name(name)
+        if name not in self._functions:
+            self._functions[name] = self._assemble(name)
+        return self._functions[name]
+
+    def _assemble(self, name: str):
+        unit = self.unit_function
+
+        def output(theta, x):
+            phi, xi, c, _ = self._gather(theta, x, theta)
+            return jnp.sum(unit("u")(phi, xi, c, phi))
+
+        def parts(theta, x, v):
+            g = self._gather(theta, x, v)
+            return g, self._scatter(unit("grad_u")(*g))
+
+        def grad_output(theta, x, y, v):
+            return parts(theta, x, v)[1]
+
+        def hvp_output(theta, x, y, v):
+            return self._scatter(unit("hvp_u")(*self._gather(theta, x, v)))
+
+        def jp_output(theta, x, y, v):
+            return self._scatter(unit("jp_u")(*self._gather(theta, x, v)))
+
+        def residual(theta, x, y):
+            return output(theta, x) - y
+
+        def loss(theta, x, y, v):
+            r = residual(theta, x, y)
+            return 0.5 * r * r
+
+        def grad_loss(theta, x, y, v):
+            return residual(theta, x, y) * grad_output(theta, x, y, v)
+
+        def hvp_loss(theta, x, y, v):
+            gf = grad_output(theta, x, y, v)
+            return gf * jnp.dot(gf, v) + residual(theta, x, y) * hvp_output(theta, x, y, v)
+
+        def jp_loss(theta, x, y, v):
+            # ∇²ℓ∇ℓ = r‖∇f‖²∇f + r²∇²f∇f, from ∇²ℓ = ∇f∇fᵀ + r∇²f and ∇ℓ = r∇f.
+            gf, r = grad_output(theta, x, y, v), residual(theta, x, y)
+            return (r * jnp.dot(gf, gf)) * gf + (r * r) * jp_output(theta, x, y, v)
+
+        def sqnorm_grad_output(theta, x, y, v):
+            gf = grad_output(theta, x, y, v)
+            return jnp.dot(gf, gf)
+
+        def diag_hessian_loss(theta, x, y, v):
+            g = self._gather(theta, x, v)
+            gf = self._scatter(unit("grad_u")(*g))
+            return gf * gf + residual(theta, x, y) * self._scatter(unit("diag_hessian_u")(*g))
+
+        def trace_hessian_loss(theta, x, y, v):
+            g = self._gather(theta, x, v)
+            gf = self._scatter(unit("grad_u")(*g))
+            return jnp.dot(gf, gf) + residual(theta, x, y) * jnp.sum(unit("laplacian_u")(*g))
+
+        def grad_trace_hessian_loss(theta, x, y, v):
+            # tr∇²ℓ = ‖∇f‖² + rΔf, so its gradient is 2∇²f∇f + Δf∇f + r∇Δf.
+            g = self._gather(theta, x, v)
+            gf = self._scatter(unit("grad_u")(*g))
+            lap = jnp.sum(unit("laplacian_u")(*g))
+            grad_lap = self._scatter(unit("grad_laplacian_u")(*g))
+            return 2 * jp_output(theta, x, y, v) + lap * gf + residual(theta, x, y) * grad_lap
+
+        def grad_quadform_loss(theta, x, y, v):
+            # vᵀ∇²ℓv = (∇fᵀv)² + r vᵀ∇²f v; ∇²f is block diagonal, so vᵀ∇²f v is a sum over units.
+            g = self._gather(theta, x, v)
+            gf = self._scatter(unit("grad_u")(*g))
+            hv = self._scatter(unit("hvp_u")(*g))
+            gq = self._scatter(unit("grad_quadform_u")(*g))
+            return 2 * jnp.dot(gf, v) * hv + jnp.dot(v, hv) * gf + residual(theta, x, y) * gq
+
+        return locals()[name]
+
+    def latex(self, name: str) -> str:
+        """A unit kernel's expression in LaTeX (f = Σ_j u_j assembles the model's kernels from it)."""
+        e = self.expr(name)
+        body = sp.latex(e) if name in ("u", "laplacian_u") else sp.latex(sp.Matrix(e))
+        return rf"{UNIT_KERNELS[name]} = {body}"
+
+
+class NumericKernels(AbstractKernels):
+    """The same kernels by JAX autodiff of a numeric model's ``output``: the fallback where symbolic
+    derivation does not scale, reported as numeric (``is_symbolic = False``)."""
+
+    def __init__(self, model: AbstractModel, reason: str = "numeric autodiff"):
+        self.model, self.is_symbolic, self.n_params, self.reason = model, False, model.n_params, reason
+        f = model.output
+
+        def loss(th, x, y, v):
+            r = f(th, x) - y
+            return 0.5 * r * r
+
+        grad_f = jax.grad(f)
+        grad_loss = jax.grad(loss)
+
+        def hvp(fun):
+            return lambda th, x, y, v: jax.jvp(lambda t: fun(t, x, y, v), (th,), (v,))[1]
+
+        def gf(th, x, y, v):
+            return grad_f(th, x)
+
+        def hvp_output(th, x, y, v):
+            return hvp(gf)(th, x, y, v)
+
+        def diag_hessian_loss(th, x, y, v):
+            return jnp.diagonal(jax.hessian(loss)(th, x, y, v))
+
+        def trace_hessian_loss(th, x, y, v):
+            return jnp.sum(diag_hessian_loss(th, x, y, v))
+
+        def quadform(th, x, y, v):
+            return jnp.dot(v, hvp(grad_loss)(th, x, y, v))
+
+        self._functions = {
+            "output": f,
+            "loss": loss,
+            "grad_output": gf,
+            "grad_loss": grad_loss,
+            "hvp_output": hvp_output,
+            "hvp_loss": hvp(grad_loss),
+            "jp_output": lambda th, x, y, v: hvp_output(th, x, y, grad_f(th, x)),
+            "jp_loss": lambda th, x, y, v: hvp(grad_loss)(th, x, y, grad_loss(th, x, y, v)),
+            "sqnorm_grad_output": lambda th, x, y, v: jnp.sum(grad_f(th, x) ** 2),
+            "diag_hessian_loss": diag_hessian_loss,
+            "trace_hessian_loss": trace_hessian_loss,
+            "grad_trace_hessian_loss": jax.grad(trace_hessian_loss),
+            "grad_quadform_loss": jax.grad(quadform),
+        }
+
+    def function(self, name: str):
+        _check_name(name)
+        return self._functions[name]
+
+
+# Beyond this many parameters the symbolic kernels cost more to derive and compile than they save
+# (scripts/bench_symbolic.py; theory/symbolic.md, SYM-4): auto mode falls back to numeric kernels.
+MAX_SYMBOLIC_PARAMS = 200
+
+
+@functools.lru_cache(maxsize=64)
+def _symbolic_kernels(model: SymbolicModel, backend: str) -> SymbolicKernels:
+    return SymbolicKernels(model, backend)
+
+
+@functools.lru_cache(maxsize=64)
+def _numeric_kernels(model: AbstractModel, reason: str) -> NumericKernels:
+    return NumericKernels(model, reason)
+
+
+def kernels(model, symbolic: bool | str = "auto", backend: str = DEFAULT_BACKEND) -> AbstractKernels:
+    """The (cached) per-example kernels of ``model``.
+
+    Args:
+        model: a numeric model, an ExpressionModel or a SymbolicModel.
+        symbolic: True (always sympy), False (always autodiff) or "auto": sympy up to
+            ``MAX_SYMBOLIC_PARAMS`` parameters, autodiff beyond, with the reason recorded.
+        backend: the ``to_jax`` backend.
+    """
+    if symbolic not in (True, False, "auto"):
+        raise ValueError(f"symbolic must be True, False or 'auto', got {symbolic!r}")
+    sm = symbolic_model(model)
+    numeric = model if isinstance(model, AbstractModel) else ExpressionModel(sm)
+    if symbolic is False:
+        return _numeric_kernels(numeric, "numeric autodiff (symbolic=False)")
+    if symbolic == "auto" and sm.n_params > MAX_SYMBOLIC_PARAMS:
+        return _numeric_kernels(
+            numeric,
+            f"numeric autodiff: d = {sm.n_params} > MAX_SYMBOLIC_PARAMS = {MAX_SYMBOLIC_PARAMS}, "
+            "where symbolic derivation and compilation stop paying off",
+        )
+    return _symbolic_kernels(sm, backend)
