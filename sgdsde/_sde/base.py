@@ -1,0 +1,134 @@
+"""The SDE contract: $d\\theta = b(\\theta, \\eta)\\,dt + \\sqrt{\\eta}\\,A(\\theta)\\,dW$ (Itô), and one
+built from JAX functions."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+NOISE_TYPES = ("additive", "commutative", "general")
+
+
+class AbstractSDE(eqx.Module):
+    """An Itô SDE on the SGD clock: $d\\theta = b(\\theta,\\eta)\\,dt + \\sqrt{\\eta}\\,A(\\theta)\\,dW_t$,
+    W m-dimensional.
+
+    η is the current learning rate (an argument, so schedules and sweeps reuse one compiled simulator).
+    ``noise_type`` declares the structure of A that solvers rely on: "additive" (A constant),
+    "commutative" ($(\\partial_{b_j} b_k) = (\\partial_{b_k} b_j)$ for all columns) or "general";
+    ``simulate_sde`` verifies the declaration at θ₀ before running.
+    """
+
+    @abc.abstractmethod
+    def drift(self, theta: Float[Array, " d"], eta) -> Float[Array, " d"]:
+        """The Itô drift $b(\\theta, \\eta)$."""
+
+    @abc.abstractmethod
+    def factor(self, theta: Float[Array, " d"]) -> Float[Array, "d m"]:
+        """A(θ), the factor of one step's gradient-noise covariance $\\Sigma = AA^T$."""
+
+    @property
+    @abc.abstractmethod
+    def noise_type(self) -> str:
+        """One of NOISE_TYPES."""
+
+    @property
+    def problem(self):
+        """The Problem observables are evaluated on (None for an SDE not tied to one)."""
+        return None
+
+    def diffusion(self, theta: Float[Array, " d"], eta) -> Float[Array, "d m"]:
+        """The diffusion matrix $\\sqrt{\\eta}\\,A(\\theta)$."""
+        A = self.factor(theta)
+        return jnp.sqrt(jnp.asarray(eta, A.dtype)) * A
+
+    def stratonovich_correction(self, theta: Float[Array, " d"], eta) -> Float[Array, " d"]:
+        """$-\\frac12\\sum_j (\\partial_\\theta \\sigma_{\\cdot j})\\,\\sigma_{\\cdot j}$ with σ = √η A:
+        added to the Itô drift
+        it gives the Stratonovich drift of the same process (by jax.jacfwd; zero for additive noise)."""
+        return autodiff_correction(self.factor, self.noise_type, theta, eta)
+
+    def noise_dim(self, d: int, dtype) -> int:
+        """m, the number of Brownian motions."""
+        return jax.eval_shape(self.factor, jax.ShapeDtypeStruct((d,), dtype)).shape[1]
+
+    def astype(self, dtype) -> AbstractSDE:
+        """The same SDE with its data in ``dtype`` (default: unchanged)."""
+        return self
+
+
+def autodiff_correction(factor, noise_type: str, theta, eta):
+    """$-\\frac\\eta2\\sum_j (\\partial_\\theta A_{\\cdot j})A_{\\cdot j}$ by forward-mode autodiff of the
+    factor."""
+    if noise_type == "additive":
+        return jnp.zeros_like(theta)
+    A = factor(theta)
+    dA = jax.jacfwd(factor)(theta)  # dA[i, j, k] = ∂A_ij/∂θ_k
+    return -0.5 * jnp.asarray(eta, A.dtype) * jnp.einsum("ijk,kj->i", dA, A)
+
+
+def check_noise_type(noise_type: str) -> str:
+    if noise_type not in NOISE_TYPES:
+        raise ValueError(f"noise_type must be one of {NOISE_TYPES}, got {noise_type!r}")
+    return noise_type
+
+
+class FunctionSDE(AbstractSDE):
+    """An SDE from given JAX functions: drift ``drift(θ, η)`` and factor ``factor(θ)`` (d × m), so that
+    $d\\theta = \\mathrm{drift}(\\theta,\\eta)\\,dt + \\sqrt\\eta\\,\\mathrm{factor}(\\theta)\\,dW$.
+
+    This is the seam for generated code (sgdsde.symbolic): pass its drift and factor, and optionally its
+    symbolic Itô→Stratonovich correction ``correction(θ, η)`` (default: autodiff). ``problem`` (optional)
+    is what observables such as "loss" are evaluated on.
+    """
+
+    drift_fn: Callable = eqx.field(static=True)
+    factor_fn: Callable = eqx.field(static=True)
+    noise_type_: str = eqx.field(static=True)
+    correction_fn: Callable | None = eqx.field(static=True, default=None)
+    problem_: object = None
+
+    def __init__(self, drift, factor, *, noise_type: str = "general", correction=None, problem=None):
+        if not callable(drift) or not callable(factor):
+            raise ValueError("drift and factor must be callables drift(theta, eta) and factor(theta)")
+        if correction is not None and not callable(correction):
+            raise ValueError("correction must be None or a callable correction(theta, eta)")
+        self.drift_fn, self.factor_fn = drift, factor
+        self.noise_type_ = check_noise_type(noise_type)
+        self.correction_fn = correction
+        self.problem_ = problem
+
+    @property
+    def noise_type(self) -> str:
+        return self.noise_type_
+
+    @property
+    def problem(self):
+        return self.problem_
+
+    def drift(self, theta, eta):
+        return self.drift_fn(theta, eta)
+
+    def factor(self, theta):
+        return self.factor_fn(theta)
+
+    def stratonovich_correction(self, theta, eta):
+        if self.correction_fn is not None:
+            return self.correction_fn(theta, eta)
+        return autodiff_correction(self.factor, self.noise_type, theta, eta)
+
+    def astype(self, dtype):
+        if self.problem_ is None:
+            return self
+        return FunctionSDE(
+            self.drift_fn,
+            self.factor_fn,
+            noise_type=self.noise_type_,
+            correction=self.correction_fn,
+            problem=self.problem_.astype(dtype),
+        )

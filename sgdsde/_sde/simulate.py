@@ -1,0 +1,257 @@
+"""simulate_sde: N paths of the SME on SGD's clock $t_k = \\sum_{j<k}\\eta_j$, through the shared ensemble
+engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._ensemble import AbstractStepper, run_ensemble, to_key
+from .._noise import AbstractGradientNoise
+from .._problem import Problem
+from .._schedules import learning_rates
+from .._validation import check_int_range, check_positive
+from . import increments as inc
+from .base import AbstractSDE
+from .sme import SME
+from .solvers import PlatenWeak2, check_solver
+
+
+class _GivenIncrement(diffrax.AbstractPath):
+    """A path whose increment over the step being taken was drawn beforehand (for all paths at once)."""
+
+    increment: Any
+    t0: float = 0.0
+    t1: float = 1.0
+
+    def evaluate(self, t0, t1=None, left=True, use_levy=False):
+        if isinstance(self.increment, diffrax.SpaceTimeLevyArea) and not use_levy:
+            return self.increment.W
+        return self.increment
+
+
+class SDEStepper(AbstractStepper):
+    """One SGD step of time η_k as ``substeps`` solver steps of dt = η_k/k, all paths vmapped through the
+    diffrax solver's ``step``; increments are drawn for all paths and substeps in one call."""
+
+    sde: AbstractSDE
+    solver: Any
+    n_paths: int = eqx.field(static=True)
+    substeps: int = eqx.field(static=True)
+    control: str = eqx.field(static=True)  # "brownian" | "two_point" | "levy" | "weak2"
+    stratonovich: bool = eqx.field(static=True)
+    m: int = eqx.field(static=True)
+
+    @property
+    def problem(self):
+        return self.sde.problem
+
+    def init(self, key, theta0):
+        return theta0, jnp.zeros((), theta0.dtype)
+
+    def theta(self, carry):
+        return carry[0]
+
+    def _drift(self, theta, eta):
+        b = self.sde.drift(theta, eta)
+        if self.stratonovich:
+            b = b + self.sde.stratonovich_correction(theta, eta)
+        return b
+
+    def _draw(self, key, eta, dtype):
+        k, n, m = self.substeps, self.n_paths, self.m
+        if self.control == "brownian":
+            return inc.brownian(key, eta, k, n, m, dtype)
+        if self.control == "two_point":
+            return inc.two_point(key, eta, k, n, m, dtype)
+        if self.control == "levy":
+            return inc.levy(key, eta, k, n, m, dtype)
+        return inc.weak2(key, eta, k, n, m, dtype, with_v=self.sde.noise_type != "additive" and m > 1)
+
+    def step(self, carry, k, eta, key):
+        theta, t = carry
+        dtype = theta.dtype
+        dt = eta / self.substeps
+        draws = self._draw(key, eta.astype(dtype), dtype)
+        terms_of = lambda ctrl: diffrax.MultiTerm(
+            diffrax.ODETerm(lambda s, y, args: self._drift(y, args)),
+            diffrax.ControlTerm(lambda s, y, args: self.sde.diffusion(y, args), _GivenIncrement(ctrl)),
+        )
+
+        def one_path(y, ctrl, t0):
+            terms = terms_of(ctrl)
+            state = self.solver.init(terms, t0, t0 + dt, y, eta)
+            return self.solver.step(terms, t0, t0 + dt, y, eta, state, False)[0]
+
+        def substep(y, xs):
+            j, ctrl = xs
+            return jax.vmap(one_path, in_axes=(0, 0, None))(y, ctrl, t + j * dt), None
+
+        if self.substeps == 1:
+            theta, _ = substep(theta, (0, jax.tree.map(lambda a: a[0], draws)))
+        else:
+            theta, _ = jax.lax.scan(substep, theta, (jnp.arange(self.substeps), draws))
+        return theta, t + eta
+
+
+def _substeps(lr, n_steps: int, dt, substeps) -> int:
+    if dt is not None and substeps is not None:
+        raise ValueError("give at most one of dt and substeps")
+    if substeps is not None:
+        return check_int_range("substeps", substeps, 1)
+    if dt is None:
+        return 1
+    dt = check_positive("dt", dt)
+    etas = learning_rates(lr, n_steps)
+    if not np.all(etas == etas[0]):
+        raise ValueError("dt needs a constant lr; with a schedule give substeps=k (dt = η_k/k)")
+    ratio = etas[0] / dt
+    k = round(ratio)
+    if dt > etas[0] * (1 + 1e-12) or k < 1 or abs(ratio - k) > 1e-9 * ratio:
+        raise ValueError(f"dt must be lr/k for an integer k >= 1 (0 < dt <= lr={etas[0]}), got dt={dt}")
+    return k
+
+
+def _check_declared_noise(sde: AbstractSDE, theta0: np.ndarray, eta: float) -> None:
+    """Verify the declared noise structure at θ₀ (a wrong declaration would make a solver solve another
+    SDE)."""
+    if sde.noise_type == "general":
+        return
+    th = jnp.asarray(theta0 if theta0.ndim == 1 else theta0[0], jnp.float32)
+    sde32 = sde.astype(np.float32)
+    A = sde32.factor(th)
+    dA = jax.jacfwd(sde32.factor)(th)  # (d, m, d)
+    scale = float(jnp.max(jnp.abs(A))) + 1e-30
+    if sde.noise_type == "additive":
+        bad = float(jnp.max(jnp.abs(dA))) > 1e-5 * max(scale, 1.0)
+    else:
+        L = jnp.einsum("ijk,kl->ijl", dA, A)  # L[:, j, l] = (∂A_j) A_l
+        bad = float(jnp.max(jnp.abs(L - jnp.swapaxes(L, 1, 2)))) > 1e-5 * max(scale, 1.0) ** 2
+    if bad:
+        raise ValueError(
+            f"the SDE declares {sde.noise_type} noise, but its factor at theta0 is not {sde.noise_type}"
+        )
+
+
+def simulate_sde(
+    problem,
+    noise: AbstractGradientNoise | None = None,
+    theta0=None,
+    *,
+    lr,
+    n_steps: int,
+    key,
+    order: int = 1,
+    solver=None,
+    dt: float | None = None,
+    substeps: int | None = None,
+    increments: str = "auto",
+    n_paths: int = 1,
+    record_every: int | None = None,
+    observables=None,
+    n_saved_paths: int = 0,
+    chunk_size: int | None = None,
+    dtype=np.float32,
+    progress: bool = False,
+    save_to: str | None = None,
+    label: str | None = None,
+) -> Any:
+    """Simulate N paths of SGD's SDE on SGD's clock, as one jitted scan (same engine and result as
+    simulate_sgd).
+
+    $d\\theta = -\\nabla(L + \\tfrac{(o-1)\\eta}{4}\\|\\nabla L\\|^2)\\,dt +
+    \\sqrt{\\eta_k}\\,A(\\theta)\\,dW$ on
+    $[t_k, t_{k+1}]$, $t_k = \\sum_{j<k}\\eta_j$, A = ``noise.covariance_factor`` (theory/sde.md,
+    SDE-1..SDE-6).
+
+    Args:
+        problem: a Problem (with ``noise`` and ``order``: the SME), or any AbstractSDE (then noise=None).
+        noise: the gradient-noise model whose covariance the SDE carries.
+        theta0: (d,) or (n_paths, d) start.
+        lr: float, schedule or array of n_steps step sizes: SGD's; record k is at time t_k.
+        n_steps: number of SGD steps covered (the SDE runs to $t = \\sum_k \\eta_k$).
+        key: JAX key or int seed. With Gaussian increments and dt = η, the same key as simulate_sgd with
+            GaussianNoise/SphericalGaussianNoise gives the same noise: Euler then reproduces that SGD run.
+        order: SME order, 1 or 2.
+        solver: a diffrax solver or PlatenWeak2 (default Euler). Itô: Euler (any noise; strong 0.5, weak 1),
+            ItoMilstein (commutative; strong 1, weak 1), PlatenWeak2 (any noise; weak 2). Stratonovich solvers
+            (Heun, EulerHeun, GeneralShARK: general noise; StratonovichMilstein: commutative) get the
+            Itô→Stratonovich drift correction; SRA1, ShARK (strong 1.5, weak 2) need additive noise.
+        dt: solver step, lr/k for an integer k (constant lr); default lr. ``substeps=k`` does the same for
+            schedules (dt = η_k/k).
+        increments: "gaussian" (Brownian; the default), "two_point" (±√dt, weak Euler only) or "auto".
+        n_paths, record_every, observables, n_saved_paths, chunk_size, dtype, progress, save_to, label:
+            as in simulate_sgd.
+
+    Returns:
+        EnsembleResult on the same time grid as simulate_sgd with the same lr, n_steps and record_every.
+    """
+    if isinstance(problem, AbstractSDE):
+        if noise is not None:
+            raise ValueError(
+                "give noise=None when passing an AbstractSDE (its factor already fixes the noise)"
+            )
+        sde = problem
+    elif isinstance(problem, Problem):
+        sde = SME(problem, noise, order)
+    else:
+        raise ValueError(f"problem must be a sgdsde.Problem or an AbstractSDE, got {type(problem).__name__}")
+    if theta0 is None:
+        raise ValueError("theta0 is required")
+    solver = diffrax.Euler() if solver is None else solver
+    if increments not in ("auto", "gaussian", "two_point"):
+        raise ValueError(f"increments must be 'auto', 'gaussian' or 'two_point', got {increments!r}")
+    info = check_solver(solver, sde.noise_type, increments)
+    if isinstance(solver, PlatenWeak2):
+        solver = PlatenWeak2(noise=sde.noise_type)
+    k = _substeps(lr, n_steps, dt, substeps)
+    th0 = np.asarray(theta0, np.float64)
+    d = th0.shape[-1] if th0.ndim else 0
+    if sde.problem is not None:
+        sde.problem.check_theta(theta0, "theta0")
+    elif d < 1:
+        raise ValueError("theta0 must be a (d,) or (n_paths, d) array")
+    if np.all(np.isfinite(th0)):
+        _check_declared_noise(sde, th0, float(learning_rates(lr, n_steps)[0]))
+    dtype_sde = sde.astype(np.dtype(dtype))
+    m = dtype_sde.noise_dim(d, np.dtype(dtype))
+    control = (
+        info.control
+        if info.control != "brownian"
+        else ("two_point" if increments == "two_point" else "brownian")
+    )
+    config = {
+        "simulator": "sde",
+        "sde": type(sde).__name__,
+        "order": getattr(sde, "order", None),
+        "noise": repr(noise) if noise is not None else sde.noise_type,
+        "solver": type(solver).__name__,
+        "calculus": info.calculus,
+        "increments": control,
+        "substeps": k,
+        "lr": lr if np.ndim(lr) == 0 and not callable(lr) else repr(lr),
+    }
+    stratonovich = info.calculus == "stratonovich" and sde.noise_type != "additive"
+    return run_ensemble(
+        lambda n: SDEStepper(dtype_sde, solver, n, k, control, stratonovich, m),
+        method=label or f"{type(sde).__name__}-{type(solver).__name__}",
+        theta0=theta0,
+        n_params=d,
+        lr=lr,
+        n_steps=n_steps,
+        key=to_key(key),
+        n_paths=n_paths,
+        record_every=record_every,
+        observables=observables,
+        n_saved_paths=n_saved_paths,
+        chunk_size=chunk_size,
+        dtype=dtype,
+        progress=progress,
+        save_to=save_to,
+        config=config,
+    )

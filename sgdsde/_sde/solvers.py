@@ -1,0 +1,163 @@
+"""Solvers for the SME: which diffrax solver solves which SDE, and a weak order-2 scheme for general noise.
+
+Every solver here is a diffrax ``AbstractSolver`` driven one step at a time with
+``terms = MultiTerm(ODETerm(drift), ControlTerm(diffusion, path))``. The table ``SOLVERS`` states each
+solver's calculus, the noise it needs, its strong/weak order and the increments it consumes; ``check_solver``
+refuses a combination that would solve a different SDE (theory/sde.md, SDE-4).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from diffrax._local_interpolation import LocalLinearInterpolation
+from diffrax._solution import RESULTS
+
+
+class WeakIncrement(eqx.Module):
+    """The random input of one weak order-2 step: three-point $\\Delta\\hat W$ (±√(3h) w.p. 1/6 each, 0 w.p.
+    2/3) and the antisymmetric two-point $V$ ($V_{rj} = \\pm h$ for r < j, $V_{jr} = -V_{rj}$), or None for
+    additive noise (Kloeden & Platen 1992, §14.2)."""
+
+    dW: jax.Array
+    V: jax.Array | None
+
+
+class PlatenWeak2(diffrax.AbstractItoSolver):
+    """Platen's explicit weak order-2.0 scheme for Itô SDEs with general m-dimensional noise
+    (Kloeden & Platen 1992, (15.1.3)); derivative-free, weak order 2, not a strong scheme.
+
+    $Y^+ = Y + \\tfrac12(a(\\bar\\Upsilon)+a)h + \\tfrac14\\sum_j[(b^j(R^j_+)+b^j(R^j_-)+2b^j)\\Delta\\hat
+    W^j +
+    \\sum_{r\\ne j}(b^j(U^r_+)+b^j(U^r_-)-2b^j)\\Delta\\hat W^j] + \\tfrac{1}{4\\sqrt
+    h}\\sum_j[(b^j(R^j_+)-b^j(R^j_-))
+    ((\\Delta\\hat W^j)^2-h) + \\sum_{r\\ne j}(b^j(U^r_+)-b^j(U^r_-))(\\Delta\\hat W^j\\Delta\\hat
+    W^r+V_{rj})]$,
+    with $\\bar\\Upsilon = Y+ah+b\\Delta\\hat W$, $R^j_\\pm = Y+ah\\pm b^j\\sqrt h$, $U^r_\\pm = Y\\pm
+    b^r\\sqrt h$.
+
+    Costs 2 drift and 1 + 4m diffusion evaluations per step (one of each with ``noise="additive"``, where the
+    scheme reduces to $Y + \\frac12(a(\\bar\\Upsilon)+a)h + b\\Delta\\hat W$). Its control is a WeakIncrement
+    (theory/sde.md, SDE-6).
+    """
+
+    noise: str = eqx.field(static=True, default="general")
+
+    term_structure: ClassVar = diffrax.MultiTerm[tuple[diffrax.AbstractTerm, diffrax.AbstractTerm]]
+    interpolation_cls: ClassVar[Callable[..., LocalLinearInterpolation]] = LocalLinearInterpolation
+
+    def order(self, terms):
+        raise ValueError("PlatenWeak2 is an SDE solver")
+
+    def strong_order(self, terms):
+        return None  # a weak scheme: its increments are not Brownian
+
+    def init(self, terms, t0, t1, y0, args):
+        return None
+
+    def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
+        del solver_state, made_jump
+        drift, diffusion = terms.terms
+        h = drift.contr(t0, t1)
+        inc = diffusion.contr(t0, t1)
+        dW = inc.dW
+        a = lambda y: drift.vf(t0, y, args)
+        b = lambda y: diffusion.vf(t0, y, args)
+        a0, b0 = a(y0), b(y0)
+        ybar = y0 + a0 * h + b0 @ dW
+        y1 = y0 + 0.5 * (a(ybar) + a0) * h
+        if self.noise == "additive":
+            return y1 + b0 @ dW, None, dict(y0=y0, y1=y1), None, RESULTS.successful
+        sq = jnp.sqrt(h)
+        m = dW.shape[0]
+        cols = jnp.arange(m)
+        # b^j at R^j_± (column j only) and the whole b at U^r_±, vmapped over j and r
+        bR = lambda s: jax.vmap(lambda j: b(y0 + a0 * h + s * sq * b0[:, j])[:, j])(cols).T  # (d, m)
+        bRp, bRm = bR(1.0), bR(-1.0)
+        bU = lambda s: jax.vmap(lambda r: b(y0 + s * sq * b0[:, r]))(cols)  # (m, d, m): [r, :, j]
+        bUp, bUm = bU(1.0), bU(-1.0)
+        off = 1.0 - jnp.eye(m, dtype=dW.dtype)  # r ≠ j
+        second = jnp.einsum("rij,rj->i", bUp + bUm - 2 * b0[None], off * dW[None, :])
+        M = (dW[:, None] * dW[None, :] + inc.V) * off  # M[r, j] = ΔŴ_r ΔŴ_j + V_rj
+        cross = jnp.einsum("rij,rj->i", bUp - bUm, M)
+        noise = 0.25 * ((bRp + bRm + 2 * b0) @ dW + second)
+        noise = noise + (0.25 / sq) * ((bRp - bRm) @ (dW * dW - h) + cross)
+        y1 = y1 + noise
+        return y1, None, dict(y0=y0, y1=y1), None, RESULTS.successful
+
+    def func(self, terms, t0, y0, args):
+        drift, diffusion = terms.terms
+        return drift.vf(t0, y0, args), diffusion.vf(t0, y0, args)
+
+
+@dataclasses.dataclass(frozen=True)
+class SolverInfo:
+    """What a solver assumes: its calculus, the noise it needs, its orders and the increments it eats."""
+
+    calculus: str  # "ito" | "stratonovich"
+    noise: str  # weakest noise structure it is valid for: "general" | "commutative" | "additive"
+    strong_order: float | None
+    weak_order: float
+    control: str  # "brownian" | "levy" (space-time Lévy area) | "weak2"
+
+
+# Orders are for the noise the solver is admitted with (diffrax docs; Kloeden & Platen 1992).
+SOLVERS: dict[type, SolverInfo] = {
+    diffrax.Euler: SolverInfo("ito", "general", 0.5, 1.0, "brownian"),
+    diffrax.ItoMilstein: SolverInfo("ito", "commutative", 1.0, 1.0, "brownian"),
+    diffrax.StratonovichMilstein: SolverInfo("stratonovich", "commutative", 1.0, 1.0, "brownian"),
+    diffrax.Heun: SolverInfo("stratonovich", "general", 0.5, 1.0, "brownian"),
+    diffrax.EulerHeun: SolverInfo("stratonovich", "general", 0.5, 1.0, "brownian"),
+    diffrax.GeneralShARK: SolverInfo("stratonovich", "general", 0.5, 1.0, "levy"),
+    diffrax.SRA1: SolverInfo("stratonovich", "additive", 1.5, 2.0, "levy"),
+    diffrax.ShARK: SolverInfo("stratonovich", "additive", 1.5, 2.0, "levy"),
+    PlatenWeak2: SolverInfo("ito", "general", None, 2.0, "weak2"),
+}
+
+_RANK = {"additive": 0, "commutative": 1, "general": 2}
+
+
+def solver_info(solver: Any) -> SolverInfo:
+    """The SolverInfo of ``solver`` or a ValueError naming it."""
+    info = SOLVERS.get(type(solver))
+    if info is None:
+        known = ", ".join(sorted(c.__name__ for c in SOLVERS))
+        raise ValueError(
+            f"solver {type(solver).__name__} is not supported for the SME: its calculus and noise "
+            "assumptions are not declared here (ODE solvers converge to a Stratonovich solution without "
+            f"saying so); use one of {known}"
+        )
+    return info
+
+
+def check_solver(solver: Any, noise_type: str, increments: str) -> SolverInfo:
+    """Raise ValueError when ``solver`` cannot solve an Itô SDE with ``noise_type`` noise from
+    ``increments``."""
+    info = solver_info(solver)
+    name = type(solver).__name__
+    if _RANK[noise_type] > _RANK[info.noise]:
+        raise ValueError(
+            f"solver {name} assumes {info.noise} noise, but this SDE's noise is {noise_type}: it would "
+            "converge to a different SDE (use Euler, PlatenWeak2, or a Stratonovich solver such as "
+            "Heun/GeneralShARK, whose drift gets the Itô→Stratonovich correction)"
+        )
+    if info.control == "weak2":
+        if increments not in ("auto", "three_point"):
+            raise ValueError(
+                f"solver {name} draws its own three-point increments; increments must be 'auto', "
+                f"got {increments!r}"
+            )
+    elif increments == "two_point" and not isinstance(solver, diffrax.Euler):
+        raise ValueError(
+            f"increments='two_point' is a weak scheme and is valid with Euler only, not with {name} "
+            "(its higher-order terms need Gaussian increments)"
+        )
+    elif increments not in ("auto", "gaussian", "two_point"):
+        raise ValueError(f"increments must be 'gaussian', 'two_point' or 'auto', got {increments!r}")
+    return info

@@ -1,0 +1,24 @@
+"""Analysis: exact moments for quadratic problems, weak errors with standard errors, fitted orders."""
+
+from .quadratic import (
+    Moments as Moments,
+)
+from .quadratic import (
+    sde_moments as sde_moments,
+)
+from .quadratic import (
+    sgd_moments as sgd_moments,
+)
+from .quadratic import (
+    sme_drift_matrix as sme_drift_matrix,
+)
+from .quadratic import (
+    stationary_covariance_sde as stationary_covariance_sde,
+)
+from .quadratic import (
+    stationary_covariance_sgd as stationary_covariance_sgd,
+)
+from .weak import OrderFit as OrderFit
+from .weak import WeakError as WeakError
+from .weak import fit_order as fit_order
+from .weak import weak_error as weak_error

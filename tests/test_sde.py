@@ -1,0 +1,187 @@
+"""simulate_sde: exact coupling with Gaussian-noise SGD, the shared clock, solver checks and bad input."""
+
+import warnings
+
+import diffrax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import sgdsde
+from sgdsde._sde import SME, FunctionSDE, PlatenWeak2, simulate_sde
+from sgdsde.analysis import fit_order, weak_error
+
+
+def quad(d=3, seed=0):
+    rng = np.random.default_rng(seed)
+    Q = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    H = Q @ np.diag(np.linspace(0.5, 2.0, d)) @ Q.T
+    return sgdsde.quadratic_problem(H, rng.normal(size=d)), H
+
+
+def common(**kw):
+    base = dict(n_steps=30, key=7, n_paths=16, n_saved_paths=16, record_every=10, dtype=np.float64)
+    base.update(kw)
+    return base
+
+
+@pytest.mark.parametrize("which", ["gaussian", "spherical", "none"])
+def test_euler_with_dt_eta_reproduces_gaussian_sgd(which):
+    """Euler with dt = η on the shared increments ΔW = −√η ξ is Gaussian-noise SGD, to rounding, also under a
+    schedule; the time grids coincide. [theory: SDE-3]"""
+    problem, _ = quad()
+    rng = np.random.default_rng(1)
+    G = rng.normal(size=(3, 3))
+    noise = {
+        "gaussian": sgdsde.GaussianNoise(G @ G.T),
+        "spherical": sgdsde.SphericalGaussianNoise(0.7),
+        "none": None,
+    }[which]
+    lr = sgdsde.StepDecayLR(0.2, (10, 20), 0.5)
+    th0 = np.ones(3)
+    sgd = sgdsde.simulate_sgd(problem, noise, th0, lr=lr, **common())
+    sde = simulate_sde(problem, noise, th0, lr=lr, **common())
+    np.testing.assert_array_equal(sgd.times, sde.times)
+    np.testing.assert_array_equal(sgd.steps, sde.steps)
+    # float64 rounding over 30 steps of O(1) values
+    np.testing.assert_allclose(sde.paths, sgd.paths, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(sde.mean["loss"], sgd.mean["loss"], rtol=1e-12)
+
+
+def test_substeps_share_the_brownian_path_strong_orders():
+    """With k substeps the fine increments are a bridge of SGD's: Euler's strong error against a fine
+    reference
+    on the same path is O(dt^½) for multiplicative noise and Milstein's O(dt) (commutative, d = m = 1).
+    [theory: SDE-3, SDE-5]"""
+    sde = FunctionSDE(lambda th, eta: -0.5 * th, lambda th: 0.8 * th[:, None], noise_type="commutative")
+    kw = dict(
+        lr=0.5, n_steps=4, key=3, n_paths=2000, n_saved_paths=2000, dtype=np.float64, observables=("theta",)
+    )
+    ref = simulate_sde(sde, None, np.ones(1), substeps=512, solver=diffrax.ItoMilstein(), **kw).paths[-1]
+    ks = np.array([4, 8, 16, 32])
+    strong = {}
+    for solver in (diffrax.Euler(), diffrax.ItoMilstein()):
+        errs = [
+            np.sqrt(
+                np.mean(
+                    (
+                        simulate_sde(sde, None, np.ones(1), substeps=int(k), solver=solver, **kw).paths[-1]
+                        - ref
+                    )
+                    ** 2
+                )
+            )
+            for k in ks
+        ]
+        strong[type(solver).__name__] = fit_order(0.5 / ks, errs)
+    # 2000 coupled paths: the RMS error's relative s.e. is a few %; bands of ±0.15 around 0.5 and 1
+    assert abs(strong["Euler"].order - 0.5) < 0.15, str(strong["Euler"])
+    assert abs(strong["ItoMilstein"].order - 1.0) < 0.15, str(strong["ItoMilstein"])
+
+
+def test_sme2_drift_is_the_modified_gradient_on_a_quadratic():
+    """SME-2's drift is −(H + (η/2)H²)(θ − θ*) on a quadratic loss (minibatch-noise.md §10).
+    [theory: SDE-2]"""
+    problem, H = quad(4, seed=2)
+    th = jnp.asarray(np.linspace(-1, 1, 4))
+    ts = np.linalg.lstsq(np.asarray(problem.X), np.asarray(problem.y), rcond=None)[0]
+    eta = 0.1
+    expect = -(H + 0.5 * eta * H @ H) @ (np.asarray(th) - ts)
+    np.testing.assert_allclose(SME(problem, None, order=2).drift(th, eta), expect, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(
+        SME(problem, None, order=1).drift(th, eta), -H @ (np.asarray(th) - ts), atol=1e-12
+    )
+
+
+def test_sme_noise_types():
+    """The SME declares additive noise exactly where A cannot depend on θ. [theory: SDE-4]"""
+    problem, _ = quad()
+    assert SME(problem, sgdsde.SphericalGaussianNoise(1.0)).noise_type == "additive"
+    assert SME(problem, sgdsde.LabelNoise(0.5)).noise_type == "additive"
+    assert SME(problem, sgdsde.MinibatchNoise(1)).noise_type == "general"
+    net = sgdsde.Problem(sgdsde.DiagonalLinearNetwork(2), np.eye(2), np.ones(2))
+    assert SME(net, sgdsde.LabelNoise(0.5)).noise_type == "general"
+
+
+def test_unfit_solvers_and_bad_input_are_refused():
+    """Solvers whose calculus or noise assumption does not fit, and bad dt, raise ValueError naming them.
+    [theory: SDE-4]"""
+    net = sgdsde.Problem(sgdsde.DiagonalLinearNetwork(2), np.eye(2), np.ones(2))
+    noise = sgdsde.LabelNoise(0.5)
+    kw = dict(lr=0.1, n_steps=2, key=0)
+    th0 = np.ones(4)
+    for solver, word in [
+        (diffrax.SRA1(), "SRA1"),
+        (diffrax.ShARK(), "ShARK"),
+        (diffrax.ItoMilstein(), "ItoMilstein"),
+        (diffrax.Tsit5(), "Tsit5"),
+    ]:
+        with pytest.raises(ValueError, match=word):
+            simulate_sde(net, noise, th0, solver=solver, **kw)
+    with pytest.raises(ValueError, match="two_point"):
+        simulate_sde(net, noise, th0, solver=diffrax.Heun(), increments="two_point", **kw)
+    with pytest.raises(ValueError, match="increments"):
+        simulate_sde(net, noise, th0, increments="uniform", **kw)
+    for dt in (0.2, 0.0, -0.1, 0.03):
+        with pytest.raises(ValueError, match="dt"):
+            simulate_sde(net, noise, th0, dt=dt, **kw)
+    with pytest.raises(ValueError, match="substeps"):
+        simulate_sde(net, noise, th0, substeps=0, **kw)
+    with pytest.raises(ValueError, match="order"):
+        simulate_sde(net, noise, th0, order=3, **kw)
+    with pytest.raises(ValueError, match="theta0"):
+        simulate_sde(net, noise, np.ones(3), **kw)
+    wrong = FunctionSDE(lambda th, eta: -th, lambda th: th[:, None], noise_type="additive")
+    with pytest.raises(ValueError, match="additive"):
+        simulate_sde(wrong, None, np.ones(2), **kw)
+    noncomm = FunctionSDE(
+        lambda th, eta: -th,
+        lambda th: jnp.stack([th[::-1], jnp.array([th[0], 0.0])], axis=1),
+        noise_type="commutative",
+    )
+    with pytest.raises(ValueError, match="commutative"):
+        simulate_sde(noncomm, None, np.ones(2), **kw)
+    with pytest.raises(ValueError, match="noise=None"):
+        simulate_sde(wrong, noise, np.ones(2), **kw)
+    # dt = η/4 is accepted and means 4 substeps
+    res = simulate_sde(net, noise, th0, dt=0.025, **kw)
+    assert res.config["substeps"] == 4
+
+
+def test_stratonovich_solvers_run_with_correction_and_additive_solvers_on_additive_noise():
+    """Every admitted solver runs on the SME it fits and agrees with Euler's mean within Monte Carlo error.
+    [theory: SDE-4]"""
+    problem, _ = quad()
+    noise = sgdsde.SphericalGaussianNoise(0.5)
+    kw = dict(
+        lr=0.05, n_steps=20, key=5, n_paths=4000, substeps=2, dtype=np.float64, observables=("sq_norm",)
+    )
+    base = simulate_sde(problem, noise, np.ones(3), **kw)
+    for solver in (diffrax.SRA1(), diffrax.ShARK(), diffrax.GeneralShARK(), diffrax.Heun(), PlatenWeak2()):
+        res = simulate_sde(problem, noise, np.ones(3), solver=solver, **kw)
+        err, se = weak_error(base, res).final("sq_norm")
+        # independent-looking noise per solver; 5 s.e. plus the O(dt) Euler bias (dt = 0.025)
+        assert abs(err) < 5 * se + 0.03, (type(solver).__name__, err, se)
+    net = sgdsde.Problem(sgdsde.DiagonalLinearNetwork(2), np.eye(2) * 1.5, np.ones(2))
+    res = simulate_sde(net, sgdsde.LabelNoise(0.5), np.ones(4), solver=diffrax.Heun(), **kw)
+    assert res.config["calculus"] == "stratonovich" and np.all(np.isfinite(res.mean["sq_norm"]))
+
+
+def test_nonfinite_paths_are_flagged():
+    """A diverging SDE is reported (paths, first step) and warned about, never returned silently.
+    [theory: SDE-3]"""
+    problem, _ = quad()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        res = simulate_sde(
+            problem,
+            sgdsde.SphericalGaussianNoise(0.1),
+            np.ones(3),
+            lr=5.0,
+            n_steps=400,
+            key=0,
+            n_paths=4,
+            dtype=np.float32,
+        )
+    assert res.diverged == 4 and res.first_divergence_step is not None
+    assert any("diverged" in str(x.message) for x in w)
