@@ -2,29 +2,56 @@
 
 from ._data import (
     RegressionData as RegressionData,
+)
+from ._data import (
     sparse_regression as sparse_regression,
+)
+from ._data import (
     teacher_network as teacher_network,
 )
 from ._ensemble import AbstractStepper as AbstractStepper
 from ._models import (
     AbstractLinearPredictor as AbstractLinearPredictor,
+)
+from ._models import (
     AbstractModel as AbstractModel,
+)
+from ._models import (
     DiagonalLinearNetwork as DiagonalLinearNetwork,
+)
+from ._models import (
     LinearRegression as LinearRegression,
+)
+from ._models import (
     TwoLayerNetwork as TwoLayerNetwork,
 )
 from ._noise import (
     AbstractGradientNoise as AbstractGradientNoise,
+)
+from ._noise import (
     GaussianNoise as GaussianNoise,
+)
+from ._noise import (
     LabelNoise as LabelNoise,
+)
+from ._noise import (
     MinibatchNoise as MinibatchNoise,
+)
+from ._noise import (
     MultiplicativeNoise as MultiplicativeNoise,
+)
+from ._noise import (
     NoNoise as NoNoise,
+)
+from ._noise import (
     SphericalGaussianNoise as SphericalGaussianNoise,
 )
-from ._problem import Problem as Problem, quadratic_problem as quadratic_problem
+from ._problem import Problem as Problem
+from ._problem import quadratic_problem as quadratic_problem
 from ._results import EnsembleResult as EnsembleResult
-from ._schedules import ConstantLR as ConstantLR, CosineLR as CosineLR, StepDecayLR as StepDecayLR
+from ._schedules import ConstantLR as ConstantLR
+from ._schedules import CosineLR as CosineLR
+from ._schedules import StepDecayLR as StepDecayLR
 from ._sgd import simulate_sgd as simulate_sgd
 
 __version__ = "0.1.0"

@@ -150,7 +150,9 @@ def run_ensemble(
     th0 = np.asarray(theta0, dtype=np.float64)
     if th0.ndim == 1:
         if th0.shape != (n_params,):
-            raise ValueError(f"theta0 must have shape ({n_params},) or (n_paths, {n_params}), got {th0.shape}")
+            raise ValueError(
+                f"theta0 must have shape ({n_params},) or (n_paths, {n_params}), got {th0.shape}"
+            )
     elif th0.shape != (n_paths, n_params):
         raise ValueError(f"theta0 must have shape ({n_params},) or ({n_paths}, {n_params}), got {th0.shape}")
     if not np.all(np.isfinite(th0)):
@@ -169,15 +171,31 @@ def run_ensemble(
     n_bad = 0
     done_paths = 0
     bar = Progress(method, n_steps * n_paths, enabled=progress)
-    config = dict(config, n_steps=n_steps, n_paths=n_paths, record_every=record_every, dtype=str(dtype),
-                  chunk_size=chunk, key_data=np.asarray(jax.random.key_data(key)).tolist())
+    config = dict(
+        config,
+        n_steps=n_steps,
+        n_paths=n_paths,
+        record_every=record_every,
+        dtype=str(dtype),
+        chunk_size=chunk,
+        key_data=np.asarray(jax.random.key_data(key)).tolist(),
+    )
 
     def result(complete: bool) -> EnsembleResult:
         paths = np.concatenate(saved_chunks, axis=1) if n_saved and saved_chunks else None
         return EnsembleResult(
-            method=method, steps=record_steps, times=times, mean=dict(moments.mean), var=moments.variance(),
-            count=moments.count.astype(np.int64), n_paths=done_paths, paths=paths, diverged=n_bad,
-            first_divergence_step=min(first_bad) if first_bad else None, complete=complete, config=config,
+            method=method,
+            steps=record_steps,
+            times=times,
+            mean=dict(moments.mean),
+            var=moments.variance(),
+            count=moments.count.astype(np.int64),
+            n_paths=done_paths,
+            paths=paths,
+            diverged=n_bad,
+            first_divergence_step=min(first_bad) if first_bad else None,
+            complete=complete,
+            config=config,
         )
 
     try:
@@ -195,8 +213,14 @@ def run_ensemble(
             for b in range(0, n_records, per_block):
                 sl = slice(b, b + per_block)
                 carry, bad, rec = _run_block(
-                    stepper, obs, carry, bad, jnp.asarray(etas_all[sl], dtype),
-                    jnp.asarray(steps_all[sl], jnp.int32), run_key, keep,
+                    stepper,
+                    obs,
+                    carry,
+                    bad,
+                    jnp.asarray(etas_all[sl], dtype),
+                    jnp.asarray(steps_all[sl], jnp.int32),
+                    run_key,
+                    keep,
                 )
                 recs.append(jax.tree.map(np.asarray, rec))
                 bar.update(lo * n_steps + (b + per_block) * record_every * n)
@@ -223,4 +247,3 @@ def run_ensemble(
     if res.diverged:
         warnings.warn(res.divergence_message(), RuntimeWarning, stacklevel=2)
     return res
-

@@ -45,7 +45,9 @@ BUILTIN = {
 }
 
 
-def resolve(observables: Sequence[str] | Mapping[str, Observable] | None) -> tuple[tuple[str, Observable], ...]:
+def resolve(
+    observables: Sequence[str] | Mapping[str, Observable] | None,
+) -> tuple[tuple[str, Observable], ...]:
     """Names → built-ins, or a mapping name → function; default ("loss", "sq_norm")."""
     if observables is None:
         observables = ("loss", "sq_norm")

@@ -90,14 +90,15 @@ class Problem(eqx.Module):
         J = self.output_gradients(theta)
         return J @ J.T / self.n_data
 
-    def batch_gradient(self, theta, idx, label_noise=None) -> Float[Array, " d"]:
-        """$\\frac1B\\sum_{b}(f_{i_b} - y_{i_b} - \\varepsilon_b)\\nabla f_{i_b}$ for batch indices ``idx``."""
-        xb, yb = self.X[idx], self.y[idx]
+    def batch_gradient(self, theta, idx=None, label_noise=None) -> Float[Array, " d"]:
+        """$\\frac1B\\sum_{b}(f_{i_b} - y_{i_b} - \\varepsilon_b)\\nabla f_{i_b}$ for batch indices ``idx``
+        (None: the full batch, without gathering)."""
+        xb, yb = (self.X, self.y) if idx is None else (self.X[idx], self.y[idx])
         out, vjp = jax.vjp(lambda th: self.model.outputs(th, xb), theta)
         r = out - yb
         if label_noise is not None:
             r = r - label_noise
-        return vjp(r / idx.shape[0])[0]
+        return vjp(r / xb.shape[0])[0]
 
     def weighted_gradient(self, theta, weights) -> Float[Array, " d"]:
         """$\\frac1n\\sum_i m_i \\nabla\\ell_i$ for per-example weights m (Wu et al.'s multiplicative form)."""

@@ -54,7 +54,9 @@ class EnsembleResult:
 
     def stderr(self, name: str) -> np.ndarray:
         """Standard error of the ensemble mean, $\\sqrt{\\mathrm{var}/N}$."""
-        return np.sqrt(self.var[name] / np.maximum(self.count, 1).reshape((-1,) + (1,) * (self.var[name].ndim - 1)))
+        return np.sqrt(
+            self.var[name] / np.maximum(self.count, 1).reshape((-1,) + (1,) * (self.var[name].ndim - 1))
+        )
 
     def final(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(mean, standard error) of ``name`` at the last record."""

@@ -74,5 +74,7 @@ def learning_rates(lr: float | Schedule | Sequence[float], n_steps: int) -> np.n
             raise ValueError(f"lr given as an array must have shape ({n_steps},), got {etas.shape}")
     if not np.all(np.isfinite(etas)) or np.any(etas < 0) or etas[0] <= 0:
         bad = int(np.argmax(~np.isfinite(etas) | (etas < 0))) if np.any(etas < 0) else 0
-        raise ValueError(f"lr must be finite and > 0 (a schedule may decay to >= 0); step {bad} has {etas[bad]}")
+        raise ValueError(
+            f"lr must be finite and > 0 (a schedule may decay to >= 0); step {bad} has {etas[bad]}"
+        )
     return etas

@@ -63,8 +63,11 @@ def build_problem(model: str, dim: int, n_samples: int, sparsity: int, alpha: fl
             r = p.model.outputs(th, Xt) - yt
             return jnp.mean(r * r)
 
-        obs = {"train loss": lambda p, th: p.loss(th), "test error": test_error,
-               "|theta|^2": lambda p, th: jnp.sum(th * th)}
+        obs = {
+            "train loss": lambda p, th: p.loss(th),
+            "test error": test_error,
+            "|theta|^2": lambda p, th: jnp.sum(th * th),
+        }
         return problem, net.init(jax.random.key(seed + 1)), obs
     data = sd.sparse_regression(key, n_samples, dim, sparsity)
     if model == "hadamard":
@@ -117,8 +120,9 @@ def run(progress: bool = True, **kwargs) -> list[MethodReport]:
         jax.config.update("jax_enable_x64", True)
     import sgdsde as sd
 
-    problem, theta0, obs = build_problem(cfg["model"], cfg["dim"], cfg["n_samples"], cfg["sparsity"],
-                                         cfg["alpha"], cfg["seed"])
+    problem, theta0, obs = build_problem(
+        cfg["model"], cfg["dim"], cfg["n_samples"], cfg["sparsity"], cfg["alpha"], cfg["seed"]
+    )
     # Defaults: full batch (HaoChen et al.'s LNGD) and σ = √B, so that the label-noise covariance σ²G/B = G
     # equals HaoChen's δ = 1 label noise on one example per step, and λ = ησ²/B = η.
     if cfg["batch_size"] is None:
@@ -134,9 +138,18 @@ def run(progress: bool = True, **kwargs) -> list[MethodReport]:
     for m in methods:
         noise = noises[m]
         res = sd.simulate_sgd(
-            problem, noise, theta0, lr=cfg["lr"], n_steps=cfg["steps"], key=cfg["seed"] + 1,
-            n_paths=1 if noise is None else cfg["paths"], record_every=cfg["record_every"], observables=obs,
-            dtype=np.dtype(cfg["dtype"]), progress=progress, label=_label(m, cfg),
+            problem,
+            noise,
+            theta0,
+            lr=cfg["lr"],
+            n_steps=cfg["steps"],
+            key=cfg["seed"] + 1,
+            n_paths=1 if noise is None else cfg["paths"],
+            record_every=cfg["record_every"],
+            observables=obs,
+            dtype=np.dtype(cfg["dtype"]),
+            progress=progress,
+            label=_label(m, cfg),
             save_to=os.path.join(cfg["out"], f"sgd_{m}"),
         )
         rows = {name: tuple(float(v) for v in res.final(name)) for name in obs}
@@ -175,8 +188,10 @@ def _write_summary(cfg, reports) -> None:
     summary = {
         "config": cfg,
         "results": {
-            r.name: {"diverged": r.result.diverged, "final": {k: {"mean": m, "stderr": s} for k, (m, s) in
-                                                              r.rows.items()}}
+            r.name: {
+                "diverged": r.result.diverged,
+                "final": {k: {"mean": m, "stderr": s} for k, (m, s) in r.rows.items()},
+            }
             for r in reports
         },
     }
@@ -201,8 +216,9 @@ def _figure(cfg, reports, column: str) -> None:
     ax.set_xlabel("SGD step k")
     ax.set_ylabel(f"test error {column}")
     ax.set_yscale("log")
-    ax.set_title(f"{cfg['model']} model, d={cfg['dim']}, n={cfg['n_samples']}, eta={cfg['lr']:g}"
-                 " (mean ± 2 s.e.)")
+    ax.set_title(
+        f"{cfg['model']} model, d={cfg['dim']}, n={cfg['n_samples']}, eta={cfg['lr']:g} (mean ± 2 s.e.)"
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(os.path.join(cfg["out"], "test_error.png"), dpi=120)
@@ -211,16 +227,32 @@ def _figure(cfg, reports, column: str) -> None:
 
 def parse_args(argv=None) -> dict:
     p = argparse.ArgumentParser(prog="sgdsde", description=__doc__)
-    p.add_argument("--model", choices=MODELS, default=DEFAULTS["model"],
-                   help="hadamard: β = v⊙v (HaoChen et al.); diagonal: β = u⊙u − v⊙v; linear; two-layer")
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        default=DEFAULTS["model"],
+        help="hadamard: β = v⊙v (HaoChen et al.); diagonal: β = u⊙u − v⊙v; linear; two-layer",
+    )
     p.add_argument("--methods", default=DEFAULTS["methods"], help=f"comma-separated, among {METHODS}")
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="step size η")
-    p.add_argument("--sigma", type=float, default=DEFAULTS["sigma"],
-                   help="label-noise σ (labels ± σ); default √B, i.e. λ = ησ²/B = η")
-    p.add_argument("--gaussian-sigma", type=float, default=DEFAULTS["gaussian_sigma"],
-                   help="spherical Gaussian gradient-noise σ")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
-                   help="B for label-noise and minibatch SGD; default n (full batch)")
+    p.add_argument(
+        "--sigma",
+        type=float,
+        default=DEFAULTS["sigma"],
+        help="label-noise σ (labels ± σ); default √B, i.e. λ = ησ²/B = η",
+    )
+    p.add_argument(
+        "--gaussian-sigma",
+        type=float,
+        default=DEFAULTS["gaussian_sigma"],
+        help="spherical Gaussian gradient-noise σ",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULTS["batch_size"],
+        help="B for label-noise and minibatch SGD; default n (full batch)",
+    )
     p.add_argument("--steps", type=int, default=DEFAULTS["steps"])
     p.add_argument("--paths", type=int, default=DEFAULTS["paths"], help="ensemble size N")
     p.add_argument("--record-every", type=int, default=DEFAULTS["record_every"])
@@ -245,8 +277,10 @@ def main(argv=None) -> int:
         print(f"sgdsde: error: {e}", file=sys.stderr)
         return 2
     print(format_table(reports))
-    print(f"\nwrote {args['out']}/test_error.png, {args['out']}/summary.json and per-method results "
-          f"({time.perf_counter() - t0:.0f} s)")
+    print(
+        f"\nwrote {args['out']}/test_error.png, {args['out']}/summary.json and per-method results "
+        f"({time.perf_counter() - t0:.0f} s)"
+    )
     return 0
 
 

@@ -10,7 +10,9 @@ from sgdsde import cli
 
 def test_main_job_quick(tmp_path, capsys):
     """The default flagship at reduced size: table, figure, summary and reloadable results are written."""
-    code = cli.main(["--steps", "400", "--paths", "8", "--record-every", "100", "--quiet", "--out", str(tmp_path)])
+    code = cli.main(
+        ["--steps", "400", "--paths", "8", "--record-every", "100", "--quiet", "--out", str(tmp_path)]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "GD" in out and "label-noise SGD" in out and "spherical-noise GD" in out and "±" in out
@@ -22,8 +24,23 @@ def test_main_job_quick(tmp_path, capsys):
 
 
 def test_divergence_is_reported_not_tabulated(tmp_path, capsys):
-    code = cli.main(["--lr", "0.5", "--steps", "200", "--paths", "4", "--record-every", "100", "--quiet",
-                     "--methods", "gd", "--out", str(tmp_path)])
+    code = cli.main(
+        [
+            "--lr",
+            "0.5",
+            "--steps",
+            "200",
+            "--paths",
+            "4",
+            "--record-every",
+            "100",
+            "--quiet",
+            "--methods",
+            "gd",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "DIVERGED" in out and "nan" not in out.lower()

@@ -102,7 +102,10 @@ def test_sparse_regression_teacher():
     "build, match",
     [
         (lambda: sd.Problem(sd.LinearRegression(3), np.zeros((4, 2)), np.zeros(4)), "X must have 3 columns"),
-        (lambda: sd.Problem(sd.LinearRegression(2), np.zeros((4, 2)), np.zeros(3)), r"y must have shape \(4,\)"),
+        (
+            lambda: sd.Problem(sd.LinearRegression(2), np.zeros((4, 2)), np.zeros(3)),
+            r"y must have shape \(4,\)",
+        ),
         (lambda: sd.Problem(sd.LinearRegression(2), np.zeros(4), np.zeros(4)), "X must be a 2-D array"),
         (lambda: sd.TwoLayerNetwork(2, 3, "swish-ish"), "activation must be one of"),
         (lambda: sd.DiagonalLinearNetwork(3, alpha=-1.0), "alpha must be finite and > 0"),

@@ -64,8 +64,10 @@ def test_without_replacement_full_batch_has_no_noise():
         np.testing.assert_allclose(sd.MinibatchNoise(4, sampling).covariance(problem, theta), 0, atol=1e-14)
 
 
-@pytest.mark.parametrize("batch_size, sampling", [(None, "without_replacement"), (2, "with_replacement"),
-                                                  (3, "without_replacement")])
+@pytest.mark.parametrize(
+    "batch_size, sampling",
+    [(None, "without_replacement"), (2, "with_replacement"), (3, "without_replacement")],
+)
 def test_label_noise_covariance_by_exact_enumeration(batch_size, sampling):
     """Enumerating batches × Rademacher signs: Cov = Σ_minibatch + (σ²/B)G(θ) at any θ, not only at zero
     loss. [theory: NOISE-2] Exact: tolerance 1e-12."""
@@ -78,7 +80,9 @@ def test_label_noise_covariance_by_exact_enumeration(batch_size, sampling):
     else:
         batches = list(itertools.combinations(range(n), B))
     signs = list(itertools.product([-sigma, sigma], repeat=B))
-    grads = jnp.stack([problem.batch_gradient(theta, jnp.array(b), jnp.array(s)) for b in batches for s in signs])
+    grads = jnp.stack(
+        [problem.batch_gradient(theta, jnp.array(b), jnp.array(s)) for b in batches for s in signs]
+    )
     probs = np.full(len(grads), 1 / len(grads))
     mean, cov = exact_moments(grads, probs)
     noise = sd.LabelNoise(sigma, batch_size, sampling)
@@ -98,12 +102,15 @@ def test_wu_multiplicative_covariances_match_minibatch_forms():
     G = np.asarray(problem.loss_gradients(theta))
     F = G @ G.T / n
     wr = sd.MinibatchNoise(b, "with_replacement").covariance(problem, theta)
-    np.testing.assert_allclose(sd.MultiplicativeNoise(b, "gaussian_centred").covariance(problem, theta), wr,
-                               atol=1e-12)
-    np.testing.assert_allclose(sd.MultiplicativeNoise(b, "gaussian_fisher").covariance(problem, theta), F / b,
-                               atol=1e-12)
-    np.testing.assert_allclose(sd.MultiplicativeNoise(b, "bernoulli").covariance(problem, theta),
-                               (n - b) / (n * b) * F, atol=1e-12)
+    np.testing.assert_allclose(
+        sd.MultiplicativeNoise(b, "gaussian_centred").covariance(problem, theta), wr, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        sd.MultiplicativeNoise(b, "gaussian_fisher").covariance(problem, theta), F / b, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        sd.MultiplicativeNoise(b, "bernoulli").covariance(problem, theta), (n - b) / (n * b) * F, atol=1e-12
+    )
 
 
 @pytest.mark.parametrize("weights", ["gaussian_fisher", "gaussian_centred", "bernoulli"])
@@ -212,6 +219,7 @@ def test_registry_covers_every_noise_class():
     public = {c for c in vars(sd).values() if isinstance(c, type) and issubclass(c, sd.AbstractGradientNoise)}
     assert public - {sd.AbstractGradientNoise} <= classes
     assert {type(f(3)) for f in MODELS.values()} >= {
-        c for c in vars(sd).values()
+        c
+        for c in vars(sd).values()
         if isinstance(c, type) and issubclass(c, sd.AbstractModel) and not c.__name__.startswith("Abstract")
     }

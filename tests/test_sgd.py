@@ -25,8 +25,9 @@ def test_gd_from_zero_reaches_minimum_norm_solution():
     lam = np.linalg.eigvalsh(X @ X.T / 5)
     lr = 1.0 / lam.max()
     assert lr * lam.min() > 0.02
-    res = sd.simulate_sgd(problem, None, np.zeros(12), lr=lr, n_steps=4000, key=0, n_saved_paths=1,
-                          dtype=np.float64)
+    res = sd.simulate_sgd(
+        problem, None, np.zeros(12), lr=lr, n_steps=4000, key=0, n_saved_paths=1, dtype=np.float64
+    )
     w = X.T @ np.linalg.solve(X @ X.T, y)
     np.testing.assert_allclose(res.paths[-1, 0], w, atol=1e-12)
     assert res.mean["loss"][-1] < 1e-24
@@ -39,8 +40,18 @@ def test_uv_toy_exact_discrete_identity():
     eta, sigma = 0.05, 1.0
     net = sd.TwoLayerNetwork(1, 1, "linear")  # θ = (w, a): f = a·w·x
     problem = sd.Problem(net, np.ones((1, 1)), np.ones(1))
-    res = sd.simulate_sgd(problem, sd.LabelNoise(sigma), np.array([2.0, 0.5]), lr=eta, n_steps=300, key=4,
-                          n_paths=40, record_every=1, n_saved_paths=40, dtype=np.float64)
+    res = sd.simulate_sgd(
+        problem,
+        sd.LabelNoise(sigma),
+        np.array([2.0, 0.5]),
+        lr=eta,
+        n_steps=300,
+        key=4,
+        n_paths=40,
+        record_every=1,
+        n_saved_paths=40,
+        dtype=np.float64,
+    )
     u, v = res.paths[:-1, :, 0], res.paths[:-1, :, 1]
     u1, v1 = res.paths[1:, :, 0], res.paths[1:, :, 1]
     best = np.full(u.shape, np.inf)
@@ -100,8 +111,18 @@ def test_stationary_covariance_matches_discrete_lyapunov(case):
         eta = 0.6 / np.linalg.eigvalsh(H).max()
         S_closed = None
     k = 400
-    res = sd.simulate_sgd(problem, noise, ts, lr=eta, n_steps=k, key=7, n_paths=20_000, record_every=k,
-                          observables={"outer": _outer_about(ts)}, dtype=np.float64)
+    res = sd.simulate_sgd(
+        problem,
+        noise,
+        ts,
+        lr=eta,
+        n_steps=k,
+        key=7,
+        n_paths=20_000,
+        record_every=k,
+        observables={"outer": _outer_about(ts)},
+        dtype=np.float64,
+    )
     S_k = _discrete_lyapunov_path(H, C, eta, k)
     A = np.eye(d) - eta * H
     S_inf = scipy.linalg.solve_discrete_lyapunov(A, eta**2 * C)
@@ -142,9 +163,20 @@ def test_chunked_statistics_combine_exactly():
 def test_chunks_and_saving(tmp_path):
     """Chunked runs count every path; a saved result reloads with its configuration and versions."""
     problem = sd.quadratic_problem(np.diag([1.0, 2.0]), np.zeros(2))
-    res = sd.simulate_sgd(problem, sd.SphericalGaussianNoise(0.3), np.ones(2), lr=0.1, n_steps=20, key=0,
-                          n_paths=10, chunk_size=4, record_every=5, n_saved_paths=6,
-                          observables=["loss", "theta"], save_to=str(tmp_path / "run"))
+    res = sd.simulate_sgd(
+        problem,
+        sd.SphericalGaussianNoise(0.3),
+        np.ones(2),
+        lr=0.1,
+        n_steps=20,
+        key=0,
+        n_paths=10,
+        chunk_size=4,
+        record_every=5,
+        n_saved_paths=6,
+        observables=["loss", "theta"],
+        save_to=str(tmp_path / "run"),
+    )
     assert res.count.tolist() == [10] * 5 and res.paths.shape == (5, 6, 2)
     back = sd.EnsembleResult.load(str(tmp_path / "run"))
     np.testing.assert_array_equal(back.mean["theta"], res.mean["theta"])
@@ -163,14 +195,31 @@ def test_schedules_and_sde_clock():
     cos = sd.CosineLR(0.2, 100, 0.0)
     np.testing.assert_allclose(cos(jnp.array([0, 50, 100])), [0.2, 0.1, 0.0], atol=1e-7)
     problem = sd.quadratic_problem(np.eye(2), np.zeros(2))
-    res = sd.simulate_sgd(problem, None, np.ones(2), lr=step, n_steps=30, key=0, record_every=10,
-                          n_saved_paths=1, dtype=np.float64)
+    res = sd.simulate_sgd(
+        problem,
+        None,
+        np.ones(2),
+        lr=step,
+        n_steps=30,
+        key=0,
+        record_every=10,
+        n_saved_paths=1,
+        dtype=np.float64,
+    )
     np.testing.assert_allclose(res.times, [0, 1.0, 1.5, 1.75])
     # GD on ½‖θ‖²: θ_k = Π(1 − η_j)θ_0
     expect = 0.9**10 * 0.95**10 * 0.975**10
     np.testing.assert_allclose(res.paths[-1, 0], [expect, expect], rtol=1e-12)
-    res = sd.simulate_sgd(problem, None, np.ones(2), lr=lambda k: 0.1 / (1 + k), n_steps=4, key=0,
-                          n_saved_paths=1, dtype=np.float64)
+    res = sd.simulate_sgd(
+        problem,
+        None,
+        np.ones(2),
+        lr=lambda k: 0.1 / (1 + k),
+        n_steps=4,
+        key=0,
+        n_saved_paths=1,
+        dtype=np.float64,
+    )
     np.testing.assert_allclose(res.times[-1], 0.1 * (1 + 1 / 2 + 1 / 3 + 1 / 4))
 
 
@@ -179,8 +228,17 @@ def test_divergence_is_flagged_with_step_and_count():
     problem = sd.quadratic_problem(np.diag([1.0, 10.0]), np.zeros(2))
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
-        res = sd.simulate_sgd(problem, sd.SphericalGaussianNoise(0.1), np.ones(2), lr=0.5, n_steps=2000, key=0,
-                              n_paths=8, record_every=100, dtype=np.float32)
+        res = sd.simulate_sgd(
+            problem,
+            sd.SphericalGaussianNoise(0.1),
+            np.ones(2),
+            lr=0.5,
+            n_steps=2000,
+            key=0,
+            n_paths=8,
+            record_every=100,
+            dtype=np.float32,
+        )
     assert res.diverged == 8
     # |1 − 0.5·10| = 4 per step: float32 overflows (3.4e38) after log(3.4e38)/log(4) ≈ 64 steps
     assert 55 <= res.first_divergence_step <= 75

@@ -22,7 +22,9 @@ def claims():
         text = md.read_text()
         parts = HEADING.split(text)
         for ident, body in zip(parts[1::2], parts[2::2], strict=True):
-            assert ident not in out, f"claim {ident} defined twice ({out.get(ident, ('?',))[0]} and {md.name})"
+            assert ident not in out, (
+                f"claim {ident} defined twice ({out.get(ident, ('?',))[0]} and {md.name})"
+            )
             m = CHECKED_BY.search(body)
             refs = [r.strip() for r in m.group(1).split(",")] if m else []
             out[ident] = (md.name, refs)
@@ -67,4 +69,6 @@ def test_checked_by_lists_name_real_citing_tests():
     for ident, (md, refs) in claims().items():
         assert refs, f"{md}: {ident} has no 'Checked by:' line"
         for ref in refs:
-            assert ref in cited.get(ident, set()), f"{md}: {ident} lists {ref}, which does not cite [theory: {ident}]"
+            assert ref in cited.get(ident, set()), (
+                f"{md}: {ident} lists {ref}, which does not cite [theory: {ident}]"
+            )

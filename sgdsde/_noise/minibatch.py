@@ -99,12 +99,12 @@ class LabelNoise(AbstractGradientNoise):
     def draw(self, problem, key, step, state, n_paths, dtype):
         kb, ke = jax.random.split(key)
         idx, state = self.sampler(problem).draw(problem.n_data, kb, step, state, n_paths)
-        size = n_paths * idx.shape[1]
+        shape = (n_paths, self.batch(problem))
         if self.distribution == "rademacher":
-            eps = jax.random.rademacher(ke, (size,), dtype)
+            eps = jax.random.rademacher(ke, (shape[0] * shape[1],), dtype)
         else:
-            eps = jax.random.normal(ke, (size,), dtype)
-        return (idx, (self.sigma.astype(dtype) * eps).reshape(idx.shape)), state
+            eps = jax.random.normal(ke, (shape[0] * shape[1],), dtype)
+        return (idx, (self.sigma.astype(dtype) * eps).reshape(shape)), state
 
     def gradient(self, problem, theta, draws):
         idx, eps = draws

@@ -50,9 +50,10 @@ class BatchSampler(eqx.Module):
         return None
 
     def draw(self, n: int, key, step, state, n_paths: int):
+        """Indices (N, B), or None for the full batch (every path uses all n examples; nothing to gather)."""
         B = self.batch_size
         if is_full_batch(self.sampling, B, n):
-            return jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (n_paths, n)), state
+            return None, state
         if self.sampling == "with_replacement":
             flat = jax.random.randint(key, (n_paths * B,), 0, n, dtype=jnp.int32)
             return flat.reshape(n_paths, B), state

@@ -1,0 +1,139 @@
+"""Throughput of `simulate_sgd` against the fastest hand-written jitted scan of the same update, in one process.
+
+Cases (issue 2): (a) minibatch SGD on linear regression, d = 100, n = 1000, B = 32, N = 10,000 paths;
+(b) full-batch label-noise SGD (±σ) on the diagonal network u⊙u − v⊙v, d = 100, n = 40, N = 10,000.
+The hand-written baselines draw their random numbers flat (the fast layout of ../shared/performance.md), keep
+the state (N, d) and use the same arithmetic with nothing else: no divergence checks, no recording.
+Prints path-steps per second (medians of --reps runs), the ratio, the process's peak RSS, and last
+`ratio_vs_handwritten=<min over cases>`.
+
+Run: python scripts/bench_sgd.py [--quick] [--steps T] [--reps R]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import sgdsde as sd
+
+
+def median_seconds(fn, reps):
+    fn()  # compile and warm up
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def handwritten_minibatch(X, y, B, n_steps):
+    n = X.shape[0]
+
+    @jax.jit
+    def run(key, theta):
+        N = theta.shape[0]
+
+        def body(th, k):
+            idx = jax.random.randint(jax.random.fold_in(key, k), (N * B,), 0, n).reshape(N, B)
+            xb = X[idx]  # N × B × d
+            r = jnp.einsum("nbd,nd->nb", xb, th) - y[idx]
+            return th - (lr / B) * jnp.einsum("nb,nbd->nd", r, xb), None
+
+        return jax.lax.scan(body, theta, jnp.arange(n_steps))[0]
+
+    lr = 0.01
+    return run
+
+
+def handwritten_label_noise(X, y, sigma, n_steps, lr):
+    n, p = X.shape
+
+    @jax.jit
+    def run(key, theta):
+        N = theta.shape[0]
+
+        def body(th, k):
+            eps = sigma * jax.random.rademacher(jax.random.fold_in(key, k), (N * n,), th.dtype).reshape(N, n)
+            u, v = th[:, :p], th[:, p:]
+            r = (u * u - v * v) @ X.T - y[None, :] - eps  # N × n
+            gb = (r @ X) * (2.0 / n)  # ∂L/∂β
+            return jnp.concatenate([th[:, :p] - lr * gb * u, th[:, p:] + lr * gb * v], axis=1), None
+
+        return jax.lax.scan(body, theta, jnp.arange(n_steps))[0]
+
+    return run
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def case_minibatch(n_paths, n_steps, reps):
+    key = jax.random.key(0)
+    X = jax.random.normal(key, (1000, 100), jnp.float32)
+    y = X @ jnp.ones(100) / 10
+    problem = sd.Problem(sd.LinearRegression(100), X, y)
+    theta0 = jnp.zeros((n_paths, 100), jnp.float32)
+    hand = handwritten_minibatch(problem.X, problem.y, 32, n_steps)
+    noise = sd.MinibatchNoise(32, "with_replacement")
+
+    def ours():
+        sd.simulate_sgd(problem, noise, np.zeros(100), lr=0.01, n_steps=n_steps, key=1, n_paths=n_paths)
+
+    return median_seconds(lambda: hand(key, theta0).block_until_ready(), reps), median_seconds(ours, reps)
+
+
+def case_label_noise(n_paths, n_steps, reps):
+    data = sd.sparse_regression(jax.random.key(0), 40, 100, 5)
+    model = sd.DiagonalLinearNetwork(100, 1.0)
+    problem = sd.Problem(model, data.X, data.y, dtype=jnp.float32)
+    theta0 = jnp.broadcast_to(model.init().astype(jnp.float32), (n_paths, 200))
+    hand = handwritten_label_noise(problem.X, problem.y, 1.0, n_steps, 0.01)
+    noise = sd.LabelNoise(1.0)
+
+    def ours():
+        sd.simulate_sgd(problem, noise, model.init(), lr=0.01, n_steps=n_steps, key=1, n_paths=n_paths)
+
+    return (
+        median_seconds(lambda: hand(jax.random.key(2), theta0).block_until_ready(), reps),
+        median_seconds(ours, reps),
+    )
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="N = 1,000 paths, 50 steps, 1 rep")
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--reps", type=int, default=3)
+    args = ap.parse_args(argv)
+    n_paths, n_steps, reps = (1_000, 50, 1) if args.quick else (10_000, args.steps, args.reps)
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].device_kind}; N = {n_paths}, {n_steps} steps, "
+        f"median of {reps}"
+    )
+    ratios = []
+    for name, case in (
+        ("minibatch linear regression d=100 n=1000 B=32", case_minibatch),
+        ("label-noise diagonal net d=100 n=40 (full batch)", case_label_noise),
+    ):
+        t_hand, t_ours = case(n_paths, n_steps, reps)
+        rate_hand, rate_ours = n_paths * n_steps / t_hand, n_paths * n_steps / t_ours
+        ratios.append(rate_ours / rate_hand)
+        print(
+            f"{name}: simulate_sgd {rate_ours / 1e6:.3f} M path-steps/s, hand-written "
+            f"{rate_hand / 1e6:.3f} M path-steps/s, ratio {ratios[-1]:.3f}, peak RSS so far "
+            f"{peak_rss_mb():.0f} MB"
+        )
+    print(f"ratio_vs_handwritten={min(ratios):.3f}")
+
+
+if __name__ == "__main__":
+    main()
