@@ -1,0 +1,85 @@
+"""Damian et al.'s regularizer $R = -\\frac{1}{2\\eta}\\operatorname{tr}\\log(I - \\frac\\eta2\\nabla^2L)$."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._validation import check_positive
+from .base import AbstractRegularizer, hessian_eigenvalues
+
+
+@jax.custom_jvp
+def trace_log_of_hessian(hessian, eta):
+    """$-\\frac{1}{2\\eta}\\sum_k \\log(1 - \\frac\\eta2 h_k)$ over the eigenvalues h_k of a symmetric H."""
+    h = jnp.linalg.eigvalsh(hessian)
+    # Outside η h < 2 the log is undefined: NaN propagates so a traced solve fails visibly.
+    return -jnp.sum(jnp.log1p(-0.5 * eta * h)) / (2 * eta)
+
+
+@trace_log_of_hessian.defjvp
+def _trace_log_jvp(primals, tangents):
+    # dR = ½ tr[(2I − ηH)^{-1} dH] (label-noise.md C2): exact at repeated eigenvalues, where the
+    # eigenvector derivatives that eigvalsh's own rule would differentiate through are singular.
+    hessian, eta = primals
+    d_hessian, d_eta = tangents
+    value = trace_log_of_hessian(hessian, eta)
+    eye = jnp.eye(hessian.shape[-1], dtype=hessian.dtype)
+    m = 2 * eye - eta * hessian
+    tangent = 0.5 * jnp.trace(jnp.linalg.solve(m, d_hessian))
+    # ∂R/∂η = −R/η + (1/(2η)) tr[H (2I − ηH)^{-1}], from differentiating the log directly.
+    d_value_d_eta = -value / eta + 0.5 * jnp.trace(jnp.linalg.solve(m, hessian)) / eta
+    return value, tangent + d_value_d_eta * d_eta
+
+
+class TraceLogRegularizer(AbstractRegularizer):
+    """$R(\\theta) = -\\frac{1}{2\\eta}\\operatorname{tr}\\log(I - \\frac\\eta2\\nabla^2L(\\theta))$ (Damian et al. 2021).
+
+    Per eigenvalue h: h/4 + ηh²/16 + …, so R → ¼ tr∇²L as η → 0 and R → ∞ as λ_max → 2/η, the GD
+    stability edge; undefined for η λ_max(∇²L) ≥ 2 (theory/implicit-regularization.md, REG-1, REG-2).
+    """
+
+    eta: float
+
+    def __check_init__(self):
+        check_positive("eta", self.eta)
+
+    @property
+    def name(self) -> str:
+        return "R_trace_log"
+
+    def value(self, problem, theta):
+        return trace_log_of_hessian(problem.hessian(theta), jnp.asarray(self.eta, theta.dtype))
+
+    def observable(self):
+        """θ ↦ R(θ) along runs, kept finite: eigenvalues beyond the edge are clipped to just inside it, and
+        ``domain_observable`` records where that happened (the engine treats non-finite values as divergence)."""
+
+        def value(problem, theta):
+            eta = jnp.asarray(self.eta, theta.dtype)
+            h = jnp.linalg.eigvalsh(problem.hessian(theta))
+            edge = (2 / eta) * (1 - jnp.finfo(theta.dtype).eps ** 0.5)
+            return -jnp.sum(jnp.log1p(-0.5 * eta * jnp.minimum(h, edge))) / (2 * eta)
+
+        return value
+
+    def domain_observable(self):
+        """θ ↦ 1 where η λ_max(∇²L(θ)) < 2 (R defined), else 0; its ensemble mean is the defined fraction."""
+
+        def inside(problem, theta):
+            h_max = jnp.max(jnp.linalg.eigvalsh(problem.hessian(theta)))
+            return (self.eta * h_max < 2).astype(theta.dtype)
+
+        return inside
+
+    def check_domain(self, problem, theta) -> None:
+        problem.check_theta(theta)
+        h_max = float(np.max(np.asarray(hessian_eigenvalues(problem, jnp.asarray(theta)))))
+        if not np.isfinite(h_max):
+            raise ValueError("the Hessian at theta is not finite, so the tr-log regularizer is undefined")
+        if self.eta * h_max >= 2:
+            raise ValueError(
+                f"the tr-log regularizer needs eta * lambda_max(Hessian) < 2 (the GD stability edge); here "
+                f"eta={self.eta:g}, lambda_max={h_max:.6g}, so eta must be < {2 / h_max:.6g}"
+            )

@@ -1,0 +1,53 @@
+"""Implicit regularization: stationary points of L + λR, verdicts on SGD/SDE runs, the limiting flow."""
+
+from .._regularizers import (
+    AbstractRegularizer as AbstractRegularizer,
+)
+from .._regularizers import (
+    HessianTraceRegularizer as HessianTraceRegularizer,
+)
+from .._regularizers import (
+    OutputGradientNormRegularizer as OutputGradientNormRegularizer,
+)
+from .._regularizers import (
+    TraceLogRegularizer as TraceLogRegularizer,
+)
+from .._regularizers import (
+    effective_lambda as effective_lambda,
+)
+from ._flow import (
+    LimitingFlow as LimitingFlow,
+)
+from ._flow import (
+    ProjectionError as ProjectionError,
+)
+from ._flow import (
+    limiting_flow as limiting_flow,
+)
+from ._prediction import (
+    Prediction as Prediction,
+)
+from ._prediction import (
+    predict as predict,
+)
+from ._prediction import (
+    regularizer_observables as regularizer_observables,
+)
+from ._stationary import (
+    StationaryPoint as StationaryPoint,
+)
+from ._stationary import (
+    StationaryPointError as StationaryPointError,
+)
+from ._stationary import (
+    stationary_point as stationary_point,
+)
+from ._verdict import (
+    ConvergenceReport as ConvergenceReport,
+)
+from ._verdict import (
+    MethodVerdict as MethodVerdict,
+)
+from ._verdict import (
+    check_convergence as check_convergence,
+)

@@ -1,0 +1,297 @@
+"""Did a run converge to the predicted stationary point of L + λR? Distances with standard errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from .._problem import Problem
+from .._results import EnsembleResult
+from .._validation import check_positive
+from ._common import float64_problem, fmt, render_table
+from ._prediction import DOMAIN_KEY, Prediction
+
+KNOWN = ("theta", "loss", "R_trace_log", "R_quarter_trace", DOMAIN_KEY)
+
+
+@dataclasses.dataclass
+class Distance:
+    """‖θ̄ − θ*‖ and its noise floor $\\sqrt{\\sum_j \\mathrm{SE}_j^2}$ (the distance a perfect match would show)."""
+
+    value: float
+    floor: float
+
+    def __str__(self) -> str:
+        return fmt(self.value, self.floor)
+
+
+@dataclasses.dataclass
+class MethodVerdict:
+    """One run's statistics against the prediction, and its verdict."""
+
+    method: str
+    n_paths: int
+    diverged: int
+    window: tuple[float, float]
+    late_mean: np.ndarray | None
+    late_se: np.ndarray | None
+    time_avg: np.ndarray | None
+    time_avg_se: np.ndarray | None
+    se_kind: str
+    distance_late: dict[str, Distance]
+    distance_avg: dict[str, Distance]
+    drift: Distance | None
+    scalars: dict[str, tuple[float, float]]
+    along: dict[str, np.ndarray]
+    times: np.ndarray
+    verdict: str
+    statistic: str
+    better_regularizer: str
+    better_statistic: str
+
+
+@dataclasses.dataclass
+class ConvergenceReport:
+    """Verdicts of several runs (SGD, SDE, …) against one Prediction; ``table()`` prints them side by side."""
+
+    prediction: Prediction
+    verdicts: list[MethodVerdict]
+    k: float
+    tol: float
+
+    def __getitem__(self, method: str) -> MethodVerdict:
+        for v in self.verdicts:
+            if v.method == method:
+                return v
+        raise KeyError(method)
+
+    def table(self) -> str:
+        pred = self.prediction
+        primary = pred.primary if pred.points else None
+        extra = sorted({k for v in self.verdicts for k in v.scalars if k not in ("loss",) + KNOWN})
+        header = ["method", "N", "L", "R_trace_log", "R_quarter_trace", *extra]
+        header += [f"|avg - theta*| ({primary})", "late drift", "verdict", "closer R"]
+        rows = []
+        for name, p in pred.points.items():
+            row = [f"prediction ({name})", "-", fmt(p.loss)]
+            row += [
+                fmt(p.reg_value) if name == "R_trace_log" else "",
+                fmt(p.reg_value) if name != "R_trace_log" else "",
+            ]
+            rows.append(row + [""] * len(extra) + ["0", "-", p.kind, ""])
+        for v in self.verdicts:
+            sc = lambda key, v=v: fmt(*v.scalars[key]) if key in v.scalars else "n/a"
+            dist = str(v.distance_avg[primary]) if primary in v.distance_avg else "n/a"
+            row = [v.method, str(v.n_paths), sc("loss"), sc("R_trace_log"), sc("R_quarter_trace")]
+            row += [sc(k) for k in extra]
+            row += [dist, str(v.drift) if v.drift else "n/a", v.verdict, v.better_regularizer]
+            rows.append(row)
+        lines = [
+            f"lambda = {pred.lam:.4g} (lr = {pred.lr:g}); values are late-window means ± standard errors; "
+            f"converged means |avg - theta*| <= tol + k*floor with tol = {self.tol:.3g}, k = {self.k:g}",
+            render_table(header, rows),
+        ]
+        for name, why in pred.failures.items():
+            lines.append(f"NO PREDICTION for {name}: {why}")
+        for v in self.verdicts:
+            lines.append(f"{v.method}: {v.statistic}; {v.better_statistic}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (arrays as lists)."""
+
+        def conv(x):
+            if isinstance(x, np.ndarray):
+                return x.tolist()
+            if isinstance(x, dict):
+                return {k: conv(v) for k, v in x.items()}
+            if isinstance(x, (list, tuple)):
+                return [conv(v) for v in x]
+            if dataclasses.is_dataclass(x):
+                return conv(dataclasses.asdict(x))
+            if isinstance(x, (np.floating, np.integer)):
+                return x.item()
+            return x
+
+        pred = {
+            "lam": self.prediction.lam,
+            "lr": self.prediction.lr,
+            "noise": self.prediction.noise,
+            "points": {k: conv(p.to_dict()) for k, p in self.prediction.points.items()},
+            "failures": self.prediction.failures,
+        }
+        return {
+            "prediction": pred,
+            "k": self.k,
+            "tol": self.tol,
+            "verdicts": [conv(v) for v in self.verdicts],
+        }
+
+
+def check_convergence(
+    problem: Problem,
+    results: EnsembleResult | Sequence[EnsembleResult] | Mapping[str, EnsembleResult],
+    prediction: Prediction,
+    *,
+    window: float = 0.5,
+    k: float = 3.0,
+    tol: float | None = None,
+) -> ConvergenceReport:
+    """Compare each run's late-time mean and time average of θ with the predicted stationary point(s).
+
+    A run converged iff $\\|\\bar\\theta - \\theta^*\\| \\le \\mathrm{tol} + k\\,\\sqrt{\\sum_j \\mathrm{SE}_j^2}$
+    for the time average θ̄ over the last ``window`` of records (its SE from per-path time averages when
+    every path was saved, else the conservative bound mean-of-SEs, valid under any correlation in time).
+
+    Args:
+        problem: the problem the runs solved.
+        results: EnsembleResults recording the observable "theta" (``regularizer_observables(lr)`` gives θ,
+            L and both R); a dict names them, else their ``method`` does.
+        prediction: from ``predict``.
+        window: fraction of the run (last records) to average over, in (0, 1].
+        k: standard errors allowed.
+        tol: the theory's slack on the location; default λ·max(1, ‖θ*‖) (the stationary point moves O(λ)
+            away from the zero-loss set, and the mean matches it to higher order: REG-7).
+
+    Returns:
+        ConvergenceReport (theory/implicit-regularization.md, REG-7).
+    """
+    problem = float64_problem(problem)
+    if not isinstance(prediction, Prediction):
+        raise ValueError(f"prediction must be a Prediction (from predict), got {type(prediction).__name__}")
+    window = check_positive("window", window)
+    if window > 1:
+        raise ValueError(f"window must be in (0, 1], got {window}")
+    k = check_positive("k", k)
+    if isinstance(results, EnsembleResult):
+        items = [(results.method, results)]
+    elif isinstance(results, Mapping):
+        items = list(results.items())
+    else:
+        items = [(r.method, r) for r in results]
+    for name, r in items:
+        if not isinstance(r, EnsembleResult):
+            raise ValueError(f"results[{name!r}] must be an EnsembleResult, got {type(r).__name__}")
+    if not prediction.points:
+        raise ValueError(f"the prediction has no stationary point to compare with: {prediction.failures}")
+    theta_star = prediction.point().theta
+    tol = (
+        prediction.lam * max(1.0, float(np.linalg.norm(theta_star)))
+        if tol is None
+        else check_positive("tol", tol, allow_zero=True)
+    )
+    verdicts = [_verdict(problem, name, r, prediction, window, k, tol) for name, r in items]
+    return ConvergenceReport(prediction=prediction, verdicts=verdicts, k=k, tol=tol)
+
+
+def _distance(m, se, target) -> Distance:
+    return Distance(float(np.linalg.norm(m - target)), float(np.sqrt(np.sum(se * se))))
+
+
+def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k, tol) -> MethodVerdict:
+    n_rec = len(r.steps)
+    start = min(n_rec - 1, int(np.floor((n_rec - 1) * (1 - window))))
+    sl = slice(start, n_rec)
+    scalars, along = {}, {}
+    for key in r.observables:
+        if np.ndim(r.mean[key][0]) == 0:
+            se = r.stderr(key)
+            along[key] = r.mean[key]
+            # conservative SE of a time average: the mean of per-record SEs (bounds any correlation)
+            scalars[key] = (float(np.mean(r.mean[key][sl])), float(np.mean(se[sl])))
+    if DOMAIN_KEY in scalars and scalars[DOMAIN_KEY][0] < 1 and "R_trace_log" in scalars:
+        scalars["R_trace_log"] = (np.nan, np.nan)  # undefined on some paths: not a number to show
+    fields = dict(
+        method=name,
+        n_paths=r.n_paths,
+        diverged=r.diverged,
+        window=(float(r.times[start]), float(r.times[-1])),
+        late_mean=None,
+        late_se=None,
+        time_avg=None,
+        time_avg_se=None,
+        se_kind="",
+        distance_late={},
+        distance_avg={},
+        drift=None,
+        scalars=scalars,
+        along=along,
+        times=r.times,
+        better_regularizer="n/a",
+        better_statistic="",
+    )
+    if r.diverged:
+        return MethodVerdict(**fields, verdict="DIVERGED", statistic=r.divergence_message())
+    if "theta" not in r.mean:
+        return MethodVerdict(
+            **fields,
+            verdict="no theta recorded",
+            statistic="record the observable 'theta' (regularizer_observables(lr)) to get a verdict",
+        )
+    mean = r.mean["theta"]
+    se = r.stderr("theta")
+    late_mean, late_se = mean[-1], se[-1]
+    time_avg = np.mean(mean[sl], axis=0)
+    if r.paths is not None and r.paths.shape[1] == r.n_paths and r.n_paths > 1:
+        per_path = np.mean(r.paths[sl], axis=0)
+        avg_se, se_kind = np.std(per_path, axis=0, ddof=1) / np.sqrt(r.n_paths), "per-path time averages"
+    else:
+        avg_se, se_kind = np.mean(se[sl], axis=0), "bound: mean of per-record SEs"
+    d_late = {n: _distance(late_mean, late_se, p.theta) for n, p in prediction.points.items()}
+    d_avg = {n: _distance(time_avg, avg_se, p.theta) for n, p in prediction.points.items()}
+    # a still-moving run shows a drift well above its floor even when its average happens to be close
+    drift = _distance(mean[-1] - mean[start], np.sqrt(se[-1] ** 2 + se[start] ** 2), 0.0)
+    primary = prediction.primary
+    d = d_avg[primary]
+    bound = tol + k * d.floor
+    ok = d.value <= bound
+    verdict = "converged" if ok else "NOT converged"
+    statistic = (
+        f"|time avg - theta*({primary})| = {d.value:.4g} {'<=' if ok else '>'} tol + k*floor = "
+        f"{tol:.3g} + {k:g}*{d.floor:.2g}; window t in [{r.times[start]:.4g}, {r.times[-1]:.4g}], "
+        f"SE from {se_kind}; drift over the window {drift}"
+    )
+    better, better_stat = _compare_regularizers(time_avg, avg_se, prediction, k)
+    fields.update(
+        better_regularizer=better,
+        better_statistic=better_stat,
+        late_mean=late_mean,
+        late_se=late_se,
+        time_avg=time_avg,
+        time_avg_se=avg_se,
+        se_kind=se_kind,
+        distance_late=d_late,
+        distance_avg=d_avg,
+        drift=drift,
+    )
+    return MethodVerdict(**fields, verdict=verdict, statistic=statistic)
+
+
+def _compare_regularizers(m, se, prediction: Prediction, k) -> tuple[str, str]:
+    """Which stationary point is closer: the signed offset of θ̄ from their bisecting hyperplane.
+
+    $s = \\langle \\bar\\theta - \\frac{a+b}{2}, u\\rangle$ with $u = (a-b)/\\|a-b\\|$ (a: tr-log, b: ¼ tr), so
+    $d_b^2 - d_a^2 = 2\\|a-b\\|\\,s$; its SE $\\sum_j |u_j|\\,\\mathrm{SE}_j$ holds under any correlation.
+    """
+    pts = prediction.points
+    if not ("R_trace_log" in pts and "R_quarter_trace" in pts):
+        return "n/a", "both tr-log and quarter-trace points are needed to compare them"
+    a, b = pts["R_trace_log"].theta, pts["R_quarter_trace"].theta
+    gap = float(np.linalg.norm(a - b))
+    if gap == 0:
+        return "n/a", "the tr-log and quarter-trace points coincide"
+    u = (a - b) / gap
+    s = float(np.dot(m - 0.5 * (a + b), u))
+    s_se = float(np.sum(np.abs(u) * se))
+    z = s / s_se if s_se > 0 else np.inf * np.sign(s)
+    who = "tr-log" if z > k else "quarter-trace" if z < -k else "indistinguishable"
+    stat = (
+        f"offset toward tr-log from the bisector of the two points = {s:.3g} ± {s_se:.2g} (z = {z:.2f}; "
+        f"the points are {gap:.3g} apart) -> {who}"
+    )
+    return who, stat
