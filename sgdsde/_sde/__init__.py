@@ -8,3 +8,5 @@ from .sme import SME as SME
 from .solvers import SOLVERS as SOLVERS
 from .solvers import PlatenWeak2 as PlatenWeak2
 from .solvers import WeakIncrement as WeakIncrement
+from .svag import simulate_svag as simulate_svag
+from .svag import svag_coefficients as svag_coefficients

@@ -1,0 +1,63 @@
+"""SVAG: coefficients, the clock, and O(1/l) convergence of the stationary variance to the SDE's (§9.3)."""
+
+import numpy as np
+import pytest
+
+import sgdsde
+from sgdsde._sde import simulate_svag, svag_coefficients
+from sgdsde.analysis import fit_order, stationary_covariance_sde, stationary_covariance_sgd
+
+TABLE = {1: 1.000, 2: 0.667, 4: 0.571, 8: 0.533, 16: 0.516, 64: 0.504}  # §9.3, η = 0.5, λ = 2
+
+
+def test_svag_coefficients_and_exact_stationary_variances():
+    """a + c = 1, a² + c² = l; SVAG's stationary variance ηλ/(2 − ηλ/l) (the discrete Lyapunov solution with
+    step
+    η/l and covariance lΣ) reproduces §9.3's table and tends to the SDE's ηλ/2 = 0.5 at O(1/l).
+    [theory: SDE-7, QOU-3]"""
+    for lv in (1, 2, 4, 16):
+        a, c = svag_coefficients(lv)
+        assert np.isclose(a + c, 1) and np.isclose(a * a + c * c, lv)
+    eta, H, C = 0.5, np.array([[2.0]]), np.array([[4.0]])
+    var = {lv: stationary_covariance_sgd(H, lv * C, lr=eta / lv)[0, 0] for lv in TABLE}
+    for lv, v in TABLE.items():
+        assert abs(var[lv] - v) < 5e-4 and np.isclose(var[lv], eta * 2 / (2 - eta * 2 / lv))
+    sde = stationary_covariance_sde(H, C, lr=eta)[0, 0]
+    ls = np.array([4, 8, 16, 64])  # asymptotic range: the gap is ηλ·(ηλ/l)/(2(2 − ηλ/l))
+    fit = fit_order(1 / ls, [var[lv] - sde for lv in ls])
+    assert abs(fit.order - 1) < 0.05, str(fit)
+
+
+def test_simulated_svag_stationary_variance():
+    """Simulated SVAG (Gaussian gradient noise N(0, λ²) on ½λx²) reaches ηλ/(2 − ηλ/l) for l = 1, 4, 16 within
+    4 standard errors, on SGD's clock. [theory: SDE-7]"""
+    eta, lam = 0.5, 2.0
+    problem = sgdsde.quadratic_problem(np.array([[lam]]), np.zeros(1))
+    noise = sgdsde.GaussianNoise(np.array([[lam**2]]))
+    for lv in (1, 4, 16):
+        # 12 SGD steps: the variance relaxes like (1 − 1/l)^{2 l k} ≤ e^{−24} of its start, negligible
+        res = simulate_svag(
+            problem,
+            noise,
+            np.zeros(1),
+            lr=eta,
+            l=lv,
+            n_steps=12,
+            record_every=4,
+            key=lv,
+            n_paths=20_000,
+            observables=("sq_norm",),
+            dtype=np.float64,
+        )
+        np.testing.assert_allclose(res.times, eta * np.arange(0, 13, 4))
+        np.testing.assert_array_equal(res.steps, [0, 4, 8, 12])
+        mean, se = res.final("sq_norm")
+        assert abs(mean - TABLE[lv]) < 4 * se + 5e-4, (lv, mean, se)
+
+
+def test_svag_bad_input():
+    """l must be an integer >= 1."""
+    problem = sgdsde.quadratic_problem(np.eye(1), np.zeros(1))
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="l must"):
+            simulate_svag(problem, None, np.zeros(1), lr=0.1, l=bad, n_steps=2, key=0)
