@@ -77,6 +77,10 @@ class Problem(eqx.Module):
         """$\\nabla^2 L(\\theta)$ by autodiff."""
         return jax.hessian(self.loss)(theta)
 
+    def sharpness(self, theta) -> float:
+        """$\\lambda_{\\max}(\\nabla^2 L(\\theta))$; GD is locally stable only for η < 2/λ_max."""
+        return float(jnp.linalg.eigvalsh(_hessian(self, jnp.asarray(theta)))[-1])
+
     def output_gradients(self, theta) -> Float[Array, "d n"]:
         """The gradient matrix $J^T = [\\nabla f_1, …, \\nabla f_n]$ (d × n)."""
         return self.model.output_gradients(theta, self.X)
@@ -104,6 +108,11 @@ class Problem(eqx.Module):
         """$\\frac1n\\sum_i m_i \\nabla\\ell_i$ for per-example weights m (Wu et al.'s multiplicative form)."""
         out, vjp = jax.vjp(self.outputs, theta)
         return vjp(weights * (out - self.y) / self.n_data)[0]
+
+
+@eqx.filter_jit
+def _hessian(problem, theta):
+    return problem.hessian(theta)
 
 
 def quadratic_problem(hessian, theta_star, dtype=None) -> Problem:

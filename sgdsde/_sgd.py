@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import jax
@@ -10,6 +11,26 @@ import numpy as np
 from ._ensemble import AbstractStepper, run_ensemble
 from ._noise import AbstractGradientNoise, NoNoise
 from ._problem import Problem
+from ._schedules import learning_rates
+from ._validation import check_int_range
+
+
+MAX_PARAMS_FOR_STABILITY_CHECK = 512
+
+
+def _warn_if_unstable(problem: Problem, theta0, etas) -> None:
+    """Warn when max ηₖ ≥ 2/λ_max(∇²L(θ₀)), GD's local stability limit (skipped above 512 parameters)."""
+    if problem.n_params > MAX_PARAMS_FOR_STABILITY_CHECK:
+        return
+    th = np.asarray(theta0, dtype=np.float64).reshape(-1, problem.n_params)[0]
+    lam = problem.sharpness(th.astype(problem.X.dtype))
+    if lam > 0 and etas.max() * lam >= 2:
+        warnings.warn(
+            f"lr = {etas.max():.4g} is at or past the GD stability limit 2/λ_max(∇²L(θ₀)) = {2 / lam:.4g}; "
+            "the run may diverge (divergence is detected and reported)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 class SGDStepper(AbstractStepper):
@@ -85,6 +106,7 @@ def simulate_sgd(
         raise ValueError(f"noise must be an AbstractGradientNoise or None, got {type(noise).__name__}")
     noise.check(problem)
     problem.check_theta(theta0, "theta0")
+    _warn_if_unstable(problem, theta0, learning_rates(lr, check_int_range("n_steps", n_steps, 1)))
     dtype_problem = problem.astype(np.dtype(dtype)) if np.dtype(dtype) != problem.X.dtype else problem
     config = {
         "simulator": "sgd",

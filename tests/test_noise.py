@@ -139,8 +139,13 @@ def test_wu_weight_covariances_monte_carlo(weights):
 
 @pytest.mark.parametrize("noise_name", sorted(NOISES))
 @settings(max_examples=5)
-@given(seed=st.integers(0, 2**16), model=st.sampled_from(["linear", "two_layer_tanh", "diagonal_signed"]))
-def test_every_noise_is_unbiased_with_covariance_A_At(noise_name, seed, model):
+@given(
+    seed=st.integers(0, 2**16),
+    model=st.sampled_from(["linear", "two_layer_tanh", "diagonal_signed"]),
+    n=st.sampled_from([4, 6]),
+    p=st.sampled_from([2, 3]),
+)
+def test_every_noise_is_unbiased_with_covariance_A_At(noise_name, seed, model, n, p):
     """Every noise model's stochastic gradient has mean ∇L and covariance A(θ)A(θ)ᵀ, through the simulator's
     own draw/gradient path. [theory: NOISE-1, NOISE-2, NOISE-3, NOISE-4]
 
@@ -148,8 +153,7 @@ def test_every_noise_is_unbiased_with_covariance_A_At(noise_name, seed, model):
     sample s.e.), the covariance entrywise within 5 standard errors of the mean of products (estimated
     from the same draws), plus 1e-10 for exact zeros.
     """
-    n = 6
-    problem = make_problem(model, n, 3, seed)
+    problem = make_problem(model, n, p, seed)
     theta = random_theta(problem, seed)
     noise = NOISES[noise_name](n, problem.n_params)
     noise.check(problem)
