@@ -14,7 +14,6 @@ from ._problem import Problem
 from ._schedules import learning_rates
 from ._validation import check_int_range
 
-
 MAX_PARAMS_FOR_STABILITY_CHECK = 512
 
 
