@@ -1,0 +1,410 @@
+"""The symbolic layer reproduces autodiff: drifts, diffusion factors, Stratonovich corrections, regularizers.
+
+Deterministic checks in float64: generated code and autodiff evaluate the same formula in different
+orders, so they agree to rounding (tolerances below are ~1e3 ulps of the quantities' scale).
+"""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import sympy as sp
+from hypothesis import given, settings, strategies as st
+
+import sgdsde as sd
+import sgdsde.symbolic as sy
+
+N, P = 6, 3  # fixed shapes: one compile per model × noise pair
+RTOL, ATOL = 1e-10, 1e-11
+
+MODELS = {
+    "linear": lambda: sd.LinearRegression(P),
+    "diagonal_signed": lambda: sd.DiagonalLinearNetwork(P, alpha=0.7),
+    "diagonal_unsigned": lambda: sd.DiagonalLinearNetwork(P, alpha=0.7, signed=False),
+    "two_layer_tanh": lambda: sd.TwoLayerNetwork(P, 2, "tanh"),
+    "two_layer_relu": lambda: sd.TwoLayerNetwork(P, 3, "relu"),
+    "two_layer_quadratic": lambda: sd.TwoLayerNetwork(P, 2, "quadratic"),
+    "two_layer_sigmoid_fixed": lambda: sd.TwoLayerNetwork(P, 2, "sigmoid", train_second_layer=False),
+    "two_layer_softplus": lambda: sd.TwoLayerNetwork(P, 2, "softplus", second_layer=(0.5, -1.5),
+                                                     train_second_layer=False),
+    "two_layer_linear": lambda: sd.TwoLayerNetwork(P, 2, "linear"),
+    "user_expression": lambda: sy.SymbolicModel(
+        "a*sin(b*x_0) + c*x_1*x_2**2 + exp(-a*c)", params=["a", "b", "c"], inputs=["x_0", "x_1", "x_2"]
+    ).to_model(),
+}
+
+NOISES = {
+    "none": lambda d: sd.NoNoise(),
+    "minibatch_wr": lambda d: sd.MinibatchNoise(2, "with_replacement"),
+    "minibatch_wor": lambda d: sd.MinibatchNoise(2, "without_replacement"),
+    "minibatch_shuffle": lambda d: sd.MinibatchNoise(3, "shuffle"),
+    "label_full": lambda d: sd.LabelNoise(0.6),
+    "label_minibatch_wr": lambda d: sd.LabelNoise(0.6, 2, "with_replacement", "gaussian"),
+    "label_minibatch_wor": lambda d: sd.LabelNoise(0.4, 3, "without_replacement"),
+    "gaussian_constant": lambda d: sd.GaussianNoise(np.diag(np.linspace(0.2, 1.0, d))),
+    "gaussian_state": lambda d: sd.GaussianNoise(factor=lambda th: 0.3 * jnp.diag(1 + th**2)),
+    "spherical": lambda d: sd.SphericalGaussianNoise(0.5),
+    "wu_fisher": lambda d: sd.MultiplicativeNoise(2, "gaussian_fisher"),
+    "wu_centred": lambda d: sd.MultiplicativeNoise(2, "gaussian_centred"),
+    "wu_bernoulli": lambda d: sd.MultiplicativeNoise(2, "bernoulli"),
+}
+
+_MODEL_CACHE: dict = {}
+_NOISE_CACHE: dict = {}
+
+
+def model(name):
+    # One instance per name, so the symbolic caches (keyed by model structure) are hit across examples.
+    if name not in _MODEL_CACHE:
+        _MODEL_CACHE[name] = MODELS[name]()
+    return _MODEL_CACHE[name]
+
+
+def noise(name, d):
+    if (name, d) not in _NOISE_CACHE:
+        _NOISE_CACHE[(name, d)] = NOISES[name](d)
+    return _NOISE_CACHE[(name, d)]
+
+
+def problem(name, seed, zero_loss=False):
+    k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+    m = model(name)
+    X = jax.random.normal(k1, (N, P), jnp.float64)
+    theta = 0.8 * jax.random.normal(k3, (m.n_params,), jnp.float64)
+    y = m.outputs(theta, X) if zero_loss else jax.random.normal(k2, (N,), jnp.float64)
+    return sd.Problem(m, X, y), theta
+
+
+def close(a, b, rtol=RTOL, atol=ATOL):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=rtol, atol=atol)
+
+
+seeds = st.integers(0, 2**16)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_symbolic_model_matches_numeric_model(name):
+    """The expression of each model, in param_names() order, gives the numeric outputs. [theory: SYM-1]"""
+    prob, theta = problem(name, 0)
+    sm = sy.symbolic_model(prob.model)
+    assert sm.param_names() == prob.model.param_names()
+    f = sy.to_jax(sm.expr, [sm.params, sm.inputs])
+    close(jax.vmap(f, in_axes=(None, 0))(theta, prob.X), prob.outputs(theta))
+    k = sy.kernels(prob.model)
+    close(k.batched("output")(theta, prob.X), prob.outputs(theta))
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@settings(max_examples=3)
+@given(seed=seeds, eta=st.floats(0.01, 0.5))
+def test_drift_matches_autodiff(name, seed, eta):
+    """Order-1 drift is −∇L; order-2 drift is −∇L − (η/2)∇²L∇L, against Problem.grad and jax.hessian.
+    [theory: SME-1, SME-2, SYM-2]"""
+    prob, theta = problem(name, seed)
+    g = prob.grad(theta)
+    close(sy.derive_sme(prob.model, None, 1).drift(theta, prob.X, prob.y, eta), -g)
+    want = -(g + (eta / 2) * prob.hessian(theta) @ g)
+    close(sy.derive_sme(prob.model, None, 2).drift(theta, prob.X, prob.y, eta), want)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@settings(max_examples=2)
+@given(seed=seeds, eta=st.floats(0.01, 0.5))
+def test_diffusion_factor_and_stratonovich_correction(name, seed, eta):
+    """For every noise model: A Aᵀ equals the numeric noise model's covariance(problem, θ), and the
+    Itô→Stratonovich correction equals −(η/2)Σ_j (∂A_j/∂θ)A_j from jax.jacfwd of the numeric factor.
+    [theory: SME-3, SME-4]"""
+    prob, theta = problem(name, seed)
+    for nname in NOISES:
+        nz = noise(nname, prob.n_params)
+        sme = sy.derive_sme(prob.model, nz, 1)
+        A = sme.diffusion_factor(theta, prob.X, prob.y, eta)
+        assert A.shape[0] == prob.n_params
+        close(A @ A.T, nz.covariance(prob, theta))
+        An = nz.covariance_factor(prob, theta)
+        dA = jax.jacfwd(lambda t, nz=nz: nz.covariance_factor(prob, t))(theta)
+        want = -(eta / 2) * jnp.einsum("ijk,kj->i", dA, An)
+        close(sme.ito_to_stratonovich(theta, prob.X, prob.y, eta), want)
+
+
+@settings(max_examples=5)
+@given(seed=seeds, sigma=st.floats(0.0, 2.0), batch=st.sampled_from([1, 2, 3, 6]))
+def test_label_noise_covariance_identity(seed, sigma, batch):
+    """Label noise adds (σ²/B)G(θ) to the minibatch covariance at every θ (not only at zero loss), and the
+    full batch without replacement leaves (σ²/n)G exactly. [theory: SME-5]"""
+    prob, theta = problem("two_layer_tanh", seed)
+    G = prob.gauss_newton(theta)
+    mb = sd.MinibatchNoise(batch, "with_replacement")
+    ln = sd.LabelNoise(1.0, batch, "with_replacement")
+    sme_ln, sme_mb = sy.derive_sme(prob.model, ln), sy.derive_sme(prob.model, mb)
+    A = sme_ln.diffusion_factor(theta, prob.X, prob.y, 0.1, sigma=sigma)
+    Amb = sme_mb.diffusion_factor(theta, prob.X, prob.y, 0.1)
+    close(A @ A.T, Amb @ Amb.T + (sigma**2 / batch) * G)
+    full = sy.derive_sme(prob.model, sd.LabelNoise(sigma))
+    Af = full.diffusion_factor(theta, prob.X, prob.y, 0.1)
+    assert Af.shape == (prob.n_params, N)
+    close(Af @ Af.T, (sigma**2 / N) * G)
+
+
+@settings(max_examples=5)
+@given(seed=seeds, eta=st.floats(0.001, 1.0))
+def test_quadratic_order2_drift_is_exact(seed, eta):
+    """For L = ½(θ−θ*)ᵀH(θ−θ*) the order-2 drift is exactly −(H + (η/2)H²)(θ − θ*). [theory: SME-2]"""
+    rng = np.random.default_rng(seed)
+    M = rng.normal(size=(P, P))
+    H = M @ M.T / P + 0.1 * np.eye(P)
+    ts = rng.normal(size=P)
+    prob = sd.quadratic_problem(H, ts, dtype=jnp.float64)
+    theta = jnp.asarray(rng.normal(size=P))
+    b = sy.derive_sme(prob.model, None, 2).drift(theta, prob.X, prob.y, eta)
+    close(b, -(H + (eta / 2) * H @ H) @ (np.asarray(theta) - ts), rtol=1e-9, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@settings(max_examples=2)
+@given(seed=seeds)
+def test_trace_hessian_and_gradient_match_autodiff(name, seed):
+    """tr∇²L = (1/n)Σ(‖∇f_i‖² + r_iΔf_i) and its gradient, tr G and Blanc's Σ‖∇f_i‖², against
+    jax.hessian / Problem.gauss_newton. [theory: REG-5]"""
+    prob, theta = problem(name, seed)
+    R = sy.derive_regularizers(prob.model)
+    args = (theta, prob.X, prob.y)
+
+    def tr(t):
+        return jnp.trace(prob.hessian(t))
+
+    close(R.trace_hessian(*args), tr(theta))
+    close(R.grad_trace_hessian(*args), jax.grad(tr)(theta), rtol=1e-9, atol=1e-10)
+    trG = jnp.trace(prob.gauss_newton(theta))
+    close(R.trace_gauss_newton(*args), trG)
+    close(R.grad_trace_gauss_newton(*args), jax.grad(lambda t: jnp.trace(prob.gauss_newton(t)))(theta))
+    close(R.blanc(*args), N * trG)
+    close(R.hessian(*args), prob.hessian(theta))
+
+
+def _damian_numeric(prob, eta):
+    def R(t):
+        h = jnp.linalg.eigvalsh(prob.hessian(t))
+        return -jnp.sum(jnp.log(1 - (eta / 2) * h)) / (2 * eta)
+
+    return R
+
+
+@pytest.mark.parametrize("name", ["linear", "diagonal_signed", "two_layer_tanh", "two_layer_softplus"])
+@settings(max_examples=3)
+@given(seed=seeds, scale=st.floats(0.05, 0.9))
+def test_damian_regularizer(name, seed, scale):
+    """Damian's R = −(1/2η) tr log(I − (η/2)∇²L): exact value, series with its geometric tail bound, the
+    small-η limit ¼tr∇²L, and the gradient identity ∇R = ½∇³L[(2I − η∇²L)⁻¹] against jax.grad.
+    [theory: REG-1, REG-2, REG-3, REG-4]"""
+    prob, theta = problem(name, seed)
+    args = (theta, prob.X, prob.y)
+    h = np.linalg.eigvalsh(np.asarray(prob.hessian(theta)))
+    hmax = float(np.max(np.abs(h)))
+    eta = scale / hmax  # η|h|/2 ≤ 0.45 < 1: R is finite and the series converges
+    R = sy.derive_regularizers(prob.model)
+    exact = R.damian(*args, eta)
+    close(exact, _damian_numeric(prob, eta)(theta))
+    q = eta * np.abs(h) / 2
+    for K in (1, 2, 4):
+        # |Σ_{k>K} η^{k−1}h^k/(2^{k+1}k)| ≤ Σ_h (|h|/4) q^K/(1 − q): the geometric tail.
+        tail = float(np.sum(np.abs(h) / 4 * q**K / (1 - q)))
+        assert abs(float(exact - R.damian_series(*args, eta, order=K))) <= tail + 1e-12
+    small = 1e-7 / hmax
+    close(R.damian(*args, small), R.trace_hessian(*args) / 4, rtol=1e-6, atol=1e-9)
+    close(R.damian_gradient(*args, eta), jax.grad(_damian_numeric(prob, eta))(theta), rtol=1e-8, atol=1e-9)
+    # R blows up at the stability edge λ_max = 2/η.
+    assert np.isinf(float(R.damian(*args, 2.0 / float(np.max(h)) * 1.01))) or np.max(h) <= 0
+
+
+@settings(max_examples=5)
+@given(seed=seeds)
+def test_diagonal_net_trace_at_zero_loss(seed):
+    """C8: for β = u⊙u − v⊙v at zero loss, tr∇²L = tr G = 4Σ_j D_jj(u_j² + v_j²), D = diag(XᵀX/n).
+    [theory: REG-6]"""
+    prob, theta = problem("diagonal_signed", seed, zero_loss=True)
+    R = sy.derive_regularizers(prob.model)
+    D = np.diag(np.asarray(prob.X).T @ np.asarray(prob.X)) / N
+    u, v = np.asarray(theta[:P]), np.asarray(theta[P:])
+    want = 4 * np.sum(D * (u**2 + v**2))
+    close(R.trace_hessian(theta, prob.X, prob.y), want)
+    close(R.trace_gauss_newton(theta, prob.X, prob.y), want)
+
+
+PHI = {
+    "tanh": (np.tanh, lambda z: 1 - np.tanh(z) ** 2, lambda z: -2 * np.tanh(z) * (1 - np.tanh(z) ** 2)),
+    "relu": (lambda z: np.maximum(z, 0), lambda z: (z > 0).astype(float), lambda z: 0 * z),
+    "quadratic": (lambda z: z**2, lambda z: 2 * z, lambda z: 2 + 0 * z),
+    "sigmoid": (
+        lambda z: 1 / (1 + np.exp(-z)),
+        lambda z: np.exp(-z) / (1 + np.exp(-z)) ** 2,
+        lambda z: (1 / (1 + np.exp(-z))) * (1 - 1 / (1 + np.exp(-z))) * (1 - 2 / (1 + np.exp(-z))),
+    ),
+    "softplus": (
+        lambda z: np.log1p(np.exp(z)),
+        lambda z: 1 / (1 + np.exp(-z)),
+        lambda z: (1 / (1 + np.exp(-z))) * (1 - 1 / (1 + np.exp(-z))),
+    ),
+}
+
+
+@pytest.mark.parametrize("activation", sorted(PHI))
+@settings(max_examples=3)
+@given(seed=seeds, zero_loss=st.booleans())
+def test_two_layer_trace_formula(activation, seed, zero_loss):
+    """C8 two-layer formula: tr∇²L = (1/n)Σ_iΣ_j[φ(z_ij)² + a_j²φ′(z_ij)²‖x_i‖²] + (1/n)Σ_i r_iΣ_j a_jφ″(z_ij)‖x_i‖²;
+    the last term vanishes at zero loss, and always for ReLU (φ″ = 0 a.e.). [theory: TL-1, TL-2, TL-3]"""
+    m = sd.TwoLayerNetwork(P, 3, activation)
+    k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
+    X = jax.random.normal(k1, (N, P), jnp.float64)
+    theta = 0.8 * jax.random.normal(k3, (m.n_params,), jnp.float64)
+    y = m.outputs(theta, X) if zero_loss else jax.random.normal(k2, (N,), jnp.float64)
+    prob = sd.Problem(m, X, y)
+    W, a = (np.asarray(t) for t in m.split(theta))
+    Xn = np.asarray(X)
+    Z = Xn @ W.T
+    phi, dphi, ddphi = PHI[activation]
+    nx = np.sum(Xn**2, axis=1)
+    zero_loss_part = np.mean(np.sum(phi(Z) ** 2 + a**2 * dphi(Z) ** 2 * nx[:, None], axis=1))
+    r = np.asarray(prob.residuals(theta))
+    curvature = np.mean(r * np.sum(a * ddphi(Z), axis=1) * nx)
+    R = sy.derive_regularizers(m)
+    got = R.trace_hessian(theta, X, y)
+    close(got, zero_loss_part + curvature, rtol=1e-9, atol=1e-10)
+    close(got, jnp.trace(prob.hessian(theta)), rtol=1e-9, atol=1e-10)
+    if zero_loss or activation == "relu":
+        close(got, zero_loss_part, rtol=1e-9, atol=1e-10)
+
+
+@settings(max_examples=4)
+@given(seed=seeds, eta=st.floats(0.01, 0.5))
+def test_gd_modified_loss_gradient_is_order2_drift(seed, eta):
+    """∇(L + (η/4)‖∇L‖²) = −(order-2 drift), by jax.grad through the generated loss. [theory: REG-7]"""
+    prob, theta = problem("two_layer_tanh", seed)
+    R = sy.derive_regularizers(prob.model)
+    g = jax.grad(lambda t: R.gd_modified_loss(t, prob.X, prob.y, eta))(theta)
+    close(g, -sy.derive_sme(prob.model, None, 2).drift(theta, prob.X, prob.y, eta))
+    close(R.loss(theta, prob.X, prob.y), prob.loss(theta))
+
+
+def _partitions(n, B):
+    """Every partition of range(n) into n/B unordered batches of size B (exact enumeration)."""
+    out = set()
+    for perm in itertools.permutations(range(n)):
+        out.add(frozenset(frozenset(perm[i : i + B]) for i in range(0, n, B)))
+    return [np.array([sorted(b) for b in sorted(part, key=sorted)]) for part in out]
+
+
+@settings(max_examples=3)
+@given(seed=seeds, eta=st.floats(0.01, 0.5))
+def test_smith_modified_loss(seed, eta):
+    """Smith et al.'s per-batch loss L + (η/4m)Σ_k‖∇L̂_k‖², averaged over all 15 partitions of 6 examples into
+    batches of 2, equals L + (η/4)‖∇L‖² + ((n−B)/(n−1))(η/4B)Γ. [theory: REG-8]"""
+    prob, theta = problem("two_layer_tanh", seed)
+    R = sy.derive_regularizers(prob.model)
+    parts = _partitions(N, 2)
+    assert len(parts) == 15
+    avg = np.mean([float(R.smith_modified_loss(theta, prob.X, prob.y, eta, b)) for b in parts])
+    close(avg, R.smith_expected_modified_loss(theta, prob.X, prob.y, eta, 2))
+    # One batch holding everything is GD's modified loss.
+    one = np.arange(N)[None, :]
+    close(R.smith_modified_loss(theta, prob.X, prob.y, eta, one), R.gd_modified_loss(theta, prob.X, prob.y, eta))
+
+
+def test_codegen_backends_agree_and_relu_has_no_nan():
+    """lambdify and sympy2jax generate the same numbers; ReLU's Heaviside gives finite derivatives at z = 0
+    with JAX's convention φ′(0) = 0. [theory: SYM-3]"""
+    sm = sy.symbolic_model(sd.TwoLayerNetwork(2, 2, "relu"))
+    ka = sy.SymbolicKernels(sm, "lambdify")
+    kb = sy.SymbolicKernels(sm, "sympy2jax")
+    theta = jnp.array([1.0, -1.0, 0.5, 0.5, 2.0, -3.0])
+    X = jnp.array([[1.0, 1.0], [2.0, -1.0], [0.3, 0.2]])  # first row: w_0ᵀx = 0 exactly
+    y = jnp.array([0.1, -0.2, 0.3])
+    prob = sd.Problem(sd.TwoLayerNetwork(2, 2, "relu"), X, y)
+    for name in ("grad_loss", "hvp_loss", "jp_loss", "grad_trace_hessian_loss", "grad_quadform_loss"):
+        a = ka.mean(name, theta, X, y, theta)
+        assert np.all(np.isfinite(np.asarray(a)))
+        close(a, kb.mean(name, theta, X, y, theta))
+    close(ka.mean("grad_loss", theta, X, y), prob.grad(theta))
+    with pytest.raises(ValueError, match="backend"):
+        sy.to_jax(sp.Symbol("x"), [sp.Symbol("x")], backend="numpy")
+
+
+def test_cached_and_not_recompiled_across_sweeps():
+    """Deriving twice reuses the same functions; sweeping η, σ does not recompile. [theory: SYM-4]"""
+    prob, theta = problem("two_layer_tanh", 1)
+    s1 = sy.derive_sme(prob.model, sd.LabelNoise(0.3, 2), 2)
+    s2 = sy.derive_sme(sd.TwoLayerNetwork(P, 2, "tanh"), sd.LabelNoise(0.9, 2), 2)
+    assert s1._fns is s2._fns
+    s1.drift(theta, prob.X, prob.y, 0.1)
+    s1.diffusion_factor(theta, prob.X, prob.y, 0.1)
+    before = (s1._fns.drift._cache_size(), s1._fns.diffusion_factor._cache_size())
+    for eta, sigma in [(0.2, 0.1), (0.05, 1.5), (0.3, 0.0)]:
+        s2.drift(theta, prob.X, prob.y, eta)
+        s2.diffusion_factor(theta, prob.X, prob.y, eta, sigma=sigma)
+    assert (s1._fns.drift._cache_size(), s1._fns.diffusion_factor._cache_size()) == before
+
+
+def test_fallback_to_numeric_beyond_size_limit():
+    """A unit template beyond MAX_SYMBOLIC_PARAMS is not derived symbolically: the SME says it is numeric
+    and still gives autodiff's numbers; symbolic=False forces the same. [theory: SYM-5]"""
+    q = sy.MAX_SYMBOLIC_PARAMS + 1
+    names = [f"t_{k}" for k in range(q)]
+    expr = sp.Add(*[sp.Symbol(n) * sp.Symbol("x_0") ** (k % 3) for k, n in enumerate(names)])
+    big = sy.SymbolicModel(expr, params=names, inputs=["x_0"]).to_model()
+    sme = sy.derive_sme(big, sd.MinibatchNoise(2), 1)
+    assert not sme.is_symbolic and "numeric" in sme.reason
+    X = jnp.linspace(-1, 1, N)[:, None]
+    y = jnp.sin(X[:, 0])
+    theta = jnp.linspace(-0.5, 0.5, q)
+    close(sme.drift(theta, X, y, 0.1), -sd.Problem(big, X, y).grad(theta))
+    assert "numeric" in sme.latex()
+    small = sy.derive_sme(model("two_layer_tanh"), None, 1, symbolic=False)
+    assert not small.is_symbolic
+    assert sy.derive_sme(model("two_layer_tanh"), None, 1).is_symbolic
+
+
+def test_user_expression_and_bad_input():
+    """User expressions: derivatives match autodiff of the generated f; bad input raises naming the culprit.
+    [theory: SYM-1]"""
+    sm = sy.SymbolicModel("a*tanh(b*x_0) + b**2*x_0", params=["a", "b"], inputs=["x_0"])
+    m = sm.to_model()
+    X = jnp.array([[0.5], [-1.0], [2.0]])
+    y = jnp.array([0.0, 1.0, -1.0])
+    theta = jnp.array([0.3, -0.7])
+    close(sy.derive_sme(sm, None, 1).drift(theta, X, y, 0.1), -sd.Problem(m, X, y).grad(theta))
+    assert "tanh" in sy.derive_sme(sm, None, 2).latex()
+    with pytest.raises(ValueError, match="'c'"):
+        sy.SymbolicModel("a*x_0 + c", params=["a"], inputs=["x_0"])
+    with pytest.raises(ValueError, match="label"):
+        sy.SymbolicModel("a*x_0 + y", params=["a"], inputs=["x_0"])
+    with pytest.raises(ValueError, match="not differentiable in a"):
+        sy.derive_sme(sy.SymbolicModel("floor(a)*x_0", params=["a"], inputs=["x_0"]), None, 1).drift(
+            jnp.ones(1), X, y, 0.1
+        )
+    sme = sy.derive_sme(sm, sd.MinibatchNoise(2), 1)
+    with pytest.raises(ValueError, match="theta must have shape"):
+        sme.drift(jnp.ones(3), X, y, 0.1)
+    with pytest.raises(ValueError, match="batch_size"):
+        sme.diffusion_factor(theta, X, y, 0.1, batch_size=7)
+    with pytest.raises(ValueError, match="order"):
+        sy.derive_sme(sm, None, 3)
+    with pytest.raises(ValueError, match="noise"):
+        sy.derive_sme(sm, "minibatch", 1)
+    with pytest.raises(ValueError, match="model"):
+        sy.symbolic_model(object())
+    with pytest.raises(ValueError, match="symbolic"):
+        sy.kernels(sm, symbolic="maybe")
+
+
+def test_latex_of_drift_diffusion_regularizers():
+    """LaTeX is printed from the derived expressions (Heaviside as H, not θ)."""
+    sme = sy.derive_sme(sd.TwoLayerNetwork(2, 2, "relu"), sd.LabelNoise(0.5, 1), 2)
+    tex = sme.latex()
+    assert r"\frac{\eta}{2}\nabla^2 L" in tex and r"H\left(" in tex and r"\sigma" in tex
+    R = sy.derive_regularizers(sd.DiagonalLinearNetwork(2))
+    for name in ("trace_hessian", "damian", "damian_series", "blanc", "smith_modified_loss"):
+        assert len(R.latex(name)) > 20
+    assert r"u_{j}^{2} - v_{j}^{2}" in R.latex("trace_hessian")
