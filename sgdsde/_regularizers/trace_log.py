@@ -40,24 +40,25 @@ class TraceLogRegularizer(AbstractRegularizer):
     stability edge; undefined for η λ_max(∇²L) ≥ 2 (theory/implicit-regularization.md, REG-1, REG-2).
     """
 
-    eta: float
+    eta: jax.Array
 
-    def __check_init__(self):
-        check_positive("eta", self.eta)
+    def __init__(self, eta):
+        # η as an array leaf: solves at another η reuse the compiled code
+        self.eta = jnp.asarray(check_positive("eta", eta))
 
     @property
     def name(self) -> str:
         return "R_trace_log"
 
     def value(self, problem, theta):
-        return trace_log_of_hessian(problem.hessian(theta), jnp.asarray(self.eta, theta.dtype))
+        return trace_log_of_hessian(problem.hessian(theta), self.eta.astype(theta.dtype))
 
     def observable(self):
         """θ ↦ R(θ) along runs, kept finite: eigenvalues beyond the edge are clipped to just inside it, and
         ``domain_observable`` records where that happened (the engine treats non-finite values as divergence)."""
 
         def value(problem, theta):
-            eta = jnp.asarray(self.eta, theta.dtype)
+            eta = self.eta.astype(theta.dtype)
             h = jnp.linalg.eigvalsh(problem.hessian(theta))
             edge = (2 / eta) * (1 - jnp.finfo(theta.dtype).eps ** 0.5)
             return -jnp.sum(jnp.log1p(-0.5 * eta * jnp.minimum(h, edge))) / (2 * eta)
@@ -78,8 +79,9 @@ class TraceLogRegularizer(AbstractRegularizer):
         h_max = float(np.max(np.asarray(hessian_eigenvalues(problem, jnp.asarray(theta)))))
         if not np.isfinite(h_max):
             raise ValueError("the Hessian at theta is not finite, so the tr-log regularizer is undefined")
-        if self.eta * h_max >= 2:
+        eta = float(self.eta)
+        if eta * h_max >= 2:
             raise ValueError(
                 f"the tr-log regularizer needs eta * lambda_max(Hessian) < 2 (the GD stability edge); here "
-                f"eta={self.eta:g}, lambda_max={h_max:.6g}, so eta must be < {2 / h_max:.6g}"
+                f"eta={eta:g}, lambda_max={h_max:.6g}, so eta must be < {2 / h_max:.6g}"
             )

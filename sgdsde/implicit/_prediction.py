@@ -101,20 +101,40 @@ def predict(
     start = th0
     for reg in regularizers:
         try:
-            p = stationary_point(problem, reg, lam, start, on_failure="raise", **solve_kwargs)
+            # the theory needs R defined where the run starts, not only at the answer
+            reg.check_domain(problem, th0)
+            try:
+                p = stationary_point(problem, reg, lam, start, on_failure="raise", **solve_kwargs)
+            except (ValueError, StationaryPointError):
+                if start is th0:
+                    raise
+                p = stationary_point(problem, reg, lam, th0, on_failure="raise", **solve_kwargs)
         except (ValueError, StationaryPointError) as err:
-            if isinstance(err, ValueError) and start is not th0:
-                try:  # the seed may sit outside this R's domain while θ_init does not
-                    p = stationary_point(problem, reg, lam, th0, on_failure="raise", **solve_kwargs)
-                except (ValueError, StationaryPointError) as err2:
-                    failures[reg.name] = str(err2)
-                    continue
-            else:
-                failures[reg.name] = str(err)
-                continue
+            failures[reg.name] = str(err)
+            continue
         points[reg.name] = p
         start = p.theta
-    return Prediction(lam=lam, lr=eta, noise=repr(noise), points=points, failures=failures)
+    return Prediction(lam=lam, lr=eta, noise=describe_noise(noise), points=points, failures=failures)
+
+
+def describe_noise(noise) -> str:
+    """'LabelNoise(sigma=1, batch_size=None)': the noise's fields with arrays shown as numbers."""
+    if noise is None:
+        return "GD"
+    fields = []
+    for name, value in vars(noise).items():
+        if hasattr(value, "shape") and getattr(value, "shape", None) == ():
+            value = float(value)
+        if callable(value) or (hasattr(value, "shape") and value.shape != ()):
+            continue
+        fields.append(
+            f"{name}={value!r}"
+            if isinstance(value, str)
+            else f"{name}={value:g}"
+            if isinstance(value, float)
+            else f"{name}={value}"
+        )
+    return f"{type(noise).__name__}({', '.join(fields)})"
 
 
 DOMAIN_KEY = "R_trace_log_defined"

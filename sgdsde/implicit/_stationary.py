@@ -78,6 +78,15 @@ class StationaryPoint:
         return d
 
 
+def _objective(theta, args):
+    problem, regularizer, lam = args
+    return problem.loss(theta) + lam * regularizer.value(problem, theta)
+
+
+def _objective_grad(theta, args):
+    return jax.grad(_objective)(theta, args)
+
+
 def objective_function(problem: Problem, regularizer: AbstractRegularizer, lam: float):
     """θ ↦ L(θ) + λR(θ), JAX-traceable."""
     return lambda theta: problem.loss(theta) + lam * regularizer.value(problem, theta)
@@ -139,21 +148,21 @@ def stationary_point(
         raise ValueError(f"on_failure must be 'raise' or 'flag', got {on_failure!r}")
     regularizer.check_domain(problem, th0)
 
-    F = objective_function(problem, regularizer, lam)
-    grad_F = jax.grad(F)
+    # module-level functions with (problem, R, λ) as arguments: repeated solves reuse the compiled solver
+    args = (problem, regularizer, jnp.asarray(lam))
     theta = jnp.asarray(th0)
     n_steps = 0
     # A tight Cauchy tolerance so BFGS gets close enough for Newton's quadratic phase.
     tol = dict(rtol=1e-12, atol=1e-14)
     if method in ("bfgs+newton", "bfgs"):
-        sol = optx.minimise(lambda y, _: F(y), optx.BFGS(**tol), theta, max_steps=max_steps, throw=False)
+        sol = optx.minimise(_objective, optx.BFGS(**tol), theta, args, max_steps=max_steps, throw=False)
         theta, n_steps = sol.value, n_steps + int(sol.stats["num_steps"])
     if method in ("bfgs+newton", "newton") and np.all(np.isfinite(np.asarray(theta))):
         sol = optx.root_find(
-            lambda y, _: grad_F(y), optx.Newton(**tol), theta, max_steps=max_steps, throw=False
+            _objective_grad, optx.Newton(**tol), theta, args, max_steps=max_steps, throw=False
         )
         # Newton polishes a good point; if it wanders off (a non-finite step), keep the better of the two.
-        gn = lambda y: _finite_or_inf(_grad_norm(problem, regularizer, lam, y))
+        gn = lambda y: _finite_or_inf(_grad_norm(problem, regularizer, args[2], y))
         if np.all(np.isfinite(np.asarray(sol.value))) and gn(sol.value) <= gn(theta):
             theta = sol.value
         n_steps += int(sol.stats["num_steps"])
@@ -178,7 +187,7 @@ def _finish(problem, regularizer, lam, theta, gtol, zero_tol, n_steps, on_failur
     else:
         message = "the solve produced a non-finite point"
     if finite and not message:
-        res, eig, loss, reg = _derivatives(problem, regularizer, lam, jnp.asarray(theta_np))
+        res, eig, loss, reg = _derivatives(problem, regularizer, jnp.asarray(lam), jnp.asarray(theta_np))
         residual, eig, loss, reg = _finite_or_inf(res), np.asarray(eig), float(loss), float(reg)
         is_zero = np.abs(eig) <= zero_tol * max(1.0, float(np.max(np.abs(eig))))
         inertia = (int(np.sum((eig > 0) & ~is_zero)), int(np.sum((eig < 0) & ~is_zero)), int(np.sum(is_zero)))

@@ -1,0 +1,189 @@
+"""Stationary points of L + λR, the prediction, the verdict's statistics, and the limiting flow."""
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq
+
+import sgdsde as s
+from sgdsde._results import EnsembleResult
+from sgdsde.implicit import (
+    HessianTraceRegularizer,
+    LimitingFlow,
+    ProjectionError,
+    StationaryPointError,
+    TraceLogRegularizer,
+    check_convergence,
+    limiting_flow,
+    predict,
+    stationary_point,
+)
+
+
+def uv_toy():
+    """f = u·v with one datum x = 1, y = 1: a width-1 linear two-layer net, θ = (w, a) = (u, v)."""
+    return s.Problem(s.TwoLayerNetwork(1, 1, "linear"), np.ones((1, 1)), np.ones(1))
+
+
+def test_stationary_point_uv_toy_closed_forms():
+    """¼tr R: L + λ(u²+v²)/4 is stationary at u = v, uv = 1 − λ/2 exactly; tr-log R: the balanced point
+    solves a 1-D equation in a² from H's eigenvalues 3a²−1 and 1−a² (solved independently by brentq).
+    Both are minima; residual ≤ gtol. [theory: REG-6, REG-2]"""
+    toy = uv_toy()
+    eta = lam = 0.2
+    quarter = stationary_point(toy, HessianTraceRegularizer(), lam, np.array([1.2, 0.9]))
+    assert quarter.converged and quarter.kind == "minimum" and quarter.residual <= 1e-9
+    np.testing.assert_allclose(quarter.theta, np.sqrt(1 - lam / 2) * np.ones(2), rtol=1e-10)
+
+    def dF(p):  # d/dp of ½(p−1)² + λR(p) along u = v = √p, R = −(1/2η)[log(1−η(3p−1)/2) + log(1−η(1−p)/2)]
+        return (p - 1) + lam / (2 * eta) * (
+            1.5 * eta / (1 - eta * (3 * p - 1) / 2) - 0.5 * eta / (1 - eta * (1 - p) / 2)
+        )
+
+    p_star = brentq(dF, 0.5, 1.0, xtol=1e-15)
+    tl = stationary_point(toy, TraceLogRegularizer(eta), lam, np.array([1.2, 0.9]))
+    assert tl.converged and tl.kind == "minimum"
+    np.testing.assert_allclose(tl.theta, np.sqrt(p_star) * np.ones(2), rtol=1e-10)
+    # the tr-log point sits further off the zero-loss set than the ¼ tr one: large-η extra regularization
+    assert tl.theta[0] * tl.theta[1] < quarter.theta[0] * quarter.theta[1]
+    assert "converged" in str(tl) and "minimum" in tl.table()
+
+
+def test_stationary_point_saddle_inertia():
+    """Newton from the origin finds the saddle θ = 0 of the toy: ∇²F = [[λ/2, −1], [−1, λ/2]]. [theory: REG-6]"""
+    sp = stationary_point(uv_toy(), HessianTraceRegularizer(), 0.2, np.zeros(2), method="newton")
+    assert sp.converged and sp.kind == "saddle" and sp.inertia == (1, 1, 0)
+    np.testing.assert_allclose(np.sort(sp.hessian_eigenvalues), [0.1 - 1, 0.1 + 1], atol=1e-12)
+
+
+def test_stationary_point_failures_are_not_predictions():
+    """A solve that cannot converge raises (or flags, saying so); bad arguments raise ValueError;
+    the tr-log R outside η λ_max < 2 raises naming the bound. [theory: REG-6, REG-1]"""
+    toy = uv_toy()
+    reg = HessianTraceRegularizer()
+    with pytest.raises(StationaryPointError, match="gtol"):
+        stationary_point(toy, reg, 0.2, np.array([3.0, 0.1]), method="bfgs", max_steps=1)
+    flagged = stationary_point(
+        toy, reg, 0.2, np.array([3.0, 0.1]), method="bfgs", max_steps=1, on_failure="flag"
+    )
+    assert not flagged.converged and "NOT CONVERGED" in flagged.table()
+    with pytest.raises(ValueError, match="lam"):
+        stationary_point(toy, reg, -0.1, np.ones(2))
+    with pytest.raises(ValueError, match="theta_init"):
+        stationary_point(toy, reg, 0.1, np.ones(3))
+    with pytest.raises(ValueError, match="method"):
+        stationary_point(toy, reg, 0.1, np.ones(2), method="sgd")
+    with pytest.raises(ValueError, match="regularizer"):
+        stationary_point(toy, "trace", 0.1, np.ones(2))
+    # at u = v = 1, ∇²L = [[1, 1], [1, 1]] has λ_max = 2, so η = 1 is at the edge
+    with pytest.raises(ValueError, match="eta must be <"):
+        stationary_point(toy, TraceLogRegularizer(1.0), 0.1, np.ones(2))
+
+
+def test_predict_lists_out_of_domain_regularizer_as_failure():
+    """predict: λ = ησ²/B; at η beyond 2/λ_max the tr-log entry is a failure with its reason, and
+    asking for it raises instead of returning a number. [theory: REG-5, REG-6]"""
+    toy = uv_toy()
+    pred = predict(toy, s.LabelNoise(1.0, batch_size=1), 0.1, np.ones(2))
+    assert pred.lam == pytest.approx(0.1)
+    assert set(pred.points) == {"R_trace_log", "R_quarter_trace"} and pred.primary == "R_trace_log"
+    bad = predict(toy, s.LabelNoise(1.0, batch_size=1), 1.0, np.ones(2))
+    assert "R_trace_log" in bad.failures and "NO PREDICTION" in bad.table()
+    assert bad.primary == "R_quarter_trace"
+    with pytest.raises(ValueError, match="no prediction for R_trace_log"):
+        bad.point("R_trace_log")
+    with pytest.raises(ValueError, match="LabelNoise"):
+        predict(toy, s.MinibatchNoise(1), 0.1, np.ones(2))
+
+
+def fake_result(mean_theta, se_theta, n_paths=100, n_records=11, diverged=0, method="fake"):
+    """An EnsembleResult with a constant mean θ and a given per-component standard error."""
+    mean = np.broadcast_to(mean_theta, (n_records, len(mean_theta))).copy()
+    var = np.broadcast_to(np.asarray(se_theta) ** 2 * n_paths, mean.shape).copy()
+    return EnsembleResult(
+        method=method,
+        steps=np.arange(n_records),
+        times=np.arange(n_records, dtype=float),
+        mean={"theta": mean, "loss": np.zeros(n_records)},
+        var={"theta": var, "loss": np.zeros(n_records)},
+        count=np.full(n_records, n_paths),
+        n_paths=n_paths,
+        diverged=diverged,
+        first_divergence_step=3 if diverged else None,
+    )
+
+
+def test_check_convergence_statistics():
+    """The verdict: converged iff |avg − θ*| ≤ tol + k·floor, floor = √Σ SE²; the closer-R test uses the
+    signed offset from the bisector with SE Σ|u_j| SE_j; divergence and a missing θ give verdicts,
+    not numbers. [theory: REG-7]"""
+    toy = uv_toy()
+    pred = predict(toy, s.LabelNoise(1.0, batch_size=1), 0.2, np.ones(2))
+    a = pred.point("R_trace_log").theta
+    b = pred.point("R_quarter_trace").theta
+    se = np.array([1e-4, 1e-4])
+    runs = {
+        "at tr-log": fake_result(a, se),
+        "at quarter": fake_result(b, se),
+        "far": fake_result(a + 0.5, se),
+        "diverged": fake_result(a, se, diverged=2),
+    }
+    rep = check_convergence(toy, runs, pred, tol=0.0, k=3)
+    assert rep["at tr-log"].verdict == "converged" and rep["at tr-log"].better_regularizer == "tr-log"
+    assert rep["at tr-log"].distance_avg["R_trace_log"].value == pytest.approx(0, abs=1e-15)
+    assert rep["at tr-log"].distance_avg["R_trace_log"].floor == pytest.approx(np.sqrt(2) * 1e-4)
+    assert (
+        rep["at quarter"].verdict == "NOT converged"
+        and rep["at quarter"].better_regularizer == "quarter-trace"
+    )
+    assert rep["far"].verdict == "NOT converged"
+    assert rep["diverged"].verdict == "DIVERGED" and "diverged" in rep["diverged"].statistic
+    # with noise as large as the gap between the two points the comparison must refuse to choose
+    noisy = check_convergence(toy, [fake_result(0.5 * (a + b), np.array([0.1, 0.1]))], pred)
+    assert noisy.verdicts[0].better_regularizer == "indistinguishable"
+    no_theta = fake_result(a, se)
+    del no_theta.mean["theta"], no_theta.var["theta"]
+    assert check_convergence(toy, no_theta, pred).verdicts[0].verdict == "no theta recorded"
+    text = rep.table()
+    assert "prediction (R_trace_log)" in text and "DIVERGED" in text and str(rep) == text
+    assert rep.to_dict()["verdicts"][0]["verdict"] == "converged"
+    with pytest.raises(ValueError, match="window"):
+        check_convergence(toy, runs, pred, window=1.5)
+    with pytest.raises(ValueError, match="prediction"):
+        check_convergence(toy, runs, None)
+
+
+def test_limiting_flow_uv_toy_closed_form():
+    """On Γ = {uv = 1}, u = eˢ: the flow gives sinh 2s(τ) = sinh 2s₀·e^{−cτ} (C5); Heun with projected
+    stages is order 2 (error ratio ≈ 4 on halving h), both projections agree, loss stays 0. [theory: REG-8]"""
+    toy = uv_toy()
+    s0, c = 0.6, 0.7
+    th0 = np.array([np.exp(s0), np.exp(-s0)])
+    errs = []
+    for n in (10, 20):
+        fl = limiting_flow(toy, th0, c=c, duration=4.0, n_steps=n)
+        u, v = fl.theta[:, 0], fl.theta[:, 1]
+        errs.append(np.max(np.abs((u * u - v * v) / 2 - np.sinh(2 * s0) * np.exp(-c * fl.times))))
+        assert np.max(fl.loss) < 1e-20
+    assert errs[1] < 2e-3 and 3.2 < errs[0] / errs[1] < 5  # order 2: ratio 4 up to O(h) corrections
+    gf = limiting_flow(toy, th0, c=c, duration=4.0, n_steps=20, record_every=5, projection="gradient_flow")
+    np.testing.assert_allclose(gf.theta[-1], fl.theta[-1], atol=1e-8)
+    assert isinstance(gf, LimitingFlow) and gf.sgd_steps(0.1)[-1] == pytest.approx(400)
+    assert gf.sde_times(0.1)[-1] == pytest.approx(40)
+    # the sharpness tr∇²L = u² + v² = 2cosh 2s decreases along the flow
+    assert np.all(np.diff(fl.sharpness) < 0)
+
+
+def test_limiting_flow_bad_input():
+    """No interpolating point near θ₀ → ProjectionError; bad arguments → ValueError. [theory: REG-8]"""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5, 2))
+    over = s.Problem(s.LinearRegression(2), X, rng.normal(size=5))  # n > d: no zero-loss set
+    with pytest.raises(ProjectionError, match="interpolating"):
+        limiting_flow(over, np.zeros(2), c=1.0, duration=1.0, n_steps=2)
+    toy = uv_toy()
+    with pytest.raises(ValueError, match="c must"):
+        limiting_flow(toy, np.ones(2), c=0.0, duration=1.0, n_steps=2)
+    with pytest.raises(ValueError, match="record_every"):
+        limiting_flow(toy, np.ones(2), c=1.0, duration=1.0, n_steps=3, record_every=2)
+    with pytest.raises(ValueError, match="projection"):
+        limiting_flow(toy, np.ones(2), c=1.0, duration=1.0, n_steps=2, projection="orthogonal")
