@@ -93,6 +93,18 @@ def _gradient_flow_projection(problem: Problem, theta, tol, max_iter):
 
 
 @eqx.filter_jit
+def _project_newton(problem, theta, tol, max_iter):
+    return _newton_projection(problem, theta, tol, max_iter)
+
+
+def project_to_zero_loss(problem: Problem, theta, tol: float = 1e-10, max_iter: int = 100):
+    """The minimum-norm Gauss–Newton projection of θ onto Γ = {f_i = y_i}, or None if it finds no point."""
+    th = _project_newton(problem, jnp.asarray(theta), tol, max_iter)
+    res = float(jnp.max(jnp.abs(problem.residuals(th))))
+    return np.asarray(th) if np.isfinite(res) and res <= 100 * tol else None
+
+
+@eqx.filter_jit
 def _run(problem, theta0, c, h, n_records, record_every, projection, tol, max_iter):
     project = _newton_projection if projection == "newton" else _gradient_flow_projection
 

@@ -11,6 +11,7 @@ from .._problem import Problem
 from .._results import EnsembleResult
 from .._validation import check_positive
 from ._common import float64_problem, fmt, render_table
+from ._flow import project_to_zero_loss
 from ._prediction import DOMAIN_KEY, Prediction
 
 KNOWN = ("theta", "loss", "R_trace_log", "R_quarter_trace", DOMAIN_KEY)
@@ -42,6 +43,7 @@ class MethodVerdict:
     se_kind: str
     distance_late: dict[str, Distance]
     distance_avg: dict[str, Distance]
+    distance_on_manifold: dict[str, Distance]
     drift: Distance | None
     scalars: dict[str, tuple[float, float]]
     along: dict[str, np.ndarray]
@@ -72,7 +74,7 @@ class ConvergenceReport:
         primary = pred.primary if pred.points else None
         extra = sorted({k for v in self.verdicts for k in v.scalars if k not in ("loss",) + KNOWN})
         header = ["method", "N", "L", "R_trace_log", "R_quarter_trace", *extra]
-        header += [f"|avg - theta*| ({primary})", "late drift", "verdict", "closer R"]
+        header += [f"|avg - theta*| ({primary})", "on zero-loss set", "late drift", "verdict", "closer R"]
         rows = []
         for name, p in pred.points.items():
             row = [f"prediction ({name})", "-", fmt(p.loss)]
@@ -80,13 +82,14 @@ class ConvergenceReport:
                 fmt(p.reg_value) if name == "R_trace_log" else "",
                 fmt(p.reg_value) if name != "R_trace_log" else "",
             ]
-            rows.append(row + [""] * len(extra) + ["0", "-", p.kind, ""])
+            rows.append(row + [""] * len(extra) + ["0", "0", "-", p.kind, ""])
         for v in self.verdicts:
             sc = lambda key, v=v: fmt(*v.scalars[key]) if key in v.scalars else "n/a"
             dist = str(v.distance_avg[primary]) if primary in v.distance_avg else "n/a"
+            on_gamma = str(v.distance_on_manifold[primary]) if primary in v.distance_on_manifold else "n/a"
             row = [v.method, str(v.n_paths), sc("loss"), sc("R_trace_log"), sc("R_quarter_trace")]
             row += [sc(k) for k in extra]
-            row += [dist, str(v.drift) if v.drift else "n/a", v.verdict, v.better_regularizer]
+            row += [dist, on_gamma, str(v.drift) if v.drift else "n/a", v.verdict, v.better_regularizer]
             rows.append(row)
         lines = [
             f"lambda = {pred.lam:.4g} (lr = {pred.lr:g}); values are late-window means ± standard errors; "
@@ -218,6 +221,7 @@ def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k
         se_kind="",
         distance_late={},
         distance_avg={},
+        distance_on_manifold={},
         drift=None,
         scalars=scalars,
         along=along,
@@ -244,6 +248,14 @@ def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k
         avg_se, se_kind = np.mean(se[sl], axis=0), "bound: mean of per-record SEs"
     d_late = {n: _distance(late_mean, late_se, p.theta) for n, p in prediction.points.items()}
     d_avg = {n: _distance(time_avg, avg_se, p.theta) for n, p in prediction.points.items()}
+    # the location along Γ is what the theory fixes at leading order (REG-7, REG-8); the floor is kept
+    # conservative (the projection's Jacobian P_T only shrinks the noise)
+    d_gamma = {}
+    avg_on = project_to_zero_loss(problem, time_avg)
+    for n, p in prediction.points.items():
+        star_on = project_to_zero_loss(problem, p.theta)
+        if avg_on is not None and star_on is not None:
+            d_gamma[n] = Distance(float(np.linalg.norm(avg_on - star_on)), d_avg[n].floor)
     # a still-moving run shows a drift well above its floor even when its average happens to be close
     drift = _distance(mean[-1] - mean[start], np.sqrt(se[-1] ** 2 + se[start] ** 2), 0.0)
     primary = prediction.primary
