@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax
 import jax.numpy as jnp
 import sympy as sp
 
@@ -39,7 +40,7 @@ def to_jax(exprs, args: Sequence, *, backend: str = DEFAULT_BACKEND):
             "sympy2jax" (an equinox module walking the expression graph).
 
     Returns:
-        A pure function; jit and vmap it as needed. Its output dtype is that of the first argument.
+        A pure, jitted function (vmap it as needed). Its output dtype is that of the first argument.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -68,8 +69,14 @@ def to_jax(exprs, args: Sequence, *, backend: str = DEFAULT_BACKEND):
         out = [jnp.asarray(o, dtype) for o in raw(*arrays)]
         return out[0] if scalar else jnp.stack(out)
 
-    fn.exprs, fn.args, fn.backend = exprs, groups, backend
-    return fn
+    # jit: called eagerly, the scalar program would dispatch op by op; under an outer jit it is inlined.
+    jitted = jax.jit(fn)
+
+    def call(*arrays):
+        return jitted(*arrays)
+
+    call.exprs, call.args, call.backend = exprs, groups, backend
+    return call
 
 
 def _lambdify(exprs, groups):

@@ -9,7 +9,7 @@ import equinox as eqx
 import sympy as sp
 
 from .._models import AbstractModel, DiagonalLinearNetwork, LinearRegression, TwoLayerNetwork
-from ._functions import SYMBOLIC_ACTIVATIONS
+from ._functions import SYMBOLIC_ACTIVATIONS, latex
 
 
 def _symbols(names: Sequence[str], what: str) -> tuple[sp.Symbol, ...]:
@@ -145,7 +145,7 @@ class SymbolicModel:
 
     def latex(self) -> str:
         """$f(\\theta; x) = …$ in LaTeX."""
-        return rf"f(\theta; x) = {sp.latex(self.expr)}"
+        return rf"f(\theta; x) = {latex(self.expr)}"
 
     def to_model(self) -> ExpressionModel:
         """The numeric model (an ``AbstractModel``) whose output is this expression, via ``to_jax``."""
@@ -179,7 +179,7 @@ def symbolic_model(model) -> SymbolicModel:
         units = Units(t * xi, (t,), (xi,), (), each, each, ((),) * p)
         desc = f"LinearRegression(dim={p})"
     elif isinstance(model, DiagonalLinearNetwork):
-        u, v = sp.symbols("u v", real=True)
+        u, v = sp.symbols("u_j v_j", real=True)
         if model.signed:
             units = Units(
                 (u**2 - v**2) * xi,

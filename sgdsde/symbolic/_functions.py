@@ -10,6 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import sympy as sp
+from sympy.printing.latex import LatexPrinter
 
 
 class sigmoid(sp.Function):  # noqa: N801 (sympy functions are lower-case, like sp.tanh)
@@ -59,6 +60,18 @@ JAX_FUNCTIONS = {
 }
 
 SYMPY2JAX_FUNCTIONS = {sp.Heaviside: _heaviside, sigmoid: jax.nn.sigmoid, softplus: jax.nn.softplus}
+
+
+class _Printer(LatexPrinter):
+    # sympy prints Heaviside as θ(·), which would read as the parameter vector θ.
+    def _print_Heaviside(self, expr, exp=None):
+        tex = rf"H\left({self._print(expr.args[0])}\right)"
+        return tex if exp is None else rf"{tex}^{{{exp}}}"
+
+
+def latex(expr) -> str:
+    """LaTeX of a sympy expression, with H(·) for the Heaviside step."""
+    return _Printer().doprint(expr)
 
 
 def drop_dirac(expr: sp.Expr) -> sp.Expr:

@@ -19,7 +19,7 @@ import sympy as sp
 from .._models import AbstractModel
 from ._codegen import DEFAULT_BACKEND, to_jax
 from ._expressions import ExpressionModel, SymbolicModel, symbolic_model
-from ._functions import diff
+from ._functions import diff, latex
 
 # name -> one-line math, the per-example quantity (ℓ = ½(f − y)², r = f − y).
 KERNELS = {
@@ -59,13 +59,19 @@ class AbstractKernels(abc.ABC):
         return jax.vmap(k, in_axes=(None, 0, 0, None))
 
     def mean(self, name: str, theta, X, y, v=None):
-        """$\\frac1n\\sum_i k(\\theta, x_i, y_i, v)$."""
+        """$\\frac1n\\sum_i k(\\theta, x_i, y_i, v)$ (jitted per kernel: eager calls compile once)."""
         v = jnp.zeros_like(theta) if v is None else v
-        return jnp.mean(self.batched(name)(theta, X, y, v), axis=0)
+        return _jitted_mean(self, name)(theta, X, y, v)
 
     def latex(self, name: str) -> str:
         """The per-example expression of a kernel in LaTeX (numeric kernels: its definition only)."""
         return KERNELS[name]
+
+
+@functools.lru_cache(maxsize=1024)
+def _jitted_mean(k: AbstractKernels, name: str):
+    batched = k.batched(name)
+    return jax.jit(lambda theta, X, y, v: jnp.mean(batched(theta, X, y, v), axis=0))
 
 
 def _check_name(name: str) -> None:
@@ -256,7 +262,7 @@ class SymbolicKernels(AbstractKernels):
     def latex(self, name: str) -> str:
         """A unit kernel's expression in LaTeX (f = Σ_j u_j assembles the model's kernels from it)."""
         e = self.expr(name)
-        body = sp.latex(e) if name in ("u", "laplacian_u") else sp.latex(sp.Matrix(e))
+        body = latex(e) if name in ("u", "laplacian_u") else latex(sp.Matrix(e))
         return rf"{UNIT_KERNELS[name]} = {body}"
 
 
@@ -314,9 +320,11 @@ class NumericKernels(AbstractKernels):
         return self._functions[name]
 
 
-# Beyond this many parameters the symbolic kernels cost more to derive and compile than they save
-# (scripts/bench_symbolic.py; theory/symbolic.md, SYM-4): auto mode falls back to numeric kernels.
-MAX_SYMBOLIC_PARAMS = 200
+# sympy differentiates the unit template u, so its cost grows with u's parameter count q (about q² terms
+# for Hessian-vector products; q = p + 1 for a two-layer unit). Beyond this q, derivation and the compile
+# of the scalar program it yields take longer than they save (scripts/bench_symbolic.py; theory/symbolic.md,
+# SYM-5): "auto" then uses autodiff kernels, reported as numeric.
+MAX_SYMBOLIC_PARAMS = 64
 
 
 @functools.lru_cache(maxsize=64)
@@ -335,7 +343,7 @@ def kernels(model, symbolic: bool | str = "auto", backend: str = DEFAULT_BACKEND
     Args:
         model: a numeric model, an ExpressionModel or a SymbolicModel.
         symbolic: True (always sympy), False (always autodiff) or "auto": sympy up to
-            ``MAX_SYMBOLIC_PARAMS`` parameters, autodiff beyond, with the reason recorded.
+            ``MAX_SYMBOLIC_PARAMS`` parameters per unit template, autodiff beyond, with the reason recorded.
         backend: the ``to_jax`` backend.
     """
     if symbolic not in (True, False, "auto"):
@@ -344,10 +352,11 @@ def kernels(model, symbolic: bool | str = "auto", backend: str = DEFAULT_BACKEND
     numeric = model if isinstance(model, AbstractModel) else ExpressionModel(sm)
     if symbolic is False:
         return _numeric_kernels(numeric, "numeric autodiff (symbolic=False)")
-    if symbolic == "auto" and sm.n_params > MAX_SYMBOLIC_PARAMS:
+    q = len(sm.units.params)
+    if symbolic == "auto" and q > MAX_SYMBOLIC_PARAMS:
         return _numeric_kernels(
             numeric,
-            f"numeric autodiff: d = {sm.n_params} > MAX_SYMBOLIC_PARAMS = {MAX_SYMBOLIC_PARAMS}, "
-            "where symbolic derivation and compilation stop paying off",
+            f"numeric autodiff, not symbolic: the unit template has {q} parameters > MAX_SYMBOLIC_PARAMS = "
+            f"{MAX_SYMBOLIC_PARAMS}, beyond which symbolic derivation and compilation stop scaling",
         )
     return _symbolic_kernels(sm, backend)

@@ -3,8 +3,7 @@
 
 from __future__ import annotations
 
-import sympy as sp
-
+from ._functions import latex
 from ._kernels import SymbolicKernels
 
 # Full expressions of f are printed only up to this many parameters; beyond, the unit template.
@@ -22,7 +21,7 @@ def model_latex(k) -> str:
     U = m.units
     if U.n_units > 1:
         units = rf"f = \sum_{{j=1}}^{{{U.n_units}}} u(\theta_{{I_j}}; x_{{J_j}})"
-        lines.append(rf"{units},\quad u = {sp.latex(U.expr)}")
+        lines.append(rf"{units},\quad u = {latex(U.expr)}")
     lines.append(k.latex("grad_u"))
     return r" \\ ".join(lines)
 
