@@ -182,7 +182,7 @@ def test_quadratic_order2_drift_is_exact(seed, eta):
 @given(seed=seeds)
 def test_trace_hessian_and_gradient_match_autodiff(name, seed):
     """tr∇²L = (1/n)Σ(‖∇f_i‖² + r_iΔf_i) and its gradient, tr G and Blanc's Σ‖∇f_i‖², against
-    jax.hessian / Problem.gauss_newton. [theory: REG-5]"""
+    jax.hessian / Problem.gauss_newton. [theory: SREG-5]"""
     prob, theta = problem(name, seed)
     R = sy.derive_regularizers(prob.model)
     args = (theta, prob.X, prob.y)
@@ -220,7 +220,7 @@ def _damian_numeric(prob, eta):
 def test_damian_regularizer(name, seed, scale):
     """Damian's R = −(1/2η) tr log(I − (η/2)∇²L): exact value, series with its geometric tail bound, the
     small-η limit ¼tr∇²L, and the gradient identity ∇R = ½∇³L[(2I − η∇²L)⁻¹] against jax.grad.
-    [theory: REG-1, REG-2, REG-3, REG-4]"""
+    [theory: SREG-1, SREG-2, SREG-3, SREG-4]"""
     prob, theta = problem(name, seed)
     args = (theta, prob.X, prob.y)
     h = np.linalg.eigvalsh(np.asarray(jax.jit(lambda t: prob.hessian(t))(theta)))
@@ -247,7 +247,7 @@ def test_damian_regularizer(name, seed, scale):
 @given(seed=seeds)
 def test_diagonal_net_trace_at_zero_loss(seed):
     """C8: for β = u⊙u − v⊙v at zero loss, tr∇²L = tr G = 4Σ_j D_jj(u_j² + v_j²), D = diag(XᵀX/n).
-    [theory: REG-6]"""
+    [theory: SREG-6]"""
     prob, theta = problem("diagonal_signed", seed, zero_loss=True)
     R = sy.derive_regularizers(prob.model)
     D = np.diag(np.asarray(prob.X).T @ np.asarray(prob.X)) / N
@@ -305,7 +305,7 @@ def test_two_layer_trace_formula(activation, seed, zero_loss):
 @settings(max_examples=4)
 @given(seed=seeds, eta=st.floats(0.01, 0.5))
 def test_gd_modified_loss_gradient_is_order2_drift(seed, eta):
-    """∇(L + (η/4)‖∇L‖²) = −(order-2 drift), by jax.grad through the generated loss. [theory: REG-7]"""
+    """∇(L + (η/4)‖∇L‖²) = −(order-2 drift), by jax.grad through the generated loss. [theory: SREG-7]"""
     prob, theta = problem("two_layer_tanh", seed)
     R = sy.derive_regularizers(prob.model)
     g = jax.grad(lambda t: R.gd_modified_loss(t, prob.X, prob.y, eta))(theta)
@@ -325,7 +325,7 @@ def _partitions(n, B):
 @given(seed=seeds, eta=st.floats(0.01, 0.5))
 def test_smith_modified_loss(seed, eta):
     """Smith et al.'s per-batch loss L + (η/4m)Σ_k‖∇L̂_k‖², averaged over all 15 partitions of 6 examples into
-    batches of 2, equals L + (η/4)‖∇L‖² + ((n−B)/(n−1))(η/4B)Γ. [theory: REG-8]"""
+    batches of 2, equals L + (η/4)‖∇L‖² + ((n−B)/(n−1))(η/4B)Γ. [theory: SREG-8]"""
     prob, theta = problem("two_layer_tanh", seed)
     R = sy.derive_regularizers(prob.model)
     parts = _partitions(N, 2)

@@ -106,7 +106,7 @@ class SymbolicKernels(AbstractKernels):
         U = model.units
         self.units = U
         taken = {s.name for s in (*U.params, *U.inputs, *U.constants)}
-        prefix = "v" if not any(n.startswith("v_") for n in taken) else "_dir"
+        prefix = "delta" if not any(n.startswith("delta_") for n in taken) else "_dir"
         self.v = tuple(sp.Symbol(f"{prefix}_{k}", real=True) for k in range(len(U.params)))
         self.param_index = np.asarray(U.param_index, dtype=np.int32).reshape(U.n_units, len(U.params))
         self.input_index = np.asarray(U.input_index, dtype=np.int32).reshape(U.n_units, len(U.inputs))

@@ -1,6 +1,6 @@
 """Implicit regularizers of SGD from the model's kernels: tr∇²L, tr G, Blanc's, Damian's, modified losses.
 
-theory/regularizers.md (REG-1 … REG-8). Each function takes (θ, X, y[, η]) and is pure JAX.
+theory/regularizers.md (SREG-1 … SREG-8). Each function takes (θ, X, y[, η]) and is pure JAX.
 """
 
 from __future__ import annotations
@@ -49,15 +49,15 @@ class Regularizers:
         return jax.vmap(lambda e: self._m("hvp_loss", theta, X, y, e))(eye)
 
     def trace_hessian(self, theta, X, y):
-        """$\\operatorname{tr}\\nabla^2 L = \\frac1n\\sum_i(\\|\\nabla f_i\\|^2 + r_i\\Delta f_i)$ (REG-5)."""
+        """$\\operatorname{tr}\\nabla^2 L = \\frac1n\\sum_i(\\|\\nabla f_i\\|^2 + r_i\\Delta f_i)$ (SREG-5)."""
         return self._m("trace_hessian_loss", theta, X, y)
 
     def grad_trace_hessian(self, theta, X, y):
-        """$\\nabla\\operatorname{tr}\\nabla^2 L$ (REG-5)."""
+        """$\\nabla\\operatorname{tr}\\nabla^2 L$ (SREG-5)."""
         return self._m("grad_trace_hessian_loss", theta, X, y)
 
     def trace_gauss_newton(self, theta, X, y):
-        """$\\operatorname{tr} G = \\frac1n\\sum_i\\|\\nabla f_i\\|^2$ (= tr∇²L at zero loss; REG-5)."""
+        """$\\operatorname{tr} G = \\frac1n\\sum_i\\|\\nabla f_i\\|^2$ (= tr∇²L at zero loss; SREG-5)."""
         return self._m("sqnorm_grad_output", theta, X, y)
 
     def grad_trace_gauss_newton(self, theta, X, y):
@@ -65,7 +65,7 @@ class Regularizers:
         return 2 * self._m("jp_output", theta, X, y)
 
     def blanc(self, theta, X, y):
-        """Blanc et al.'s $\\sum_i\\|\\nabla f_i\\|^2 = n\\operatorname{tr}G$ (sum, no 1/n; REG-5)."""
+        """Blanc et al.'s $\\sum_i\\|\\nabla f_i\\|^2 = n\\operatorname{tr}G$ (sum, no 1/n; SREG-5)."""
         return X.shape[0] * self.trace_gauss_newton(theta, X, y)
 
     def _eigh(self, theta, X, y):
@@ -74,7 +74,7 @@ class Regularizers:
 
     def damian(self, theta, X, y, eta):
         """$R = -\\frac1{2\\eta}\\operatorname{tr}\\log(I - \\frac\\eta2\\nabla^2L)$, exact from the d × d
-        Hessian; +inf where $\\lambda_{\\max}(\\nabla^2 L) \\ge 2/\\eta$ (Damian et al. 2021; REG-1)."""
+        Hessian; +inf where $\\lambda_{\\max}(\\nabla^2 L) \\ge 2/\\eta$ (Damian et al. 2021; SREG-1)."""
         h = self._eigh(theta, X, y)[0]
         z = 1 - (eta / 2) * h
         safe = jnp.where(z > 0, z, 1.0)
@@ -83,7 +83,7 @@ class Regularizers:
 
     def damian_series(self, theta, X, y, eta, order: int = 4):
         """$\\sum_{k=1}^{K}\\frac{\\eta^{k-1}}{2^{k+1}k}\\operatorname{tr}(\\nabla^2L)^k$ with K = ``order``
-        (REG-2)."""
+        (SREG-2)."""
         if not isinstance(order, int) or order < 1:
             raise ValueError(f"order must be an integer >= 1, got {order!r}")
         h = self._eigh(theta, X, y)[0]
@@ -91,7 +91,7 @@ class Regularizers:
 
     def damian_gradient(self, theta, X, y, eta):
         """$\\nabla R = \\frac12\\nabla^3L[(2I - \\eta\\nabla^2L)^{-1}]$ with the third derivative from the
-        kernel $\\nabla(v^T\\nabla^2\\ell\\,v)$ along the Hessian's eigenvectors (REG-4)."""
+        kernel $\\nabla(v^T\\nabla^2\\ell\\,v)$ along the Hessian's eigenvectors (SREG-4)."""
         h, Q = self._eigh(theta, X, y)
         s = 1 / (2 - eta * h)
         # Row k: ∇_θ(q_kᵀ∇²L q_k) with the eigenvector q_k held fixed.
@@ -99,13 +99,13 @@ class Regularizers:
         return 0.5 * (s @ third)
 
     def gd_modified_loss(self, theta, X, y, eta):
-        """Barrett & Dherin's $L + \\frac\\eta4\\|\\nabla L\\|^2$ (REG-6); its gradient is −(SME-2 drift)."""
+        """Barrett & Dherin's $L + \\frac\\eta4\\|\\nabla L\\|^2$ (SREG-7); its gradient is −(SME-2 drift)."""
         g = self.grad(theta, X, y)
         return self.loss(theta, X, y) + (eta / 4) * jnp.dot(g, g)
 
     def smith_modified_loss(self, theta, X, y, eta, batches):
         """Smith et al.'s $L + \\frac{\\eta}{4m}\\sum_k\\|\\nabla\\hat L_k\\|^2$ for one epoch's partition
-        ``batches`` (m × B indices) of shuffled SGD (REG-7)."""
+        ``batches`` (m × B indices) of shuffled SGD (SREG-8)."""
         batches = jnp.asarray(batches)
         if batches.ndim != 2:
             raise ValueError(f"batches must be an (m, B) array of example indices, got shape {batches.shape}")
@@ -116,7 +116,7 @@ class Regularizers:
     def smith_expected_modified_loss(self, theta, X, y, eta, batch_size: int):
         """Smith et al.'s loss averaged over uniformly random partitions into batches of B:
         $L + \\frac\\eta4\\|\\nabla L\\|^2 + \\frac{n-B}{n-1}\\frac{\\eta}{4B}\\Gamma$,
-        $\\Gamma = \\frac1n\\sum_i\\|\\nabla\\ell_i - \\nabla L\\|^2$ (minibatch-noise.md §3; REG-7)."""
+        $\\Gamma = \\frac1n\\sum_i\\|\\nabla\\ell_i - \\nabla L\\|^2$ (minibatch-noise.md §3; SREG-8)."""
         n = X.shape[0]
         G = self.kernels.batched("grad_loss")(theta, X, y, jnp.zeros_like(theta))
         g = jnp.mean(G, axis=0)

@@ -1,0 +1,196 @@
+"""Symbolic layer at scale: derivation, code generation, first compile, and evaluation vs autodiff.
+
+For the two-layer tanh network at (p, m) = input dim × width, d = m(p + 1) parameters: time sympy's
+derivation of everything the SME and the sharpness regularizer need (drift of order 2, minibatch diffusion
+factor, Itô→Stratonovich correction, tr∇²L and its gradient), the sympy → JAX code generation, the first
+compile, and the evaluation (median over repeats, vmapped over an ensemble of paths) against hand-written
+autodiff of the same quantities in the same process. Both code generators are compared on the drift.
+The last line is ``ratio_vs_autodiff=<worst symbolic/autodiff evaluation-time ratio>``.
+
+    python scripts/bench_symbolic.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import sgdsde as sd
+import sgdsde.symbolic as sy
+from sgdsde.symbolic._sme import _Functions, _noise_key
+
+SIZES = [(2, 2), (5, 5), (10, 10), (20, 20), (50, 20)]
+QUICK_SIZES = [(2, 2), (5, 5)]
+UNIT_KERNELS = ("grad_u", "hvp_u", "jp_u", "laplacian_u", "grad_laplacian_u")
+
+
+def _median_time(fn, *args, repeats: int) -> float:
+    jax.block_until_ready(fn(*args))
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def _symbolic_functions(model, noise, backend):
+    """Fresh (uncached) derivation + code generation; returns the jitted functions and the timings."""
+    t0 = time.perf_counter()
+    k = sy.SymbolicKernels(sy.symbolic_model(model), backend)
+    for name in UNIT_KERNELS:
+        k.expr(name)
+    t1 = time.perf_counter()
+    for name in UNIT_KERNELS:
+        k.unit_function(name)
+    t2 = time.perf_counter()
+    fns = _Functions(k, _noise_key(noise), 2)
+    B = noise.batch_size
+
+    def trace(th, X, y):
+        return k.mean("trace_hessian_loss", th, X, y)
+
+    def grad_trace(th, X, y):
+        return k.mean("grad_trace_hessian_loss", th, X, y)
+
+    out = {
+        "drift": jax.jit(jax.vmap(lambda th, X, y, eta: fns._drift(th, X, y, eta), (0, None, None, None))),
+        "diffusion": jax.jit(
+            jax.vmap(
+                lambda th, X, y, eta: fns._diffusion_factor(th, X, y, eta, batch_size=B),
+                (0, None, None, None),
+            )
+        ),
+        "stratonovich": jax.jit(
+            jax.vmap(
+                lambda th, X, y, eta: fns._ito_to_stratonovich(th, X, y, eta, batch_size=B),
+                (0, None, None, None),
+            )
+        ),
+        "trace_hessian": jax.jit(jax.vmap(lambda th, X, y, eta: trace(th, X, y), (0, None, None, None))),
+        "grad_trace_hessian": jax.jit(
+            jax.vmap(lambda th, X, y, eta: grad_trace(th, X, y), (0, None, None, None))
+        ),
+    }
+    return out, t1 - t0, t2 - t1
+
+
+def _autodiff_functions(model, noise, X, y):
+    """Hand-written autodiff of the same quantities (what a user writes with Problem and jax)."""
+    prob = sd.Problem(model, X, y)
+
+    def drift(th, eta):
+        g, hg = jax.jvp(prob.grad, (th,), (prob.grad(th),))
+        return -(g + (eta / 2) * hg)
+
+    def diffusion(th, eta):
+        return noise.covariance_factor(prob, th)
+
+    def stratonovich(th, eta):
+        A = noise.covariance_factor(prob, th)
+        dA = jax.jacfwd(lambda t: noise.covariance_factor(prob, t))(th)
+        return -(eta / 2) * jnp.einsum("ijk,kj->i", dA, A)
+
+    def trace(th):
+        return jnp.trace(jax.hessian(prob.loss)(th))
+
+    v = lambda f: jax.jit(jax.vmap(f, (0, None)))  # noqa: E731
+    return {
+        "drift": v(drift),
+        "diffusion": v(diffusion),
+        "stratonovich": v(stratonovich),
+        "trace_hessian": v(lambda th, eta: trace(th)),
+        "grad_trace_hessian": v(lambda th, eta: jax.grad(trace)(th)),
+    }
+
+
+def run(quick: bool = False, n: int | None = None, n_paths: int | None = None, repeats: int | None = None):
+    """Print one row per size and quantity; return the rows and the worst evaluation ratio."""
+    jax.config.update("jax_enable_x64", True)
+    sizes = QUICK_SIZES if quick else SIZES
+    n = n or (16 if quick else 64)
+    n_paths = n_paths or (4 if quick else 32)
+    repeats = repeats or (5 if quick else 20)
+    noise = sd.MinibatchNoise(8 if n >= 8 else 1, "with_replacement")
+    rows, worst = [], 0.0
+    print(f"two-layer tanh net, n = {n} examples, {n_paths} paths (vmapped), float64, median of {repeats}")
+    print(
+        f"{'(p,m)':>8} {'d':>5} {'derive_s':>9} {'codegen_s':>9} {'compile_s':>9} {'quantity':>19} "
+        f"{'symbolic_us':>12} {'autodiff_us':>12} {'ratio':>6}"
+    )
+    for p, m in sizes:
+        model = sd.TwoLayerNetwork(p, m, "tanh")
+        kx, ky, kt = jax.random.split(jax.random.key(0), 3)
+        X = jax.random.normal(kx, (n, p), jnp.float64)
+        y = jax.random.normal(ky, (n,), jnp.float64)
+        theta = 0.5 * jax.random.normal(kt, (n_paths, model.n_params), jnp.float64)
+        eta = jnp.asarray(0.05)
+        sym, t_derive, t_codegen = _symbolic_functions(model, noise, sy.DEFAULT_BACKEND)
+        t0 = time.perf_counter()
+        sym_out = {q: jax.block_until_ready(f(theta, X, y, eta)) for q, f in sym.items()}
+        t_compile = time.perf_counter() - t0
+        auto = _autodiff_functions(model, noise, X, y)
+        for q in sym:
+            a = auto[q](theta, eta)
+            if q == "diffusion":
+                np.testing.assert_allclose(
+                    sym_out[q] @ jnp.swapaxes(sym_out[q], 1, 2),
+                    a @ jnp.swapaxes(a, 1, 2),
+                    rtol=1e-8,
+                    atol=1e-10,
+                )
+            else:
+                np.testing.assert_allclose(sym_out[q], a, rtol=1e-8, atol=1e-10)
+            ts = _median_time(sym[q], theta, X, y, eta, repeats=repeats)
+            ta = _median_time(auto[q], theta, eta, repeats=repeats)
+            worst = max(worst, ts / ta)
+            rows.append(
+                dict(
+                    p=p,
+                    m=m,
+                    d=model.n_params,
+                    quantity=q,
+                    derive_s=t_derive,
+                    codegen_s=t_codegen,
+                    compile_s=t_compile,
+                    symbolic_us=ts * 1e6,
+                    autodiff_us=ta * 1e6,
+                    ratio=ts / ta,
+                )
+            )
+            print(
+                f"{str((p, m)):>8} {model.n_params:>5} {t_derive:>9.2f} {t_codegen:>9.2f} {t_compile:>9.2f} "
+                f"{q:>19} {ts * 1e6:>12.1f} {ta * 1e6:>12.1f} {ts / ta:>6.2f}"
+            )
+    print("backends on the order-2 drift (derive + codegen + first compile, evaluation):")
+    for p, m in sizes:
+        model = sd.TwoLayerNetwork(p, m, "tanh")
+        X = jax.random.normal(jax.random.key(1), (n, p), jnp.float64)
+        y = jnp.zeros(n)
+        theta = 0.5 * jax.random.normal(jax.random.key(2), (n_paths, model.n_params), jnp.float64)
+        line = []
+        for backend in sy.BACKENDS:
+            t0 = time.perf_counter()
+            k = sy.SymbolicKernels(sy.symbolic_model(model), backend)
+            fns = _Functions(k, ("none",), 2)
+            f = jax.jit(jax.vmap(fns._drift, (0, None, None, None)))
+            jax.block_until_ready(f(theta, X, y, 0.05))
+            setup = time.perf_counter() - t0
+            te = _median_time(f, theta, X, y, 0.05, repeats=repeats)
+            line.append(f"{backend}: {setup:.2f} s, {te * 1e6:.1f} us")
+        print(f"{str((p, m)):>8}  " + "  |  ".join(line))
+    print(f"ratio_vs_autodiff={worst:.2f}")
+    return rows, worst
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="two small sizes, few repeats (a test runs this)"
+    )
+    args = parser.parse_args()
+    run(quick=args.quick)
