@@ -185,3 +185,29 @@ def test_nonfinite_paths_are_flagged():
         )
     assert res.diverged == 4 and res.first_divergence_step is not None
     assert any("diverged" in str(x.message) for x in w)
+
+
+@pytest.mark.parametrize(
+    "noise",
+    [
+        sgdsde.MinibatchNoise(2, "with_replacement"),
+        sgdsde.MinibatchNoise(3, "without_replacement"),
+        sgdsde.LabelNoise(0.7),
+        sgdsde.LabelNoise(0.7, batch_size=2, sampling="with_replacement"),
+        sgdsde.LabelNoise(0.3, batch_size=3, sampling="shuffle"),
+        sgdsde.SphericalGaussianNoise(0.4),
+        sgdsde.NoNoise(),
+    ],
+)
+def test_matrix_free_factor_product_equals_the_factor(noise):
+    """SME.factor_mv (one VJP, used by Euler) equals noise.covariance_factor(θ) @ w for every noise and model.
+    [theory: SDE-3]"""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(6, 3))
+    for model in (sgdsde.LinearRegression(3), sgdsde.DiagonalLinearNetwork(3), sgdsde.TwoLayerNetwork(3, 2)):
+        problem = sgdsde.Problem(model, X, rng.normal(size=6))
+        sme = SME(problem, noise)
+        th = jnp.asarray(rng.normal(size=problem.n_params))
+        A = sme.factor(th)
+        w = jnp.asarray(rng.normal(size=A.shape[1]))
+        np.testing.assert_allclose(sme.factor_mv(th, w), A @ w, rtol=1e-12, atol=1e-12)

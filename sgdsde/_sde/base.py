@@ -37,6 +37,10 @@ class AbstractSDE(eqx.Module):
     def noise_type(self) -> str:
         """One of NOISE_TYPES."""
 
+    def factor_mv(self, theta: Float[Array, " d"], w: Float[Array, " m"]) -> Float[Array, " d"]:
+        """$A(\\theta)w$; subclasses may compute it without forming A (Euler uses only this product)."""
+        return self.factor(theta) @ w
+
     @property
     def problem(self):
         """The Problem observables are evaluated on (None for an SDE not tied to one)."""
@@ -83,22 +87,26 @@ class FunctionSDE(AbstractSDE):
     $d\\theta = \\mathrm{drift}(\\theta,\\eta)\\,dt + \\sqrt\\eta\\,\\mathrm{factor}(\\theta)\\,dW$.
 
     This is the seam for generated code (sgdsde.symbolic): pass its drift and factor, and optionally its
-    symbolic Itô→Stratonovich correction ``correction(θ, η)`` (default: autodiff). ``problem`` (optional)
+    symbolic Itô→Stratonovich correction ``correction(θ, η)`` (default: autodiff) and a matrix-free
+    ``factor_mv(θ, w)`` = A(θ)w. ``problem`` (optional)
     is what observables such as "loss" are evaluated on.
     """
 
     drift_fn: Callable = eqx.field(static=True)
     factor_fn: Callable = eqx.field(static=True)
+    factor_mv_fn: Callable | None = eqx.field(static=True)
     noise_type_: str = eqx.field(static=True)
     correction_fn: Callable | None = eqx.field(static=True, default=None)
     problem_: object = None
 
-    def __init__(self, drift, factor, *, noise_type: str = "general", correction=None, problem=None):
-        if not callable(drift) or not callable(factor):
+    def __init__(
+        self, drift, factor, *, noise_type: str = "general", correction=None, problem=None, factor_mv=None
+    ):
+        if not callable(drift) or not callable(factor) or (factor_mv is not None and not callable(factor_mv)):
             raise ValueError("drift and factor must be callables drift(theta, eta) and factor(theta)")
         if correction is not None and not callable(correction):
             raise ValueError("correction must be None or a callable correction(theta, eta)")
-        self.drift_fn, self.factor_fn = drift, factor
+        self.drift_fn, self.factor_fn, self.factor_mv_fn = drift, factor, factor_mv
         self.noise_type_ = check_noise_type(noise_type)
         self.correction_fn = correction
         self.problem_ = problem
@@ -116,6 +124,9 @@ class FunctionSDE(AbstractSDE):
 
     def factor(self, theta):
         return self.factor_fn(theta)
+
+    def factor_mv(self, theta, w):
+        return self.factor(theta) @ w if self.factor_mv_fn is None else self.factor_mv_fn(theta, w)
 
     def stratonovich_correction(self, theta, eta):
         if self.correction_fn is not None:

@@ -9,6 +9,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import numpy as np
 
 from .._ensemble import AbstractStepper, run_ensemble, to_key
@@ -52,10 +53,12 @@ class SDEStepper(AbstractStepper):
         return self.sde.problem
 
     def init(self, key, theta0):
-        return theta0, jnp.zeros((), theta0.dtype)
+        # paths on the last axis: batched matmuls and elementwise work run along the long axis
+        # (performance.md)
+        return theta0.T, jnp.zeros((), theta0.dtype)
 
     def theta(self, carry):
-        return carry[0]
+        return carry[0].T
 
     def _drift(self, theta, eta):
         b = self.sde.drift(theta, eta)
@@ -63,24 +66,40 @@ class SDEStepper(AbstractStepper):
             b = b + self.sde.stratonovich_correction(theta, eta)
         return b
 
-    def _draw(self, key, eta, dtype):
-        k, n, m = self.substeps, self.n_paths, self.m
-        if self.control == "brownian":
-            return inc.brownian(key, eta, k, n, m, dtype)
+    def _draw(self, key, j, dt, remaining, dtype):
+        """The random input of substep j for all paths, and the remaining bridge sum (Brownian controls)."""
+        shape = (self.n_paths, self.m)
+        if self.control in ("brownian", "levy"):
+            dW = (
+                remaining
+                if self.substeps == 1
+                else inc.bridge_increment(key, j, self.substeps, remaining, dt, dtype)
+            )
+            if self.control == "brownian":
+                return dW, remaining - dW
+            la = inc.levy_area(key, j, dt, shape, dtype)
+            return diffrax.SpaceTimeLevyArea(dt=jnp.broadcast_to(dt, shape[:1]), W=dW, H=la.H), remaining - dW
         if self.control == "two_point":
-            return inc.two_point(key, eta, k, n, m, dtype)
-        if self.control == "levy":
-            return inc.levy(key, eta, k, n, m, dtype)
-        return inc.weak2(key, eta, k, n, m, dtype, with_v=self.sde.noise_type != "additive" and m > 1)
+            return inc.two_point(key, j, dt, shape, dtype), remaining
+        with_v = self.sde.noise_type != "additive" and self.m > 1
+        return inc.weak2(key, j, dt, shape, dtype, with_v), remaining
 
     def step(self, carry, k, eta, key):
         theta, t = carry
         dtype = theta.dtype
+        eta = eta.astype(dtype)
         dt = eta / self.substeps
-        draws = self._draw(key, eta.astype(dtype), dtype)
+        if isinstance(self.solver, diffrax.Euler):
+            # Euler needs only the product σ(θ)ΔW: a matrix-free lineax operator avoids forming A (d × m)
+            spec = jax.ShapeDtypeStruct((self.m,), dtype)
+            diffusion = lambda s, y, args: lx.FunctionLinearOperator(
+                lambda w: jnp.sqrt(args).astype(dtype) * self.sde.factor_mv(y, w), spec
+            )
+        else:
+            diffusion = lambda s, y, args: self.sde.diffusion(y, args)
         terms_of = lambda ctrl: diffrax.MultiTerm(
             diffrax.ODETerm(lambda s, y, args: self._drift(y, args)),
-            diffrax.ControlTerm(lambda s, y, args: self.sde.diffusion(y, args), _GivenIncrement(ctrl)),
+            diffrax.ControlTerm(diffusion, _GivenIncrement(ctrl)),
         )
 
         def one_path(y, ctrl, t0):
@@ -88,14 +107,21 @@ class SDEStepper(AbstractStepper):
             state = self.solver.init(terms, t0, t0 + dt, y, eta)
             return self.solver.step(terms, t0, t0 + dt, y, eta, state, False)[0]
 
-        def substep(y, xs):
-            j, ctrl = xs
-            return jax.vmap(one_path, in_axes=(0, 0, None))(y, ctrl, t + j * dt), None
+        # the SGD step's Brownian increment −√η ξ, ξ drawn exactly as Gaussian-noise SGD draws it (SDE-3)
+        total = None
+        if self.control in ("brownian", "levy"):
+            total = -jnp.sqrt(eta) * inc.coarse_normals(key, self.n_paths, self.m, dtype)
+
+        def substep(state, j):
+            y, remaining = state
+            ctrl, remaining = self._draw(key, j, dt, remaining, dtype)
+            y = jax.vmap(one_path, in_axes=(1, 0, None), out_axes=1)(y, ctrl, t + j.astype(dtype) * dt)
+            return (y, remaining), None
 
         if self.substeps == 1:
-            theta, _ = substep(theta, (0, jax.tree.map(lambda a: a[0], draws)))
+            (theta, _), _ = substep((theta, total), jnp.int32(0))
         else:
-            theta, _ = jax.lax.scan(substep, theta, (jnp.arange(self.substeps), draws))
+            (theta, _), _ = jax.lax.scan(substep, (theta, total), jnp.arange(self.substeps))
         return theta, t + eta
 
 
@@ -220,6 +246,8 @@ def simulate_sde(
         _check_declared_noise(sde, th0, float(learning_rates(lr, n_steps)[0]))
     dtype_sde = sde.astype(np.dtype(dtype))
     m = dtype_sde.noise_dim(d, np.dtype(dtype))
+    if isinstance(dtype_sde, SME) and isinstance(solver, diffrax.Euler):
+        dtype_sde = dtype_sde.euler_form()  # B-free: sweeps over the batch size reuse the compiled step
     control = (
         info.control
         if info.control != "brownian"

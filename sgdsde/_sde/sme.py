@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 
 from .._models import LinearRegression
-from .._noise import AbstractGradientNoise, GaussianNoise, LabelNoise, NoNoise, SphericalGaussianNoise
-from .._noise.sampling import is_full_batch
+from .._noise import (
+    AbstractGradientNoise,
+    GaussianNoise,
+    LabelNoise,
+    MinibatchNoise,
+    NoNoise,
+    SphericalGaussianNoise,
+)
+from .._noise.sampling import is_full_batch, sampling_scale
 from .._problem import Problem
 from .base import AbstractSDE
 
@@ -46,6 +55,9 @@ class SME(AbstractSDE):
     noise: AbstractGradientNoise
     order: int = eqx.field(static=True, default=1)
     noise_type_: str = eqx.field(static=True, default="")
+    # [√(c/(nB)), σ/√(nB)]: the batch-size-dependent scales of the minibatch and label-noise columns, as an
+    # array leaf so that factor_mv (and a sweep over B with Euler) does not depend on the static batch size
+    mv_scales: jax.Array | None = None
 
     def __init__(self, problem: Problem, noise: AbstractGradientNoise | None = None, order: int = 1):
         if not isinstance(problem, Problem):
@@ -58,6 +70,13 @@ class SME(AbstractSDE):
         noise.check(problem)
         self.problem_, self.noise, self.order = problem, noise, order
         self.noise_type_ = structural_noise_type(problem, noise)
+        self.mv_scales = None
+        if isinstance(noise, (MinibatchNoise, LabelNoise)):
+            n = problem.n_data
+            B = noise.batch_size if isinstance(noise, MinibatchNoise) else noise.batch(problem)
+            sigma = float(noise.sigma) if isinstance(noise, LabelNoise) else 0.0
+            scale = sampling_scale(noise.sampling, B, n) / (n * B)
+            self.mv_scales = jnp.asarray([math.sqrt(scale), sigma / math.sqrt(n * B)])
 
     @property
     def problem(self):
@@ -78,7 +97,42 @@ class SME(AbstractSDE):
     def factor(self, theta):
         return self.noise.covariance_factor(self.problem_, theta)
 
-    def astype(self, dtype):
-        if self.problem_.X.dtype == dtype:
+    def factor_mv(self, theta, w):
+        """A(θ)w with one vector–Jacobian product for minibatch and label noise, whose columns are
+        $\\sqrt{c/(nB)}\\,r_i(\\nabla f_i - \\ldots)$ (centred) and $\\frac{\\sigma}{\\sqrt{nB}}\\nabla
+        f_i$: $Aw = J^T$-vjp of
+        a weighted residual. Equal to ``factor(θ) @ w`` (tests/test_sde.py)."""
+        noise, problem = self.noise, self.problem_
+        if self.mv_scales is None:
+            return self.factor(theta) @ w
+        n = problem.n_data
+        s_batch, s_label = self.mv_scales[0].astype(w.dtype), self.mv_scales[1].astype(w.dtype)
+        out, vjp = jax.vjp(problem.outputs, theta)
+        if isinstance(noise, LabelNoise) and is_full_batch(noise.sampling, noise.batch(problem), n):
+            return vjp(s_label * w)[0]
+        w_s = w[:n]
+        # (G − ḡ1ᵀ)w = Σ_i r_i(w_i − w̄)∇f_i, G = [r_i ∇f_i] the per-example loss gradients
+        c = s_batch * (out - problem.y) * (w_s - jnp.mean(w_s))
+        if isinstance(noise, LabelNoise):
+            c = c + s_label * w[n:]
+        return vjp(c)[0]
+
+    def euler_form(self) -> SME:
+        """This SME for a solver that uses only ``drift`` and ``factor_mv`` (Euler): the noise's static batch
+        size is replaced by a canonical one with the same structure (m, full batch or not), so a sweep over B
+        reuses one compiled simulator; ``factor`` of the result is not meaningful."""
+        noise, n = self.noise, self.problem_.n_data
+        if self.mv_scales is None or n == 1:
             return self
-        return SME(self.problem_.astype(dtype), self.noise, self.order)
+        if isinstance(noise, MinibatchNoise):
+            canonical = MinibatchNoise(1, noise.sampling)
+        elif is_full_batch(noise.sampling, noise.batch(self.problem_), n):
+            canonical = LabelNoise(0.0, None, noise.sampling, noise.distribution)
+        else:
+            canonical = LabelNoise(0.0, 1, noise.sampling, noise.distribution)
+        return eqx.tree_at(lambda s: s.noise, self, canonical)
+
+    def astype(self, dtype):
+        if self.problem_.X.dtype == dtype and self.problem_.y.dtype == dtype:
+            return self
+        return eqx.tree_at(lambda s: s.problem_, self, self.problem_.astype(dtype))
