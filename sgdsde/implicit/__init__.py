@@ -24,6 +24,18 @@ from ._flow import (
 from ._flow import (
     limiting_flow as limiting_flow,
 )
+from ._lasso import (
+    LassoSolution as LassoSolution,
+)
+from ._lasso import (
+    kkt_residual as kkt_residual,
+)
+from ._lasso import (
+    label_noise_lasso as label_noise_lasso,
+)
+from ._lasso import (
+    weighted_lasso as weighted_lasso,
+)
 from ._prediction import (
     Prediction as Prediction,
 )

@@ -16,6 +16,7 @@ from .._validation import check_int_range, check_positive
 from ._common import check_theta, float64_problem
 
 PROJECTIONS = ("newton", "gradient_flow")
+STEP_FRACTIONS = jnp.asarray([1.0, 0.5, 0.25, 0.125, 0.0625])
 
 
 class ProjectionError(RuntimeError):
@@ -67,7 +68,10 @@ def _newton_projection(problem: Problem, theta, tol, max_iter):
     def body(state):
         th, i = state
         step = jnp.linalg.lstsq(problem.output_gradients(th).T, problem.residuals(th))[0]
-        return th - step, i + 1
+        # far from Γ a full step can overshoot on curved models: take the best of a few halvings
+        candidates = th[None, :] - STEP_FRACTIONS[:, None].astype(th.dtype) * step[None, :]
+        norms = jax.vmap(lambda c: jnp.sum(problem.residuals(c) ** 2))(candidates)
+        return candidates[jnp.argmin(jnp.where(jnp.isfinite(norms), norms, jnp.inf))], i + 1
 
     th, _ = jax.lax.while_loop(cond, body, (theta, 0))
     return th

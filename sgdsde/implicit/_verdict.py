@@ -268,7 +268,10 @@ def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k
         f"{tol:.3g} + {k:g}*{d.floor:.2g}; window t in [{r.times[start]:.4g}, {r.times[-1]:.4g}], "
         f"SE from {se_kind}; drift over the window {drift}"
     )
-    better, better_stat = _compare_regularizers(time_avg, avg_se, prediction, k)
+    if ok:
+        better, better_stat = _compare_regularizers(time_avg, avg_se, prediction, k)
+    else:
+        better, better_stat = "n/a", "no R comparison for a run that did not converge"
     fields.update(
         better_regularizer=better,
         better_statistic=better_stat,
