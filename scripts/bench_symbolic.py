@@ -26,6 +26,10 @@ from sgdsde.symbolic._sme import _Functions, _noise_key
 SIZES = [(2, 2), (5, 5), (10, 10), (20, 20), (50, 20)]
 QUICK_SIZES = [(2, 2), (5, 5)]
 UNIT_KERNELS = ("grad_u", "hvp_u", "jp_u", "laplacian_u", "grad_laplacian_u")
+# Autodiff baselines that materialise d × d (Hessian) or d × n × d (Jacobian of A) per path: skipped beyond
+# this d, where they no longer fit a laptop's memory (the symbolic versions never build them).
+HEAVY = ("stratonovich", "trace_hessian", "grad_trace_hessian")
+MAX_HEAVY_D = 500
 
 
 def _median_time(fn, *args, repeats: int) -> float:
@@ -117,7 +121,10 @@ def run(quick: bool = False, n: int | None = None, n_paths: int | None = None, r
     repeats = repeats or (5 if quick else 20)
     noise = sd.MinibatchNoise(8 if n >= 8 else 1, "with_replacement")
     rows, worst = [], 0.0
-    print(f"two-layer tanh net, n = {n} examples, {n_paths} paths (vmapped), float64, median of {repeats}")
+    print(
+        f"two-layer tanh net, n = {n} examples, {n_paths} paths vmapped (/8 for d > 120), float64, "
+        f"median of {repeats}"
+    )
     print(
         f"{'(p,m)':>8} {'d':>5} {'derive_s':>9} {'codegen_s':>9} {'compile_s':>9} {'quantity':>19} "
         f"{'symbolic_us':>12} {'autodiff_us':>12} {'ratio':>6}"
@@ -127,7 +134,9 @@ def run(quick: bool = False, n: int | None = None, n_paths: int | None = None, r
         kx, ky, kt = jax.random.split(jax.random.key(0), 3)
         X = jax.random.normal(kx, (n, p), jnp.float64)
         y = jax.random.normal(ky, (n,), jnp.float64)
-        theta = 0.5 * jax.random.normal(kt, (n_paths, model.n_params), jnp.float64)
+        # Fewer paths at large d: the autodiff baselines build d × d Hessians and d × n × d Jacobians per path.
+        paths = n_paths if model.n_params <= 120 else max(1, n_paths // 8)
+        theta = 0.5 * jax.random.normal(kt, (paths, model.n_params), jnp.float64)
         eta = jnp.asarray(0.05)
         sym, t_derive, t_codegen = _symbolic_functions(model, noise, sy.DEFAULT_BACKEND)
         t0 = time.perf_counter()
@@ -135,6 +144,27 @@ def run(quick: bool = False, n: int | None = None, n_paths: int | None = None, r
         t_compile = time.perf_counter() - t0
         auto = _autodiff_functions(model, noise, X, y)
         for q in sym:
+            if q in HEAVY and model.n_params > MAX_HEAVY_D:
+                ts = _median_time(sym[q], theta, X, y, eta, repeats=repeats)
+                rows.append(
+                    dict(
+                        p=p,
+                        m=m,
+                        d=model.n_params,
+                        quantity=q,
+                        derive_s=t_derive,
+                        codegen_s=t_codegen,
+                        compile_s=t_compile,
+                        symbolic_us=ts * 1e6,
+                        autodiff_us=None,
+                        ratio=None,
+                    )
+                )
+                print(
+                    f"{str((p, m)):>8} {model.n_params:>5} {t_derive:>9.2f} {t_codegen:>9.2f} {t_compile:>9.2f} "
+                    f"{q:>19} {ts * 1e6:>12.1f} {'n/a':>12} {'n/a':>6}"
+                )
+                continue
             a = auto[q](theta, eta)
             if q == "diffusion":
                 np.testing.assert_allclose(
@@ -171,7 +201,8 @@ def run(quick: bool = False, n: int | None = None, n_paths: int | None = None, r
         model = sd.TwoLayerNetwork(p, m, "tanh")
         X = jax.random.normal(jax.random.key(1), (n, p), jnp.float64)
         y = jnp.zeros(n)
-        theta = 0.5 * jax.random.normal(jax.random.key(2), (n_paths, model.n_params), jnp.float64)
+        paths = n_paths if model.n_params <= 120 else max(1, n_paths // 8)
+        theta = 0.5 * jax.random.normal(jax.random.key(2), (paths, model.n_params), jnp.float64)
         line = []
         for backend in sy.BACKENDS:
             t0 = time.perf_counter()

@@ -74,6 +74,14 @@ def _jitted_mean(k: AbstractKernels, name: str):
     return jax.jit(lambda theta, X, y, v: jnp.mean(batched(theta, X, y, v), axis=0))
 
 
+@functools.lru_cache(maxsize=1024)
+def _jitted_unit_mean(k: SymbolicKernels, name: str):
+    per_example = jax.vmap(k._assemble(name), in_axes=(None, 0, 0, None))
+    if name in SCALAR_KERNELS:
+        return jax.jit(lambda theta, X, y, v: jnp.mean(per_example(theta, X, y, v), axis=0))
+    return jax.jit(lambda theta, X, y, v: k._scatter(jnp.mean(per_example(theta, X, y, v), axis=0)))
+
+
 def _check_name(name: str) -> None:
     if name not in KERNELS:
         raise ValueError(f"kernel must be one of {sorted(KERNELS)}, got {name!r}")
@@ -139,7 +147,9 @@ class SymbolicKernels(AbstractKernels):
         return [diff(self.units.expr, t) for t in self.units.params]
 
     def _hvp_u(self):
-        s = self._dot(self.v, self.expr("grad_u"))
+        # Factoring vᵀ∇u first (e.g. a φ′(z)·Σ_l x_l v_l for a neuron) keeps each component O(q) instead of
+        # an expanded sum of q terms: the common factor is shared by cse across the q derivatives.
+        s = sp.factor_terms(self._dot(self.v, self.expr("grad_u")))
         return [diff(s, t) for t in self.units.params]
 
     def _jp_u(self):
@@ -150,14 +160,14 @@ class SymbolicKernels(AbstractKernels):
         return [diff(g, t) for g, t in zip(self.expr("grad_u"), self.units.params, strict=True)]
 
     def _laplacian_u(self):
-        return sp.Add(*self.expr("diag_hessian_u"))
+        return sp.factor_terms(sp.Add(*self.expr("diag_hessian_u")))
 
     def _grad_laplacian_u(self):
         lap = self.expr("laplacian_u")
         return [diff(lap, t) for t in self.units.params]
 
     def _grad_quadform_u(self):
-        q = self._dot(self.v, self.expr("hvp_u"))
+        q = sp.factor_terms(self._dot(self.v, self.expr("hvp_u")))
         return [diff(q, t) for t in self.units.params]
 
     def unit_function(self, name: str):
@@ -185,31 +195,39 @@ class SymbolicKernels(AbstractKernels):
     def function(self, name: str):
         _check_name(name)
         if name not in self._functions:
-            self._functions[name] = self._assemble(name)
+            k = self._assemble(name)
+            if name in SCALAR_KERNELS:
+                self._functions[name] = k
+            else:
+                self._functions[name] = lambda theta, x, y, v, k=k: self._scatter(k(theta, x, y, v))
         return self._functions[name]
 
+    def mean(self, name: str, theta, X, y, v=None):
+        """$\\frac1n\\sum_i k(\\theta, x_i, y_i, v)$, averaged in the units' layout and put in θ's order once
+        (the scatter is linear), so XLA reduces over the examples before any reordering."""
+        _check_name(name)
+        v = jnp.zeros_like(theta) if v is None else v
+        return _jitted_unit_mean(self, name)(theta, X, y, v)
+
     def _assemble(self, name: str):
+        """Kernel ``name`` of one example; vector kernels in the units' (m × q) layout."""
         unit = self.unit_function
 
         def output(theta, x):
             phi, xi, c, _ = self._gather(theta, x, theta)
             return jnp.sum(unit("u")(phi, xi, c, phi))
 
-        def parts(theta, x, v):
-            g = self._gather(theta, x, v)
-            return g, self._scatter(unit("grad_u")(*g))
-
-        def grad_output(theta, x, y, v):
-            return parts(theta, x, v)[1]
-
-        def hvp_output(theta, x, y, v):
-            return self._scatter(unit("hvp_u")(*self._gather(theta, x, v)))
-
-        def jp_output(theta, x, y, v):
-            return self._scatter(unit("jp_u")(*self._gather(theta, x, v)))
-
         def residual(theta, x, y):
             return output(theta, x) - y
+
+        def grad_output(theta, x, y, v):
+            return unit("grad_u")(*self._gather(theta, x, v))
+
+        def hvp_output(theta, x, y, v):
+            return unit("hvp_u")(*self._gather(theta, x, v))
+
+        def jp_output(theta, x, y, v):
+            return unit("jp_u")(*self._gather(theta, x, v))
 
         def loss(theta, x, y, v):
             r = residual(theta, x, y)
@@ -219,43 +237,43 @@ class SymbolicKernels(AbstractKernels):
             return residual(theta, x, y) * grad_output(theta, x, y, v)
 
         def hvp_loss(theta, x, y, v):
-            gf = grad_output(theta, x, y, v)
-            return gf * jnp.dot(gf, v) + residual(theta, x, y) * hvp_output(theta, x, y, v)
+            g = self._gather(theta, x, v)
+            gf = unit("grad_u")(*g)
+            return gf * jnp.sum(gf * g[3]) + residual(theta, x, y) * unit("hvp_u")(*g)
 
         def jp_loss(theta, x, y, v):
             # ∇²ℓ∇ℓ = r‖∇f‖²∇f + r²∇²f∇f, from ∇²ℓ = ∇f∇fᵀ + r∇²f and ∇ℓ = r∇f.
-            gf, r = grad_output(theta, x, y, v), residual(theta, x, y)
-            return (r * jnp.dot(gf, gf)) * gf + (r * r) * jp_output(theta, x, y, v)
+            g = self._gather(theta, x, v)
+            gf, r = unit("grad_u")(*g), residual(theta, x, y)
+            return (r * jnp.sum(gf * gf)) * gf + (r * r) * unit("jp_u")(*g)
 
         def sqnorm_grad_output(theta, x, y, v):
             gf = grad_output(theta, x, y, v)
-            return jnp.dot(gf, gf)
+            return jnp.sum(gf * gf)
 
         def diag_hessian_loss(theta, x, y, v):
             g = self._gather(theta, x, v)
-            gf = self._scatter(unit("grad_u")(*g))
-            return gf * gf + residual(theta, x, y) * self._scatter(unit("diag_hessian_u")(*g))
+            gf = unit("grad_u")(*g)
+            return gf * gf + residual(theta, x, y) * unit("diag_hessian_u")(*g)
 
         def trace_hessian_loss(theta, x, y, v):
             g = self._gather(theta, x, v)
-            gf = self._scatter(unit("grad_u")(*g))
-            return jnp.dot(gf, gf) + residual(theta, x, y) * jnp.sum(unit("laplacian_u")(*g))
+            gf = unit("grad_u")(*g)
+            return jnp.sum(gf * gf) + residual(theta, x, y) * jnp.sum(unit("laplacian_u")(*g))
 
         def grad_trace_hessian_loss(theta, x, y, v):
             # tr∇²ℓ = ‖∇f‖² + rΔf, so its gradient is 2∇²f∇f + Δf∇f + r∇Δf.
             g = self._gather(theta, x, v)
-            gf = self._scatter(unit("grad_u")(*g))
+            gf = unit("grad_u")(*g)
             lap = jnp.sum(unit("laplacian_u")(*g))
-            grad_lap = self._scatter(unit("grad_laplacian_u")(*g))
-            return 2 * jp_output(theta, x, y, v) + lap * gf + residual(theta, x, y) * grad_lap
+            return 2 * unit("jp_u")(*g) + lap * gf + residual(theta, x, y) * unit("grad_laplacian_u")(*g)
 
         def grad_quadform_loss(theta, x, y, v):
             # vᵀ∇²ℓv = (∇fᵀv)² + r vᵀ∇²f v; ∇²f is block diagonal, so vᵀ∇²f v is a sum over units.
             g = self._gather(theta, x, v)
-            gf = self._scatter(unit("grad_u")(*g))
-            hv = self._scatter(unit("hvp_u")(*g))
-            gq = self._scatter(unit("grad_quadform_u")(*g))
-            return 2 * jnp.dot(gf, v) * hv + jnp.dot(v, hv) * gf + residual(theta, x, y) * gq
+            gf, hv = unit("grad_u")(*g), unit("hvp_u")(*g)
+            gq = unit("grad_quadform_u")(*g)
+            return 2 * jnp.sum(gf * g[3]) * hv + jnp.sum(g[3] * hv) * gf + residual(theta, x, y) * gq
 
         return locals()[name]
 
