@@ -15,15 +15,9 @@ from .._regularizers import (
 from .._regularizers import (
     effective_lambda as effective_lambda,
 )
-from ._flow import (
-    LimitingFlow as LimitingFlow,
-)
-from ._flow import (
-    ProjectionError as ProjectionError,
-)
-from ._flow import (
-    limiting_flow as limiting_flow,
-)
+from ._flow import LimitingFlow as LimitingFlow
+from ._flow import ProjectionError as ProjectionError
+from ._flow import limiting_flow as limiting_flow
 from ._lasso import (
     LassoSolution as LassoSolution,
 )
@@ -36,15 +30,9 @@ from ._lasso import (
 from ._lasso import (
     weighted_lasso as weighted_lasso,
 )
-from ._prediction import (
-    Prediction as Prediction,
-)
-from ._prediction import (
-    predict as predict,
-)
-from ._prediction import (
-    regularizer_observables as regularizer_observables,
-)
+from ._prediction import Prediction as Prediction
+from ._prediction import predict as predict
+from ._prediction import regularizer_observables as regularizer_observables
 from ._stationary import (
     StationaryPoint as StationaryPoint,
 )

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
+import numpy as np
+
 from .._noise import AbstractGradientNoise
 from .._problem import Problem
 from .._regularizers import (
@@ -118,22 +121,19 @@ def predict(
 
 
 def describe_noise(noise) -> str:
-    """'LabelNoise(sigma=1, batch_size=None)': the noise's fields with arrays shown as numbers."""
+    """'LabelNoise(sigma=1, batch_size=None, …)': the noise's scalar fields, arrays shown as numbers."""
     if noise is None:
         return "GD"
     fields = []
     for name, value in vars(noise).items():
-        if hasattr(value, "shape") and getattr(value, "shape", None) == ():
+        if isinstance(value, (jax.Array, np.ndarray)):
+            if value.shape != ():
+                continue
             value = float(value)
-        if callable(value) or (hasattr(value, "shape") and value.shape != ()):
-            continue
-        fields.append(
-            f"{name}={value!r}"
-            if isinstance(value, str)
-            else f"{name}={value:g}"
-            if isinstance(value, float)
-            else f"{name}={value}"
-        )
+        if isinstance(value, float):
+            fields.append(f"{name}={value:g}")
+        elif isinstance(value, (int, str, type(None))):
+            fields.append(f"{name}={value!r}")
     return f"{type(noise).__name__}({', '.join(fields)})"
 
 
