@@ -112,8 +112,18 @@ def _autodiff_functions(model, noise, X, y):
     }
 
 
-def run(quick: bool = False, n: int | None = None, n_paths: int | None = None, repeats: int | None = None):
-    """Print one row per size and quantity; return the rows and the worst evaluation ratio."""
+def run(
+    quick: bool = False,
+    n: int | None = None,
+    n_paths: int | None = None,
+    repeats: int | None = None,
+    force_symbolic: bool = False,
+):
+    """Print one row per size and quantity; return the rows and the worst evaluation ratio.
+
+    Sizes whose unit template exceeds MAX_SYMBOLIC_PARAMS report the API's numeric fallback unless
+    ``force_symbolic`` (then they are derived anyway: minutes at (50, 20)).
+    """
     jax.config.update("jax_enable_x64", True)
     sizes = QUICK_SIZES if quick else SIZES
     n = n or (16 if quick else 64)
@@ -138,6 +148,13 @@ def run(quick: bool = False, n: int | None = None, n_paths: int | None = None, r
         paths = n_paths if model.n_params <= 120 else max(1, n_paths // 8)
         theta = 0.5 * jax.random.normal(kt, (paths, model.n_params), jnp.float64)
         eta = jnp.asarray(0.05)
+        q_unit = p + 1
+        if q_unit > sy.MAX_SYMBOLIC_PARAMS and not force_symbolic:
+            # What the API does here: derive_sme(..., symbolic="auto") falls back to autodiff, says so.
+            sme = sy.derive_sme(model, noise, 2)
+            print(f"{str((p, m)):>8} {model.n_params:>5}  numeric fallback ({sme.reason})")
+            rows.append(dict(p=p, m=m, d=model.n_params, quantity="fallback", is_symbolic=sme.is_symbolic))
+            continue
         sym, t_derive, t_codegen = _symbolic_functions(model, noise, sy.DEFAULT_BACKEND)
         t0 = time.perf_counter()
         sym_out = {q: jax.block_until_ready(f(theta, X, y, eta)) for q, f in sym.items()}
@@ -198,6 +215,8 @@ def run(quick: bool = False, n: int | None = None, n_paths: int | None = None, r
             )
     print("backends on the order-2 drift (derive + codegen + first compile, evaluation):")
     for p, m in sizes:
+        if p + 1 > sy.MAX_SYMBOLIC_PARAMS and not force_symbolic:
+            continue
         model = sd.TwoLayerNetwork(p, m, "tanh")
         X = jax.random.normal(jax.random.key(1), (n, p), jnp.float64)
         y = jnp.zeros(n)

@@ -338,11 +338,11 @@ class NumericKernels(AbstractKernels):
         return self._functions[name]
 
 
-# sympy differentiates the unit template u, so its cost grows with u's parameter count q (about q² terms
-# for Hessian-vector products; q = p + 1 for a two-layer unit). Beyond this q, derivation and the compile
-# of the scalar program it yields take longer than they save (scripts/bench_symbolic.py; theory/symbolic.md,
-# SYM-5): "auto" then uses autodiff kernels, reported as numeric.
-MAX_SYMBOLIC_PARAMS = 64
+# sympy differentiates the unit template u, so its cost grows with u's parameter count q (q = p + 1 for a
+# two-layer unit). Measured (scripts/bench_symbolic.py; theory/symbolic.md, SYM-5): q = 21 derives, generates
+# and compiles in ~35 s, q = 51 in ~280 s, most of it XLA compiling the scalar program. Beyond this q,
+# "auto" uses autodiff kernels, reported as numeric.
+MAX_SYMBOLIC_PARAMS = 32
 
 
 @functools.lru_cache(maxsize=64)
