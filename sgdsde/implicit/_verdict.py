@@ -158,8 +158,9 @@ def check_convergence(
         prediction: from ``predict``.
         window: fraction of the run (last records) to average over, in (0, 1].
         k: standard errors allowed.
-        tol: the theory's slack on the location; default λ·max(1, ‖θ*‖) (the stationary point moves O(λ)
-            away from the zero-loss set, and the mean matches it to higher order: REG-7).
+        tol: the theory's slack on the location; default √λ·max(1, ‖θ*‖), Damian et al.'s γ = Õ(√λ) (the
+            mean of θ is offset from θ* by O(λ) normal to the zero-loss set with a problem-dependent
+            constant, REG-7, so a λ-sized tol can reject runs that sit still at the right place).
 
     Returns:
         ConvergenceReport (theory/implicit-regularization.md, REG-7).
@@ -184,7 +185,7 @@ def check_convergence(
         raise ValueError(f"the prediction has no stationary point to compare with: {prediction.failures}")
     theta_star = prediction.point().theta
     tol = (
-        prediction.lam * max(1.0, float(np.linalg.norm(theta_star)))
+        np.sqrt(prediction.lam) * max(1.0, float(np.linalg.norm(theta_star)))
         if tol is None
         else check_positive("tol", tol, allow_zero=True)
     )
