@@ -96,7 +96,7 @@ def run(
     ax1.set_title(
         f"d = {d}, n = {n}, {k}-sparse, α = 1, η = {eta}, label σ = √n (λ = {pred.lam:g})", fontsize=9
     )
-    ax1.legend(fontsize=7)
+    ax1.legend(fontsize=7, loc="center right")
     ax2.plot(np.arange(d), star, "kx", ms=6, label="predicted stationary point")
     ax2.set_xlabel("coordinate j")
     ax2.set_ylabel(r"time-averaged $\beta_j = v_j^2$ (late half)")

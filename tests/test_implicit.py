@@ -131,10 +131,7 @@ def test_check_convergence_statistics():
     assert rep["at tr-log"].verdict == "converged" and rep["at tr-log"].better_regularizer == "tr-log"
     assert rep["at tr-log"].distance_avg["R_trace_log"].value == pytest.approx(0, abs=1e-15)
     assert rep["at tr-log"].distance_avg["R_trace_log"].floor == pytest.approx(np.sqrt(2) * 1e-4)
-    assert (
-        rep["at quarter"].verdict == "NOT converged"
-        and rep["at quarter"].better_regularizer == "n/a"
-    )
+    assert rep["at quarter"].verdict == "NOT converged" and rep["at quarter"].better_regularizer == "n/a"
     loose = check_convergence(toy, runs, pred, tol=2 * np.linalg.norm(a - b), k=3)
     assert loose["at quarter"].verdict == "converged"
     assert loose["at quarter"].better_regularizer == "quarter-trace"
@@ -143,6 +140,9 @@ def test_check_convergence_statistics():
     # with noise as large as the gap between the two points the comparison must refuse to choose
     noisy = check_convergence(toy, [fake_result(0.5 * (a + b), np.array([0.1, 0.1]))], pred)
     assert noisy.verdicts[0].better_regularizer == "indistinguishable"
+    # a run offset from both points by more than their separation gets no R verdict
+    offset = check_convergence(toy, [fake_result(a + 3 * np.linalg.norm(a - b), se)], pred)
+    assert offset.verdicts[0].better_regularizer == "inconclusive"
     no_theta = fake_result(a, se)
     del no_theta.mean["theta"], no_theta.var["theta"]
     assert check_convergence(toy, no_theta, pred).verdicts[0].verdict == "no theta recorded"

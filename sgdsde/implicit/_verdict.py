@@ -301,6 +301,13 @@ def _compare_regularizers(m, se, prediction: Prediction, k) -> tuple[str, str]:
     gap = float(np.linalg.norm(a - b))
     if gap == 0:
         return "n/a", "the tr-log and quarter-trace points coincide"
+    nearest = float(min(np.linalg.norm(m - a), np.linalg.norm(m - b)))
+    if nearest > gap:
+        # the mean's own O(λ) normal offset (REG-7) then dwarfs the tr-log/¼tr difference: no conclusion
+        return "inconclusive", (
+            f"the run sits {nearest:.3g} from the nearer point, more than the {gap:.3g} between the tr-log and "
+            "quarter-trace points, so which R it matches is not resolved (REG-7)"
+        )
     u = (a - b) / gap
     s = float(np.dot(m - 0.5 * (a + b), u))
     s_se = float(np.sum(np.abs(u) * se))
