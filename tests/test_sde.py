@@ -27,8 +27,8 @@ def common(**kw):
 
 @pytest.mark.parametrize("which", ["gaussian", "spherical", "none"])
 def test_euler_with_dt_eta_reproduces_gaussian_sgd(which):
-    """Euler with dt = η on the shared increments ΔW = −√η ξ is Gaussian-noise SGD, to rounding, also under a
-    schedule; the time grids coincide. [theory: SDE-3]"""
+    """Euler with dt = η on the shared increments ΔW = −√η ξ (increments="coupled") is Gaussian-noise SGD, to
+    rounding, also under a schedule; the time grids coincide; "gaussian" draws the same numbers in another layout. [theory: SDE-3]"""
     problem, _ = quad()
     rng = np.random.default_rng(1)
     G = rng.normal(size=(3, 3))
@@ -40,12 +40,14 @@ def test_euler_with_dt_eta_reproduces_gaussian_sgd(which):
     lr = sgdsde.StepDecayLR(0.2, (10, 20), 0.5)
     th0 = np.ones(3)
     sgd = sgdsde.simulate_sgd(problem, noise, th0, lr=lr, **common())
-    sde = simulate_sde(problem, noise, th0, lr=lr, **common())
+    sde = simulate_sde(problem, noise, th0, lr=lr, increments="coupled", **common())
     np.testing.assert_array_equal(sgd.times, sde.times)
     np.testing.assert_array_equal(sgd.steps, sde.steps)
     # float64 rounding over 30 steps of O(1) values
     np.testing.assert_allclose(sde.paths, sgd.paths, rtol=0, atol=1e-12)
     np.testing.assert_allclose(sde.mean["loss"], sgd.mean["loss"], rtol=1e-12)
+    fast = simulate_sde(problem, noise, th0, lr=lr, increments="gaussian", **common())
+    assert which == "none" or not np.allclose(fast.paths, sgd.paths)
 
 
 def test_substeps_share_the_brownian_path_strong_orders():
@@ -55,7 +57,14 @@ def test_substeps_share_the_brownian_path_strong_orders():
     [theory: SDE-3, SDE-5]"""
     sde = FunctionSDE(lambda th, eta: -0.5 * th, lambda th: 0.8 * th[:, None], noise_type="commutative")
     kw = dict(
-        lr=0.5, n_steps=4, key=3, n_paths=2000, n_saved_paths=2000, dtype=np.float64, observables=("theta",)
+        increments="coupled",
+        lr=0.5,
+        n_steps=4,
+        key=3,
+        n_paths=2000,
+        n_saved_paths=2000,
+        dtype=np.float64,
+        observables=("theta",),
     )
     ref = simulate_sde(sde, None, np.ones(1), substeps=512, solver=diffrax.ItoMilstein(), **kw).paths[-1]
     ks = np.array([4, 8, 16, 32])

@@ -2,7 +2,8 @@
 
 Convention (theory/sde.md, SDE-3): the Brownian increment over one SGD step is $\\Delta W =
 -\\sqrt\\eta\\,\\xi$,
-ξ the N(0, I_m) draw Gaussian-noise SGD makes from the same step key, so Euler with dt = η reproduces
+ξ the N(0, I_m) draw Gaussian-noise SGD makes from the same step key (read path by path with
+increments="coupled", or in the state's layout otherwise), so coupled Euler with dt = η reproduces
 $\\theta - \\eta(\\nabla L + A\\xi)$. With k substeps the fine increments are a Brownian bridge pinned to that
 sum, so every k shares one Brownian path (common random numbers across dt, and strong errors against SGD).
 """

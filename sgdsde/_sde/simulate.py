@@ -22,6 +22,11 @@ from .base import AbstractSDE
 from .sme import SME
 from .solvers import PlatenWeak2, check_solver
 
+# Paths go on the last axis up to this d: a short last axis is slow on CPU (../shared/performance.md);
+# measured
+# in scripts/bench_sde.py: d = 10 OU 1.7x faster paths-last, label-noise diagonal net d = 200 1.5x slower.
+PATHS_LAST_MAX_DIM = 128
+
 
 class _GivenIncrement(diffrax.AbstractPath):
     """A path whose increment over the step being taken was drawn beforehand (for all paths at once)."""
@@ -44,9 +49,17 @@ class SDEStepper(AbstractStepper):
     solver: Any
     n_paths: int = eqx.field(static=True)
     substeps: int = eqx.field(static=True)
-    control: str = eqx.field(static=True)  # "brownian" | "two_point" | "levy" | "weak2"
+    control: str = eqx.field(static=True)  # "brownian" | "coupled" | "two_point" | "levy" | "weak2"
     stratonovich: bool = eqx.field(static=True)
     m: int = eqx.field(static=True)
+    paths_last: bool = eqx.field(static=True, default=True)
+
+    @property
+    def ctrl_axis(self) -> int:
+        """The path axis of the drawn increments: the state's for Gaussian/two-point increments (no
+        transposes),
+        0 for SGD-coupled ones (simulate_sgd's (N, m) order) and for Lévy areas and weak-2 inputs."""
+        return 1 if self.paths_last and self.control in ("brownian", "two_point") else 0
 
     @property
     def problem(self):
@@ -55,10 +68,10 @@ class SDEStepper(AbstractStepper):
     def init(self, key, theta0):
         # paths on the last axis: batched matmuls and elementwise work run along the long axis
         # (performance.md)
-        return theta0.T, jnp.zeros((), theta0.dtype)
+        return (theta0.T if self.paths_last else theta0), jnp.zeros((), theta0.dtype)
 
     def theta(self, carry):
-        return carry[0].T
+        return carry[0].T if self.paths_last else carry[0]
 
     def _drift(self, theta, eta):
         b = self.sde.drift(theta, eta)
@@ -68,14 +81,14 @@ class SDEStepper(AbstractStepper):
 
     def _draw(self, key, j, dt, remaining, dtype):
         """The random input of substep j for all paths, and the remaining bridge sum (Brownian controls)."""
-        shape = (self.n_paths, self.m)
-        if self.control in ("brownian", "levy"):
+        shape = (self.m, self.n_paths) if self.ctrl_axis == 1 else (self.n_paths, self.m)
+        if self.control in ("brownian", "coupled", "levy"):
             dW = (
                 remaining
                 if self.substeps == 1
                 else inc.bridge_increment(key, j, self.substeps, remaining, dt, dtype)
             )
-            if self.control == "brownian":
+            if self.control != "levy":
                 return dW, remaining - dW
             la = inc.levy_area(key, j, dt, shape, dtype)
             return diffrax.SpaceTimeLevyArea(dt=jnp.broadcast_to(dt, shape[:1]), W=dW, H=la.H), remaining - dW
@@ -109,13 +122,20 @@ class SDEStepper(AbstractStepper):
 
         # the SGD step's Brownian increment −√η ξ, ξ drawn exactly as Gaussian-noise SGD draws it (SDE-3)
         total = None
-        if self.control in ("brownian", "levy"):
+        if self.control in ("brownian", "coupled", "levy"):
             total = -jnp.sqrt(eta) * inc.coarse_normals(key, self.n_paths, self.m, dtype)
+            if self.ctrl_axis == 1:
+                total = total.reshape(
+                    self.m, self.n_paths
+                )  # same numbers, fast layout: not SGD's per-path split
 
         def substep(state, j):
             y, remaining = state
             ctrl, remaining = self._draw(key, j, dt, remaining, dtype)
-            y = jax.vmap(one_path, in_axes=(1, 0, None), out_axes=1)(y, ctrl, t + j.astype(dtype) * dt)
+            ax = 1 if self.paths_last else 0
+            y = jax.vmap(one_path, in_axes=(ax, self.ctrl_axis, None), out_axes=ax)(
+                y, ctrl, t + j.astype(dtype) * dt
+            )
             return (y, remaining), None
 
         if self.substeps == 1:
@@ -201,7 +221,7 @@ def simulate_sde(
         theta0: (d,) or (n_paths, d) start.
         lr: float, schedule or array of n_steps step sizes: SGD's; record k is at time t_k.
         n_steps: number of SGD steps covered (the SDE runs to $t = \\sum_k \\eta_k$).
-        key: JAX key or int seed. With Gaussian increments and dt = η, the same key as simulate_sgd with
+        key: JAX key or int seed. With increments="coupled" and dt = η, the same key as simulate_sgd with
             GaussianNoise/SphericalGaussianNoise gives the same noise: Euler then reproduces that SGD run.
         order: SME order, 1 or 2.
         solver: a diffrax solver or PlatenWeak2 (default Euler). Itô: Euler (any noise; strong 0.5, weak 1),
@@ -210,7 +230,9 @@ def simulate_sde(
             Itô→Stratonovich drift correction; SRA1, ShARK (strong 1.5, weak 2) need additive noise.
         dt: solver step, lr/k for an integer k (constant lr); default lr. ``substeps=k`` does the same for
             schedules (dt = η_k/k).
-        increments: "gaussian" (Brownian; the default), "two_point" (±√dt, weak Euler only) or "auto".
+        increments: "gaussian" (Brownian, drawn in the fastest layout; the default), "coupled" (Brownian,
+            sharing simulate_sgd's Gaussian draws path by path), "two_point" (±√dt, weak Euler only) or
+            "auto".
         n_paths, record_every, observables, n_saved_paths, chunk_size, dtype, progress, save_to, label:
             as in simulate_sgd.
 
@@ -230,8 +252,10 @@ def simulate_sde(
     if theta0 is None:
         raise ValueError("theta0 is required")
     solver = diffrax.Euler() if solver is None else solver
-    if increments not in ("auto", "gaussian", "two_point"):
-        raise ValueError(f"increments must be 'auto', 'gaussian' or 'two_point', got {increments!r}")
+    if increments not in ("auto", "gaussian", "coupled", "two_point"):
+        raise ValueError(
+            f"increments must be 'auto', 'gaussian', 'coupled' or 'two_point', got {increments!r}"
+        )
     info = check_solver(solver, sde.noise_type, increments)
     if isinstance(solver, PlatenWeak2):
         solver = PlatenWeak2(noise=sde.noise_type)
@@ -248,11 +272,11 @@ def simulate_sde(
     m = dtype_sde.noise_dim(d, np.dtype(dtype))
     if isinstance(dtype_sde, SME) and isinstance(solver, diffrax.Euler):
         dtype_sde = dtype_sde.euler_form()  # B-free: sweeps over the batch size reuse the compiled step
-    control = (
-        info.control
-        if info.control != "brownian"
-        else ("two_point" if increments == "two_point" else "brownian")
-    )
+    control = info.control
+    if info.control == "brownian" and increments in ("two_point", "coupled"):
+        control = increments
+    elif info.control == "levy" and increments == "coupled":
+        control = "levy"  # Lévy-area controls already use SGD's (N, m) order
     config = {
         "simulator": "sde",
         "sde": type(sde).__name__,
@@ -266,7 +290,7 @@ def simulate_sde(
     }
     stratonovich = info.calculus == "stratonovich" and sde.noise_type != "additive"
     return run_ensemble(
-        lambda n: SDEStepper(dtype_sde, solver, n, k, control, stratonovich, m),
+        lambda n: SDEStepper(dtype_sde, solver, n, k, control, stratonovich, m, d <= PATHS_LAST_MAX_DIM),
         method=label or f"{type(sde).__name__}-{type(solver).__name__}",
         theta0=theta0,
         n_params=d,

@@ -158,6 +158,8 @@ def check_solver(solver: Any, noise_type: str, increments: str) -> SolverInfo:
             f"increments='two_point' is a weak scheme and is valid with Euler only, not with {name} "
             "(its higher-order terms need Gaussian increments)"
         )
-    elif increments not in ("auto", "gaussian", "two_point"):
-        raise ValueError(f"increments must be 'gaussian', 'two_point' or 'auto', got {increments!r}")
+    elif increments not in ("auto", "gaussian", "coupled", "two_point"):
+        raise ValueError(
+            f"increments must be 'gaussian', 'coupled', 'two_point' or 'auto', got {increments!r}"
+        )
     return info
