@@ -63,6 +63,11 @@ class AbstractKernels(abc.ABC):
         v = jnp.zeros_like(theta) if v is None else v
         return _jitted_mean(self, name)(theta, X, y, v)
 
+    def grad_and_hvp_of_grad(self, theta, X, y):
+        """$(\\nabla L, \\nabla^2 L\\,\\nabla L)$: the two means of the order-2 drift."""
+        g = self.mean("grad_loss", theta, X, y)
+        return g, self.mean("hvp_loss", theta, X, y, g)
+
     def latex(self, name: str) -> str:
         """The per-example expression of a kernel in LaTeX (numeric kernels: its definition only)."""
         return KERNELS[name]
@@ -125,6 +130,7 @@ class SymbolicKernels(AbstractKernels):
         self._unit_functions: dict[str, object] = {}
         self._functions: dict[str, object] = {}
         self.timings: dict[str, float] = {}
+        self.linear = _linear_preactivation(U, self.input_index)
 
     # -- unit expressions (the only sympy work) ---------------------------------------------------------
     def expr(self, name: str):
@@ -207,7 +213,15 @@ class SymbolicKernels(AbstractKernels):
         (the scatter is linear), so XLA reduces over the examples before any reordering."""
         _check_name(name)
         v = jnp.zeros_like(theta) if v is None else v
+        if self.linear is not None and name in ("grad_loss", "hvp_loss"):
+            return _jitted_linear_mean(self, name)(theta, X, y, v)
         return _jitted_unit_mean(self, name)(theta, X, y, v)
+
+    def grad_and_hvp_of_grad(self, theta, X, y):
+        if self.linear is None:
+            return AbstractKernels.grad_and_hvp_of_grad(self, theta, X, y)
+        # One pass: the pre-activations and ũ's derivatives serve both means.
+        return _jitted_linear_mean(self, "grad_and_hvp_of_grad")(theta, X, y, jnp.zeros_like(theta))
 
     def _assemble(self, name: str):
         """Kernel ``name`` of one example; vector kernels in the units' (m × q) layout."""
@@ -282,6 +296,110 @@ class SymbolicKernels(AbstractKernels):
         e = self.expr(name)
         body = latex(e) if name in ("u", "laplacian_u") else latex(sp.Matrix(e))
         return rf"{UNIT_KERNELS[name]} = {body}"
+
+
+class _Linear:
+    """A unit u(φ; ξ) = ũ(Σ_k w_k ξ_k, ρ): parameters w enter only through one pre-activation Z = wᵀξ."""
+
+    def __init__(self, Z, lin_pos, rest_pos, rest, exprs, fn):
+        self.Z, self.lin_pos, self.rest_pos, self.rest, self.exprs, self.fn = (
+            Z,
+            lin_pos,
+            rest_pos,
+            rest,
+            exprs,
+            fn,
+        )
+
+
+def _linear_preactivation(U, input_index) -> _Linear | None:
+    """Detect ũ(Z, ρ) with Z = Σ_k w_k ξ_k over all of a unit's inputs, shared by all units (a neuron):
+    then sums over the data of ∂ũ/∂Z · x become matrix products (theory/symbolic.md, SYM-2)."""
+    if U.n_units == 0 or len(U.inputs) == 0 or np.any(input_index != input_index[:1]):
+        return None
+    params = list(U.params)
+    for A in sorted(U.expr.atoms(sp.Add), key=sp.default_sort_key):
+        terms = A.args
+        if len(terms) != len(U.inputs):
+            continue
+        w_of = {}
+        for t in terms:
+            fac = t.as_ordered_factors()
+            if len(fac) != 2:
+                break
+            w = next((q for q in fac if q in params), None)
+            xi = next((q for q in fac if q in U.inputs), None)
+            if w is None or xi is None or xi in w_of:
+                break
+            w_of[xi] = w
+        else:
+            Z = sp.Symbol("_Z", real=True)
+            reduced = U.expr.xreplace({A: Z})
+            if reduced.free_symbols & set(w_of.values()) or reduced.free_symbols & set(U.inputs):
+                continue
+            lin_pos = [params.index(w_of[xi]) for xi in U.inputs]
+            rest_pos = [k for k in range(len(params)) if k not in lin_pos]
+            rest = [params[k] for k in rest_pos]
+            uZ = diff(reduced, Z)
+            exprs = [reduced, uZ, diff(uZ, Z)]
+            exprs += [diff(reduced, r) for r in rest] + [diff(uZ, r) for r in rest]
+            exprs += [diff(diff(reduced, r1), r2) for r1 in rest for r2 in rest]
+            fn = to_jax(exprs, [Z, tuple(rest), tuple(U.constants)])
+            return _Linear(Z, np.asarray(lin_pos), np.asarray(rest_pos, dtype=np.int64), rest, exprs, fn)
+    return None
+
+
+@functools.lru_cache(maxsize=256)
+def _jitted_linear_mean(k: SymbolicKernels, name: str):
+    """Mean over the data of ∇ℓ or ∇²ℓ v for a neuron model, with the sums over examples as matmuls:
+    Σ_i c_ij x_i for the w-block, from the symbolic scalar derivatives of ũ(Z, ρ) (SYM-2)."""
+    L = k.linear
+    R = len(L.rest)
+    cols = np.argsort(np.concatenate([L.lin_pos, L.rest_pos]))  # (w-block, rest) → unit layout
+
+    def derivs(Z, rho, c):
+        # Z (n, m); rho (m, R); c (m, C) → each (n, m) array of ũ, ũ_Z, ũ_ZZ, ũ_ρ, ũ_Zρ, ũ_ρρ.
+        f = jax.vmap(jax.vmap(L.fn, in_axes=(0, 0, 0)), in_axes=(0, None, None))
+        out = f(Z, rho, c)  # (n, m, K)
+        u, uZ, uZZ = out[..., 0], out[..., 1], out[..., 2]
+        ur, uZr = out[..., 3 : 3 + R], out[..., 3 + R : 3 + 2 * R]
+        urr = out[..., 3 + 2 * R :].reshape(*out.shape[:2], R, R)
+        return u, uZ, uZZ, ur, uZr, urr
+
+    def mean(theta, X, y, v):
+        dtype = jnp.result_type(theta, float)
+        phi = theta[k.param_index]
+        W, rho = phi[:, L.lin_pos], phi[:, L.rest_pos]
+        Xs = jnp.asarray(X, dtype)[:, k.input_index[0]]
+        c = jnp.asarray(k.constant_values, dtype)
+        n = X.shape[0]
+        Z = Xs @ W.T
+        u, uZ, uZZ, ur, uZr, urr = derivs(Z, rho, c)
+        r = jnp.sum(u, axis=1) - y
+
+        def reduce(Kw, Kr):
+            Gw = (Kw.T @ Xs) / n  # (m, s): Σ_i K_ij x_i, a matrix product
+            Gr = jnp.sum(Kr, axis=0) / n  # (m, R)
+            return jnp.concatenate([Gw, Gr], axis=1)[:, cols]  # unit layout (m, q)
+
+        def hvp(vphi):
+            Vw, Vr = vphi[:, L.lin_pos], vphi[:, L.rest_pos]
+            S = Xs @ Vw.T  # xᵢᵀ v_{w_j}
+            t = jnp.sum(uZ * S, axis=1) + jnp.einsum("nmr,mr->n", ur, Vr)  # ∇fᵢᵀ v
+            Kw = uZ * t[:, None] + r[:, None] * (uZZ * S + jnp.einsum("nmr,mr->nm", uZr, Vr))
+            Kr = ur * t[:, None, None] + r[:, None, None] * (
+                uZr * S[..., None] + jnp.einsum("nmrs,ms->nmr", urr, Vr)
+            )
+            return reduce(Kw, Kr)
+
+        if name == "hvp_loss":
+            return k._scatter(hvp(v[k.param_index]))
+        g = reduce(r[:, None] * uZ, r[:, None, None] * ur)
+        if name == "grad_loss":
+            return k._scatter(g)
+        return k._scatter(g), k._scatter(hvp(g))
+
+    return jax.jit(mean)
 
 
 class NumericKernels(AbstractKernels):

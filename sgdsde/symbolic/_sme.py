@@ -78,11 +78,11 @@ class _Functions:
         self.ito_to_stratonovich = jax.jit(self._ito_to_stratonovich, static_argnames=("batch_size",))
 
     def _drift(self, theta, X, y, eta):
-        g = _mean(self.k, "grad_loss", theta, X, y)
         if self.order == 1:
-            return -g
+            return -_mean(self.k, "grad_loss", theta, X, y)
         # ∇(L + (η/4)‖∇L‖²) = ∇L + (η/2)∇²L ∇L: one mean Hessian-vector product.
-        return -(g + (eta / 2) * _mean(self.k, "hvp_loss", theta, X, y, g))
+        g, hg = self.k.grad_and_hvp_of_grad(theta, X, y)
+        return -(g + (eta / 2) * hg)
 
     def _diffusion_factor(self, theta, X, y, eta, sigma=None, batch_size=None, factor=None):
         kind, n, d = self.key[0], X.shape[0], theta.shape[0]
