@@ -1,5 +1,7 @@
 """sgdsde: SGD's noise, the SDEs that approximate it, and the implicit regularizers they imply."""
 
+from . import analysis as analysis  # noqa: E402  (symbolic stays lazy: sympy)
+from . import implicit as implicit
 from ._data import (
     RegressionData as RegressionData,
 )
@@ -52,6 +54,24 @@ from ._results import EnsembleResult as EnsembleResult
 from ._schedules import ConstantLR as ConstantLR
 from ._schedules import CosineLR as CosineLR
 from ._schedules import StepDecayLR as StepDecayLR
+from ._sde import (
+    SME as SME,
+)
+from ._sde import (
+    AbstractSDE as AbstractSDE,
+)
+from ._sde import (
+    FunctionSDE as FunctionSDE,
+)
+from ._sde import (
+    PlatenWeak2 as PlatenWeak2,
+)
+from ._sde import (
+    simulate_sde as simulate_sde,
+)
+from ._sde import (
+    simulate_svag as simulate_svag,
+)
 from ._sgd import simulate_sgd as simulate_sgd
 
 __version__ = "0.1.0"

@@ -15,7 +15,8 @@ import numpy as np
 
 DEFAULTS = dict(
     model="hadamard",
-    methods="gd,label,spherical",
+    methods="gd,label,sde,spherical",
+    verdict=True,
     dim=100,
     n_samples=40,
     sparsity=5,
@@ -33,7 +34,7 @@ DEFAULTS = dict(
 )
 
 MODELS = ("hadamard", "diagonal", "linear", "two-layer")
-METHODS = ("gd", "label", "spherical", "minibatch")
+METHODS = ("gd", "label", "sde", "spherical", "minibatch")
 
 
 @dataclass
@@ -96,7 +97,7 @@ def noise_for(method: str, sigma: float, gaussian_sigma: float, batch_size: int)
 
     if method == "gd":
         return None
-    if method == "label":
+    if method in ("label", "sde"):
         return sd.LabelNoise(sigma, batch_size, "without_replacement")
     if method == "spherical":
         return sd.SphericalGaussianNoise(gaussian_sigma)
@@ -105,8 +106,18 @@ def noise_for(method: str, sigma: float, gaussian_sigma: float, batch_size: int)
     raise ValueError(f"methods must be among {METHODS}, got {method!r}")
 
 
-def run(progress: bool = True, **kwargs) -> list[MethodReport]:
-    """Run the configured methods; write the figure, results and a JSON summary to ``out``."""
+@dataclass
+class JobReport:
+    """What the main job found: per-method rows, and the theory's prediction with its verdict."""
+
+    config: dict
+    methods: list[MethodReport]
+    prediction: object | None = None
+    verdict: object | None = None
+    theory_error: str | None = None
+
+
+def _configure(kwargs) -> tuple[dict, list[str]]:
     cfg = dict(DEFAULTS, **kwargs)
     if cfg["model"] not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {cfg['model']!r}")
@@ -114,11 +125,21 @@ def run(progress: bool = True, **kwargs) -> list[MethodReport]:
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"methods must be among {METHODS}, got {m!r}")
-    if cfg["dtype"] == "float64":
-        import jax
+    if not methods:
+        raise ValueError(f"methods must name at least one of {METHODS}")
+    import jax
 
-        jax.config.update("jax_enable_x64", True)
+    # The stationary-point solves run in float64 whatever dtype the simulations use.
+    jax.config.update("jax_enable_x64", True)
+    return cfg, methods
+
+
+def run(progress: bool = True, **kwargs) -> JobReport:
+    """Run the configured methods, then the prediction (stationary point of L + λR) and the verdict; write
+    the figure, each run's arrays + JSON, and a summary to ``out``."""
+    cfg, methods = _configure(kwargs)
     import sgdsde as sd
+    from sgdsde.implicit import regularizer_observables
 
     problem, theta0, obs = build_problem(
         cfg["model"], cfg["dim"], cfg["n_samples"], cfg["sparsity"], cfg["alpha"], cfg["seed"]
@@ -133,36 +154,89 @@ def run(progress: bool = True, **kwargs) -> list[MethodReport]:
     for noise in noises.values():
         if noise is not None:
             noise.check(problem)
+    theory = cfg["verdict"] and ("label" in methods or "sde" in methods)
+    observables = regularizer_observables(cfg["lr"], obs) if theory else obs
     os.makedirs(cfg["out"], exist_ok=True)
     reports = []
     for m in methods:
-        noise = noises[m]
-        res = sd.simulate_sgd(
+        simulate = sd.simulate_sde if m == "sde" else sd.simulate_sgd
+        res = simulate(
             problem,
-            noise,
+            noises[m],
             theta0,
             lr=cfg["lr"],
             n_steps=cfg["steps"],
             key=cfg["seed"] + 1,
-            n_paths=1 if noise is None else cfg["paths"],
+            n_paths=1 if noises[m] is None else cfg["paths"],
             record_every=cfg["record_every"],
-            observables=obs,
+            observables=observables,
             dtype=np.dtype(cfg["dtype"]),
             progress=progress,
             label=_label(m, cfg),
-            save_to=os.path.join(cfg["out"], f"sgd_{m}"),
+            save_to=os.path.join(cfg["out"], f"run_{m}"),
         )
         rows = {name: tuple(float(v) for v in res.final(name)) for name in obs}
         reports.append(MethodReport(_label(m, cfg), res, rows))
-    _write_summary(cfg, reports)
-    _figure(cfg, reports, list(obs)[1])
-    return reports
+    job = JobReport(cfg, reports)
+    if theory:
+        _theory(job, problem, noises, methods)
+    _write_summary(job)
+    _figure(job, list(obs)[1])
+    return job
+
+
+def _theory(job: JobReport, problem, noises, methods) -> None:
+    """Predict the stationary point of L + λR for the label-noise runs and give the verdict on them."""
+    import sgdsde as sd
+    from sgdsde.implicit import check_convergence, label_noise_lasso, predict
+
+    cfg = job.config
+    label = noises["label"] if "label" in noises else noises["sde"]
+    runs = {r.name: r.result for r, m in zip(job.methods, methods, strict=True) if m in ("label", "sde")}
+    if isinstance(problem.model, sd.DiagonalLinearNetwork):
+        # Seed the solve independently of the runs: the weighted Lasso that L + λR reduces to (C4).
+        beta = np.asarray(label_noise_lasso(problem, label, cfg["lr"]).beta)
+        if problem.model.signed:
+            theta_init = np.concatenate([np.sqrt(np.maximum(beta, 0)), np.sqrt(np.maximum(-beta, 0))]) + 1e-3
+        else:
+            theta_init = np.sqrt(np.maximum(beta, 0)) + 1e-3
+    else:
+        # No independent seed: start from the first label-noise run's final ensemble mean.
+        theta_init = next(iter(runs.values())).mean["theta"][-1]
+    try:
+        job.prediction = predict(problem, label, cfg["lr"], theta_init)
+        job.verdict = check_convergence(problem, runs, job.prediction)
+    except ValueError as err:
+        job.theory_error = str(err)
+
+
+def reload(out: str) -> JobReport:
+    """Rebuild a finished job's report from the files it wrote in ``out`` (no simulation is re-run)."""
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    cfg, methods = _configure(summary["config"])
+    import sgdsde as sd
+
+    problem, _, obs = build_problem(
+        cfg["model"], cfg["dim"], cfg["n_samples"], cfg["sparsity"], cfg["alpha"], cfg["seed"]
+    )
+    noises = {m: noise_for(m, cfg["sigma"], cfg["gaussian_sigma"], cfg["batch_size"]) for m in methods}
+    reports = []
+    for m in methods:
+        res = sd.EnsembleResult.load(os.path.join(out, f"run_{m}"))
+        rows = {name: tuple(float(v) for v in res.final(name)) for name in obs}
+        reports.append(MethodReport(res.method, res, rows))
+    job = JobReport(cfg, reports)
+    if cfg["verdict"] and ("label" in methods or "sde" in methods):
+        _theory(job, problem, noises, methods)
+    return job
 
 
 def _label(method: str, cfg) -> str:
     return {
         "gd": "GD",
         "label": f"label-noise SGD (sigma={cfg['sigma']:.3g}, B={cfg['batch_size']})",
+        "sde": "label-noise SDE (SME-1, Euler, dt=eta)",
         "spherical": f"spherical-noise GD (sigma={cfg['gaussian_sigma']:g})",
         "minibatch": f"minibatch SGD (B={cfg['batch_size']})",
     }[method]
@@ -184,45 +258,88 @@ def format_table(reports: list[MethodReport]) -> str:
     return "\n".join(lines)
 
 
-def _write_summary(cfg, reports) -> None:
+def format_report(job: JobReport) -> str:
+    """The methods' table, then the prediction of L + λR and the verdict (or why there is none)."""
+    parts = [format_table(job.methods)]
+    if job.prediction is not None:
+        parts.append(str(job.prediction))
+    if job.verdict is not None:
+        parts.append(job.verdict.table())
+    if job.theory_error is not None:
+        parts.append(f"NO VERDICT: {job.theory_error}")
+    return "\n\n".join(parts)
+
+
+def _write_summary(job: JobReport) -> None:
+    from sgdsde._results import package_versions
+
     summary = {
-        "config": cfg,
+        "config": job.config,
+        "versions": package_versions(),
         "results": {
             r.name: {
                 "diverged": r.result.diverged,
                 "final": {k: {"mean": m, "stderr": s} for k, (m, s) in r.rows.items()},
             }
-            for r in reports
+            for r in job.methods
         },
+        "verdict": None if job.verdict is None else job.verdict.to_dict(),
+        "theory_error": job.theory_error,
     }
-    with open(os.path.join(cfg["out"], "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    with open(os.path.join(job.config["out"], "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2, default=_jsonable)
 
 
-def _figure(cfg, reports, column: str) -> None:
+def _jsonable(x):
+    if isinstance(x, (np.integer, np.floating)):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    return repr(x)
+
+
+def _figure(job: JobReport, column: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    styles = ["--", "-", ":", "-."]
-    for i, r in enumerate(reports):
+    cfg = job.config
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    styles = ["--", "-", "-.", ":", "-"]
+    for i, r in enumerate(job.methods):
         res = r.result
         mean, se = res.mean[column], res.stderr(column)
         ok = res.count > 0
-        ax.plot(res.steps[ok], mean[ok], styles[i % 4], lw=2 if i == 0 else 1.5, label=r.name)
+        ax.plot(res.steps[ok], mean[ok], styles[i % 5], lw=2 if i == 0 else 1.5, label=r.name)
         ax.fill_between(res.steps[ok], (mean - 2 * se)[ok], (mean + 2 * se)[ok], alpha=0.25)
-    ax.set_xlabel("SGD step k")
+    if job.prediction is not None and job.prediction.points:
+        star = job.prediction.point()
+        value = _observable_at(job, column, star.theta)
+        if value is not None:
+            ax.axhline(
+                value, color="k", ls=":", lw=1, label=f"stationary point of L + λR ({job.prediction.primary})"
+            )
+    ax.set_xlabel("SGD step k (SDE time t = kη)")
     ax.set_ylabel(f"test error {column}")
     ax.set_yscale("log")
     ax.set_title(
         f"{cfg['model']} model, d={cfg['dim']}, n={cfg['n_samples']}, eta={cfg['lr']:g} (mean ± 2 s.e.)"
     )
-    ax.legend()
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(os.path.join(cfg["out"], "test_error.png"), dpi=120)
     plt.close(fig)
+
+
+def _observable_at(job: JobReport, column: str, theta) -> float | None:
+    """The test-error observable at a given θ (re-built from the configuration)."""
+    cfg = job.config
+    problem, _, obs = build_problem(
+        cfg["model"], cfg["dim"], cfg["n_samples"], cfg["sparsity"], cfg["alpha"], cfg["seed"]
+    )
+    value = float(obs[column](problem, np.asarray(theta, dtype=np.asarray(problem.X).dtype)))
+    return value if np.isfinite(value) and value > 0 else None
 
 
 def parse_args(argv=None) -> dict:
@@ -263,6 +380,15 @@ def parse_args(argv=None) -> dict:
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     p.add_argument("--out", default=DEFAULTS["out"], help="output folder")
     p.add_argument("--dtype", choices=("float32", "float64"), default=DEFAULTS["dtype"])
+    p.add_argument(
+        "--no-verdict",
+        dest="verdict",
+        action="store_false",
+        help="skip the prediction of L + λR and the verdict",
+    )
+    p.add_argument(
+        "--reload", action="store_true", help="do not simulate: reprint the report of the job saved in --out"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return vars(p.parse_args(argv))
 
@@ -270,13 +396,16 @@ def parse_args(argv=None) -> dict:
 def main(argv=None) -> int:
     args = parse_args(argv)
     quiet = args.pop("quiet")
+    again = args.pop("reload")
     t0 = time.perf_counter()
     try:
-        reports = run(progress=not quiet, **args)
-    except ValueError as e:
+        job = reload(args["out"]) if again else run(progress=not quiet, **args)
+    except (ValueError, FileNotFoundError) as e:
         print(f"sgdsde: error: {e}", file=sys.stderr)
         return 2
-    print(format_table(reports))
+    print(format_report(job))
+    if again:
+        return 0
     print(
         f"\nwrote {args['out']}/test_error.png, {args['out']}/summary.json and per-method results "
         f"({time.perf_counter() - t0:.0f} s)"

@@ -15,12 +15,19 @@ def test_main_job_quick(tmp_path, capsys):
     )
     assert code == 0
     out = capsys.readouterr().out
-    assert "GD" in out and "label-noise SGD" in out and "spherical-noise GD" in out and "±" in out
+    for name in ("GD", "label-noise SGD", "label-noise SDE", "spherical-noise GD", "R_trace_log", "verdict"):
+        assert name in out
+    assert "±" in out
     assert (tmp_path / "test_error.png").stat().st_size > 10_000
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["config"]["batch_size"] == 40 and np.isclose(summary["config"]["sigma"], np.sqrt(40))
-    res = sd.EnsembleResult.load(str(tmp_path / "sgd_label"))
+    assert "jax" in summary["versions"] and np.isclose(summary["verdict"]["prediction"]["lam"], 0.01)
+    res = sd.EnsembleResult.load(str(tmp_path / "run_label"))
     assert res.n_paths == 8 and res.steps[-1] == 400 and res.complete
+    # the saved job reloads and reports the same verdict without simulating
+    assert cli.main(["--reload", "--out", str(tmp_path)]) == 0
+    again = capsys.readouterr().out
+    assert again.split("wrote")[0].strip() == out.split("wrote")[0].strip()
 
 
 def test_divergence_is_reported_not_tabulated(tmp_path, capsys):
