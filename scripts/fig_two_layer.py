@@ -47,7 +47,7 @@ def run(
     )
     theta_gd = gd.paths[-1, 0]
     noise = sgdsde.LabelNoise(np.sqrt(c * n))  # full batch: c = σ²/B
-    n_paths, n_steps = (8, 4000) if quick else (64, 20000)
+    n_paths, n_steps = (8, 4000) if quick else (32, 20000)
     trg = {"trG": lambda q, th: jnp.sum(q.output_gradients(th) ** 2) / q.n_data}
     kw = dict(
         lr=eta,
@@ -56,6 +56,7 @@ def run(
         n_paths=n_paths,
         n_saved_paths=n_paths,
         record_every=n_steps // 40,
+        chunk_size=8,  # small jitted batches: large batched eigvalsh stalled on 2 shared cores
         observables=regularizer_observables(eta, trg),
         dtype=np.float64,
     )
