@@ -131,6 +131,8 @@ def test_check_convergence_statistics():
     assert rep["at tr-log"].verdict == "converged" and rep["at tr-log"].better_regularizer == "tr-log"
     assert rep["at tr-log"].distance_avg["R_trace_log"].value == pytest.approx(0, abs=1e-15)
     assert rep["at tr-log"].distance_avg["R_trace_log"].floor == pytest.approx(np.sqrt(2) * 1e-4)
+    # the toy interpolates: both project onto uv = 1, at distance 0 from each other
+    assert rep["at tr-log"].distance_on_manifold["R_trace_log"].value == pytest.approx(0, abs=1e-9)
     assert rep["at quarter"].verdict == "NOT converged" and rep["at quarter"].better_regularizer == "n/a"
     loose = check_convergence(toy, runs, pred, tol=2 * np.linalg.norm(a - b), k=3)
     assert loose["at quarter"].verdict == "converged"

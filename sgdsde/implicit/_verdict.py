@@ -283,6 +283,7 @@ def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k
         se_kind=se_kind,
         distance_late=d_late,
         distance_avg=d_avg,
+        distance_on_manifold=d_gamma,
         drift=drift,
     )
     return MethodVerdict(**fields, verdict=verdict, statistic=statistic)
