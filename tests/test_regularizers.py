@@ -107,7 +107,8 @@ def test_trace_log_domain_error_and_nan_when_traced():
 
 
 def test_trace_log_observable_is_finite_and_flags_domain():
-    """Along runs R_trace_log is clipped to stay finite, and its domain indicator says where. [theory: REG-1]"""
+    """Along runs R_trace_log (by Cholesky) equals the eigenvalue formula inside the domain, stays finite
+    outside it, and its domain indicator says where. [theory: REG-1]"""
     prob = linear_problem(2)
     h_max = float(np.linalg.eigvalsh(np.asarray(prob.X.T @ prob.X) / prob.n_data).max())
     inside, outside = TraceLogRegularizer(1.0 / h_max), TraceLogRegularizer(3.0 / h_max)
@@ -116,6 +117,15 @@ def test_trace_log_observable_is_finite_and_flags_domain():
     assert float(inside.domain_observable()(prob, th)) == 1.0
     assert np.isfinite(float(outside.observable()(prob, th)))
     assert float(outside.domain_observable()(prob, th)) == 0.0
+    # a nonlinear model at a random point: Cholesky log-det = eigenvalue sum to rounding
+    net = s.DiagonalLinearNetwork(3, alpha=0.5)
+    rng = np.random.default_rng(0)
+    dprob = s.Problem(net, rng.normal(size=(5, 3)), rng.normal(size=5))
+    th = jnp.asarray(rng.normal(size=6))
+    h = np.linalg.eigvalsh(np.asarray(dprob.hessian(th)))
+    eta = 1.0 / np.abs(h).max()
+    expect = -np.sum(np.log1p(-0.5 * eta * h)) / (2 * eta)
+    assert float(TraceLogRegularizer(eta).observable()(dprob, th)) == pytest.approx(expect, rel=1e-12)
 
 
 def test_blanc_and_quarter_trace_at_zero_loss():
