@@ -434,3 +434,19 @@ def test_latex_of_drift_diffusion_regularizers():
     for name in ("trace_hessian", "damian", "damian_series", "blanc", "smith_modified_loss"):
         assert len(R.latex(name)) > 20
     assert r"u_{j}^{2} - v_{j}^{2}" in R.latex("trace_hessian")
+
+
+@pytest.mark.parametrize("order", [1, 2])
+def test_generated_sme_simulates_like_the_numeric_sme(order):
+    """simulate_sde integrates the SDE the symbolic layer derived: ``sy.derive_sme(...).to_sde(problem)`` on the
+    same key gives the numeric SME's paths (same increments) to float64 rounding. [theory: SME-1, SME-2]"""
+    data = sd.sparse_regression(jax.random.key(0), 12, 6, 2)
+    problem = sd.Problem(sd.DiagonalLinearNetwork(6, 0.7), data.X, data.y)
+    noise = sd.LabelNoise(1.0, 4, "with_replacement")
+    sme = sy.derive_sme(problem.model, noise, order)
+    assert sme.is_symbolic
+    kw = dict(lr=0.02, n_steps=50, key=3, n_paths=8, record_every=10, n_saved_paths=8, dtype=np.float64)
+    numeric = sd.simulate_sde(problem, noise, problem.model.init(), order=order, **kw)
+    generated = sd.simulate_sde(sme.to_sde(problem), None, problem.model.init(), **kw)
+    # 50 Euler steps of O(1) arithmetic: rounding differences of the two programs stay below 1e-12
+    np.testing.assert_allclose(generated.paths, numeric.paths, rtol=0, atol=1e-12)

@@ -217,6 +217,20 @@ class SME:
             p["sigma"] = jnp.asarray(p["sigma"])
         return p
 
+    def to_sde(self, problem, noise_type: str = "general", **noise):
+        """This SME on ``problem``'s data as an ``AbstractSDE`` for ``simulate_sde`` (the generated drift,
+        factor and Stratonovich correction; the noise parameters are fixed here)."""
+        from .._sde import FunctionSDE
+
+        X, y = problem.X, problem.y
+        return FunctionSDE(
+            lambda theta, eta: self.drift(theta, X, y, eta),
+            lambda theta: self.diffusion_factor(theta, X, y, 1.0, **noise),
+            noise_type=noise_type,
+            correction=lambda theta, eta: self.ito_to_stratonovich(theta, X, y, eta, **noise),
+            problem=problem,
+        )
+
     def drift(self, theta, X, y, eta):
         """$b(\\theta)$: $-\\nabla L$ (order 1), $-\\nabla(L + \\frac\\eta4\\|\\nabla L\\|^2)$ (order 2)
         (SME-1, SME-2)."""
