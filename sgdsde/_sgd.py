@@ -106,7 +106,8 @@ def simulate_sgd(
     noise.check(problem)
     problem.check_theta(theta0, "theta0")
     _warn_if_unstable(problem, theta0, learning_rates(lr, check_int_range("n_steps", n_steps, 1)))
-    dtype_problem = problem.astype(np.dtype(dtype)) if np.dtype(dtype) != problem.X.dtype else problem
+    same = np.dtype(dtype) == problem.X.dtype == problem.y.dtype
+    dtype_problem = problem if same else problem.astype(np.dtype(dtype))
     config = {
         "simulator": "sgd",
         "noise": repr(noise),
