@@ -43,6 +43,11 @@ class AbstractStepper(eqx.Module):
     def theta(self, carry: PyTree) -> Float[Array, "N d"]:
         """The parameters of every path."""
 
+    def path_sums(self, carry: PyTree) -> Float[Array, " N"]:
+        """Σ_j θ_j per path, for the per-step non-finite check; steppers override it to reduce in their own
+        layout (a transpose here doubled the cost of a d = 10 SDE step)."""
+        return jnp.sum(self.theta(carry), axis=1)
+
     @property
     @abc.abstractmethod
     def problem(self):
@@ -91,7 +96,7 @@ def _run_block(stepper, observables, carry, bad_step, etas, steps, run_key, n_sa
         carry, bad = state
         k, eta = xs
         carry = stepper.step(carry, k, eta, jax.random.fold_in(run_key, k))
-        nonfinite = ~jnp.isfinite(jnp.sum(stepper.theta(carry), axis=1))
+        nonfinite = ~jnp.isfinite(stepper.path_sums(carry))
         bad = jnp.where((bad < 0) & nonfinite, k + 1, bad)
         return (carry, bad), None
 
