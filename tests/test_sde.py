@@ -220,3 +220,12 @@ def test_matrix_free_factor_product_equals_the_factor(noise):
         A = sme.factor(th)
         w = jnp.asarray(rng.normal(size=A.shape[1]))
         np.testing.assert_allclose(sme.factor_mv(th, w), A @ w, rtol=1e-12, atol=1e-12)
+
+
+def test_function_sde_without_problem_defaults_to_theta_observables():
+    """An SDE given only by functions records ‖θ‖² by default and refuses loss-based observables by name."""
+    sde = FunctionSDE(lambda th, eta: -th, lambda th: jnp.eye(2), noise_type="additive")
+    res = simulate_sde(sde, None, np.ones(2), lr=0.1, n_steps=10, key=0, n_paths=4, dtype=np.float64)
+    assert res.observables == ["sq_norm"] and res.count[-1] == 4
+    with pytest.raises(ValueError, match=r"observables \['loss'\] need a problem"):
+        simulate_sde(sde, None, np.ones(2), lr=0.1, n_steps=10, key=0, observables=["loss"])

@@ -292,6 +292,15 @@ def simulate_sde(
         "lr": lr if np.ndim(lr) == 0 and not callable(lr) else repr(lr),
     }
     stratonovich = info.calculus == "stratonovich" and sde.noise_type != "additive"
+    if sde.problem is None:
+        # an SDE given by functions alone has no loss: default to ‖θ‖², refuse problem-based observables
+        observables = ("sq_norm",) if observables is None else observables
+        needs_problem = {"loss", "grad_sq_norm", "trace_gauss_newton"}
+        if not isinstance(observables, dict) and needs_problem & set(observables):
+            raise ValueError(
+                f"observables {sorted(needs_problem & set(observables))} need a problem; this SDE has none "
+                "(pass problem= to FunctionSDE, or record functions of theta)"
+            )
     return run_ensemble(
         lambda n: SDEStepper(dtype_sde, solver, n, k, control, stratonovich, m, d <= PATHS_LAST_MAX_DIM),
         method=label or f"{type(sde).__name__}-{type(solver).__name__}",
