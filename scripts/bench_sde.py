@@ -19,7 +19,6 @@ Run: python scripts/bench_sde.py [--quick] [--memory] [--reps R]
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import median_seconds
 from jax import monitoring
 
 import sgdsde as sd
@@ -40,16 +40,6 @@ monitoring.register_event_duration_secs_listener(
         _COMPILES.append(dur) if name == "/jax/core/compile/backend_compile_duration" else None
     )
 )
-
-
-def median_seconds(fn, reps):
-    fn()  # compile and warm up
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def ou_setup(d, seed=0, noise_scale=0.5):

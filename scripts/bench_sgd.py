@@ -14,24 +14,13 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import median_seconds
 
 import sgdsde as sd
-
-
-def median_seconds(fn, reps):
-    fn()  # compile and warm up
-    times = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def handwritten_minibatch(X, y, B, n_steps):

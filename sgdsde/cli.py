@@ -271,7 +271,7 @@ def format_report(job: JobReport) -> str:
 
 
 def _write_summary(job: JobReport) -> None:
-    from sgdsde._results import package_versions
+    from sgdsde._results import _jsonable, package_versions
 
     summary = {
         "config": job.config,
@@ -288,14 +288,6 @@ def _write_summary(job: JobReport) -> None:
     }
     with open(os.path.join(job.config["out"], "summary.json"), "w") as f:
         json.dump(summary, f, indent=2, default=_jsonable)
-
-
-def _jsonable(x):
-    if isinstance(x, (np.integer, np.floating)):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    return repr(x)
 
 
 def _figure(job: JobReport, column: str) -> None:
