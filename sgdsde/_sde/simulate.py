@@ -73,8 +73,8 @@ class SDEStepper(AbstractStepper):
     def theta(self, carry):
         return carry[0].T if self.paths_last else carry[0]
 
-    def path_sums(self, carry):
-        return jnp.sum(carry[0], axis=0 if self.paths_last else 1)
+    def path_finite(self, carry):
+        return jnp.all(jnp.isfinite(carry[0]), axis=0 if self.paths_last else 1)
 
     def _drift(self, theta, eta):
         b = self.sde.drift(theta, eta)
