@@ -1,9 +1,10 @@
-"""Exact first and second moments of SGD and of its SMEs on a quadratic loss with constant noise.
+"""Exact first and second moments of SGD and of its SMEs on a quadratic loss with constant or affine noise.
 
-Loss $L = \\frac12(\\theta-\\theta^*)^T H(\\theta-\\theta^*)$, H symmetric, one step's gradient-noise
-covariance C
-(constant). SGD: $e_{k+1} = (I-\\eta_k H)e_k - \\eta_k\\xi_k$; SME of order o: an OU process with drift matrix
-$M = H + \\frac{(o-1)\\eta}{2}H^2$ and diffusion $\\sqrt\\eta\\,C^{1/2}$ (theory/quadratic-ou.md).
+Loss $L = L^* + \\frac12(\\theta-\\theta^*)^T H(\\theta-\\theta^*)$, H symmetric; one step's gradient noise
+has covariance C (constant: a (d, d) matrix) or $\\Sigma(\\theta) = A(\\theta)A(\\theta)^T$ with A affine
+(an ``AffineNoise``: any noise model on a linear model). SGD: $e_{k+1} = (I-\\eta_k H)e_k - \\eta_k\\xi_k$;
+SME of order o: drift $-M e$ with $M = H + \\frac{(o-1)\\eta}{2}H^2$ and diffusion $\\sqrt\\eta\\,A(\\theta)$
+(theory/quadratic-ou.md, QOU-1..5).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import dataclasses
 
 import numpy as np
 import scipy.linalg
+import scipy.sparse.linalg
 
 from .._schedules import learning_rates
 from .._validation import check_int_range, check_positive, check_psd
+from .affine import AffineNoise
 
 
 @dataclasses.dataclass
@@ -26,35 +29,78 @@ class Moments:
     cov: np.ndarray
     steps: np.ndarray | None = None
 
-    def expectations(self, hessian, theta_star) -> dict[str, np.ndarray]:
-        """Exact E of the built-in observables "theta", "sq_norm" ($\\|\\theta\\|^2$) and "loss"."""
+    def expectations(self, hessian, theta_star, min_loss: float = 0.0) -> dict[str, np.ndarray]:
+        """Exact E of the built-in observables "theta", "sq_norm" ($\\|\\theta\\|^2$) and "loss" (for
+        $L = L^* + \\frac12 e^THe$; ``min_loss`` is L*, e.g. ``quadratic_form(problem).min_loss``)."""
         H = np.asarray(hessian, np.float64)
         e = self.mean - np.asarray(theta_star, np.float64)[None]
         return {
             "theta": self.mean,
             "sq_norm": np.einsum("rii->r", self.cov) + np.sum(self.mean**2, axis=1),
-            "loss": 0.5 * np.einsum("ij,rji->r", H, self.cov) + 0.5 * np.einsum("ri,ij,rj->r", e, H, e),
+            "loss": float(min_loss)
+            + 0.5 * np.einsum("ij,rji->r", H, self.cov)
+            + 0.5 * np.einsum("ri,ij,rj->r", e, H, e),
         }
+
+
+def _noise_input(noise_cov, d: int) -> np.ndarray | AffineNoise:
+    """A constant (d, d) covariance C (checked PSD) or an AffineNoise on d parameters."""
+    if isinstance(noise_cov, AffineNoise):
+        if noise_cov.dim != d:
+            raise ValueError(
+                f"noise_cov must act on d={d} parameters to match hessian, got an AffineNoise of d={noise_cov.dim}"
+            )
+        return noise_cov
+    C = check_psd("noise_cov", noise_cov)
+    if C.shape != (d, d):
+        raise ValueError(
+            f"noise_cov must be a ({d}, {d}) matrix or an AffineNoise to match hessian, got {C.shape}"
+        )
+    return C
 
 
 def _inputs(hessian, theta_star, noise_cov, theta0):
     H = check_psd("hessian", hessian)
     d = H.shape[0]
-    C = check_psd("noise_cov", noise_cov)
+    noise = _noise_input(noise_cov, d)
     ts = np.asarray(theta_star, np.float64)
     th0 = np.asarray(theta0, np.float64)
-    if C.shape != (d, d) or ts.shape != (d,) or th0.shape != (d,):
-        raise ValueError(f"noise_cov must be ({d}, {d}) and theta_star, theta0 ({d},) to match hessian")
-    return H, C, ts, th0
+    if ts.shape != (d,) or th0.shape != (d,):
+        raise ValueError(
+            f"theta_star and theta0 must have shape ({d},) to match hessian, got {ts.shape}, {th0.shape}"
+        )
+    return H, noise, ts, th0
+
+
+def _check_finite(mo: Moments, what: str) -> Moments:
+    if not (np.all(np.isfinite(mo.mean)) and np.all(np.isfinite(mo.cov))):
+        bad = int(np.argmin(np.all(np.isfinite(mo.cov.reshape(len(mo.cov), -1)), axis=1)))
+        raise FloatingPointError(
+            f"the exact {what} moments overflowed by record {bad} (t = {mo.times[bad]:.4g}): its second moment "
+            "grows without bound at this lr (see stationary_covariance_* for the stability radius)"
+        )
+    return mo
 
 
 def sgd_moments(
     hessian, theta_star, noise_cov, theta0, *, lr, n_steps: int, record_every: int = 1
 ) -> Moments:
-    """Exact mean and covariance of SGD by the discrete Lyapunov recursion
-    $P_{k+1} = (I-\\eta_kH)P_k(I-\\eta_kH)^T + \\eta_k^2C$, $m_{k+1}-\\theta^* =
-    (I-\\eta_kH)(m_k-\\theta^*)$ [QOU-1]."""
-    H, C, ts, th0 = _inputs(hessian, theta_star, noise_cov, theta0)
+    """Exact mean and covariance of SGD, $m_{k+1} - \\theta^* = (I-\\eta_kH)(m_k-\\theta^*)$,
+    $V_{k+1} = (I-\\eta_kH)V_k(I-\\eta_kH)^T + \\eta_k^2\\,E\\,\\Sigma(\\theta_k)$, for any schedule [QOU-1, QOU-4].
+
+    Args:
+        hessian, theta_star: the loss $L^* + \\frac12(\\theta-\\theta^*)^TH(\\theta-\\theta^*)$ (e.g. from
+            ``quadratic_form(problem)``).
+        noise_cov: one step's gradient-noise covariance: a constant (d, d) PSD matrix C, or an AffineNoise
+            ($E\\Sigma(\\theta) = A(m)A(m)^T + \\sum_jP_jVP_j^T$: exact for any noise with conditional mean 0
+            and covariance Σ(θ), e.g. minibatch SGD on linear regression via ``AffineNoise.from_noise``).
+        theta0: (d,) deterministic start.
+        lr: float, schedule or array of n_steps step sizes.
+        n_steps, record_every: steps, and the recording stride (divides n_steps).
+    Returns:
+        Moments at steps 0, record_every, …, n_steps.
+    """
+    H, noise, ts, th0 = _inputs(hessian, theta_star, noise_cov, theta0)
     n_steps = check_int_range("n_steps", n_steps, 1)
     record_every = check_int_range("record_every", record_every, 1)
     if n_steps % record_every:
@@ -64,7 +110,10 @@ def sgd_moments(
     e, P = th0 - ts, np.zeros((d, d))
     means, covs = [th0.copy()], [P.copy()]
     eye = np.eye(d)
+    affine = isinstance(noise, AffineNoise)
     for k, eta in enumerate(etas):
+        # ξ_k has conditional mean 0, so E Σ(θ_k) at the pre-step moments is all the noise adds
+        C = noise.expected_covariance(ts + e, P) if affine else noise
         F = eye - eta * H
         e = F @ e
         P = F @ P @ F.T + eta**2 * C
@@ -73,7 +122,7 @@ def sgd_moments(
             covs.append(P.copy())
     steps = np.arange(0, n_steps + 1, record_every)
     times = np.concatenate([[0.0], np.cumsum(etas)])[steps]
-    return Moments(times=times, mean=np.array(means), cov=np.array(covs), steps=steps)
+    return _check_finite(Moments(times=times, mean=np.array(means), cov=np.array(covs), steps=steps), "SGD")
 
 
 def sme_drift_matrix(hessian, lr: float, order: int = 1) -> np.ndarray:
@@ -85,56 +134,136 @@ def sme_drift_matrix(hessian, lr: float, order: int = 1) -> np.ndarray:
     return H if order == 1 else H + 0.5 * lr * H @ H
 
 
+def _covariance_generator(M: np.ndarray, noise: AffineNoise, eta: float) -> np.ndarray:
+    """The matrix (d² × d²) of $V \\mapsto -MV - VM^T + \\eta\\sum_jP_jVP_j^T$ on row-major vec."""
+    eye = np.eye(M.shape[0])
+    return -(np.kron(M, eye) + np.kron(eye, M)) + eta * noise.kron()
+
+
+def _sde_moments_affine(M, noise: AffineNoise, ts, th0, eta, times) -> Moments:
+    """Moments of $de = -Me\\,dt + \\sqrt\\eta(A(\\theta^*) + Pe)\\,dW$ from the linear ODE of
+    $z = (Ee, \\mathrm{vec}\\,Ee e^T, 1)$: $z(t) = e^{tG}z(0)$ [QOU-5]."""
+    d = M.shape[0]
+    ne = noise.shift(ts)
+    n = d + d * d
+    G = np.zeros((n + 1, n + 1))
+    G[:d, :d] = -M
+    G[d:n, d:n] = _covariance_generator(M, ne, eta)
+    G[d:n, :d] = eta * ne.mean_coupling()
+    G[d:n, n] = eta * (ne.q @ ne.q.T).ravel()
+    e0 = th0 - ts
+    z0 = np.concatenate([e0, np.outer(e0, e0).ravel(), [1.0]])
+    means, covs = [], []
+    for t in times:
+        # Al-Mohy & Higham's action of the exponential: no (n+1)² exponential is formed for large d
+        z = scipy.sparse.linalg.expm_multiply(G * t, z0) if t > 0 else z0
+        m, S = z[:d], z[d:n].reshape(d, d)
+        V = S - np.outer(m, m)
+        means.append(ts + m)
+        covs.append(0.5 * (V + V.T))
+    return Moments(times=times, mean=np.array(means), cov=np.array(covs))
+
+
 def sde_moments(hessian, theta_star, noise_cov, theta0, *, lr: float, times, order: int = 1) -> Moments:
-    """Exact mean and covariance of the SME $de = -Me\\,dt + \\sqrt\\eta C^{1/2}dW$ at ``times``:
-    $m(t) = \\theta^* + e^{-Mt}e_0$, $P(t) = \\int_0^t e^{-Ms}\\,\\eta C\\,e^{-M^Ts}ds = S -
-    e^{-Mt}Se^{-M^Tt}$
-    with $MS + SM^T = \\eta C$ (M positive definite), else by Van Loan's block exponential [QOU-2]."""
-    H, C, ts, th0 = _inputs(hessian, theta_star, noise_cov, theta0)
+    """Exact mean and covariance of the SME $de = -Me\\,dt + \\sqrt\\eta A(\\theta)dW$ at ``times``.
+
+    Constant noise (C a matrix): $m(t) = \\theta^* + e^{-Mt}e_0$, $P(t) = \\int_0^te^{-Ms}\\eta Ce^{-Ms}ds$, in
+    M's eigenbasis $P_{ij} = \\tilde C_{ij}(1-e^{-(\\lambda_i+\\lambda_j)t})/(\\lambda_i+\\lambda_j)$ (any PSD H) [QOU-2]. Affine noise
+    (an AffineNoise): $(E e, E ee^T)$ solve a linear ODE of size d + d², solved by its exponential [QOU-5].
+    Arguments as in ``sgd_moments``; lr is a constant float, times ≥ 0 on SGD's clock t = kη.
+    """
+    H, noise, ts, th0 = _inputs(hessian, theta_star, noise_cov, theta0)
     eta = check_positive("lr", lr)
     M = sme_drift_matrix(H, eta, order)
     times = np.atleast_1d(np.asarray(times, np.float64))
-    if np.any(times < 0) or not np.all(np.isfinite(times)):
-        raise ValueError("times must be finite and >= 0")
-    d = H.shape[0]
-    stable = np.min(np.linalg.eigvalsh(0.5 * (M + M.T))) > 1e-8 * max(1.0, float(np.max(np.abs(M))))
-    if stable:
-        S = scipy.linalg.solve_continuous_lyapunov(M, eta * C)
-    else:
-        block = np.zeros((2 * d, 2 * d))
-        block[:d, :d], block[:d, d:], block[d:, d:] = M, eta * C, -M.T
+    if times.ndim != 1 or np.any(times < 0) or not np.all(np.isfinite(times)):
+        raise ValueError("times must be a 1-D array of finite values >= 0")
+    if isinstance(noise, AffineNoise):
+        return _check_finite(_sde_moments_affine(M, noise, ts, th0, eta, times), "SME")
+    # M is symmetric (H is): in its eigenbasis P(t)_ij = C̃_ij ∫₀ᵗ e^{−(λ_i+λ_j)s}ds, with no e^{+Mt} factor
+    # anywhere, so large t and a singular H (variance growing like ηCt on the null space) stay exact
+    lam, Q = np.linalg.eigh(0.5 * (M + M.T))
+    Ct = Q.T @ (eta * noise) @ Q
+    a = lam[:, None] + lam[None, :]
+    a_safe = np.where(a == 0, 1.0, a)
     means, covs = [], []
     for t in times:
-        phi = scipy.linalg.expm(-M * t)
-        means.append(ts + phi @ (th0 - ts))
-        if stable:
-            # P(t) = S − e^{−Mt} S e^{−Mᵀt}: differentiating gives e^{−Mt}(MS + SMᵀ)e^{−Mᵀt} =
-            # e^{−Mt}ηCe^{−Mᵀt}
-            P = S - phi @ S @ phi.T
-        else:
-            # Van Loan (1978): exp(t[[M, ηC], [0, −Mᵀ]]) = [[·, G], [0, e^{−Mᵀt}]] and P(t) = e^{−Mt} G
-            P = phi @ scipy.linalg.expm(block * t)[:d, d:]
+        means.append(ts + (Q * np.exp(-lam * t)) @ Q.T @ (th0 - ts))
+        w = np.where(a == 0, t, -np.expm1(-a * t) / a_safe)
+        P = Q @ (Ct * w) @ Q.T
         covs.append(0.5 * (P + P.T))
     return Moments(times=times, mean=np.array(means), cov=np.array(covs))
 
 
-def stationary_covariance_sgd(hessian, noise_cov, *, lr: float) -> np.ndarray:
-    """S with $S = (I-\\eta H)S(I-\\eta H)^T + \\eta^2 C$ (needs $\\eta\\lambda_{max}(H) < 2$, λ_min > 0)
-    [QOU-3]."""
-    H, C = check_psd("hessian", hessian), check_psd("noise_cov", noise_cov)
+def _stationary_noise(noise: AffineNoise, theta_star, d: int) -> AffineNoise:
+    """The noise around the stationary mean θ*: $A(\\theta^* + e) = A(\\theta^*) + Pe$."""
+    if theta_star is None:
+        if not noise.is_constant:
+            raise ValueError("theta_star is required when noise_cov is an AffineNoise that depends on theta")
+        return noise
+    ts = np.asarray(theta_star, np.float64)
+    if ts.shape != (d,):
+        raise ValueError(f"theta_star must have shape ({d},) to match hessian, got {ts.shape}")
+    return noise.shift(ts)
+
+
+def stationary_covariance_sgd(hessian, noise_cov, *, lr: float, theta_star=None) -> np.ndarray:
+    """Stationary covariance V of SGD (mean θ*): $V = (I-\\eta H)V(I-\\eta H)^T + \\eta^2C$ [QOU-3], or with
+    affine noise $V = FVF^T + \\eta^2(A(\\theta^*)A(\\theta^*)^T + \\sum_jP_jVP_j^T)$, $F = I - \\eta H$ [QOU-4].
+
+    Needs the recursion to contract: ρ(I − ηH) < 1 (constant C), or a spectral radius < 1 of
+    $V \\mapsto FVF^T + \\eta^2\\sum_jP_jVP_j^T$ (affine; multiplicative noise can break it even when
+    ηλ_max < 2); else ValueError. ``theta_star`` (the minimiser) is required for θ-dependent affine noise.
+    """
+    H = check_psd("hessian", hessian)
+    d = H.shape[0]
+    noise = _noise_input(noise_cov, d)
     eta = check_positive("lr", lr)
-    F = np.eye(H.shape[0]) - eta * H
+    F = np.eye(d) - eta * H
+    if isinstance(noise, AffineNoise):
+        ne = _stationary_noise(noise, theta_star, d)
+        T = np.kron(F, F) + eta**2 * ne.kron()
+        rho = float(np.max(np.abs(np.linalg.eigvals(T))))
+        # ρ(T) ≥ ρ(F)² (adding the positive map Σ_j P_j·P_jᵀ cannot lower it), so this also covers the mean
+        if rho >= 1 - 1e-10:
+            raise ValueError(
+                f"SGD has no stationary second moment at lr={eta:g}: the spectral radius of its second-moment "
+                f"recursion V -> F V F^T + lr^2 sum_j P_j V P_j^T (F = I - lr*H) is {rho:.6g} >= 1"
+            )
+        V = np.linalg.solve(np.eye(d * d) - T, eta**2 * (ne.q @ ne.q.T).ravel()).reshape(d, d)
+        return 0.5 * (V + V.T)
     rho = np.max(np.abs(np.linalg.eigvals(F)))
     if rho >= 1:
         raise ValueError(f"SGD has no stationary law: spectral radius of I - lr*H is {rho:.4g} >= 1")
-    return scipy.linalg.solve_discrete_lyapunov(F, eta**2 * C)
+    return scipy.linalg.solve_discrete_lyapunov(F, eta**2 * noise)
 
 
-def stationary_covariance_sde(hessian, noise_cov, *, lr: float, order: int = 1) -> np.ndarray:
-    """S with $MS + SM^T = \\eta C$, M the SME drift matrix (needs M positive definite) [QOU-3]."""
-    H, C = check_psd("hessian", hessian), check_psd("noise_cov", noise_cov)
+def stationary_covariance_sde(
+    hessian, noise_cov, *, lr: float, order: int = 1, theta_star=None
+) -> np.ndarray:
+    """Stationary covariance V of the SME (mean θ*): $MV + VM^T = \\eta C$ [QOU-3], or with affine noise
+    $MV + VM^T = \\eta(A(\\theta^*)A(\\theta^*)^T + \\sum_jP_jVP_j^T)$ [QOU-5]; M the SME drift matrix.
+
+    Needs M positive definite (constant C), or a negative spectral abscissa of
+    $V \\mapsto -MV - VM^T + \\eta\\sum_jP_jVP_j^T$ (affine); else ValueError.
+    """
+    H = check_psd("hessian", hessian)
+    d = H.shape[0]
+    noise = _noise_input(noise_cov, d)
     eta = check_positive("lr", lr)
     M = sme_drift_matrix(H, eta, order)
+    if isinstance(noise, AffineNoise):
+        ne = _stationary_noise(noise, theta_star, d)
+        L = _covariance_generator(M, ne, eta)
+        alpha = float(np.max(np.linalg.eigvals(L).real))
+        # α(L) ≥ −2λ_min(M) (the noise term is a positive map), so α < 0 also makes the mean stable
+        if alpha >= -1e-10 * max(1.0, float(np.max(np.abs(M)))):
+            raise ValueError(
+                f"the SME has no stationary second moment at lr={eta:g}: its second-moment generator "
+                f"V -> -M V - V M^T + lr sum_j P_j V P_j^T has spectral abscissa {alpha:.6g} >= 0"
+            )
+        V = np.linalg.solve(-L, eta * (ne.q @ ne.q.T).ravel()).reshape(d, d)
+        return 0.5 * (V + V.T)
     if np.min(np.linalg.eigvalsh(0.5 * (M + M.T))) <= 0:
         raise ValueError("the SME has no stationary law: its drift matrix is not positive definite")
-    return scipy.linalg.solve_continuous_lyapunov(M, eta * C)
+    return scipy.linalg.solve_continuous_lyapunov(M, eta * noise)
