@@ -1,5 +1,9 @@
-"""Analysis: exact moments for quadratic problems, weak errors with standard errors, fitted orders."""
+"""Analysis: exact moments for quadratic problems (constant or affine noise), weak errors with standard errors,
+fitted orders."""
 
+from .affine import AffineNoise as AffineNoise
+from .affine import QuadraticForm as QuadraticForm
+from .affine import quadratic_form as quadratic_form
 from .quadratic import (
     Moments as Moments,
 )
