@@ -5,7 +5,8 @@
    on the diagonal network u⊙u − v⊙v (p = 100 inputs so d = 200 parameters, n = 40, N = 10,000; the case of
    bench_sgd.py). Reported: simulate_sde (its own scan over diffrax's Euler.step), a vmapped diffrax
    `diffeqsolve` (Euler, UnsafeBrownianPath), the hand-written scans with state (N, d) and (d, N) and flat draws
-   (the faster is the baseline), and torchsde's sdeint where torch and torchsde are installed.
+   (the faster is the baseline), and, where torch and torchsde are installed, a plain PyTorch loop of the same
+   step and torchsde's sdeint.
 2. Time to accuracy: wall time to estimate E‖X_T‖² of the d = 10 OU within 1e-3 (|bias| + 2 s.e.), Euler with
    Gaussian increments against PlatenWeak2 (weak order 2); (steps, paths) chosen from each scheme's exact bias
    (moment recursions) and the exact variance.
@@ -109,6 +110,26 @@ def diffeqsolve_runner(sde, eta, n_steps, d, m):
     return run
 
 
+def torch_loop_rate(H, A, ts, eta, n_paths, n_steps):
+    """The same Euler–Maruyama step as a plain PyTorch loop (performance.md: print it beside the JAX baseline)."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(2)
+    Ht, At, tt = (torch.tensor(v) for v in (H, A, ts))
+    HtT, AtT = Ht.T.contiguous(), (eta * At).T.contiguous()
+
+    def go():
+        y = torch.zeros(n_paths, H.shape[0])
+        with torch.no_grad():
+            for _ in range(n_steps):
+                y = y - eta * (y - tt) @ HtT + torch.randn(n_paths, H.shape[0]) @ AtT
+        return y
+
+    return n_paths * n_steps / median_seconds(go, 3)
+
+
 def torchsde_rate(H, A, ts, eta, n_paths, n_steps):
     try:
         import torch
@@ -178,6 +199,8 @@ def throughput_ou(d, n_paths, n_steps, reps, eta=0.01, with_peers=True):
         rates["simulate_sde (SME of quadratic_problem)"] = n_paths * n_steps / median_seconds(sme, 1)
         r = torchsde_rate(H, A, ts, eta, n_paths, min(n_steps, 100))  # a rate: 100 steps suffice
         rates["torchsde sdeint"] = r if r is not None else float("nan")
+        r = torch_loop_rate(H, A, ts, eta, n_paths, n_steps)
+        rates["PyTorch loop"] = r if r is not None else float("nan")
     return rates
 
 
@@ -348,6 +371,7 @@ def run(quick=False, memory=False, reps=3):
             + ", ".join(f"{k} {v / 1e6:.2f}" for k, v in rates.items())
             + f" M path-steps/s; simulate_sde / best hand-written = {ratios[-1]:.3f}, diffeqsolve / best = "
             f"{rates['vmapped diffeqsolve'] / base:.3f}, vs torchsde = {rates['simulate_sde'] / rates['torchsde sdeint']:.1f}x"
+            f", vs PyTorch loop = {rates['simulate_sde'] / rates['PyTorch loop']:.2f}x"
         )
     rates = throughput_label_noise(10_000 // scale, steps, reps)
     ratios.append(rates["simulate_sde"] / rates["hand-written (Nd)"])

@@ -55,6 +55,11 @@ class AbstractStepper(eqx.Module):
     def problem(self):
         """The Problem the observables are evaluated on."""
 
+    def solver_stats(self, carry: PyTree) -> dict[str, jax.Array]:
+        """Per-chunk totals a solver wants reported (e.g. accepted/rejected adaptive steps); summed over
+        chunks into ``result.config["solver_stats"]``."""
+        return {}
+
 
 def to_key(key):
     """Accept a JAX key (typed or raw) or an int seed."""
@@ -91,21 +96,24 @@ def _initial_record(stepper, observables, carry, bad_step, n_saved):
 
 
 @eqx.filter_jit
-def _run_block(stepper, observables, carry, bad_step, etas, steps, run_key, n_saved):
-    """Scan over records (leading axis of ``etas``/``steps``), each a scan over ``record_every`` steps."""
+def _run_block(stepper, observables, carry, bad_step, etas, steps, run_key, n_saved, steps_per_call):
+    """Scan over records (leading axis of ``etas``/``steps``), each a scan over the record's stepper calls
+    (``record_every / steps_per_call`` of them)."""
 
     def one_step(state, xs):
         carry, bad = state
         k, eta = xs
         carry = stepper.step(carry, k, eta, jax.random.fold_in(run_key, k))
         nonfinite = ~stepper.path_finite(carry)
-        bad = jnp.where((bad < 0) & nonfinite, k + 1, bad)
+        bad = jnp.where((bad < 0) & nonfinite, k + steps_per_call, bad)
         return (carry, bad), None
 
     def one_record(state, xs):
         ks, es = xs
         (carry, bad), _ = jax.lax.scan(one_step, state, (ks, es))
-        rec, bad = _stats(stepper.problem, observables, stepper.theta(carry), bad, ks[-1] + 1, n_saved)
+        rec, bad = _stats(
+            stepper.problem, observables, stepper.theta(carry), bad, ks[-1] + steps_per_call, n_saved
+        )
         return (carry, bad), rec
 
     (carry, bad_step), recs = jax.lax.scan(one_record, (carry, bad_step), (steps, etas))
@@ -140,8 +148,12 @@ def run_ensemble(
     progress: bool,
     save_to: str | None,
     config: dict[str, Any],
+    steps_per_call: int = 1,
 ) -> EnsembleResult:
-    """Run ``stepper_for_chunk(n)`` (a stepper for n paths) over all chunks and gather the statistics."""
+    """Run ``stepper_for_chunk(n)`` (a stepper for n paths) over all chunks and gather the statistics.
+
+    ``steps_per_call`` > 1: each stepper call covers that many SGD steps (k, …, k + s − 1), given k and η_k
+    (an adaptive solver integrating a whole record interval); it must divide ``record_every``."""
     n_steps = check_int_range("n_steps", n_steps, 1)
     n_paths = check_int_range("n_paths", n_paths, 1)
     record_every = n_steps if record_every is None else check_int_range("record_every", record_every, 1)
@@ -165,16 +177,19 @@ def run_ensemble(
     if not np.all(np.isfinite(th0)):
         raise ValueError("theta0 must be finite")
 
+    if record_every % steps_per_call:
+        raise ValueError(f"record_every={record_every} must be a multiple of {steps_per_call} here")
     n_records = n_steps // record_every
     per_block = _block_records(n_records, record_every, n_paths)
-    steps_all = np.arange(n_steps).reshape(n_records, record_every)
-    etas_all = etas.reshape(n_records, record_every)
+    steps_all = np.arange(0, n_steps, steps_per_call).reshape(n_records, record_every // steps_per_call)
+    etas_all = etas[::steps_per_call].reshape(n_records, record_every // steps_per_call)
     record_steps = np.arange(0, n_steps + 1, record_every)
     times = np.concatenate([[0.0], np.cumsum(etas)])[record_steps]
 
     moments = RunningMoments()
     saved_chunks: list[np.ndarray] = []
     first_bad: list[int] = []
+    solver_stats: dict[str, int] = {}
     n_bad = 0
     done_paths = 0
     bar = Progress(method, n_steps * n_paths, enabled=progress)
@@ -202,7 +217,7 @@ def run_ensemble(
             diverged=n_bad,
             first_divergence_step=min(first_bad) if first_bad else None,
             complete=complete,
-            config=config,
+            config=dict(config, solver_stats=dict(solver_stats)) if solver_stats else config,
         )
 
     try:
@@ -228,6 +243,7 @@ def run_ensemble(
                     jnp.asarray(steps_all[sl], jnp.int32),
                     run_key,
                     keep,
+                    steps_per_call,
                 )
                 recs.append(jax.tree.map(np.asarray, rec))
                 bar.update(lo * n_steps + (b + per_block) * record_every * n)
@@ -238,6 +254,8 @@ def run_ensemble(
             moments.add(count, mean, m2)
             if keep:
                 saved_chunks.append(saved)
+            for name, v in stepper.solver_stats(carry).items():
+                solver_stats[name] = solver_stats.get(name, 0) + int(v)
             bad = np.asarray(bad)
             n_bad += int(np.sum(bad >= 0))
             if np.any(bad >= 0):

@@ -9,7 +9,7 @@ import pytest
 
 import sgdsde
 from sgdsde._sde import SME, FunctionSDE, PlatenWeak2, simulate_sde
-from sgdsde.analysis import fit_order, weak_error
+from sgdsde.analysis import fit_order, sde_moments, weak_error
 
 
 def quad(d=3, seed=0):
@@ -166,7 +166,15 @@ def test_stratonovich_solvers_run_with_correction_and_additive_solvers_on_additi
         lr=0.05, n_steps=20, key=5, n_paths=4000, substeps=2, dtype=np.float64, observables=("sq_norm",)
     )
     base = simulate_sde(problem, noise, np.ones(3), **kw)
-    for solver in (diffrax.SRA1(), diffrax.ShARK(), diffrax.GeneralShARK(), diffrax.Heun(), PlatenWeak2()):
+    solvers = (
+        diffrax.SRA1(),
+        diffrax.ShARK(),
+        diffrax.GeneralShARK(),
+        diffrax.SPaRK(),
+        diffrax.Heun(),
+        PlatenWeak2(),
+    )
+    for solver in solvers:
         res = simulate_sde(problem, noise, np.ones(3), solver=solver, **kw)
         err, se = weak_error(base, res).final("sq_norm")
         # independent-looking noise per solver; 5 s.e. plus the O(dt) Euler bias (dt = 0.025)
@@ -229,3 +237,91 @@ def test_function_sde_without_problem_defaults_to_theta_observables():
     assert res.observables == ["sq_norm"] and res.count[-1] == 4
     with pytest.raises(ValueError, match=r"observables \['loss'\] need a problem"):
         simulate_sde(sde, None, np.ones(2), lr=0.1, n_steps=10, key=0, observables=["loss"])
+
+
+def test_adaptive_stepping_matches_exact_moments_and_takes_steps_longer_than_eta():
+    """PID-controlled ShARK on per-path virtual Brownian trees gives the OU's exact E‖θ‖² (continuous
+    Lyapunov / matrix exponential) within Monte Carlo error, with steps much longer than η where the SDE is
+    smooth; the same key gives the same numbers. [theory: SDE-8]"""
+    problem, H = quad()
+    ts = np.asarray(problem.X.T @ problem.y / problem.n_data)
+    ts = np.linalg.solve(H, ts)
+    noise = sgdsde.SphericalGaussianNoise(0.5)
+    kw = dict(
+        lr=0.01,
+        n_steps=200,
+        key=3,
+        n_paths=2000,
+        record_every=100,
+        dtype=np.float64,
+        observables=("sq_norm",),
+        solver=diffrax.ShARK(),
+        adaptive=diffrax.PIDController(rtol=1e-3, atol=1e-3),
+    )
+    res = simulate_sde(problem, noise, np.ones(3), **kw)
+    exact = sde_moments(H, ts, 0.25 * np.eye(3), np.ones(3), lr=0.01, times=res.times)
+    z = (res.mean["sq_norm"] - exact.expectations(H, ts)["sq_norm"])[1:] / res.stderr("sq_norm")[1:]
+    # ShARK is strong order 1.5 on additive noise: at rtol = atol = 1e-3 its bias is far below the Monte
+    # Carlo s.e. (~6e-3 here), so the gap is pure sampling error: 5 s.e.
+    assert np.all(np.abs(z) < 5), z
+    stats = res.config["solver_stats"]
+    assert stats["failed_solves"] == 0 and res.config["steps_per_solve"] == 100
+    # coarsening: fewer accepted steps than SGD steps (fixed dt = η would take 200 per path)
+    assert stats["accepted_steps"] < 0.5 * 200 * 2000, stats
+    again = simulate_sde(problem, noise, np.ones(3), **kw)
+    np.testing.assert_array_equal(again.mean["sq_norm"], res.mean["sq_norm"])
+
+
+def test_adaptive_stepping_general_noise_agrees_with_fixed_steps():
+    """On label noise on a diagonal network (general, non-commutative noise: the controller revisits
+    rejected steps), adaptive Heun + Itô→Stratonovich correction agrees with fixed-step Euler (dt = η/4),
+    also under a schedule (one solve per SGD step). [theory: SDE-8]"""
+    X = np.array([[1.5, 0.3], [-0.4, 1.2], [0.7, -0.9]])
+    net = sgdsde.Problem(sgdsde.DiagonalLinearNetwork(2), X, np.array([1.0, 0.5, -0.3]))
+    noise = sgdsde.LabelNoise(0.5)
+    th0 = np.array([1.0, 0.8, 0.6, 0.9])
+    kw = dict(n_steps=40, key=11, n_paths=3000, record_every=20, dtype=np.float64, observables=("loss",))
+    for lr in (0.02, sgdsde.StepDecayLR(0.02, (20,), 0.5)):
+        base = simulate_sde(net, noise, th0, lr=lr, substeps=4, **kw)
+        res = simulate_sde(net, noise, th0, lr=lr, solver=diffrax.Heun(), adaptive=True, **kw)
+        assert "ClipStepSizeController" in res.config["adaptive"]
+        assert res.config["steps_per_solve"] == (20 if lr == 0.02 else 1)
+        err, se = weak_error(base, res).final("loss")
+        # independent noise; 5 s.e. plus Euler's O(dt) weak bias at dt = 0.005 (loss ~0.1: < 2e-3)
+        assert abs(err) < 5 * se + 2e-3, (lr, err, se)
+
+
+def test_adaptive_stepping_refuses_unfit_input_and_flags_failed_solves():
+    """Adaptive stepping needs an error-estimating solver, Brownian increments and a PID controller; a solve
+    that runs out of steps is reported as divergence, never returned as numbers. [theory: SDE-8]"""
+    problem, _ = quad()
+    noise = sgdsde.SphericalGaussianNoise(0.5)
+    kw = dict(lr=0.01, n_steps=20, key=0, n_paths=8, dtype=np.float64)
+    with pytest.raises(ValueError, match="solver Euler"):
+        simulate_sde(problem, noise, np.ones(3), adaptive=True, **kw)
+    with pytest.raises(ValueError, match="solver GeneralShARK has no embedded error estimate"):
+        simulate_sde(problem, noise, np.ones(3), solver=diffrax.GeneralShARK(), adaptive=True, **kw)
+    with pytest.raises(ValueError, match="increments must be"):
+        simulate_sde(
+            problem, noise, np.ones(3), solver=diffrax.ShARK(), adaptive=True, increments="coupled", **kw
+        )
+    with pytest.raises(ValueError, match="adaptive must be True, a diffrax.PIDController"):
+        simulate_sde(problem, noise, np.ones(3), solver=diffrax.ShARK(), adaptive=0.1, **kw)
+    net = sgdsde.Problem(sgdsde.DiagonalLinearNetwork(2), np.eye(2), np.ones(2))
+    clip = diffrax.ClipStepSizeController(diffrax.PIDController(rtol=1e-3, atol=1e-3))
+    with pytest.raises(ValueError, match="store_rejected_steps"):
+        simulate_sde(net, sgdsde.LabelNoise(0.5), np.ones(4), solver=diffrax.Heun(), adaptive=clip, **kw)
+    with pytest.raises(ValueError, match="max_steps"):
+        simulate_sde(problem, noise, np.ones(3), solver=diffrax.ShARK(), adaptive=True, max_steps=0, **kw)
+    with pytest.warns(RuntimeWarning, match="diverged"):
+        res = simulate_sde(
+            problem,
+            noise,
+            np.ones(3),
+            solver=diffrax.ShARK(),
+            adaptive=diffrax.PIDController(rtol=1e-9, atol=1e-9),
+            max_steps=2,
+            **kw,
+        )
+    assert res.diverged == 8 and res.first_divergence_step == 20
+    assert res.config["solver_stats"]["failed_solves"] == 8

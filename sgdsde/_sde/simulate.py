@@ -18,9 +18,10 @@ from .._problem import Problem
 from .._schedules import learning_rates
 from .._validation import check_int_range, check_positive
 from . import increments as inc
+from .adaptive import AdaptiveSDEStepper, adaptive_controller
 from .base import AbstractSDE
 from .sme import SME
-from .solvers import PlatenWeak2, check_solver
+from .solvers import SOLVERS, PlatenWeak2, check_solver
 
 # Paths go on the last axis up to this d: a short last axis is slow on CPU (../shared/performance.md);
 # measured
@@ -200,6 +201,8 @@ def simulate_sde(
     dt: float | None = None,
     substeps: int | None = None,
     increments: str = "auto",
+    adaptive=None,
+    max_steps: int = 4096,
     n_paths: int = 1,
     record_every: int | None = None,
     observables=None,
@@ -229,13 +232,19 @@ def simulate_sde(
         order: SME order, 1 or 2.
         solver: a diffrax solver or PlatenWeak2 (default Euler). Itô: Euler (any noise; strong 0.5, weak 1),
             ItoMilstein (commutative; strong 1, weak 1), PlatenWeak2 (any noise; weak 2). Stratonovich solvers
-            (Heun, EulerHeun, GeneralShARK: general noise; StratonovichMilstein: commutative) get the
+            (Heun, EulerHeun, GeneralShARK, SPaRK: general noise; StratonovichMilstein: commutative) get the
             Itô→Stratonovich drift correction; SRA1, ShARK (strong 1.5, weak 2) need additive noise.
         dt: solver step, lr/k for an integer k (constant lr); default lr. ``substeps=k`` does the same for
             schedules (dt = η_k/k).
         increments: "gaussian" (Brownian, drawn in the fastest layout; the default), "coupled" (Brownian,
             sharing simulate_sgd's Gaussian draws path by path), "two_point" (±√dt, weak Euler only) or
             "auto".
+        adaptive: None (fixed steps), True, or a diffrax.PIDController: each path then integrates every
+            record interval (every SGD step under a schedule) with the controller, on its own
+            VirtualBrownianTree, starting from dt (SDE-8). Needs a solver with an error estimate (Heun,
+            SPaRK; SRA1, ShARK for additive noise). Accepted/rejected step totals are reported in
+            ``result.config["solver_stats"]``; a path whose solve fails is reported as diverged.
+        max_steps: the most adaptive steps one path may take in one interval (then its solve fails).
         n_paths, record_every, observables, n_saved_paths, chunk_size, dtype, progress, save_to, label:
             as in simulate_sgd.
 
@@ -292,6 +301,41 @@ def simulate_sde(
         "lr": lr if np.ndim(lr) == 0 and not callable(lr) else repr(lr),
     }
     stratonovich = info.calculus == "stratonovich" and sde.noise_type != "additive"
+    stepper = lambda n: SDEStepper(dtype_sde, solver, n, k, control, stratonovich, m, d <= PATHS_LAST_MAX_DIM)
+    steps_per_call = 1
+    if adaptive is not None and adaptive is not False:
+        if not info.adaptive:
+            able = ", ".join(sorted(c.__name__ for c, i in SOLVERS.items() if i.adaptive))
+            raise ValueError(
+                f"solver {type(solver).__name__} has no embedded error estimate, which adaptive stepping "
+                f"needs (use one of {able})"
+            )
+        if increments not in ("auto", "gaussian"):
+            raise ValueError(
+                f"adaptive stepping draws Brownian motion from a virtual Brownian tree; increments must be "
+                f"'auto' or 'gaussian', got {increments!r}"
+            )
+        max_steps = check_int_range("max_steps", max_steps, 1)
+        controller = adaptive_controller(adaptive, sde.noise_type)
+        etas = learning_rates(lr, n_steps)
+        # a constant lr lets one solve span a whole record interval (steps ≫ η possible); a schedule changes
+        # the diffusion √η_k at every SGD step, so each step is its own solve
+        record = n_steps if record_every is None else check_int_range("record_every", record_every, 1)
+        steps_per_call = record if np.all(etas == etas[0]) else 1
+        levy = info.control == "levy"
+        stepper = lambda n: AdaptiveSDEStepper(
+            dtype_sde,
+            solver,
+            controller,
+            n,
+            steps_per_call,
+            k,
+            max_steps,
+            stratonovich,
+            m,
+            levy,
+        )
+        config.update(adaptive=repr(controller), max_steps=max_steps, steps_per_solve=steps_per_call)
     if sde.problem is None:
         # an SDE given by functions alone has no loss: default to ‖θ‖², refuse problem-based observables
         observables = ("sq_norm",) if observables is None else observables
@@ -302,7 +346,7 @@ def simulate_sde(
                 "(pass problem= to FunctionSDE, or record functions of theta)"
             )
     return run_ensemble(
-        lambda n: SDEStepper(dtype_sde, solver, n, k, control, stratonovich, m, d <= PATHS_LAST_MAX_DIM),
+        stepper,
         method=label or f"{type(sde).__name__}-{type(solver).__name__}",
         theta0=theta0,
         n_params=d,
@@ -318,4 +362,5 @@ def simulate_sde(
         progress=progress,
         save_to=save_to,
         config=config,
+        steps_per_call=steps_per_call,
     )

@@ -105,6 +105,7 @@ class SolverInfo:
     strong_order: float | None
     weak_order: float
     control: str  # "brownian" | "levy" (space-time Lévy area) | "weak2"
+    adaptive: bool = False  # has an embedded error estimate, so PID-controlled steps are available
 
 
 # Orders are for the noise the solver is admitted with (diffrax docs; Kloeden & Platen 1992).
@@ -112,11 +113,12 @@ SOLVERS: dict[type, SolverInfo] = {
     diffrax.Euler: SolverInfo("ito", "general", 0.5, 1.0, "brownian"),
     diffrax.ItoMilstein: SolverInfo("ito", "commutative", 1.0, 1.0, "brownian"),
     diffrax.StratonovichMilstein: SolverInfo("stratonovich", "commutative", 1.0, 1.0, "brownian"),
-    diffrax.Heun: SolverInfo("stratonovich", "general", 0.5, 1.0, "brownian"),
+    diffrax.Heun: SolverInfo("stratonovich", "general", 0.5, 1.0, "brownian", adaptive=True),
     diffrax.EulerHeun: SolverInfo("stratonovich", "general", 0.5, 1.0, "brownian"),
     diffrax.GeneralShARK: SolverInfo("stratonovich", "general", 0.5, 1.0, "levy"),
-    diffrax.SRA1: SolverInfo("stratonovich", "additive", 1.5, 2.0, "levy"),
-    diffrax.ShARK: SolverInfo("stratonovich", "additive", 1.5, 2.0, "levy"),
+    diffrax.SPaRK: SolverInfo("stratonovich", "general", 0.5, 1.0, "levy", adaptive=True),
+    diffrax.SRA1: SolverInfo("stratonovich", "additive", 1.5, 2.0, "levy", adaptive=True),
+    diffrax.ShARK: SolverInfo("stratonovich", "additive", 1.5, 2.0, "levy", adaptive=True),
     PlatenWeak2: SolverInfo("ito", "general", None, 2.0, "weak2"),
 }
 

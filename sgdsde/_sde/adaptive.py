@@ -1,0 +1,138 @@
+"""Adaptive stepping: each path integrates a whole interval with a PID-controlled solver on its own
+virtual Brownian tree (theory/sde.md, SDE-8).
+
+Fixed steps share one draw for all paths per step (the fast layout); adaptive steps differ per path, so the
+Brownian motion must be queryable at any time, consistently after rejected steps: a
+``diffrax.VirtualBrownianTree`` per path, keyed by fold_in(step key, path). This is the slow per-path RNG
+(../shared/performance.md), worth it when the SDE's time scale is much longer than η (steps ≫ η) or locally
+stiff (steps ≪ η where needed).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._ensemble import AbstractStepper
+from .base import AbstractSDE
+
+# The Brownian tree resolves an interval of length T down to T / 2**TREE_DEPTH; steps finer than that would
+# see linearly interpolated noise, so the controller's dtmin is set to this resolution unless given.
+TREE_DEPTH = 20
+
+
+class AdaptiveSDEStepper(AbstractStepper):
+    """One call covers ``steps_per_call`` SGD steps, $[t_k, t_k + s\\eta_k]$: every path solves
+    $d\\theta = b\\,dt + \\sqrt{\\eta_k}A\\,dW$ there by ``diffeqsolve`` with the step-size controller,
+    starting from dt0; a path whose solve fails (max_steps, dtmin) becomes NaN and is reported as diverged."""
+
+    sde: AbstractSDE
+    solver: Any
+    controller: Any
+    n_paths: int = eqx.field(static=True)
+    steps_per_call: int = eqx.field(static=True)
+    substeps: int = eqx.field(static=True)  # dt0 = η/substeps, the first trial step of each interval
+    max_steps: int = eqx.field(static=True)
+    stratonovich: bool = eqx.field(static=True)
+    m: int = eqx.field(static=True)
+    levy: bool = eqx.field(static=True)
+
+    @property
+    def problem(self):
+        return self.sde.problem
+
+    def init(self, key, theta0):
+        zeros = jnp.zeros((self.n_paths,), jnp.int32)
+        return theta0, jnp.zeros((), theta0.dtype), (zeros, zeros, zeros)
+
+    def theta(self, carry):
+        return carry[0]
+
+    def solver_stats(self, carry):
+        accepted, rejected, failed = carry[2]
+        return {
+            "accepted_steps": jnp.sum(accepted),
+            "rejected_steps": jnp.sum(rejected),
+            "failed_solves": jnp.sum(failed),
+        }
+
+    def _drift(self, theta, eta):
+        b = self.sde.drift(theta, eta)
+        if self.stratonovich:
+            b = b + self.sde.stratonovich_correction(theta, eta)
+        return b
+
+    def step(self, carry, k, eta, key):
+        theta, t, (accepted, rejected, failed) = carry
+        dtype = theta.dtype
+        eta = eta.astype(dtype)
+        T = self.steps_per_call * eta
+        t1 = t + T
+        controller = self.controller
+        clipped = isinstance(controller, diffrax.ClipStepSizeController)
+        pid = controller.controller if clipped else controller
+        if pid.dtmin is None:
+            pid = eqx.tree_at(lambda c: c.dtmin, pid, T / 2**TREE_DEPTH, is_leaf=lambda x: x is None)
+            controller = eqx.tree_at(lambda c: c.controller, controller, pid) if clipped else pid
+        shape = jax.ShapeDtypeStruct((self.m,), dtype)
+        levy = diffrax.SpaceTimeLevyArea if self.levy else diffrax.BrownianIncrement
+
+        def one_path(y0, i):
+            bm = diffrax.VirtualBrownianTree(
+                t, t1, T / 2**TREE_DEPTH, shape, jax.random.fold_in(key, i), levy_area=levy
+            )
+            terms = diffrax.MultiTerm(
+                diffrax.ODETerm(lambda s, y, args: self._drift(y, args)),
+                diffrax.ControlTerm(lambda s, y, args: self.sde.diffusion(y, args), bm),
+            )
+            sol = diffrax.diffeqsolve(
+                terms,
+                self.solver,
+                t,
+                t1,
+                jnp.minimum(eta / self.substeps, T),
+                y0,
+                args=eta,
+                stepsize_controller=controller,
+                saveat=diffrax.SaveAt(t1=True),
+                max_steps=self.max_steps,
+                throw=False,
+            )
+            ok = sol.result == diffrax.RESULTS.successful
+            y = jnp.where(ok, sol.ys[-1], jnp.nan)
+            return y, sol.stats["num_accepted_steps"], sol.stats["num_rejected_steps"], ~ok
+
+        y, acc, rej, bad = jax.vmap(one_path)(theta, jnp.arange(self.n_paths))
+        stats = (
+            accepted + acc.astype(jnp.int32),
+            rejected + rej.astype(jnp.int32),
+            failed + bad.astype(jnp.int32),
+        )
+        return y, t1, stats
+
+
+def adaptive_controller(adaptive, noise_type: str):
+    """The step-size controller for ``simulate_sde(adaptive=...)``: True means PIDController(rtol=1e-3,
+    atol=1e-3); with non-commutative noise it is wrapped in ClipStepSizeController(store_rejected_steps=16),
+    which revisits rejected step times (Foster & Jelinčič 2024; without it the Lévy-area terms are biased)."""
+    if adaptive is True:
+        adaptive = diffrax.PIDController(rtol=1e-3, atol=1e-3)
+    pid = adaptive.controller if isinstance(adaptive, diffrax.ClipStepSizeController) else adaptive
+    if not isinstance(pid, diffrax.PIDController):
+        raise ValueError(
+            "adaptive must be True, a diffrax.PIDController or a ClipStepSizeController wrapping one, got "
+            f"{type(adaptive).__name__}"
+        )
+    if noise_type == "general":
+        if not isinstance(adaptive, diffrax.ClipStepSizeController):
+            return diffrax.ClipStepSizeController(adaptive, store_rejected_steps=16)
+        if adaptive.store_rejected_steps is None:
+            raise ValueError(
+                "adaptive: with general (non-commutative) noise the ClipStepSizeController needs "
+                "store_rejected_steps (rejected steps must be revisited, Foster & Jelinčič 2024)"
+            )
+    return adaptive
