@@ -196,7 +196,7 @@ def test_affine_sgd_moments_exact_by_enumeration():
     """The affine recursion is exact for real minibatch SGD, not just Gaussian noise: on linear regression (d = 2,
     n = 3) E θ and Cov θ after 3 steps of a schedule, enumerated over every batch sequence (and label sign /
     Bernoulli weight), equal sgd_moments with AffineNoise.from_noise to 1e-12 (float64 rounding of O(1) values:
-    measured ≤ 1e-15). [theory: QOU-4]"""
+    measured ≤ 4e-16). [theory: QOU-4]"""
     problem = tiny_regression()
     H, ts, _ = quadratic_form(problem)
     lrs = np.array([0.4, 0.25, 0.3])
@@ -415,7 +415,8 @@ def test_affine_stationary_covariances_solve_their_fixed_points():
 def test_affine_stationary_refuses_unstable_second_moment():
     """Multiplicative noise (B = 1) makes SGD's second moment blow up at η λ_max = 1 < 2, where the mean is
     stable: stationary_covariance_sgd says so with the radius; the SME's generator is unstable there too,
-    while at η λ_max = 0.2 both exist. [theory: QOU-4, QOU-5]"""
+    while at η λ_max = 0.2 both exist; across a sweep of η the refusals agree with the eigenvalues.
+    [theory: QOU-4, QOU-5]"""
     problem = regression()
     H, ts, _ = quadratic_form(problem)
     an = AffineNoise.from_noise(problem, sgdsde.MultiplicativeNoise(1, "gaussian_fisher"))
@@ -426,6 +427,21 @@ def test_affine_stationary_refuses_unstable_second_moment():
         stationary_covariance_sgd(H, an, lr=1.0 / lam, theta_star=ts)
     with pytest.raises(ValueError, match="no stationary second moment.*spectral abscissa"):
         stationary_covariance_sde(H, an, lr=1.0 / lam, theta_star=ts)
+    # the solvers decide stability by a positive-definite solution (positive-map Lyapunov theorem); over a
+    # sweep of η that must agree with the eigenvalues: ρ(FF + η²K) < 1 (SGD), α(−M⊕M + ηK) < 0 (SME-1)
+    K = an.shift(ts).kron()
+    for x in np.linspace(0.05, 1.5, 30):
+        eta = x / lam
+        F = np.eye(3) - eta * H
+        rho = np.max(np.abs(np.linalg.eigvals(np.kron(F, F) + eta**2 * K)))
+        alpha = np.max(np.linalg.eigvals(-np.kron(H, np.eye(3)) - np.kron(np.eye(3), H) + eta * K).real)
+        assert abs(rho - 1) > 1e-3 and abs(alpha) > 1e-3, "the grid must not sit on the boundary"
+        for fn, unstable in ((stationary_covariance_sgd, rho > 1), (stationary_covariance_sde, alpha > 0)):
+            try:
+                fn(H, an, lr=eta, theta_star=ts)
+                assert not unstable, (fn.__name__, x)
+            except ValueError:
+                assert unstable, (fn.__name__, x)
     # the mean alone would converge: ρ(I − ηH) < 1 — and the exact second moment does grow
     assert np.max(np.abs(np.linalg.eigvalsh(np.eye(3) - H / lam))) < 1
     grow = sgd_moments(H, ts, an, np.zeros(3), lr=1.0 / lam, n_steps=200, record_every=100)
