@@ -446,6 +446,8 @@ def test_affine_stationary_refuses_unstable_second_moment():
     assert np.max(np.abs(np.linalg.eigvalsh(np.eye(3) - H / lam))) < 1
     grow = sgd_moments(H, ts, an, np.zeros(3), lr=1.0 / lam, n_steps=200, record_every=100)
     assert np.trace(grow.cov[-1]) > 10 * np.trace(grow.cov[1])
+    with pytest.raises(FloatingPointError, match="overflowed"):  # never returned as inf
+        sgd_moments(H, ts, an, np.zeros(3), lr=1.9 / lam, n_steps=2000, record_every=100)
 
 
 def test_affine_noise_and_quadratic_form_refuse_bad_input():

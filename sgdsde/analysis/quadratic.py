@@ -111,15 +111,16 @@ def sgd_moments(
     means, covs = [th0.copy()], [P.copy()]
     eye = np.eye(d)
     affine = isinstance(noise, AffineNoise)
-    for k, eta in enumerate(etas):
-        # ξ_k has conditional mean 0, so E Σ(θ_k) at the pre-step moments is all the noise adds
-        C = noise.expected_covariance(ts + e, P) if affine else noise
-        F = eye - eta * H
-        e = F @ e
-        P = F @ P @ F.T + eta**2 * C
-        if (k + 1) % record_every == 0:
-            means.append(ts + e)
-            covs.append(P.copy())
+    with np.errstate(over="ignore", invalid="ignore"):  # an unstable recursion is reported by _check_finite
+        for k, eta in enumerate(etas):
+            # ξ_k has conditional mean 0, so E Σ(θ_k) at the pre-step moments is all the noise adds
+            C = noise.expected_covariance(ts + e, P) if affine else noise
+            F = eye - eta * H
+            e = F @ e
+            P = F @ P @ F.T + eta**2 * C
+            if (k + 1) % record_every == 0:
+                means.append(ts + e)
+                covs.append(P.copy())
     steps = np.arange(0, n_steps + 1, record_every)
     times = np.concatenate([[0.0], np.cumsum(etas)])[steps]
     return _check_finite(Moments(times=times, mean=np.array(means), cov=np.array(covs), steps=steps), "SGD")
@@ -179,7 +180,10 @@ def sde_moments(hessian, theta_star, noise_cov, theta0, *, lr: float, times, ord
     if times.ndim != 1 or np.any(times < 0) or not np.all(np.isfinite(times)):
         raise ValueError("times must be a 1-D array of finite values >= 0")
     if isinstance(noise, AffineNoise):
-        return _check_finite(_sde_moments_affine(M, noise, ts, th0, eta, times), "SME")
+        with np.errstate(
+            over="ignore", invalid="ignore"
+        ):  # an unstable generator is reported by _check_finite
+            return _check_finite(_sde_moments_affine(M, noise, ts, th0, eta, times), "SME")
     # M is symmetric (H is): in its eigenbasis P(t)_ij = C̃_ij ∫₀ᵗ e^{−(λ_i+λ_j)s}ds, with no e^{+Mt} factor
     # anywhere, so large t and a singular H (variance growing like ηCt on the null space) stay exact
     lam, Q = np.linalg.eigh(0.5 * (M + M.T))
