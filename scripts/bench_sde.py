@@ -21,6 +21,7 @@ Run: python scripts/bench_sde.py [--quick] [--memory] [--large] [--reps R]
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -344,8 +345,9 @@ def compile_counts():
 
 def peak_memory(n_paths, n_steps):
     code = (
-        "import numpy as np, resource, sgdsde as sd, jax.numpy as jnp;"
-        "from scripts.bench_sde import ou_setup, ou_sde;"
+        f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r});"
+        "import numpy as np, resource;"
+        "from bench_sde import ou_setup, ou_sde;"
         "from sgdsde._sde import simulate_sde;"
         "H, A, ts = ou_setup(100);"
         f"r = simulate_sde(ou_sde(H, A, ts), None, np.zeros(100), lr=0.01, n_steps={n_steps}, key=0,"
