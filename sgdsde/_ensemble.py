@@ -189,6 +189,9 @@ def run_ensemble(
     moments = RunningMoments()
     saved_chunks: list[np.ndarray] = []
     first_bad: list[int] = []
+    bad_paths: list[np.ndarray] = []
+    bad_steps: list[np.ndarray] = []
+    clock = np.concatenate([[0.0], np.cumsum(etas)])  # t_k, k = 0..n_steps
     solver_stats: dict[str, int] = {}
     n_bad = 0
     done_paths = 0
@@ -218,6 +221,9 @@ def run_ensemble(
             first_divergence_step=min(first_bad) if first_bad else None,
             complete=complete,
             config=dict(config, solver_stats=dict(solver_stats)) if solver_stats else config,
+            diverged_paths=np.concatenate(bad_paths) if bad_paths else np.zeros(0, np.int64),
+            divergence_steps=np.concatenate(bad_steps) if bad_steps else np.zeros(0, np.int64),
+            divergence_times=clock[np.concatenate(bad_steps)] if bad_steps else np.zeros(0),
         )
 
     try:
@@ -260,6 +266,9 @@ def run_ensemble(
             n_bad += int(np.sum(bad >= 0))
             if np.any(bad >= 0):
                 first_bad.append(int(bad[bad >= 0].min()))
+                idx = np.flatnonzero(bad >= 0)
+                bad_paths.append((lo + idx).astype(np.int64))
+                bad_steps.append(bad[idx].astype(np.int64))
             done_paths = hi
             if save_to is not None:
                 result(complete=hi == n_paths).save(save_to)

@@ -32,7 +32,9 @@ class EnsembleResult:
     ``mean[name]`` and ``var[name]`` have shape (R, *obs_shape): the mean over the finite paths and the
     unbiased variance across paths; ``count[r]`` is the number of finite paths at record r. ``paths`` holds
     θ of the first ``n_saved`` paths (R, n_saved, d), or None. A path whose state became non-finite is
-    excluded from the statistics from then on and reported in ``diverged``/``first_divergence_step``.
+    excluded from the statistics from then on and reported in ``diverged``/``first_divergence_step``, and
+    path by path in ``diverged_paths`` (indices), ``divergence_steps`` (the first step k whose state θ_k is
+    non-finite) and ``divergence_times`` ($t_k$).
     """
 
     method: str
@@ -47,6 +49,9 @@ class EnsembleResult:
     first_divergence_step: int | None = None
     complete: bool = True
     config: dict[str, Any] = dataclasses.field(default_factory=dict)
+    diverged_paths: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    divergence_steps: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
+    divergence_times: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
     @property
     def observables(self) -> list[str]:
@@ -66,10 +71,22 @@ class EnsembleResult:
         """A sentence naming how many paths diverged and when, or None if none did."""
         if not self.diverged:
             return None
-        return (
-            f"{self.method}: {self.diverged} of {self.n_paths} paths diverged (non-finite state), "
+        message = (
+            f"{self.method}: {self.diverged} of {self.n_paths} paths diverged (non-finite state or recorded observable), "
             f"the first at step {self.first_divergence_step}"
         )
+        if len(self.diverged_paths):
+            order = np.argsort(self.divergence_steps, kind="stable")[:5]
+            listed = ", ".join(
+                f"{int(self.diverged_paths[i])} (step {int(self.divergence_steps[i])}, "
+                f"t = {float(self.divergence_times[i]):.4g})"
+                for i in order
+            )
+            more = (
+                f" and {len(self.diverged_paths) - len(order)} more" if len(self.diverged_paths) > 5 else ""
+            )
+            message += f"; paths {listed}{more} (see result.diverged_paths, divergence_steps)"
+        return message
 
     # --- saving -------------------------------------------------------------------------------
     def save(self, path: str) -> str:
@@ -81,6 +98,9 @@ class EnsembleResult:
             arrays[f"var/{k}"] = self.var[k]
         if self.paths is not None:
             arrays["paths"] = self.paths
+        arrays["diverged_paths"] = self.diverged_paths
+        arrays["divergence_steps"] = self.divergence_steps
+        arrays["divergence_times"] = self.divergence_times
         meta = {
             "method": self.method,
             "n_paths": self.n_paths,
@@ -117,6 +137,11 @@ class EnsembleResult:
             first_divergence_step=meta["first_divergence_step"],
             complete=meta["complete"],
             config=meta["config"],
+            **{
+                k: arrays[k]
+                for k in ("diverged_paths", "divergence_steps", "divergence_times")
+                if k in arrays
+            },
         )
 
 

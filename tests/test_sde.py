@@ -325,3 +325,36 @@ def test_adaptive_stepping_refuses_unfit_input_and_flags_failed_solves():
         )
     assert res.diverged == 8 and res.first_divergence_step == 20
     assert res.config["solver_stats"]["failed_solves"] == 8
+
+
+def test_divergence_is_reported_path_by_path_with_step_and_time(tmp_path):
+    """Which paths diverged, at which step and time: θ ← θ − 0.5·10θ = −4θ is exact in float32 for powers of
+    two, so a path started at 2^j overflows exactly at the first k with 2k + j ≥ 128; a path at 0 never does.
+    Global path indices survive chunking, and saving. (Recording θ only: an observable such as ‖θ‖² would
+    overflow first and flag the path at its record.) [theory: SDE-3]"""
+    sde = FunctionSDE(
+        lambda th, eta: -10.0 * th, lambda th: jnp.zeros((1, 1), th.dtype), noise_type="additive"
+    )
+    theta0 = np.array([[0.0], [2.0**10], [0.0], [2.0**20], [2.0**10]])
+    with pytest.warns(RuntimeWarning, match=r"3 of 5 paths diverged.*paths 3 \(step 54, t = 27\)"):
+        res = simulate_sde(
+            sde,
+            None,
+            theta0,
+            lr=0.5,
+            n_steps=80,
+            key=0,
+            n_paths=5,
+            record_every=10,
+            chunk_size=2,
+            observables=("theta",),
+            dtype=np.float32,
+        )
+    np.testing.assert_array_equal(res.diverged_paths, [1, 3, 4])
+    np.testing.assert_array_equal(res.divergence_steps, [59, 54, 59])
+    np.testing.assert_allclose(res.divergence_times, [29.5, 27.0, 29.5])
+    assert res.diverged == 3 and res.first_divergence_step == 54 and res.count[-1] == 2
+    back = sgdsde.EnsembleResult.load(res.save(str(tmp_path / "div")))
+    np.testing.assert_array_equal(back.diverged_paths, res.diverged_paths)
+    np.testing.assert_array_equal(back.divergence_steps, res.divergence_steps)
+    assert back.divergence_message() == res.divergence_message()
