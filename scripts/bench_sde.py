@@ -353,13 +353,14 @@ def compile_counts():
 def peak_memory(n_paths, n_steps):
     code = (
         f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r});"
-        "import numpy as np, resource;"
+        "import numpy as np;"
         "from bench_sde import ou_setup, ou_sde;"
         "from sgdsde._sde import simulate_sde;"
         "H, A, ts = ou_setup(100);"
         f"r = simulate_sde(ou_sde(H, A, ts), None, np.zeros(100), lr=0.01, n_steps={n_steps}, key=0,"
         f" n_paths={n_paths}, record_every={n_steps // 10}, observables=('sq_norm', 'theta'));"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)"
+        # VmHWM is this process's own peak; ru_maxrss would include the (large) parent's RSS at fork time
+        "print([int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
     )
     t = time.perf_counter()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -358,3 +358,28 @@ def test_divergence_is_reported_path_by_path_with_step_and_time(tmp_path):
     np.testing.assert_array_equal(back.diverged_paths, res.diverged_paths)
     np.testing.assert_array_equal(back.divergence_steps, res.divergence_steps)
     assert back.divergence_message() == res.divergence_message()
+
+
+def test_sweeps_over_eta_sigma_and_batch_size_do_not_recompile():
+    """After a first run, simulate_sde over other η, σ and B compiles nothing (they are traced arguments;
+    the SME's Euler form is B-free); simulate_sgd likewise over η and σ. Counted with jax.monitoring's
+    backend-compile events. [theory: SDE-3]"""
+    from jax import monitoring
+
+    compiles = []
+    monitoring.register_event_duration_secs_listener(
+        lambda name, dur, **kw: (
+            compiles.append(name) if name == "/jax/core/compile/backend_compile_duration" else None
+        )
+    )
+    X = np.random.default_rng(0).normal(size=(12, 3))
+    problem = sgdsde.Problem(sgdsde.DiagonalLinearNetwork(3), X, X @ np.ones(3))
+    kw = dict(n_steps=20, record_every=10, key=0, n_paths=64, observables=("loss",), dtype=np.float64)
+    simulate_sde(problem, sgdsde.LabelNoise(0.5, batch_size=4), np.ones(6), lr=0.01, **kw)
+    sgdsde.simulate_sgd(problem, sgdsde.LabelNoise(0.5, batch_size=4), np.ones(6), lr=0.01, **kw)
+    n0 = len(compiles)
+    for lr, sigma, B in ((0.02, 0.5, 4), (0.01, 1.5, 4), (0.01, 0.5, 2), (0.005, 0.1, 8)):
+        simulate_sde(problem, sgdsde.LabelNoise(sigma, batch_size=B), np.ones(6), lr=lr, **kw)
+    for lr, sigma in ((0.02, 0.5), (0.01, 1.5)):
+        sgdsde.simulate_sgd(problem, sgdsde.LabelNoise(sigma, batch_size=4), np.ones(6), lr=lr, **kw)
+    assert len(compiles) == n0, compiles[n0:]
