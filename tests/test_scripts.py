@@ -1,0 +1,49 @@
+"""The figure and benchmark scripts run end to end in their --quick modes (a broken script is a broken
+deliverable; their numbers are checked elsewhere: the reproductions in test_reproductions.py, and speed only
+in the benchmarks themselves, never in tests)."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+
+
+def run_script(name, *args, cwd):
+    out = subprocess.run(
+        [sys.executable, os.path.join(SCRIPTS, name), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
+
+
+@pytest.mark.parametrize("name", ["fig_uv_toy", "fig_lasso", "fig_flagship", "fig_two_layer"])
+def test_figure_scripts_quick(name, tmp_path):
+    png = tmp_path / f"{name}.png"
+    run_script(f"{name}.py", "--quick", "--out", str(png), cwd=tmp_path)
+    assert png.stat().st_size > 10_000, "no figure written"
+
+
+def test_bench_sde_quick_prints_its_ratios(tmp_path):
+    stdout = run_script("bench_sde.py", "--quick", "--no-large", cwd=tmp_path)
+    last = stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"ratio_vs_handwritten=\d+\.\d+", last), last
+    assert float(last.split("=")[1]) > 0
+    assert "recompiles in sweeps of 3 values: eta: 0, sigma: 0, B: 0" in stdout
+
+
+def test_bench_sde_memory_probe_runs_in_a_subprocess():
+    sys.path.insert(0, SCRIPTS)
+    try:
+        import bench_sde
+    finally:
+        sys.path.remove(SCRIPTS)
+    mb, _ = bench_sde.peak_memory(64, 20)
+    assert 50 < mb < 4000, mb
