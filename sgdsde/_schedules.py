@@ -39,6 +39,7 @@ class StepDecayLR(eqx.Module):
             check_int_range("boundaries", b, 0)
 
     def __call__(self, step):
+        step = jnp.asarray(step)  # a plain int step works too
         count = sum((step >= b).astype(jnp.int32) for b in self.boundaries) if self.boundaries else 0
         return self.lr * self.factor ** jnp.asarray(count)
 

@@ -199,6 +199,7 @@ def test_schedules_and_sde_clock():
     """t_k = Σ_{j<k} η_j for step decay and cosine schedules. [theory: SGD-1]"""
     step = sd.StepDecayLR(0.1, (10, 20), 0.5)
     np.testing.assert_allclose(step(jnp.array([0, 9, 10, 19, 20, 29])), [0.1, 0.1, 0.05, 0.05, 0.025, 0.025])
+    assert [float(step(k)) for k in (9, 10, 20)] == [0.1, 0.05, 0.025]  # a plain int step too
     cos = sd.CosineLR(0.2, 100, 0.0)
     np.testing.assert_allclose(cos(jnp.array([0, 50, 100])), [0.2, 0.1, 0.0], atol=1e-7)
     problem = sd.quadratic_problem(np.eye(2), np.zeros(2))

@@ -141,9 +141,9 @@ def _covariance_generator(M: np.ndarray, noise: AffineNoise, eta: float) -> np.n
     return -(np.kron(M, eye) + np.kron(eye, M)) + eta * noise.kron()
 
 
-def _sde_moments_affine(M, noise: AffineNoise, ts, th0, eta, times) -> Moments:
-    """Moments of $de = -Me\\,dt + \\sqrt\\eta(A(\\theta^*) + Pe)\\,dW$ from the linear ODE of
-    $z = (Ee, \\mathrm{vec}\\,Ee e^T, 1)$: $z(t) = e^{tG}z(0)$ [QOU-5]."""
+def _affine_generator(M, noise: AffineNoise, ts, eta: float) -> np.ndarray:
+    """G with $\\dot z = Gz$ for $z = (Ee, \\mathrm{vec}\\,Eee^T, 1)$ under $de = -Me\\,dt +
+    \\sqrt\\eta(A(\theta^*) + Pe)\\,dW$ [QOU-5]."""
     d = M.shape[0]
     ne = noise.shift(ts)
     n = d + d * d
@@ -152,51 +152,130 @@ def _sde_moments_affine(M, noise: AffineNoise, ts, th0, eta, times) -> Moments:
     G[d:n, d:n] = _covariance_generator(M, ne, eta)
     G[d:n, :d] = eta * ne.mean_coupling()
     G[d:n, n] = eta * (ne.q @ ne.q.T).ravel()
-    e0 = th0 - ts
-    z0 = np.concatenate([e0, np.outer(e0, e0).ravel(), [1.0]])
+    return G
+
+
+def _z_to_moments(z, d: int, ts):
+    r"""(mean, covariance) from $z = (Ee, \mathrm{vec}\,Eee^T, 1)$."""
+    m, S = z[:d], z[d : d + d * d].reshape(d, d)
+    V = S - np.outer(m, m)
+    return ts + m, 0.5 * (V + V.T)
+
+
+def _constant_noise_flow(M, eta: float, C, h: float):
+    """$\\Phi = e^{-Mh}$ and the covariance the noise adds over time h, $\\int_0^h e^{-Ms}\\eta C e^{-Ms}ds$,
+    in M's eigenbasis: $\tilde C_{ij}(1-e^{-(\\lambda_i+\\lambda_j)h})/(\\lambda_i+\\lambda_j)$ [QOU-2].
+    No $e^{+Mt}$ factor appears, so large h and a singular H (variance growing like ηCh on the null space)
+    stay exact."""
+    lam, Q = np.linalg.eigh(0.5 * (M + M.T))
+    Ct = Q.T @ (eta * C) @ Q
+    a = lam[:, None] + lam[None, :]
+    w = np.where(a == 0, h, -np.expm1(-a * h) / np.where(a == 0, 1.0, a))
+    P = Q @ (Ct * w) @ Q.T
+    return (Q * np.exp(-lam * h)) @ Q.T, 0.5 * (P + P.T)
+
+
+def _sde_moments_at_times(H, noise, ts, th0, eta, times, order) -> Moments:
+    """Constant lr: the moments at arbitrary times from t = 0, each in one piece."""
+    M = sme_drift_matrix(H, eta, order)
+    d = H.shape[0]
     means, covs = [], []
-    for t in times:
-        # Al-Mohy & Higham's action of the exponential: no (n+1)² exponential is formed for large d
-        z = scipy.sparse.linalg.expm_multiply(G * t, z0) if t > 0 else z0
-        m, S = z[:d], z[d:n].reshape(d, d)
-        V = S - np.outer(m, m)
-        means.append(ts + m)
-        covs.append(0.5 * (V + V.T))
+    if isinstance(noise, AffineNoise):
+        G = _affine_generator(M, noise, ts, eta)
+        e0 = th0 - ts
+        z0 = np.concatenate([e0, np.outer(e0, e0).ravel(), [1.0]])
+        for t in times:
+            # Al-Mohy & Higham's action of the exponential: no (d² + d + 1)² exponential is formed
+            z = scipy.sparse.linalg.expm_multiply(G * t, z0) if t > 0 else z0
+            m, V = _z_to_moments(z, d, ts)
+            means.append(m)
+            covs.append(V)
+    else:
+        for t in times:
+            phi, P = _constant_noise_flow(M, eta, noise, t)
+            means.append(ts + phi @ (th0 - ts))
+            covs.append(P)
     return Moments(times=times, mean=np.array(means), cov=np.array(covs))
 
 
-def sde_moments(hessian, theta_star, noise_cov, theta0, *, lr: float, times, order: int = 1) -> Moments:
-    """Exact mean and covariance of the SME $de = -Me\\,dt + \\sqrt\\eta A(\\theta)dW$ at ``times``.
+def _sde_moments_on_sgd_clock(H, noise, ts, th0, etas, order, record_every) -> Moments:
+    r"""Any schedule: the SME on $[t_k, t_{k+1}]$ has the constant η_k (diffusion $\sqrt{\eta_k}$, and M(η_k)
+    at order 2), so the moments are composed step by step, each step exactly; steps with the same η share
+    one flow."""
+    d = H.shape[0]
+    affine = isinstance(noise, AffineNoise)
+    flows: dict[float, tuple] = {}
+    e = th0 - ts
+    z = np.concatenate([e, np.outer(e, e).ravel(), [1.0]])
+    P = np.zeros((d, d))
+    means, covs = [th0.copy()], [P.copy()]
+    for k, eta in enumerate(etas):
+        eta = float(eta)
+        if eta not in flows:
+            M = sme_drift_matrix(H, eta, order)
+            flows[eta] = (
+                (scipy.linalg.expm(_affine_generator(M, noise, ts, eta) * eta),)
+                if affine
+                else _constant_noise_flow(M, eta, noise, eta)
+            )
+        if affine:
+            z = flows[eta][0] @ z
+        else:
+            phi, Pn = flows[eta]
+            e, P = phi @ e, phi @ P @ phi.T + Pn
+        if (k + 1) % record_every == 0:
+            m, V = _z_to_moments(z, d, ts) if affine else (ts + e, 0.5 * (P + P.T))
+            means.append(m)
+            covs.append(V)
+    steps = np.arange(0, len(etas) + 1, record_every)
+    times = np.concatenate([[0.0], np.cumsum(etas)])[steps]
+    return Moments(times=times, mean=np.array(means), cov=np.array(covs), steps=steps)
 
-    Constant noise (C a matrix): $m(t) = \\theta^* + e^{-Mt}e_0$, $P(t) = \\int_0^te^{-Ms}\\eta Ce^{-Ms}ds$, in
-    M's eigenbasis $P_{ij} = \\tilde C_{ij}(1-e^{-(\\lambda_i+\\lambda_j)t})/(\\lambda_i+\\lambda_j)$ (any PSD H) [QOU-2]. Affine noise
-    (an AffineNoise): $(E e, E ee^T)$ solve a linear ODE of size d + d², solved by its exponential [QOU-5].
-    Arguments as in ``sgd_moments``; lr is a constant float, times ≥ 0 on SGD's clock t = kη.
+
+def sde_moments(
+    hessian,
+    theta_star,
+    noise_cov,
+    theta0,
+    *,
+    lr,
+    times=None,
+    order: int = 1,
+    n_steps: int | None = None,
+    record_every: int = 1,
+) -> Moments:
+    """Exact mean and covariance of the SME $de = -Me\\,dt + \\sqrt\\eta A(\theta)dW$.
+
+    Constant noise (C a matrix): $m(t) = \theta^* + e^{-Mt}e_0$, $P(t) = \\int_0^te^{-Ms}\\eta Ce^{-Ms}ds$, in
+    M's eigenbasis (any PSD H) [QOU-2]. Affine noise (an AffineNoise): $(E e, E ee^T)$ solve a linear ODE of
+    size d + d², solved by its exponential [QOU-5].
+
+    Either ``times`` (lr a constant float; any times ≥ 0 on SGD's clock t = kη), or ``n_steps`` (lr a float,
+    schedule or array of n_steps step sizes, as in ``sgd_moments``): then the moments at $t_k = \\sum_{j<k}
+    \\eta_j$ for k = 0, record_every, …, n_steps, the SME having η_k on $[t_k, t_{k+1}]$ (SDE-1), composed
+    exactly step by step.
     """
     H, noise, ts, th0 = _inputs(hessian, theta_star, noise_cov, theta0)
+    if (times is None) == (n_steps is None):
+        raise ValueError("give exactly one of times (a constant lr) and n_steps (any lr, on SGD's clock)")
+    if times is None:
+        n_steps = check_int_range("n_steps", n_steps, 1)
+        record_every = check_int_range("record_every", record_every, 1)
+        if n_steps % record_every:
+            raise ValueError(f"record_every must divide n_steps={n_steps}, got {record_every}")
+        etas = learning_rates(lr, n_steps)
+        if order not in (1, 2):
+            raise ValueError(f"order must be 1 or 2, got {order!r}")
+        with np.errstate(over="ignore", invalid="ignore"):  # an unstable flow is reported by _check_finite
+            return _check_finite(
+                _sde_moments_on_sgd_clock(H, noise, ts, th0, etas, order, record_every), "SME"
+            )
     eta = check_positive("lr", lr)
-    M = sme_drift_matrix(H, eta, order)
     times = np.atleast_1d(np.asarray(times, np.float64))
     if times.ndim != 1 or np.any(times < 0) or not np.all(np.isfinite(times)):
         raise ValueError("times must be a 1-D array of finite values >= 0")
-    if isinstance(noise, AffineNoise):
-        with np.errstate(
-            over="ignore", invalid="ignore"
-        ):  # an unstable generator is reported by _check_finite
-            return _check_finite(_sde_moments_affine(M, noise, ts, th0, eta, times), "SME")
-    # M is symmetric (H is): in its eigenbasis P(t)_ij = C̃_ij ∫₀ᵗ e^{−(λ_i+λ_j)s}ds, with no e^{+Mt} factor
-    # anywhere, so large t and a singular H (variance growing like ηCt on the null space) stay exact
-    lam, Q = np.linalg.eigh(0.5 * (M + M.T))
-    Ct = Q.T @ (eta * noise) @ Q
-    a = lam[:, None] + lam[None, :]
-    a_safe = np.where(a == 0, 1.0, a)
-    means, covs = [], []
-    for t in times:
-        means.append(ts + (Q * np.exp(-lam * t)) @ Q.T @ (th0 - ts))
-        w = np.where(a == 0, t, -np.expm1(-a * t) / a_safe)
-        P = Q @ (Ct * w) @ Q.T
-        covs.append(0.5 * (P + P.T))
-    return Moments(times=times, mean=np.array(means), cov=np.array(covs))
+    with np.errstate(over="ignore", invalid="ignore"):  # an unstable generator is reported by _check_finite
+        return _check_finite(_sde_moments_at_times(H, noise, ts, th0, eta, times, order), "SME")
 
 
 def _stationary_noise(noise: AffineNoise, theta_star, d: int) -> AffineNoise:
