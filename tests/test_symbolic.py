@@ -111,6 +111,44 @@ def test_drift_matches_autodiff(name, seed, eta):
     close(sy.derive_sme(prob.model, None, 2).drift(theta, prob.X, prob.y, eta), want)
 
 
+def _neuron_layouts():
+    """Neuron models (f = Σ_j a_j c_j tanh(w_jᵀx), unit ũ(Z, a, c)) whose parameters sit in θ in different
+    layouts: one unit with shuffled parameters, units interleaved (w_0, a_0, c_0, w_1, …), and the weights
+    column-major. The fast path reads θ by slices, strided slices or gathers accordingly."""
+    w = sp.symbols("w_0 w_1", real=True)
+    x = sp.symbols("x_0 x_1", real=True)
+    a, c = sp.symbols("a c", real=True)
+    u = a * c * sp.tanh(w[0] * x[0] + w[1] * x[1])
+    th = sp.symbols("t_0:6", real=True)
+    one = sy.SymbolicModel(
+        "c*a*tanh(w_1*x_1 + w_0*x_0)", params=["w_1", "a", "w_0", "c"], inputs=["x_0", "x_1"]
+    )
+    interleaved = sy.Units(u, (*w, a, c), x, (), ((0, 1, 2, 3), (4, 5, 6, 7)), ((0, 1),) * 2, ((),) * 2)
+    th8 = sp.symbols("t_0:8", real=True)
+    column_major = sy.Units(u, (*w, a), x, (c,), ((0, 2, 4), (1, 3, 5)), ((0, 1),) * 2, ((0.5,), (-2.0,)))
+    return {
+        "one_unit_shuffled": one,
+        "interleaved": sy.SymbolicModel(interleaved.instantiate(th8, x), th8, x, units=interleaved),
+        "column_major": sy.SymbolicModel(column_major.instantiate(th, x), th, x, units=column_major),
+    }
+
+
+@pytest.mark.parametrize("layout", ["one_unit_shuffled", "interleaved", "column_major"])
+def test_neuron_fast_path_any_parameter_layout(layout):
+    """The neuron fast path (ũ's derivatives on (n, m) arrays, sums over data as matmuls) gives autodiff's
+    drifts whatever the order of the parameters in θ. [theory: SYM-2]"""
+    sm = _neuron_layouts()[layout]
+    assert sy.kernels(sm).linear is not None  # the fast path, not the per-example unit path
+    X = jax.random.normal(jax.random.key(1), (N, 2), jnp.float64)
+    y = jax.random.normal(jax.random.key(2), (N,), jnp.float64)
+    theta = 0.8 * jax.random.normal(jax.random.key(3), (sm.n_params,), jnp.float64)
+    prob = sd.Problem(sm.to_model(), X, y)  # autodiff of the generated f (no generated derivative)
+    g, H = prob.grad(theta), prob.hessian(theta)
+    close(sy.derive_sme(sm, None, 1).drift(theta, X, y, 0.3), -g)
+    close(sy.derive_sme(sm, None, 2).drift(theta, X, y, 0.3), -(g + 0.15 * H @ g))
+    close(sy.kernels(sm).mean("hvp_loss", theta, X, y, jnp.cos(theta)), H @ jnp.cos(theta))
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 @settings(max_examples=1)
 @given(seed=seeds, eta=st.floats(0.01, 0.5))

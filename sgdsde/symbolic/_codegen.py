@@ -29,7 +29,7 @@ def _groups(args) -> list[tuple[sp.Symbol, ...] | sp.Symbol]:
     return out
 
 
-def to_jax(exprs, args: Sequence, *, backend: str = DEFAULT_BACKEND):
+def to_jax(exprs, args: Sequence, *, backend: str = DEFAULT_BACKEND, batched: bool = False):
     """A JAX function of ``args`` evaluating ``exprs``: $(a_1, …, a_k) \\mapsto [e_1, …, e_m]$.
 
     Args:
@@ -38,6 +38,11 @@ def to_jax(exprs, args: Sequence, *, backend: str = DEFAULT_BACKEND):
             of Symbols (a 1-D array argument, unpacked in that order).
         backend: "lambdify" (sympy's printer to jax.numpy, with common-subexpression elimination) or
             "sympy2jax" (an equinox module walking the expression graph).
+        batched: evaluate the program once on whole arrays instead of per point (elementwise ops
+            broadcast, so XLA fuses it with its neighbours rather than through a vmapped scalar program):
+            a Symbol's argument is then an array of any shape, a group's has the group on its leading axis,
+            (len(group), *shape); all shapes have one rank and broadcast to a common ``shape``, and the
+            result is (m, *shape) (a scalar expression: ``shape``).
 
     Returns:
         A pure, jitted function (vmap it as needed). Its output dtype is that of the first argument.
@@ -60,12 +65,16 @@ def to_jax(exprs, args: Sequence, *, backend: str = DEFAULT_BACKEND):
         if len(arrays) != len(groups):
             raise ValueError(f"expected {len(groups)} arguments, got {len(arrays)}")
         arrays = [jnp.asarray(a) for a in arrays]
+        dtype = jnp.result_type(arrays[0], float)
+        if batched:
+            shape = _batch_shape(arrays, groups)
+            out = [jnp.broadcast_to(jnp.asarray(o, dtype), shape) for o in raw(*arrays)]
+            return out[0] if scalar else jnp.stack(out)
         for a, g in zip(arrays, groups, strict=True):
             want = () if isinstance(g, sp.Symbol) else (len(g),)
             if a.shape != want:
                 what = g if want == () else "a group of symbols"
                 raise ValueError(f"argument for {what} must have shape {want}, got {a.shape}")
-        dtype = jnp.result_type(arrays[0], float)
         out = [jnp.asarray(o, dtype) for o in raw(*arrays)]
         return out[0] if scalar else jnp.stack(out)
 
@@ -77,6 +86,23 @@ def to_jax(exprs, args: Sequence, *, backend: str = DEFAULT_BACKEND):
 
     call.exprs, call.args, call.backend = exprs, groups, backend
     return call
+
+
+def _batch_shape(arrays, groups) -> tuple[int, ...]:
+    """The common trailing shape of batched arguments (a group's leading axis runs over its symbols)."""
+    shapes = []
+    for a, g in zip(arrays, groups, strict=True):
+        if isinstance(g, sp.Symbol):
+            shapes.append(a.shape)
+        elif a.ndim == 0 or a.shape[0] != len(g):
+            raise ValueError(
+                f"a group of {len(g)} symbols needs an argument of shape ({len(g)}, ...), got {a.shape}"
+            )
+        else:
+            shapes.append(a.shape[1:])
+    if len({len(s) for s in shapes}) > 1:
+        raise ValueError(f"batched arguments must have one rank (no implicit rank promotion), got {shapes}")
+    return jnp.broadcast_shapes(*shapes)
 
 
 def _lambdify(exprs, groups):

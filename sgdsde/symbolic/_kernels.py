@@ -130,7 +130,7 @@ class SymbolicKernels(AbstractKernels):
         self._unit_functions: dict[str, object] = {}
         self._functions: dict[str, object] = {}
         self.timings: dict[str, float] = {}
-        self.linear = _linear_preactivation(U, self.input_index)
+        self.linear = _linear_preactivation(U, self.input_index, backend)
 
     # -- unit expressions (the only sympy work) ---------------------------------------------------------
     def expr(self, name: str):
@@ -312,7 +312,7 @@ class _Linear:
         )
 
 
-def _linear_preactivation(U, input_index) -> _Linear | None:
+def _linear_preactivation(U, input_index, backend: str = DEFAULT_BACKEND) -> _Linear | None:
     """Detect ũ(Z, ρ) with Z = Σ_k w_k ξ_k over all of a unit's inputs, shared by all units (a neuron):
     then sums over the data of ∂ũ/∂Z · x become matrix products (theory/symbolic.md, SYM-2)."""
     if U.n_units == 0 or len(U.inputs) == 0 or np.any(input_index != input_index[:1]):
@@ -344,60 +344,114 @@ def _linear_preactivation(U, input_index) -> _Linear | None:
             exprs = [reduced, uZ, diff(uZ, Z)]
             exprs += [diff(reduced, r) for r in rest] + [diff(uZ, r) for r in rest]
             exprs += [diff(diff(reduced, r1), r2) for r1 in rest for r2 in rest]
-            fn = to_jax(exprs, [Z, tuple(rest), tuple(U.constants)])
+            # batched: ũ's derivatives are evaluated once on (n, m) arrays, fused with the matmuls around.
+            fn = to_jax(exprs, [Z, tuple(rest), tuple(U.constants)], backend=backend, batched=True)
             return _Linear(Z, np.asarray(lin_pos), np.asarray(rest_pos, dtype=np.int64), rest, exprs, fn)
     return None
+
+
+def _block(idx: np.ndarray) -> tuple[int, bool] | None:
+    """(start, transposed) when idx lists start, start + 1, … in row-major order (transposed = False) or
+    column-major order (True), else None."""
+    start = int(idx.flat[0])
+    run = start + np.arange(idx.size)
+    if np.array_equal(idx.reshape(-1), run):
+        return start, False
+    if idx.ndim == 2 and np.array_equal(idx.T.reshape(-1), run):
+        return start, True
+    return None
+
+
+def _take(v, idx: np.ndarray):
+    """v[idx] for a static index array: a slice (and reshape) where idx is a contiguous or strided block,
+    since XLA's CPU gather with constant indices is not simplified to one (it costs a pass per call)."""
+    block = _block(idx)
+    if block is not None:
+        start, transposed = block
+        piece = jax.lax.slice(v, (start,), (start + idx.size,))
+        return piece.reshape(idx.shape[::-1]).T if transposed else piece.reshape(idx.shape)
+    if idx.ndim == 1:
+        step = int(idx[1] - idx[0])
+        if step > 0 and np.array_equal(idx, idx[0] + step * np.arange(idx.size)):
+            return jax.lax.slice(v, (int(idx[0]),), (int(idx[-1]) + 1,), (step,))
+    return v[idx]
+
+
+def _put(pieces, positions):
+    """The vector t with t[positions[k]] = pieces[k] (the positions partition t's indices): a
+    concatenation where every piece is a contiguous block, one gather otherwise."""
+    blocks = [_block(idx) for idx in positions]
+    if all(b is not None for b in blocks):
+        order = sorted(range(len(pieces)), key=lambda k: blocks[k][0])
+        return jnp.concatenate(
+            [pieces[k].T.reshape(-1) if blocks[k][1] else pieces[k].reshape(-1) for k in order]
+        )
+    flat = jnp.concatenate([p.reshape(-1) for p in pieces])
+    return flat[np.argsort(np.concatenate([i.reshape(-1) for i in positions]))]
 
 
 @functools.lru_cache(maxsize=256)
 def _jitted_linear_mean(k: SymbolicKernels, name: str):
     """Mean over the data of ∇ℓ or ∇²ℓ v for a neuron model, with the sums over examples as matmuls:
-    Σ_i c_ij x_i for the w-block, from the symbolic scalar derivatives of ũ(Z, ρ) (SYM-2)."""
+    Σ_i c_ij x_i for the w-block, from the symbolic scalar derivatives of ũ(Z, ρ) (SYM-2).
+
+    Everything stays in blocks (W-block (m × s), one (m,) column per other parameter ρ_r): θ is read by
+    slices, ũ's derivatives are one batched program on (n, m) arrays, and the result is written back by
+    concatenation, so XLA fuses the elementwise work with the matmuls as it does for autodiff.
+    """
     L = k.linear
     R = len(L.rest)
-    cols = np.argsort(np.concatenate([L.lin_pos, L.rest_pos]))  # (w-block, rest) → unit layout
+    w_idx = k.param_index[:, L.lin_pos]  # (m, s) positions in θ of the units' weights
+    r_idx = [k.param_index[:, j] for j in L.rest_pos]  # R × (m,)
+    positions = [w_idx, *r_idx]
+    x_idx = k.input_index[0]
 
-    def derivs(Z, rho, c):
-        # Z (n, m); rho (m, R); c (m, C) → each (n, m) array of ũ, ũ_Z, ũ_ZZ, ũ_ρ, ũ_Zρ, ũ_ρρ.
-        f = jax.vmap(jax.vmap(L.fn, in_axes=(0, 0, 0)), in_axes=(0, None, None))
-        out = f(Z, rho, c)  # (n, m, K)
-        u, uZ, uZZ = out[..., 0], out[..., 1], out[..., 2]
-        ur, uZr = out[..., 3 : 3 + R], out[..., 3 + R : 3 + 2 * R]
-        urr = out[..., 3 + 2 * R :].reshape(*out.shape[:2], R, R)
-        return u, uZ, uZZ, ur, uZr, urr
+    def blocks(vec):
+        return _take(vec, w_idx), [_take(vec, i) for i in r_idx]
 
     def mean(theta, X, y, v):
         dtype = jnp.result_type(theta, float)
-        phi = theta[k.param_index]
-        W, rho = phi[:, L.lin_pos], phi[:, L.rest_pos]
-        Xs = jnp.asarray(X, dtype)[:, k.input_index[0]]
-        c = jnp.asarray(k.constant_values, dtype)
+        W, rho = blocks(theta)
+        X = jnp.asarray(X, dtype)
+        Xs = X if np.array_equal(x_idx, np.arange(X.shape[1])) else X[:, x_idx]
+        y = jnp.asarray(y, dtype)
         n = X.shape[0]
-        Z = Xs @ W.T
-        u, uZ, uZZ, ur, uZr, urr = derivs(Z, rho, c)
-        r = jnp.sum(u, axis=1) - y
+        Z = Xs @ W.T  # (n, m) pre-activations
+        rho_arg = jnp.stack(rho)[:, None, :] if R else jnp.zeros((0, 1, W.shape[0]), dtype)
+        c_arg = jnp.asarray(k.constant_values.T[:, None, :], dtype)  # (C, 1, m)
+        out = L.fn(Z, rho_arg, c_arg)  # (K, n, m): ũ, ũ_Z, ũ_ZZ, ũ_ρ, ũ_Zρ, ũ_ρρ
+        u, uZ, uZZ = out[0], out[1], out[2]
+        ur = [out[3 + j] for j in range(R)]
+        uZr = [out[3 + R + j] for j in range(R)]
+        urr = [[out[3 + 2 * R + R * j + i] for i in range(R)] for j in range(R)]
+        # Sums over the short unit axis and over examples are matrix-vector products: XLA's CPU dot
+        # kernels do them several times faster than a reduce over a minor axis of length m.
+        ones = jnp.ones((W.shape[0],), dtype)
+        res = u @ ones - y  # (n,) residuals
+        r = res[:, None]
 
-        def reduce(Kw, Kr):
-            Gw = (Kw.T @ Xs) / n  # (m, s): Σ_i K_ij x_i, a matrix product
-            Gr = jnp.sum(Kr, axis=0) / n  # (m, R)
-            return jnp.concatenate([Gw, Gr], axis=1)[:, cols]  # unit layout (m, q)
-
-        def hvp(vphi):
-            Vw, Vr = vphi[:, L.lin_pos], vphi[:, L.rest_pos]
-            S = Xs @ Vw.T  # xᵢᵀ v_{w_j}
-            t = jnp.sum(uZ * S, axis=1) + jnp.einsum("nmr,mr->n", ur, Vr)  # ∇fᵢᵀ v
-            Kw = uZ * t[:, None] + r[:, None] * (uZZ * S + jnp.einsum("nmr,mr->nm", uZr, Vr))
-            Kr = ur * t[:, None, None] + r[:, None, None] * (
-                uZr * S[..., None] + jnp.einsum("nmrs,ms->nmr", urr, Vr)
-            )
-            return reduce(Kw, Kr)
+        def hvp(Vw, Vr):
+            # ∇²ℓ v = ∇f(∇fᵀv) + r∇²f v, ∇f's w-block ũ_Z x: S_ij = x_iᵀ v_{w_j}, t_i = ∇f_iᵀ v.
+            S = Xs @ Vw.T
+            t = (uZ * S) @ ones + sum((ur[j] @ Vr[j] for j in range(R)), 0.0)
+            Vr1 = [vr[None, :] for vr in Vr]
+            Kw = uZ * t[:, None] + r * (uZZ * S + sum((uZr[j] * Vr1[j] for j in range(R)), 0.0))
+            Hw = (Kw.T @ Xs) / n  # Σ_i K_ij x_i: a matmul
+            Hr = [
+                (t @ ur[j] + res @ (uZr[j] * S + sum((urr[j][i] * Vr1[i] for i in range(R)), 0.0))) / n
+                for j in range(R)
+            ]
+            return Hw, Hr
 
         if name == "hvp_loss":
-            return k._scatter(hvp(v[k.param_index]))
-        g = reduce(r[:, None] * uZ, r[:, None, None] * ur)
+            Gw, Gr = hvp(*blocks(v))
+            return _put([Gw, *Gr], positions)
+        Gw, Gr = ((r * uZ).T @ Xs) / n, [(res @ K) / n for K in ur]
+        g = _put([Gw, *Gr], positions)
         if name == "grad_loss":
-            return k._scatter(g)
-        return k._scatter(g), k._scatter(hvp(g))
+            return g
+        Hw, Hr = hvp(Gw, Gr)
+        return g, _put([Hw, *Hr], positions)
 
     return jax.jit(mean)
 
