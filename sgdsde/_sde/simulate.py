@@ -3,6 +3,7 @@ engine."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import diffrax
@@ -202,7 +203,7 @@ def simulate_sde(
     substeps: int | None = None,
     increments: str = "auto",
     adaptive=None,
-    max_steps: int = 4096,
+    max_steps: int | None = None,
     n_paths: int = 1,
     record_every: int | None = None,
     observables=None,
@@ -244,7 +245,8 @@ def simulate_sde(
             VirtualBrownianTree, starting from dt (SDE-8). Needs a solver with an error estimate (Heun,
             SPaRK; SRA1, ShARK for additive noise). Accepted/rejected step totals are reported in
             ``result.config["solver_stats"]``; a path whose solve fails is reported as diverged.
-        max_steps: the most adaptive steps one path may take in one interval (then its solve fails).
+        max_steps: the most adaptive steps one path may take in one solve (then the solve fails and the path
+            is reported as diverged, with a warning); default max(4096, 64 × SGD steps per solve).
         n_paths, record_every, observables, n_saved_paths, chunk_size, dtype, progress, save_to, label:
             as in simulate_sgd.
 
@@ -315,13 +317,14 @@ def simulate_sde(
                 f"adaptive stepping draws Brownian motion from a virtual Brownian tree; increments must be "
                 f"'auto' or 'gaussian', got {increments!r}"
             )
-        max_steps = check_int_range("max_steps", max_steps, 1)
         controller = adaptive_controller(adaptive, sde.noise_type)
         etas = learning_rates(lr, n_steps)
         # a constant lr lets one solve span a whole record interval (steps ≫ η possible); a schedule changes
         # the diffusion √η_k at every SGD step, so each step is its own solve
         record = n_steps if record_every is None else check_int_range("record_every", record_every, 1)
         steps_per_call = record if np.all(etas == etas[0]) else 1
+        max_steps = max(4096, 64 * steps_per_call) if max_steps is None else max_steps
+        max_steps = check_int_range("max_steps", max_steps, 1)
         levy = info.control == "levy"
         stepper = lambda n: AdaptiveSDEStepper(
             dtype_sde,
@@ -345,7 +348,7 @@ def simulate_sde(
                 f"observables {sorted(needs_problem & set(observables))} need a problem; this SDE has none "
                 "(pass problem= to FunctionSDE, or record functions of theta)"
             )
-    return run_ensemble(
+    result = run_ensemble(
         stepper,
         method=label or f"{type(sde).__name__}-{type(solver).__name__}",
         theta0=theta0,
@@ -364,3 +367,13 @@ def simulate_sde(
         config=config,
         steps_per_call=steps_per_call,
     )
+    failed = result.config.get("solver_stats", {}).get("failed_solves", 0)
+    if failed:
+        warnings.warn(
+            f"{failed} adaptive solves failed (max_steps={max_steps} reached, or the controller could not meet "
+            "its tolerances): those paths are reported as diverged; raise max_steps, loosen rtol/atol, or record "
+            "more often (each record interval is one solve)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return result
