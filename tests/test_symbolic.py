@@ -394,6 +394,20 @@ def test_codegen_backends_agree_and_relu_has_no_nan():
     close(ka.mean("grad_loss", theta, X, y), prob.grad(theta))
     with pytest.raises(ValueError, match="backend"):
         sy.to_jax(sp.Symbol("x"), [sp.Symbol("x")], backend="numpy")
+    # batched=True evaluates the same program on whole arrays (a group on the leading axis); constant
+    # outputs are broadcast; ranks must match (no implicit rank promotion).
+    z, b, c = sp.symbols("z b c", real=True)
+    exprs = [b * sp.tanh(z) + c, sp.Heaviside(z) * b, sp.Integer(2)]
+    Z = jnp.linspace(-1.0, 1.0, 12).reshape(3, 4)
+    bc = jnp.stack([jnp.arange(1.0, 5.0), -jnp.arange(1.0, 5.0)])[:, None, :]  # (2, 1, 4)
+    for backend in sy.BACKENDS:
+        batched = sy.to_jax(exprs, [z, (b, c)], backend=backend, batched=True)(Z, bc)
+        point = sy.to_jax(exprs, [z, (b, c)], backend=backend)
+        each = jax.vmap(jax.vmap(point, in_axes=(0, None)), in_axes=(1, 0), out_axes=1)(Z, bc[:, 0, :].T)
+        assert batched.shape == (3, 3, 4)
+        close(batched, jnp.moveaxis(each, -1, 0))
+    with pytest.raises(ValueError, match="one rank"):
+        sy.to_jax(exprs, [z, (b, c)], batched=True)(Z, bc[:, 0, :])
 
 
 def test_cached_and_not_recompiled_across_sweeps():
