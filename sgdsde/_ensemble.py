@@ -120,6 +120,26 @@ def _run_block(stepper, observables, carry, bad_step, etas, steps, run_key, n_sa
     return carry, bad_step, recs
 
 
+def _path_sharding(devices, n_paths: int, chunk: int):
+    """The NamedSharding that splits the path axis over ``devices`` (None: one device, no sharding)."""
+    if devices is None:
+        return None
+    available = jax.devices()
+    if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
+        devices = available[: check_int_range("devices", int(devices), 1, len(available))]
+    else:
+        devices = list(devices)
+        if not devices or not all(isinstance(dv, jax.Device) for dv in devices):
+            raise ValueError("devices must be an int or a non-empty list of jax devices")
+    k = len(devices)
+    if n_paths % k or chunk % k:
+        raise ValueError(
+            f"n_paths={n_paths} and chunk_size={chunk} must be multiples of the number of devices ({k})"
+        )
+    mesh = jax.sharding.Mesh(np.array(devices), ("paths",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("paths", None))
+
+
 def _block_records(n_records: int, record_every: int, n_paths: int) -> int:
     """Records per jitted call: a divisor of n_records giving ~20 progress updates (one compile)."""
     target = max(1, n_records // 20)
@@ -149,11 +169,14 @@ def run_ensemble(
     save_to: str | None,
     config: dict[str, Any],
     steps_per_call: int = 1,
+    devices=None,
 ) -> EnsembleResult:
     """Run ``stepper_for_chunk(n)`` (a stepper for n paths) over all chunks and gather the statistics.
 
     ``steps_per_call`` > 1: each stepper call covers that many SGD steps (k, …, k + s − 1), given k and η_k
-    (an adaptive solver integrating a whole record interval); it must divide ``record_every``."""
+    (an adaptive solver integrating a whole record interval); it must divide ``record_every``.
+    ``devices`` (an int k for the first k devices, or a list of devices) shards every chunk's paths across
+    them: one SPMD program, ensemble statistics reduced across devices by XLA."""
     n_steps = check_int_range("n_steps", n_steps, 1)
     n_paths = check_int_range("n_paths", n_paths, 1)
     record_every = n_steps if record_every is None else check_int_range("record_every", record_every, 1)
@@ -162,6 +185,7 @@ def run_ensemble(
     chunk = n_paths if chunk_size is None else check_int_range("chunk_size", chunk_size, 1)
     n_saved = check_int_range("n_saved_paths", n_saved_paths, 0, n_paths)
     dtype = check_dtype(dtype)
+    sharding = _path_sharding(devices, n_paths, chunk)
     etas = learning_rates(lr, n_steps)
     obs = resolve(observables)
     key = to_key(key)
@@ -203,6 +227,7 @@ def run_ensemble(
         record_every=record_every,
         dtype=str(dtype),
         chunk_size=chunk,
+        devices=1 if sharding is None else sharding.num_devices,
         key_data=np.asarray(jax.random.key_data(key)).tolist(),
     )
 
@@ -232,6 +257,8 @@ def run_ensemble(
             n = hi - lo
             init_key, run_key = jax.random.split(jax.random.fold_in(key, c))
             th = jnp.asarray(np.broadcast_to(th0, (n_paths, n_params))[lo:hi], dtype)
+            if sharding is not None:
+                th = jax.device_put(th, sharding)
             stepper = stepper_for_chunk(n)
             carry = stepper.init(init_key, th)
             bad = jnp.full((n,), -1, jnp.int32)

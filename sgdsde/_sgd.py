@@ -73,6 +73,7 @@ def simulate_sgd(
     progress: bool = False,
     save_to: str | None = None,
     label: str | None = None,
+    devices=None,
 ) -> Any:
     """Simulate N independent runs of discrete SGD as one jitted scan.
 
@@ -94,6 +95,9 @@ def simulate_sgd(
         progress: print a progress line on stderr.
         save_to: path prefix; finished chunks are saved there (npz + json) as they complete.
         label: method name in reports.
+        devices: None (one device), an int k (the first k of jax.devices()) or a list of devices: each
+            chunk's paths are sharded across them (n_paths and chunk_size multiples of their number); the
+            same key gives the same numbers as on one device, up to the order of the statistics' sums.
 
     Returns:
         EnsembleResult on the time grid $t_k = \\sum_{j<k}\\eta_j$ (theory/sgd.md, SGD-1).
@@ -132,4 +136,5 @@ def simulate_sgd(
         progress=progress,
         save_to=save_to,
         config=config,
+        devices=devices,
     )

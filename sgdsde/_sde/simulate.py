@@ -213,6 +213,7 @@ def simulate_sde(
     progress: bool = False,
     save_to: str | None = None,
     label: str | None = None,
+    devices=None,
 ) -> Any:
     """Simulate N paths of SGD's SDE on SGD's clock, as one jitted scan (same engine and result as
     simulate_sgd).
@@ -247,8 +248,8 @@ def simulate_sde(
             ``result.config["solver_stats"]``; a path whose solve fails is reported as diverged.
         max_steps: the most adaptive steps one path may take in one solve (then the solve fails and the path
             is reported as diverged, with a warning); default max(4096, 64 × SGD steps per solve).
-        n_paths, record_every, observables, n_saved_paths, chunk_size, dtype, progress, save_to, label:
-            as in simulate_sgd.
+        n_paths, record_every, observables, n_saved_paths, chunk_size, dtype, progress, save_to, label,
+            devices: as in simulate_sgd.
 
     Returns:
         EnsembleResult on the same time grid as simulate_sgd with the same lr, n_steps and record_every.
@@ -365,6 +366,7 @@ def simulate_sde(
         progress=progress,
         save_to=save_to,
         config=config,
+        devices=devices,
         steps_per_call=steps_per_call,
     )
     failed = result.config.get("solver_stats", {}).get("failed_solves", 0)
