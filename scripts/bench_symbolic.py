@@ -8,10 +8,13 @@ autodiff of the same quantities in the same process (paired rounds: the two are 
 ratio is the median of the per-round ratios, so load from other jobs hits both alike). The drift of order
 1 (−∇L) is timed too. Both code generators are compared on the drift. The last line is
 ``ratio_vs_autodiff=<worst drift ratio (order 1 or 2) at d >= 100>``, the one before it the worst ratio of
-any quantity at any size: below d ~ 100 a call takes 50-100 us and both programs' times change by up to
-2x from one compilation to the next (measured: same code, fresh jit), which swamps the ratio there.
+any quantity at any size. A call of the drift takes 50-300 us, and both programs' times change by up to
+2x from one compilation to the next (measured: same code, fresh jit); so each drift is compiled
+``DRIFT_COMPILES`` times per side and the paired rounds of all compilations are pooled.
 
-    python scripts/bench_symbolic.py [--quick] [--sizes 10x10,20x20] [--repeats 50]
+    python scripts/bench_symbolic.py [--quick] [--sizes 10x10,20x20] [--repeats 50] [--force-symbolic]
+
+On a machine shared with other jobs, pin it to one core (``taskset -c 0``; theory/symbolic.md says why).
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _timing import paired_medians
 
 import sgdsde as sd
 import sgdsde.symbolic as sy
@@ -36,10 +38,35 @@ UNIT_KERNELS = ("grad_u", "hvp_u", "jp_u", "laplacian_u", "grad_laplacian_u")
 # this d, where they no longer fit a laptop's memory (the symbolic versions never build them).
 HEAVY = ("stratonovich", "trace_hessian", "grad_trace_hessian")
 MAX_HEAVY_D = 500
+DRIFT_COMPILES = 3
 
 
 def _call(fn, *args):
     return jax.block_until_ready(fn(*args))
+
+
+def _paired(pairs, repeats: int) -> tuple[float, float, float]:
+    """Median symbolic time, median autodiff time and median per-round ratio over ``repeats`` rounds, each
+    timing every (symbolic, autodiff) pair in turn (after one warm-up call each)."""
+    for fs, fa in pairs:
+        fs(), fa()
+    ts, ta, ratio = [], [], []
+    for _ in range(repeats):
+        for fs, fa in pairs:
+            t0 = time.perf_counter()
+            fs()
+            t1 = time.perf_counter()
+            fa()
+            t2 = time.perf_counter()
+            ts.append(t1 - t0)
+            ta.append(t2 - t1)
+            ratio.append((t1 - t0) / (t2 - t1))
+    return float(np.median(ts)), float(np.median(ta)), float(np.median(ratio))
+
+
+def _fresh(fn):
+    """A new jit around ``fn``: traced and compiled again (same program, a fresh compilation)."""
+    return jax.jit(lambda *args: fn(*args))
 
 
 def _median_time(fn, *args, repeats: int) -> float:
@@ -213,14 +240,15 @@ def run(
                 )
             else:
                 np.testing.assert_allclose(sym_out[q], a, rtol=1e-8, atol=1e-10)
-            medians, ratios = paired_medians(
-                {
-                    "symbolic": functools.partial(_call, sym[q], theta, X, y, eta),
-                    "autodiff": functools.partial(_call, auto[q], theta, eta),
-                },
-                repeats,
-            )
-            ts, ta, ratio = medians["symbolic"], medians["autodiff"], ratios["autodiff"]
+            copies = DRIFT_COMPILES if q.startswith("drift") else 1
+            pairs = [
+                (
+                    functools.partial(_call, _fresh(sym[q]) if c else sym[q], theta, X, y, eta),
+                    functools.partial(_call, _fresh(auto[q]) if c else auto[q], theta, eta),
+                )
+                for c in range(copies)
+            ]
+            ts, ta, ratio = _paired(pairs, repeats)
             worst = max(worst, ratio)
             if q.startswith("drift"):
                 large = model.n_params >= 100
@@ -275,6 +303,17 @@ if __name__ == "__main__":
     parser.add_argument("--sizes", help="comma-separated p x m, e.g. 10x10,20x20 (default: all)")
     parser.add_argument("--repeats", type=int, help="paired timing rounds (default 50; quick 5)")
     parser.add_argument("--n-paths", type=int, help="paths vmapped (default 32; quick 4)")
+    parser.add_argument(
+        "--force-symbolic",
+        action="store_true",
+        help="derive beyond MAX_SYMBOLIC_PARAMS (minutes at (50, 20))",
+    )
     args = parser.parse_args()
     chosen = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")] if args.sizes else None
-    run(quick=args.quick, repeats=args.repeats, n_paths=args.n_paths, sizes=chosen)
+    run(
+        quick=args.quick,
+        repeats=args.repeats,
+        n_paths=args.n_paths,
+        sizes=chosen,
+        force_symbolic=args.force_symbolic,
+    )
