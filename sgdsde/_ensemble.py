@@ -208,16 +208,14 @@ def run_ensemble(
     steps_all = np.arange(0, n_steps, steps_per_call).reshape(n_records, record_every // steps_per_call)
     etas_all = etas[::steps_per_call].reshape(n_records, record_every // steps_per_call)
     record_steps = np.arange(0, n_steps + 1, record_every)
-    times = np.concatenate([[0.0], np.cumsum(etas)])[record_steps]
+    clock = np.concatenate([[0.0], np.cumsum(etas)])  # t_k, k = 0..n_steps
+    times = clock[record_steps]
 
     moments = RunningMoments()
     saved_chunks: list[np.ndarray] = []
-    first_bad: list[int] = []
     bad_paths: list[np.ndarray] = []
     bad_steps: list[np.ndarray] = []
-    clock = np.concatenate([[0.0], np.cumsum(etas)])  # t_k, k = 0..n_steps
     solver_stats: dict[str, int] = {}
-    n_bad = 0
     done_paths = 0
     bar = Progress(method, n_steps * n_paths, enabled=progress)
     config = dict(
@@ -232,6 +230,7 @@ def run_ensemble(
     )
 
     def result(complete: bool) -> EnsembleResult:
+        steps_bad = np.concatenate(bad_steps) if bad_steps else np.zeros(0, np.int64)
         paths = np.concatenate(saved_chunks, axis=1) if n_saved and saved_chunks else None
         return EnsembleResult(
             method=method,
@@ -242,13 +241,13 @@ def run_ensemble(
             count=moments.count.astype(np.int64),
             n_paths=done_paths,
             paths=paths,
-            diverged=n_bad,
-            first_divergence_step=min(first_bad) if first_bad else None,
+            diverged=len(steps_bad),
+            first_divergence_step=int(steps_bad.min()) if len(steps_bad) else None,
             complete=complete,
             config=dict(config, solver_stats=dict(solver_stats)) if solver_stats else config,
             diverged_paths=np.concatenate(bad_paths) if bad_paths else np.zeros(0, np.int64),
-            divergence_steps=np.concatenate(bad_steps) if bad_steps else np.zeros(0, np.int64),
-            divergence_times=clock[np.concatenate(bad_steps)] if bad_steps else np.zeros(0),
+            divergence_steps=steps_bad,
+            divergence_times=clock[steps_bad],
         )
 
     try:
@@ -290,12 +289,9 @@ def run_ensemble(
             for name, v in stepper.solver_stats(carry).items():
                 solver_stats[name] = solver_stats.get(name, 0) + int(v)
             bad = np.asarray(bad)
-            n_bad += int(np.sum(bad >= 0))
-            if np.any(bad >= 0):
-                first_bad.append(int(bad[bad >= 0].min()))
-                idx = np.flatnonzero(bad >= 0)
-                bad_paths.append((lo + idx).astype(np.int64))
-                bad_steps.append(bad[idx].astype(np.int64))
+            idx = np.flatnonzero(bad >= 0)
+            bad_paths.append((lo + idx).astype(np.int64))
+            bad_steps.append(bad[idx].astype(np.int64))
             done_paths = hi
             if save_to is not None:
                 result(complete=hi == n_paths).save(save_to)

@@ -34,7 +34,7 @@ class EnsembleResult:
     θ of the first ``n_saved`` paths (R, n_saved, d), or None. A path whose state became non-finite is
     excluded from the statistics from then on and reported in ``diverged``/``first_divergence_step``, and
     path by path in ``diverged_paths`` (indices), ``divergence_steps`` (the first step k whose state θ_k is
-    non-finite) and ``divergence_times`` ($t_k$).
+    non-finite, or the record where an observable first was) and ``divergence_times`` ($t_k$).
     """
 
     method: str
