@@ -26,6 +26,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from _timing import median_seconds
 
 import sgdsde as sd
 import sgdsde.symbolic as sy
@@ -70,13 +71,7 @@ def _fresh(fn):
 
 
 def _median_time(fn, *args, repeats: int) -> float:
-    jax.block_until_ready(fn(*args))
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+    return median_seconds(functools.partial(_call, fn, *args), repeats)
 
 
 def _symbolic_functions(model, noise, backend):
@@ -154,6 +149,20 @@ def _autodiff_functions(model, noise, X, y):
     }
 
 
+def _report(rows, head, q, ts, ta=None, ratio=None):
+    """Append one table row (autodiff time and ratio None where not timed) and print it."""
+    rows.append(
+        dict(
+            head, quantity=q, symbolic_us=ts * 1e6, autodiff_us=None if ta is None else ta * 1e6, ratio=ratio
+        )
+    )
+    auto_txt = f"{'n/a':>12} {'n/a':>6}" if ta is None else f"{ta * 1e6:>12.1f} {ratio:>6.2f}"
+    print(
+        f"{str((head['p'], head['m'])):>8} {head['d']:>5} {head['derive_s']:>9.2f} {head['codegen_s']:>9.2f} "
+        f"{head['compile_s']:>9.2f} {q:>19} {ts * 1e6:>12.1f} {auto_txt}"
+    )
+
+
 def run(
     quick: bool = False,
     n: int | None = None,
@@ -208,27 +217,10 @@ def run(
         t_compile = time.perf_counter() - t0
         sym_out["drift_order1"] = sym["drift_order1"](theta, X, y, eta)
         auto = _autodiff_functions(model, noise, X, y)
+        head = dict(p=p, m=m, d=model.n_params, derive_s=t_derive, codegen_s=t_codegen, compile_s=t_compile)
         for q in sym:
             if q in HEAVY and model.n_params > MAX_HEAVY_D:
-                ts = _median_time(sym[q], theta, X, y, eta, repeats=repeats)
-                rows.append(
-                    dict(
-                        p=p,
-                        m=m,
-                        d=model.n_params,
-                        quantity=q,
-                        derive_s=t_derive,
-                        codegen_s=t_codegen,
-                        compile_s=t_compile,
-                        symbolic_us=ts * 1e6,
-                        autodiff_us=None,
-                        ratio=None,
-                    )
-                )
-                print(
-                    f"{str((p, m)):>8} {model.n_params:>5} {t_derive:>9.2f} {t_codegen:>9.2f} {t_compile:>9.2f} "
-                    f"{q:>19} {ts * 1e6:>12.1f} {'n/a':>12} {'n/a':>6}"
-                )
+                _report(rows, head, q, _median_time(sym[q], theta, X, y, eta, repeats=repeats))
                 continue
             a = auto[q](theta, eta)
             if q == "diffusion":
@@ -253,24 +245,7 @@ def run(
             if q.startswith("drift"):
                 large = model.n_params >= 100
                 worst_drift[large] = max(worst_drift[large], ratio)
-            rows.append(
-                dict(
-                    p=p,
-                    m=m,
-                    d=model.n_params,
-                    quantity=q,
-                    derive_s=t_derive,
-                    codegen_s=t_codegen,
-                    compile_s=t_compile,
-                    symbolic_us=ts * 1e6,
-                    autodiff_us=ta * 1e6,
-                    ratio=ratio,
-                )
-            )
-            print(
-                f"{str((p, m)):>8} {model.n_params:>5} {t_derive:>9.2f} {t_codegen:>9.2f} {t_compile:>9.2f} "
-                f"{q:>19} {ts * 1e6:>12.1f} {ta * 1e6:>12.1f} {ratio:>6.2f}"
-            )
+            _report(rows, head, q, ts, ta, ratio)
     print("backends on the order-2 drift (derive + codegen + first compile, evaluation):")
     for p, m in sizes:
         if p + 1 > sy.MAX_SYMBOLIC_PARAMS and not force_symbolic:
