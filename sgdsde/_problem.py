@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from ._derivatives import AbstractDerivatives
 from ._models import AbstractModel, LinearRegression
 from ._validation import check_psd
 
@@ -22,8 +23,11 @@ class Problem(eqx.Module):
     model: AbstractModel
     X: Float[Array, "n p"]
     y: Float[Array, " n"]
+    # None: JAX autodiff of the model (the definition); else a back end such as
+    # symbolic.SymbolicDerivatives that computes the same per-example derivatives another way.
+    derivatives: object = eqx.field(static=True, default=None)
 
-    def __init__(self, model: AbstractModel, X, y, dtype=None):
+    def __init__(self, model: AbstractModel, X, y, dtype=None, *, derivatives=None):
         X = jnp.asarray(X, dtype)
         y = jnp.asarray(y, dtype)
         if X.ndim != 2:
@@ -36,7 +40,11 @@ class Problem(eqx.Module):
             raise ValueError("X must hold at least one example")
         if not (np.all(np.isfinite(np.asarray(X))) and np.all(np.isfinite(np.asarray(y)))):
             raise ValueError("X and y must be finite")
-        self.model, self.X, self.y = model, X, y
+        if derivatives is not None and not isinstance(derivatives, AbstractDerivatives):
+            raise ValueError(
+                f"derivatives must be None (autodiff) or an AbstractDerivatives, got {type(derivatives).__name__}"
+            )
+        self.model, self.X, self.y, self.derivatives = model, X, y, derivatives
 
     @property
     def n_data(self) -> int:
@@ -47,7 +55,16 @@ class Problem(eqx.Module):
         return self.model.n_params
 
     def astype(self, dtype) -> Problem:
-        return Problem(self.model, self.X, self.y, dtype=dtype)
+        return Problem(self.model, self.X, self.y, dtype=dtype, derivatives=self.derivatives)
+
+    def with_derivatives(self, derivatives) -> Problem:
+        """The same problem with its derivatives computed by ``derivatives`` (None: autodiff)."""
+        return Problem(self.model, self.X, self.y, derivatives=derivatives)
+
+    @property
+    def is_symbolic(self) -> bool:
+        """Whether the per-example derivatives come from the symbolic layer."""
+        return self.derivatives is not None and self.derivatives.is_symbolic
 
     def check_theta(self, theta, name: str = "theta") -> None:
         """Raise unless θ's last axis has length d."""
@@ -70,8 +87,48 @@ class Problem(eqx.Module):
 
     def grad(self, theta) -> Float[Array, " d"]:
         """$\\nabla L = \\frac1n J^T r$, by one vector-Jacobian product."""
+        if self.derivatives is not None:
+            return self.derivatives.grad(self, theta)
         out, vjp = jax.vjp(self.outputs, theta)
         return vjp((out - self.y) / self.n_data)[0]
+
+    def hvp(self, theta, v) -> Float[Array, " d"]:
+        """$\\nabla^2 L(\\theta)\\,v$, one Jacobian-vector product of the gradient."""
+        if self.derivatives is not None:
+            return self.derivatives.hvp(self, theta, v)
+        return jax.jvp(self.grad, (theta,), (v,))[1]
+
+    def grad_and_hvp_of_grad(self, theta) -> tuple[Float[Array, " d"], Float[Array, " d"]]:
+        """$(\\nabla L, \\nabla^2 L\\,\\nabla L)$: the two terms of the order-2 SME drift."""
+        if self.derivatives is not None:
+            return self.derivatives.grad_and_hvp_of_grad(self, theta)
+        g = self.grad(theta)
+        return g, jax.jvp(self.grad, (theta,), (g,))[1]
+
+    def output_vjp(self, theta, c) -> Float[Array, " d"]:
+        """$\\sum_i c_i \\nabla f_i$ (= $J^T c$), without forming J."""
+        if self.derivatives is not None:
+            return self.output_gradients(theta) @ c
+        return jax.vjp(self.outputs, theta)[1](c)[0]
+
+    def loss_vjp(self, theta, c) -> Float[Array, " d"]:
+        """$\\sum_i c_i \\nabla \\ell_i$, without forming the gradient matrix."""
+        if self.derivatives is not None:
+            return self.loss_gradients(theta) @ c
+        out, vjp = jax.vjp(self.outputs, theta)
+        return vjp(c * (out - self.y))[0]
+
+    def mean_jp_loss(self, theta) -> Float[Array, " d"]:
+        """$\\frac1n\\sum_i \\nabla^2\\ell_i\\nabla\\ell_i = \\frac12\\nabla\\frac1n\\sum_i\\|\\nabla\\ell_i\\|^2$."""
+        if self.derivatives is not None:
+            return self.derivatives.mean_jp_loss(self, theta)
+        return jax.grad(lambda t: 0.5 * jnp.mean(jnp.sum(self.loss_gradients(t) ** 2, axis=0)))(theta)
+
+    def mean_jp_output(self, theta) -> Float[Array, " d"]:
+        """$\\frac1n\\sum_i \\nabla^2 f_i\\nabla f_i = \\frac12\\nabla\\frac1n\\sum_i\\|\\nabla f_i\\|^2$."""
+        if self.derivatives is not None:
+            return self.derivatives.mean_jp_output(self, theta)
+        return jax.grad(lambda t: 0.5 * jnp.mean(jnp.sum(self.output_gradients(t) ** 2, axis=0)))(theta)
 
     def hessian(self, theta) -> Float[Array, "d d"]:
         """$\\nabla^2 L(\\theta)$ by autodiff."""
@@ -83,10 +140,14 @@ class Problem(eqx.Module):
 
     def output_gradients(self, theta) -> Float[Array, "d n"]:
         """The gradient matrix $J^T = [\\nabla f_1, …, \\nabla f_n]$ (d × n)."""
+        if self.derivatives is not None:
+            return self.derivatives.output_gradients(self, theta)
         return self.model.output_gradients(theta, self.X)
 
     def loss_gradients(self, theta) -> Float[Array, "d n"]:
         """Per-example loss gradients $[\\nabla \\ell_i] = [r_i \\nabla f_i]$ (d × n)."""
+        if self.derivatives is not None:
+            return self.derivatives.loss_gradients(self, theta)
         return self.output_gradients(theta) * self.residuals(theta)[None, :]
 
     def gauss_newton(self, theta) -> Float[Array, "d d"]:

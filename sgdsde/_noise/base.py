@@ -1,25 +1,37 @@
-"""The noise contract: how SGD's stochastic gradient is drawn, and its covariance factor A(θ)."""
+"""The noise contract: how SGD's stochastic gradient is drawn, its mean and covariance factor A(θ), and
+everything the SDE and the implicit-regularization layer need from it, each defined once here."""
 
 from __future__ import annotations
 
 import abc
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
 from .._problem import Problem
 
+NOISE_TYPES = ("additive", "commutative", "general")
+
 
 class AbstractGradientNoise(eqx.Module):
-    """A model of SGD's gradient noise: $\\tilde g(\\theta) = \\nabla L(\\theta) + \\xi$, $E\\xi = 0$,
-    $\\mathrm{Cov}\\,\\xi = \\Sigma(\\theta) = A(\\theta)A(\\theta)^T$.
+    """A model of SGD's gradient noise: $\\tilde g(\\theta) = m(\\theta) + \\xi$, $E\\xi = 0$,
+    $\\mathrm{Cov}\\,\\xi = \\Sigma(\\theta) = A(\\theta)A(\\theta)^T$, with mean $m = \\nabla L$ unless the noise
+    says otherwise (``unbiased = False``: label flips bias the gradient).
 
     Randomness is split from the maths so ensembles draw fast: ``draw`` makes the random numbers of one
     step for all N paths at once (flat draws, reshaped: the fast layout of ../performance.md), and
-    ``gradient`` turns one path's draws into its stochastic gradient, deterministically.
+    ``gradient`` turns one path's draws into its stochastic gradient, deterministically. The rest is the
+    noise's mathematics, in terms of the problem's derivatives (autodiff or the symbolic back end), used by
+    the SME (theory/sme.md), the Euler stepper and the implicit-regularization layer. A new noise model is one
+    subclass: ``draw``, ``gradient`` and ``covariance_factor`` are required; the other methods have exact
+    defaults (autodiff), which a subclass overrides when it knows a cheaper or structural form.
     """
+
+    # Whether E g̃ = ∇L exactly; a biased noise overrides ``mean_gradient``.
+    unbiased: ClassVar[bool] = True
 
     def check(self, problem: Problem) -> None:
         """Raise ValueError if this noise does not fit ``problem`` (e.g. batch larger than n)."""
@@ -45,6 +57,57 @@ class AbstractGradientNoise(eqx.Module):
         A = self.covariance_factor(problem, theta)
         return A @ A.T
 
+    def mean_gradient(self, problem: Problem, theta: Float[Array, " d"]) -> Float[Array, " d"]:
+        """$E\\,\\tilde g(\\theta)$: $\\nabla L$ for an unbiased noise."""
+        return problem.grad(theta)
+
+    def bias(self, problem: Problem, theta: Float[Array, " d"]) -> Float[Array, " d"]:
+        """$E\\,\\tilde g(\\theta) - \\nabla L(\\theta)$ (zero for an unbiased noise)."""
+        if self.unbiased:
+            return jnp.zeros_like(theta)
+        return self.mean_gradient(problem, theta) - problem.grad(theta)
+
+    def factor_mv(self, problem: Problem, theta, w: Float[Array, " m"]) -> Float[Array, " d"]:
+        """$A(\\theta)w$; subclasses compute it without forming A where they can (Euler uses only this)."""
+        return self.covariance_factor(problem, theta) @ w
+
+    def noise_dim(self, problem: Problem) -> int:
+        """m, the number of columns of A (Brownian motions of the SDE)."""
+        spec = jax.ShapeDtypeStruct((problem.n_params,), problem.X.dtype)
+        return jax.eval_shape(lambda t: self.covariance_factor(problem, t), spec).shape[1]
+
+    def noise_type(self, problem: Problem) -> str:
+        """ "additive" when A cannot depend on θ by construction; else "commutative" (one noise or one
+        parameter dimension) or "general". Subclasses declare "additive" where it holds."""
+        return "commutative" if min(problem.n_params, self.noise_dim(problem)) == 1 else "general"
+
+    def ito_to_stratonovich(self, problem: Problem, theta) -> Float[Array, " d"]:
+        """$-\\frac12\\sum_j (\\partial_\\theta A_{\\cdot j})A_{\\cdot j}$ (theory/sme.md, SME-3): times η, the
+        drift to add so that a Stratonovich solver solves the Itô SME. Default: forward-mode autodiff."""
+        if self.noise_type(problem) == "additive":
+            return jnp.zeros_like(theta)
+        factor = lambda t: self.covariance_factor(problem, t)
+        dA = jax.jacfwd(factor)(theta)  # dA[i, j, k] = ∂A_ij/∂θ_k
+        return -0.5 * jnp.einsum("ijk,kj->i", dA, factor(theta))
+
+    def effective_lambda(self, lr, problem: Problem | None = None) -> float:
+        """λ of the implicit regularizer L + λR that this noise induces (theory/implicit-regularization.md);
+        a noise with no such λ raises ValueError."""
+        raise ValueError(
+            f"{type(self).__name__} defines no implicit-regularization strength lambda (label noise does: "
+            "LabelNoise, lambda = eta*sigma^2/B); give lam= explicitly where a function accepts it"
+        )
+
+    def euler_form(self, problem: Problem) -> AbstractGradientNoise:
+        """This noise for a stepper that uses only ``mean_gradient`` and ``factor_mv`` (Euler): numbers that
+        change the program's structure (a static batch size) may be turned into array leaves, so sweeps
+        reuse one compiled simulator. Default: itself."""
+        return self
+
+    @abc.abstractmethod
+    def latex(self) -> str:
+        """The covariance factor A(θ) in LaTeX, with $AA^T = \\Sigma$."""
+
 
 class NoNoise(AbstractGradientNoise):
     """Full-batch gradient descent: $\\tilde g = \\nabla L$, Σ = 0."""
@@ -57,3 +120,9 @@ class NoNoise(AbstractGradientNoise):
 
     def covariance_factor(self, problem, theta):
         return jnp.zeros((problem.n_params, 1), theta.dtype)
+
+    def noise_type(self, problem):
+        return "additive"
+
+    def latex(self):
+        return r"A(\theta) = 0"

@@ -70,6 +70,19 @@ class GaussianNoise(AbstractGradientNoise):
         A = self.factor(theta) if callable(self.factor) else self.factor
         return A.astype(theta.dtype)
 
+    def noise_dim(self, problem):
+        return self._m(problem)
+
+    def noise_type(self, problem):
+        if not callable(self.factor):
+            return "additive"
+        return AbstractGradientNoise.noise_type(self, problem)
+
+    def latex(self):
+        if callable(self.factor):
+            return r"A(\theta) = \text{the given factor function},\ A A^T = \Sigma(\theta)"
+        return r"A = \text{the given constant factor},\ A A^T = \Sigma"
+
 
 class SphericalGaussianNoise(AbstractGradientNoise):
     """$\\tilde g = \\nabla L(\\theta) + \\sigma\\xi$, ξ ~ N(0, I_d): Σ = σ²I (HaoChen et al.'s SGLD;
@@ -91,3 +104,12 @@ class SphericalGaussianNoise(AbstractGradientNoise):
 
     def covariance_factor(self, problem, theta):
         return self.sigma.astype(theta.dtype) * jnp.eye(problem.n_params, dtype=theta.dtype)
+
+    def noise_dim(self, problem):
+        return problem.n_params
+
+    def noise_type(self, problem):
+        return "additive"
+
+    def latex(self):
+        return r"A(\theta) = \sigma I_d"

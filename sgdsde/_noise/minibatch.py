@@ -8,6 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._models import LinearRegression
 from .._validation import check_positive
 from .base import AbstractGradientNoise
 from .sampling import BatchSampler, check_batch_size, check_sampling, is_full_batch, sampling_scale
@@ -20,6 +21,66 @@ def centred_factor(problem, theta, scale):
     $c\\,\\Sigma_1/B$, with $\\Sigma_1 = \\frac1n\\sum_i(\\nabla\\ell_i-\\nabla L)(\\nabla\\ell_i-\\nabla L)^T$ (minibatch-noise.md §5, §10)."""
     G = problem.loss_gradients(theta)
     return math.sqrt(scale) * (G - jnp.mean(G, axis=1, keepdims=True))
+
+
+def centred_correction(problem, theta):
+    """$\\frac1n\\sum_j \\partial(\\nabla\\ell_j - \\nabla L)(\\nabla\\ell_j - \\nabla L) = \\frac1n\\sum_j
+    \\nabla^2\\ell_j\\nabla\\ell_j - \\nabla^2 L\\nabla L$: the Itô→Stratonovich sum of centred columns, per
+    unit scale² · n (theory/sme.md, SME-3)."""
+    return problem.mean_jp_loss(theta) - problem.hvp(theta, problem.grad(theta))
+
+
+class CentredLabelProduct(AbstractGradientNoise):
+    """The matrix-free product A(θ)w of minibatch/label noise with its batch-size-dependent scales as array
+    leaves [√(c/(nB)), σ/√(nB)]: $Aw = \\sum_i \\big(s_b\\,\\ell'_i (w_i - \\bar w) + s_\\sigma w_{n+i}\\big)\\nabla f_i$,
+    one vector–Jacobian product. The Euler form of MinibatchNoise and LabelNoise: a sweep over B reuses one
+    compiled simulator. Only ``factor_mv`` and the mean are meaningful; it never draws."""
+
+    scales: jax.Array
+    sampling_columns: bool = eqx.field(static=True)
+    label_columns: bool = eqx.field(static=True)
+
+    def draw(self, problem, key, step, state, n_paths, dtype):
+        raise NotImplementedError(
+            "the Euler form of a noise model only multiplies; simulate the noise itself"
+        )
+
+    def gradient(self, problem, theta, draws):
+        raise NotImplementedError(
+            "the Euler form of a noise model only multiplies; simulate the noise itself"
+        )
+
+    def covariance_factor(self, problem, theta):
+        raise NotImplementedError("the Euler form of a noise model has no factor; use the noise itself")
+
+    def noise_dim(self, problem):
+        return problem.n_data * (int(self.sampling_columns) + int(self.label_columns))
+
+    def factor_mv(self, problem, theta, w):
+        n = problem.n_data
+        s_batch, s_label = self.scales[0].astype(w.dtype), self.scales[1].astype(w.dtype)
+        out, vjp = jax.vjp(problem.outputs, theta)
+        if not self.sampling_columns:
+            return vjp(s_label * w)[0]
+        w_s = w[:n]
+        # (G − ḡ1ᵀ)w = Σ_i ℓ'_i (w_i − w̄)∇f_i, G = [ℓ'_i ∇f_i] the per-example loss gradients
+        c = s_batch * (out - problem.y) * (w_s - jnp.mean(w_s))
+        if self.label_columns:
+            c = c + s_label * w[n:]
+        return vjp(c)[0]
+
+    def latex(self):
+        return r"A(\theta)w,\ \text{matrix-free}"
+
+
+def _product(problem, sampling_scale_: float, sigma, batch: int, sampling: bool, label: bool):
+    n = problem.n_data
+    s_batch = math.sqrt(sampling_scale_ / (n * batch))
+    if isinstance(sigma, jax.core.Tracer):
+        scales = jnp.stack([jnp.asarray(s_batch, sigma.dtype), sigma / math.sqrt(n * batch)])
+    else:  # in float64 on the host, as the scales were always computed
+        scales = jnp.asarray([s_batch, float(sigma) / math.sqrt(n * batch)])
+    return CentredLabelProduct(scales, sampling, label)
 
 
 class MinibatchNoise(AbstractGradientNoise):
@@ -56,6 +117,30 @@ class MinibatchNoise(AbstractGradientNoise):
     def covariance_factor(self, problem, theta):
         n, B = problem.n_data, self.batch_size
         return centred_factor(problem, theta, sampling_scale(self.sampling, B, n) / (n * B))
+
+    def _scale(self, problem) -> float:
+        return sampling_scale(self.sampling, self.batch_size, problem.n_data)
+
+    def factor_mv(self, problem, theta, w):
+        return self.euler_form(problem).factor_mv(problem, theta, w)
+
+    def noise_dim(self, problem):
+        return problem.n_data
+
+    def ito_to_stratonovich(self, problem, theta):
+        # Σ_j ∂A_j A_j = (c/(nB))·n·[mean_j ∇²ℓ_j∇ℓ_j − ∇²L∇L] for the centred columns (SME-3)
+        return -0.5 * (self._scale(problem) / self.batch_size) * centred_correction(problem, theta)
+
+    def euler_form(self, problem):
+        if problem.derivatives is not None:
+            return self
+        return _product(problem, self._scale(problem), 0.0, self.batch_size, True, False)
+
+    def latex(self):
+        return (
+            r"A(\theta) = \sqrt{\frac{c}{nB}}\,\big[\nabla\ell_i - \nabla L\big]_{i=1}^{n},\quad c = 1\ "
+            r"\text{(with replacement)},\ \frac{n-B}{n-1}\ \text{(without)}"
+        )
 
 
 class LabelNoise(AbstractGradientNoise):
@@ -117,3 +202,47 @@ class LabelNoise(AbstractGradientNoise):
             return label
         sampling = centred_factor(problem, theta, sampling_scale(self.sampling, B, n) / (n * B))
         return jnp.concatenate([sampling, label], axis=1)
+
+    def _full(self, problem) -> bool:
+        return is_full_batch(self.sampling, self.batch(problem), problem.n_data)
+
+    def factor_mv(self, problem, theta, w):
+        if problem.derivatives is not None:
+            return self.covariance_factor(problem, theta) @ w
+        return self.euler_form(problem).factor_mv(problem, theta, w)
+
+    def noise_dim(self, problem):
+        return problem.n_data * (1 if self._full(problem) else 2)
+
+    def noise_type(self, problem):
+        if isinstance(problem.model, LinearRegression) and self._full(problem):
+            return "additive"  # A = (σ/√(nB)) Xᵀ for a linear model and the full batch
+        return AbstractGradientNoise.noise_type(self, problem)
+
+    def ito_to_stratonovich(self, problem, theta):
+        # label columns (σ/√(nB))∇f_i: Σ_j ∂A_jA_j = (σ²/B)·mean_i ∇²f_i∇f_i; plus the sampling part (SME-3)
+        B = self.batch(problem)
+        out = -0.5 * (self.sigma.astype(theta.dtype) ** 2 / B) * problem.mean_jp_output(theta)
+        if self._full(problem):
+            return out
+        c = sampling_scale(self.sampling, B, problem.n_data)
+        return out - 0.5 * (c / B) * centred_correction(problem, theta)
+
+    def effective_lambda(self, lr, problem=None) -> float:
+        """$\\lambda = \\eta\\sigma^2/B$ (B = n for the full batch; label-noise.md §1(d); REG-5)."""
+        if self.batch_size is None and problem is None:
+            raise ValueError("problem is needed for a full-batch LabelNoise (B = n)")
+        return float(lr) * float(self.sigma) ** 2 / self.batch(problem)
+
+    def euler_form(self, problem):
+        if problem.derivatives is not None:
+            return self
+        n, B, full = problem.n_data, self.batch(problem), self._full(problem)
+        scale = 0.0 if full else sampling_scale(self.sampling, B, n)
+        return _product(problem, scale, self.sigma, B, not full, True)
+
+    def latex(self):
+        return (
+            r"A(\theta) = \Big[\sqrt{\tfrac{c}{nB}}\,\big[\nabla\ell_i - \nabla L\big]_i,\ "
+            r"\frac{\sigma}{\sqrt{nB}}\big[\nabla f_i\big]_i\Big],\quad A A^T = \Sigma_{\rm mb} + \frac{\sigma^2}{B} G(\theta)"
+        )

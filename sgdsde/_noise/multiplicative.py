@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from .._validation import check_int_range
 from .base import AbstractGradientNoise
+from .minibatch import centred_correction
 
 WEIGHTS = ("gaussian_fisher", "gaussian_centred", "bernoulli")
 
@@ -48,12 +49,30 @@ class MultiplicativeNoise(AbstractGradientNoise):
     def gradient(self, problem, theta, draws):
         return problem.weighted_gradient(theta, draws)
 
-    def covariance_factor(self, problem, theta):
+    def _scale2(self, problem) -> float:
+        """s² with A = s·[∇ℓ_i − κ∇L]_i: (n/b)/n² for Gaussian weights, ((1 − p)/p)/n², p = b/n, for Bernoulli."""
         n, b = problem.n_data, self.batch_size
+        if self.weights == "bernoulli":
+            p = b / n
+            return (1 - p) / p / n**2
+        return (n / b) / n**2
+
+    def covariance_factor(self, problem, theta):
         G = problem.loss_gradients(theta)
+        s = math.sqrt(self._scale2(problem))
         if self.weights == "gaussian_centred":
-            return (G - jnp.mean(G, axis=1, keepdims=True)) * (math.sqrt(n / b) / n)
-        if self.weights == "gaussian_fisher":
-            return G * (math.sqrt(n / b) / n)
-        p = b / n
-        return G * (math.sqrt((1 - p) / p) / n)
+            return (G - jnp.mean(G, axis=1, keepdims=True)) * s
+        return G * s
+
+    def noise_dim(self, problem):
+        return problem.n_data
+
+    def ito_to_stratonovich(self, problem, theta):
+        # Σ_j ∂A_jA_j = s²n·mean_j ∇²ℓ_j∇ℓ_j (minus ∇²L∇L for centred columns) (SME-3)
+        s2n = self._scale2(problem) * problem.n_data
+        if self.weights == "gaussian_centred":
+            return -0.5 * s2n * centred_correction(problem, theta)
+        return -0.5 * s2n * problem.mean_jp_loss(theta)
+
+    def latex(self):
+        return r"A(\theta) = s\,\big[\nabla\ell_i - \kappa\nabla L\big]_{i=1}^{n}\ \text{(Wu et al.)}"

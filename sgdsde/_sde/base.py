@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-NOISE_TYPES = ("additive", "commutative", "general")
+from .._noise.base import NOISE_TYPES
 
 
 class AbstractSDE(eqx.Module):

@@ -40,5 +40,5 @@ from ._regularizers import (
 from ._regularizers import (
     label_noise_lambda as label_noise_lambda,
 )
-from ._sme import SME as SME
+from ._sme import SymbolicDerivatives as SymbolicDerivatives
 from ._sme import derive_sme as derive_sme

@@ -10,8 +10,10 @@ from ._kernels import SymbolicKernels
 MAX_PRINTED_PARAMS = 24
 
 
-def model_latex(k) -> str:
+def model_latex(k, model=None) -> str:
     """f and its unit template u (f = Σ_j u over the unit blocks) with ∇u, or the numeric note."""
+    if k is None:
+        return rf"\text{{numeric (autodiff) derivatives of {type(model).__name__}}}"
     if not isinstance(k, SymbolicKernels):
         return rf"\text{{numeric (autodiff) kernels: {k.reason}}}"
     m = k.model
@@ -34,27 +36,20 @@ DRIFT = {
     ),
 }
 
-DIFFUSION = {
-    "none": r"A(\theta) = 0",
-    "spherical": r"A(\theta) = \sigma I_d",
-    "gaussian": r"A(\theta) = \text{the given factor},\ A A^T = \Sigma",
-    "minibatch": r"A(\theta) = \sqrt{\frac{c}{nB}}\,\big[\nabla\ell_i - \nabla L\big]_{i=1}^{n},\quad c = 1\ \text{(with replacement)},\ \frac{n-B}{n-1}\ \text{(without)}",
-    "label": (
-        r"A(\theta) = \Big[\sqrt{\tfrac{c}{nB}}\,\big[\nabla\ell_i - \nabla L\big]_i,\ "
-        r"\frac{\sigma}{\sqrt{nB}}\big[\nabla f_i\big]_i\Big],\quad A A^T = \Sigma_{\rm mb} + \frac{\sigma^2}{B} G(\theta)"
-    ),
-    "multiplicative": r"A(\theta) = s\,\big[\nabla\ell_i - \kappa\nabla L\big]_{i=1}^{n}\ \text{(Wu et al.)}",
-}
-
 
 def sme_latex(sme) -> str:
-    kind = sme._key[0]
+    """An SME's equation: the drift of its order, the noise model's own A(θ), the correction, the model."""
+    from ._sme import SymbolicDerivatives
+
+    d = sme.problem.derivatives
     parts = [
         r"d\theta_t = b(\theta_t)\,dt + \sqrt{\eta}\,A(\theta_t)\,dW_t",
         DRIFT[sme.order],
-        DIFFUSION[kind],
+        sme.noise.latex(),
         r"\text{It\^o}\to\text{Stratonovich: } b \mapsto b - \frac{\eta}{2}\sum_j (\partial_\theta A_{\cdot j}) A_{\cdot j}",
-        model_latex(sme.kernels),
+        model_latex(d.kernels)
+        if isinstance(d, SymbolicDerivatives)
+        else model_latex(None, sme.problem.model),
     ]
     return " \\\\\n".join(parts)
 
