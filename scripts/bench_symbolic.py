@@ -30,7 +30,6 @@ from _timing import median_seconds
 
 import sgdsde as sd
 import sgdsde.symbolic as sy
-from sgdsde.symbolic._sme import _Functions, _noise_key
 
 SIZES = [(2, 2), (5, 5), (10, 10), (20, 20), (50, 20)]
 QUICK_SIZES = [(2, 2), (5, 5)]
@@ -74,7 +73,7 @@ def _median_time(fn, *args, repeats: int) -> float:
     return median_seconds(functools.partial(_call, fn, *args), repeats)
 
 
-def _symbolic_functions(model, noise, backend):
+def _symbolic_functions(model, noise, backend, X, y):
     """Fresh (uncached) derivation + code generation; returns the jitted functions and the timings."""
     t0 = time.perf_counter()
     k = sy.SymbolicKernels(sy.symbolic_model(model), backend)
@@ -84,9 +83,15 @@ def _symbolic_functions(model, noise, backend):
     for name in UNIT_KERNELS:
         k.unit_function(name)
     t2 = time.perf_counter()
-    fns = _Functions(k, _noise_key(noise), 2)
-    fns1 = _Functions(k, _noise_key(noise), 1)
-    B = noise.batch_size
+    # The SME as users get it from derive_sme, on these freshly derived kernels.
+    derivatives = sy.SymbolicDerivatives.from_kernels(k)
+
+    # The data are closed over, as in the autodiff baseline (the X, y arguments below are unused).
+    problem = sd.Problem(model, X, y, derivatives=derivatives)
+    smes = {order: sd.SME(problem, noise, order) for order in (1, 2)}
+
+    def sme(order, X, y):
+        return smes[order]
 
     def trace(th, X, y):
         return k.mean("trace_hessian_loss", th, X, y)
@@ -94,23 +99,14 @@ def _symbolic_functions(model, noise, backend):
     def grad_trace(th, X, y):
         return k.mean("grad_trace_hessian_loss", th, X, y)
 
+    def per_path(fn):
+        return jax.jit(jax.vmap(fn, (0, None, None, None)))
+
     out = {
-        "drift": jax.jit(jax.vmap(lambda th, X, y, eta: fns._drift(th, X, y, eta), (0, None, None, None))),
-        "drift_order1": jax.jit(
-            jax.vmap(lambda th, X, y, eta: fns1._drift(th, X, y, eta), (0, None, None, None))
-        ),
-        "diffusion": jax.jit(
-            jax.vmap(
-                lambda th, X, y, eta: fns._diffusion_factor(th, X, y, eta, batch_size=B),
-                (0, None, None, None),
-            )
-        ),
-        "stratonovich": jax.jit(
-            jax.vmap(
-                lambda th, X, y, eta: fns._ito_to_stratonovich(th, X, y, eta, batch_size=B),
-                (0, None, None, None),
-            )
-        ),
+        "drift": per_path(lambda th, X, y, eta: sme(2, X, y).drift(th, eta)),
+        "drift_order1": per_path(lambda th, X, y, eta: sme(1, X, y).drift(th, eta)),
+        "diffusion": per_path(lambda th, X, y, eta: sme(2, X, y).factor(th)),
+        "stratonovich": per_path(lambda th, X, y, eta: sme(2, X, y).stratonovich_correction(th, eta)),
         "trace_hessian": jax.jit(jax.vmap(lambda th, X, y, eta: trace(th, X, y), (0, None, None, None))),
         "grad_trace_hessian": jax.jit(
             jax.vmap(lambda th, X, y, eta: grad_trace(th, X, y), (0, None, None, None))
@@ -204,11 +200,11 @@ def run(
         q_unit = p + 1
         if q_unit > sy.MAX_SYMBOLIC_PARAMS and not force_symbolic:
             # What the API does here: derive_sme(..., symbolic="auto") falls back to autodiff, says so.
-            sme = sy.derive_sme(model, noise, 2)
+            sme = sy.derive_sme(sd.Problem(model, X, y), noise, 2)
             print(f"{str((p, m)):>8} {model.n_params:>5}  numeric fallback ({sme.reason})")
             rows.append(dict(p=p, m=m, d=model.n_params, quantity="fallback", is_symbolic=sme.is_symbolic))
             continue
-        sym, t_derive, t_codegen = _symbolic_functions(model, noise, sy.DEFAULT_BACKEND)
+        sym, t_derive, t_codegen = _symbolic_functions(model, noise, sy.DEFAULT_BACKEND, X, y)
         t0 = time.perf_counter()
         # The five functions of the SME and the regularizer (drift of order 1 compiled after, untimed).
         sym_out = {
@@ -259,8 +255,8 @@ def run(
         for backend in sy.BACKENDS:
             t0 = time.perf_counter()
             k = sy.SymbolicKernels(sy.symbolic_model(model), backend)
-            fns = _Functions(k, ("none",), 2)
-            f = jax.jit(jax.vmap(fns._drift, (0, None, None, None)))
+            sme = sd.SME(sd.Problem(model, X, y, derivatives=sy.SymbolicDerivatives.from_kernels(k)), None, 2)
+            f = jax.jit(jax.vmap(lambda th, X, y, eta, sme=sme: sme.drift(th, eta), (0, None, None, None)))
             jax.block_until_ready(f(theta, X, y, 0.05))
             setup = time.perf_counter() - t0
             te = _median_time(f, theta, X, y, 0.05, repeats=repeats)

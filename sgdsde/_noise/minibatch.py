@@ -122,6 +122,8 @@ class MinibatchNoise(AbstractGradientNoise):
         return sampling_scale(self.sampling, self.batch_size, problem.n_data)
 
     def factor_mv(self, problem, theta, w):
+        if problem.derivatives is not None:
+            return self.covariance_factor(problem, theta) @ w
         return self.euler_form(problem).factor_mv(problem, theta, w)
 
     def noise_dim(self, problem):

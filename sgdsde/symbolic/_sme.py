@@ -31,8 +31,20 @@ class SymbolicDerivatives(AbstractDerivatives):
     def __init__(self, model, symbolic: bool | str = "auto", backend: str = DEFAULT_BACKEND):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self.kernels: AbstractKernels = kernels(model, symbolic, backend)
-        self.is_symbolic, self.reason = self.kernels.is_symbolic, self.kernels.reason
+        self._use(kernels(model, symbolic, backend))
+
+    @classmethod
+    def from_kernels(cls, k: AbstractKernels) -> SymbolicDerivatives:
+        """Derivatives from given kernels (e.g. freshly derived, uncached ones in a benchmark)."""
+        if not isinstance(k, AbstractKernels):
+            raise ValueError(f"k must be an AbstractKernels, got {type(k).__name__}")
+        out = cls.__new__(cls)
+        out._use(k)
+        return out
+
+    def _use(self, k: AbstractKernels) -> None:
+        self.kernels = k
+        self.is_symbolic, self.reason = k.is_symbolic, k.reason
 
     # Equal when built on the same (cached) kernels: a jitted function of a Problem with these derivatives
     # (static structure) then compiles once per model structure, not once per derive_sme call.

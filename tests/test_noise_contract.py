@@ -1,0 +1,99 @@
+"""The noise contract, for every registered noise model: each formula a noise owns (matrix-free product,
+Euler form, noise dimension and type, Itô→Stratonovich correction, mean and bias, λ, LaTeX) agrees with its
+definition from the covariance factor, and the SME built on it is the same on the autodiff and symbolic back
+ends. A new noise model joins every check by one line in tests/helpers.py."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import NOISES, make_problem, random_theta
+
+import sgdsde as sd
+import sgdsde.symbolic as sy
+
+MODELS = ["linear", "two_layer_tanh", "diagonal_signed"]
+
+
+def close(a, b, tol=1e-11):
+    # Deterministic float64 identities of O(1) quantities: only rounding separates the two sides.
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("noise_name", sorted(NOISES))
+def test_noise_formulas_agree_with_the_factor(noise_name, model):
+    """factor_mv (and the Euler form's) = A w; noise_dim = A's columns; the declared noise type holds
+    (additive: A the same at two θ; commutative: one column or one parameter); the noise's own
+    Itô→Stratonovich correction = −½Σ_j(∂A_j)A_j by jax.jacfwd; an unbiased noise has zero bias.
+    [theory: SME-3, SME-4, SME-6]"""
+    n, p = 5, 3
+    problem = make_problem(model, n, p, 4)
+    theta = random_theta(problem, 4)
+    noise = NOISES[noise_name](n, problem.n_params)
+    noise.check(problem)
+    A = noise.covariance_factor(problem, theta)
+    m = noise.noise_dim(problem)
+    assert A.shape == (problem.n_params, m)
+    w = jnp.cos(jnp.arange(m, dtype=jnp.float64))
+    close(noise.factor_mv(problem, theta, w), A @ w)
+    close(noise.euler_form(problem).factor_mv(problem, theta, w), A @ w)
+    kind = noise.noise_type(problem)
+    assert kind in ("additive", "commutative", "general")
+    if kind == "additive":
+        close(noise.covariance_factor(problem, 2.0 * theta + 1.0), A)
+    elif kind == "commutative":
+        assert min(problem.n_params, m) == 1
+    dA = jax.jacfwd(lambda t: noise.covariance_factor(problem, t))(theta)
+    close(noise.ito_to_stratonovich(problem, theta), -0.5 * jnp.einsum("ijk,kj->i", dA, A))
+    if noise.unbiased:
+        close(noise.bias(problem, theta), 0.0)
+        close(noise.mean_gradient(problem, theta), problem.grad(theta))
+    tex = noise.latex()
+    assert isinstance(tex, str) and "A" in tex and "$" not in tex
+
+
+@pytest.mark.parametrize("noise_name", sorted(NOISES))
+def test_sme_is_the_same_on_both_back_ends(noise_name):
+    """``sgdsde.SME(problem, noise)`` (autodiff) and ``symbolic.derive_sme(problem, noise)`` are one class
+    on two derivative back ends: drift (orders 1, 2), factor, matrix-free product and Stratonovich
+    correction agree to float64 rounding, and the symbolic one says it is symbolic. [theory: SME-6]"""
+    n = 5
+    problem = make_problem("two_layer_tanh", n, 2, 7)
+    theta = random_theta(problem, 7)
+    noise = NOISES[noise_name](n, problem.n_params)
+    for order in (1, 2):
+        numeric, symbolic = sd.SME(problem, noise, order), sy.derive_sme(problem, noise, order)
+        assert type(numeric) is type(symbolic)
+        assert symbolic.is_symbolic and not numeric.is_symbolic
+        assert symbolic.noise_type == numeric.noise_type
+        close(symbolic.drift(theta, 0.3), numeric.drift(theta, 0.3))
+    A = numeric.factor(theta)
+    close(symbolic.factor(theta), A)
+    w = jnp.sin(jnp.arange(A.shape[1], dtype=jnp.float64))
+    close(symbolic.factor_mv(theta, w), A @ w)
+    close(symbolic.stratonovich_correction(theta, 0.3), numeric.stratonovich_correction(theta, 0.3))
+
+
+def test_effective_lambda_is_the_noise_models_own():
+    """λ = ησ²/B comes from LabelNoise itself (B = n for the full batch); noises without λ say so by name.
+    [theory: REG-5]"""
+    problem = make_problem("linear", 6, 2, 0)
+    assert sd.LabelNoise(0.5, 3).effective_lambda(0.2) == pytest.approx(0.2 * 0.25 / 3)
+    assert sd.LabelNoise(2.0).effective_lambda(0.1, problem) == pytest.approx(0.1 * 4 / 6)
+    with pytest.raises(ValueError, match="problem is needed"):
+        sd.LabelNoise(2.0).effective_lambda(0.1)
+    for name, build in NOISES.items():
+        noise = build(6, 2)
+        if not isinstance(noise, sd.LabelNoise):
+            with pytest.raises(ValueError, match=type(noise).__name__):
+                noise.effective_lambda(0.1, problem)
+
+
+def test_derivative_back_end_is_validated():
+    """Problem(derivatives=...) takes None (autodiff) or an AbstractDerivatives, and names the argument."""
+    problem = make_problem("linear", 4, 2, 0)
+    with pytest.raises(ValueError, match="derivatives must be None"):
+        sd.Problem(problem.model, problem.X, problem.y, derivatives="sympy")
+    symbolic = problem.with_derivatives(sy.SymbolicDerivatives(problem.model))
+    assert symbolic.is_symbolic and symbolic.astype(jnp.float32).derivatives is symbolic.derivatives
