@@ -83,7 +83,7 @@ def test_effective_lambda_is_the_noise_models_own():
     assert sd.LabelNoise(2.0).effective_lambda(0.1, problem) == pytest.approx(0.1 * 4 / 6)
     with pytest.raises(ValueError, match="problem is needed"):
         sd.LabelNoise(2.0).effective_lambda(0.1)
-    for name, build in NOISES.items():
+    for build in NOISES.values():
         noise = build(6, 2)
         if not isinstance(noise, sd.LabelNoise):
             with pytest.raises(ValueError, match=type(noise).__name__):
