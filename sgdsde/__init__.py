@@ -31,6 +31,9 @@ from ._noise import (
     AbstractGradientNoise as AbstractGradientNoise,
 )
 from ._noise import (
+    FullGradientLabelNoise as FullGradientLabelNoise,
+)
+from ._noise import (
     GaussianNoise as GaussianNoise,
 )
 from ._noise import (

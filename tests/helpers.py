@@ -28,6 +28,7 @@ NOISES = {
     "label_full_rademacher": lambda n, d: sd.LabelNoise(0.6),
     "label_minibatch_gaussian": lambda n, d: sd.LabelNoise(0.6, 2, "with_replacement", "gaussian"),
     "label_minibatch_wor": lambda n, d: sd.LabelNoise(0.4, 3, "without_replacement"),
+    "label_full_gradient": lambda n, d: sd.FullGradientLabelNoise(0.7, 2, "with_replacement", "gaussian"),
     "gaussian_constant": lambda n, d: sd.GaussianNoise(np.diag(np.linspace(0.2, 1.0, d))),
     "gaussian_state": lambda n, d: sd.GaussianNoise(factor=lambda th: 0.3 * jnp.diag(1 + th**2)),
     "spherical": lambda n, d: sd.SphericalGaussianNoise(0.5),

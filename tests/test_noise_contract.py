@@ -76,7 +76,8 @@ def test_sme_is_the_same_on_both_back_ends(noise_name):
 
 
 def test_effective_lambda_is_the_noise_models_own():
-    """λ = ησ²/B comes from LabelNoise itself (B = n for the full batch); noises without λ say so by name.
+    """λ = ησ²/B comes from the label-noise models themselves (B = n for a full-batch LabelNoise); noises
+    without λ say so by name.
     [theory: REG-5]"""
     problem = make_problem("linear", 6, 2, 0)
     assert sd.LabelNoise(0.5, 3).effective_lambda(0.2) == pytest.approx(0.2 * 0.25 / 3)
@@ -85,7 +86,7 @@ def test_effective_lambda_is_the_noise_models_own():
         sd.LabelNoise(2.0).effective_lambda(0.1)
     for build in NOISES.values():
         noise = build(6, 2)
-        if not isinstance(noise, sd.LabelNoise):
+        if not isinstance(noise, sd.LabelNoise | sd.FullGradientLabelNoise):
             with pytest.raises(ValueError, match=type(noise).__name__):
                 noise.effective_lambda(0.1, problem)
 

@@ -1,5 +1,6 @@
 from .base import AbstractGradientNoise as AbstractGradientNoise
 from .base import NoNoise as NoNoise
+from .full_gradient_label import FullGradientLabelNoise as FullGradientLabelNoise
 from .gaussian import GaussianNoise as GaussianNoise
 from .gaussian import SphericalGaussianNoise as SphericalGaussianNoise
 from .minibatch import LabelNoise as LabelNoise

@@ -1,0 +1,97 @@
+"""Full gradient plus label noise on B sampled examples (HaoChen et al.'s LNGD; Damian et al.'s and the
+weighted-Lasso instances use the same law)."""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._models import LinearRegression
+from .._validation import check_positive
+from .base import AbstractGradientNoise
+from .minibatch import LABEL_DISTRIBUTIONS
+from .sampling import BatchSampler, check_batch_size, check_sampling
+
+
+class FullGradientLabelNoise(AbstractGradientNoise):
+    """$\\tilde g = \\nabla L(\\theta) - \\frac1B\\sum_{b=1}^{B}\\varepsilon_{k,b}\\nabla f_{i_b}(\\theta)$: the exact
+    full-batch gradient plus label noise on B sampled examples, ε = ±σ (Rademacher) or N(0, σ²).
+
+    $\\Sigma = \\frac{\\sigma^2}{B}G(\\theta)$ exactly, with or without replacement (no minibatch part: the
+    gradient is the full one), $A = \\frac{\\sigma}{\\sqrt{nB}}[\\nabla f_i]_i$ (m = n), λ = ησ²/B
+    (theory/noise.md, NOISE-5). HaoChen et al.'s LNGD with step lr and label noise δ on their ¼(y − f)² loss
+    is this noise with B = 1, σ = δ, Gaussian ε, at η = lr/2 (NOISE-5).
+    """
+
+    sigma: jax.Array
+    batch_size: int = eqx.field(static=True, default=1)
+    sampling: str = eqx.field(static=True, default="with_replacement")
+    distribution: str = eqx.field(static=True, default="rademacher")
+
+    def __init__(self, sigma, batch_size=1, sampling="with_replacement", distribution="rademacher"):
+        check_positive("sigma", sigma, allow_zero=True)
+        check_sampling(sampling)
+        if sampling == "shuffle":
+            raise ValueError("sampling must be 'with_replacement' or 'without_replacement', got 'shuffle'")
+        if distribution not in LABEL_DISTRIBUTIONS:
+            raise ValueError(f"distribution must be one of {LABEL_DISTRIBUTIONS}, got {distribution!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        # σ is an array leaf, so a sweep over σ reuses the compiled simulator.
+        self.sigma = jnp.asarray(float(sigma))
+        self.batch_size, self.sampling, self.distribution = batch_size, sampling, distribution
+
+    def check(self, problem):
+        check_batch_size(self.batch_size, problem.n_data)
+
+    def draw(self, problem, key, step, state, n_paths, dtype):
+        kb, ke = jax.random.split(key)
+        n, B = problem.n_data, self.batch_size
+        idx, _ = BatchSampler(B, self.sampling).draw(n, kb, step, None, n_paths)
+        if idx is None:  # B = n without replacement: every example, in order
+            idx = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (n_paths, n))
+        if self.distribution == "rademacher":
+            eps = jax.random.rademacher(ke, (n_paths * B,), dtype)
+        else:
+            eps = jax.random.normal(ke, (n_paths * B,), dtype)
+        return (idx, (self.sigma.astype(dtype) * eps).reshape(n_paths, B)), state
+
+    def gradient(self, problem, theta, draws):
+        idx, eps = draws
+        n = problem.n_data
+        # one VJP: (1/n)Σ_i (r_i − (n/B)Σ_{b: i_b = i} ε_b)∇f_i = ∇L − (1/B)Σ_b ε_b ∇f_{i_b}
+        out, vjp = jax.vjp(problem.outputs, theta)
+        noise = jnp.zeros(n, eps.dtype).at[idx].add(eps) * (n / self.batch_size)
+        return vjp((out - problem.y - noise) / n)[0]
+
+    def covariance_factor(self, problem, theta):
+        n = problem.n_data
+        return (self.sigma.astype(theta.dtype) / math.sqrt(n * self.batch_size)) * problem.output_gradients(
+            theta
+        )
+
+    def factor_mv(self, problem, theta, w):
+        n = problem.n_data
+        return (self.sigma.astype(w.dtype) / math.sqrt(n * self.batch_size)) * problem.output_vjp(theta, w)
+
+    def noise_dim(self, problem):
+        return problem.n_data
+
+    def noise_type(self, problem):
+        if isinstance(problem.model, LinearRegression):
+            return "additive"  # A = (σ/√(nB)) Xᵀ
+        return AbstractGradientNoise.noise_type(self, problem)
+
+    def ito_to_stratonovich(self, problem, theta):
+        # columns (σ/√(nB))∇f_i: Σ_j ∂A_jA_j = (σ²/B)·mean_i ∇²f_i∇f_i (SME-3)
+        return -0.5 * (self.sigma.astype(theta.dtype) ** 2 / self.batch_size) * problem.mean_jp_output(theta)
+
+    def effective_lambda(self, lr, problem=None) -> float:
+        """$\\lambda = \\eta\\sigma^2/B$ (the label-noise covariance (σ²/B)G of LabelNoise; REG-5)."""
+        return float(lr) * float(self.sigma) ** 2 / self.batch_size
+
+    def latex(self):
+        return r"A(\theta) = \frac{\sigma}{\sqrt{nB}}\big[\nabla f_i\big]_{i=1}^{n},\quad A A^T = \frac{\sigma^2}{B} G(\theta)"
