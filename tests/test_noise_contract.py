@@ -26,7 +26,7 @@ def test_noise_formulas_agree_with_the_factor(noise_name, model):
     """factor_mv (and the Euler form's) = A w; noise_dim = A's columns; the declared noise type holds
     (additive: A the same at two θ; commutative: one column or one parameter); the noise's own
     Itô→Stratonovich correction = −½Σ_j(∂A_j)A_j by jax.jacfwd; an unbiased noise has zero bias.
-    [theory: SME-3, SME-4, SME-6]"""
+    [theory: SME-3, SME-4, SME-6, NOISE-5]"""
     n, p = 5, 3
     problem = make_problem(model, n, p, 4)
     theta = random_theta(problem, 4)
