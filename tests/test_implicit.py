@@ -192,3 +192,78 @@ def test_limiting_flow_bad_input():
         limiting_flow(toy, np.ones(2), c=1.0, duration=1.0, n_steps=3, record_every=2)
     with pytest.raises(ValueError, match="projection"):
         limiting_flow(toy, np.ones(2), c=1.0, duration=1.0, n_steps=2, projection="orthogonal")
+
+
+def test_verdict_in_a_time_window_and_per_phase_of_a_step_decay():
+    """``predict_phases`` gives one prediction per constant-η phase of StepDecayLR (λ = ησ²/B at each η, the
+    tr-log R at that η), with the phases' times on the simulators' clock; ``check_convergence(t_range=…)``
+    judges only the records in that window: a run sitting at phase 1's point for t ≤ 5 and at phase 2's
+    after is converged in each phase's window against that phase's point, and not against the other.
+    [theory: REG-5, REG-7]"""
+    toy = uv_toy()
+    noise = s.LabelNoise(1.0, batch_size=1)
+    schedule = s.StepDecayLR(0.2, (25,), 0.5)
+    phases = s.implicit.predict_phases(toy, noise, schedule, 50, np.ones(2))
+    assert [(p.start, p.stop) for p in phases] == [(0, 25), (25, 50)]
+    assert phases[0].t_range == pytest.approx((0.0, 5.0)) and phases[1].t_range == pytest.approx((5.0, 7.5))
+    assert phases[0].prediction.lam == pytest.approx(0.2) and phases[1].prediction.lam == pytest.approx(0.1)
+    direct = predict(toy, noise, 0.1, np.ones(2)).point().theta
+    np.testing.assert_allclose(phases[1].prediction.point().theta, direct, rtol=1e-9)
+    a, b = phases[0].prediction.point().theta, phases[1].prediction.point().theta
+    n = 11  # records at t = 0, 0.75, …, 7.5: times 0…4.5 sit at a, 5.25…7.5 at b
+    times = np.linspace(0.0, 7.5, n)
+    mean = np.where((times <= 5.0)[:, None], a, b)
+    run = fake_result(a, np.full(2, 1e-5), n_records=n)
+    run.times, run.mean["theta"] = times, mean
+    for i, phase in enumerate(phases):
+        here = check_convergence(toy, run, phase.prediction, t_range=phase.t_range, tol=0.0)
+        assert here.verdicts[0].verdict == "converged", (i, here.table())
+        other = check_convergence(toy, run, phases[1 - i].prediction, t_range=phase.t_range, tol=0.0)
+        assert other.verdicts[0].verdict == "NOT converged"
+    with pytest.raises(ValueError, match="at most one of window and t_range"):
+        check_convergence(toy, run, phases[0].prediction, window=0.5, t_range=(0, 1))
+    with pytest.raises(ValueError, match="t_range"):
+        check_convergence(toy, run, phases[0].prediction, t_range=(3.0, 1.0))
+    with pytest.raises(ValueError, match="holds no record"):
+        check_convergence(toy, run, phases[0].prediction, t_range=(20.0, 30.0))
+
+
+def test_verdict_refuses_results_it_cannot_judge():
+    """No results, a non-result, θ of another dimension, or a saved configuration naming another model or
+    data size: ValueError naming the culprit, before any statistic is computed."""
+    toy = uv_toy()
+    pred = predict(toy, s.LabelNoise(1.0, batch_size=1), 0.2, np.ones(2))
+    a = pred.point().theta
+    with pytest.raises(ValueError, match="results is empty"):
+        check_convergence(toy, [], pred)
+    with pytest.raises(ValueError, match="must be an EnsembleResult"):
+        check_convergence(toy, [np.zeros(2)], pred)
+    with pytest.raises(ValueError, match="dimension 3"):
+        check_convergence(toy, fake_result(np.zeros(3), np.ones(3)), pred)
+    other = fake_result(a, np.ones(2))
+    other.config = {"n_data": 7, "model": repr(toy.model)}
+    with pytest.raises(ValueError, match="n = 7"):
+        check_convergence(toy, other, pred)
+    other.config = {"n_data": 1, "model": "LinearRegression(dim=2)"}
+    with pytest.raises(ValueError, match="model"):
+        check_convergence(toy, other, pred)
+    ok = fake_result(a, np.full(2, 1e-6))
+    ok.config = {"n_data": 1, "model": repr(toy.model)}
+    assert check_convergence(toy, ok, pred, tol=0.0).verdicts[0].verdict == "converged"
+
+
+def test_lambda_from_any_noise_that_defines_it_or_given():
+    """predict and label_noise_lasso take λ from the noise model itself (LabelNoise, FullGradientLabelNoise:
+    ησ²/B) or an explicit lam; a noise without λ and no lam names both. [theory: REG-5]"""
+    toy = uv_toy()
+    full = s.FullGradientLabelNoise(1.0, 1)
+    assert predict(toy, full, 0.2, np.ones(2)).lam == pytest.approx(0.2)
+    assert predict(toy, s.MinibatchNoise(1), 0.2, np.ones(2), lam=0.05).lam == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="lam="):
+        predict(toy, s.MinibatchNoise(1), 0.2, np.ones(2))
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(6, 4))
+    diag = s.Problem(s.DiagonalLinearNetwork(4), X, X @ np.r_[1.0, 0, 0, 0])
+    by_noise = s.implicit.label_noise_lasso(diag, s.FullGradientLabelNoise(1.0, 2), 0.1)
+    given = s.implicit.label_noise_lasso(diag, None, 0.1, lam=0.05)
+    np.testing.assert_allclose(by_noise.beta, given.beta, atol=1e-9)

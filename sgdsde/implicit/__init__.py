@@ -30,8 +30,10 @@ from ._lasso import (
 from ._lasso import (
     weighted_lasso as weighted_lasso,
 )
+from ._prediction import Phase as Phase
 from ._prediction import Prediction as Prediction
 from ._prediction import predict as predict
+from ._prediction import predict_phases as predict_phases
 from ._prediction import regularizer_observables as regularizer_observables
 from ._stationary import (
     StationaryPoint as StationaryPoint,

@@ -81,17 +81,22 @@ def weighted_lasso(
     return LassoSolution(beta=beta, penalties=lam, kkt_residual=res, n_sweeps=sweep, nonnegative=nonnegative)
 
 
-def label_noise_lasso(problem: Problem, noise: AbstractGradientNoise, lr: float, **kwargs) -> LassoSolution:
+def label_noise_lasso(
+    problem: Problem, noise: AbstractGradientNoise | None, lr: float, *, lam: float | None = None, **kwargs
+) -> LassoSolution:
     """The prediction for label-noise SGD on a diagonal network: λ_j = (ησ²/B)(XᵀX/n)_jj (C4).
 
     For β = u⊙u − v⊙v, ¼tr∇²L = Σ_j D_jj(u_j² + v_j²) ≥ Σ_j D_jj|β_j| with equality when u_jv_j = 0, so
     L + λR over (u, v) is this Lasso over β exactly (∇²fᵢ is traceless). For β = v⊙v (``signed=False``) the
     Lasso with β ≥ 0 is L + (λ/4)tr G; ¼tr∇²L adds (1/2n)Σᵢ rᵢ Σ_j x_ij, an O(λ) change at the solution
-    (theory/implicit-regularization.md, REG-10).
+    (theory/implicit-regularization.md, REG-10). λ is the noise's own (``noise.effective_lambda``), or ``lam``.
     """
     if not isinstance(problem.model, DiagonalLinearNetwork):
         raise ValueError(f"problem.model must be a DiagonalLinearNetwork, got {type(problem.model).__name__}")
-    lam = effective_lambda(noise, lr, problem)
+    if lam is None:
+        lam = effective_lambda(noise, lr, problem)
+    else:
+        lam = check_positive("lam", lam, allow_zero=True)
     X = np.asarray(problem.X, np.float64)
     D = np.sum(X * X, axis=0) / X.shape[0]
     return weighted_lasso(X, problem.y, lam * D, nonnegative=not problem.model.signed, **kwargs)

@@ -76,11 +76,13 @@ def predict(
     lam: float | None = None,
     **solve_kwargs,
 ) -> Prediction:
-    """λ = ησ²/B and the stationary points of L + λR for Damian's tr-log R and its limit ¼ tr∇²L.
+    """λ (the noise's own, ησ²/B for label noise) and the stationary points of L + λR for Damian's tr-log R
+    and its limit ¼ tr∇²L, at one constant step size (``predict_phases`` for a step-decay schedule).
 
     Args:
         problem: the problem.
-        noise: the run's noise (``LabelNoise`` unless ``lam`` is given).
+        noise: the run's noise: any noise model that defines λ (``noise.effective_lambda``: LabelNoise,
+            FullGradientLabelNoise), or any noise with an explicit ``lam``.
         lr: the constant step size η (also the η of the tr-log R).
         theta_init: where to start the solves (e.g. the end of a run, or a theory point).
         regularizers: default (¼ tr∇²L, tr-log at η); the ¼ tr point seeds the tr-log solve.
@@ -118,6 +120,73 @@ def predict(
         points[reg.name] = p
         start = p.theta
     return Prediction(lam=lam, lr=eta, noise=describe_noise(noise), points=points, failures=failures)
+
+
+@dataclasses.dataclass
+class Phase:
+    """A constant-step-size phase of a schedule: steps [start, stop), SDE times [t_start, t_stop], its η and
+    its prediction (λ = λ(η) and the stationary points of L + λR)."""
+
+    start: int
+    stop: int
+    t_start: float
+    t_stop: float
+    lr: float
+    prediction: Prediction
+
+    @property
+    def t_range(self) -> tuple[float, float]:
+        """The phase's time window, for ``check_convergence(..., t_range=phase.t_range)``."""
+        return (self.t_start, self.t_stop)
+
+
+def predict_phases(
+    problem: Problem,
+    noise: AbstractGradientNoise,
+    lr,
+    n_steps: int,
+    theta_init,
+    *,
+    lam=None,
+    **kwargs,
+) -> list[Phase]:
+    """One prediction per constant-η phase of a schedule (e.g. ``StepDecayLR``): λ = λ(η_phase) and the
+    stationary points of L + λR with the tr-log R at that η (theory/implicit-regularization.md, REG-5).
+
+    Each phase's solve starts from the previous phase's point. A schedule that never holds η constant (a
+    cosine) has as many phases as steps: give a step-decay schedule or constant pieces.
+
+    Args:
+        lr: a float, schedule or array of n_steps step sizes (as the simulators take it).
+        n_steps: the run's number of SGD steps.
+        lam: None (the noise's λ at each phase's η), or a callable η ↦ λ.
+        theta_init, **kwargs: as in ``predict``.
+
+    Returns:
+        The phases in order, with times on the simulators' clock t_k = Σ_{j<k} η_j.
+    """
+    from .._schedules import learning_rates
+
+    etas = learning_rates(lr, n_steps)
+    if lam is not None and not callable(lam):
+        raise ValueError(f"lam must be None or a callable lr -> lambda for phases, got {type(lam).__name__}")
+    cuts = np.flatnonzero(np.diff(etas) != 0) + 1
+    starts = np.r_[0, cuts]
+    stops = np.r_[cuts, n_steps]
+    if len(starts) > 64:
+        raise ValueError(
+            f"lr changes {len(starts) - 1} times in {n_steps} steps: give a schedule with constant phases "
+            "(StepDecayLR, or an array of constant pieces)"
+        )
+    clock = np.concatenate([[0.0], np.cumsum(etas)])
+    phases, start = [], theta_init
+    for a, b in zip(starts, stops, strict=True):
+        eta = float(etas[a])
+        pred = predict(problem, noise, eta, start, lam=None if lam is None else lam(eta), **kwargs)
+        phases.append(Phase(int(a), int(b), float(clock[a]), float(clock[b]), eta, pred))
+        if pred.points:
+            start = pred.point().theta
+    return phases
 
 
 def describe_noise(noise) -> str:

@@ -141,7 +141,8 @@ def check_convergence(
     results: EnsembleResult | Sequence[EnsembleResult] | Mapping[str, EnsembleResult],
     prediction: Prediction,
     *,
-    window: float = 0.5,
+    window: float | None = None,
+    t_range: tuple[float, float] | None = None,
     k: float = 3.0,
     tol: float | None = None,
 ) -> ConvergenceReport:
@@ -156,7 +157,9 @@ def check_convergence(
         results: EnsembleResults recording the observable "theta" (``regularizer_observables(lr)`` gives θ,
             L and both R); a dict names them, else their ``method`` does.
         prediction: from ``predict``.
-        window: fraction of the run (last records) to average over, in (0, 1].
+        window: fraction of the run (last records) to average over, in (0, 1]; default 0.5.
+        t_range: (t0, t1) instead of ``window``: average over the records with t0 ≤ t ≤ t1 (e.g. one phase
+            of a step-decay schedule, ``Phase.t_range``).
         k: standard errors allowed.
         tol: the theory's slack on the location; default √λ·max(1, ‖θ*‖), Damian et al.'s γ = Õ(√λ) (the
             mean of θ is offset from θ* by O(λ) normal to the zero-loss set with a problem-dependent
@@ -168,19 +171,33 @@ def check_convergence(
     problem = float64_problem(problem)
     if not isinstance(prediction, Prediction):
         raise ValueError(f"prediction must be a Prediction (from predict), got {type(prediction).__name__}")
-    window = check_positive("window", window)
-    if window > 1:
-        raise ValueError(f"window must be in (0, 1], got {window}")
+    if window is not None and t_range is not None:
+        raise ValueError("give at most one of window and t_range")
+    if t_range is None:
+        window = check_positive("window", 0.5 if window is None else window)
+        if window > 1:
+            raise ValueError(f"window must be in (0, 1], got {window}")
+    else:
+        if np.shape(t_range) != (2,) or not (np.all(np.isfinite(t_range)) and t_range[0] <= t_range[1]):
+            raise ValueError(f"t_range must be (t0, t1) with finite t0 <= t1, got {t_range!r}")
+        t_range = (float(t_range[0]), float(t_range[1]))
     k = check_positive("k", k)
     if isinstance(results, EnsembleResult):
         items = [(results.method, results)]
     elif isinstance(results, Mapping):
         items = list(results.items())
+    elif isinstance(results, Sequence) and not isinstance(results, str):
+        items = [(getattr(r, "method", str(i)), r) for i, r in enumerate(results)]
     else:
-        items = [(r.method, r) for r in results]
+        raise ValueError(
+            f"results must be an EnsembleResult, a list or a dict of them, got {type(results).__name__}"
+        )
+    if not items:
+        raise ValueError("results is empty: give at least one EnsembleResult")
     for name, r in items:
         if not isinstance(r, EnsembleResult):
             raise ValueError(f"results[{name!r}] must be an EnsembleResult, got {type(r).__name__}")
+        _check_same_problem(problem, name, r)
     if not prediction.points:
         raise ValueError(f"the prediction has no stationary point to compare with: {prediction.failures}")
     theta_star = prediction.point().theta
@@ -189,7 +206,7 @@ def check_convergence(
         if tol is None
         else check_positive("tol", tol, allow_zero=True)
     )
-    verdicts = [_verdict(problem, name, r, prediction, window, k, tol) for name, r in items]
+    verdicts = [_verdict(problem, name, r, prediction, (window, t_range), k, tol) for name, r in items]
     return ConvergenceReport(prediction=prediction, verdicts=verdicts, k=k, tol=tol)
 
 
@@ -197,10 +214,43 @@ def _distance(m, se, target) -> Distance:
     return Distance(float(np.linalg.norm(m - target)), float(np.sqrt(np.sum(se * se))))
 
 
-def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k, tol) -> MethodVerdict:
+def _check_same_problem(problem, name, r: EnsembleResult) -> None:
+    """Refuse a result that records θ of another dimension, or whose saved configuration names another model
+    or data size (results saved before the configuration held them pass on θ's shape alone)."""
+    if "theta" in r.mean and np.shape(r.mean["theta"])[-1] != problem.n_params:
+        raise ValueError(
+            f"results[{name!r}] records theta of dimension {np.shape(r.mean['theta'])[-1]}, but the problem "
+            f"has d = {problem.n_params}: these results come from another problem"
+        )
+    cfg = r.config or {}
+    if "n_data" in cfg and int(cfg["n_data"]) != problem.n_data:
+        raise ValueError(
+            f"results[{name!r}] ran on n = {cfg['n_data']} examples, the problem has {problem.n_data}: "
+            "these results come from another problem"
+        )
+    if "model" in cfg and cfg["model"] != repr(problem.model):
+        raise ValueError(f"results[{name!r}] ran on model {cfg['model']}, not {problem.model!r}")
+
+
+def _window(r: EnsembleResult, window) -> tuple[int, int]:
+    """Record indices [start, stop) of the averaging window: the last fraction, or the records in t_range."""
+    fraction, t_range = window
     n_rec = len(r.steps)
-    start = min(n_rec - 1, int(np.floor((n_rec - 1) * (1 - window))))
-    sl = slice(start, n_rec)
+    if t_range is None:
+        return min(n_rec - 1, int(np.floor((n_rec - 1) * (1 - fraction)))), n_rec
+    inside = np.flatnonzero((r.times >= t_range[0] - 1e-12) & (r.times <= t_range[1] + 1e-12))
+    if len(inside) == 0:
+        raise ValueError(
+            f"t_range {t_range} holds no record of {r.method!r} (records at t in [{r.times[0]:.4g}, "
+            f"{r.times[-1]:.4g}])"
+        )
+    return int(inside[0]), int(inside[-1]) + 1
+
+
+def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k, tol) -> MethodVerdict:
+    start, stop = _window(r, window)
+    sl = slice(start, stop)
+    last = stop - 1
     scalars, along = {}, {}
     for key in r.observables:
         if np.ndim(r.mean[key][0]) == 0:
@@ -214,7 +264,7 @@ def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k
         method=name,
         n_paths=r.n_paths,
         diverged=r.diverged,
-        window=(float(r.times[start]), float(r.times[-1])),
+        window=(float(r.times[start]), float(r.times[last])),
         late_mean=None,
         late_se=None,
         time_avg=None,
@@ -240,7 +290,7 @@ def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k
         )
     mean = r.mean["theta"]
     se = r.stderr("theta")
-    late_mean, late_se = mean[-1], se[-1]
+    late_mean, late_se = mean[last], se[last]
     time_avg = np.mean(mean[sl], axis=0)
     if r.paths is not None and r.paths.shape[1] == r.n_paths and r.n_paths > 1:
         per_path = np.mean(r.paths[sl], axis=0)
@@ -258,7 +308,7 @@ def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k
         if avg_on is not None and star_on is not None:
             d_gamma[n] = Distance(float(np.linalg.norm(avg_on - star_on)), d_avg[n].floor)
     # a still-moving run shows a drift well above its floor even when its average happens to be close
-    drift = _distance(mean[-1] - mean[start], np.sqrt(se[-1] ** 2 + se[start] ** 2), 0.0)
+    drift = _distance(mean[last] - mean[start], np.sqrt(se[last] ** 2 + se[start] ** 2), 0.0)
     primary = prediction.primary
     d = d_avg[primary]
     bound = tol + k * d.floor
@@ -266,7 +316,7 @@ def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k
     verdict = "converged" if ok else "NOT converged"
     statistic = (
         f"|time avg - theta*({primary})| = {d.value:.4g} {'<=' if ok else '>'} tol + k*floor = "
-        f"{tol:.3g} + {k:g}*{d.floor:.2g}; window t in [{r.times[start]:.4g}, {r.times[-1]:.4g}], "
+        f"{tol:.3g} + {k:g}*{d.floor:.2g}; window t in [{r.times[start]:.4g}, {r.times[last]:.4g}], "
         f"SE from {se_kind}; drift over the window {drift}"
     )
     if ok:
