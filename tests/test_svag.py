@@ -61,3 +61,54 @@ def test_svag_bad_input():
     for bad in (0, 1.5):
         with pytest.raises(ValueError, match="l must"):
             simulate_svag(problem, None, np.zeros(1), lr=0.1, l=bad, n_steps=2, key=0)
+
+
+def test_svag_exact_moments():
+    """``svag_moments`` is SGD's exact recursion with step η/l taken l times and covariance l·Σ: l = 1 is
+    ``sgd_moments`` exactly; its long-run variance is the discrete Lyapunov value ηλ/(2 − ηλ/l) (§9.3's
+    table); with θ-dependent (affine) noise — minibatch SGD on linear regression — it matches simulated
+    SVAG's mean and E‖θ‖² within 4 standard errors at every record. [theory: SDE-7, QOU-1]"""
+    from sgdsde.analysis import AffineNoise, quadratic_form, sgd_moments, svag_moments
+
+    eta, H, C = 0.5, np.array([[2.0]]), np.array([[4.0]])
+    one = svag_moments(H, np.zeros(1), C, np.ones(1), lr=eta, l=1, n_steps=6)
+    sgd = sgd_moments(H, np.zeros(1), C, np.ones(1), lr=eta, n_steps=6)
+    np.testing.assert_array_equal(one.cov, sgd.cov)
+    np.testing.assert_array_equal(one.steps, sgd.steps)
+    for lv in (2, 4, 16):
+        # 60 SGD steps: the variance relaxes like (1 − 1/l)^{2·60·l} ≤ e^{−120}: at its fixed point to rounding
+        mo = svag_moments(H, np.zeros(1), C, np.zeros(1), lr=eta, l=lv, n_steps=60, record_every=20)
+        np.testing.assert_array_equal(mo.steps, [0, 20, 40, 60])
+        np.testing.assert_allclose(mo.times, eta * mo.steps)
+        assert abs(mo.cov[-1, 0, 0] - TABLE[lv]) < 5e-4
+        np.testing.assert_allclose(mo.cov[-1, 0, 0], eta * 2 / (2 - eta * 2 / lv), rtol=1e-12)
+    with pytest.raises(ValueError, match="l must be"):
+        svag_moments(H, np.zeros(1), C, np.zeros(1), lr=eta, l=0, n_steps=2)
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(6, 2))
+    problem = sgdsde.Problem(sgdsde.LinearRegression(2), X, X @ np.array([1.0, -0.5]) + 0.3 * rng.normal(size=6))
+    noise = sgdsde.MinibatchNoise(2, "with_replacement")
+    q = quadratic_form(problem)
+    affine = AffineNoise.from_noise(problem, noise)
+    th0 = np.array([1.5, 1.0])
+    lv, n_steps = 4, 12
+    exact = svag_moments(q.hessian, q.theta_star, affine, th0, lr=0.1, l=lv, n_steps=n_steps, record_every=4)
+    res = simulate_svag(
+        problem,
+        noise,
+        th0,
+        lr=0.1,
+        l=lv,
+        n_steps=n_steps,
+        record_every=4,
+        key=5,
+        n_paths=20_000,
+        observables={"theta": lambda p, t: t, "sq_norm": lambda p, t: t @ t},
+        dtype=np.float64,
+    )
+    np.testing.assert_array_equal(res.steps, exact.steps)
+    se = res.stderr("theta")
+    assert np.all(np.abs(res.mean["theta"] - exact.mean) <= 4 * se + 1e-12)
+    want = np.einsum("rii->r", exact.cov) + np.sum(exact.mean**2, axis=1)
+    assert np.all(np.abs(res.mean["sq_norm"] - want) <= 4 * res.stderr("sq_norm") + 1e-12)

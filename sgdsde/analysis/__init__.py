@@ -13,6 +13,7 @@ from .quadratic import (
 from .quadratic import (
     sgd_moments as sgd_moments,
 )
+from .quadratic import svag_moments as svag_moments
 from .quadratic import (
     sme_drift_matrix as sme_drift_matrix,
 )

@@ -126,6 +126,35 @@ def sgd_moments(
     return _check_finite(Moments(times=times, mean=np.array(means), cov=np.array(covs), steps=steps), "SGD")
 
 
+def svag_moments(
+    hessian, theta_star, noise_cov, theta0, *, lr, l: int, n_steps: int, record_every: int = 1  # noqa: E741
+) -> Moments:
+    """Exact mean and covariance of SVAG with parameter l: SGD with step η_k/l taken l times per SGD step k
+    and one-step covariance l·Σ(θ) (a g̃₁ + c g̃₂ with a + c = 1, a² + c² = l), on SGD's clock [SDE-7, QOU-1].
+
+    Args:
+        hessian, theta_star, noise_cov, theta0: as in ``sgd_moments`` (an AffineNoise factor is scaled by √l).
+        lr: SGD's float, schedule or array of n_steps step sizes.
+        l: integer ≥ 1 (l = 1 is SGD).
+        n_steps, record_every: SGD steps (l·n_steps SVAG steps) and the recording stride in SGD steps.
+
+    Returns:
+        Moments at SGD steps 0, record_every, …, n_steps (``steps`` in SGD steps, ``times`` t_k = Σ_{j<k}η_j),
+        index by index comparable with ``simulate_svag`` and ``sgd_moments``.
+    """
+    l = check_int_range("l", l, 1)  # noqa: E741
+    n_steps = check_int_range("n_steps", n_steps, 1)
+    record_every = check_int_range("record_every", record_every, 1)
+    if n_steps % record_every:
+        raise ValueError(f"record_every must divide n_steps={n_steps}, got {record_every}")
+    d = np.shape(hessian)[0] if np.ndim(hessian) == 2 else 0
+    noise = _noise_input(noise_cov, d)
+    scaled = AffineNoise(np.sqrt(l) * noise.P, np.sqrt(l) * noise.q) if isinstance(noise, AffineNoise) else l * noise
+    etas = np.repeat(learning_rates(lr, n_steps) / l, l)
+    mo = sgd_moments(hessian, theta_star, scaled, theta0, lr=etas, n_steps=n_steps * l, record_every=record_every * l)
+    return dataclasses.replace(mo, steps=mo.steps // l)
+
+
 def sme_drift_matrix(hessian, lr: float, order: int = 1) -> np.ndarray:
     """$M = H$ (order 1) or $H + \\frac\\eta2 H^2$ (order 2: $\\nabla\\frac\\eta4\\|H e\\|^2 = \\frac\\eta2
     H^2 e$)."""
