@@ -87,7 +87,9 @@ def test_svag_exact_moments():
 
     rng = np.random.default_rng(1)
     X = rng.normal(size=(6, 2))
-    problem = sgdsde.Problem(sgdsde.LinearRegression(2), X, X @ np.array([1.0, -0.5]) + 0.3 * rng.normal(size=6))
+    problem = sgdsde.Problem(
+        sgdsde.LinearRegression(2), X, X @ np.array([1.0, -0.5]) + 0.3 * rng.normal(size=6)
+    )
     noise = sgdsde.MinibatchNoise(2, "with_replacement")
     q = quadratic_form(problem)
     affine = AffineNoise.from_noise(problem, noise)

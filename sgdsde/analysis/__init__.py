@@ -13,7 +13,6 @@ from .quadratic import (
 from .quadratic import (
     sgd_moments as sgd_moments,
 )
-from .quadratic import svag_moments as svag_moments
 from .quadratic import (
     sme_drift_matrix as sme_drift_matrix,
 )
@@ -23,6 +22,7 @@ from .quadratic import (
 from .quadratic import (
     stationary_covariance_sgd as stationary_covariance_sgd,
 )
+from .quadratic import svag_moments as svag_moments
 from .weak import OrderFit as OrderFit
 from .weak import WeakError as WeakError
 from .weak import fit_order as fit_order

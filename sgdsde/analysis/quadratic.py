@@ -127,7 +127,15 @@ def sgd_moments(
 
 
 def svag_moments(
-    hessian, theta_star, noise_cov, theta0, *, lr, l: int, n_steps: int, record_every: int = 1  # noqa: E741
+    hessian,
+    theta_star,
+    noise_cov,
+    theta0,
+    *,
+    lr,
+    l: int,
+    n_steps: int,
+    record_every: int = 1,  # noqa: E741
 ) -> Moments:
     """Exact mean and covariance of SVAG with parameter l: SGD with step η_k/l taken l times per SGD step k
     and one-step covariance l·Σ(θ) (a g̃₁ + c g̃₂ with a + c = 1, a² + c² = l), on SGD's clock [SDE-7, QOU-1].
@@ -149,9 +157,15 @@ def svag_moments(
         raise ValueError(f"record_every must divide n_steps={n_steps}, got {record_every}")
     d = np.shape(hessian)[0] if np.ndim(hessian) == 2 else 0
     noise = _noise_input(noise_cov, d)
-    scaled = AffineNoise(np.sqrt(l) * noise.P, np.sqrt(l) * noise.q) if isinstance(noise, AffineNoise) else l * noise
+    scaled = (
+        AffineNoise(np.sqrt(l) * noise.P, np.sqrt(l) * noise.q)
+        if isinstance(noise, AffineNoise)
+        else l * noise
+    )
     etas = np.repeat(learning_rates(lr, n_steps) / l, l)
-    mo = sgd_moments(hessian, theta_star, scaled, theta0, lr=etas, n_steps=n_steps * l, record_every=record_every * l)
+    mo = sgd_moments(
+        hessian, theta_star, scaled, theta0, lr=etas, n_steps=n_steps * l, record_every=record_every * l
+    )
     return dataclasses.replace(mo, steps=mo.steps // l)
 
 
