@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._ensemble import to_key
 from ._models import TwoLayerNetwork
 from ._validation import check_int_range, check_positive
 
@@ -22,8 +23,10 @@ class RegressionData(eqx.Module):
 def sparse_regression(key, n_samples: int, dim: int, sparsity: int, noise_std: float = 0.0) -> RegressionData:
     """x ~ N(0, I_d), w* = (1,…,1,0,…,0) with ``sparsity`` ones, y = w*ᵀx + noise_std·ξ.
 
-    HaoChen et al.'s setting (label-noise.md §3): d = 100, n = 40, 5-sparse.
+    HaoChen et al.'s setting (label-noise.md §3): d = 100, n = 40, 5-sparse. ``key``: a JAX key or an
+    integer seed, as the simulators take it.
     """
+    key = to_key(key)
     n = check_int_range("n_samples", n_samples, 1)
     d = check_int_range("dim", dim, 1)
     k = check_int_range("sparsity", sparsity, 0, d)
@@ -38,7 +41,9 @@ def sparse_regression(key, n_samples: int, dim: int, sparsity: int, noise_std: f
 def teacher_network(
     key, n_samples: int, dim: int, width: int, activation: str = "tanh", noise_std: float = 0.0
 ) -> RegressionData:
-    """x ~ N(0, I_p), y = f_teacher(x) + noise_std·ξ for a random two-layer teacher of the given width."""
+    """x ~ N(0, I_p), y = f_teacher(x) + noise_std·ξ for a random two-layer teacher of the given width
+    (``key``: a JAX key or an integer seed)."""
+    key = to_key(key)
     n = check_int_range("n_samples", n_samples, 1)
     check_positive("noise_std", noise_std, allow_zero=True)
     net = TwoLayerNetwork(dim, width, activation)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 
 import jax.numpy as jnp
+from jax.experimental import checkify
 
 Observable = Callable[..., jnp.ndarray]
 
@@ -65,3 +66,20 @@ def resolve(
     if not items:
         raise ValueError("observables must name at least one observable")
     return tuple(items)
+
+
+def check_observables(problem, observables: tuple[tuple[str, Observable], ...], theta) -> None:
+    """Evaluate each observable once at θ (one path) with JAX's index checks: one that indexes past θ (JAX
+    would clamp the index silently inside the run) or fails (e.g. returns a non-array) raises ValueError
+    naming it, before the run compiles."""
+    theta = jnp.asarray(theta)
+    for name, fn in observables:
+        try:
+            err, out = checkify.checkify(lambda t, fn=fn: fn(problem, t), errors=checkify.index_checks)(theta)
+        except Exception as exc:  # the user's function failed: say which one
+            raise ValueError(f"observables[{name!r}] failed at theta0: {type(exc).__name__}: {exc}") from exc
+        msg = err.get()
+        if msg is not None:
+            raise ValueError(
+                f"observables[{name!r}] indexes outside theta (d = {theta.shape[-1]}): {msg.strip()}"
+            )

@@ -13,7 +13,7 @@ from .._models import LinearRegression
 from .._validation import check_positive
 from .base import AbstractGradientNoise
 from .minibatch import LABEL_DISTRIBUTIONS
-from .sampling import BatchSampler, check_batch_size, check_sampling
+from .sampling import BatchSampler, batch_size_arg, check_batch_size, check_sampling
 
 
 class FullGradientLabelNoise(AbstractGradientNoise):
@@ -38,8 +38,7 @@ class FullGradientLabelNoise(AbstractGradientNoise):
             raise ValueError("sampling must be 'with_replacement' or 'without_replacement', got 'shuffle'")
         if distribution not in LABEL_DISTRIBUTIONS:
             raise ValueError(f"distribution must be one of {LABEL_DISTRIBUTIONS}, got {distribution!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        batch_size = batch_size_arg(batch_size)
         # σ is an array leaf, so a sweep over σ reuses the compiled simulator.
         self.sigma = jnp.asarray(float(sigma))
         self.batch_size, self.sampling, self.distribution = batch_size, sampling, distribution

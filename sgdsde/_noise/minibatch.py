@@ -11,7 +11,14 @@ import jax.numpy as jnp
 from .._models import LinearRegression
 from .._validation import check_positive
 from .base import AbstractGradientNoise
-from .sampling import BatchSampler, check_batch_size, check_sampling, is_full_batch, sampling_scale
+from .sampling import (
+    BatchSampler,
+    batch_size_arg,
+    check_batch_size,
+    check_sampling,
+    is_full_batch,
+    sampling_scale,
+)
 
 LABEL_DISTRIBUTIONS = ("rademacher", "gaussian")
 
@@ -90,13 +97,11 @@ class MinibatchNoise(AbstractGradientNoise):
     or shuffled epochs (minibatch-noise.md §5, §9.1; theory/noise.md, NOISE-1).
     """
 
-    batch_size: int = eqx.field(static=True)
+    batch_size: int = eqx.field(static=True, converter=batch_size_arg)
     sampling: str = eqx.field(static=True, default="with_replacement")
 
     def __check_init__(self):
         check_sampling(self.sampling)
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
 
     @property
     def sampler(self) -> BatchSampler:
@@ -163,10 +168,7 @@ class LabelNoise(AbstractGradientNoise):
         check_sampling(sampling)
         if distribution not in LABEL_DISTRIBUTIONS:
             raise ValueError(f"distribution must be one of {LABEL_DISTRIBUTIONS}, got {distribution!r}")
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise ValueError(f"batch_size must be an integer >= 1 or None (full batch), got {batch_size!r}")
+        batch_size = batch_size_arg(batch_size, allow_none=True)
         # σ is an array leaf, so a sweep over σ reuses the compiled simulator.
         self.sigma = jnp.asarray(float(sigma))
         self.batch_size, self.sampling, self.distribution = batch_size, sampling, distribution

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 from .._validation import check_int_range
 from .base import AbstractGradientNoise
 from .minibatch import centred_correction
+from .sampling import batch_size_arg
 
 WEIGHTS = ("gaussian_fisher", "gaussian_centred", "bernoulli")
 
@@ -23,14 +24,12 @@ class MultiplicativeNoise(AbstractGradientNoise):
     with s² = n/b; ``bernoulli`` mᵢ = Bern(p)/p with p = b/n, Σ = ((1−p)/p)(1/n)F.
     """
 
-    batch_size: int = eqx.field(static=True)
+    batch_size: int = eqx.field(static=True, converter=batch_size_arg)
     weights: str = eqx.field(static=True, default="gaussian_centred")
 
     def __check_init__(self):
         if self.weights not in WEIGHTS:
             raise ValueError(f"weights must be one of {WEIGHTS}, got {self.weights!r}")
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
 
     def check(self, problem):
         check_int_range("batch_size", self.batch_size, 1, problem.n_data)

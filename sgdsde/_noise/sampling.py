@@ -7,6 +7,7 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .._validation import check_int_range
 
@@ -16,6 +17,16 @@ SAMPLINGS = ("with_replacement", "without_replacement", "shuffle")
 def check_sampling(sampling: str) -> None:
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+
+
+def batch_size_arg(value, *, allow_none: bool = False) -> int | None:
+    """A batch size argument as a Python int ≥ 1 (numpy integers accepted), or None where allowed."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        also = " or None (full batch)" if allow_none else ""
+        raise ValueError(f"batch_size must be an integer >= 1{also}, got {value!r}")
+    return int(value)
 
 
 def check_batch_size(batch_size: int, n: int) -> int:

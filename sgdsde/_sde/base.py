@@ -57,6 +57,21 @@ class AbstractSDE(eqx.Module):
         it gives the Stratonovich drift of the same process (by jax.jacfwd; zero for additive noise)."""
         return autodiff_correction(self.factor, self.noise_type, theta, eta)
 
+    def check_shapes(self, d: int, dtype) -> int:
+        """Raise ValueError unless drift(θ, η) is (d,) and factor(θ) is (d, m) for θ of shape (d,) (checked
+        by abstract evaluation, nothing runs); return m."""
+        theta = jax.ShapeDtypeStruct((d,), dtype)
+        eta = jax.ShapeDtypeStruct((), dtype)
+        b = jax.eval_shape(self.drift, theta, eta)
+        if not isinstance(b, jax.ShapeDtypeStruct) or b.shape != (d,):
+            raise ValueError(f"the SDE's drift(theta, eta) must return one array of shape ({d},), got {b}")
+        A = jax.eval_shape(self.factor, theta)
+        if not isinstance(A, jax.ShapeDtypeStruct) or A.ndim != 2 or A.shape[0] != d or A.shape[1] < 1:
+            raise ValueError(
+                f"the SDE's factor(theta) must return one array of shape ({d}, m), m >= 1, got {A}"
+            )
+        return A.shape[1]
+
     def noise_dim(self, d: int, dtype) -> int:
         """m, the number of Brownian motions."""
         return jax.eval_shape(self.factor, jax.ShapeDtypeStruct((d,), dtype)).shape[1]

@@ -46,7 +46,21 @@ def _stats(x, names):
     raise ValueError("weak_error takes EnsembleResults or (times, {name: exact values}) pairs")
 
 
-def weak_error(reference, approximation, observables=None, *, rtol: float = 1e-9) -> WeakError:
+def _check_survivors(reference, approximation, allow: bool) -> None:
+    """Refuse to compare survivor-only means when the two ensembles lost different paths to divergence: the
+    difference would mix the dynamics with a selection effect."""
+    lost = [x.diverged if isinstance(x, EnsembleResult) else 0 for x in (reference, approximation)]
+    if not allow and lost[0] != lost[1]:
+        raise ValueError(
+            f"the two ensembles lost different numbers of paths to divergence ({lost[0]} vs {lost[1]}): their "
+            "means are over different survivors, so their difference is not a weak error; pass "
+            "allow_different_survivors=True to compare them anyway"
+        )
+
+
+def weak_error(
+    reference, approximation, observables=None, *, rtol: float = 1e-9, allow_different_survivors: bool = False
+) -> WeakError:
     """$E g(\\text{reference}) - E g(\\text{approximation})$ at each common record, standard errors added in
     quadrature (independent ensembles; an upper bound for positively correlated ones).
 
@@ -55,6 +69,8 @@ def weak_error(reference, approximation, observables=None, *, rtol: float = 1e-9
         approximation: usually the SDE EnsembleResult (or an exact pair).
         observables: names to compare (default: those both have).
         rtol: relative tolerance for the two time grids to coincide.
+        allow_different_survivors: compare ensembles that lost different numbers of paths to divergence
+            (their means are over different survivors); refused by default.
     """
     names_ref = set(reference.mean) if isinstance(reference, EnsembleResult) else set(reference[1])
     names_app = (
@@ -65,6 +81,7 @@ def weak_error(reference, approximation, observables=None, *, rtol: float = 1e-9
     missing = [n for n in names if n not in names_ref or n not in names_app]
     if missing or not names:
         raise ValueError(f"observables {missing or names} are not recorded by both; common ones: {common}")
+    _check_survivors(reference, approximation, allow_different_survivors)
     t1, m1, s1 = _stats(reference, names)
     t2, m2, s2 = _stats(approximation, names)
     if t1.shape != t2.shape or not np.allclose(
@@ -102,8 +119,10 @@ def fit_order(step_sizes, errors, stderr=None, *, confidence: float = 0.95) -> O
     e = np.abs(np.asarray(errors, np.float64))
     if h.ndim != 1 or h.shape != e.shape or h.size < 3:
         raise ValueError("step_sizes and errors must be 1-D of the same length >= 3")
-    if np.any(h <= 0) or np.any(e <= 0) or not np.all(np.isfinite(e)):
+    if np.any(h <= 0) or np.any(e <= 0) or not np.all(np.isfinite(e)) or not np.all(np.isfinite(h)):
         raise ValueError("step_sizes and errors must be finite and > 0 (an error of 0 has no logarithm)")
+    if np.unique(h).size < 2:
+        raise ValueError(f"step_sizes must hold at least 2 distinct values to fit a slope, got {h.tolist()}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     x, y = np.log(h), np.log(e)

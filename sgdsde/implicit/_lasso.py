@@ -51,8 +51,19 @@ def weighted_lasso(
     Each coordinate update is the exact soft-threshold; stops when the KKT residual ≤ tol.
     """
     X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
+    if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
+        raise ValueError(f"X must be a non-empty 2-D array (n, d), got shape {X.shape}")
     n, d = X.shape
-    lam = np.broadcast_to(np.asarray(penalties, np.float64), (d,)).copy()
+    if y.shape != (n,):
+        raise ValueError(f"y must have shape ({n},) to match X, got {y.shape}")
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(y))):
+        raise ValueError("X and y must be finite")
+    pen = np.asarray(penalties, np.float64)
+    if pen.shape not in ((), (d,)):
+        raise ValueError(
+            f"penalties must be a scalar or have shape ({d},) to match X's columns, got {pen.shape}"
+        )
+    lam = np.broadcast_to(pen, (d,)).copy()
     if np.any(~np.isfinite(lam)) or np.any(lam < 0):
         raise ValueError("penalties must be finite and >= 0")
     check_positive("tol", tol)
