@@ -133,9 +133,9 @@ def svag_moments(
     theta0,
     *,
     lr,
-    l: int,
+    l: int,  # noqa: E741 (the paper's name)
     n_steps: int,
-    record_every: int = 1,  # noqa: E741
+    record_every: int = 1,
 ) -> Moments:
     """Exact mean and covariance of SVAG with parameter l: SGD with step η_k/l taken l times per SGD step k
     and one-step covariance l·Σ(θ) (a g̃₁ + c g̃₂ with a + c = 1, a² + c² = l), on SGD's clock [SDE-7, QOU-1].
