@@ -256,7 +256,7 @@ def test_full_gradient_label_noise_is_haochens_lngd_update():
     """HaoChen et al.'s LNGD step written out by hand, on their conventions (per-example loss ¼(y − f)²
     averaged, f = ⟨v⊙v, x⟩, one random example's label + δ·N(0, 1)), equals sgdsde's step with
     FullGradientLabelNoise(σ = δ, B = 1, Gaussian) and η = lr/2, on the same random numbers, for 30 steps.
-    [theory: NOISE-5] Deterministic given the draws: float64 rounding, tolerance 1e-12."""
+    [theory: NOISE-5, CONV-1] Deterministic given the draws: float64 rounding, tolerance 1e-12."""
     rng = np.random.default_rng(0)
     n, d, lr, delta = 8, 5, 0.05, 1.0
     X = rng.normal(size=(n, d))
