@@ -23,6 +23,11 @@ from .quadratic import (
     stationary_covariance_sgd as stationary_covariance_sgd,
 )
 from .quadratic import svag_moments as svag_moments
+from .resetting import OptimalRate as OptimalRate
+from .resetting import fpt_moments as fpt_moments
+from .resetting import mfpt_with_resetting as mfpt_with_resetting
+from .resetting import optimal_resetting_rate as optimal_resetting_rate
+from .resetting import peclet as peclet
 from .weak import OrderFit as OrderFit
 from .weak import WeakError as WeakError
 from .weak import fit_order as fit_order
