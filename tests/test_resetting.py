@@ -6,6 +6,7 @@ import math
 import numpy as np
 import pytest
 from scipy.integrate import quad
+from scipy.optimize import brentq
 
 from sgdsde.analysis import fpt_moments, mfpt_with_resetting, optimal_resetting_rate, peclet
 
@@ -42,8 +43,10 @@ def test_no_resetting_limit_and_peclet_criterion():
     for v, D, L in [(1.0, 1.0, 1.0), (1.0, 0.2, 1.0), (0.5, 1.0, 3.0), (2.0, 1.0, 0.5)]:
         assert mfpt_with_resetting(v, D, L) == L / v
         mean, var = fpt_moments(v, D, L)
-        m1 = quad(lambda t: t * fpt_density(t, v, D, L), 0, np.inf, epsrel=1e-12, limit=400)[0]
-        m2 = quad(lambda t: t * t * fpt_density(t, v, D, L), 0, np.inf, epsrel=1e-12, limit=400)[0]
+        m1, m2 = (
+            quad(lambda t, k=k, a=(v, D, L): t**k * fpt_density(t, *a), 0, np.inf, epsrel=1e-12, limit=400)[0]
+            for k in (1, 2)
+        )
         assert mean == pytest.approx(m1, rel=1e-8) and var == pytest.approx(m2 - m1**2, rel=1e-7)
         assert var / mean**2 == pytest.approx(1 / peclet(v, D, L), rel=1e-12)
         h = 1e-6 * D / L**2
@@ -73,7 +76,7 @@ def test_optimal_rate(v, D, L):
             min(i + 1, len(grid) - 1)
         ] * (1 + 1e-6)
     if v == 0:
-        z = __import__("scipy.optimize").optimize.brentq(lambda z: z / 2 - 1 + math.exp(-z), 0.5, 3.0)
+        z = brentq(lambda z: z / 2 - 1 + math.exp(-z), 0.5, 3.0)
         assert z == pytest.approx(1.5936, abs=1e-4)
         assert opt.rate * L**2 / D == pytest.approx(z**2, rel=1e-6)
 
