@@ -523,3 +523,21 @@ def test_generated_sme_simulates_like_the_numeric_sme(order):
     generated = sd.simulate_sde(sme, None, problem.model.init(), **kw)
     # 50 Euler steps of O(1) arithmetic: rounding differences of the two programs stay below 1e-12
     np.testing.assert_allclose(generated.paths, numeric.paths, rtol=0, atol=1e-12)
+
+
+def test_activation_tables_agree():
+    """Every numeric activation has a symbolic twin (one list of names; the import fails otherwise) whose
+    generated value and first two derivatives equal JAX's on a grid (relu: a.e., away from 0). Float64
+    rounding: 1e-12. [theory: SYM-1]"""
+    from sgdsde._models.activations import ACTIVATIONS
+    from sgdsde.symbolic._functions import SYMBOLIC_ACTIVATIONS, diff
+
+    z = sp.Symbol("z", real=True)
+    grid = jnp.linspace(-2.1, 1.9, 9)  # avoids 0 (relu's kink)
+    assert set(ACTIVATIONS) == set(SYMBOLIC_ACTIVATIONS)
+    for name, phi in ACTIVATIONS.items():
+        e = SYMBOLIC_ACTIVATIONS[name](z)
+        for k, ref in enumerate((phi, jax.grad(phi), jax.grad(jax.grad(phi)))):
+            expr = e if k == 0 else diff(e, z) if k == 1 else diff(diff(e, z), z)
+            got = jax.vmap(sy.to_jax(expr, [z]))(grid)
+            close(got, jax.vmap(ref)(grid), rtol=1e-12, atol=1e-12)

@@ -29,6 +29,16 @@ def _groups(args) -> list[tuple[sp.Symbol, ...] | sp.Symbol]:
     return out
 
 
+def _as_expr(e) -> sp.Expr:
+    """A sympy expression or a plain number; strings are refused (they would be evaluated: parse them with
+    ``SymbolicModel``'s whitelist parser instead)."""
+    if isinstance(e, sp.Basic):
+        return e
+    if isinstance(e, bool) or not isinstance(e, (int, float)):
+        raise ValueError(f"exprs must be sympy expressions (or numbers), got {type(e).__name__}")
+    return sp.Integer(e) if isinstance(e, int) else sp.Float(e)
+
+
 def to_jax(exprs, args: Sequence, *, backend: str = DEFAULT_BACKEND, batched: bool = False):
     """A JAX function of ``args`` evaluating ``exprs``: $(a_1, …, a_k) \\mapsto [e_1, …, e_m]$.
 
@@ -50,7 +60,7 @@ def to_jax(exprs, args: Sequence, *, backend: str = DEFAULT_BACKEND, batched: bo
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     scalar = isinstance(exprs, sp.Basic)
-    exprs = [sp.sympify(exprs)] if scalar else [sp.sympify(e) for e in exprs]
+    exprs = [_as_expr(exprs)] if scalar else [_as_expr(e) for e in exprs]
     groups = _groups(args)
     known = set()
     for g in groups:

@@ -10,6 +10,7 @@ import sympy as sp
 
 from .._models import AbstractModel, DiagonalLinearNetwork, LinearRegression, TwoLayerNetwork
 from ._functions import SYMBOLIC_ACTIVATIONS, latex
+from ._parse import parse_expression
 
 
 def _symbols(names: Sequence[str], what: str) -> tuple[sp.Symbol, ...]:
@@ -100,9 +101,8 @@ class SymbolicModel:
         if dup:
             raise ValueError(f"params, inputs and label must have distinct names; repeated: {dup}")
         if isinstance(expr, str):
-            local = {s.name: s for s in (*params, *inputs, label_sym)}
-            local.update({k: SYMBOLIC_ACTIVATIONS[k] for k in ("sigmoid", "softplus")})
-            expr = sp.sympify(expr, locals=local)
+            # parsed from a whitelist, never evaluated (sympify would eval the string; SYM-6)
+            expr = parse_expression(expr, {s.name: s for s in (*params, *inputs, label_sym)})
         if not isinstance(expr, sp.Expr):
             raise ValueError(f"expr must be a sympy expression or a string, got {type(expr).__name__}")
         expr = _realify(expr)

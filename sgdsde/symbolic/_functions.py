@@ -12,6 +12,8 @@ import jax.numpy as jnp
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
+from .._models.activations import ACTIVATIONS
+
 
 class sigmoid(sp.Function):  # noqa: N801 (sympy functions are lower-case, like sp.tanh)
     """$\\sigma(z) = 1/(1 + e^{-z})$, kept as one symbol so expressions stay small; σ′ = σ(1 − σ)."""
@@ -38,6 +40,8 @@ def relu(z):
     return z * sp.Heaviside(z)
 
 
+# The symbolic twin of every numeric activation (sgdsde/_models/activations.py is the source of the names;
+# tests/test_symbolic.py::test_activation_tables_agree checks values and derivatives against JAX).
 SYMBOLIC_ACTIVATIONS = {
     "tanh": sp.tanh,
     "relu": relu,
@@ -46,6 +50,11 @@ SYMBOLIC_ACTIVATIONS = {
     "linear": lambda z: z,
     "softplus": softplus,
 }
+if set(SYMBOLIC_ACTIVATIONS) != set(ACTIVATIONS):
+    raise ImportError(
+        "symbolic activations out of sync with sgdsde._models.activations: "
+        f"{sorted(set(SYMBOLIC_ACTIVATIONS) ^ set(ACTIVATIONS))}"
+    )
 
 
 def _heaviside(z, *h0):

@@ -289,7 +289,22 @@ class SymbolicKernels(AbstractKernels):
             gq = unit("grad_quadform_u")(*g)
             return 2 * jnp.sum(gf * g[3]) * hv + jnp.sum(g[3] * hv) * gf + residual(theta, x, y) * gq
 
-        return locals()[name]
+        assembled = {
+            "output": output,
+            "loss": loss,
+            "grad_output": grad_output,
+            "grad_loss": grad_loss,
+            "hvp_output": hvp_output,
+            "hvp_loss": hvp_loss,
+            "jp_output": jp_output,
+            "jp_loss": jp_loss,
+            "sqnorm_grad_output": sqnorm_grad_output,
+            "diag_hessian_loss": diag_hessian_loss,
+            "trace_hessian_loss": trace_hessian_loss,
+            "grad_trace_hessian_loss": grad_trace_hessian_loss,
+            "grad_quadform_loss": grad_quadform_loss,
+        }
+        return assembled[name]
 
     def latex(self, name: str) -> str:
         """A unit kernel's expression in LaTeX (f = Σ_j u_j assembles the model's kernels from it)."""
