@@ -34,7 +34,7 @@ from _timing import median_seconds, paired_medians
 from jax import monitoring
 
 import sgdsde as sd
-from sgdsde._sde import FunctionSDE, PlatenWeak2, simulate_sde
+from sgdsde import FunctionSDE, PlatenWeak2, simulate_sde
 from sgdsde.analysis import sde_moments
 
 _COMPILES = []
@@ -170,7 +170,14 @@ def throughput_ou(d, n_paths, n_steps, reps, eta=0.01, with_peers=True):
 
     def ours():
         simulate_sde(
-            sde, None, np.zeros(d), lr=eta, n_steps=n_steps, key=1, n_paths=n_paths, observables=("sq_norm",)
+            sde,
+            None,
+            np.zeros(d),
+            lr=eta,
+            n_steps=n_steps,
+            key=1,
+            ensemble=sd.Ensemble(n_paths=n_paths, dtype=np.float32),
+            record=sd.Record(observables=("sq_norm",)),
         )
 
     fns = {"simulate_sde": ours}
@@ -198,8 +205,8 @@ def throughput_ou(d, n_paths, n_steps, reps, eta=0.01, with_peers=True):
                 lr=eta,
                 n_steps=n_steps,
                 key=1,
-                n_paths=n_paths,
-                observables=("sq_norm",),
+                ensemble=sd.Ensemble(n_paths=n_paths, dtype=np.float32),
+                record=sd.Record(observables=("sq_norm",)),
             )
 
         rates["simulate_sde (SME of quadratic_problem)"] = n_paths * n_steps / median_seconds(sme, 1)
@@ -247,8 +254,8 @@ def throughput_label_noise(n_paths, n_steps, reps, eta=0.01):
             lr=eta,
             n_steps=n_steps,
             key=1,
-            n_paths=n_paths,
-            observables=("sq_norm",),
+            ensemble=sd.Ensemble(n_paths=n_paths, dtype=np.float32),
+            record=sd.Record(observables=("sq_norm",)),
         )
 
     fns = {
@@ -308,12 +315,11 @@ def time_to_accuracy(tol, reps):
                 x0,
                 lr=T,
                 n_steps=1,
-                substeps=k,
                 key=3,
-                n_paths=n,
                 solver=solver,
-                observables=("sq_norm",),
-                chunk_size=min(n, 200_000),
+                ensemble=sd.Ensemble(n_paths=n, chunk_size=min(n, 200_000), dtype=np.float32),
+                record=sd.Record(observables=("sq_norm",)),
+                stepping=sd.Fixed(substeps=k),
             )
 
         t = median_seconds(go, reps)
@@ -332,7 +338,12 @@ def compile_counts():
     X = rng.normal(size=(20, 5)).astype(np.float32)
     problem = sd.Problem(sd.DiagonalLinearNetwork(5), X, X @ np.ones(5))
     th0 = np.ones(10)
-    kw = dict(n_steps=50, key=0, n_paths=256, observables=("loss",))
+    kw = dict(
+        n_steps=50,
+        key=0,
+        ensemble=sd.Ensemble(n_paths=256, dtype=np.float32),
+        record=sd.Record(observables=("loss",)),
+    )
     n0 = len(_COMPILES)
     t = time.perf_counter()
     simulate_sde(problem, sd.LabelNoise(0.5, batch_size=4), th0, lr=0.01, **kw)
@@ -355,10 +366,11 @@ def peak_memory(n_paths, n_steps):
         f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r});"
         "import numpy as np;"
         "from bench_sde import ou_setup, ou_sde;"
-        "from sgdsde._sde import simulate_sde;"
+        "import sgdsde;"
         "H, A, ts = ou_setup(100);"
-        f"r = simulate_sde(ou_sde(H, A, ts), None, np.zeros(100), lr=0.01, n_steps={n_steps}, key=0,"
-        f" n_paths={n_paths}, record_every={n_steps // 10}, observables=('sq_norm', 'theta'));"
+        f"r = sgdsde.simulate_sde(ou_sde(H, A, ts), None, np.zeros(100), lr=0.01, n_steps={n_steps}, key=0,"
+        f" ensemble=sgdsde.Ensemble(n_paths={n_paths}, dtype=np.float32),"
+        f" record=sgdsde.Record(every={n_steps // 10}, observables=('sq_norm', 'theta')));"
         # VmHWM is this process's own peak; ru_maxrss would include the (large) parent's RSS at fork time
         "print([int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
     )
@@ -371,10 +383,17 @@ def large_run(n_paths=100_000, n_steps=10_000, d=100):
     """Wall time of n_paths × n_steps at d = 100 with streaming statistics (the GPU goal: < 60 s)."""
     H, A, ts = ou_setup(d)
     sde = ou_sde(H, A, ts)
-    kw = dict(lr=0.01, key=0, n_paths=n_paths, observables=("sq_norm", "theta"))
-    simulate_sde(sde, None, np.zeros(d), n_steps=10, record_every=10, **kw)  # compile the step
+    kw = dict(
+        lr=0.01,
+        key=0,
+        ensemble=sd.Ensemble(n_paths=n_paths, dtype=np.float32),
+    )
+    obs = ("sq_norm", "theta")
+    simulate_sde(sde, None, np.zeros(d), n_steps=10, **kw, record=sd.Record(every=10, observables=obs))  # compile
     t = time.perf_counter()
-    res = simulate_sde(sde, None, np.zeros(d), n_steps=n_steps, record_every=n_steps // 10, **kw)
+    res = simulate_sde(
+        sde, None, np.zeros(d), n_steps=n_steps, **kw, record=sd.Record(every=n_steps // 10, observables=obs)
+    )
     return time.perf_counter() - t, res
 
 

@@ -75,7 +75,15 @@ def case_minibatch(n_paths, n_steps, reps):
     noise = sd.MinibatchNoise(32, "with_replacement")
 
     def ours():
-        sd.simulate_sgd(problem, noise, np.zeros(100), lr=0.01, n_steps=n_steps, key=1, n_paths=n_paths)
+        sd.simulate_sgd(
+            problem,
+            noise,
+            np.zeros(100),
+            lr=0.01,
+            n_steps=n_steps,
+            key=1,
+            ensemble=sd.Ensemble(n_paths=n_paths, dtype=np.float32),
+        )
 
     return median_seconds(lambda: hand(key, theta0).block_until_ready(), reps), median_seconds(ours, reps)
 
@@ -89,7 +97,15 @@ def case_label_noise(n_paths, n_steps, reps):
     noise = sd.LabelNoise(1.0)
 
     def ours():
-        sd.simulate_sgd(problem, noise, model.init(), lr=0.01, n_steps=n_steps, key=1, n_paths=n_paths)
+        sd.simulate_sgd(
+            problem,
+            noise,
+            model.init(),
+            lr=0.01,
+            n_steps=n_steps,
+            key=1,
+            ensemble=sd.Ensemble(n_paths=n_paths, dtype=np.float32),
+        )
 
     return (
         median_seconds(lambda: hand(jax.random.key(2), theta0).block_until_ready(), reps),

@@ -16,11 +16,12 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import matplotlib  # noqa: E402
 
+import sgdsde  # noqa: E402
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-import sgdsde  # noqa: E402
 from sgdsde.implicit import (  # noqa: E402
     HessianTraceRegularizer,
     check_convergence,
@@ -31,7 +32,7 @@ from sgdsde.implicit import (  # noqa: E402
 
 simulate_sde = getattr(sgdsde, "simulate_sde", None)
 if simulate_sde is None:  # until the lead re-exports it from sgdsde
-    from sgdsde._sde import simulate_sde
+    from sgdsde import simulate_sde
 
 
 def run(
@@ -56,20 +57,38 @@ def run(
     if quick:
         obs = {key: f for key, f in obs.items() if "trace_log" not in key}
     kw = dict(
-        lr=eta, n_steps=n_steps, key=seed, record_every=n_steps // 40, observables=obs, dtype=np.float64
+        lr=eta,
+        n_steps=n_steps,
+        key=seed,
+        ensemble=sgdsde.Ensemble(dtype=np.float64),
+        record=sgdsde.Record(every=n_steps // 40, observables=obs),
     )
-    many = dict(n_paths=n_paths, n_saved_paths=n_paths)
+    many = dict(
+        kw,
+        ensemble=sgdsde.Ensemble(n_paths=n_paths, dtype=np.float64),
+        record=sgdsde.Record(every=n_steps // 40, observables=obs, n_saved_paths=n_paths),
+    )
     runs = {
         "label-noise SGD": sgdsde.simulate_sgd(
-            prob, label, model.init(), label="label-noise SGD", **many, **kw
+            prob, label, model.init(), **many, output=sgdsde.Output(label="label-noise SGD")
         ),
-        "label-noise SDE": simulate_sde(prob, label, model.init(), label="label-noise SDE", **many, **kw),
-        "GD": sgdsde.simulate_sgd(prob, None, model.init(), label="GD", **kw),
+        "label-noise SDE": simulate_sde(
+            prob, label, model.init(), **many, output=sgdsde.Output(label="label-noise SDE")
+        ),
+        "GD": sgdsde.simulate_sgd(prob, None, model.init(), **kw, output=sgdsde.Output(label="GD")),
         "spherical noise (σ=0.01)": sgdsde.simulate_sgd(
-            prob, sgdsde.SphericalGaussianNoise(0.01), model.init(), label="spherical", **many, **kw
+            prob,
+            sgdsde.SphericalGaussianNoise(0.01),
+            model.init(),
+            **many,
+            output=sgdsde.Output(label="spherical"),
         ),
         "minibatch noise (B=20)": sgdsde.simulate_sgd(
-            prob, sgdsde.MinibatchNoise(20), model.init(), label="minibatch", **many, **kw
+            prob,
+            sgdsde.MinibatchNoise(20),
+            model.init(),
+            **many,
+            output=sgdsde.Output(label="minibatch"),
         ),
     }
     report = check_convergence(prob, runs, pred)

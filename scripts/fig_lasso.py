@@ -14,16 +14,17 @@ jax.config.update("jax_enable_x64", True)
 
 import matplotlib  # noqa: E402
 
+import sgdsde  # noqa: E402
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-import sgdsde  # noqa: E402
 from sgdsde.implicit import label_noise_lasso  # noqa: E402
 
 simulate_sde = getattr(sgdsde, "simulate_sde", None)
 if simulate_sde is None:  # until the lead re-exports it from sgdsde
-    from sgdsde._sde import simulate_sde
+    from sgdsde import simulate_sde
 
 
 def run(
@@ -37,11 +38,25 @@ def run(
     n_paths, n_steps = (16, 10000) if quick else (256, 40000)
     beta = {"beta": lambda p, th: p.model.weights(th)}
     kw = dict(
-        lr=eta, n_steps=n_steps, key=seed, record_every=n_steps // 40, observables=beta, dtype=np.float64
+        lr=eta,
+        n_steps=n_steps,
+        key=seed,
+        ensemble=sgdsde.Ensemble(dtype=np.float64),
+        record=sgdsde.Record(every=n_steps // 40, observables=beta),
     )
     runs = {
-        "label-noise SGD": sgdsde.simulate_sgd(prob, noise, prob.model.init(), n_paths=n_paths, **kw),
-        "label-noise SDE": simulate_sde(prob, noise, prob.model.init(), n_paths=n_paths, **kw),
+        "label-noise SGD": sgdsde.simulate_sgd(
+            prob,
+            noise,
+            prob.model.init(),
+            **dict(kw, ensemble=sgdsde.Ensemble(n_paths=n_paths, dtype=np.float64)),
+        ),
+        "label-noise SDE": simulate_sde(
+            prob,
+            noise,
+            prob.model.init(),
+            **dict(kw, ensemble=sgdsde.Ensemble(n_paths=n_paths, dtype=np.float64)),
+        ),
     }
     gd = sgdsde.simulate_sgd(prob, None, prob.model.init(), **kw)
     fig, ax = plt.subplots(figsize=(10, 4.2))

@@ -16,16 +16,17 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import matplotlib  # noqa: E402
 
+import sgdsde  # noqa: E402
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-import sgdsde  # noqa: E402
 from sgdsde.implicit import check_convergence, limiting_flow, predict, regularizer_observables  # noqa: E402
 
 simulate_sde = getattr(sgdsde, "simulate_sde", None)
 if simulate_sde is None:  # until the lead re-exports it from sgdsde
-    from sgdsde._sde import simulate_sde
+    from sgdsde import simulate_sde
 
 
 def run(
@@ -42,8 +43,8 @@ def run(
         lr=0.2,
         n_steps=20000,
         key=0,
-        n_saved_paths=1,
-        dtype=np.float64,
+        ensemble=sgdsde.Ensemble(dtype=np.float64),
+        record=sgdsde.Record(n_saved_paths=1),
     )
     theta_gd = gd.paths[-1, 0]
     noise = sgdsde.LabelNoise(np.sqrt(c * n))  # full batch: c = σ²/B
@@ -53,16 +54,18 @@ def run(
         lr=eta,
         n_steps=n_steps,
         key=seed + 2,
-        n_paths=n_paths,
-        n_saved_paths=n_paths,
-        record_every=n_steps // 40,
-        chunk_size=8,  # small jitted batches: large batched eigvalsh stalled on 2 shared cores
-        observables=regularizer_observables(eta, trg),
-        dtype=np.float64,
+        ensemble=sgdsde.Ensemble(n_paths=n_paths, chunk_size=8, dtype=np.float64),
+        record=sgdsde.Record(
+            every=n_steps // 40, observables=regularizer_observables(eta, trg), n_saved_paths=n_paths
+        ),
     )
     runs = {
-        "label-noise SGD": sgdsde.simulate_sgd(prob, noise, theta_gd, label="label-noise SGD", **kw),
-        "label-noise SDE": simulate_sde(prob, noise, theta_gd, label="label-noise SDE", **kw),
+        "label-noise SGD": sgdsde.simulate_sgd(
+            prob, noise, theta_gd, **kw, output=sgdsde.Output(label="label-noise SGD")
+        ),
+        "label-noise SDE": simulate_sde(
+            prob, noise, theta_gd, **kw, output=sgdsde.Output(label="label-noise SDE")
+        ),
     }
     flow = limiting_flow(
         prob,

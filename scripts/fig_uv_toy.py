@@ -14,16 +14,17 @@ jax.config.update("jax_enable_x64", True)
 
 import matplotlib  # noqa: E402
 
+import sgdsde  # noqa: E402
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-import sgdsde  # noqa: E402
 from sgdsde.implicit import limiting_flow  # noqa: E402
 
 simulate_sde = getattr(sgdsde, "simulate_sde", None)
 if simulate_sde is None:  # until the lead re-exports it from sgdsde
-    from sgdsde._sde import simulate_sde
+    from sgdsde import simulate_sde
 
 
 def run(
@@ -36,16 +37,16 @@ def run(
         lr=eta,
         n_steps=n_steps,
         key=seed,
-        n_paths=n_paths,
-        record_every=n_steps // 50,
-        observables=obs,
-        dtype=np.float64,
+        ensemble=sgdsde.Ensemble(n_paths=n_paths, dtype=np.float64),
+        record=sgdsde.Record(every=n_steps // 50, observables=obs),
     )
     th0 = np.array([2.0, 0.5])
     label = sgdsde.LabelNoise(sigma, batch_size=1)
     runs = {
         "label-noise SGD": sgdsde.simulate_sgd(toy, label, th0, **kw),
-        "label-noise SDE (Euler, dt = η/4)": simulate_sde(toy, label, th0, substeps=4, **kw),
+        "label-noise SDE (Euler, dt = η/4)": simulate_sde(
+            toy, label, th0, **kw, stepping=sgdsde.Fixed(substeps=4)
+        ),
         "isotropic-noise SGD (σ = 0.5)": sgdsde.simulate_sgd(
             toy, sgdsde.SphericalGaussianNoise(0.5), th0, **kw
         ),
@@ -68,10 +69,10 @@ def run(
     ax1.set_title("balance: decays under label noise, martingale under isotropic noise", fontsize=9)
     ax1.legend(fontsize=7, loc="lower left")
 
-    kw2 = dict(kw, n_steps=2 * n_steps, record_every=2 * n_steps // 100)
+    kw2 = dict(kw, n_steps=2 * n_steps, record=sgdsde.Record(every=2 * n_steps // 100, observables=obs))
     balanced = {
         "label-noise SGD": sgdsde.simulate_sgd(toy, label, np.ones(2), **kw2),
-        "label-noise SDE": simulate_sde(toy, label, np.ones(2), substeps=4, **kw2),
+        "label-noise SDE": simulate_sde(toy, label, np.ones(2), **kw2, stepping=sgdsde.Fixed(substeps=4)),
     }
     for (name, r), color in zip(balanced.items(), ["C0", "C1"], strict=True):
         m = r.mean["uv"]

@@ -51,6 +51,30 @@ from ._noise import (
 from ._noise import (
     SphericalGaussianNoise as SphericalGaussianNoise,
 )
+from ._options import (
+    Adaptive as Adaptive,
+)
+from ._options import (
+    CoupledToSGD as CoupledToSGD,
+)
+from ._options import (
+    Ensemble as Ensemble,
+)
+from ._options import (
+    Fixed as Fixed,
+)
+from ._options import (
+    Gaussian as Gaussian,
+)
+from ._options import (
+    Output as Output,
+)
+from ._options import (
+    Record as Record,
+)
+from ._options import (
+    TwoPoint as TwoPoint,
+)
 from ._problem import Problem as Problem
 from ._problem import quadratic_problem as quadratic_problem
 from ._results import EnsembleResult as EnsembleResult

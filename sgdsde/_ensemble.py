@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, PyTree
 
-from ._observables import resolve
+from ._observables import BUILTIN, check_observables, resolve
+from ._options import Ensemble, Output, Record
 from ._progress import Progress
 from ._results import EnsembleResult, RunningMoments
 from ._schedules import learning_rates
@@ -62,14 +63,25 @@ class AbstractStepper(eqx.Module):
 
 
 def to_key(key):
-    """Accept a JAX key (typed or raw) or an int seed."""
-    if isinstance(key, (int, np.integer)):
+    """Accept a JAX key (a typed scalar key, or raw uint32 key data of shape (2,)) or an int seed in
+    [0, 2⁶³); anything else raises ValueError naming ``key``.
+
+    The same key gives the same random numbers whatever the start: two runs with one key from different θ₀
+    share their draws (common random numbers). For independent runs pass different keys, e.g.
+    ``jax.random.split(key)`` or ``jax.random.fold_in(key, i)``."""
+    if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+        if not 0 <= int(key) < 2**63:
+            raise ValueError(f"key as an int seed must be in [0, 2**63), got {int(key)}")
         return jax.random.key(int(key))
     if not isinstance(key, jax.Array):
         raise ValueError(f"key must be a JAX PRNG key or an int seed, got {type(key).__name__}")
-    if not jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key = jax.random.wrap_key_data(key)
-    return key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        if key.shape != ():
+            raise ValueError(f"key must be one PRNG key (shape ()), got a key array of shape {key.shape}")
+        return key
+    if key.dtype != jnp.uint32 or key.shape != (2,):
+        raise ValueError(f"key as raw key data must be uint32 of shape (2,), got {key.dtype} {key.shape}")
+    return jax.random.wrap_key_data(key)
 
 
 def _stats(problem, observables, theta, bad_step, step_index, n_saved):
@@ -150,47 +162,14 @@ def _block_records(n_records: int, record_every: int, n_paths: int) -> int:
     return best
 
 
-def run_ensemble(
-    stepper_for_chunk,
-    *,
-    method: str,
-    theta0,
-    n_params: int,
-    lr,
-    n_steps: int,
-    key,
-    n_paths: int,
-    record_every: int | None,
-    observables,
-    n_saved_paths: int,
-    chunk_size: int | None,
-    dtype,
-    progress: bool,
-    save_to: str | None,
-    config: dict[str, Any],
-    steps_per_call: int = 1,
-    devices=None,
-) -> EnsembleResult:
-    """Run ``stepper_for_chunk(n)`` (a stepper for n paths) over all chunks and gather the statistics.
-
-    ``steps_per_call`` > 1: each stepper call covers that many SGD steps (k, …, k + s − 1), given k and η_k
-    (an adaptive solver integrating a whole record interval); it must divide ``record_every``.
-    ``devices`` (an int k for the first k devices, or a list of devices) shards every chunk's paths across
-    them: one SPMD program, ensemble statistics reduced across devices by XLA."""
-    n_steps = check_int_range("n_steps", n_steps, 1)
-    n_paths = check_int_range("n_paths", n_paths, 1)
-    record_every = n_steps if record_every is None else check_int_range("record_every", record_every, 1)
-    if n_steps % record_every:
-        raise ValueError(f"record_every must divide n_steps={n_steps}, got {record_every}")
-    chunk = n_paths if chunk_size is None else check_int_range("chunk_size", chunk_size, 1)
-    n_saved = check_int_range("n_saved_paths", n_saved_paths, 0, n_paths)
-    dtype = check_dtype(dtype)
-    sharding = _path_sharding(devices, n_paths, chunk)
-    etas = learning_rates(lr, n_steps)
-    obs = resolve(observables)
-    key = to_key(key)
-
-    th0 = np.asarray(theta0, dtype=np.float64)
+def check_theta0(theta0, n_params: int, n_paths: int) -> np.ndarray:
+    """θ₀ as float64, shape (d,) or (n_paths, d), finite; else ValueError naming ``theta0``."""
+    if isinstance(theta0, (str, bytes)) or np.iscomplexobj(theta0):
+        raise ValueError(f"theta0 must be a real array, got {theta0!r}")
+    try:
+        th0 = np.asarray(theta0, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"theta0 must be a real array, got {type(theta0).__name__}") from None
     if th0.ndim == 1:
         if th0.shape != (n_params,):
             raise ValueError(
@@ -200,9 +179,60 @@ def run_ensemble(
         raise ValueError(f"theta0 must have shape ({n_params},) or ({n_paths}, {n_params}), got {th0.shape}")
     if not np.all(np.isfinite(th0)):
         raise ValueError("theta0 must be finite")
+    return th0
 
-    if record_every % steps_per_call:
-        raise ValueError(f"record_every={record_every} must be a multiple of {steps_per_call} here")
+
+def check_steps(n_steps, record: Record, steps_per_call: int = 1) -> tuple[int, int]:
+    """(n_steps, record_every), validated together."""
+    n_steps = check_int_range("n_steps", n_steps, 1)
+    every = n_steps if record.every is None else record.every
+    if n_steps % every:
+        raise ValueError(f"record.every must divide n_steps={n_steps}, got {every}")
+    if every % steps_per_call:
+        raise ValueError(f"record.every={every} must be a multiple of {steps_per_call} here")
+    return n_steps, every
+
+
+def run_ensemble(
+    stepper_for_chunk,
+    *,
+    method: str,
+    theta0,
+    n_params: int,
+    lr,
+    n_steps: int,
+    key,
+    ensemble: Ensemble,
+    record: Record,
+    output: Output,
+    dtype,
+    config: dict[str, Any],
+    steps_per_call: int = 1,
+    step_unit: int = 1,
+) -> EnsembleResult:
+    """Run ``stepper_for_chunk(n)`` (a stepper for n paths) over all chunks and gather the statistics.
+
+    The options (``Ensemble``, ``Record``, ``Output``) validated themselves; here only what needs them together
+    is checked (n_steps with record.every, θ₀ with n_paths, the devices with the chunks, the observables at
+    θ₀). ``steps_per_call`` > 1: each stepper call covers that many engine steps (an adaptive solver
+    integrating a whole record interval); ``step_unit``: record and divergence steps are reported in units of
+    that many engine steps (SVAG: l steps per SGD step)."""
+    n_steps, record_every = check_steps(n_steps, record, steps_per_call)
+    n_paths, chunk = ensemble.n_paths, ensemble.chunk
+    n_saved = check_int_range("n_saved_paths", record.n_saved_paths, 0, n_paths)
+    dtype = check_dtype(dtype)
+    sharding = _path_sharding(ensemble.devices, n_paths, chunk)
+    etas = learning_rates(lr, n_steps)
+    obs = resolve(record.observables)
+    key = to_key(key)
+    th0 = check_theta0(theta0, n_params, n_paths)
+    save_to, progress = output.save_to, output.progress
+    check_observables(
+        stepper_for_chunk(1).problem,
+        tuple((k, f) for k, f in obs if f is not BUILTIN.get(k)),
+        jnp.asarray(th0.reshape(-1, n_params)[0], dtype),
+    )
+
     n_records = n_steps // record_every
     per_block = _block_records(n_records, record_every, n_paths)
     steps_all = np.arange(0, n_steps, steps_per_call).reshape(n_records, record_every // steps_per_call)
@@ -222,7 +252,7 @@ def run_ensemble(
         config,
         n_steps=n_steps,
         n_paths=n_paths,
-        record_every=record_every,
+        record_every=record_every // step_unit,
         dtype=str(dtype),
         chunk_size=chunk,
         devices=1 if sharding is None else sharding.num_devices,
@@ -234,7 +264,7 @@ def run_ensemble(
         paths = np.concatenate(saved_chunks, axis=1) if n_saved and saved_chunks else None
         return EnsembleResult(
             method=method,
-            steps=record_steps,
+            steps=record_steps // step_unit,
             times=times,
             mean=dict(moments.mean),
             var=moments.variance(),
@@ -242,11 +272,11 @@ def run_ensemble(
             n_paths=done_paths,
             paths=paths,
             diverged=len(steps_bad),
-            first_divergence_step=int(steps_bad.min()) if len(steps_bad) else None,
+            first_divergence_step=int(-(-steps_bad.min() // step_unit)) if len(steps_bad) else None,
             complete=complete,
             config=dict(config, solver_stats=dict(solver_stats)) if solver_stats else config,
             diverged_paths=np.concatenate(bad_paths) if bad_paths else np.zeros(0, np.int64),
-            divergence_steps=steps_bad,
+            divergence_steps=-(-steps_bad // step_unit),  # the (SGD) step during which it diverged
             divergence_times=clock[steps_bad],
         )
 

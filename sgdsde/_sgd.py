@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
 
 import jax
 import numpy as np
 
 from ._ensemble import AbstractStepper, run_ensemble
 from ._noise import AbstractGradientNoise, NoNoise
+from ._options import Ensemble, Output, Record, check_options
 from ._problem import Problem
+from ._results import EnsembleResult
 from ._schedules import learning_rates
 from ._validation import check_int_range
 
@@ -64,40 +65,25 @@ def simulate_sgd(
     lr,
     n_steps: int,
     key,
-    n_paths: int = 1,
-    record_every: int | None = None,
-    observables=None,
-    n_saved_paths: int = 0,
-    chunk_size: int | None = None,
-    dtype=np.float32,
-    progress: bool = False,
-    save_to: str | None = None,
-    label: str | None = None,
-    devices=None,
-) -> Any:
+    ensemble: Ensemble = Ensemble(),
+    record: Record = Record(),
+    output: Output = Output(),
+) -> EnsembleResult:
     """Simulate N independent runs of discrete SGD as one jitted scan.
 
     $\\theta_{k+1} = \\theta_k - \\eta_k \\tilde g(\\theta_k)$ with $\\tilde g$ drawn by ``noise`` (None: GD).
 
     Args:
-        problem: model + data + squared loss.
+        problem: model + data + loss.
         noise: a gradient-noise model, or None for full-batch GD.
         theta0: (d,) shared start, or (n_paths, d).
         lr: a float, a schedule (callable of the step), or an array of n_steps step sizes.
         n_steps: number of SGD steps T.
-        key: JAX key or int seed; the only source of randomness.
-        n_paths: ensemble size N.
-        record_every: record observables every k steps (k divides T); default: start and end only.
-        observables: names of built-ins or a mapping name → f(problem, θ); default loss and ‖θ‖².
-        n_saved_paths: keep θ of this many whole paths at each record.
-        chunk_size: paths per jitted call (memory O(chunk·d)); default all at once.
-        dtype: float32 or float64 (needs jax_enable_x64).
-        progress: print a progress line on stderr.
-        save_to: path prefix; finished chunks are saved there (npz + json) as they complete.
-        label: method name in reports.
-        devices: None (one device), an int k (the first k of jax.devices()) or a list of devices: each
-            chunk's paths are sharded across them (n_paths and chunk_size multiples of their number); the
-            same key gives the same numbers as on one device, up to the order of the statistics' sums.
+        key: JAX key or int seed; the only source of randomness. The same key gives the same draws whatever
+            θ₀ (common random numbers); for independent runs use different keys (``jax.random.split``).
+        ensemble: ``Ensemble(n_paths, chunk_size, devices, dtype)``; dtype None is the problem's.
+        record: ``Record(every, observables, n_saved_paths)``.
+        output: ``Output(save_to, progress, label)``.
 
     Returns:
         EnsembleResult on the time grid $t_k = \\sum_{j<k}\\eta_j$ (theory/sgd.md, SGD-1).
@@ -107,11 +93,13 @@ def simulate_sgd(
     noise = NoNoise() if noise is None else noise
     if not isinstance(noise, AbstractGradientNoise):
         raise ValueError(f"noise must be an AbstractGradientNoise or None, got {type(noise).__name__}")
+    check_options(ensemble, record, output)
     noise.check(problem)
     problem.check_theta(theta0, "theta0")
     _warn_if_unstable(problem, theta0, learning_rates(lr, check_int_range("n_steps", n_steps, 1)))
-    same = np.dtype(dtype) == problem.X.dtype == problem.y.dtype
-    dtype_problem = problem if same else problem.astype(np.dtype(dtype))
+    dtype = ensemble.resolved_dtype(problem.X.dtype)
+    same = dtype == problem.X.dtype == problem.y.dtype
+    dtype_problem = problem if same else problem.astype(dtype)
     config = {
         "simulator": "sgd",
         "noise": repr(noise),
@@ -121,20 +109,15 @@ def simulate_sgd(
     }
     return run_ensemble(
         lambda n: SGDStepper(dtype_problem, noise, n),
-        method=label or type(noise).__name__,
+        method=output.label or type(noise).__name__,
         theta0=theta0,
         n_params=problem.n_params,
         lr=lr,
         n_steps=n_steps,
         key=key,
-        n_paths=n_paths,
-        record_every=record_every,
-        observables=observables,
-        n_saved_paths=n_saved_paths,
-        chunk_size=chunk_size,
+        ensemble=ensemble,
+        record=record,
+        output=output,
         dtype=dtype,
-        progress=progress,
-        save_to=save_to,
         config=config,
-        devices=devices,
     )

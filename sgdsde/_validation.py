@@ -8,7 +8,10 @@ import numpy as np
 
 
 def check_positive(name: str, value, *, allow_zero: bool = False) -> float:
-    """Return ``value`` as a float if it is finite and > 0 (>= 0 with ``allow_zero``), else raise."""
+    """Return ``value`` as a float if it is a real number, finite and > 0 (>= 0 with ``allow_zero``), else raise
+    (strings, booleans and complex numbers are not numbers here, even when float() would convert them)."""
+    if isinstance(value, (str, bytes, bool, np.bool_)) or np.iscomplexobj(value):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):

@@ -167,13 +167,13 @@ def run(progress: bool = True, **kwargs) -> JobReport:
             lr=cfg["lr"],
             n_steps=cfg["steps"],
             key=cfg["seed"] + 1,
-            n_paths=1 if noises[m] is None else cfg["paths"],
-            record_every=cfg["record_every"],
-            observables=observables,
-            dtype=np.dtype(cfg["dtype"]),
-            progress=progress,
-            label=_label(m, cfg),
-            save_to=os.path.join(cfg["out"], f"run_{m}"),
+            ensemble=sd.Ensemble(
+                n_paths=1 if noises[m] is None else cfg["paths"], dtype=np.dtype(cfg["dtype"])
+            ),
+            record=sd.Record(every=cfg["record_every"], observables=observables),
+            output=sd.Output(
+                save_to=os.path.join(cfg["out"], f"run_{m}"), progress=progress, label=_label(m, cfg)
+            ),
         )
         rows = {name: tuple(float(v) for v in res.final(name)) for name in obs}
         reports.append(MethodReport(_label(m, cfg), res, rows))

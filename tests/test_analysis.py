@@ -72,10 +72,8 @@ def test_sgd_moments_match_simulated_sgd():
         lr=lr,
         n_steps=40,
         key=0,
-        n_paths=20_000,
-        record_every=10,
-        observables=("theta", "sq_norm", "loss"),
-        dtype=np.float64,
+        ensemble=sgdsde.Ensemble(n_paths=20_000, dtype=np.float64),
+        record=sgdsde.Record(every=10, observables=("theta", "sq_norm", "loss")),
     )
     exact = sgd_moments(H, ts, C, np.zeros(3), lr=lr, n_steps=40, record_every=10)
     np.testing.assert_allclose(res.times, exact.times)
@@ -125,10 +123,18 @@ def test_label_noise_stationary_covariance_c1():
     np.testing.assert_allclose(S_sde, eta * sigma**2 / (2 * n) * np.eye(d), atol=1e-14)
     outer = {"outer": lambda p, th: th[:, None] * th[None, :]}
     # start at θ* = 0: the covariance relaxes as (1 − ηλ_min)^{2k} = 0.8^{2k}, < 1e-9 after 50 steps
-    kw = dict(lr=eta, n_steps=50, key=11, n_paths=10_000, observables=outer, dtype=np.float64)
+    kw = dict(
+        lr=eta,
+        n_steps=50,
+        key=11,
+        ensemble=sgdsde.Ensemble(n_paths=10_000, dtype=np.float64),
+        record=sgdsde.Record(observables=outer),
+    )
     noise = sgdsde.LabelNoise(sigma)
     for solver, substeps, S in ((None, 1, S_disc), (PlatenWeak2(), 4, S_sde)):
-        res = simulate_sde(problem, noise, np.zeros(d), solver=solver, substeps=substeps, **kw)
+        res = simulate_sde(
+            problem, noise, np.zeros(d), solver=solver, **kw, stepping=sgdsde.Fixed(substeps=substeps)
+        )
         mean, se = res.final("outer")
         # 4.5 s.e. over 16 entries, plus the weak-2 scheme's O(dt²) bias (dt = 0.05: ~1e-3 relative)
         assert np.all(np.abs(mean - S) < 4.5 * se + 1e-3 * np.max(S)), (mean, S)
@@ -263,16 +269,15 @@ def test_affine_sgd_moments_match_simulated_minibatch_sgd():
     H, ts, min_loss = quadratic_form(problem)
     noise = sgdsde.MinibatchNoise(2)
     lr = sgdsde.CosineLR(0.25, 40, 0.05)
-    kw = dict(lr=lr, n_steps=40, record_every=10)
+    kw = dict(lr=lr, n_steps=40, record=sgdsde.Record(every=10))
     res = sgdsde.simulate_sgd(
         problem,
         noise,
         np.zeros(3),
         key=5,
-        n_paths=4000,
-        observables=moment_observables(ts),
-        dtype=np.float64,
         **kw,
+        ensemble=sgdsde.Ensemble(n_paths=4000, dtype=np.float64),
+        record=sgdsde.Record(observables=moment_observables(ts)),
     )
     exact = sgd_moments(H, ts, AffineNoise.from_noise(problem, noise), np.zeros(3), **kw)
     names = ("theta", "sq_norm", "loss", "dev")
@@ -337,11 +342,9 @@ def test_affine_sde_moments_match_simulated_sde():
         lr=eta,
         n_steps=n_steps,
         key=9,
-        substeps=4,
-        n_paths=4000,
-        record_every=5,
-        observables=moment_observables(ts),
-        dtype=np.float64,
+        ensemble=sgdsde.Ensemble(n_paths=4000, dtype=np.float64),
+        record=sgdsde.Record(every=5, observables=moment_observables(ts)),
+        stepping=sgdsde.Fixed(substeps=4),
     )
     exact = sde_moments(H, ts, an, theta0, lr=eta, times=res.times)
     euler = euler_moments(H, ts, an, theta0, lr=eta, dt=eta / 4, T=n_steps * eta, record_every=20)

@@ -51,8 +51,14 @@ def test_uv_toy_balance_decay_and_isotropic_martingale(simulator):
     if simulator == "sgd":
         run, dt = (lambda *a, **k: s.simulate_sgd(*a, **k)), eta
     else:
-        run, dt = (lambda *a, **k: simulate_sde(*a, substeps=4, **k)), eta / 4
-    kw = dict(lr=eta, n_steps=2000, key=0, n_paths=400, record_every=100, observables=TOY_OBS, dtype=F64)
+        run, dt = (lambda *a, **k: simulate_sde(*a, **k, stepping=s.Fixed(substeps=4))), eta / 4
+    kw = dict(
+        lr=eta,
+        n_steps=2000,
+        key=0,
+        ensemble=s.Ensemble(n_paths=400, dtype=F64),
+        record=s.Record(every=100, observables=TOY_OBS),
+    )
     lab = run(toy, s.LabelNoise(sigma, batch_size=1), th0, **kw)
     D, se = lab.mean["D"], lab.stderr("D")
     i, j = 5, 20
@@ -76,7 +82,7 @@ def test_uv_toy_time_average_of_uv():
     lam = eta
     for name, run, band in [
         ("sgd", s.simulate_sgd, 2 * lam**2),
-        ("sde", lambda *a, **k: simulate_sde(*a, substeps=4, **k), eta / 4 * lam),
+        ("sde", lambda *a, **k: simulate_sde(*a, **k, stepping=s.Fixed(substeps=4)), eta / 4 * lam),
     ]:
         r = run(
             toy,
@@ -85,11 +91,8 @@ def test_uv_toy_time_average_of_uv():
             lr=eta,
             n_steps=4000,
             key=1,
-            n_paths=400,
-            record_every=80,
-            n_saved_paths=400,
-            observables={"loss": TOY_OBS["loss"]},
-            dtype=F64,
+            ensemble=s.Ensemble(n_paths=400, dtype=F64),
+            record=s.Record(every=80, observables={"loss": TOY_OBS["loss"]}, n_saved_paths=400),
         )
         p = np.mean(r.paths[25:, :, 0] * r.paths[25:, :, 1], axis=0)
         mean, se = p.mean(), p.std(ddof=1) / np.sqrt(p.size)
@@ -161,11 +164,8 @@ def test_diagonal_network_label_noise_solves_weighted_lasso(simulator):
         lr=eta,
         n_steps=40000,
         key=0,
-        n_paths=n_paths,
-        record_every=1000,
-        n_saved_paths=n_paths,
-        observables={"loss": lambda p, th: p.loss(th)},
-        dtype=F64,
+        ensemble=s.Ensemble(n_paths=n_paths, dtype=F64),
+        record=s.Record(every=1000, observables={"loss": lambda p, th: p.loss(th)}, n_saved_paths=n_paths),
     )
     P = r.paths[20:]
     per_path = np.mean(P[..., :d] ** 2 - P[..., d:] ** 2, axis=0)
@@ -174,7 +174,14 @@ def test_diagonal_network_label_noise_solves_weighted_lasso(simulator):
     dist = np.linalg.norm(beta_bar - las.beta)
     assert dist <= 4 * floor + lam * np.linalg.norm(las.beta), (dist, floor)
     gd = s.simulate_sgd(
-        prob, None, prob.model.init(), lr=eta, n_steps=40000, key=0, n_saved_paths=1, dtype=F64
+        prob,
+        None,
+        prob.model.init(),
+        lr=eta,
+        n_steps=40000,
+        key=0,
+        ensemble=s.Ensemble(dtype=F64),
+        record=s.Record(n_saved_paths=1),
     )
     beta_gd = gd.paths[-1, 0, :d] ** 2 - gd.paths[-1, 0, d:] ** 2
     assert np.linalg.norm(beta_gd - las.beta) > 10 * dist
@@ -203,13 +210,20 @@ def test_flagship_label_noise_recovers_sparse_truth():
         "loss": lambda p, th: p.loss(th),
         "test_error": lambda p, th: jnp.sum((th * th - w) ** 2),
     }
-    kw = dict(lr=eta, n_steps=8000, key=0, record_every=400, observables=obs, dtype=F64)
+    kw = dict(lr=eta, n_steps=8000, key=0)
+
+    def opts(paths, saved=0):
+        return dict(
+            ensemble=s.Ensemble(n_paths=paths, dtype=F64),
+            record=s.Record(every=400, observables=obs, n_saved_paths=saved),
+        )
+
     runs = {
-        "label SGD": s.simulate_sgd(prob, label, model.init(), n_paths=8, n_saved_paths=8, **kw),
-        "label SDE": simulate_sde(prob, label, model.init(), n_paths=8, n_saved_paths=8, **kw),
-        "GD": s.simulate_sgd(prob, None, model.init(), n_paths=1, **kw),
-        "spherical": s.simulate_sgd(prob, s.SphericalGaussianNoise(0.01), model.init(), n_paths=4, **kw),
-        "minibatch": s.simulate_sgd(prob, s.MinibatchNoise(20), model.init(), n_paths=4, **kw),
+        "label SGD": s.simulate_sgd(prob, label, model.init(), **kw, **opts(8, 8)),
+        "label SDE": simulate_sde(prob, label, model.init(), **kw, **opts(8, 8)),
+        "GD": s.simulate_sgd(prob, None, model.init(), **kw, **opts(1)),
+        "spherical": s.simulate_sgd(prob, s.SphericalGaussianNoise(0.01), model.init(), **kw, **opts(4)),
+        "minibatch": s.simulate_sgd(prob, s.MinibatchNoise(20), model.init(), **kw, **opts(4)),
     }
     rep = check_convergence(prob, runs, pred)
     for name in ("label SGD", "label SDE"):
@@ -236,7 +250,14 @@ def test_two_layer_label_noise_lowers_sharpness_near_zero_loss():
     net = s.TwoLayerNetwork(p, m, "tanh")
     prob = s.Problem(net, data.X, data.y)
     gd = s.simulate_sgd(
-        prob, None, net.init(jax.random.key(1)), lr=0.2, n_steps=20000, key=0, n_saved_paths=1, dtype=F64
+        prob,
+        None,
+        net.init(jax.random.key(1)),
+        lr=0.2,
+        n_steps=20000,
+        key=0,
+        ensemble=s.Ensemble(dtype=F64),
+        record=s.Record(n_saved_paths=1),
     )
     th_gd = gd.paths[-1, 0]
     assert gd.mean["loss"][-1] < 1e-8
@@ -249,7 +270,11 @@ def test_two_layer_label_noise_lowers_sharpness_near_zero_loss():
         "trG": lambda q, th: jnp.sum(q.output_gradients(th) ** 2) / q.n_data,
     }
     kw = dict(
-        lr=eta, n_steps=10000, key=2, n_paths=8, record_every=500, n_saved_paths=8, observables=obs, dtype=F64
+        lr=eta,
+        n_steps=10000,
+        key=2,
+        ensemble=s.Ensemble(n_paths=8, dtype=F64),
+        record=s.Record(every=500, observables=obs, n_saved_paths=8),
     )
     runs = {"SGD": s.simulate_sgd(prob, noise, th_gd, **kw), "SDE": simulate_sde(prob, noise, th_gd, **kw)}
     tr0 = float(obs["trG"](prob, jnp.asarray(th_gd)))

@@ -20,7 +20,12 @@ def quad(d=3, seed=0):
 
 
 def common(**kw):
-    base = dict(n_steps=30, key=7, n_paths=16, n_saved_paths=16, record_every=10, dtype=np.float64)
+    base = dict(
+        n_steps=30,
+        key=7,
+        ensemble=sgdsde.Ensemble(n_paths=16, dtype=np.float64),
+        record=sgdsde.Record(every=10, n_saved_paths=16),
+    )
     base.update(kw)
     return base
 
@@ -40,13 +45,13 @@ def test_euler_with_dt_eta_reproduces_gaussian_sgd(which):
     lr = sgdsde.StepDecayLR(0.2, (10, 20), 0.5)
     th0 = np.ones(3)
     sgd = sgdsde.simulate_sgd(problem, noise, th0, lr=lr, **common())
-    sde = simulate_sde(problem, noise, th0, lr=lr, increments="coupled", **common())
+    sde = simulate_sde(problem, noise, th0, lr=lr, **common(), increments=sgdsde.CoupledToSGD())
     np.testing.assert_array_equal(sgd.times, sde.times)
     np.testing.assert_array_equal(sgd.steps, sde.steps)
     # float64 rounding over 30 steps of O(1) values
     np.testing.assert_allclose(sde.paths, sgd.paths, rtol=0, atol=1e-12)
     np.testing.assert_allclose(sde.mean["loss"], sgd.mean["loss"], rtol=1e-12)
-    fast = simulate_sde(problem, noise, th0, lr=lr, increments="gaussian", **common())
+    fast = simulate_sde(problem, noise, th0, lr=lr, **common(), increments=sgdsde.Gaussian())
     assert which == "none" or not np.allclose(fast.paths, sgd.paths)
 
 
@@ -57,16 +62,16 @@ def test_substeps_share_the_brownian_path_strong_orders():
     [theory: SDE-3, SDE-5]"""
     sde = FunctionSDE(lambda th, eta: -0.5 * th, lambda th: 0.8 * th[:, None], noise_type="commutative")
     kw = dict(
-        increments="coupled",
         lr=0.5,
         n_steps=4,
         key=3,
-        n_paths=2000,
-        n_saved_paths=2000,
-        dtype=np.float64,
-        observables=("theta",),
+        ensemble=sgdsde.Ensemble(n_paths=2000, dtype=np.float64),
+        record=sgdsde.Record(observables=("theta",), n_saved_paths=2000),
+        increments=sgdsde.CoupledToSGD(),
     )
-    ref = simulate_sde(sde, None, np.ones(1), substeps=512, solver=diffrax.ItoMilstein(), **kw).paths[-1]
+    ref = simulate_sde(
+        sde, None, np.ones(1), solver=diffrax.ItoMilstein(), **kw, stepping=sgdsde.Fixed(substeps=512)
+    ).paths[-1]
     ks = np.array([4, 8, 16, 32])
     strong = {}
     for solver in (diffrax.Euler(), diffrax.ItoMilstein()):
@@ -74,7 +79,9 @@ def test_substeps_share_the_brownian_path_strong_orders():
             np.sqrt(
                 np.mean(
                     (
-                        simulate_sde(sde, None, np.ones(1), substeps=int(k), solver=solver, **kw).paths[-1]
+                        simulate_sde(
+                            sde, None, np.ones(1), solver=solver, **kw, stepping=sgdsde.Fixed(substeps=int(k))
+                        ).paths[-1]
                         - ref
                     )
                     ** 2
@@ -127,15 +134,15 @@ def test_unfit_solvers_and_bad_input_are_refused():
     ]:
         with pytest.raises(ValueError, match=word):
             simulate_sde(net, noise, th0, solver=solver, **kw)
-    with pytest.raises(ValueError, match="two_point"):
-        simulate_sde(net, noise, th0, solver=diffrax.Heun(), increments="two_point", **kw)
+    with pytest.raises(ValueError, match="TwoPoint"):
+        simulate_sde(net, noise, th0, solver=diffrax.Heun(), **kw, increments=sgdsde.TwoPoint())
     with pytest.raises(ValueError, match="increments"):
-        simulate_sde(net, noise, th0, increments="uniform", **kw)
+        simulate_sde(net, noise, th0, **kw, increments="uniform")  # a string, not an increments object
     for dt in (0.2, 0.0, -0.1, 0.03):
         with pytest.raises(ValueError, match="dt"):
-            simulate_sde(net, noise, th0, dt=dt, **kw)
+            simulate_sde(net, noise, th0, **kw, stepping=sgdsde.Fixed(dt=dt))
     with pytest.raises(ValueError, match="substeps"):
-        simulate_sde(net, noise, th0, substeps=0, **kw)
+        simulate_sde(net, noise, th0, **kw, stepping=sgdsde.Fixed(substeps=0))
     with pytest.raises(ValueError, match="order"):
         simulate_sde(net, noise, th0, order=3, **kw)
     with pytest.raises(ValueError, match="theta0"):
@@ -153,7 +160,7 @@ def test_unfit_solvers_and_bad_input_are_refused():
     with pytest.raises(ValueError, match="noise=None"):
         simulate_sde(wrong, noise, np.ones(2), **kw)
     # dt = η/4 is accepted and means 4 substeps
-    res = simulate_sde(net, noise, th0, dt=0.025, **kw)
+    res = simulate_sde(net, noise, th0, **kw, stepping=sgdsde.Fixed(dt=0.025))
     assert res.config["substeps"] == 4
 
 
@@ -163,7 +170,12 @@ def test_stratonovich_solvers_run_with_correction_and_additive_solvers_on_additi
     problem, _ = quad()
     noise = sgdsde.SphericalGaussianNoise(0.5)
     kw = dict(
-        lr=0.05, n_steps=20, key=5, n_paths=4000, substeps=2, dtype=np.float64, observables=("sq_norm",)
+        lr=0.05,
+        n_steps=20,
+        key=5,
+        ensemble=sgdsde.Ensemble(n_paths=4000, dtype=np.float64),
+        record=sgdsde.Record(observables=("sq_norm",)),
+        stepping=sgdsde.Fixed(substeps=2),
     )
     base = simulate_sde(problem, noise, np.ones(3), **kw)
     solvers = (
@@ -197,8 +209,7 @@ def test_nonfinite_paths_are_flagged():
             lr=5.0,
             n_steps=400,
             key=0,
-            n_paths=4,
-            dtype=np.float32,
+            ensemble=sgdsde.Ensemble(n_paths=4, dtype=np.float32),
         )
     assert res.diverged == 4 and res.first_divergence_step is not None
     assert any("diverged" in str(x.message) for x in w)
@@ -233,10 +244,20 @@ def test_matrix_free_factor_product_equals_the_factor(noise):
 def test_function_sde_without_problem_defaults_to_theta_observables():
     """An SDE given only by functions records ‖θ‖² by default and refuses loss-based observables by name."""
     sde = FunctionSDE(lambda th, eta: -th, lambda th: jnp.eye(2), noise_type="additive")
-    res = simulate_sde(sde, None, np.ones(2), lr=0.1, n_steps=10, key=0, n_paths=4, dtype=np.float64)
+    res = simulate_sde(
+        sde,
+        None,
+        np.ones(2),
+        lr=0.1,
+        n_steps=10,
+        key=0,
+        ensemble=sgdsde.Ensemble(n_paths=4, dtype=np.float64),
+    )
     assert res.observables == ["sq_norm"] and res.count[-1] == 4
     with pytest.raises(ValueError, match=r"observables \['loss'\] need a problem"):
-        simulate_sde(sde, None, np.ones(2), lr=0.1, n_steps=10, key=0, observables=["loss"])
+        simulate_sde(
+            sde, None, np.ones(2), lr=0.1, n_steps=10, key=0, record=sgdsde.Record(observables=["loss"])
+        )
 
 
 def test_adaptive_stepping_matches_exact_moments_and_takes_steps_longer_than_eta():
@@ -251,12 +272,10 @@ def test_adaptive_stepping_matches_exact_moments_and_takes_steps_longer_than_eta
         lr=0.01,
         n_steps=200,
         key=3,
-        n_paths=2000,
-        record_every=100,
-        dtype=np.float64,
-        observables=("sq_norm",),
         solver=diffrax.ShARK(),
-        adaptive=diffrax.PIDController(rtol=1e-3, atol=1e-3),
+        ensemble=sgdsde.Ensemble(n_paths=2000, dtype=np.float64),
+        record=sgdsde.Record(every=100, observables=("sq_norm",)),
+        stepping=sgdsde.Adaptive(controller=diffrax.PIDController(rtol=1e-3, atol=1e-3)),
     )
     res = simulate_sde(problem, noise, np.ones(3), **kw)
     exact = sde_moments(H, ts, 0.25 * np.eye(3), np.ones(3), lr=0.01, times=res.times)
@@ -280,10 +299,15 @@ def test_adaptive_stepping_general_noise_agrees_with_fixed_steps():
     net = sgdsde.Problem(sgdsde.DiagonalLinearNetwork(2), X, np.array([1.0, 0.5, -0.3]))
     noise = sgdsde.LabelNoise(0.5)
     th0 = np.array([1.0, 0.8, 0.6, 0.9])
-    kw = dict(n_steps=40, key=11, n_paths=3000, record_every=20, dtype=np.float64, observables=("loss",))
+    kw = dict(
+        n_steps=40,
+        key=11,
+        ensemble=sgdsde.Ensemble(n_paths=3000, dtype=np.float64),
+        record=sgdsde.Record(every=20, observables=("loss",)),
+    )
     for lr in (0.02, sgdsde.StepDecayLR(0.02, (20,), 0.5)):
-        base = simulate_sde(net, noise, th0, lr=lr, substeps=4, **kw)
-        res = simulate_sde(net, noise, th0, lr=lr, solver=diffrax.Heun(), adaptive=True, **kw)
+        base = simulate_sde(net, noise, th0, lr=lr, **kw, stepping=sgdsde.Fixed(substeps=4))
+        res = simulate_sde(net, noise, th0, lr=lr, solver=diffrax.Heun(), **kw, stepping=sgdsde.Adaptive())
         assert "ClipStepSizeController" in res.config["adaptive"]
         assert res.config["steps_per_solve"] == (20 if lr == 0.02 else 1)
         err, se = weak_error(base, res).final("loss")
@@ -296,32 +320,50 @@ def test_adaptive_stepping_refuses_unfit_input_and_flags_failed_solves():
     that runs out of steps is reported as divergence, never returned as numbers. [theory: SDE-8]"""
     problem, _ = quad()
     noise = sgdsde.SphericalGaussianNoise(0.5)
-    kw = dict(lr=0.01, n_steps=20, key=0, n_paths=8, dtype=np.float64)
+    kw = dict(lr=0.01, n_steps=20, key=0, ensemble=sgdsde.Ensemble(n_paths=8, dtype=np.float64))
     with pytest.raises(ValueError, match="solver Euler"):
-        simulate_sde(problem, noise, np.ones(3), adaptive=True, **kw)
+        simulate_sde(problem, noise, np.ones(3), **kw, stepping=sgdsde.Adaptive())
     with pytest.raises(ValueError, match="solver GeneralShARK has no embedded error estimate"):
-        simulate_sde(problem, noise, np.ones(3), solver=diffrax.GeneralShARK(), adaptive=True, **kw)
+        simulate_sde(
+            problem, noise, np.ones(3), solver=diffrax.GeneralShARK(), **kw, stepping=sgdsde.Adaptive()
+        )
     with pytest.raises(ValueError, match="increments must be"):
         simulate_sde(
-            problem, noise, np.ones(3), solver=diffrax.ShARK(), adaptive=True, increments="coupled", **kw
+            problem,
+            noise,
+            np.ones(3),
+            solver=diffrax.ShARK(),
+            **kw,
+            stepping=sgdsde.Adaptive(),
+            increments=sgdsde.CoupledToSGD(),
         )
-    with pytest.raises(ValueError, match="adaptive must be True, a diffrax.PIDController"):
-        simulate_sde(problem, noise, np.ones(3), solver=diffrax.ShARK(), adaptive=0.1, **kw)
+    with pytest.raises(ValueError, match="controller must be None, a diffrax.PIDController"):
+        simulate_sde(
+            problem, noise, np.ones(3), solver=diffrax.ShARK(), **kw, stepping=sgdsde.Adaptive(controller=0.1)
+        )
     net = sgdsde.Problem(sgdsde.DiagonalLinearNetwork(2), np.eye(2), np.ones(2))
     clip = diffrax.ClipStepSizeController(diffrax.PIDController(rtol=1e-3, atol=1e-3))
     with pytest.raises(ValueError, match="store_rejected_steps"):
-        simulate_sde(net, sgdsde.LabelNoise(0.5), np.ones(4), solver=diffrax.Heun(), adaptive=clip, **kw)
+        simulate_sde(
+            net,
+            sgdsde.LabelNoise(0.5),
+            np.ones(4),
+            solver=diffrax.Heun(),
+            **kw,
+            stepping=sgdsde.Adaptive(controller=clip),
+        )
     with pytest.raises(ValueError, match="max_steps"):
-        simulate_sde(problem, noise, np.ones(3), solver=diffrax.ShARK(), adaptive=True, max_steps=0, **kw)
+        simulate_sde(
+            problem, noise, np.ones(3), solver=diffrax.ShARK(), **kw, stepping=sgdsde.Adaptive(max_steps=0)
+        )
     with pytest.warns(RuntimeWarning) as caught:
         res = simulate_sde(
             problem,
             noise,
             np.ones(3),
             solver=diffrax.ShARK(),
-            adaptive=diffrax.PIDController(rtol=1e-9, atol=1e-9),
-            max_steps=2,
             **kw,
+            stepping=sgdsde.Adaptive(controller=diffrax.PIDController(rtol=1e-9, atol=1e-9), max_steps=2),
         )
     assert res.diverged == 8 and res.first_divergence_step == 20
     assert res.config["solver_stats"]["failed_solves"] == 8
@@ -346,11 +388,8 @@ def test_divergence_is_reported_path_by_path_with_step_and_time(tmp_path):
             lr=0.5,
             n_steps=80,
             key=0,
-            n_paths=5,
-            record_every=10,
-            chunk_size=2,
-            observables=("theta",),
-            dtype=np.float32,
+            ensemble=sgdsde.Ensemble(n_paths=5, chunk_size=2, dtype=np.float32),
+            record=sgdsde.Record(every=10, observables=("theta",)),
         )
     np.testing.assert_array_equal(res.diverged_paths, [1, 3, 4])
     np.testing.assert_array_equal(res.divergence_steps, [59, 54, 59])
@@ -376,7 +415,12 @@ def test_sweeps_over_eta_sigma_and_batch_size_do_not_recompile():
     )
     X = np.random.default_rng(0).normal(size=(12, 3))
     problem = sgdsde.Problem(sgdsde.DiagonalLinearNetwork(3), X, X @ np.ones(3))
-    kw = dict(n_steps=20, record_every=10, key=0, n_paths=64, observables=("loss",), dtype=np.float64)
+    kw = dict(
+        n_steps=20,
+        key=0,
+        ensemble=sgdsde.Ensemble(n_paths=64, dtype=np.float64),
+        record=sgdsde.Record(every=10, observables=("loss",)),
+    )
     simulate_sde(problem, sgdsde.LabelNoise(0.5, batch_size=4), np.ones(6), lr=0.01, **kw)
     sgdsde.simulate_sgd(problem, sgdsde.LabelNoise(0.5, batch_size=4), np.ones(6), lr=0.01, **kw)
     n0 = len(compiles)
@@ -393,25 +437,25 @@ os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
 import jax, numpy as np
 jax.config.update("jax_enable_x64", True)
 import sgdsde
-from sgdsde._sde import simulate_sde
+from sgdsde import simulate_sde
 assert len(jax.devices()) == 4
 rng = np.random.default_rng(0)
 X = rng.normal(size=(12, 3))
 problem = sgdsde.Problem(sgdsde.DiagonalLinearNetwork(3), X, X @ np.ones(3))
-kw = dict(lr=0.02, n_steps=40, record_every=10, key=3, n_paths=64, chunk_size=32, dtype=np.float64,
-          observables=("loss", "theta"), n_saved_paths=8)
+kw = dict(lr=0.02, n_steps=40, key=3, record=sgdsde.Record(every=10, observables=("loss", "theta"), n_saved_paths=8))
+ens = dict(n_paths=64, chunk_size=32, dtype=np.float64)
 worst = 0.0
 for sim, noise in ((sgdsde.simulate_sgd, sgdsde.MinibatchNoise(4)),
                    (sgdsde.simulate_sgd, sgdsde.LabelNoise(0.5, batch_size=3, sampling="shuffle")),
                    (simulate_sde, sgdsde.LabelNoise(0.5))):
-    one = sim(problem, noise, np.ones(6), **kw)
-    four = sim(problem, noise, np.ones(6), devices=4, **kw)
+    one = sim(problem, noise, np.ones(6), ensemble=sgdsde.Ensemble(**ens), **kw)
+    four = sim(problem, noise, np.ones(6), ensemble=sgdsde.Ensemble(devices=4, **ens), **kw)
     assert four.config["devices"] == 4 and one.config["devices"] == 1
     assert np.array_equal(one.paths, four.paths)
     worst = max([worst] + [float(np.max(np.abs(one.mean[k] - four.mean[k]))) for k in one.mean])
 for bad, match in ((dict(devices=3), "multiples of the number of devices"), (dict(devices=5), "devices must be in [1, 4]")):
     try:
-        sgdsde.simulate_sgd(problem, None, np.ones(6), **dict(kw, **bad))
+        sgdsde.simulate_sgd(problem, None, np.ones(6), ensemble=sgdsde.Ensemble(**dict(ens, **bad)), **kw)
     except ValueError as e:
         assert match in str(e), str(e)
     else:

@@ -28,7 +28,14 @@ def test_gd_from_zero_reaches_minimum_norm_solution():
     lr = 1.0 / lam.max()
     assert lr * lam.min() > 0.02
     res = sd.simulate_sgd(
-        problem, None, np.zeros(12), lr=lr, n_steps=4000, key=0, n_saved_paths=1, dtype=np.float64
+        problem,
+        None,
+        np.zeros(12),
+        lr=lr,
+        n_steps=4000,
+        key=0,
+        ensemble=sd.Ensemble(dtype=np.float64),
+        record=sd.Record(n_saved_paths=1),
     )
     w = X.T @ np.linalg.solve(X @ X.T, y)
     np.testing.assert_allclose(res.paths[-1, 0], w, atol=1e-12)
@@ -49,10 +56,8 @@ def test_uv_toy_exact_discrete_identity():
         lr=eta,
         n_steps=300,
         key=4,
-        n_paths=40,
-        record_every=1,
-        n_saved_paths=40,
-        dtype=np.float64,
+        ensemble=sd.Ensemble(n_paths=40, dtype=np.float64),
+        record=sd.Record(every=1, n_saved_paths=40),
     )
     u, v = res.paths[:-1, :, 0], res.paths[:-1, :, 1]
     u1, v1 = res.paths[1:, :, 0], res.paths[1:, :, 1]
@@ -120,10 +125,8 @@ def test_stationary_covariance_matches_discrete_lyapunov(case):
         lr=eta,
         n_steps=k,
         key=7,
-        n_paths=20_000,
-        record_every=k,
-        observables={"outer": _outer_about(ts)},
-        dtype=np.float64,
+        ensemble=sd.Ensemble(n_paths=20_000, dtype=np.float64),
+        record=sd.Record(every=k, observables={"outer": _outer_about(ts)}),
     )
     S_k = _discrete_lyapunov_path(H, C, eta, k)
     A = np.eye(d) - eta * H
@@ -141,7 +144,12 @@ def test_same_key_same_paths_different_key_different_paths(seed, noise_index, n)
     """Same key → bit-identical results; another key → other paths; paths within a run are independent."""
     data = sd.sparse_regression(jax.random.key(0), n, 8, 2)
     problem = sd.Problem(sd.DiagonalLinearNetwork(8), data.X, data.y)
-    kw = dict(lr=0.01, n_steps=30, n_paths=16, record_every=10, n_saved_paths=4, dtype=np.float64)
+    kw = dict(
+        lr=0.01,
+        n_steps=30,
+        ensemble=sd.Ensemble(n_paths=16, dtype=np.float64),
+        record=sd.Record(every=10, n_saved_paths=4),
+    )
     noise = (sd.LabelNoise(1.0, 4, "shuffle"), sd.MinibatchNoise(5), sd.SphericalGaussianNoise(0.1))[
         noise_index
     ]
@@ -177,12 +185,9 @@ def test_chunks_and_saving(tmp_path):
         lr=0.1,
         n_steps=20,
         key=0,
-        n_paths=10,
-        chunk_size=4,
-        record_every=5,
-        n_saved_paths=6,
-        observables=["loss", "theta"],
-        save_to=str(tmp_path / "run"),
+        ensemble=sd.Ensemble(n_paths=10, chunk_size=4),
+        record=sd.Record(every=5, observables=["loss", "theta"], n_saved_paths=6),
+        output=sd.Output(save_to=str(tmp_path / "run")),
     )
     assert res.count.tolist() == [10] * 5 and res.paths.shape == (5, 6, 2)
     back = sd.EnsembleResult.load(str(tmp_path / "run"))
@@ -210,9 +215,8 @@ def test_schedules_and_sde_clock():
         lr=step,
         n_steps=30,
         key=0,
-        record_every=10,
-        n_saved_paths=1,
-        dtype=np.float64,
+        ensemble=sd.Ensemble(dtype=np.float64),
+        record=sd.Record(every=10, n_saved_paths=1),
     )
     np.testing.assert_allclose(res.times, [0, 1.0, 1.5, 1.75])
     # GD on ½‖θ‖²: θ_k = Π(1 − η_j)θ_0
@@ -225,8 +229,8 @@ def test_schedules_and_sde_clock():
         lr=lambda k: 0.1 / (1 + k),
         n_steps=4,
         key=0,
-        n_saved_paths=1,
-        dtype=np.float64,
+        ensemble=sd.Ensemble(dtype=np.float64),
+        record=sd.Record(n_saved_paths=1),
     )
     np.testing.assert_allclose(res.times[-1], 0.1 * (1 + 1 / 2 + 1 / 3 + 1 / 4))
 
@@ -243,9 +247,8 @@ def test_divergence_is_flagged_with_step_and_count():
             lr=0.5,
             n_steps=2000,
             key=0,
-            n_paths=8,
-            record_every=100,
-            dtype=np.float32,
+            ensemble=sd.Ensemble(n_paths=8, dtype=np.float32),
+            record=sd.Record(every=100),
         )
     assert res.diverged == 8
     # |1 − 0.5·10| = 4 per step: float32 overflows (3.4e38) after log(3.4e38)/log(4) ≈ 64 steps
@@ -259,23 +262,33 @@ def test_divergence_is_flagged_with_step_and_count():
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        (dict(lr=-0.1), "lr must be finite and > 0"),
-        (dict(lr=0.0), "lr must be finite and > 0"),
-        (dict(lr=float("nan")), "lr must be finite"),
-        (dict(theta0=np.zeros(3)), r"theta0 must have last dimension 2"),
-        (dict(record_every=7), "record_every must divide n_steps=20"),
-        (dict(n_paths=0), "n_paths must be >= 1"),
-        (dict(n_steps=0), "n_steps must be >= 1"),
-        (dict(dtype=np.int32), "dtype must be float32 or float64"),
-        (dict(observables=["nope"]), "unknown name 'nope'"),
-        (dict(noise=sd.MinibatchNoise(3)), r"batch_size must be in \[1, 2\]"),
-        (dict(key="seed"), "key must be a JAX PRNG key or an int seed"),
+        (lambda: dict(lr=-0.1), "lr must be finite and > 0"),
+        (lambda: dict(lr=0.0), "lr must be finite and > 0"),
+        (lambda: dict(lr=float("nan")), "lr must be finite"),
+        (lambda: dict(lr="0.1"), "lr must be a real number"),
+        (lambda: dict(lr=np.full(7, 0.1)), r"lr given as an array must have shape \(20,\)"),
+        (lambda: dict(theta0=np.zeros(3)), r"theta0 must have last dimension 2"),
+        (lambda: dict(record=sd.Record(every=7)), "record.every must divide n_steps=20"),
+        (lambda: dict(ensemble=sd.Ensemble(n_paths=0)), "n_paths must be >= 1"),
+        (lambda: dict(n_steps=0), "n_steps must be >= 1"),
+        (lambda: dict(n_steps=-1), "n_steps must be >= 1"),
+        (lambda: dict(n_steps=1.5), "n_steps must be an integer"),
+        (lambda: dict(ensemble=sd.Ensemble(dtype=np.int32)), "dtype must be float32 or float64"),
+        (lambda: dict(record=sd.Record(observables=["nope"])), "unknown name 'nope'"),
+        (lambda: dict(record=sd.Record(observables={"fifth": lambda p, t: t[5]})), "indexes outside theta"),
+        (lambda: dict(noise=sd.MinibatchNoise(3)), r"batch_size must be in \[1, 2\]"),
+        (lambda: dict(key="seed"), "key must be a JAX PRNG key or an int seed"),
+        (lambda: dict(key=-3), r"key as an int seed must be in \[0, 2\*\*63\)"),
+        (lambda: dict(key=jax.random.split(jax.random.key(0))), r"key must be one PRNG key"),
+        (lambda: dict(output=sd.Output(save_to="/no/such/dir/run")), "save_to: directory"),
+        (lambda: dict(record=dict(every=2)), "record must be a sgdsde.Record"),
     ],
 )
 def test_bad_arguments_fail_before_compiling(kwargs, match):
+    """Every bad argument raises ValueError naming it, before anything compiles (issue 15.7)."""
     problem = sd.Problem(sd.LinearRegression(2), np.eye(2), np.ones(2))
     args = dict(noise=None, theta0=np.zeros(2), lr=0.1, n_steps=20, key=0)
-    args.update(kwargs)
-    noise, theta0 = args.pop("noise"), args.pop("theta0")
     with pytest.raises(ValueError, match=match):
+        args.update(kwargs())
+        noise, theta0 = args.pop("noise"), args.pop("theta0")
         sd.simulate_sgd(problem, noise, theta0, **args)

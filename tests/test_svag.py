@@ -43,11 +43,9 @@ def test_simulated_svag_stationary_variance():
             lr=eta,
             l=lv,
             n_steps=12,
-            record_every=4,
             key=lv,
-            n_paths=20_000,
-            observables=("sq_norm",),
-            dtype=np.float64,
+            ensemble=sgdsde.Ensemble(n_paths=20_000, dtype=np.float64),
+            record=sgdsde.Record(every=4, observables=("sq_norm",)),
         )
         np.testing.assert_allclose(res.times, eta * np.arange(0, 13, 4))
         np.testing.assert_array_equal(res.steps, [0, 4, 8, 12])
@@ -103,11 +101,9 @@ def test_svag_exact_moments():
         lr=0.1,
         l=lv,
         n_steps=n_steps,
-        record_every=4,
         key=5,
-        n_paths=20_000,
-        observables={"theta": lambda p, t: t, "sq_norm": lambda p, t: t @ t},
-        dtype=np.float64,
+        ensemble=sgdsde.Ensemble(n_paths=20_000, dtype=np.float64),
+        record=sgdsde.Record(every=4, observables={"theta": lambda p, t: t, "sq_norm": lambda p, t: t @ t}),
     )
     np.testing.assert_array_equal(res.steps, exact.steps)
     se = res.stderr("theta")

@@ -518,7 +518,13 @@ def test_generated_sme_simulates_like_the_numeric_sme(order):
     noise = sd.LabelNoise(1.0, 4, "with_replacement")
     sme = sy.derive_sme(problem, noise, order)
     assert sme.is_symbolic
-    kw = dict(lr=0.02, n_steps=50, key=3, n_paths=8, record_every=10, n_saved_paths=8, dtype=np.float64)
+    kw = dict(
+        lr=0.02,
+        n_steps=50,
+        key=3,
+        ensemble=sd.Ensemble(n_paths=8, dtype=np.float64),
+        record=sd.Record(every=10, n_saved_paths=8),
+    )
     numeric = sd.simulate_sde(problem, noise, problem.model.init(), order=order, **kw)
     generated = sd.simulate_sde(sme, None, problem.model.init(), **kw)
     # 50 Euler steps of O(1) arithmetic: rounding differences of the two programs stay below 1e-12

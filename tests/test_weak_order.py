@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from sgdsde._sde import FunctionSDE, PlatenWeak2, simulate_sde
+import sgdsde
+from sgdsde import FunctionSDE, PlatenWeak2, simulate_sde
 from sgdsde._sde.simulate import _GivenIncrement
 from sgdsde._sde.solvers import WeakIncrement
 from sgdsde.analysis import fit_order, sde_moments, sgd_moments
@@ -134,12 +135,11 @@ def test_simulate_sde_platen_matches_its_exact_scheme_moments():
         X0,
         lr=1.0,
         n_steps=1,
-        substeps=round(1 / h),
         solver=PlatenWeak2(),
         key=0,
-        n_paths=200_000,
-        observables=("theta",),
-        dtype=np.float64,
+        ensemble=sgdsde.Ensemble(n_paths=200_000, dtype=np.float64),
+        record=sgdsde.Record(observables=("theta",)),
+        stepping=sgdsde.Fixed(substeps=round(1 / h)),
     )
     mean, se = res.final("theta")
     assert np.all(np.abs(mean - m_scheme) < 4 * se), (mean, m_scheme, se)
@@ -149,12 +149,11 @@ def test_simulate_sde_platen_matches_its_exact_scheme_moments():
         X0,
         lr=1.0,
         n_steps=1,
-        substeps=round(1 / h),
-        increments="two_point",
         key=1,
-        n_paths=200_000,
-        observables=("theta",),
-        dtype=np.float64,
+        ensemble=sgdsde.Ensemble(n_paths=200_000, dtype=np.float64),
+        record=sgdsde.Record(observables=("theta",)),
+        stepping=sgdsde.Fixed(substeps=round(1 / h)),
+        increments=sgdsde.TwoPoint(),
     )
     m_two, _ = scheme_moments(diffrax.Euler(), "two_point", h)
     mean, se = res_e.final("theta")
@@ -260,10 +259,15 @@ def test_sme1_weak_order_one_diagonal_network_monte_carlo(noise_name):
     for i, eta in enumerate(etas):
         n = round(1.0 / eta)
         kw = dict(
-            lr=eta, n_steps=n, record_every=n // 5, n_paths=10_000, observables=("theta",), dtype=np.float64
+            lr=eta,
+            n_steps=n,
+            ensemble=sgdsde.Ensemble(n_paths=10_000, dtype=np.float64),
+            record=sgdsde.Record(every=n // 5, observables=("theta",)),
         )
         sgd = sgdsde.simulate_sgd(problem, noise, th0, key=10 + i, **kw)
-        sde = simulate_sde(problem, noise, th0, key=100 + i, solver=PlatenWeak2(), substeps=4, **kw)
+        sde = simulate_sde(
+            problem, noise, th0, key=100 + i, solver=PlatenWeak2(), **kw, stepping=sgdsde.Fixed(substeps=4)
+        )
         e, se = weak_error(sgd, sde).max_error("theta")
         errs.append(e), ses.append(se)
     fit = fit_order(etas, errs, ses)

@@ -116,15 +116,16 @@ class AdaptiveSDEStepper(AbstractStepper):
 
 
 def adaptive_controller(adaptive, noise_type: str):
-    """The step-size controller for ``simulate_sde(adaptive=...)``: True means PIDController(rtol=1e-3,
-    atol=1e-3); with non-commutative noise it is wrapped in ClipStepSizeController(store_rejected_steps=16),
+    """The step-size controller for ``simulate_sde(stepping=Adaptive(controller))``: None means
+    PIDController(rtol=1e-3, atol=1e-3); with non-commutative noise it is wrapped in ClipStepSizeController(store_rejected_steps=16),
     which revisits rejected step times (Foster & Jelinčič 2024; without it the Lévy-area terms are biased)."""
-    if adaptive is True:
+    if adaptive is None:
         adaptive = diffrax.PIDController(rtol=1e-3, atol=1e-3)
     pid = adaptive.controller if isinstance(adaptive, diffrax.ClipStepSizeController) else adaptive
     if not isinstance(pid, diffrax.PIDController):
         raise ValueError(
-            "adaptive must be True, a diffrax.PIDController or a ClipStepSizeController wrapping one, got "
+            "Adaptive(controller=...) must be None, a diffrax.PIDController or a ClipStepSizeController "
+            "wrapping one, got "
             f"{type(adaptive).__name__}"
         )
     if noise_type == "general":
@@ -132,7 +133,7 @@ def adaptive_controller(adaptive, noise_type: str):
             return diffrax.ClipStepSizeController(adaptive, store_rejected_steps=16)
         if adaptive.store_rejected_steps is None:
             raise ValueError(
-                "adaptive: with general (non-commutative) noise the ClipStepSizeController needs "
+                "Adaptive(controller=...): with general (non-commutative) noise the ClipStepSizeController needs "
                 "store_rejected_steps (rejected steps must be revisited, Foster & Jelinčič 2024)"
             )
     return adaptive

@@ -4,6 +4,7 @@ engine."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import diffrax
@@ -13,16 +14,27 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 
-from .._ensemble import AbstractStepper, run_ensemble, to_key
+from .._ensemble import AbstractStepper, check_theta0, run_ensemble
 from .._noise import AbstractGradientNoise
+from .._options import (
+    AbstractIncrements,
+    AbstractStepping,
+    Adaptive,
+    Ensemble,
+    Fixed,
+    Output,
+    Record,
+    check_options,
+)
 from .._problem import Problem
+from .._results import EnsembleResult
 from .._schedules import learning_rates
-from .._validation import check_int_range, check_positive
+from .._validation import check_int_range
 from . import increments as inc
 from .adaptive import AdaptiveSDEStepper, adaptive_controller
 from .base import AbstractSDE
 from .sme import SME
-from .solvers import SOLVERS, PlatenWeak2, check_solver
+from .solvers import SOLVERS, PlatenWeak2, calculus, check_solver
 
 # Paths go on the last axis up to this d: a short last axis is slow on CPU (../shared/performance.md);
 # measured
@@ -150,15 +162,12 @@ class SDEStepper(AbstractStepper):
         return theta, t + eta
 
 
-def _substeps(lr, n_steps: int, dt, substeps) -> int:
-    if dt is not None and substeps is not None:
-        raise ValueError("give at most one of dt and substeps")
+def _substeps(etas, dt, substeps) -> int:
+    """Solver steps per SGD step from ``Fixed(substeps=…)`` or ``Fixed(dt=…)`` (validated there)."""
     if substeps is not None:
-        return check_int_range("substeps", substeps, 1)
+        return substeps
     if dt is None:
         return 1
-    dt = check_positive("dt", dt)
-    etas = learning_rates(lr, n_steps)
     if not np.all(etas == etas[0]):
         raise ValueError("dt needs a constant lr; with a schedule give substeps=k (dt = η_k/k)")
     ratio = etas[0] / dt
@@ -199,29 +208,17 @@ def simulate_sde(
     key,
     order: int = 1,
     solver=None,
-    dt: float | None = None,
-    substeps: int | None = None,
-    increments: str = "auto",
-    adaptive=None,
-    max_steps: int | None = None,
-    n_paths: int = 1,
-    record_every: int | None = None,
-    observables=None,
-    n_saved_paths: int = 0,
-    chunk_size: int | None = None,
-    dtype=np.float32,
-    progress: bool = False,
-    save_to: str | None = None,
-    label: str | None = None,
-    devices=None,
-) -> Any:
+    stepping: AbstractStepping = Fixed(),
+    increments: AbstractIncrements | None = None,
+    ensemble: Ensemble = Ensemble(),
+    record: Record = Record(),
+    output: Output = Output(),
+) -> EnsembleResult:
     """Simulate N paths of SGD's SDE on SGD's clock, as one jitted scan (same engine and result as
     simulate_sgd).
 
-    $d\\theta = -\\nabla(L + \\tfrac{(o-1)\\eta}{4}\\|\\nabla L\\|^2)\\,dt +
-    \\sqrt{\\eta_k}\\,A(\\theta)\\,dW$ on
-    $[t_k, t_{k+1}]$, $t_k = \\sum_{j<k}\\eta_j$, A = ``noise.covariance_factor`` (theory/sde.md,
-    SDE-1..SDE-6).
+    $d\\theta = -\\nabla(L + \\tfrac{(o-1)\\eta}{4}\\|\\nabla L\\|^2)\\,dt + \\sqrt{\\eta_k}\\,A(\\theta)\\,dW$ on
+    $[t_k, t_{k+1}]$, $t_k = \\sum_{j<k}\\eta_j$, A = ``noise.covariance_factor`` (theory/sde.md, SDE-1..SDE-6).
 
     Args:
         problem: a Problem (with ``noise`` and ``order``: the SME), or any AbstractSDE (then noise=None).
@@ -229,30 +226,26 @@ def simulate_sde(
         theta0: (d,) or (n_paths, d) start.
         lr: float, schedule or array of n_steps step sizes: SGD's; record k is at time t_k.
         n_steps: number of SGD steps covered (the SDE runs to $t = \\sum_k \\eta_k$).
-        key: JAX key or int seed. With increments="coupled" and dt = η, the same key as simulate_sgd with
-            GaussianNoise/SphericalGaussianNoise gives the same noise: Euler then reproduces that SGD run.
+        key: JAX key or int seed. With ``increments=CoupledToSGD()`` and dt = η, the same key as simulate_sgd
+            with GaussianNoise/SphericalGaussianNoise gives the same noise: Euler then reproduces that SGD run.
+            The same key from another θ₀ gives the same increments (common random numbers).
         order: SME order, 1 or 2.
         solver: a diffrax solver or PlatenWeak2 (default Euler). Itô: Euler (any noise; strong 0.5, weak 1),
             ItoMilstein (commutative; strong 1, weak 1), PlatenWeak2 (any noise; weak 2). Stratonovich solvers
             (Heun, EulerHeun, GeneralShARK, SPaRK: general noise; StratonovichMilstein: commutative) get the
             Itô→Stratonovich drift correction; SRA1, ShARK (strong 1.5, weak 2) need additive noise.
-        dt: solver step, lr/k for an integer k (constant lr); default lr. ``substeps=k`` does the same for
-            schedules (dt = η_k/k).
-        increments: "gaussian" (Brownian, drawn in the fastest layout; the default), "coupled" (Brownian,
-            sharing simulate_sgd's Gaussian draws path by path), "two_point" (±√dt, weak Euler only) or
-            "auto".
-        adaptive: None (fixed steps), True, or a diffrax.PIDController: each path then integrates every
-            record interval (every SGD step under a schedule) with the controller, on its own
-            VirtualBrownianTree, starting from dt (SDE-8). Needs a solver with an error estimate (Heun,
-            SPaRK; SRA1, ShARK for additive noise). Accepted/rejected step totals are reported in
-            ``result.config["solver_stats"]``; a path whose solve fails is reported as diverged.
-        max_steps: the most adaptive steps one path may take in one solve (then the solve fails and the path
-            is reported as diverged, with a warning); default max(4096, 64 × SGD steps per solve).
-        n_paths, record_every, observables, n_saved_paths, chunk_size, dtype, progress, save_to, label,
-            devices: as in simulate_sgd.
+        stepping: ``Fixed(substeps=k)`` (dt = η_k/k) or ``Fixed(dt=lr/k)`` (constant lr); default one step of
+            dt = η_k. ``Adaptive(controller, max_steps)``: each path integrates every record interval (every
+            SGD step under a schedule) with the controller (default a PID controller) on its own
+            VirtualBrownianTree (SDE-8); needs a solver with an error estimate (Heun, SPaRK; SRA1, ShARK for
+            additive noise); accepted/rejected step totals go to ``result.config["solver_stats"]``.
+        increments: ``Gaussian()`` (Brownian, fastest layout), ``CoupledToSGD()`` (sharing simulate_sgd's
+            draws), ``TwoPoint()`` (±√dt, weak Euler only), or None (the solver's natural choice).
+        ensemble, record, output: as in simulate_sgd (dtype None: the problem's; float32 for an SDE without
+            a problem).
 
     Returns:
-        EnsembleResult on the same time grid as simulate_sgd with the same lr, n_steps and record_every.
+        EnsembleResult on the same time grid as simulate_sgd with the same lr, n_steps and record.every.
     """
     if isinstance(problem, AbstractSDE):
         if noise is not None:
@@ -266,27 +259,40 @@ def simulate_sde(
         raise ValueError(f"problem must be a sgdsde.Problem or an AbstractSDE, got {type(problem).__name__}")
     if theta0 is None:
         raise ValueError("theta0 is required")
-    solver = diffrax.Euler() if solver is None else solver
-    if increments not in ("auto", "gaussian", "coupled", "two_point"):
+    check_options(ensemble, record, output)
+    if not isinstance(stepping, AbstractStepping):
         raise ValueError(
-            f"increments must be 'auto', 'gaussian', 'coupled' or 'two_point', got {increments!r}"
+            f"stepping must be sgdsde.Fixed(...) or sgdsde.Adaptive(...), got {type(stepping).__name__}"
         )
-    info = check_solver(solver, sde.noise_type, increments)
+    if increments is not None and not isinstance(increments, AbstractIncrements):
+        raise ValueError(
+            "increments must be None, sgdsde.Gaussian(), sgdsde.TwoPoint() or sgdsde.CoupledToSGD(), "
+            f"got {increments!r}"
+        )
+    n_steps = check_int_range("n_steps", n_steps, 1)
+    etas = learning_rates(lr, n_steps)
+    kind = "auto" if increments is None else increments.kind
+    solver = diffrax.Euler() if solver is None else solver
+    info = check_solver(solver, sde.noise_type, kind)
     if isinstance(solver, PlatenWeak2):
         solver = PlatenWeak2(noise=sde.noise_type)
-    k = _substeps(lr, n_steps, dt, substeps)
-    th0 = np.asarray(theta0, np.float64)
-    d = th0.shape[-1] if th0.ndim else 0
+    adaptive = isinstance(stepping, Adaptive)
+    k = 1 if adaptive else _substeps(etas, stepping.dt, stepping.substeps)
+    if isinstance(theta0, (str, bytes)) or np.ndim(theta0) == 0 or np.shape(theta0)[-1] < 1:
+        raise ValueError(f"theta0 must be a (d,) or (n_paths, d) array, got {theta0!r}")
+    d = np.shape(theta0)[-1]
+    th0 = check_theta0(theta0, d, ensemble.n_paths)
     if sde.problem is not None:
         sde.problem.check_theta(theta0, "theta0")
-    elif d < 1:
-        raise ValueError("theta0 must be a (d,) or (n_paths, d) array")
-    if np.all(np.isfinite(th0)):
-        _check_declared_noise(sde, th0, float(learning_rates(lr, n_steps)[0]))
-    dtype_sde = sde.astype(np.dtype(dtype))
-    m = dtype_sde.noise_dim(d, np.dtype(dtype))
+    sde.check_shapes(d, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+    _check_declared_noise(sde, th0, float(etas[0]))
+    default = sde.problem.X.dtype if sde.problem is not None else np.float32
+    dtype = ensemble.resolved_dtype(default)
+    dtype_sde = sde.astype(dtype)
+    m = dtype_sde.noise_dim(d, dtype)
     if isinstance(dtype_sde, SME) and isinstance(solver, diffrax.Euler):
         dtype_sde = dtype_sde.euler_form()  # B-free: sweeps over the batch size reuse the compiled step
+    increments = kind
     control = info.control
     if info.control == "brownian" and increments in ("two_point", "coupled"):
         control = increments
@@ -298,15 +304,16 @@ def simulate_sde(
         "order": getattr(sde, "order", None),
         "noise": repr(noise) if noise is not None else sde.noise_type,
         "solver": type(solver).__name__,
-        "calculus": info.calculus,
+        "calculus": calculus(solver),
         "increments": control,
         "substeps": k,
         "lr": lr if np.ndim(lr) == 0 and not callable(lr) else repr(lr),
     }
-    stratonovich = info.calculus == "stratonovich" and sde.noise_type != "additive"
+    stratonovich = calculus(solver) == "stratonovich" and sde.noise_type != "additive"
     stepper = lambda n: SDEStepper(dtype_sde, solver, n, k, control, stratonovich, m, d <= PATHS_LAST_MAX_DIM)
     steps_per_call = 1
-    if adaptive is not None and adaptive is not False:
+    max_steps = None
+    if adaptive:
         if not info.adaptive:
             able = ", ".join(sorted(c.__name__ for c, i in SOLVERS.items() if i.adaptive))
             raise ValueError(
@@ -315,17 +322,15 @@ def simulate_sde(
             )
         if increments not in ("auto", "gaussian"):
             raise ValueError(
-                f"adaptive stepping draws Brownian motion from a virtual Brownian tree; increments must be "
-                f"'auto' or 'gaussian', got {increments!r}"
+                "adaptive stepping draws Brownian motion from a virtual Brownian tree; increments must be "
+                f"None or Gaussian(), got {increments!r}"
             )
-        controller = adaptive_controller(adaptive, sde.noise_type)
-        etas = learning_rates(lr, n_steps)
+        controller = adaptive_controller(stepping.controller, sde.noise_type)
         # a constant lr lets one solve span a whole record interval (steps ≫ η possible); a schedule changes
         # the diffusion √η_k at every SGD step, so each step is its own solve
-        record = n_steps if record_every is None else check_int_range("record_every", record_every, 1)
-        steps_per_call = record if np.all(etas == etas[0]) else 1
-        max_steps = max(4096, 64 * steps_per_call) if max_steps is None else max_steps
-        max_steps = check_int_range("max_steps", max_steps, 1)
+        every = n_steps if record.every is None else record.every
+        steps_per_call = every if np.all(etas == etas[0]) else 1
+        max_steps = max(4096, 64 * steps_per_call) if stepping.max_steps is None else stepping.max_steps
         levy = info.control == "levy"
         stepper = lambda n: AdaptiveSDEStepper(
             dtype_sde,
@@ -342,31 +347,27 @@ def simulate_sde(
         config.update(adaptive=repr(controller), max_steps=max_steps, steps_per_solve=steps_per_call)
     if sde.problem is None:
         # an SDE given by functions alone has no loss: default to ‖θ‖², refuse problem-based observables
-        observables = ("sq_norm",) if observables is None else observables
+        observables = ("sq_norm",) if record.observables is None else record.observables
         needs_problem = {"loss", "grad_sq_norm", "trace_gauss_newton"}
-        if not isinstance(observables, dict) and needs_problem & set(observables):
+        if not isinstance(observables, Mapping) and needs_problem & set(observables):
             raise ValueError(
                 f"observables {sorted(needs_problem & set(observables))} need a problem; this SDE has none "
                 "(pass problem= to FunctionSDE, or record functions of theta)"
             )
+        record = Record(record.every, observables, record.n_saved_paths)
     result = run_ensemble(
         stepper,
-        method=label or f"{type(sde).__name__}-{type(solver).__name__}",
+        method=output.label or f"{type(sde).__name__}-{type(solver).__name__}",
         theta0=theta0,
         n_params=d,
         lr=lr,
         n_steps=n_steps,
-        key=to_key(key),
-        n_paths=n_paths,
-        record_every=record_every,
-        observables=observables,
-        n_saved_paths=n_saved_paths,
-        chunk_size=chunk_size,
+        key=key,
+        ensemble=ensemble,
+        record=record,
+        output=output,
         dtype=dtype,
-        progress=progress,
-        save_to=save_to,
         config=config,
-        devices=devices,
         steps_per_call=steps_per_call,
     )
     failed = result.config.get("solver_stats", {}).get("failed_solves", 0)

@@ -17,7 +17,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 from diffrax._local_interpolation import LocalLinearInterpolation
-from diffrax._solution import RESULTS
 
 
 class WeakIncrement(eqx.Module):
@@ -73,7 +72,7 @@ class PlatenWeak2(diffrax.AbstractItoSolver):
         ybar = y0 + a0 * h + b0 @ dW
         y1 = y0 + 0.5 * (a(ybar) + a0) * h
         if self.noise == "additive":
-            return y1 + b0 @ dW, None, dict(y0=y0, y1=y1), None, RESULTS.successful
+            return y1 + b0 @ dW, None, dict(y0=y0, y1=y1), None, diffrax.RESULTS.successful
         sq = jnp.sqrt(h)
         m = dW.shape[0]
         cols = jnp.arange(m)
@@ -89,7 +88,7 @@ class PlatenWeak2(diffrax.AbstractItoSolver):
         noise = 0.25 * ((bRp + bRm + 2 * b0) @ dW + second)
         noise = noise + (0.25 / sq) * ((bRp - bRm) @ (dW * dW - h) + cross)
         y1 = y1 + noise
-        return y1, None, dict(y0=y0, y1=y1), None, RESULTS.successful
+        return y1, None, dict(y0=y0, y1=y1), None, diffrax.RESULTS.successful
 
     def func(self, terms, t0, y0, args):
         drift, diffusion = terms.terms
@@ -98,9 +97,9 @@ class PlatenWeak2(diffrax.AbstractItoSolver):
 
 @dataclasses.dataclass(frozen=True)
 class SolverInfo:
-    """What a solver assumes: its calculus, the noise it needs, its orders and the increments it eats."""
+    """What a solver assumes beyond its calculus (which diffrax's own AbstractItoSolver /
+    AbstractStratonovichSolver declare): the noise it needs, its orders and the increments it eats."""
 
-    calculus: str  # "ito" | "stratonovich"
     noise: str  # weakest noise structure it is valid for: "general" | "commutative" | "additive"
     strong_order: float | None
     weak_order: float
@@ -110,23 +109,36 @@ class SolverInfo:
 
 # Orders are for the noise the solver is admitted with (diffrax docs; Kloeden & Platen 1992).
 SOLVERS: dict[type, SolverInfo] = {
-    diffrax.Euler: SolverInfo("ito", "general", 0.5, 1.0, "brownian"),
-    diffrax.ItoMilstein: SolverInfo("ito", "commutative", 1.0, 1.0, "brownian"),
-    diffrax.StratonovichMilstein: SolverInfo("stratonovich", "commutative", 1.0, 1.0, "brownian"),
-    diffrax.Heun: SolverInfo("stratonovich", "general", 0.5, 1.0, "brownian", adaptive=True),
-    diffrax.EulerHeun: SolverInfo("stratonovich", "general", 0.5, 1.0, "brownian"),
-    diffrax.GeneralShARK: SolverInfo("stratonovich", "general", 0.5, 1.0, "levy"),
-    diffrax.SPaRK: SolverInfo("stratonovich", "general", 0.5, 1.0, "levy", adaptive=True),
-    diffrax.SRA1: SolverInfo("stratonovich", "additive", 1.5, 2.0, "levy", adaptive=True),
-    diffrax.ShARK: SolverInfo("stratonovich", "additive", 1.5, 2.0, "levy", adaptive=True),
-    PlatenWeak2: SolverInfo("ito", "general", None, 2.0, "weak2"),
+    diffrax.Euler: SolverInfo("general", 0.5, 1.0, "brownian"),
+    diffrax.ItoMilstein: SolverInfo("commutative", 1.0, 1.0, "brownian"),
+    diffrax.StratonovichMilstein: SolverInfo("commutative", 1.0, 1.0, "brownian"),
+    diffrax.Heun: SolverInfo("general", 0.5, 1.0, "brownian", adaptive=True),
+    diffrax.EulerHeun: SolverInfo("general", 0.5, 1.0, "brownian"),
+    diffrax.GeneralShARK: SolverInfo("general", 0.5, 1.0, "levy"),
+    diffrax.SPaRK: SolverInfo("general", 0.5, 1.0, "levy", adaptive=True),
+    diffrax.SRA1: SolverInfo("additive", 1.5, 2.0, "levy", adaptive=True),
+    diffrax.ShARK: SolverInfo("additive", 1.5, 2.0, "levy", adaptive=True),
+    PlatenWeak2: SolverInfo("general", None, 2.0, "weak2"),
 }
 
 _RANK = {"additive": 0, "commutative": 1, "general": 2}
 
 
+def calculus(solver: Any) -> str:
+    """ "ito" or "stratonovich", read from diffrax's solver classes (what the solver converges to)."""
+    if isinstance(solver, diffrax.AbstractItoSolver):
+        return "ito"
+    if isinstance(solver, diffrax.AbstractStratonovichSolver):
+        return "stratonovich"
+    raise ValueError(
+        f"solver {type(solver).__name__} declares neither Itô nor Stratonovich calculus (diffrax's "
+        "AbstractItoSolver / AbstractStratonovichSolver); an ODE solver does not solve the SME"
+    )
+
+
 def solver_info(solver: Any) -> SolverInfo:
     """The SolverInfo of ``solver`` or a ValueError naming it."""
+    calculus(solver)
     info = SOLVERS.get(type(solver))
     if info is None:
         known = ", ".join(sorted(c.__name__ for c in SOLVERS))
@@ -152,16 +164,12 @@ def check_solver(solver: Any, noise_type: str, increments: str) -> SolverInfo:
     if info.control == "weak2":
         if increments not in ("auto", "three_point"):
             raise ValueError(
-                f"solver {name} draws its own three-point increments; increments must be 'auto', "
-                f"got {increments!r}"
+                f"solver {name} draws its own three-point increments; increments must be None, got "
+                f"{increments!r}"
             )
     elif increments == "two_point" and not isinstance(solver, diffrax.Euler):
         raise ValueError(
-            f"increments='two_point' is a weak scheme and is valid with Euler only, not with {name} "
+            f"increments=TwoPoint() is a weak scheme and is valid with Euler only, not with {name} "
             "(its higher-order terms need Gaussian increments)"
-        )
-    elif increments not in ("auto", "gaussian", "coupled", "two_point"):
-        raise ValueError(
-            f"increments must be 'gaussian', 'coupled', 'two_point' or 'auto', got {increments!r}"
         )
     return info

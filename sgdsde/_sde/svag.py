@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._ensemble import AbstractStepper, run_ensemble
+from .._ensemble import AbstractStepper, check_steps, run_ensemble
 from .._noise import AbstractGradientNoise, NoNoise
+from .._options import Ensemble, Output, Record, check_options
 from .._problem import Problem
+from .._results import EnsembleResult
 from .._schedules import learning_rates
 from .._validation import check_int_range
 
@@ -67,60 +68,51 @@ def simulate_svag(
     l: int,  # noqa: E741 (the paper's name)
     n_steps: int,
     key,
-    n_paths: int = 1,
-    record_every: int | None = None,
-    observables=None,
-    n_saved_paths: int = 0,
-    chunk_size: int | None = None,
-    dtype=np.float32,
-    progress: bool = False,
-    save_to: str | None = None,
-) -> Any:
+    ensemble: Ensemble = Ensemble(),
+    record: Record = Record(),
+    output: Output = Output(),
+) -> EnsembleResult:
     """SVAG with parameter l: l steps of size η_k/l per SGD step k, gradient $a\\tilde g_1 + c\\tilde g_2$.
 
     Each SVAG step has drift $(\\eta/l)\\nabla L$ and noise covariance $(\\eta/l)\\,\\eta\\Sigma$: the SDE's
-    increments
-    over time η/l, so for g ∈ G⁴ the weak error to the SDE is O(1/l) at fixed η (Li, Malladi, Arora 2021,
-    Thm; minibatch-noise.md §2(c), §9.3; theory/sde.md, SDE-7). l = 1 is SGD.
+    increments over time η/l, so for g ∈ G⁴ the weak error to the SDE is O(1/l) at fixed η (Li, Malladi,
+    Arora 2021, Thm; minibatch-noise.md §2(c), §9.3; theory/sde.md, SDE-7). l = 1 is SGD. Exact moments on a
+    quadratic loss: ``sgdsde.analysis.svag_moments``.
 
     Args:
-        lr, n_steps, record_every: SGD's (n_steps SGD steps = l·n_steps SVAG steps; records at SGD steps, on
-            the clock $t = \\sum \\eta_k$, so results compare index by index with simulate_sgd/simulate_sde).
+        lr, n_steps: SGD's (n_steps SGD steps = l·n_steps SVAG steps).
         l: integer ≥ 1.
-        Others as in simulate_sgd.
+        record: ``Record(every, …)`` with ``every`` in SGD steps; records (returned and saved alike) carry SGD
+            step indices, on the clock $t = \\sum \\eta_k$, so results compare index by index with
+            simulate_sgd/simulate_sde.
+        key, ensemble, output: as in simulate_sgd.
     """
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a sgdsde.Problem, got {type(problem).__name__}")
     noise = NoNoise() if noise is None else noise
     if not isinstance(noise, AbstractGradientNoise):
         raise ValueError(f"noise must be an AbstractGradientNoise or None, got {type(noise).__name__}")
+    check_options(ensemble, record, output)
     l = check_int_range("l", l, 1)  # noqa: E741
-    n_steps = check_int_range("n_steps", n_steps, 1)
-    record_every = n_steps if record_every is None else check_int_range("record_every", record_every, 1)
-    if n_steps % record_every:
-        raise ValueError(f"record_every must divide n_steps={n_steps}, got {record_every}")
+    n_steps, every = check_steps(n_steps, record)
     noise.check(problem)
     problem.check_theta(theta0, "theta0")
     etas = np.repeat(learning_rates(lr, n_steps) / l, l)
-    dtype_problem = problem.astype(np.dtype(dtype)) if np.dtype(dtype) != problem.X.dtype else problem
+    dtype = ensemble.resolved_dtype(problem.X.dtype)
+    dtype_problem = problem.astype(dtype) if dtype != problem.X.dtype else problem
     coeffs = jnp.asarray(svag_coefficients(l))
-    res = run_ensemble(
+    return run_ensemble(
         lambda n: SVAGStepper(dtype_problem, noise, n, coeffs),
-        method=f"SVAG(l={l})",
+        method=output.label or f"SVAG(l={l})",
         theta0=theta0,
         n_params=problem.n_params,
         lr=etas,
         n_steps=n_steps * l,
         key=key,
-        n_paths=n_paths,
-        record_every=record_every * l,
-        observables=observables,
-        n_saved_paths=n_saved_paths,
-        chunk_size=chunk_size,
+        ensemble=ensemble,
+        record=Record(every * l, record.observables, record.n_saved_paths),
+        output=output,
         dtype=dtype,
-        progress=progress,
-        save_to=save_to,
         config={"simulator": "svag", "l": l, "noise": repr(noise), "lr": repr(lr)},
+        step_unit=l,
     )
-    res.steps = res.steps // l  # SGD step index of each record
-    return res

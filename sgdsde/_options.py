@@ -1,0 +1,188 @@
+"""Run options, grouped as diffrax groups SaveAt and step-size controllers: each object validates itself once
+(``__check_init__``), and the three simulators take the same ones.
+
+    simulate_sgd(problem, noise, theta0, *, lr, n_steps, key, ensemble=Ensemble(), record=Record(), output=Output())
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import diffrax
+import equinox as eqx
+import jax
+import numpy as np
+
+from ._observables import resolve
+from ._validation import check_dtype, check_int_range, check_positive
+
+
+def _optional_int(name: str, value, low: int):
+    return None if value is None else check_int_range(name, value, low)
+
+
+class Ensemble(eqx.Module):
+    """How many paths, in which chunks, on which devices, in which precision.
+
+    Args:
+        n_paths: ensemble size N (≥ 1).
+        chunk_size: paths per jitted call (memory O(chunk·d)); None: all at once.
+        devices: None (one device), an int k (the first k of ``jax.devices()``) or a list of devices: each
+            chunk's paths are sharded across them (n_paths and chunk_size multiples of their number).
+        dtype: float32 or float64; None: the problem's dtype (never a silent downcast).
+    """
+
+    n_paths: int = 1
+    chunk_size: int | None = None
+    devices: Any = None
+    dtype: Any = None
+
+    def __check_init__(self):
+        check_int_range("n_paths", self.n_paths, 1)
+        _optional_int("chunk_size", self.chunk_size, 1)
+        if self.dtype is not None:
+            check_dtype(self.dtype)
+        d = self.devices
+        if d is not None and not (isinstance(d, (int, np.integer)) and not isinstance(d, bool)):
+            if isinstance(d, (str, bytes)) or not isinstance(d, Sequence) or not d:
+                raise ValueError("devices must be None, an int or a non-empty list of jax devices")
+            if not all(isinstance(dv, jax.Device) for dv in d):
+                raise ValueError("devices must be None, an int or a non-empty list of jax devices")
+
+    @property
+    def chunk(self) -> int:
+        return self.n_paths if self.chunk_size is None else self.chunk_size
+
+    def resolved_dtype(self, default) -> np.dtype:
+        """``dtype``, or ``default`` (the problem's) when None, checked (float64 needs jax_enable_x64)."""
+        return check_dtype(default if self.dtype is None else self.dtype)
+
+
+class Record(eqx.Module):
+    """What is recorded, and how often.
+
+    Args:
+        every: record every k steps (k divides n_steps); None: the start and the end only.
+        observables: names of built-ins or a mapping name → f(problem, θ); None: loss and ‖θ‖² (‖θ‖² alone
+            for an SDE without a problem).
+        n_saved_paths: keep θ of this many whole paths at each record (≤ n_paths).
+    """
+
+    every: int | None = None
+    observables: Sequence[str] | Mapping[str, Any] | None = None
+    n_saved_paths: int = 0
+
+    def __check_init__(self):
+        _optional_int("every", self.every, 1)
+        check_int_range("n_saved_paths", self.n_saved_paths, 0)
+        if self.observables is not None:
+            if isinstance(self.observables, str):
+                raise ValueError(
+                    f"observables must be a list of names or a mapping, got the string {self.observables!r}"
+                )
+            resolve(self.observables)
+
+
+class Output(eqx.Module):
+    """Where results go and how the run reports itself.
+
+    Args:
+        save_to: path prefix; finished chunks are saved there (npz + json) as they complete. Its directory
+            must exist (checked before any compute).
+        progress: print a progress line on stderr.
+        label: the method's name in reports.
+    """
+
+    save_to: str | None = None
+    progress: bool = False
+    label: str | None = None
+
+    def __check_init__(self):
+        if self.save_to is not None:
+            if not isinstance(self.save_to, (str, os.PathLike)):
+                raise ValueError(f"save_to must be a path, got {type(self.save_to).__name__}")
+            folder = os.path.dirname(os.path.abspath(os.fspath(self.save_to)))
+            if not os.path.isdir(folder):
+                raise ValueError(f"save_to: directory {folder!r} does not exist")
+            if not os.access(folder, os.W_OK):
+                raise ValueError(f"save_to: directory {folder!r} is not writable")
+        if not isinstance(self.progress, (bool, np.bool_)):
+            raise ValueError(f"progress must be True or False, got {self.progress!r}")
+        if self.label is not None and not isinstance(self.label, str):
+            raise ValueError(f"label must be a string, got {type(self.label).__name__}")
+
+
+class AbstractIncrements(eqx.Module):
+    """How the SDE's Brownian increments are drawn (fixed steps)."""
+
+    kind: ClassVar[str]
+
+
+class Gaussian(AbstractIncrements):
+    """Brownian increments drawn in the fastest layout (the default)."""
+
+    kind: ClassVar[str] = "gaussian"
+
+
+class TwoPoint(AbstractIncrements):
+    """±√dt increments: weak Euler only (same first and second moments as Brownian increments)."""
+
+    kind: ClassVar[str] = "two_point"
+
+
+class CoupledToSGD(AbstractIncrements):
+    """Brownian increments sharing simulate_sgd's Gaussian draws path by path: with dt = η and the same key,
+    Euler reproduces a GaussianNoise/SphericalGaussianNoise SGD run (SDE-3)."""
+
+    kind: ClassVar[str] = "coupled"
+
+
+class AbstractStepping(eqx.Module):
+    """How the SDE is stepped between SGD's clock points."""
+
+
+class Fixed(AbstractStepping):
+    """Fixed steps: ``substeps`` per SGD step (dt = η_k/substeps), or ``dt`` = lr/k for an integer k with a
+    constant lr; default one step of dt = η_k."""
+
+    substeps: int | None = None
+    dt: float | None = None
+
+    def __check_init__(self):
+        if self.substeps is not None and self.dt is not None:
+            raise ValueError("Fixed takes at most one of substeps and dt")
+        _optional_int("substeps", self.substeps, 1)
+        if self.dt is not None:
+            check_positive("dt", self.dt)
+
+
+class Adaptive(AbstractStepping):
+    """Adaptive steps (SDE-8): each path integrates every record interval (every SGD step under a schedule)
+    with ``controller`` (default a PID controller) on its own VirtualBrownianTree; a solve that needs more
+    than ``max_steps`` steps fails and its path is reported as diverged."""
+
+    controller: Any = None
+    max_steps: int | None = None
+
+    def __check_init__(self):
+        _optional_int("max_steps", self.max_steps, 1)
+        c = self.controller
+        pid = c.controller if isinstance(c, diffrax.ClipStepSizeController) else c
+        if c is not None and not isinstance(pid, diffrax.PIDController):
+            raise ValueError(
+                "controller must be None, a diffrax.PIDController or a ClipStepSizeController wrapping one, "
+                f"got {type(c).__name__}"
+            )
+
+
+def check_options(ensemble, record, output) -> None:
+    """The simulators' option arguments are the option objects (a flat keyword or a dict is refused by name)."""
+    for name, value, cls in (
+        ("ensemble", ensemble, Ensemble),
+        ("record", record, Record),
+        ("output", output, Output),
+    ):
+        if not isinstance(value, cls):
+            raise ValueError(f"{name} must be a sgdsde.{cls.__name__}(...), got {type(value).__name__}")
