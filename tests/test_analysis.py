@@ -269,15 +269,16 @@ def test_affine_sgd_moments_match_simulated_minibatch_sgd():
     H, ts, min_loss = quadratic_form(problem)
     noise = sgdsde.MinibatchNoise(2)
     lr = sgdsde.CosineLR(0.25, 40, 0.05)
-    kw = dict(lr=lr, n_steps=40, record=sgdsde.Record(every=10))
+    kw = dict(lr=lr, n_steps=40, record_every=10)
     res = sgdsde.simulate_sgd(
         problem,
         noise,
         np.zeros(3),
         key=5,
-        **kw,
+        lr=lr,
+        n_steps=40,
         ensemble=sgdsde.Ensemble(n_paths=4000, dtype=np.float64),
-        record=sgdsde.Record(observables=moment_observables(ts)),
+        record=sgdsde.Record(every=10, observables=moment_observables(ts)),
     )
     exact = sgd_moments(H, ts, AffineNoise.from_noise(problem, noise), np.zeros(3), **kw)
     names = ("theta", "sq_norm", "loss", "dev")

@@ -98,16 +98,6 @@ class AffineNoise:
             def factor(theta):
                 return noise.covariance_factor(p64, theta)
 
-            # the moment recursions also need a quadratic loss (a linear model): ∇²L the same everywhere
-            rng = np.random.default_rng(seed + 1)
-            H0 = np.asarray(jax.hessian(p64.loss)(jnp.zeros(d, jnp.float64)))
-            H1 = np.asarray(jax.hessian(p64.loss)(jnp.asarray(rng.normal(size=d))))
-            if not np.allclose(H0, H1, rtol=rtol, atol=rtol * max(1.0, float(np.max(np.abs(H0))))):
-                raise ValueError(
-                    f"problem's loss is not quadratic in theta ({type(problem.model).__name__} is not linear in "
-                    "its parameters): SGD's moments do not close; AffineNoise needs a linear model"
-                )
-
             zero = jnp.zeros(d, jnp.float64)
             q = np.asarray(factor(zero), np.float64)
             P = np.asarray(jax.jacfwd(factor)(zero), np.float64)
@@ -125,6 +115,15 @@ class AffineNoise:
                         f"max|A(theta) - A(0) - (dA/dtheta) theta| / max|A| = {dev:.3g} > rtol={rtol:g} at a "
                         f"random theta of scale {scale:g}"
                     )
+            # the moment recursions also need a quadratic loss (a linear model): ∇²L the same everywhere
+            rng = np.random.default_rng(seed + 1)
+            H0 = np.asarray(jax.hessian(p64.loss)(jnp.zeros(d, jnp.float64)))
+            H1 = np.asarray(jax.hessian(p64.loss)(jnp.asarray(rng.normal(size=d))))
+            if not np.allclose(H0, H1, rtol=rtol, atol=rtol * max(1.0, float(np.max(np.abs(H0))))):
+                raise ValueError(
+                    f"problem's loss is not quadratic in theta ({type(problem.model).__name__} is not linear in "
+                    "its parameters): SGD's moments do not close; AffineNoise needs a linear model"
+                )
         return affine
 
     def factor(self, theta) -> np.ndarray:
