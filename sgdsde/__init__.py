@@ -37,6 +37,15 @@ from ._noise import (
     GaussianNoise as GaussianNoise,
 )
 from ._noise import (
+    LabelFlipNoise as LabelFlipNoise,
+)
+from ._losses import (
+    AbstractLoss as AbstractLoss,
+    CrossEntropyLoss as CrossEntropyLoss,
+    LogisticLoss as LogisticLoss,
+    SquaredLoss as SquaredLoss,
+)
+from ._noise import (
     LabelNoise as LabelNoise,
 )
 from ._noise import (

@@ -48,3 +48,27 @@ def make_problem(model_name: str, n: int, p: int, seed: int) -> sd.Problem:
 
 def random_theta(problem: sd.Problem, seed: int) -> jnp.ndarray:
     return 0.8 * jax.random.normal(jax.random.key(seed + 1000), (problem.n_params,), jnp.float64)
+
+
+# name -> (loss, number of outputs K, the labels it takes): a new loss joins test_losses.py by one line here.
+LOSSES = {
+    "squared": (sd.SquaredLoss(), 1, (-0.7, 0.0, 1.3)),
+    "logistic": (sd.LogisticLoss(), 1, (-1.0, 1.0)),
+    "cross_entropy": (sd.CrossEntropyLoss(), 3, (0, 1, 2)),
+}
+
+
+def _logistic_problem():
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(3, 2))
+    return sd.Problem(sd.TwoLayerNetwork(2, 2, "tanh"), X, np.array([1.0, -1.0, 1.0]), loss=sd.LogisticLoss())
+
+
+def _ce_problem():
+    rng = np.random.default_rng(12)
+    X = rng.normal(size=(3, 2))
+    return sd.Problem(sd.TwoLayerNetwork(2, 2, "tanh", n_outputs=3), X, np.array([0, 2, 1]), loss=sd.CrossEntropyLoss())
+
+
+# name -> function building a small classification problem (float64) for label-flip and loss tests.
+CLASSIFICATION_PROBLEMS = {"logistic": _logistic_problem, "ce3": _ce_problem}

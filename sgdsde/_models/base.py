@@ -1,4 +1,5 @@
-"""The model contract: a scalar output f(θ; x) of a flat parameter vector θ ∈ R^d and one input x."""
+"""The model contract: an output f(θ; x) (a scalar, or K outputs) of a flat parameter vector θ ∈ R^d and one
+input x."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from jaxtyping import Array, Float
 
 
 class AbstractModel(eqx.Module):
-    """A model $f(\\theta; x)$ with flat parameters θ ∈ R^d, inputs x ∈ R^p and a scalar output.
+    """A model $f(\\theta; x)$ with flat parameters θ ∈ R^d, inputs x ∈ R^p and a scalar output (or K outputs,
+    ``n_outputs`` > 1: logits for a K-class loss).
 
     Subclasses give ``n_params``, ``input_dim``, ``output`` and ``param_names``; ``outputs`` (all
     examples) and ``output_gradients`` default to vmap / autodiff of ``output``.
@@ -27,6 +29,11 @@ class AbstractModel(eqx.Module):
     def input_dim(self) -> int:
         """p, the length of one input x."""
 
+    @property
+    def n_outputs(self) -> int:
+        """K, the number of outputs (1: a scalar f)."""
+        return 1
+
     @abc.abstractmethod
     def output(self, theta: Float[Array, " d"], x: Float[Array, " p"]) -> Float[Array, ""]:
         """$f(\\theta; x)$ for one example."""
@@ -40,7 +47,10 @@ class AbstractModel(eqx.Module):
         return jax.vmap(self.output, in_axes=(None, 0))(theta, X)
 
     def output_gradients(self, theta: Float[Array, " d"], X: Float[Array, "n p"]) -> Float[Array, "d n"]:
-        """The gradient matrix $J^T = [\\nabla_\\theta f(\\theta; x_i)]_i$ (d × n)."""
+        """The gradient matrix $J^T = [\\nabla_\\theta f(\\theta; x_i)]_i$ (d × n; d × n × K for K outputs)."""
+        if self.n_outputs > 1:
+            jac = jax.vmap(jax.jacrev(self.output), in_axes=(None, 0))(theta, X)  # (n, K, d)
+            return jnp.transpose(jac, (2, 0, 1))
         return jax.vmap(jax.grad(self.output), in_axes=(None, 0), out_axes=1)(theta, X)
 
     def init(self, key: Array | None = None) -> Float[Array, " d"]:

@@ -1,4 +1,4 @@
-"""Two-layer network f(θ; x) = Σⱼ aⱼ φ(wⱼᵀx), width m, activation given by name."""
+"""Two-layer network f(θ; x) = Σⱼ aⱼ φ(wⱼᵀx), width m, activation given by name (K outputs: aⱼ ∈ R^K)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ class TwoLayerNetwork(AbstractModel):
     """$f(\\theta; x) = \\sum_{j=1}^m a_j\\,\\varphi(w_j^T x)$. θ = (vec(W) row-major, a) when the second
     layer trains, θ = vec(W) otherwise (a then fixed to ``second_layer``, default 𝟙/m).
 
-    Reference: theory/models.md (MOD-3).
+    ``n_outputs`` = K > 1 gives a K-output head $f(\\theta; x) = A^T\\varphi(Wx)$ with A (m × K) trained, θ = (vec(W),
+    vec(A) row-major): logits for ``CrossEntropyLoss``. Reference: theory/models.md (MOD-3), theory/losses.md.
     """
 
     dim: int
@@ -23,30 +24,50 @@ class TwoLayerNetwork(AbstractModel):
     activation: str = "tanh"
     train_second_layer: bool = True
     second_layer: tuple[float, ...] | None = None
+    n_outputs_: int = 1
+
+    def __init__(
+        self, dim, width, activation="tanh", train_second_layer=True, second_layer=None, n_outputs=1
+    ):
+        self.dim, self.width, self.activation = dim, width, activation
+        self.train_second_layer, self.second_layer, self.n_outputs_ = (
+            train_second_layer,
+            second_layer,
+            n_outputs,
+        )
 
     def __check_init__(self):
         check_int_range("dim", self.dim, 1)
         check_int_range("width", self.width, 1)
+        check_int_range("n_outputs", self.n_outputs_, 1)
         get_activation(self.activation)
+        if self.n_outputs_ > 1 and not self.train_second_layer:
+            raise ValueError(
+                "a K-output head (n_outputs > 1) trains its second layer: train_second_layer=True"
+            )
         if self.second_layer is not None and len(self.second_layer) != self.width:
             raise ValueError(
                 f"second_layer must have length width={self.width}, got {len(self.second_layer)}"
             )
 
     @property
+    def n_outputs(self) -> int:
+        return self.n_outputs_
+
+    @property
     def n_params(self) -> int:
-        return self.width * self.dim + (self.width if self.train_second_layer else 0)
+        return self.width * self.dim + (self.width * self.n_outputs_ if self.train_second_layer else 0)
 
     @property
     def input_dim(self) -> int:
         return self.dim
 
     def split(self, theta):
-        """(W (m × p), a (m,)) from the flat θ."""
+        """(W (m × p), a (m,) or A (m × K)) from the flat θ."""
         mp = self.width * self.dim
         W = theta[:mp].reshape(self.width, self.dim)
         if self.train_second_layer:
-            a = theta[mp:]
+            a = theta[mp:] if self.n_outputs_ == 1 else theta[mp:].reshape(self.width, self.n_outputs_)
         elif self.second_layer is None:
             a = jnp.full(self.width, 1.0 / self.width, theta.dtype)
         else:
@@ -55,7 +76,7 @@ class TwoLayerNetwork(AbstractModel):
 
     def output(self, theta, x):
         W, a = self.split(theta)
-        return jnp.dot(a, get_activation(self.activation)(W @ x))
+        return get_activation(self.activation)(W @ x) @ a
 
     def outputs(self, theta, X):
         W, a = self.split(theta)
@@ -68,11 +89,13 @@ class TwoLayerNetwork(AbstractModel):
         W = jax.random.normal(kw, (self.width, self.dim)) / np.sqrt(self.dim)
         parts = [W.ravel()]
         if self.train_second_layer:
-            parts.append(jax.random.normal(ka, (self.width,)) / np.sqrt(self.width))
+            parts.append(jax.random.normal(ka, (self.width * self.n_outputs_,)) / np.sqrt(self.width))
         return jnp.concatenate(parts)
 
     def param_names(self) -> list[str]:
         names = [f"w_{j}_{k}" for j in range(self.width) for k in range(self.dim)]
-        if self.train_second_layer:
+        if self.train_second_layer and self.n_outputs_ == 1:
             names += [f"a_{j}" for j in range(self.width)]
+        elif self.train_second_layer:
+            names += [f"a_{j}_{k}" for j in range(self.width) for k in range(self.n_outputs_)]
         return names

@@ -3,6 +3,7 @@ from .base import NoNoise as NoNoise
 from .full_gradient_label import FullGradientLabelNoise as FullGradientLabelNoise
 from .gaussian import GaussianNoise as GaussianNoise
 from .gaussian import SphericalGaussianNoise as SphericalGaussianNoise
+from .label_flip import LabelFlipNoise as LabelFlipNoise
 from .minibatch import LabelNoise as LabelNoise
 from .minibatch import MinibatchNoise as MinibatchNoise
 from .multiplicative import MultiplicativeNoise as MultiplicativeNoise

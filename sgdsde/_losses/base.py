@@ -1,0 +1,59 @@
+"""The loss contract: a per-example loss ℓ(f, y) of the model's output f and the label y, its derivatives in
+f, the labels it accepts, and its sympy form for the symbolic layer."""
+
+from __future__ import annotations
+
+import abc
+from typing import ClassVar
+
+import equinox as eqx
+import jax
+import numpy as np
+from jaxtyping import Array, Float
+
+
+class AbstractLoss(eqx.Module):
+    """$L(\\theta) = \\frac1n\\sum_i \\ell(f(\\theta; x_i), y_i)$ (theory/losses.md, LOSS-1).
+
+    f is a scalar for a one-output model and a (K,) vector for K outputs. ``grad_f`` and ``hess_f`` are the
+    derivatives in f, in closed form in the final classes (autodiff by default); ``label_kind`` says what a
+    label is: "real" (regression), "binary" (y ∈ {−1, +1}) or "class" (an integer in 0..K−1).
+    """
+
+    label_kind: ClassVar[str] = "real"
+
+    @abc.abstractmethod
+    def __call__(self, f, y) -> Float[Array, ""]:
+        """ℓ(f, y) for one example."""
+
+    def grad_f(self, f, y):
+        """$\\partial_f \\ell(f, y)$ (shape of f)."""
+        return jax.grad(self.__call__)(f, y)
+
+    def hess_f(self, f, y):
+        """$\\partial_f^2 \\ell(f, y)$ (a scalar, or K × K)."""
+        return jax.hessian(self.__call__)(f, y)
+
+    def n_classes(self, n_outputs: int) -> int:
+        """How many label values a flip can choose from (0 for real labels)."""
+        return 0
+
+    def class_label(self, c: int):
+        """The label of class index c (classification losses)."""
+        raise ValueError(f"{type(self).__name__} has real-valued labels, not classes")
+
+    @abc.abstractmethod
+    def check_labels(self, y, n_outputs: int) -> np.ndarray:
+        """y validated for this loss and a model with ``n_outputs`` outputs (ValueError naming y)."""
+
+    @abc.abstractmethod
+    def check_outputs(self, n_outputs: int) -> None:
+        """Raise ValueError unless the model's number of outputs fits this loss."""
+
+    @abc.abstractmethod
+    def sympy_expr(self, f, y):
+        """ℓ as a sympy expression of the output symbol(s) f and the label symbol y."""
+
+    @abc.abstractmethod
+    def latex(self) -> str:
+        """ℓ(f, y) in LaTeX."""

@@ -1,0 +1,40 @@
+"""The squared loss, sgdsde's default: $\\ell = \\frac12 (f - y)^2$."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+
+from .base import AbstractLoss
+
+
+class SquaredLoss(AbstractLoss):
+    """$\\ell(f, y) = \\frac12 (f - y)^2$, ∂ℓ/∂f = f − y (the residual), ∂²ℓ/∂f² = 1 (LOSS-2)."""
+
+    def __call__(self, f, y):
+        r = f - y
+        return 0.5 * r * r
+
+    def grad_f(self, f, y):
+        return f - y
+
+    def hess_f(self, f, y):
+        return jnp.ones_like(f)
+
+    def check_labels(self, y, n_outputs):
+        y = np.asarray(y)
+        if not (np.issubdtype(y.dtype, np.floating) or np.issubdtype(y.dtype, np.integer)):
+            raise ValueError(f"y must be real numbers for the squared loss, got dtype {y.dtype}")
+        return y
+
+    def check_outputs(self, n_outputs):
+        if n_outputs != 1:
+            raise ValueError(f"SquaredLoss needs a one-output model, got {n_outputs} outputs")
+
+    def sympy_expr(self, f, y):
+        import sympy as sp
+
+        return sp.Rational(1, 2) * (f - y) ** 2
+
+    def latex(self):
+        return r"\ell(f, y) = \tfrac12 (f - y)^2"
