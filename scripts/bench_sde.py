@@ -389,7 +389,9 @@ def large_run(n_paths=100_000, n_steps=10_000, d=100):
         ensemble=sd.Ensemble(n_paths=n_paths, dtype=np.float32),
     )
     obs = ("sq_norm", "theta")
-    simulate_sde(sde, None, np.zeros(d), n_steps=10, **kw, record=sd.Record(every=10, observables=obs))  # compile
+    simulate_sde(
+        sde, None, np.zeros(d), n_steps=10, **kw, record=sd.Record(every=10, observables=obs)
+    )  # compile
     t = time.perf_counter()
     res = simulate_sde(
         sde, None, np.zeros(d), n_steps=n_steps, **kw, record=sd.Record(every=n_steps // 10, observables=obs)

@@ -12,6 +12,18 @@ from ._data import (
     teacher_network as teacher_network,
 )
 from ._ensemble import AbstractStepper as AbstractStepper
+from ._losses import (
+    AbstractLoss as AbstractLoss,
+)
+from ._losses import (
+    CrossEntropyLoss as CrossEntropyLoss,
+)
+from ._losses import (
+    LogisticLoss as LogisticLoss,
+)
+from ._losses import (
+    SquaredLoss as SquaredLoss,
+)
 from ._models import (
     AbstractLinearPredictor as AbstractLinearPredictor,
 )
@@ -38,12 +50,6 @@ from ._noise import (
 )
 from ._noise import (
     LabelFlipNoise as LabelFlipNoise,
-)
-from ._losses import (
-    AbstractLoss as AbstractLoss,
-    CrossEntropyLoss as CrossEntropyLoss,
-    LogisticLoss as LogisticLoss,
-    SquaredLoss as SquaredLoss,
 )
 from ._noise import (
     LabelNoise as LabelNoise,

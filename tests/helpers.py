@@ -67,7 +67,9 @@ def _logistic_problem():
 def _ce_problem():
     rng = np.random.default_rng(12)
     X = rng.normal(size=(3, 2))
-    return sd.Problem(sd.TwoLayerNetwork(2, 2, "tanh", n_outputs=3), X, np.array([0, 2, 1]), loss=sd.CrossEntropyLoss())
+    return sd.Problem(
+        sd.TwoLayerNetwork(2, 2, "tanh", n_outputs=3), X, np.array([0, 2, 1]), loss=sd.CrossEntropyLoss()
+    )
 
 
 # name -> function building a small classification problem (float64) for label-flip and loss tests.

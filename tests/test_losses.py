@@ -152,7 +152,9 @@ def test_label_flip_draws_monte_carlo():
     assert abs(flipped - 0.3) <= 4.5 * math.sqrt(0.3 * 0.7 / (2 * N))
     g = np.asarray(jax.vmap(noise.gradient, in_axes=(None, None, 0))(problem, theta, draws))
     se = g.std(axis=0) / math.sqrt(N)
-    assert np.all(np.abs(g.mean(axis=0) - np.asarray(noise.mean_gradient(problem, theta))) <= 4.5 * se + 1e-12)
+    assert np.all(
+        np.abs(g.mean(axis=0) - np.asarray(noise.mean_gradient(problem, theta))) <= 4.5 * se + 1e-12
+    )
 
 
 @pytest.mark.parametrize("name", sorted(CLASSIFICATION_PROBLEMS))
@@ -177,18 +179,32 @@ def test_classification_runs_through_sgd_sde_and_derive_sme(name):
 @pytest.mark.parametrize(
     "build, match",
     [
-        (lambda: sd.Problem(sd.LinearRegression(2), np.eye(2), [1.0, 0.5], loss=sd.LogisticLoss()), r"\{-1, \+1\}"),
         (
-            lambda: sd.Problem(sd.TwoLayerNetwork(2, 2, n_outputs=3), np.eye(2), [0, 3], loss=sd.CrossEntropyLoss()),
+            lambda: sd.Problem(sd.LinearRegression(2), np.eye(2), [1.0, 0.5], loss=sd.LogisticLoss()),
+            r"\{-1, \+1\}",
+        ),
+        (
+            lambda: sd.Problem(
+                sd.TwoLayerNetwork(2, 2, n_outputs=3), np.eye(2), [0, 3], loss=sd.CrossEntropyLoss()
+            ),
             r"integer classes in \[0, 2\]",
         ),
-        (lambda: sd.Problem(sd.LinearRegression(2), np.eye(2), [0, 1], loss=sd.CrossEntropyLoss()), "K >= 2 outputs"),
+        (
+            lambda: sd.Problem(sd.LinearRegression(2), np.eye(2), [0, 1], loss=sd.CrossEntropyLoss()),
+            "K >= 2 outputs",
+        ),
         (lambda: sd.Problem(sd.TwoLayerNetwork(2, 2, n_outputs=3), np.eye(2), [0, 1]), "one-output model"),
-        (lambda: sd.Problem(sd.LinearRegression(2), np.eye(2), [0, 1], loss="logistic"), "loss must be an sgdsde loss"),
+        (
+            lambda: sd.Problem(sd.LinearRegression(2), np.eye(2), [0, 1], loss="logistic"),
+            "loss must be an sgdsde loss",
+        ),
         (lambda: sd.LabelFlipNoise(1.5), r"p must be in \[0, 1\]"),
         (lambda: sd.LabelFlipNoise(transition=[[0.5, 0.6], [0.5, 0.5]]), "row-stochastic"),
         (lambda: sd.LabelFlipNoise(0.1).check(_squared()), "needs a classification loss"),
-        (lambda: sd.Problem(sd.LinearRegression(2), [["a", "b"], ["c", "d"]], [0.0, 1.0]), "X must be a real"),
+        (
+            lambda: sd.Problem(sd.LinearRegression(2), [["a", "b"], ["c", "d"]], [0.0, 1.0]),
+            "X must be a real",
+        ),
         (lambda: sd.Problem(sd.LinearRegression(2), np.eye(2) * 1j, [0.0, 1.0]), "X must be a real"),
     ],
 )
@@ -203,3 +219,27 @@ def test_integer_inputs_are_converted():
     b = sd.Problem(sd.LinearRegression(2), np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([1.0, 0.0]))
     assert a.X.dtype == b.X.dtype == jnp.float64
     close(a.grad(jnp.ones(2)), b.grad(jnp.ones(2)))
+
+
+@pytest.mark.parametrize("model_name", ["two_layer_tanh", "diagonal_signed", "linear"])
+def test_symbolic_kernels_of_a_general_loss_match_autodiff(model_name):
+    """For the logistic loss every per-example kernel sympy assembles from ℓ′, ℓ″, ℓ‴ (derived from ℓ's
+    sympy form) and f's unit derivatives equals the autodiff kernel of ℓ∘f, averaged over the data.
+    [theory: LOSS-6]"""
+    from helpers import MODELS
+
+    from sgdsde.symbolic._kernels import KERNELS, NumericKernels
+
+    model = MODELS[model_name](2)
+    rng = np.random.default_rng(1)
+    X = jnp.asarray(rng.normal(size=(4, 2)))
+    y = jnp.asarray([1.0, -1.0, -1.0, 1.0])
+    theta = 0.6 * jax.random.normal(jax.random.key(2), (model.n_params,), jnp.float64)
+    v = jnp.sin(jnp.arange(model.n_params, dtype=jnp.float64))
+    sym = sy.kernels(model, loss=sd.LogisticLoss())
+    num = NumericKernels(model, loss=sd.LogisticLoss())
+    assert sym.is_symbolic
+    for name in KERNELS:
+        if name == "output":
+            continue
+        close(sym.mean(name, theta, X, y, v), num.mean(name, theta, X, y, v), tol=1e-10)

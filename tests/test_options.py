@@ -123,7 +123,9 @@ def test_keys_common_random_numbers_and_independent_runs():
         ).paths[-1, 0]
 
     a, b = run(np.zeros(2), 3), run(np.ones(2), 3)
-    np.testing.assert_allclose(b - a, np.linalg.matrix_power(np.eye(2) - 0.1 * H, 10) @ np.ones(2), atol=1e-12)
+    np.testing.assert_allclose(
+        b - a, np.linalg.matrix_power(np.eye(2) - 0.1 * H, 10) @ np.ones(2), atol=1e-12
+    )
     k1, k2 = jax.random.split(jax.random.key(3))
     c, d = run(np.zeros(2), k1), run(np.zeros(2), k2)
     assert not np.allclose(a, c) and not np.allclose(c, d)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import sympy as sp
 
+from .._losses import AbstractLoss, SquaredLoss
 from .._models import AbstractModel
 from ._codegen import DEFAULT_BACKEND, to_jax
 from ._expressions import ExpressionModel, SymbolicModel, symbolic_model
@@ -113,8 +114,12 @@ class SymbolicKernels(AbstractKernels):
     derived lazily and memoised, so each is derived once per model structure.
     """
 
-    def __init__(self, model: SymbolicModel, backend: str = DEFAULT_BACKEND):
+    def __init__(
+        self, model: SymbolicModel, backend: str = DEFAULT_BACKEND, loss: AbstractLoss | None = None
+    ):
         self.model, self.backend = model, backend
+        self.loss = SquaredLoss() if loss is None else loss
+        self.squared = isinstance(self.loss, SquaredLoss)
         self.is_symbolic, self.n_params, self.reason = True, model.n_params, "derived symbolically by sympy"
         U = model.units
         self.units = U
@@ -130,7 +135,9 @@ class SymbolicKernels(AbstractKernels):
         self._unit_functions: dict[str, object] = {}
         self._functions: dict[str, object] = {}
         self.timings: dict[str, float] = {}
-        self.linear = _linear_preactivation(U, self.input_index, backend)
+        # the neuron fast path assembles the squared loss's residual; other losses use the unit path
+        self.linear = _linear_preactivation(U, self.input_index, backend) if self.squared else None
+        self._loss_fn = None
 
     # -- unit expressions (the only sympy work) ---------------------------------------------------------
     def expr(self, name: str):
@@ -289,6 +296,10 @@ class SymbolicKernels(AbstractKernels):
             gq = unit("grad_quadform_u")(*g)
             return 2 * jnp.sum(gf * g[3]) * hv + jnp.sum(g[3] * hv) * gf + residual(theta, x, y) * gq
 
+        if not self.squared:
+            general = self._assemble_general_loss(output, grad_output, hvp_output, jp_output)
+            if name in general:
+                return general[name]
         assembled = {
             "output": output,
             "loss": loss,
@@ -305,6 +316,90 @@ class SymbolicKernels(AbstractKernels):
             "grad_quadform_loss": grad_quadform_loss,
         }
         return assembled[name]
+
+    def loss_derivatives(self):
+        """(ℓ, ℓ′, ℓ″, ℓ‴)(f, y) of a one-output loss, differentiated by sympy from ``loss.sympy_expr`` and
+        compiled through ``to_jax`` (theory/losses.md, LOSS-6)."""
+        if self._loss_fn is None:
+            f, y = sp.Symbol("f", real=True), sp.Symbol("y", real=True)
+            e = self.loss.sympy_expr(f, y)
+            d1 = diff(e, f)
+            d2 = diff(d1, f)
+            d3 = diff(d2, f)
+            self._loss_fn = to_jax([e, d1, d2, d3], [f, y], backend=self.backend)
+        return self._loss_fn
+
+    def _assemble_general_loss(self, output, grad_output, hvp_output, jp_output):
+        """Kernels of ℓ(f, y) for a general one-output loss, from ℓ′, ℓ″, ℓ‴ and f's unit derivatives:
+        ∇ℓ = ℓ′∇f, ∇²ℓ v = ℓ″∇f(∇fᵀv) + ℓ′∇²f v, and so on (LOSS-6)."""
+        unit = self.unit_function
+
+        def derivs(theta, x, y):
+            f = output(theta, x)
+            dt = f.dtype
+            return self.loss_derivatives()(f, jnp.asarray(y, dt))
+
+        def loss(theta, x, y, v):
+            return derivs(theta, x, y)[0]
+
+        def grad_loss(theta, x, y, v):
+            return derivs(theta, x, y)[1] * grad_output(theta, x, y, v)
+
+        def hvp_loss(theta, x, y, v):
+            g = self._gather(theta, x, v)
+            gf = unit("grad_u")(*g)
+            _, l1, l2, _ = derivs(theta, x, y)
+            return l2 * gf * jnp.sum(gf * g[3]) + l1 * unit("hvp_u")(*g)
+
+        def jp_loss(theta, x, y, v):
+            g = self._gather(theta, x, v)
+            gf = unit("grad_u")(*g)
+            _, l1, l2, _ = derivs(theta, x, y)
+            return (l1 * l2 * jnp.sum(gf * gf)) * gf + (l1 * l1) * unit("jp_u")(*g)
+
+        def diag_hessian_loss(theta, x, y, v):
+            g = self._gather(theta, x, v)
+            gf = unit("grad_u")(*g)
+            _, l1, l2, _ = derivs(theta, x, y)
+            return l2 * gf * gf + l1 * unit("diag_hessian_u")(*g)
+
+        def trace_hessian_loss(theta, x, y, v):
+            g = self._gather(theta, x, v)
+            gf = unit("grad_u")(*g)
+            _, l1, l2, _ = derivs(theta, x, y)
+            return l2 * jnp.sum(gf * gf) + l1 * jnp.sum(unit("laplacian_u")(*g))
+
+        def grad_trace_hessian_loss(theta, x, y, v):
+            # ∇(ℓ″‖∇f‖² + ℓ′Δf) = ℓ‴‖∇f‖²∇f + 2ℓ″∇²f∇f + ℓ″Δf∇f + ℓ′∇Δf
+            g = self._gather(theta, x, v)
+            gf = unit("grad_u")(*g)
+            lap = jnp.sum(unit("laplacian_u")(*g))
+            _, l1, l2, l3 = derivs(theta, x, y)
+            return (
+                l3 * jnp.sum(gf * gf) * gf
+                + 2 * l2 * unit("jp_u")(*g)
+                + l2 * lap * gf
+                + l1 * unit("grad_laplacian_u")(*g)
+            )
+
+        def grad_quadform_loss(theta, x, y, v):
+            # ∇(ℓ″(∇fᵀv)² + ℓ′vᵀ∇²fv) = ℓ‴(∇fᵀv)²∇f + 2ℓ″(∇fᵀv)∇²fv + ℓ″(vᵀ∇²fv)∇f + ℓ′∇(vᵀ∇²fv)
+            g = self._gather(theta, x, v)
+            gf, hv = unit("grad_u")(*g), unit("hvp_u")(*g)
+            s_, q = jnp.sum(gf * g[3]), jnp.sum(g[3] * hv)
+            _, l1, l2, l3 = derivs(theta, x, y)
+            return l3 * s_ * s_ * gf + 2 * l2 * s_ * hv + l2 * q * gf + l1 * unit("grad_quadform_u")(*g)
+
+        return {
+            "loss": loss,
+            "grad_loss": grad_loss,
+            "hvp_loss": hvp_loss,
+            "jp_loss": jp_loss,
+            "diag_hessian_loss": diag_hessian_loss,
+            "trace_hessian_loss": trace_hessian_loss,
+            "grad_trace_hessian_loss": grad_trace_hessian_loss,
+            "grad_quadform_loss": grad_quadform_loss,
+        }
 
     def latex(self, name: str) -> str:
         """A unit kernel's expression in LaTeX (f = Σ_j u_j assembles the model's kernels from it)."""
@@ -475,15 +570,19 @@ class NumericKernels(AbstractKernels):
     """The same kernels by JAX autodiff of a numeric model's ``output``: the fallback where symbolic
     derivation does not scale, reported as numeric (``is_symbolic = False``)."""
 
-    def __init__(self, model: AbstractModel, reason: str = "numeric autodiff"):
+    def __init__(
+        self, model: AbstractModel, reason: str = "numeric autodiff", loss: AbstractLoss | None = None
+    ):
         self.model, self.is_symbolic, self.n_params, self.reason = model, False, model.n_params, reason
         f = model.output
+        loss_fn = SquaredLoss() if loss is None else loss
+        self.loss = loss_fn
 
         def loss(th, x, y, v):
-            r = f(th, x) - y
-            return 0.5 * r * r
+            return loss_fn(f(th, x), y)
 
-        grad_f = jax.grad(f)
+        # K outputs: ∇f is the (d, K) Jacobian; jp_output and ‖∇f‖² then sum over the outputs
+        grad_f = jax.grad(f) if model.n_outputs == 1 else lambda th, x: jax.jacrev(f)(th, x).T
         grad_loss = jax.grad(loss)
 
         def hvp(fun):
@@ -511,7 +610,7 @@ class NumericKernels(AbstractKernels):
             "grad_loss": grad_loss,
             "hvp_output": hvp_output,
             "hvp_loss": hvp(grad_loss),
-            "jp_output": lambda th, x, y, v: hvp_output(th, x, y, grad_f(th, x)),
+            "jp_output": lambda th, x, y, v: jax.grad(lambda t: 0.5 * jnp.sum(grad_f(t, x) ** 2))(th),
             "jp_loss": lambda th, x, y, v: hvp(grad_loss)(th, x, y, grad_loss(th, x, y, v)),
             "sqnorm_grad_output": lambda th, x, y, v: jnp.sum(grad_f(th, x) ** 2),
             "diag_hessian_loss": diag_hessian_loss,
@@ -533,16 +632,20 @@ MAX_SYMBOLIC_PARAMS = 32
 
 
 @functools.lru_cache(maxsize=64)
-def _symbolic_kernels(model: SymbolicModel, backend: str) -> SymbolicKernels:
-    return SymbolicKernels(model, backend)
+def _symbolic_kernels(
+    model: SymbolicModel, backend: str, loss: AbstractLoss | None = None
+) -> SymbolicKernels:
+    return SymbolicKernels(model, backend, loss)
 
 
 @functools.lru_cache(maxsize=64)
-def _numeric_kernels(model: AbstractModel, reason: str) -> NumericKernels:
-    return NumericKernels(model, reason)
+def _numeric_kernels(model: AbstractModel, reason: str, loss: AbstractLoss | None = None) -> NumericKernels:
+    return NumericKernels(model, reason, loss)
 
 
-def kernels(model, symbolic: bool | str = "auto", backend: str = DEFAULT_BACKEND) -> AbstractKernels:
+def kernels(
+    model, symbolic: bool | str = "auto", backend: str = DEFAULT_BACKEND, loss: AbstractLoss | None = None
+) -> AbstractKernels:
     """The (cached) per-example kernels of ``model``.
 
     Args:
@@ -550,18 +653,27 @@ def kernels(model, symbolic: bool | str = "auto", backend: str = DEFAULT_BACKEND
         symbolic: True (always sympy), False (always autodiff) or "auto": sympy up to
             ``MAX_SYMBOLIC_PARAMS`` parameters per unit template, autodiff beyond, with the reason recorded.
         backend: the ``to_jax`` backend.
+        loss: the per-example loss (default squared); sympy differentiates ℓ∘f (LOSS-6).
     """
     if symbolic not in (True, False, "auto"):
         raise ValueError(f"symbolic must be True, False or 'auto', got {symbolic!r}")
+    if loss is not None and not isinstance(loss, AbstractLoss):
+        raise ValueError(f"loss must be an sgdsde loss, got {type(loss).__name__}")
+    loss = None if isinstance(loss, SquaredLoss) else loss  # one cache entry for the default
+    if isinstance(model, AbstractModel) and model.n_outputs > 1:
+        if symbolic is True:
+            raise ValueError("K-output models have no symbolic form yet: use symbolic='auto' or False")
+        return _numeric_kernels(model, "numeric autodiff: K-output models have no symbolic form yet", loss)
     sm = symbolic_model(model)
     numeric = model if isinstance(model, AbstractModel) else ExpressionModel(sm)
     if symbolic is False:
-        return _numeric_kernels(numeric, "numeric autodiff (symbolic=False)")
+        return _numeric_kernels(numeric, "numeric autodiff (symbolic=False)", loss)
     q = len(sm.units.params)
     if symbolic == "auto" and q > MAX_SYMBOLIC_PARAMS:
         return _numeric_kernels(
             numeric,
             f"numeric autodiff, not symbolic: the unit template has {q} parameters > MAX_SYMBOLIC_PARAMS = "
             f"{MAX_SYMBOLIC_PARAMS}, beyond which symbolic derivation and compilation stop scaling",
+            loss,
         )
-    return _symbolic_kernels(sm, backend)
+    return _symbolic_kernels(sm, backend, loss)

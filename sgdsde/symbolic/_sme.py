@@ -26,12 +26,13 @@ class SymbolicDerivatives(AbstractDerivatives):
         model: an sgdsde model, an ExpressionModel or a SymbolicModel.
         symbolic: True, False or "auto" (sympy up to ``MAX_SYMBOLIC_PARAMS`` per unit template).
         backend: the ``to_jax`` code generator.
+        loss: the problem's per-example loss (default squared): sympy differentiates ℓ∘f.
     """
 
-    def __init__(self, model, symbolic: bool | str = "auto", backend: str = DEFAULT_BACKEND):
+    def __init__(self, model, symbolic: bool | str = "auto", backend: str = DEFAULT_BACKEND, loss=None):
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        self._use(kernels(model, symbolic, backend))
+        self._use(kernels(model, symbolic, backend, loss))
 
     @classmethod
     def from_kernels(cls, k: AbstractKernels) -> SymbolicDerivatives:
@@ -61,7 +62,10 @@ class SymbolicDerivatives(AbstractDerivatives):
         return self.kernels.mean(name, theta, problem.X, problem.y, v)
 
     def _columns(self, name, problem, theta):
-        return self.kernels.batched(name)(theta, problem.X, problem.y, jnp.zeros_like(theta)).T
+        # per-example vectors (n, d) → (d, n); K-output Jacobians (n, d, K) → (d, n, K)
+        return jnp.moveaxis(
+            self.kernels.batched(name)(theta, problem.X, problem.y, jnp.zeros_like(theta)), 0, 1
+        )
 
     def grad(self, problem, theta):
         return self._mean("grad_loss", problem, theta)
@@ -108,5 +112,5 @@ def derive_sme(
             f"problem must be a sgdsde.Problem (the SME needs the data), got {type(problem).__name__}; "
             "build Problem(model, X, y) (a SymbolicModel: Problem(sm.to_model(), X, y))"
         )
-    derivatives = SymbolicDerivatives(problem.model, symbolic, backend)
+    derivatives = SymbolicDerivatives(problem.model, symbolic, backend, loss=problem.loss_fn)
     return SME(problem.with_derivatives(derivatives), noise, order)
