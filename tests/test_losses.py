@@ -162,7 +162,7 @@ def test_classification_runs_through_sgd_sde_and_derive_sme(name):
     """Logistic and cross-entropy problems with label flips run through simulate_sgd and simulate_sde (finite,
     the loss recorded), and the SME's drift on the derivative back end of the symbolic layer (sympy for the
     one-output logistic model, autodiff kernels for the K-output head, as ``reason`` says) equals the autodiff
-    SME's, orders 1 and 2. [theory: SME-6, LOSS-1]"""
+    SME's, orders 1 and 2. [theory: SME-6, LOSS-1, LOSS-6]"""
     problem = CLASSIFICATION_PROBLEMS[name]()
     noise = sd.LabelFlipNoise(0.2, 2, "with_replacement")
     th0 = problem.model.init(jax.random.key(0)).astype(jnp.float64)
