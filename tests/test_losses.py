@@ -141,7 +141,7 @@ def test_label_flip_bias_closed_forms():
 
 def test_label_flip_draws_monte_carlo():
     """The simulator's own draw + gradient: mean within 4.5 standard errors of ``mean_gradient`` per
-    coordinate and the flipped fraction within 4.5 binomial s.e. of p (60,000 draws, fixed key)."""
+    coordinate and the flipped fraction within 4.5 binomial s.e. of p (60,000 draws, fixed key). [theory: FLIP-1]"""
     problem = CLASSIFICATION_PROBLEMS["ce3"]()
     noise = sd.LabelFlipNoise(0.3, 2, "with_replacement")
     theta = 0.7 * jax.random.normal(jax.random.key(7), (problem.n_params,), jnp.float64)
