@@ -1,10 +1,7 @@
-from .base import AbstractGradientNoise as AbstractGradientNoise
-from .base import NoNoise as NoNoise
+from .base import AbstractGradientNoise as AbstractGradientNoise, NoNoise as NoNoise
 from .full_gradient_label import FullGradientLabelNoise as FullGradientLabelNoise
-from .gaussian import GaussianNoise as GaussianNoise
-from .gaussian import SphericalGaussianNoise as SphericalGaussianNoise
+from .gaussian import GaussianNoise as GaussianNoise, SphericalGaussianNoise as SphericalGaussianNoise
 from .label_flip import LabelFlipNoise as LabelFlipNoise
-from .minibatch import LabelNoise as LabelNoise
-from .minibatch import MinibatchNoise as MinibatchNoise
+from .minibatch import LabelNoise as LabelNoise, MinibatchNoise as MinibatchNoise
 from .multiplicative import MultiplicativeNoise as MultiplicativeNoise
 from .sampling import SAMPLINGS as SAMPLINGS

@@ -4,5 +4,7 @@ from .base import AbstractRegularizer as AbstractRegularizer
 from .effective_lambda import effective_lambda as effective_lambda
 from .gradient_norm import OutputGradientNormRegularizer as OutputGradientNormRegularizer
 from .trace import HessianTraceRegularizer as HessianTraceRegularizer
-from .trace_log import TraceLogRegularizer as TraceLogRegularizer
-from .trace_log import trace_log_of_hessian as trace_log_of_hessian
+from .trace_log import (
+    TraceLogRegularizer as TraceLogRegularizer,
+    trace_log_of_hessian as trace_log_of_hessian,
+)

@@ -9,7 +9,6 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ._codegen import DEFAULT_BACKEND
 from ._kernels import AbstractKernels, kernels
@@ -129,11 +128,6 @@ class Regularizers:
         from ._latex import regularizer_latex
 
         return regularizer_latex(self, name)
-
-
-def label_noise_lambda(eta, sigma, batch_size):
-    """Damian et al.'s regularization strength $\\lambda = \\eta\\sigma^2/B$ (label-noise.md §1(d))."""
-    return eta * np.asarray(sigma) ** 2 / batch_size
 
 
 @functools.lru_cache(maxsize=64)
