@@ -41,7 +41,8 @@ class StepDecayLR(eqx.Module):
     def __call__(self, step):
         step = jnp.asarray(step)  # a plain int step works too
         count = sum((step >= b).astype(jnp.int32) for b in self.boundaries) if self.boundaries else 0
-        return self.lr * self.factor ** jnp.asarray(count)
+        # the decay count as a float: integer powers of a float under strict dtype promotion
+        return self.lr * self.factor ** jnp.asarray(count).astype(jnp.result_type(float))
 
 
 class CosineLR(eqx.Module):

@@ -74,3 +74,14 @@ def _ce_problem():
 
 # name -> function building a small classification problem (float64) for label-flip and loss tests.
 CLASSIFICATION_PROBLEMS = {"logistic": _logistic_problem, "ce3": _ce_problem}
+
+
+# name -> function(n, d) building a noise model for a classification problem (CLASSIFICATION_PROBLEMS):
+# label flips need class labels, so they have their own registry; every conformance test runs over both.
+CLASSIFICATION_NOISES = {
+    "label_flip_full": lambda n, d: sd.LabelFlipNoise(0.3),
+    "label_flip_minibatch": lambda n, d: sd.LabelFlipNoise(0.2, 2, "with_replacement"),
+    "label_flip_transition": lambda n, d: sd.LabelFlipNoise(
+        0.0, 2, "without_replacement", transition=[[0.8, 0.2], [0.1, 0.9]]
+    ),
+}

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import MODELS, NOISES, make_problem, random_theta
+from helpers import CLASSIFICATION_NOISES, MODELS, NOISES, make_problem, random_theta
 from hypothesis import given, settings, strategies as st
 
 import sgdsde as sd
@@ -218,7 +218,7 @@ def test_batch_larger_than_data_is_rejected():
 
 def test_registry_covers_every_noise_class():
     """A new noise class must join the registry (and so every conformance test)."""
-    classes = {type(f(6, 4)) for f in NOISES.values()}
+    classes = {type(f(6, 4)) for f in (*NOISES.values(), *CLASSIFICATION_NOISES.values())}
     public = {c for c in vars(sd).values() if isinstance(c, type) and issubclass(c, sd.AbstractGradientNoise)}
     assert public - {sd.AbstractGradientNoise} <= classes
     assert {type(f(3)) for f in MODELS.values()} >= {
@@ -275,3 +275,30 @@ def test_full_gradient_label_noise_is_haochens_lngd_update():
         g = noise.gradient(problem, v_lib, jax.tree.map(lambda a: a[0], draws))
         v_lib = v_lib - (lr / 2) * g
     np.testing.assert_allclose(np.asarray(v_lib), v_hand, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "noise_name, problem_name",
+    # every classification noise on the binary problem; those without a 2-class matrix also on K = 3
+    [(nn, "logistic") for nn in sorted(CLASSIFICATION_NOISES)]
+    + [(nn, "ce3") for nn in sorted(CLASSIFICATION_NOISES) if "transition" not in nn],
+)
+def test_every_classification_noise_has_its_stated_mean_and_covariance(noise_name, problem_name):
+    """The classification-noise registry through the simulator's own draw/gradient path: mean within 5
+    standard errors of ``mean_gradient`` (the stated, biased mean) and covariance within 5 s.e. of A Aᵀ
+    (40,000 draws, fixed key; as the regression conformance test). [theory: FLIP-1, FLIP-2]"""
+    from helpers import CLASSIFICATION_PROBLEMS
+
+    problem = CLASSIFICATION_PROBLEMS[problem_name]()
+    noise = CLASSIFICATION_NOISES[noise_name](problem.n_data, problem.n_params)
+    noise.check(problem)
+    theta = 0.7 * jax.random.normal(jax.random.key(9), (problem.n_params,), jnp.float64)
+    N = 40_000
+    g, _ = draw_gradients(noise, problem, theta, jax.random.key(10), N)
+    g = np.asarray(g)
+    mean = np.asarray(noise.mean_gradient(problem, theta))
+    assert np.all(np.abs(g.mean(axis=0) - mean) <= 5 * g.std(axis=0) / math.sqrt(N) + 1e-10)
+    c = g - mean
+    prods = c[:, :, None] * c[:, None, :]
+    se = prods.std(axis=0) / math.sqrt(N)
+    assert np.all(np.abs(prods.mean(axis=0) - np.asarray(noise.covariance(problem, theta))) <= 5 * se + 1e-10)

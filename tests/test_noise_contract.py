@@ -7,12 +7,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import NOISES, make_problem, random_theta
+from helpers import CLASSIFICATION_NOISES, CLASSIFICATION_PROBLEMS, NOISES, make_problem, random_theta
 
 import sgdsde as sd
 import sgdsde.symbolic as sy
 
 MODELS = ["linear", "two_layer_tanh", "diagonal_signed"]
+# (noise, problem) cases: every regression noise on three models, every classification noise on the logistic
+# (one output) problem
+CASES = [(nn, m) for nn in sorted(NOISES) for m in MODELS] + [
+    (nn, "logistic") for nn in sorted(CLASSIFICATION_NOISES)
+]
+
+
+def build(noise_name, model, seed):
+    if noise_name in CLASSIFICATION_NOISES:
+        problem = CLASSIFICATION_PROBLEMS[model]()
+        theta = 0.7 * jax.random.normal(jax.random.key(seed), (problem.n_params,), jnp.float64)
+        return problem, theta, CLASSIFICATION_NOISES[noise_name](problem.n_data, problem.n_params)
+    n = 5
+    problem = make_problem(model, n, 3 if model != "two_layer_tanh" else 2, seed)
+    theta = random_theta(problem, seed)
+    return problem, theta, NOISES[noise_name](n, problem.n_params)
 
 
 def close(a, b, tol=1e-11):
@@ -20,17 +36,13 @@ def close(a, b, tol=1e-11):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("noise_name", sorted(NOISES))
+@pytest.mark.parametrize("noise_name, model", CASES)
 def test_noise_formulas_agree_with_the_factor(noise_name, model):
     """factor_mv (and the Euler form's) = A w; noise_dim = A's columns; the declared noise type holds
     (additive: A the same at two θ; commutative: one column or one parameter); the noise's own
     Itô→Stratonovich correction = −½Σ_j(∂A_j)A_j by jax.jacfwd; an unbiased noise has zero bias.
     [theory: SME-3, SME-4, SME-6, NOISE-5]"""
-    n, p = 5, 3
-    problem = make_problem(model, n, p, 4)
-    theta = random_theta(problem, 4)
-    noise = NOISES[noise_name](n, problem.n_params)
+    problem, theta, noise = build(noise_name, model, 4)
     noise.check(problem)
     A = noise.covariance_factor(problem, theta)
     m = noise.noise_dim(problem)
@@ -53,15 +65,14 @@ def test_noise_formulas_agree_with_the_factor(noise_name, model):
     assert isinstance(tex, str) and "A" in tex and "$" not in tex
 
 
-@pytest.mark.parametrize("noise_name", sorted(NOISES))
+@pytest.mark.parametrize("noise_name", sorted(NOISES) + sorted(CLASSIFICATION_NOISES))
 def test_sme_is_the_same_on_both_back_ends(noise_name):
     """``sgdsde.SME(problem, noise)`` (autodiff) and ``symbolic.derive_sme(problem, noise)`` are one class
     on two derivative back ends: drift (orders 1, 2), factor, matrix-free product and Stratonovich
     correction agree to float64 rounding, and the symbolic one says it is symbolic. [theory: SME-6]"""
-    n = 5
-    problem = make_problem("two_layer_tanh", n, 2, 7)
-    theta = random_theta(problem, 7)
-    noise = NOISES[noise_name](n, problem.n_params)
+    problem, theta, noise = build(
+        noise_name, "logistic" if noise_name in CLASSIFICATION_NOISES else "two_layer_tanh", 7
+    )
     for order in (1, 2):
         numeric, symbolic = sd.SME(problem, noise, order), sy.derive_sme(problem, noise, order)
         assert type(numeric) is type(symbolic)
@@ -84,8 +95,8 @@ def test_effective_lambda_is_the_noise_models_own():
     assert sd.LabelNoise(2.0).effective_lambda(0.1, problem) == pytest.approx(0.1 * 4 / 6)
     with pytest.raises(ValueError, match="problem is needed"):
         sd.LabelNoise(2.0).effective_lambda(0.1)
-    for build in NOISES.values():
-        noise = build(6, 2)
+    for make in (*NOISES.values(), *CLASSIFICATION_NOISES.values()):
+        noise = make(6, 2)
         if not isinstance(noise, sd.LabelNoise | sd.FullGradientLabelNoise):
             with pytest.raises(ValueError, match=type(noise).__name__):
                 noise.effective_lambda(0.1, problem)
