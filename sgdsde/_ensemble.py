@@ -96,7 +96,7 @@ def _stats(problem, observables, theta, bad_step, step_index, n_saved):
     mean, m2 = {}, {}
     for name, v in values.items():
         mask = ok.reshape((-1,) + (1,) * (v.ndim - 1))
-        mu = jnp.sum(jnp.where(mask, v, 0), axis=0) / denom
+        mu = jnp.sum(jnp.where(mask, v, 0), axis=0) / denom.astype(v.dtype)
         mean[name] = mu
         m2[name] = jnp.sum(jnp.where(mask, (v - mu[None]) ** 2, 0), axis=0)
     return (count, mean, m2, theta[:n_saved]), bad_step

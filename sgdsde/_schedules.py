@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -65,7 +66,9 @@ class CosineLR(eqx.Module):
 def learning_rates(lr: float | Schedule | Sequence[float], n_steps: int) -> np.ndarray:
     """η_0 … η_{T−1} as a float64 array, validated: every η_k finite and ≥ 0, η_0 > 0."""
     if callable(lr):
-        etas = np.asarray(lr(jnp.arange(n_steps)), dtype=np.float64)
+        # a user's schedule gets integer steps and JAX's standard promotion (0.1 / (1 + k) is a float)
+        with jax.numpy_dtype_promotion("standard"):
+            etas = np.asarray(lr(jnp.arange(n_steps)), dtype=np.float64)
         if etas.shape != (n_steps,):
             etas = np.broadcast_to(etas, (n_steps,)).astype(np.float64)
     elif np.ndim(lr) == 0:

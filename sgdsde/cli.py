@@ -61,7 +61,8 @@ def build_problem(model: str, dim: int, n_samples: int, sparsity: int, alpha: fl
         problem = sd.Problem(net, data.X[:n_samples], data.y[:n_samples])
 
         def test_error(p, th):
-            r = p.model.outputs(th, Xt) - yt
+            # the held-out data are float64: promote θ explicitly (what implicit promotion did)
+            r = p.model.outputs(th.astype(Xt.dtype), Xt) - yt
             return jnp.mean(r * r)
 
         obs = {
@@ -81,7 +82,8 @@ def build_problem(model: str, dim: int, n_samples: int, sparsity: int, alpha: fl
     w = data.teacher
 
     def test_error(p, th):
-        e = p.model.weights(th) - w
+        # w* is float64: promote β explicitly (what implicit promotion did)
+        e = p.model.weights(th).astype(w.dtype) - w
         return jnp.sum(e * e)
 
     obs = {

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 import sgdsde as sd
 from sgdsde import cli
@@ -31,23 +32,28 @@ def test_main_job_quick(tmp_path, capsys):
 
 
 def test_divergence_is_reported_not_tabulated(tmp_path, capsys):
-    code = cli.main(
-        [
-            "--lr",
-            "0.5",
-            "--steps",
-            "200",
-            "--paths",
-            "4",
-            "--record-every",
-            "100",
-            "--quiet",
-            "--methods",
-            "gd",
-            "--out",
-            str(tmp_path),
-        ]
-    )
+    """A diverging run is warned about (past the stability limit, then the divergence) and reported as
+    DIVERGED, never tabulated as numbers."""
+    with pytest.warns(RuntimeWarning) as caught:
+        code = cli.main(
+            [
+                "--lr",
+                "0.5",
+                "--steps",
+                "200",
+                "--paths",
+                "4",
+                "--record-every",
+                "100",
+                "--quiet",
+                "--methods",
+                "gd",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "stability limit" in messages and "paths diverged" in messages
     assert code == 0
     out = capsys.readouterr().out
     assert "DIVERGED" in out and "nan" not in out.lower()
