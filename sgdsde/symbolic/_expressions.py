@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 
 import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
 import sympy as sp
 
 from .._models import AbstractModel, DiagonalLinearNetwork, LinearRegression, TwoLayerNetwork
+from ._codegen import DEFAULT_BACKEND, to_jax
 from ._functions import SYMBOLIC_ACTIVATIONS, latex
 from ._parse import parse_expression
 
@@ -247,7 +252,24 @@ class ExpressionModel(AbstractModel):
 
     def output(self, theta, x):
         # Always the generated code: only f itself is compiled, no derivative is taken.
-        from ._codegen import DEFAULT_BACKEND
-        from ._kernels import _symbolic_kernels
+        return compiled_output(self.symbolic, DEFAULT_BACKEND)(theta, x)
 
-        return _symbolic_kernels(self.symbolic, DEFAULT_BACKEND).function("output")(theta, x)
+
+@functools.lru_cache(maxsize=64)
+def compiled_output(sm: SymbolicModel, backend: str):
+    """$f(\\theta; x) = \\sum_j u(\\theta_{I_j}; x_{J_j}, c_j)$ as JAX: the unit template compiled once by
+    ``to_jax`` and vmapped over the units (the symbolic kernels' ``output`` is this function)."""
+    U = sm.units
+    unit = jax.vmap(to_jax(U.expr, [U.params, U.inputs, U.constants], backend=backend))
+    n = U.n_units
+    param_index = np.asarray(U.param_index, dtype=np.int32).reshape(n, len(U.params))
+    input_index = np.asarray(U.input_index, dtype=np.int32).reshape(n, len(U.inputs))
+    constants = np.asarray(U.constant_values, np.float64).reshape(n, len(U.constants))
+
+    def f(theta, x):
+        dtype = jnp.result_type(theta, float)
+        return jnp.sum(
+            unit(theta[param_index], jnp.asarray(x, dtype)[input_index], jnp.asarray(constants, dtype))
+        )
+
+    return f

@@ -19,7 +19,7 @@ import sympy as sp
 from .._losses import AbstractLoss, SquaredLoss
 from .._models import AbstractModel
 from ._codegen import DEFAULT_BACKEND, to_jax
-from ._expressions import ExpressionModel, SymbolicModel, symbolic_model
+from ._expressions import ExpressionModel, SymbolicModel, compiled_output, symbolic_model
 from ._functions import diff, latex
 
 # name -> one-line math, the per-example quantity (ℓ = ½(f − y)², r = f − y).
@@ -235,8 +235,7 @@ class SymbolicKernels(AbstractKernels):
         unit = self.unit_function
 
         def output(theta, x):
-            phi, xi, c, _ = self._gather(theta, x, theta)
-            return jnp.sum(unit("u")(phi, xi, c, phi))
+            return compiled_output(self.model, self.backend)(theta, x)
 
         def residual(theta, x, y):
             return output(theta, x) - y
