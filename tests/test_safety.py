@@ -1,15 +1,17 @@
 """User strings are parsed from a whitelist and never evaluated; no eval, exec or pickle in the package."""
 
+import ast
 import pathlib
 import re
 import uuid
 
 import pytest
 import sympy as sp
+from hypothesis import given, settings, strategies as st
 
 import sgdsde.symbolic as sy
 from sgdsde.symbolic._functions import sigmoid, softplus
-from sgdsde.symbolic._parse import parse_expression
+from sgdsde.symbolic._parse import CONSTANTS, FUNCTIONS, parse_expression
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NAMES = ("a", "b", "x_0", "x_1")
@@ -100,3 +102,91 @@ def test_no_eval_exec_or_pickle_in_the_package():
             if pattern.search(line):
                 hits.append(f"{py.relative_to(ROOT)}:{i}: {line.strip()}")
     assert not hits, "\n".join(hits)
+
+
+def test_deep_nesting_huge_powers_and_wrong_arity_are_value_errors():
+    """Inputs that would otherwise escape as a raw RecursionError or TypeError, or run for minutes
+    (sympy computes 9**(9**(9**9)) exactly), raise a ValueError naming expr and the token. [theory: SYM-6]"""
+    syms = symbols()
+    for text, match in [
+        ("(" * 400 + "a" + ")" * 400, "nesting deeper than"),
+        ("-" * 2000 + "a", "nesting deeper than"),
+        ("tanh(" * 400 + "a" + ")" * 400, "nesting deeper than"),
+        ("9**9**9**9*a", r"digits.*got '\*\*' at position 4"),
+        ("2^100000*a", "digits"),
+        ("sin(a, b)", "argument.*got 'sin' at position 0"),
+        ("Heaviside(a, b, x_0)", "argument.*got 'Heaviside'"),
+    ]:
+        with pytest.raises(ValueError, match=rf"^expr: .*{match}"):
+            parse_expression(text, syms)
+    # Just inside the limits: legitimate and unchanged.
+    assert parse_expression("(" * 90 + "a" + ")" * 90, syms) == syms["a"]
+    assert parse_expression("2**1000*a", syms) == sp.Integer(2) ** 1000 * syms["a"]
+    assert parse_expression("1**100000000 + 0**5", syms) == 1
+
+
+_LEAF = st.sampled_from(["a", "b", "x_0", "0", "2", "3", "0.5", "1.5e-3", "pi", "E"])
+_EXPONENT = st.sampled_from(["2", "3", "0", "-1", "b", "-b", "0.5", "(a - 1)", "-2"])
+
+
+def _chain(items, ops):
+    return items[0] + "".join(o + t for o, t in zip(ops, items[1:], strict=False))
+
+
+_EXPR = st.deferred(
+    lambda: st.builds(
+        _chain, st.lists(_PRODUCT, min_size=1, max_size=3), st.lists(st.sampled_from([" + ", " - ", "-"]))
+    )
+)
+_ATOM = st.one_of(
+    _LEAF,
+    st.builds("({})".format, _EXPR),
+    st.builds("{}({})".format, st.sampled_from(["sin", "exp", "tanh", "sigmoid", "Abs", "log"]), _EXPR),
+)
+_UNARY = st.builds(
+    "{}{}{}".format,
+    st.sampled_from(["", "-", "+", "--", "-+"]),
+    _ATOM,
+    st.one_of(st.just(""), st.builds("{}{}".format, st.sampled_from(["**", "^", " ** "]), _EXPONENT)),
+)
+_PRODUCT = st.builds(_chain, st.lists(_UNARY, min_size=1, max_size=3), st.lists(st.sampled_from(["*", "/"])))
+
+
+@settings(max_examples=300)
+@given(_EXPR)
+def test_parser_matches_sympy_on_random_grammar_strings(text):
+    """Random strings of the whitelisted grammar (unparenthesised chains of + - * / ** ^ and unary signs,
+    nested calls) give sympy's own object, srepr-equal: precedence, associativity and number kinds are
+    Python's. [theory: SYM-6]"""
+    syms = symbols()
+    # sympify = parse_expr with convert_xor ('^' is a power); used on generated strings of our own grammar.
+    want = sp.sympify(text, locals={**syms, **FUNCTIONS, **CONSTANTS})
+    assert sp.srepr(parse_expression(text, syms)) == sp.srepr(want)
+
+
+def test_symbolic_modules_import_one_way():
+    """The import graph of sgdsde/symbolic/_*.py, function-level imports included, has no cycle (the
+    _expressions ↔ _kernels cycle stays removed). [theory: SYM-6]"""
+    folder = ROOT / "sgdsde" / "symbolic"
+    mods = {f.stem for f in folder.glob("_*.py")}
+    graph = {}
+    for f in sorted(folder.glob("_*.py")):
+        deps = set()
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                deps.add(node.module.split(".")[0])
+        graph[f.stem] = deps & mods
+    done, active = set(), []
+
+    def visit(u):
+        assert u not in active, f"import cycle: {' -> '.join([*active[active.index(u) :], u])}"
+        if u in done:
+            return
+        active.append(u)
+        for v in sorted(graph[u]):
+            visit(v)
+        active.pop()
+        done.add(u)
+
+    for u in sorted(graph):
+        visit(u)

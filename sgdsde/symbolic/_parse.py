@@ -3,6 +3,7 @@ declared symbols (theory/symbolic.md, SYM-6). ``sympy.sympify`` would ``eval`` t
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 
@@ -33,6 +34,13 @@ FUNCTIONS = {
 }
 CONSTANTS = {"pi": sp.pi, "E": sp.E}
 
+# Nesting deeper than this is refused: each level costs the recursive parser ~5 Python frames, and Python
+# stops at 1000 (a raw RecursionError otherwise).
+MAX_DEPTH = 100
+# sympy computes a power of two numeric literals exactly; beyond this many digits (|e|·|log10 b|) it would
+# run for minutes and gigabytes ("9**9**9**9"), so it is refused.
+MAX_POWER_DIGITS = 10_000
+
 _TOKEN = re.compile(
     r"\s*(?:(?P<number>(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)|(?P<name>[A-Za-z_][A-Za-z_0-9]*)"
     r"|(?P<op>\*\*|[-+*/^(),]))"
@@ -59,6 +67,12 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
 class _Parser:
     def __init__(self, text: str, symbols: Mapping[str, sp.Symbol]):
         self.text, self.symbols, self.toks, self.i = text, symbols, _tokens(text), 0
+        self.depth = 0
+
+    def enter(self):
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            self.fail(self.peek(), f"nesting deeper than {MAX_DEPTH} levels")
 
     def peek(self):
         return self.toks[self.i]
@@ -99,15 +113,30 @@ class _Parser:
     def unary(self):
         if self.peek()[1] in ("+", "-"):
             op = self.take()[1]
+            self.enter()
             e = self.unary()
+            self.depth -= 1
             return -e if op == "-" else e
         return self.power()
 
     def power(self):
         base = self.atom()
         if self.peek()[1] in ("**", "^"):
-            self.take()
-            return base ** self.unary()  # right-associative; a**-b allowed
+            tok = self.take()
+            self.enter()
+            exponent = self.unary()  # right-associative; a**-b allowed
+            self.depth -= 1
+            if (
+                isinstance(base, sp.Rational)
+                and isinstance(exponent, sp.Rational)
+                and abs(base) not in (0, 1)
+            ):
+                digits = abs(float(exponent)) * abs(math.log10(abs(base.p)) - math.log10(base.q))
+                if digits > MAX_POWER_DIGITS:
+                    self.fail(
+                        tok, f"a power of numbers with ~{digits:.3g} digits (more than {MAX_POWER_DIGITS})"
+                    )
+            return base**exponent
         return base
 
     def atom(self):
@@ -116,8 +145,10 @@ class _Parser:
         if kind == "number":
             return sp.Float(value) if any(c in value for c in ".eE") else sp.Integer(value)
         if value == "(":
+            self.enter()
             e = self.sum()
             self.take(")")
+            self.depth -= 1
             return e
         if kind == "name":
             if "__" in value:
@@ -126,12 +157,17 @@ class _Parser:
                 if value not in FUNCTIONS:
                     self.fail(tok, f"unknown function (allowed: {sorted(FUNCTIONS)})")
                 self.take("(")
+                self.enter()
                 args = [self.sum()]
                 while self.peek()[1] == ",":
                     self.take()
                     args.append(self.sum())
                 self.take(")")
-                return FUNCTIONS[value](*args)
+                self.depth -= 1
+                try:
+                    return FUNCTIONS[value](*args)
+                except TypeError as err:  # the wrong number of arguments
+                    self.fail(tok, f"{len(args)} argument(s) do not fit this function ({err})")
             if value in self.symbols:
                 return self.symbols[value]
             if value in CONSTANTS:
