@@ -186,7 +186,7 @@ def _covariance_generator(M: np.ndarray, noise: AffineNoise, eta: float) -> np.n
 
 def _affine_generator(M, noise: AffineNoise, ts, eta: float) -> np.ndarray:
     """G with $\\dot z = Gz$ for $z = (Ee, \\mathrm{vec}\\,Eee^T, 1)$ under $de = -Me\\,dt +
-    \\sqrt\\eta(A(\theta^*) + Pe)\\,dW$ [QOU-5]."""
+    \\sqrt\\eta(A(\\theta^*) + Pe)\\,dW$ [QOU-5]."""
     d = M.shape[0]
     ne = noise.shift(ts)
     n = d + d * d
@@ -207,7 +207,7 @@ def _z_to_moments(z, d: int, ts):
 
 def _constant_noise_flow(M, eta: float, C, h: float):
     """$\\Phi = e^{-Mh}$ and the covariance the noise adds over time h, $\\int_0^h e^{-Ms}\\eta C e^{-Ms}ds$,
-    in M's eigenbasis: $\tilde C_{ij}(1-e^{-(\\lambda_i+\\lambda_j)h})/(\\lambda_i+\\lambda_j)$ [QOU-2].
+    in M's eigenbasis: $\\tilde C_{ij}(1-e^{-(\\lambda_i+\\lambda_j)h})/(\\lambda_i+\\lambda_j)$ [QOU-2].
     No $e^{+Mt}$ factor appears, so large h and a singular H (variance growing like ηCh on the null space)
     stay exact."""
     lam, Q = np.linalg.eigh(0.5 * (M + M.T))
@@ -287,9 +287,9 @@ def sde_moments(
     n_steps: int | None = None,
     record_every: int = 1,
 ) -> Moments:
-    """Exact mean and covariance of the SME $de = -Me\\,dt + \\sqrt\\eta A(\theta)dW$.
+    """Exact mean and covariance of the SME $de = -Me\\,dt + \\sqrt\\eta A(\\theta)dW$.
 
-    Constant noise (C a matrix): $m(t) = \theta^* + e^{-Mt}e_0$, $P(t) = \\int_0^te^{-Ms}\\eta Ce^{-Ms}ds$, in
+    Constant noise (C a matrix): $m(t) = \\theta^* + e^{-Mt}e_0$, $P(t) = \\int_0^te^{-Ms}\\eta Ce^{-Ms}ds$, in
     M's eigenbasis (any PSD H) [QOU-2]. Affine noise (an AffineNoise): $(E e, E ee^T)$ solve a linear ODE of
     size d + d², solved by its exponential [QOU-5].
 
