@@ -6,7 +6,12 @@ and the SDE classes.
 """
 
 from . import analysis as analysis, implicit as implicit  # symbolic stays lazy: it imports sympy
-from ._data import sparse_regression as sparse_regression, teacher_network as teacher_network
+from ._data import (
+    noisy_teacher_classification as noisy_teacher_classification,
+    sparse_regression as sparse_regression,
+    teacher_network as teacher_network,
+)
+from ._first_passage import FirstPassage as FirstPassage
 from ._losses import (
     AbstractLoss as AbstractLoss,
     CrossEntropyLoss as CrossEntropyLoss,
@@ -41,6 +46,7 @@ from ._options import (
     TwoPoint as TwoPoint,
 )
 from ._problem import Problem as Problem, quadratic_problem as quadratic_problem
+from ._resetting import BestSoFar as BestSoFar, Resetting as Resetting
 from ._results import EnsembleResult as EnsembleResult
 from ._schedules import ConstantLR as ConstantLR, CosineLR as CosineLR, StepDecayLR as StepDecayLR
 from ._sde import (

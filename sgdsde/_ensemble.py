@@ -44,6 +44,12 @@ class AbstractStepper(eqx.Module):
     def theta(self, carry: PyTree) -> Float[Array, "N d"]:
         """The parameters of every path."""
 
+    def with_theta(self, carry: PyTree, theta: Float[Array, "N d"]) -> PyTree:
+        """The carry with every path's parameters replaced by ``theta`` (events that move θ: resetting)."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not support events that move theta (resetting)"
+        )
+
     def path_finite(self, carry: PyTree) -> Bool[Array, " N"]:
         """Whether every coordinate of each path is finite, for the per-step divergence check. Steppers
         override it to reduce in their own layout (a transpose here doubled the cost of a d = 10 SDE step);
@@ -84,9 +90,11 @@ def to_key(key):
     return jax.random.wrap_key_data(key)
 
 
-def _stats(problem, observables, theta, bad_step, step_index, n_saved):
-    """Per-record ensemble statistics over finite paths, and the updated divergence marks."""
+def _stats(problem, observables, theta, bad_step, step_index, n_saved, extra=None):
+    """Per-record ensemble statistics over finite paths, and the updated divergence marks; ``extra``: per-path
+    values the events record (resets so far, arrived or not)."""
     values = {name: jax.vmap(lambda th, fn=fn: fn(problem, th))(theta) for name, fn in observables}
+    values.update(extra or {})
     ok = bad_step < 0
     for v in values.values():
         ok = ok & jnp.all(jnp.isfinite(v.reshape(v.shape[0], -1)), axis=1)
@@ -102,34 +110,85 @@ def _stats(problem, observables, theta, bad_step, step_index, n_saved):
     return (count, mean, m2, theta[:n_saved]), bad_step
 
 
-@eqx.filter_jit
-def _initial_record(stepper, observables, carry, bad_step, n_saved):
-    return _stats(stepper.problem, observables, stepper.theta(carry), bad_step, 0, n_saved)
+def _observed(events, ev_state) -> dict:
+    out = {}
+    for event, state in zip(events, ev_state, strict=True):
+        out.update(event.observe(state))
+    return out
 
 
 @eqx.filter_jit
-def _run_block(stepper, observables, carry, bad_step, etas, steps, run_key, n_saved, steps_per_call):
+def _initial_record(stepper, observables, events, carry, bad_step, n_saved):
+    theta = stepper.theta(carry)
+    ev_state = tuple(e.init(stepper.problem, theta) for e in events)
+    rec, bad = _stats(stepper.problem, observables, theta, bad_step, 0, n_saved, _observed(events, ev_state))
+    return rec, bad, ev_state
+
+
+def _apply_events(stepper, events, ev_state, before, carry, k_next, dt, key):
+    """Each event after the step, in order (first passage sees θ_{k+1} before a reset moves it)."""
+    theta = stepper.theta(carry)
+    new_state = []
+    for i, (event, state) in enumerate(zip(events, ev_state, strict=True)):
+        theta, state = event.after_step(
+            stepper.problem, state, before, theta, k_next, dt, jax.random.fold_in(key, i)
+        )
+        new_state.append(state)
+    if any(e.moves_theta for e in events):
+        carry = stepper.with_theta(carry, theta)
+    return carry, tuple(new_state)
+
+
+@eqx.filter_jit
+def _run_block(
+    stepper,
+    observables,
+    events,
+    carry,
+    ev_state,
+    bad_step,
+    etas,
+    steps,
+    run_key,
+    event_key,
+    n_saved,
+    steps_per_call,
+):
     """Scan over records (leading axis of ``etas``/``steps``), each a scan over the record's stepper calls
-    (``record_every / steps_per_call`` of them)."""
+    (``record_every / steps_per_call`` of them); events (resetting, first passage) act after every call."""
 
     def one_step(state, xs):
-        carry, bad = state
+        carry, bad, ev = state
         k, eta = xs
+        before = stepper.theta(carry) if events else None
         carry = stepper.step(carry, k, eta, jax.random.fold_in(run_key, k))
         nonfinite = ~stepper.path_finite(carry)
         bad = jnp.where((bad < 0) & nonfinite, k + steps_per_call, bad)
-        return (carry, bad), None
+        if events:
+            dt = eta * steps_per_call  # a multi-step call has a constant lr
+            key = jax.random.fold_in(event_key, k)
+            carry, ev = _apply_events(stepper, events, ev, before, carry, k + steps_per_call, dt, key)
+        return (carry, bad, ev), None
 
     def one_record(state, xs):
         ks, es = xs
-        (carry, bad), _ = jax.lax.scan(one_step, state, (ks, es))
+        (carry, bad, ev), _ = jax.lax.scan(one_step, state, (ks, es))
         rec, bad = _stats(
-            stepper.problem, observables, stepper.theta(carry), bad, ks[-1] + steps_per_call, n_saved
+            stepper.problem,
+            observables,
+            stepper.theta(carry),
+            bad,
+            ks[-1] + steps_per_call,
+            n_saved,
+            _observed(events, ev),
         )
-        return (carry, bad), rec
+        return (carry, bad, ev), rec
 
-    (carry, bad_step), recs = jax.lax.scan(one_record, (carry, bad_step), (steps, etas))
-    return carry, bad_step, recs
+    (carry, bad_step, ev_state), recs = jax.lax.scan(one_record, (carry, bad_step, ev_state), (steps, etas))
+    return carry, ev_state, bad_step, recs
+
+
+EVENT_STREAM = 0x5E7E7  # the events' keys: fold_in(chunk key, EVENT_STREAM), apart from the stepper's
 
 
 def _path_sharding(devices, n_paths: int, chunk: int):
@@ -209,6 +268,7 @@ def run_ensemble(
     config: dict[str, Any],
     steps_per_call: int = 1,
     step_unit: int = 1,
+    events: tuple = (),
 ) -> EnsembleResult:
     """Run ``stepper_for_chunk(n)`` (a stepper for n paths) over all chunks and gather the statistics.
 
@@ -216,7 +276,9 @@ def run_ensemble(
     is checked (n_steps with record.every, θ₀ with n_paths, the devices with the chunks, the observables at
     θ₀). ``steps_per_call`` > 1: each stepper call covers that many engine steps (an adaptive solver
     integrating a whole record interval); ``step_unit``: record and divergence steps are reported in units of
-    that many engine steps (SVAG: l steps per SGD step)."""
+    that many engine steps (SVAG: l steps per SGD step); ``events``: engine events (``AbstractEvent``: the
+    resetting and first-passage options, built by the simulator), each reported in the result field of its
+    ``name``."""
     n_steps, record_every = check_steps(n_steps, record, steps_per_call)
     n_paths, chunk = ensemble.n_paths, ensemble.chunk
     n_saved = check_int_range("n_saved_paths", record.n_saved_paths, 0, n_paths)
@@ -233,6 +295,12 @@ def run_ensemble(
         jnp.asarray(th0.reshape(-1, n_params)[0], dtype),
     )
 
+    for event in events:
+        clash = {k for k, _ in obs} & set(event.records)
+        if clash:
+            raise ValueError(
+                f"observables: {sorted(clash)} is recorded by the {event.name} option; rename it"
+            )
     n_records = n_steps // record_every
     per_block = _block_records(n_records, record_every, n_paths)
     steps_all = np.arange(0, n_steps, steps_per_call).reshape(n_records, record_every // steps_per_call)
@@ -246,6 +314,7 @@ def run_ensemble(
     bad_paths: list[np.ndarray] = []
     bad_steps: list[np.ndarray] = []
     solver_stats: dict[str, int] = {}
+    event_arrays: list[dict[str, list[np.ndarray]]] = [{} for _ in events]
     done_paths = 0
     bar = Progress(method, n_steps * n_paths, enabled=progress)
     config = dict(
@@ -278,13 +347,20 @@ def run_ensemble(
             diverged_paths=np.concatenate(bad_paths) if bad_paths else np.zeros(0, np.int64),
             divergence_steps=-(-steps_bad // step_unit),  # the (SGD) step during which it diverged
             divergence_times=clock[steps_bad],
+            **{
+                e.name: e.report({k: np.concatenate(v) for k, v in arrays.items()}, clock, step_unit)
+                for e, arrays in zip(events, event_arrays, strict=True)
+                if arrays
+            },
         )
 
     try:
         for c in range(math.ceil(n_paths / chunk)):
             lo, hi = c * chunk, min(n_paths, (c + 1) * chunk)
             n = hi - lo
-            init_key, run_key = jax.random.split(jax.random.fold_in(key, c))
+            chunk_key = jax.random.fold_in(key, c)
+            init_key, run_key = jax.random.split(chunk_key)
+            event_key = jax.random.fold_in(chunk_key, EVENT_STREAM)
             th = jnp.asarray(np.broadcast_to(th0, (n_paths, n_params))[lo:hi], dtype)
             if sharding is not None:
                 th = jax.device_put(th, sharding)
@@ -292,18 +368,21 @@ def run_ensemble(
             carry = stepper.init(init_key, th)
             bad = jnp.full((n,), -1, jnp.int32)
             keep = max(0, min(n_saved - lo, n))
-            rec0, bad = _initial_record(stepper, obs, carry, bad, keep)
+            rec0, bad, ev_state = _initial_record(stepper, obs, events, carry, bad, keep)
             recs = [jax.tree.map(lambda x: np.asarray(x)[None], rec0)]
             for b in range(0, n_records, per_block):
                 sl = slice(b, b + per_block)
-                carry, bad, rec = _run_block(
+                carry, ev_state, bad, rec = _run_block(
                     stepper,
                     obs,
+                    events,
                     carry,
+                    ev_state,
                     bad,
                     jnp.asarray(etas_all[sl], dtype),
                     jnp.asarray(steps_all[sl], jnp.int32),
                     run_key,
+                    event_key,
                     keep,
                     steps_per_call,
                 )
@@ -311,11 +390,14 @@ def run_ensemble(
                 bar.update(lo * n_steps + (b + per_block) * record_every * n)
             count = np.concatenate([np.atleast_1d(r[0]) for r in recs])
             saved = np.concatenate([r[3] for r in recs])
-            mean = {k: np.concatenate([r[1][k] for r in recs]) for k, _ in obs}
-            m2 = {k: np.concatenate([r[2][k] for r in recs]) for k, _ in obs}
+            mean = {k: np.concatenate([r[1][k] for r in recs]) for k in recs[0][1]}
+            m2 = {k: np.concatenate([r[2][k] for r in recs]) for k in recs[0][2]}
             moments.add(count, mean, m2)
             if keep:
                 saved_chunks.append(saved)
+            for event, state, arrays in zip(events, ev_state, event_arrays, strict=True):
+                for name, v in event.per_path(state).items():
+                    arrays.setdefault(name, []).append(np.asarray(v))
             for name, v in stepper.solver_stats(carry).items():
                 solver_stats[name] = solver_stats.get(name, 0) + int(v)
             bad = np.asarray(bad)

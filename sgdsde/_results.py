@@ -11,6 +11,9 @@ from typing import Any
 
 import numpy as np
 
+from ._first_passage import FirstPassageReport
+from ._resetting import ResetReport
+
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages a result depends on (recorded with every saved result)."""
@@ -52,6 +55,8 @@ class EnsembleResult:
     diverged_paths: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
     divergence_steps: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
     divergence_times: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    resets: ResetReport | None = None  # with a Resetting option
+    first_passage: FirstPassageReport | None = None  # with a FirstPassage option
 
     @property
     def observables(self) -> list[str]:
@@ -101,6 +106,12 @@ class EnsembleResult:
         arrays["diverged_paths"] = self.diverged_paths
         arrays["divergence_steps"] = self.divergence_steps
         arrays["divergence_times"] = self.divergence_times
+        reports = {}
+        for name in REPORTS:
+            report = getattr(self, name)
+            if report is not None:
+                arrays.update({f"{name}/{k}": v for k, v in report.arrays().items()})
+                reports[name] = report.meta()
         meta = {
             "method": self.method,
             "n_paths": self.n_paths,
@@ -109,6 +120,7 @@ class EnsembleResult:
             "complete": self.complete,
             "observables": self.observables,
             "config": self.config,
+            "reports": reports,
             "versions": package_versions(),
         }
         _atomic_write(path + ".npz", lambda f: np.savez(f, **arrays), binary=True)
@@ -124,6 +136,12 @@ class EnsembleResult:
         with np.load(path + ".npz") as z:
             arrays = {k: z[k] for k in z.files}
         names = meta["observables"]
+        reports = {
+            name: REPORTS[name].from_saved(
+                {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(name + "/")}, saved
+            )
+            for name, saved in meta.get("reports", {}).items()
+        }
         return cls(
             method=meta["method"],
             steps=arrays["steps"],
@@ -142,7 +160,11 @@ class EnsembleResult:
                 for k in ("diverged_paths", "divergence_steps", "divergence_times")
                 if k in arrays
             },
+            **reports,
         )
+
+
+REPORTS = {"resets": ResetReport, "first_passage": FirstPassageReport}  # result field → report class
 
 
 def _jsonable(x):

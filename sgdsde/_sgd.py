@@ -8,9 +8,12 @@ import jax
 import numpy as np
 
 from ._ensemble import AbstractStepper, run_ensemble
+from ._events import event_config, run_events
+from ._first_passage import FirstPassage
 from ._noise import AbstractGradientNoise, NoNoise
 from ._options import Ensemble, Output, Record, check_options
 from ._problem import Problem
+from ._resetting import Resetting
 from ._results import EnsembleResult
 from ._schedules import learning_rates
 from ._validation import check_int_range
@@ -56,6 +59,9 @@ class SGDStepper(AbstractStepper):
     def theta(self, carry):
         return carry[0]
 
+    def with_theta(self, carry, theta):
+        return theta, carry[1]
+
 
 def simulate_sgd(
     problem: Problem,
@@ -68,6 +74,8 @@ def simulate_sgd(
     ensemble: Ensemble = Ensemble(),
     record: Record = Record(),
     output: Output = Output(),
+    resetting: Resetting | None = None,
+    first_passage: FirstPassage | None = None,
 ) -> EnsembleResult:
     """Simulate N independent runs of discrete SGD as one jitted scan.
 
@@ -84,6 +92,10 @@ def simulate_sgd(
         ensemble: ``Ensemble(n_paths, chunk_size, devices, dtype)``; dtype None is the problem's.
         record: ``Record(every, observables, n_saved_paths)``.
         output: ``Output(save_to, progress, label)``.
+        resetting: ``Resetting(rate, checkpoint)``: after step k each path returns to its checkpoint with
+            probability rate·η_k (Bae, Song & Jeong's rule; rate = p/η for a per-step probability p).
+        first_passage: ``FirstPassage(target | observable, threshold)``: per-path first-passage steps and
+            times, and the MFPT, in ``result.first_passage``.
 
     Returns:
         EnsembleResult on the time grid $t_k = \\sum_{j<k}\\eta_j$ (theory/sgd.md, SGD-1).
@@ -96,7 +108,8 @@ def simulate_sgd(
     check_options(ensemble, record, output)
     noise.check(problem)
     problem.check_theta(theta0, "theta0")
-    _warn_if_unstable(problem, theta0, learning_rates(lr, check_int_range("n_steps", n_steps, 1)))
+    etas = learning_rates(lr, check_int_range("n_steps", n_steps, 1))
+    _warn_if_unstable(problem, theta0, etas)
     dtype = ensemble.resolved_dtype(problem.X.dtype)
     same = dtype == problem.X.dtype == problem.y.dtype
     dtype_problem = problem if same else problem.astype(dtype)
@@ -107,6 +120,8 @@ def simulate_sgd(
         "n_data": problem.n_data,
         "lr": lr if np.ndim(lr) == 0 and not callable(lr) else repr(lr),
     }
+    events = run_events(problem, problem.n_params, etas, theta0, resetting, first_passage, poisson=False)
+    config.update(event_config(resetting, first_passage))
     return run_ensemble(
         lambda n: SGDStepper(dtype_problem, noise, n),
         method=output.label or type(noise).__name__,
@@ -120,4 +135,5 @@ def simulate_sgd(
         output=output,
         dtype=dtype,
         config=config,
+        events=events,
     )

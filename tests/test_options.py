@@ -43,8 +43,8 @@ def test_options_validate_themselves(build, match):
 
 
 def test_simulators_share_one_signature_shape():
-    """(problem, noise, theta0, *, lr, n_steps, key, [method options], ensemble, record, output) for all three;
-    options passed as anything but their objects are refused by name."""
+    """(problem, noise, theta0, *, lr, n_steps, key, [method options], ensemble, record, output, resetting,
+    first_passage) for all three; options passed as anything but their objects are refused by name."""
     shapes = []
     for fn in (sd.simulate_sgd, sd.simulate_sde, sd.simulate_svag):
         params = inspect.signature(fn).parameters
@@ -52,7 +52,7 @@ def test_simulators_share_one_signature_shape():
         keyword = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY]
         assert positional == ["problem", "noise", "theta0"], fn.__name__
         assert keyword[:3] == ["lr", "n_steps", "key"] or keyword[:4] == ["lr", "l", "n_steps", "key"]
-        assert keyword[-3:] == ["ensemble", "record", "output"], fn.__name__
+        assert keyword[-5:] == ["ensemble", "record", "output", "resetting", "first_passage"], fn.__name__
         assert inspect.signature(fn).return_annotation in ("EnsembleResult", sd.EnsembleResult)
         shapes.append(keyword[-3:])
     problem = sd.Problem(sd.LinearRegression(2), np.eye(2), np.ones(2))

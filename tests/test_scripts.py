@@ -31,6 +31,14 @@ def test_figure_scripts_quick(name, tmp_path):
     assert png.stat().st_size > 10_000, "no figure written"
 
 
+def test_fig_resetting_quick_prints_its_last_line(tmp_path):
+    png = tmp_path / "fig_resetting.png"
+    stdout = run_script("fig_resetting.py", "--quick", "--out", str(png), cwd=tmp_path)
+    assert png.stat().st_size > 10_000, "no figure written"
+    last = stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"resetting: mfpt_max_z=\d+\.\d+ benefit=-?\d+\.\d+ ± \d+\.\d+", last), last
+
+
 def test_bench_sde_quick_prints_its_ratios(tmp_path):
     stdout = run_script("bench_sde.py", "--quick", "--no-large", cwd=tmp_path)
     last = stdout.strip().splitlines()[-1]

@@ -52,6 +52,9 @@ class AdaptiveSDEStepper(AbstractStepper):
     def theta(self, carry):
         return carry[0]
 
+    def with_theta(self, carry, theta):
+        return (theta, *carry[1:])
+
     def solver_stats(self, carry):
         accepted, rejected, failed = carry[2]
         return {

@@ -15,6 +15,8 @@ import lineax as lx
 import numpy as np
 
 from .._ensemble import AbstractStepper, check_theta0, run_ensemble
+from .._events import event_config, run_events
+from .._first_passage import FirstPassage
 from .._noise import AbstractGradientNoise
 from .._options import (
     AbstractIncrements,
@@ -27,6 +29,7 @@ from .._options import (
     check_options,
 )
 from .._problem import Problem
+from .._resetting import Resetting
 from .._results import EnsembleResult
 from .._schedules import learning_rates
 from .._validation import check_int_range
@@ -86,6 +89,9 @@ class SDEStepper(AbstractStepper):
 
     def theta(self, carry):
         return carry[0].T if self.paths_last else carry[0]
+
+    def with_theta(self, carry, theta):
+        return (theta.T if self.paths_last else theta), carry[1]
 
     def path_finite(self, carry):
         return jnp.all(jnp.isfinite(carry[0]), axis=0 if self.paths_last else 1)
@@ -213,6 +219,8 @@ def simulate_sde(
     ensemble: Ensemble = Ensemble(),
     record: Record = Record(),
     output: Output = Output(),
+    resetting: Resetting | None = None,
+    first_passage: FirstPassage | None = None,
 ) -> EnsembleResult:
     """Simulate N paths of SGD's SDE on SGD's clock, as one jitted scan (same engine and result as
     simulate_sgd).
@@ -243,6 +251,11 @@ def simulate_sde(
             draws), ``TwoPoint()`` (±√dt, weak Euler only), or None (the solver's natural choice).
         ensemble, record, output: as in simulate_sgd (dtype None: the problem's; float32 for an SDE without
             a problem).
+        resetting: ``Resetting(rate, checkpoint)``: Poissonian resetting at ``rate`` per unit time; a path
+            whose Poisson clock rings during an SGD step (probability 1 − e^{−rate·η_k}) is reset at the step's
+            end (RESET-4).
+        first_passage: ``FirstPassage(...)``, checked after every SGD step (``bridge_variance``: also between
+            grid points, RESET-6).
 
     Returns:
         EnsembleResult on the same time grid as simulate_sgd with the same lr, n_steps and record.every.
@@ -355,6 +368,8 @@ def simulate_sde(
                 "(pass problem= to FunctionSDE, or record functions of theta)"
             )
         record = Record(record.every, observables, record.n_saved_paths)
+    events = run_events(sde.problem, d, etas, th0, resetting, first_passage, poisson=True)
+    config.update(event_config(resetting, first_passage))
     result = run_ensemble(
         stepper,
         method=output.label or f"{type(sde).__name__}-{type(solver).__name__}",
@@ -369,6 +384,7 @@ def simulate_sde(
         dtype=dtype,
         config=config,
         steps_per_call=steps_per_call,
+        events=events,
     )
     failed = result.config.get("solver_stats", {}).get("failed_solves", 0)
     if failed:

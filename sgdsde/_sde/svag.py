@@ -9,9 +9,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._ensemble import AbstractStepper, check_steps, run_ensemble
+from .._events import event_config, run_events
+from .._first_passage import FirstPassage
 from .._noise import AbstractGradientNoise, NoNoise
 from .._options import Ensemble, Output, Record, check_options
 from .._problem import Problem
+from .._resetting import Resetting
 from .._results import EnsembleResult
 from .._schedules import learning_rates
 from .._validation import check_int_range
@@ -58,6 +61,9 @@ class SVAGStepper(AbstractStepper):
     def theta(self, carry):
         return carry[0]
 
+    def with_theta(self, carry, theta):
+        return theta, carry[1]
+
 
 def simulate_svag(
     problem: Problem,
@@ -71,6 +77,8 @@ def simulate_svag(
     ensemble: Ensemble = Ensemble(),
     record: Record = Record(),
     output: Output = Output(),
+    resetting: Resetting | None = None,
+    first_passage: FirstPassage | None = None,
 ) -> EnsembleResult:
     """SVAG with parameter l: l steps of size η_k/l per SGD step k, gradient $a\\tilde g_1 + c\\tilde g_2$.
 
@@ -86,6 +94,8 @@ def simulate_svag(
             step indices, on the clock $t = \\sum \\eta_k$, so results compare index by index with
             simulate_sgd/simulate_sde.
         key, ensemble, output: as in simulate_sgd.
+        resetting, first_passage: as in simulate_sgd, per SVAG step (reset probability rate·η_k/l); steps
+            are reported in SGD steps (rounded up).
     """
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a sgdsde.Problem, got {type(problem).__name__}")
@@ -101,6 +111,9 @@ def simulate_svag(
     dtype = ensemble.resolved_dtype(problem.X.dtype)
     dtype_problem = problem.astype(dtype) if dtype != problem.X.dtype else problem
     coeffs = jnp.asarray(svag_coefficients(l))
+    events = run_events(problem, problem.n_params, etas, theta0, resetting, first_passage, poisson=False)
+    config = {"simulator": "svag", "l": l, "noise": repr(noise), "lr": repr(lr)}
+    config.update(event_config(resetting, first_passage))
     return run_ensemble(
         lambda n: SVAGStepper(dtype_problem, noise, n, coeffs),
         method=output.label or f"SVAG(l={l})",
@@ -113,6 +126,7 @@ def simulate_svag(
         record=Record(every * l, record.observables, record.n_saved_paths),
         output=output,
         dtype=dtype,
-        config={"simulator": "svag", "l": l, "noise": repr(noise), "lr": repr(lr)},
+        config=config,
         step_unit=l,
+        events=events,
     )

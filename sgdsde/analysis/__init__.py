@@ -18,6 +18,7 @@ from .quadratic import (
 from .resetting import (
     OptimalRate as OptimalRate,
     fpt_moments as fpt_moments,
+    latent_gradient_bias as latent_gradient_bias,
     mfpt_with_resetting as mfpt_with_resetting,
     optimal_resetting_rate as optimal_resetting_rate,
     peclet as peclet,

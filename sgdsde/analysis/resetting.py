@@ -79,3 +79,18 @@ def optimal_resetting_rate(v: float, D: float, L: float) -> OptimalRate:
     )
     r_star = scale * float(np.exp(res.x))
     return OptimalRate(r_star, mfpt_with_resetting(v, D, L, r_star), t0)
+
+
+def latent_gradient_bias(problem, theta, corrupted):
+    """$\\nabla L = \\frac1n\\sum_{i\\notin W}\\nabla\\ell_i + \\frac1n\\sum_{i\\in W}\\nabla\\ell_i$: the clean part
+    $(1-\\tau)\\nabla R_c$ and the latent gradient bias $\\tau\\nabla R_w$ that the corrupted labels W add (Bae,
+    Song & Jeong, Eq. 3; RESET-7). Their sum is ∇L(θ). ``corrupted``: a boolean mask over the training set."""
+    import jax.numpy as jnp
+
+    mask = jnp.asarray(corrupted)
+    if mask.shape != (problem.n_data,) or mask.dtype != jnp.bool_:
+        raise ValueError(
+            f"corrupted must be a boolean mask of shape ({problem.n_data},), got {mask.dtype} {mask.shape}"
+        )
+    w = mask.astype(problem.X.dtype)
+    return problem.weighted_gradient(theta, 1 - w), problem.weighted_gradient(theta, w)
