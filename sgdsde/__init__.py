@@ -10,6 +10,7 @@ from ._data import (
     noisy_teacher_classification as noisy_teacher_classification,
     sparse_regression as sparse_regression,
     teacher_network as teacher_network,
+    two_pattern_data as two_pattern_data,
 )
 from ._first_passage import FirstPassage as FirstPassage
 from ._losses import (
@@ -33,6 +34,7 @@ from ._noise import (
     MinibatchNoise as MinibatchNoise,
     MultiplicativeNoise as MultiplicativeNoise,
     NoNoise as NoNoise,
+    PreactivationNoise as PreactivationNoise,
     SphericalGaussianNoise as SphericalGaussianNoise,
 )
 from ._options import (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from ._ensemble import to_key
@@ -92,3 +93,83 @@ def noisy_teacher_classification(
     return NoisyLabelData(
         X[:n], y_train, y[:n], flip, X[n : n + nv], y[n : n + nv], X[n + nv :], y[n + nv :], w
     )
+
+
+GROUPS = ("P", "Q", "PQ")  # pattern P only, Q only, both
+
+
+class TwoPatternData(eqx.Module):
+    """Li, Wei & Ma's two-pattern distribution, CPU-sized: x = (P block, Q block, 1), y ∈ {±1}; ``group`` is
+    0 (P only), 1 (Q only) or 2 (both) per example, absent blocks are 0, the last coordinate is a constant 1
+    (the hidden layer's bias). Train and test sets are drawn from the same distribution."""
+
+    X: Float[Array, "n p"]
+    y: Float[Array, " n"]
+    group: Array
+    X_test: Float[Array, "n_test p"]
+    y_test: Float[Array, " n_test"]
+    group_test: Array
+    dim_p: int = eqx.field(static=True)
+
+    @property
+    def p_slice(self) -> slice:
+        return slice(0, self.dim_p)
+
+    @property
+    def q_slice(self) -> slice:
+        return slice(self.dim_p, self.dim_p + 2)
+
+
+def two_pattern_data(
+    key,
+    n_train: int,
+    n_test: int = 3000,
+    *,
+    proportions=(0.2, 0.2, 0.6),
+    dim_p: int = 300,
+    margin: float = 0.1,
+    p_noise: float = 0.1,
+    q_offset: float = 2.0,
+    q_radius: float = 1.0,
+) -> TwoPatternData:
+    """Examples carry pattern P only, Q only or both with ``proportions`` (LLR-1):
+
+    P (hard to fit, easy to generalize): x_P ∈ R^{dim_p}, x_P[0] = y·margin and x_P[1:] ~ N(0, p_noise²):
+    linearly separable by e₀ with margin ``margin``, but with dim_p > n a net also fits it through the noise
+    coordinates, which does not generalize. Q (easy to fit, needs a non-linear feature): x_Q = (Z, s·r) with
+    s = ±1 for y = +1 and (Z, 0) for y = −1 (Z = ``q_offset``, r = ``q_radius``): the −1 point is the midpoint
+    of the two +1 points, so no linear classifier separates Q, while a ReLU kink at the offset Z does.
+    """
+    key = to_key(key)
+    n = check_int_range("n_train", n_train, 1)
+    nt = check_int_range("n_test", n_test, 1)
+    dp = check_int_range("dim_p", dim_p, 2)
+    props = np.asarray(proportions, dtype=np.float64)
+    if props.shape != (3,) or not np.all(np.isfinite(props)) or np.any(props < 0):
+        raise ValueError(
+            f"proportions must be 3 non-negative numbers (P only, Q only, both), got {proportions!r}"
+        )
+    if abs(props.sum() - 1) > 1e-9:
+        raise ValueError(f"proportions must sum to 1, got {proportions!r} (sum {props.sum():.6g})")
+    for name, v in (("margin", margin), ("q_offset", q_offset), ("q_radius", q_radius)):
+        check_positive(name, v)
+    check_positive("p_noise", p_noise, allow_zero=True)
+    ky, kg, kp, ks = jax.random.split(key, 4)
+    total = n + nt
+    y = jnp.where(jax.random.bernoulli(ky, 0.5, (total,)), 1.0, -1.0)
+    group = jax.random.choice(kg, 3, (total,), p=jnp.asarray(props))
+    xp = p_noise * jax.random.normal(kp, (total, dp))
+    xp = xp.at[:, 0].set(y * margin)
+    s = jnp.where(jax.random.bernoulli(ks, 0.5, (total,)), 1.0, -1.0)
+    xq = jnp.stack([jnp.full((total,), q_offset), jnp.where(y > 0, s * q_radius, 0.0)], axis=1)
+    has_p = (group == 0) | (group == 2)
+    has_q = (group == 1) | (group == 2)
+    X = jnp.concatenate(
+        [
+            jnp.where(has_p[:, None], xp, 0.0),
+            jnp.where(has_q[:, None], xq, 0.0),
+            jnp.ones((total, 1), xp.dtype),
+        ],
+        axis=1,
+    )
+    return TwoPatternData(X[:n], y[:n], group[:n], X[n:], y[n:], group[n:], dp)

@@ -65,6 +65,10 @@ class CosineLR(eqx.Module):
 
 def learning_rates(lr: float | Schedule | Sequence[float], n_steps: int) -> np.ndarray:
     """η_0 … η_{T−1} as a float64 array, validated: every η_k finite and ≥ 0, η_0 > 0."""
+    if isinstance(lr, StepDecayLR) and any(b >= n_steps for b in lr.boundaries):
+        raise ValueError(
+            f"boundaries: an anneal step must be < n_steps={n_steps} (within the run), got {list(lr.boundaries)}"
+        )
     if callable(lr):
         # a user's schedule gets integer steps and JAX's standard promotion (0.1 / (1 + k) is a float)
         with jax.numpy_dtype_promotion("standard"):

@@ -39,6 +39,15 @@ def test_fig_resetting_quick_prints_its_last_line(tmp_path):
     assert re.fullmatch(r"resetting: mfpt_max_z=\d+\.\d+ benefit=-?\d+\.\d+ ± \d+\.\d+", last), last
 
 
+def test_fig_large_lr_quick_prints_its_last_line(tmp_path):
+    png = tmp_path / "fig_large_lr.png"
+    stdout = run_script("fig_large_lr.py", "--quick", "--out", str(png), cwd=tmp_path)
+    assert png.stat().st_size > 10_000, "no figure written"
+    last = stdout.strip().splitlines()[-1]
+    pattern = r"large_lr: test_gap=-?\d+\.\d+ ± \d+\.\d+ order_large=[PQ] order_small=[PQ]"
+    assert re.fullmatch(pattern, last), last
+
+
 def test_bench_sde_quick_prints_its_ratios(tmp_path):
     stdout = run_script("bench_sde.py", "--quick", "--no-large", cwd=tmp_path)
     last = stdout.strip().splitlines()[-1]

@@ -4,4 +4,5 @@ from .gaussian import GaussianNoise as GaussianNoise, SphericalGaussianNoise as 
 from .label_flip import LabelFlipNoise as LabelFlipNoise
 from .minibatch import LabelNoise as LabelNoise, MinibatchNoise as MinibatchNoise
 from .multiplicative import MultiplicativeNoise as MultiplicativeNoise
+from .preactivation import PreactivationNoise as PreactivationNoise
 from .sampling import SAMPLINGS as SAMPLINGS
