@@ -38,6 +38,13 @@ NOISES = {
 }
 
 
+# Noises with no SDE (no closed-form covariance): simulate_sgd only; their own tests live with their issue
+# (PreactivationNoise: tests/test_large_lr.py).
+SGD_ONLY_NOISES = {
+    "preactivation": lambda n, d: sd.PreactivationNoise(0.5, 2, anneal_step=3),
+}
+
+
 def make_problem(model_name: str, n: int, p: int, seed: int) -> sd.Problem:
     """A random regression problem with n examples for the named model (float64)."""
     k1, k2 = jax.random.split(jax.random.key(seed))

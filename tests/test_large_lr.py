@@ -189,3 +189,22 @@ def test_sgd_own_noise_does_not_reproduce_the_effect_here():
     k = int(np.searchsorted(large.steps, 1000))
     assert large.mean["train_loss_P"][k] < 0.01 * large.mean["train_loss_P"][0]
     assert proxy.mean["train_loss_P"][k] > 0.2 * proxy.mean["train_loss_P"][0]
+
+
+def test_preactivation_noise_runs_reproducibly_in_sgd():
+    """Through simulate_sgd: the same key gives the same paths, another key other paths, all finite."""
+    from helpers import SGD_ONLY_NOISES
+
+    data = sd.two_pattern_data(0, 40, 10, dim_p=6)
+    net, problem = _net_problem(data)
+    theta0 = np.asarray(net.init(jax.random.key(1)), np.float64)
+    noise = SGD_ONLY_NOISES["preactivation"](problem.n_data, problem.n_params)
+    kw = dict(
+        lr=0.05, n_steps=20, ensemble=sd.Ensemble(n_paths=3), record=sd.Record(every=10, n_saved_paths=3)
+    )
+    a = sd.simulate_sgd(problem, noise, theta0, key=5, **kw)
+    b = sd.simulate_sgd(problem, noise, theta0, key=5, **kw)
+    c = sd.simulate_sgd(problem, noise, theta0, key=6, **kw)
+    np.testing.assert_array_equal(a.paths, b.paths)
+    assert not np.allclose(a.paths[-1], c.paths[-1])
+    assert np.all(np.isfinite(a.paths))

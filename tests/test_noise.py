@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import CLASSIFICATION_NOISES, MODELS, NOISES, make_problem, random_theta
+from helpers import CLASSIFICATION_NOISES, MODELS, NOISES, SGD_ONLY_NOISES, make_problem, random_theta
 from hypothesis import given, settings, strategies as st
 
 import sgdsde as sd
@@ -218,7 +218,9 @@ def test_batch_larger_than_data_is_rejected():
 
 def test_registry_covers_every_noise_class():
     """A new noise class must join the registry (and so every conformance test)."""
-    classes = {type(f(6, 4)) for f in (*NOISES.values(), *CLASSIFICATION_NOISES.values())}
+    classes = {
+        type(f(6, 4)) for f in (*NOISES.values(), *CLASSIFICATION_NOISES.values(), *SGD_ONLY_NOISES.values())
+    }
     public = {c for c in vars(sd).values() if isinstance(c, type) and issubclass(c, sd.AbstractGradientNoise)}
     assert public - {sd.AbstractGradientNoise} <= classes
     assert {type(f(3)) for f in MODELS.values()} >= {

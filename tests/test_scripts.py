@@ -48,6 +48,22 @@ def test_fig_large_lr_quick_prints_its_last_line(tmp_path):
     assert re.fullmatch(pattern, last), last
 
 
+def test_fig_kernel_rich_quick_prints_its_last_line(tmp_path):
+    png = tmp_path / "fig_kernel_rich.png"
+    stdout = run_script("fig_kernel_rich.py", "--quick", "--out", str(png), cwd=tmp_path)
+    assert png.stat().st_size > 10_000, "no figure written"
+    last = stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"kernel_rich: max_kkt_gap=\S+ max_gd_gap=\S+", last), last
+
+
+def test_fig_modified_flow_quick_prints_its_last_line(tmp_path):
+    png = tmp_path / "fig_modified_flow.png"
+    stdout = run_script("fig_modified_flow.py", "--quick", "--out", str(png), cwd=tmp_path)
+    assert png.stat().st_size > 10_000, "no figure written"
+    last = stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"modified_flow: gd_order=\d+\.\d+ smith_order=\d+\.\d+", last), last
+
+
 def test_bench_sde_quick_prints_its_ratios(tmp_path):
     stdout = run_script("bench_sde.py", "--quick", "--no-large", cwd=tmp_path)
     last = stdout.strip().splitlines()[-1]

@@ -12,11 +12,23 @@ from ._flow import (
     ProjectionError as ProjectionError,
     limiting_flow as limiting_flow,
 )
+from ._hypentropy import (
+    KernelRichLimit as KernelRichLimit,
+    hypentropy as hypentropy,
+    kernel_rich_limit as kernel_rich_limit,
+    min_l1_interpolant as min_l1_interpolant,
+    min_l2_interpolant as min_l2_interpolant,
+)
 from ._lasso import (
     LassoSolution as LassoSolution,
     kkt_residual as kkt_residual,
     label_noise_lasso as label_noise_lasso,
     weighted_lasso as weighted_lasso,
+)
+from ._modified_flow import (
+    expected_epoch as expected_epoch,
+    modified_flow as modified_flow,
+    modified_loss as modified_loss,
 )
 from ._prediction import (
     Phase as Phase,
