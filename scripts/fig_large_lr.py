@@ -72,7 +72,20 @@ class Toy:
         return obs
 
     def run(
-        self, *, eta1, eta2, k0, n_steps, n_paths, batch=16, sigma=0.0, sde=False, svag=0, seed=0, every=None
+        self,
+        *,
+        eta1,
+        eta2,
+        k0,
+        n_steps,
+        n_paths,
+        batch=16,
+        sigma=0.0,
+        sde=False,
+        order=1,
+        svag=0,
+        seed=0,
+        every=None,
     ):
         theta0 = np.asarray(jax.vmap(self.net.init)(jax.random.split(jax.random.key(seed + 7), n_paths)))
         lr = eta2 if eta1 == eta2 else sd.StepDecayLR(eta1, [k0], eta2 / eta1)
@@ -87,7 +100,7 @@ class Toy:
             ),
         )
         if sde:
-            return sd.simulate_sde(self.problem, noise, theta0, **kw)
+            return sd.simulate_sde(self.problem, noise, theta0, order=order, **kw)
         if svag:
             return sd.simulate_svag(self.problem, noise, theta0, l=svag, **kw)
         return sd.simulate_sgd(self.problem, noise, theta0, **kw)
@@ -160,6 +173,8 @@ def run(quick: bool = False, out: str = "fig_large_lr.png", seed: int = 0) -> di
     sde_base = dict(base, n_paths=sde_paths)
     arms["small (SDE)"] = toy.run(eta1=eta2, sde=True, **sde_base)
     arms["large→anneal (SDE)"] = toy.run(eta1=eta1, sde=True, **sde_base)
+    if not quick:  # the order-2 SME (drift −∇(L + (η/4)‖∇L‖²)) of the large-LR schedule
+        arms["large→anneal (SDE o2)"] = toy.run(eta1=eta1, sde=True, order=2, **sde_base)
 
     print(f"two-pattern toy: n = 200, d_P = 300, width 100, squared loss, B = 16, {n_steps} steps, k0 = {k0}")
     print("per path: P learned first (fraction ± s.e.); final test errors per group ± s.e.; P-only at k0")
@@ -215,6 +230,16 @@ def run(quick: bool = False, out: str = "fig_large_lr.png", seed: int = 0) -> di
                 for j, k in enumerate(k0s)
             )
         )
+    if not quick:
+        print("phase diagram, final P-only test error (SDE, order 1):")
+        for i, e1 in enumerate(etas):
+            print(
+                f"  eta1 = {e1:4.2f}: "
+                + "  ".join(
+                    f"k0={k}: {phase['SDE'][i, j]:.3f}{'*' if first_p['SDE'][i, j] else ''}"
+                    for j, k in enumerate(k0s)
+                )
+            )
     print("  (* = P learned first)")
 
     if not quick:

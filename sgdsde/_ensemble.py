@@ -252,6 +252,15 @@ def check_steps(n_steps, record: Record, steps_per_call: int = 1) -> tuple[int, 
     return n_steps, every
 
 
+def _no_survivors_nan(stats: dict[str, np.ndarray], count: np.ndarray) -> dict[str, np.ndarray]:
+    """A record with no finite path has no mean or variance: NaN there (never 0 ± 0)."""
+    out = {}
+    for name, v in stats.items():
+        empty = (count == 0).reshape((-1,) + (1,) * (v.ndim - 1))
+        out[name] = np.where(empty, np.nan, v)
+    return out
+
+
 def run_ensemble(
     stepper_for_chunk,
     *,
@@ -331,13 +340,14 @@ def run_ensemble(
     def result(complete: bool) -> EnsembleResult:
         steps_bad = np.concatenate(bad_steps) if bad_steps else np.zeros(0, np.int64)
         paths = np.concatenate(saved_chunks, axis=1) if n_saved and saved_chunks else None
+        count = moments.count.astype(np.int64)
         return EnsembleResult(
             method=method,
             steps=record_steps // step_unit,
             times=times,
-            mean=dict(moments.mean),
-            var=moments.variance(),
-            count=moments.count.astype(np.int64),
+            mean=_no_survivors_nan(moments.mean, count),
+            var=_no_survivors_nan(moments.variance(), count),
+            count=count,
             n_paths=done_paths,
             paths=paths,
             diverged=len(steps_bad),

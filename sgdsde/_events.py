@@ -88,9 +88,11 @@ def run_events(problem, n_params: int, etas, theta0, resetting, first_passage, *
 
 def event_config(resetting, first_passage) -> dict:
     """The options as they go into the result's configuration record."""
+    from ._results import describe
+
     out = {}
     if resetting is not None:
-        out["resetting"] = repr(resetting)
+        out["resetting"] = describe(resetting)
     if first_passage is not None:
-        out["first_passage"] = repr(first_passage)
+        out["first_passage"] = describe(first_passage)
     return out

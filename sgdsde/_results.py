@@ -15,6 +15,15 @@ from ._first_passage import FirstPassageReport
 from ._resetting import ResetReport
 
 
+def describe(obj) -> str:
+    """The configuration record's text for ``obj``: equinox's tree repr with array values written out in
+    full precision (up to 10⁴ elements each), so that a reloaded result says exactly what ran."""
+    import equinox as eqx
+
+    with np.printoptions(precision=17, floatmode="unique", threshold=10_000):
+        return " ".join(eqx.tree_pformat(obj, short_arrays=False, width=10_000).split())
+
+
 def package_versions() -> dict[str, str]:
     """Versions of the packages a result depends on (recorded with every saved result)."""
     import importlib.metadata as md
@@ -69,7 +78,8 @@ class EnsembleResult:
         )
 
     def final(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, standard error) of ``name`` at the last record."""
+        """(mean, standard error) of ``name`` at the last record (NaN if no path survived to it: see
+        ``count``)."""
         return self.mean[name][-1], self.stderr(name)[-1]
 
     def divergence_message(self) -> str | None:
@@ -91,7 +101,83 @@ class EnsembleResult:
                 f" and {len(self.diverged_paths) - len(order)} more" if len(self.diverged_paths) > 5 else ""
             )
             message += f"; paths {listed}{more} (see result.diverged_paths, divergence_steps)"
+        empty = np.flatnonzero(np.asarray(self.count) == 0)
+        if len(empty):
+            message += (
+                f"; {len(empty)} records from step {int(self.steps[empty[0]])} have no surviving path (count 0: "
+                "no mean, no standard error)"
+            )
         return message
+
+    def __repr__(self) -> str:
+        n_rec = len(self.steps)
+        parts = [
+            f"method={self.method!r}",
+            f"n_paths={self.n_paths}",
+            f"records={n_rec} (steps {int(self.steps[0])}..{int(self.steps[-1])}, t ≤ {float(self.times[-1]):.4g})",
+            f"observables={self.observables}",
+        ]
+        if self.diverged:
+            parts.append(f"diverged={self.diverged}")
+        if not self.complete:
+            parts.append("complete=False")
+        for name in REPORTS:
+            if getattr(self, name) is not None:
+                parts.append(f"{name}=…")
+        return f"EnsembleResult({', '.join(parts)})"
+
+    def select(self, t_range: tuple[float, float]) -> EnsembleResult:
+        """The records with SGD time t in [t0, t1] (both ends included), as a result of the same kind; the
+        per-path reports and divergence records are kept whole."""
+        t0, t1 = (float(t) for t in t_range)
+        if not (np.isfinite(t0) and np.isfinite(t1)) or t1 < t0:
+            raise ValueError(f"t_range must be finite with t0 <= t1, got {t_range!r}")
+        keep = (self.times >= t0) & (self.times <= t1)
+        if not keep.any():
+            raise ValueError(
+                f"t_range {t_range!r} holds no record (records span t = {self.times[0]:.4g}..{self.times[-1]:.4g})"
+            )
+        return dataclasses.replace(
+            self,
+            steps=self.steps[keep],
+            times=self.times[keep],
+            mean={k: v[keep] for k, v in self.mean.items()},
+            var={k: v[keep] for k, v in self.var.items()},
+            count=self.count[keep],
+            paths=None if self.paths is None else self.paths[keep],
+        )
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """Tidy rows, one per record × observable × component: step, time, observable, index (the
+        component's flat index, 0 for a scalar), mean, stderr, count."""
+        rows = []
+        for name in self.observables:
+            mean = self.mean[name].reshape(len(self.steps), -1)
+            se = self.stderr(name).reshape(len(self.steps), -1)
+            for r in range(len(self.steps)):
+                for j in range(mean.shape[1]):
+                    rows.append(
+                        {
+                            "step": int(self.steps[r]),
+                            "time": float(self.times[r]),
+                            "observable": name,
+                            "index": j,
+                            "mean": float(mean[r, j]),
+                            "stderr": float(se[r, j]),
+                            "count": int(self.count[r]),
+                        }
+                    )
+        return rows
+
+    def to_dataframe(self):
+        """``to_records()`` as a pandas DataFrame (pandas is an optional dependency)."""
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError(
+                "to_dataframe needs pandas (pip install pandas); to_records() needs nothing"
+            ) from None
+        return pd.DataFrame.from_records(self.to_records())
 
     # --- saving -------------------------------------------------------------------------------
     def save(self, path: str) -> str:

@@ -14,7 +14,7 @@ from ._noise import AbstractGradientNoise, NoNoise
 from ._options import Ensemble, Output, Record, check_options
 from ._problem import Problem
 from ._resetting import Resetting
-from ._results import EnsembleResult
+from ._results import EnsembleResult, describe
 from ._schedules import learning_rates
 from ._validation import check_int_range
 
@@ -115,10 +115,10 @@ def simulate_sgd(
     dtype_problem = problem if same else problem.astype(dtype)
     config = {
         "simulator": "sgd",
-        "noise": repr(noise),
-        "model": repr(problem.model),
+        "noise": describe(noise),
+        "model": describe(problem.model),
         "n_data": problem.n_data,
-        "lr": lr if np.ndim(lr) == 0 and not callable(lr) else repr(lr),
+        "lr": lr if np.ndim(lr) == 0 and not callable(lr) else describe(lr),
     }
     events = run_events(problem, problem.n_params, etas, theta0, resetting, first_passage, poisson=False)
     config.update(event_config(resetting, first_passage))

@@ -30,7 +30,7 @@ from .._options import (
 )
 from .._problem import Problem
 from .._resetting import Resetting
-from .._results import EnsembleResult
+from .._results import EnsembleResult, describe
 from .._schedules import learning_rates
 from .._validation import check_int_range
 from . import increments as inc
@@ -315,12 +315,12 @@ def simulate_sde(
         "simulator": "sde",
         "sde": type(sde).__name__,
         "order": getattr(sde, "order", None),
-        "noise": repr(noise) if noise is not None else sde.noise_type,
+        "noise": describe(noise) if noise is not None else sde.noise_type,
         "solver": type(solver).__name__,
         "calculus": calculus(solver),
         "increments": control,
         "substeps": k,
-        "lr": lr if np.ndim(lr) == 0 and not callable(lr) else repr(lr),
+        "lr": lr if np.ndim(lr) == 0 and not callable(lr) else describe(lr),
     }
     stratonovich = calculus(solver) == "stratonovich" and sde.noise_type != "additive"
     stepper = lambda n: SDEStepper(dtype_sde, solver, n, k, control, stratonovich, m, d <= PATHS_LAST_MAX_DIM)

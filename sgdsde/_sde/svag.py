@@ -15,7 +15,7 @@ from .._noise import AbstractGradientNoise, NoNoise
 from .._options import Ensemble, Output, Record, check_options
 from .._problem import Problem
 from .._resetting import Resetting
-from .._results import EnsembleResult
+from .._results import EnsembleResult, describe
 from .._schedules import learning_rates
 from .._validation import check_int_range
 
@@ -112,7 +112,7 @@ def simulate_svag(
     dtype_problem = problem.astype(dtype) if dtype != problem.X.dtype else problem
     coeffs = jnp.asarray(svag_coefficients(l))
     events = run_events(problem, problem.n_params, etas, theta0, resetting, first_passage, poisson=False)
-    config = {"simulator": "svag", "l": l, "noise": repr(noise), "lr": repr(lr)}
+    config = {"simulator": "svag", "l": l, "noise": describe(noise), "lr": describe(lr)}
     config.update(event_config(resetting, first_passage))
     return run_ensemble(
         lambda n: SVAGStepper(dtype_problem, noise, n, coeffs),

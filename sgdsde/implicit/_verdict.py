@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .._problem import Problem
-from .._results import EnsembleResult
+from .._results import EnsembleResult, describe
 from .._validation import check_positive
 from ._common import float64_problem, fmt, render_table
 from ._flow import project_to_zero_loss
@@ -228,7 +228,7 @@ def _check_same_problem(problem, name, r: EnsembleResult) -> None:
             f"results[{name!r}] ran on n = {cfg['n_data']} examples, the problem has {problem.n_data}: "
             "these results come from another problem"
         )
-    if "model" in cfg and cfg["model"] != repr(problem.model):
+    if "model" in cfg and cfg["model"] not in (describe(problem.model), repr(problem.model)):
         raise ValueError(f"results[{name!r}] ran on model {cfg['model']}, not {problem.model!r}")
 
 
