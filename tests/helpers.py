@@ -92,3 +92,15 @@ CLASSIFICATION_NOISES = {
         0.0, 2, "without_replacement", transition=[[0.8, 0.2], [0.1, 0.9]]
     ),
 }
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module (tests reuse a figure script's setting instead of copying it)."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

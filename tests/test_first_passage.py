@@ -8,24 +8,21 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.stats
+from helpers import load_script
 
 import sgdsde as sd
 from sgdsde.analysis import mfpt_with_resetting, peclet
 
-L, D, DT = 1.0, 1.0, 1e-3
+FIG = load_script("fig_resetting")
+L, D, DT = FIG.L, FIG.D, FIG.DT
 SIEGMUND = (
     0.5825971579390106  # −ζ(1/2)/√(2π): Euler's mean overshoot of a Gaussian-walk barrier, in units σ√dt
 )
 
 
 def drift_diffusion(v: float) -> sd.FunctionSDE:
-    """dX = −v dt + √(2D) dW on SGD's clock with lr = DT (the factor carries 1/√η)."""
-    scale = math.sqrt(2 * D / DT)
-    return sd.FunctionSDE(
-        lambda th, eta: jnp.full_like(th, -v),
-        lambda th: jnp.full((1, 1), scale, th.dtype),
-        noise_type="additive",
-    )
+    """dX = −v dt + √(2D) dW on SGD's clock with lr = DT (fig_resetting's, with the same L, D, DT)."""
+    return FIG.drift_diffusion(v)
 
 
 def horizon(v: float, r: float, n_paths: int) -> float:

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
+from helpers import load_script
 
 import sgdsde as sd
 
@@ -131,17 +132,6 @@ def test_preactivation_noise_gradient():
         sd.simulate_sde(problem, noise, np.asarray(theta), lr=0.1, n_steps=2, key=0)
 
 
-def _fig_large_lr():
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "fig_large_lr.py"
-    spec = importlib.util.spec_from_file_location("fig_large_lr", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_learning_order_under_the_proxy():
     """Small-LR SGD (η = 0.05, B = 16) against the same run with pre-activation noise σ = 1 switched off at
     k₀ = 3000 of 6000 steps, 4 paired paths (same inits and keys). Claims, each with its s.e.: (a) before
@@ -149,7 +139,7 @@ def test_learning_order_under_the_proxy():
     (fraction of paths with P first 0 ± 0) while the proxy learns P first on every path; (c) at the end the
     proxy run has the lower P-only test error (paired gap > 0.03 and > 3 s.e.). Measured at 8000 steps:
     0.288 vs 0.211. [theory: LLR-4]"""
-    fig = _fig_large_lr()
+    fig = load_script("fig_large_lr")
     toy = fig.Toy()
     base = dict(eta1=0.05, eta2=0.05, k0=3000, n_steps=6000, n_paths=4, every=150)
     small = toy.run(**base)
@@ -174,7 +164,7 @@ def test_sgd_own_noise_does_not_reproduce_the_effect_here():
     training examples are fitted; at η₁ SGD fits P's training examples within the first phase (training
     loss below 1% of its initial value at k₀), and its noise with them, while the proxy's noise does not
     depend on the fit (P's training loss stays above 20% of its initial value). [theory: LLR-5]"""
-    fig = _fig_large_lr()
+    fig = load_script("fig_large_lr")
     toy = fig.Toy()
     base = dict(eta2=0.05, k0=1000, n_steps=2000, n_paths=4, every=100)
     small, large = toy.run(eta1=0.05, **base), toy.run(eta1=0.5, **base)

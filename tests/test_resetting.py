@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import load_script
 from scipy.integrate import quad
 from scipy.optimize import brentq
 
@@ -242,17 +243,6 @@ def test_resetting_options_validate_themselves(build, match):
         build()
 
 
-def _fig_resetting():
-    import importlib.util
-    import pathlib
-
-    path = pathlib.Path(__file__).resolve().parents[1] / "scripts" / "fig_resetting.py"
-    spec = importlib.util.spec_from_file_location("fig_resetting", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_latent_gradient_bias_splits_the_gradient():
     """(1−τ)∇R_c + τ∇R_w = ∇L exactly, and the bias part is the corrupted examples' share. [theory: RESET-7]"""
     data = sd.noisy_teacher_classification(0, 200, 5, 0.3, 50, 50)
@@ -281,7 +271,7 @@ def test_resetting_counters_noisy_labels():
     checkpoint lowers the best-validation model's test error. The gain is paired over 4 paths (same inits and
     keys): required > 0.02 and > 3 s.e. (measured 0.067 ± 0.008). With clean labels resetting never switches
     on and the gain is exactly 0. [theory: RESET-7]"""
-    fig = _fig_resetting()
+    fig = load_script("fig_resetting")
     mech = fig.Mechanism(0.4)
     e0, r0 = mech.run(16, 0.0, 8000, 4, 0)
     e1, r1 = mech.run(16, 0.05, 8000, 4, 0)

@@ -31,37 +31,22 @@ def test_figure_scripts_quick(name, tmp_path):
     assert png.stat().st_size > 10_000, "no figure written"
 
 
-def test_fig_resetting_quick_prints_its_last_line(tmp_path):
-    png = tmp_path / "fig_resetting.png"
-    stdout = run_script("fig_resetting.py", "--quick", "--out", str(png), cwd=tmp_path)
+# the issue scripts' last lines: the headline figures in a fixed format
+LAST_LINES = {
+    "fig_resetting": r"resetting: mfpt_max_z=\d+\.\d+ benefit=-?\d+\.\d+ ± \d+\.\d+",
+    "fig_large_lr": r"large_lr: test_gap=-?\d+\.\d+ ± \d+\.\d+ order_large=[PQ] order_small=[PQ]",
+    "fig_kernel_rich": r"kernel_rich: max_kkt_gap=\S+ max_gd_gap=\S+",
+    "fig_modified_flow": r"modified_flow: gd_order=\d+\.\d+ smith_order=\d+\.\d+",
+}
+
+
+@pytest.mark.parametrize("name", sorted(LAST_LINES))
+def test_issue_scripts_quick_print_their_last_line(name, tmp_path):
+    png = tmp_path / f"{name}.png"
+    stdout = run_script(f"{name}.py", "--quick", "--out", str(png), cwd=tmp_path)
     assert png.stat().st_size > 10_000, "no figure written"
     last = stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"resetting: mfpt_max_z=\d+\.\d+ benefit=-?\d+\.\d+ ± \d+\.\d+", last), last
-
-
-def test_fig_large_lr_quick_prints_its_last_line(tmp_path):
-    png = tmp_path / "fig_large_lr.png"
-    stdout = run_script("fig_large_lr.py", "--quick", "--out", str(png), cwd=tmp_path)
-    assert png.stat().st_size > 10_000, "no figure written"
-    last = stdout.strip().splitlines()[-1]
-    pattern = r"large_lr: test_gap=-?\d+\.\d+ ± \d+\.\d+ order_large=[PQ] order_small=[PQ]"
-    assert re.fullmatch(pattern, last), last
-
-
-def test_fig_kernel_rich_quick_prints_its_last_line(tmp_path):
-    png = tmp_path / "fig_kernel_rich.png"
-    stdout = run_script("fig_kernel_rich.py", "--quick", "--out", str(png), cwd=tmp_path)
-    assert png.stat().st_size > 10_000, "no figure written"
-    last = stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"kernel_rich: max_kkt_gap=\S+ max_gd_gap=\S+", last), last
-
-
-def test_fig_modified_flow_quick_prints_its_last_line(tmp_path):
-    png = tmp_path / "fig_modified_flow.png"
-    stdout = run_script("fig_modified_flow.py", "--quick", "--out", str(png), cwd=tmp_path)
-    assert png.stat().st_size > 10_000, "no figure written"
-    last = stdout.strip().splitlines()[-1]
-    assert re.fullmatch(r"modified_flow: gd_order=\d+\.\d+ smith_order=\d+\.\d+", last), last
+    assert re.fullmatch(LAST_LINES[name], last), last
 
 
 def test_bench_sde_quick_prints_its_ratios(tmp_path):
