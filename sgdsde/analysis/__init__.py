@@ -6,6 +6,7 @@ from .affine import (
     QuadraticForm as QuadraticForm,
     quadratic_form as quadratic_form,
 )
+from .escape import mean_exit_time as mean_exit_time
 from .quadratic import (
     Moments as Moments,
     sde_moments as sde_moments,
