@@ -26,9 +26,11 @@ from ._lasso import (
     weighted_lasso as weighted_lasso,
 )
 from ._modified_flow import (
+    epoch_fixed_point as epoch_fixed_point,
     expected_epoch as expected_epoch,
     modified_flow as modified_flow,
     modified_loss as modified_loss,
+    modified_loss_argmin as modified_loss_argmin,
 )
 from ._prediction import (
     Phase as Phase,

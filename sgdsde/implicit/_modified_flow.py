@@ -10,6 +10,7 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optimistix as optx
 
 from .._problem import Problem
 from .._validation import check_dtype, check_int_range, check_positive
@@ -96,12 +97,7 @@ def _sequences(n: int, batch_size: int, sampling: str) -> np.ndarray:
     raise ValueError(f"sampling must be 'shuffle' or 'with_replacement', got {sampling!r}")
 
 
-def expected_epoch(
-    problem: Problem, theta0, eta: float, batch_size: int, sampling: str = "shuffle"
-) -> np.ndarray:
-    """$\\mathbb E[\\theta_m]$ after one epoch of m = n/B SGD steps from θ₀, exactly: the average over every
-    equally likely batch sequence (all n! orderings for shuffling, all n^{mB} draws with replacement;
-    small n only), in float64. The reference THR-5's order tests compare the modified flows against."""
+def _epoch_setup(problem: Problem, eta: float, batch_size: int, sampling: str):
     check_dtype(np.float64)
     eta = check_positive("eta", eta)
     batch_size = check_int_range("batch_size", batch_size, 1, problem.n_data)
@@ -109,14 +105,82 @@ def expected_epoch(
         raise ValueError(
             f"batch_size must divide n = {problem.n_data} for an epoch of whole batches, got {batch_size}"
         )
-    problem.check_theta(theta0, "theta0")
-    p64 = problem.astype(jnp.float64)
-    seqs = jnp.asarray(_sequences(problem.n_data, batch_size, sampling))
+    return eta, jnp.asarray(_sequences(problem.n_data, batch_size, sampling))
 
-    def one(seq):
+
+def _epoch_map(p64: Problem, eta: float, seqs):
+    """θ ↦ E[θ_m | θ₀ = θ], the average of the epoch over ``seqs`` (a JAX function)."""
+
+    def one(theta0, seq):
         def step(th, idx):
             return th - eta * p64.batch_gradient(th, idx), None
 
-        return jax.lax.scan(step, jnp.asarray(theta0, jnp.float64), seq)[0]
+        return jax.lax.scan(step, theta0, seq)[0]
 
-    return np.asarray(jnp.mean(jax.vmap(one)(seqs), axis=0))
+    return lambda theta0: jnp.mean(jax.vmap(one, in_axes=(None, 0))(theta0, seqs), axis=0)
+
+
+def expected_epoch(
+    problem: Problem, theta0, eta: float, batch_size: int, sampling: str = "shuffle"
+) -> np.ndarray:
+    """$\\mathbb E[\\theta_m]$ after one epoch of m = n/B SGD steps from θ₀, exactly: the average over every
+    equally likely batch sequence (all n! orderings for shuffling, all n^{mB} draws with replacement;
+    small n only), in float64. The reference THR-5's order tests compare the modified flows against."""
+    eta, seqs = _epoch_setup(problem, eta, batch_size, sampling)
+    problem.check_theta(theta0, "theta0")
+    return np.asarray(_epoch_map(problem.astype(jnp.float64), eta, seqs)(jnp.asarray(theta0, jnp.float64)))
+
+
+def _newton(fn, theta0, what: str, tol: float) -> np.ndarray:
+    sol = optx.root_find(
+        lambda th, _: fn(th),
+        optx.Newton(rtol=tol, atol=tol),
+        jnp.asarray(theta0, jnp.float64),
+        max_steps=200,
+        throw=False,
+    )
+    root = np.asarray(sol.value)
+    if sol.result != optx.RESULTS.successful or not np.all(np.isfinite(root)):
+        raise RuntimeError(f"Newton's method did not converge to {what} from theta0")
+    return root
+
+
+def epoch_fixed_point(
+    problem: Problem, theta0, eta: float, batch_size: int, sampling: str = "shuffle", *, tol: float = 1e-13
+) -> np.ndarray:
+    """The fixed point θ̄ = E[θ_m | θ₀ = θ̄] of the exactly averaged epoch map (``expected_epoch``), by Newton's
+    method from θ₀: where the mean iterate settles (minibatch-noise.md §9.8; THR-7)."""
+    eta, seqs = _epoch_setup(problem, eta, batch_size, sampling)
+    problem.check_theta(theta0, "theta0")
+    step = _epoch_map(problem.astype(jnp.float64), eta, seqs)
+    return _newton(lambda th: step(th) - th, theta0, "a fixed point of the epoch map", tol)
+
+
+def modified_loss_argmin(
+    problem: Problem,
+    theta0,
+    eta: float,
+    kind: str = "gd",
+    *,
+    batch_size: int | None = None,
+    tol: float = 1e-13,
+) -> np.ndarray:
+    """The stationary point of ``modified_loss`` nearest θ₀ along Newton's method ($\\nabla\\tilde L = 0$),
+    checked to be a minimum (positive definite Hessian of $\\tilde L$)."""
+    check_dtype(np.float64)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    eta = check_positive("eta", eta)
+    if kind == "smith":
+        if batch_size is None:
+            raise ValueError("kind='smith' needs batch_size")
+        batch_size = check_int_range("batch_size", batch_size, 1, problem.n_data)
+    problem.check_theta(theta0, "theta0")
+    p64 = problem.astype(jnp.float64)
+    f = lambda th: modified_loss(p64, th, eta, kind, batch_size)  # noqa: E731
+    root = _newton(jax.grad(f), theta0, f"a stationary point of the {kind!r} modified loss", tol)
+    if np.linalg.eigvalsh(np.asarray(jax.hessian(f)(jnp.asarray(root))))[0] <= 0:
+        raise RuntimeError(
+            f"the stationary point of the {kind!r} modified loss found from theta0 is not a minimum"
+        )
+    return root
