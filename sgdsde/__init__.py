@@ -7,6 +7,7 @@ and the SDE classes.
 
 from . import analysis as analysis, implicit as implicit  # symbolic stays lazy: it imports sympy
 from ._data import (
+    double_well_data as double_well_data,
     noisy_teacher_classification as noisy_teacher_classification,
     sparse_regression as sparse_regression,
     teacher_network as teacher_network,
@@ -23,6 +24,7 @@ from ._models import (
     AbstractModel as AbstractModel,
     DiagonalLinearNetwork as DiagonalLinearNetwork,
     LinearRegression as LinearRegression,
+    PolynomialCurve as PolynomialCurve,
     TwoLayerNetwork as TwoLayerNetwork,
 )
 from ._noise import (

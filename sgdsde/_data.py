@@ -173,3 +173,54 @@ def two_pattern_data(
         axis=1,
     )
     return TwoPatternData(X[:n], y[:n], group[:n], X[n:], y[n:], group[n:], dp)
+
+
+class DoubleWellData(eqx.Module):
+    """Data on which ``PolynomialCurve(3)`` has exactly two interpolating minima (zero loss at both, so the
+    barrier ΔL is the same from either side) with different curvatures: ``minima`` = (θ_sharp, θ_flat),
+    their Hessians ``curvatures`` (sharp first)."""
+
+    X: Float[Array, "n 3"]
+    y: Float[Array, " n"]
+    minima: tuple[float, float] = eqx.field(static=True)
+    curvatures: tuple[float, float] = eqx.field(static=True)
+
+
+def _moment_curve(theta: float) -> np.ndarray:
+    return np.array([theta, theta**2, theta**3])
+
+
+def double_well_data(minima=(-2.0, 0.5), n_samples: int = 12) -> DoubleWellData:
+    """Inputs x_i on a circle of radius √2 (equally spaced) in the plane orthogonal to δ = p(θ₁) − p(θ₂), labels
+    y_i = x_iᵀp(θ₁) = x_iᵀp(θ₂): the data cannot tell θ₁ from θ₂ (both interpolate), so the loss of
+    ``PolynomialCurve(3)`` is $\\frac12\\|P(p(\\theta) - p(\\theta_1))\\|^2$ (P the projector orthogonal to δ; exact for
+    n ≥ 3) with minima at both, of curvature $H_j = \\|P p'(\\theta_j)\\|^2$ (THR-8). ``minima`` are ordered
+    (sharp, flat) in the result.
+    """
+    n = check_int_range("n_samples", n_samples, 3)
+    m = np.asarray(minima, dtype=np.float64)
+    if m.shape != (2,) or not np.all(np.isfinite(m)):
+        raise ValueError(f"minima must be two finite numbers (θ₁, θ₂), got {minima!r}")
+    if abs(m[0] - m[1]) < 1e-6:
+        raise ValueError(f"minima must be two distinct points, got {minima!r}")
+    delta = _moment_curve(m[0]) - _moment_curve(m[1])
+    delta /= np.linalg.norm(delta)
+    # an orthonormal basis (e1, e2) of the plane orthogonal to δ
+    basis = np.linalg.svd(delta[None, :])[2][1:]
+    angles = 2 * np.pi * np.arange(n) / n
+    X = np.sqrt(2) * (np.cos(angles)[:, None] * basis[0] + np.sin(angles)[:, None] * basis[1])
+    y = X @ _moment_curve(m[0])
+    P = np.eye(3) - np.outer(delta, delta)
+    curv = []
+    for t in m:
+        dp = np.array([1.0, 2 * t, 3 * t**2])
+        curv.append(float(dp @ P @ dp))  # the Hessian at an interpolating minimum: ‖P p′‖²
+    if min(curv) <= 1e-8 * max(1.0, max(curv)):
+        raise ValueError(
+            f"minima {tuple(m)} are not both minima: the Hessian there is {curv} (the curve's tangent is parallel "
+            "to p(θ₁) − p(θ₂)); choose other points"
+        )
+    order = np.argsort(curv)[::-1]
+    return DoubleWellData(
+        jnp.asarray(X), jnp.asarray(y), tuple(float(m[i]) for i in order), tuple(curv[i] for i in order)
+    )

@@ -32,6 +32,10 @@ class FirstPassage(eqx.Module):
             diffusion D). Given, a step that ends outside the target still counts as a passage with the
             Brownian-bridge probability exp(−2 g_k g_{k+1}/(s² η_k)), g the distances to the threshold
             (RESET-6): this removes the O(√η) bias of checking only at the grid points. None: grid points only.
+        absorb: the target is absorbing: a path that has arrived stays at its arrival state (its later steps
+            are computed and discarded), as in an escape experiment where what happens after the escape must
+            not matter (e.g. a far region where the dynamics diverge). Recorded statistics then include the
+            frozen paths at their arrival states.
 
     The first passage is checked after the step and before any reset (a path that arrives counts even if a
     reset follows). ``result.first_passage`` holds per-path hitting steps and times and the MFPT with its
@@ -44,6 +48,7 @@ class FirstPassage(eqx.Module):
     threshold: float | None = None
     below: bool = True
     bridge_variance: float | None = None
+    absorb: bool = False
 
     def __check_init__(self):
         if self.target is None and self.observable is None:
@@ -74,6 +79,8 @@ class FirstPassage(eqx.Module):
                 raise ValueError(f"threshold must be a finite real number, got {t!r}")
         if not isinstance(self.below, (bool, np.bool_)):
             raise ValueError(f"below must be True or False, got {self.below!r}")
+        if not isinstance(self.absorb, (bool, np.bool_)):
+            raise ValueError(f"absorb must be True or False, got {self.absorb!r}")
         if self.bridge_variance is not None:
             check_positive("bridge_variance", self.bridge_variance)
 
@@ -82,10 +89,12 @@ class FirstPassage(eqx.Module):
         th = np.asarray(theta0, dtype=np.float64).reshape(-1, n_params)[0]
         if self.target is not None:
             check_scalar_function("target", self.target, problem, th, "bool")
-            return FirstPassageEvent(self.target, None, 0.0, True, None)
+            return FirstPassageEvent(self.target, None, 0.0, True, None, bool(self.absorb))
         fn = BUILTIN[self.observable] if isinstance(self.observable, str) else self.observable
         check_scalar_function("observable", fn, problem, th, "real")
-        return FirstPassageEvent(None, fn, float(self.threshold), bool(self.below), self.bridge_variance)
+        return FirstPassageEvent(
+            None, fn, float(self.threshold), bool(self.below), self.bridge_variance, bool(self.absorb)
+        )
 
 
 class FirstPassageEvent(AbstractEvent):
@@ -98,6 +107,11 @@ class FirstPassageEvent(AbstractEvent):
     threshold: float
     below: bool = eqx.field(static=True)
     bridge_variance: float | None = None
+    absorb: bool = eqx.field(static=True, default=False)
+
+    @property
+    def moves_theta(self) -> bool:  # type: ignore[override]
+        return self.absorb
 
     def _gap(self, problem, theta):
         """Signed distance to the threshold, ≤ 0 inside the target."""
@@ -125,6 +139,8 @@ class FirstPassageEvent(AbstractEvent):
             )
             inside = (g1 <= 0) | crossed
         hit = state["hit"]
+        if self.absorb:  # a path that had already arrived stays at its arrival state
+            after = jnp.where((hit >= 0)[:, None], before, after)
         return after, {"hit": jnp.where((hit < 0) & inside, k_next, hit)}
 
     def observe(self, state):

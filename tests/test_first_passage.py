@@ -140,6 +140,29 @@ def test_first_passage_predicate_target_and_start_inside():
     assert res.first_passage.steps.tolist() == [26, 0]
 
 
+def test_absorbing_target_freezes_arrived_paths():
+    """absorb=True: a path stays at its arrival state (here GD toward 0 stops at θ₂₆ = 0.9²⁶θ₀, the first inside
+    ‖θ‖² < 0.01), paths not yet arrived move on, and the passage steps are those of the free run."""
+    problem = sd.quadratic_problem(np.eye(2), np.zeros(2))
+    theta0 = np.array([[1.0, 1.0], [2.0, 2.0]])
+    runs = {}
+    for absorb in (False, True):
+        runs[absorb] = sd.simulate_sgd(
+            problem,
+            None,
+            theta0,
+            lr=0.1,
+            n_steps=40,
+            key=0,
+            ensemble=sd.Ensemble(n_paths=2),
+            record=sd.Record(n_saved_paths=2),
+            first_passage=sd.FirstPassage(target=lambda p, th: jnp.sum(th * th) < 0.01, absorb=absorb),
+        )
+    assert runs[True].first_passage.steps.tolist() == runs[False].first_passage.steps.tolist() == [26, 32]
+    np.testing.assert_allclose(runs[True].paths[-1], theta0 * 0.9 ** np.array([[26], [32]]), rtol=1e-12)
+    np.testing.assert_allclose(runs[False].paths[-1], theta0 * 0.9**40, rtol=1e-12)
+
+
 @pytest.mark.parametrize(
     "build, match",
     [
@@ -150,6 +173,7 @@ def test_first_passage_predicate_target_and_start_inside():
         (lambda: sd.FirstPassage(observable="loss", threshold=float("inf")), "threshold must be a finite"),
         (lambda: sd.FirstPassage(observable="loss", threshold=0.0, bridge_variance=-1.0), "bridge_variance"),
         (lambda: sd.FirstPassage(target=lambda p, t: t[0] < 0, bridge_variance=1.0), "bridge_variance needs"),
+        (lambda: sd.FirstPassage(target=lambda p, t: t[0] < 0, absorb="yes"), "absorb must be True or False"),
     ],
 )
 def test_first_passage_option_bad_input(build, match):

@@ -39,7 +39,7 @@ def close(a, b, tol=1e-11):
 @pytest.mark.parametrize("noise_name, model", CASES)
 def test_noise_formulas_agree_with_the_factor(noise_name, model):
     """factor_mv (and the Euler form's) = A w; noise_dim = A's columns; the declared noise type holds
-    (additive: A the same at two θ; commutative: one column or one parameter); the noise's own
+    (additive: A the same at two θ; commutative: one column, and (∂A_j)A_k symmetric in j, k); the noise's own
     Itô→Stratonovich correction = −½Σ_j(∂A_j)A_j by jax.jacfwd; an unbiased noise has zero bias.
     [theory: SME-3, SME-4, SME-6, NOISE-5]"""
     problem, theta, noise = build(noise_name, model, 4)
@@ -54,9 +54,11 @@ def test_noise_formulas_agree_with_the_factor(noise_name, model):
     assert kind in ("additive", "commutative", "general")
     if kind == "additive":
         close(noise.covariance_factor(problem, 2.0 * theta + 1.0), A)
-    elif kind == "commutative":
-        assert min(problem.n_params, m) == 1
     dA = jax.jacfwd(lambda t: noise.covariance_factor(problem, t))(theta)
+    if kind == "commutative":
+        assert m == 1
+        L = jnp.einsum("ijk,kl->ijl", dA, A)
+        close(L, jnp.swapaxes(L, 1, 2))
     close(noise.ito_to_stratonovich(problem, theta), -0.5 * jnp.einsum("ijk,kj->i", dA, A))
     if noise.unbiased:
         close(noise.bias(problem, theta), 0.0)

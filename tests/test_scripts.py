@@ -37,6 +37,7 @@ LAST_LINES = {
     "fig_large_lr": r"large_lr: test_gap=-?\d+\.\d+ ± \d+\.\d+ order_large=[PQ] order_small=[PQ]",
     "fig_kernel_rich": r"kernel_rich: max_kkt_gap=\S+ max_gd_gap=\S+",
     "fig_modified_flow": r"modified_flow: gd_order=\d+\.\d+ smith_order=\d+\.\d+",
+    "fig_sharp_minima": r"sharp_minima: eta_over_B_collapse=\d+\.\d+ kramers_max_z=\d+\.\d+",
 }
 
 

@@ -5,4 +5,5 @@ from .linear import (
     DiagonalLinearNetwork as DiagonalLinearNetwork,
     LinearRegression as LinearRegression,
 )
+from .polynomial import PolynomialCurve as PolynomialCurve
 from .two_layer import TwoLayerNetwork as TwoLayerNetwork

@@ -77,9 +77,10 @@ class AbstractGradientNoise(eqx.Module):
         return jax.eval_shape(lambda t: self.covariance_factor(problem, t), spec).shape[1]
 
     def noise_type(self, problem: Problem) -> str:
-        """ "additive" when A cannot depend on θ by construction; else "commutative" (one noise or one
-        parameter dimension) or "general". Subclasses declare "additive" where it holds."""
-        return "commutative" if min(problem.n_params, self.noise_dim(problem)) == 1 else "general"
+        """ "additive" when A cannot depend on θ by construction; else "commutative" (one noise dimension) or
+        "general". One parameter dimension is not enough: with m > 1 columns, (∂A_j)A_k = A_j′A_k ≠ A_k′A_j in
+        general. Subclasses declare "additive" where it holds."""
+        return "commutative" if self.noise_dim(problem) == 1 else "general"
 
     def ito_to_stratonovich(self, problem: Problem, theta) -> Float[Array, " d"]:
         """$-\\frac12\\sum_j (\\partial_\\theta A_{\\cdot j})A_{\\cdot j}$ (theory/sme.md, SME-3): times η, the

@@ -6,7 +6,11 @@ from .affine import (
     QuadraticForm as QuadraticForm,
     quadratic_form as quadratic_form,
 )
-from .escape import mean_exit_time as mean_exit_time
+from .escape import (
+    eyring_kramers_time as eyring_kramers_time,
+    mean_exit_time as mean_exit_time,
+    sme_coefficients as sme_coefficients,
+)
 from .quadratic import (
     Moments as Moments,
     sde_moments as sde_moments,
