@@ -374,6 +374,8 @@ def test_double_well_data_has_two_interpolating_minima_of_different_curvature():
     ],
 )
 def test_double_well_bad_input(call, match):
+    """Coincident or non-finite minima, too few samples, degree < 1, a "minimum" that is not one, a start not
+    between the ends: a ValueError naming the argument. [theory: THR-8]"""
     with pytest.raises(ValueError, match=match):
         call()
 
