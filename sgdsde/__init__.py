@@ -8,6 +8,7 @@ and the SDE classes.
 from . import analysis as analysis, implicit as implicit  # symbolic stays lazy: it imports sympy
 from ._data import (
     double_well_data as double_well_data,
+    matrix_sensing_data as matrix_sensing_data,
     noisy_teacher_classification as noisy_teacher_classification,
     sparse_regression as sparse_regression,
     teacher_network as teacher_network,
@@ -22,6 +23,7 @@ from ._losses import (
 )
 from ._models import (
     AbstractModel as AbstractModel,
+    DeepMatrixFactorization as DeepMatrixFactorization,
     DiagonalLinearNetwork as DiagonalLinearNetwork,
     LinearRegression as LinearRegression,
     PolynomialCurve as PolynomialCurve,

@@ -224,3 +224,36 @@ def double_well_data(minima=(-2.0, 0.5), n_samples: int = 12) -> DoubleWellData:
     return DoubleWellData(
         jnp.asarray(X), jnp.asarray(y), tuple(float(m[i]) for i in order), tuple(curv[i] for i in order)
     )
+
+
+class MatrixSensingData(eqx.Module):
+    """Measurements y_i = ⟨A_i, W*⟩ of a low-rank n × n matrix: X holds vec A_i per row (one-hot rows for
+    matrix completion, with ``observed`` the (n, n) mask)."""
+
+    X: Float[Array, "m n2"]
+    y: Float[Array, " m"]
+    W_star: Float[Array, "n n"]
+    observed: Array | None
+
+
+def matrix_sensing_data(key, size: int, rank: int, n_measurements: int, kind: str = "completion"):
+    """W* = UVᵀ (U, V n × r Gaussian) scaled to ‖W*‖_F = n (the official deep-matrix-factorization code's
+    ground truth); ``kind="completion"``: ``n_measurements`` distinct entries, uniformly without replacement;
+    ``"sensing"``: Gaussian A_i with N(0, 1/n²) entries (THR-11)."""
+    key = to_key(key)
+    n = check_int_range("size", size, 1)
+    r = check_int_range("rank", rank, 1, n)
+    if kind not in ("completion", "sensing"):
+        raise ValueError(f"kind must be 'completion' or 'sensing', got {kind!r}")
+    m = check_int_range("n_measurements", n_measurements, 1, n * n if kind == "completion" else None)
+    ku, kv, ko = jax.random.split(key, 3)
+    W = jax.random.normal(ku, (n, r)) @ jax.random.normal(kv, (n, r)).T
+    W = W * (n / jnp.linalg.norm(W))
+    if kind == "completion":
+        idx = jax.random.choice(ko, n * n, (m,), replace=False)
+        X = jax.nn.one_hot(idx, n * n, dtype=W.dtype)
+        observed = jnp.zeros(n * n, bool).at[idx].set(True).reshape(n, n)
+    else:
+        X = jax.random.normal(ko, (m, n * n), W.dtype) / n
+        observed = None
+    return MatrixSensingData(X, X @ W.reshape(-1), W, observed)

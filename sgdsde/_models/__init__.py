@@ -5,5 +5,6 @@ from .linear import (
     DiagonalLinearNetwork as DiagonalLinearNetwork,
     LinearRegression as LinearRegression,
 )
+from .matrix import DeepMatrixFactorization as DeepMatrixFactorization
 from .polynomial import PolynomialCurve as PolynomialCurve
 from .two_layer import TwoLayerNetwork as TwoLayerNetwork

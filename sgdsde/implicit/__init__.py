@@ -7,6 +7,11 @@ from .._regularizers import (
     TraceLogRegularizer as TraceLogRegularizer,
     effective_lambda as effective_lambda,
 )
+from ._deep_matrix import (
+    effective_rank as effective_rank,
+    end_to_end_velocity as end_to_end_velocity,
+    singular_value_velocity as singular_value_velocity,
+)
 from ._flow import (
     LimitingFlow as LimitingFlow,
     ProjectionError as ProjectionError,
