@@ -211,14 +211,26 @@ def _path_sharding(devices, n_paths: int, chunk: int):
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("paths", None))
 
 
-def _block_records(n_records: int, record_every: int, n_paths: int) -> int:
-    """Records per jitted call: a divisor of n_records giving ~20 progress updates (one compile)."""
+def _block_records(n_records: int) -> int:
+    """Records per jitted call, ~20 progress updates: a divisor of n_records if one is at least half the target
+    (one compile), else the target itself with a shorter last block (two compiles; a prime count never
+    means one call per record)."""
     target = max(1, n_records // 20)
-    best = 1
-    for r in range(1, n_records + 1):
-        if n_records % r == 0 and r <= target:
-            best = r
-    return best
+    best = max(r for r in range(1, target + 1) if n_records % r == 0)
+    return best if 2 * best >= target else target
+
+
+def _record_plan(n_steps: int, every: int) -> list[tuple[int, int, int]]:
+    """The jitted calls: (first record, records in the call, steps per record); whole intervals of ``every``
+    steps first, then the shorter last interval when ``every`` does not divide n_steps."""
+    n_full, tail = divmod(n_steps, every)
+    plan = []
+    if n_full:
+        per_block = _block_records(n_full)
+        plan = [(b, min(per_block, n_full - b), every) for b in range(0, n_full, per_block)]
+    if tail:
+        plan.append((n_full, 1, tail))
+    return plan
 
 
 def check_theta0(theta0, n_params: int, n_paths: int) -> np.ndarray:
@@ -242,13 +254,14 @@ def check_theta0(theta0, n_params: int, n_paths: int) -> np.ndarray:
 
 
 def check_steps(n_steps, record: Record, steps_per_call: int = 1) -> tuple[int, int]:
-    """(n_steps, record_every), validated together."""
+    """(n_steps, record_every), validated together: records at the multiples of ``every`` and at the end
+    (``every`` need not divide n_steps; one larger than n_steps records the start and the end)."""
     n_steps = check_int_range("n_steps", n_steps, 1)
-    every = n_steps if record.every is None else record.every
-    if n_steps % every:
-        raise ValueError(f"record.every must divide n_steps={n_steps}, got {every}")
-    if every % steps_per_call:
-        raise ValueError(f"record.every={every} must be a multiple of {steps_per_call} here")
+    every = n_steps if record.every is None else min(record.every, n_steps)
+    if every % steps_per_call or (n_steps % every) % steps_per_call:
+        raise ValueError(
+            f"record.every={every} and n_steps={n_steps} must be multiples of {steps_per_call} here"
+        )
     return n_steps, every
 
 
@@ -310,11 +323,9 @@ def run_ensemble(
             raise ValueError(
                 f"observables: {sorted(clash)} is recorded by the {event.name} option; rename it"
             )
-    n_records = n_steps // record_every
-    per_block = _block_records(n_records, record_every, n_paths)
-    steps_all = np.arange(0, n_steps, steps_per_call).reshape(n_records, record_every // steps_per_call)
-    etas_all = etas[::steps_per_call].reshape(n_records, record_every // steps_per_call)
-    record_steps = np.arange(0, n_steps + 1, record_every)
+    plan = _record_plan(n_steps, record_every)
+    n_records = sum(n_rec for _, n_rec, _ in plan)
+    record_steps = np.minimum(np.arange(n_records + 1) * record_every, n_steps)
     clock = np.concatenate([[0.0], np.cumsum(etas)])  # t_k, k = 0..n_steps
     times = clock[record_steps]
 
@@ -380,8 +391,9 @@ def run_ensemble(
             keep = max(0, min(n_saved - lo, n))
             rec0, bad, ev_state = _initial_record(stepper, obs, events, carry, bad, keep)
             recs = [jax.tree.map(lambda x: np.asarray(x)[None], rec0)]
-            for b in range(0, n_records, per_block):
-                sl = slice(b, b + per_block)
+            for b, n_rec, length in plan:
+                start = b * record_every
+                block_steps = np.arange(start, start + n_rec * length, steps_per_call).reshape(n_rec, -1)
                 carry, ev_state, bad, rec = _run_block(
                     stepper,
                     obs,
@@ -389,15 +401,15 @@ def run_ensemble(
                     carry,
                     ev_state,
                     bad,
-                    jnp.asarray(etas_all[sl], dtype),
-                    jnp.asarray(steps_all[sl], jnp.int32),
+                    jnp.asarray(etas[block_steps], dtype),
+                    jnp.asarray(block_steps, jnp.int32),
                     run_key,
                     event_key,
                     keep,
                     steps_per_call,
                 )
                 recs.append(jax.tree.map(np.asarray, rec))
-                bar.update(lo * n_steps + (b + per_block) * record_every * n)
+                bar.update(lo * n_steps + (start + n_rec * length) * n)
             count = np.concatenate([np.atleast_1d(r[0]) for r in recs])
             saved = np.concatenate([r[3] for r in recs])
             mean = {k: np.concatenate([r[1][k] for r in recs]) for k in recs[0][1]}

@@ -64,7 +64,8 @@ class Record(eqx.Module):
     """What is recorded, and how often.
 
     Args:
-        every: record every k steps (k divides n_steps); None: the start and the end only.
+        every: record every k steps and at the end (the last interval is shorter when k does not divide
+            n_steps); None: the start and the end only.
         observables: names of built-ins or a mapping name → f(problem, θ); None: loss and ‖θ‖² (‖θ‖² alone
             for an SDE without a problem).
         n_saved_paths: keep θ of this many whole paths at each record (≤ n_paths).

@@ -17,6 +17,8 @@ MODELS = {
     "two_layer_relu": lambda p: sd.TwoLayerNetwork(p, 3, "relu"),
     "two_layer_quadratic": lambda p: sd.TwoLayerNetwork(p, 2, "quadratic"),
     "two_layer_sigmoid_fixed": lambda p: sd.TwoLayerNetwork(p, 3, "sigmoid", train_second_layer=False),
+    "polynomial_curve": lambda p: sd.PolynomialCurve(p),
+    "deep_matrix": lambda p: sd.DeepMatrixFactorization((1, p), 3, scale=0.5, hidden=2),
 }
 
 # name -> function(n, d) building a noise model for n data points and d parameters.

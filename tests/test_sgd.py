@@ -267,7 +267,6 @@ def test_divergence_is_flagged_with_step_and_count():
         (lambda: dict(lr="0.1"), "lr must be a real number"),
         (lambda: dict(lr=np.full(7, 0.1)), r"lr given as an array must have shape \(20,\)"),
         (lambda: dict(theta0=np.zeros(3)), r"theta0 must have last dimension 2"),
-        (lambda: dict(record=sd.Record(every=7)), "record.every must divide n_steps=20"),
         (lambda: dict(ensemble=sd.Ensemble(n_paths=0)), "n_paths must be >= 1"),
         (lambda: dict(n_steps=0), "n_steps must be >= 1"),
         (lambda: dict(n_steps=-1), "n_steps must be >= 1"),
@@ -291,3 +290,24 @@ def test_bad_arguments_fail_before_compiling(kwargs, match):
         args.update(kwargs())
         noise, theta0 = args.pop("noise"), args.pop("theta0")
         sd.simulate_sgd(problem, noise, theta0, **args)
+
+
+@pytest.mark.parametrize("n_steps, every", [(20, 7), (202, 2), (10, 25)])
+def test_records_at_the_multiples_and_the_end_whatever_the_counts(n_steps, every):
+    """``every`` need not divide n_steps (records at 0, every, 2·every, … and at n_steps), a prime number of
+    records (101) runs in ~20 blocks, not 101 calls (a shorter last block), and ``every`` > n_steps records
+    the start and the end: the recorded means are exactly those of the every=1 run at those steps (the noise
+    of step k depends on k alone). [theory: SGD-1]"""
+    from sgdsde._ensemble import _record_plan
+
+    problem = sd.quadratic_problem(np.diag([1.0, 0.5]), np.zeros(2))
+    common = dict(lr=0.1, n_steps=n_steps, key=3, ensemble=sd.Ensemble(n_paths=16, dtype=np.float64))
+    noise = sd.SphericalGaussianNoise(0.3)
+    fine = sd.simulate_sgd(problem, noise, np.ones(2), record=sd.Record(every=1), **common)
+    coarse = sd.simulate_sgd(problem, noise, np.ones(2), record=sd.Record(every=every), **common)
+    want = sorted(set(range(0, n_steps + 1, min(every, n_steps))) | {n_steps})
+    assert coarse.steps.tolist() == want
+    np.testing.assert_array_equal(coarse.mean["loss"], fine.mean["loss"][want])
+    np.testing.assert_array_equal(coarse.var["sq_norm"], fine.var["sq_norm"][want])
+    plan = _record_plan(n_steps, min(every, n_steps))
+    assert sum(c * length for _, c, length in plan) == n_steps and len(plan) <= 21

@@ -3,6 +3,7 @@ engine."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -341,8 +342,9 @@ def simulate_sde(
         controller = adaptive_controller(stepping.controller, sde.noise_type)
         # a constant lr lets one solve span a whole record interval (steps ≫ η possible); a schedule changes
         # the diffusion √η_k at every SGD step, so each step is its own solve
-        every = n_steps if record.every is None else record.every
-        steps_per_call = every if np.all(etas == etas[0]) else 1
+        every = n_steps if record.every is None else min(record.every, n_steps)
+        # gcd: one solve spans a record interval, or a common divisor when the last interval is shorter
+        steps_per_call = math.gcd(every, n_steps) if np.all(etas == etas[0]) else 1
         max_steps = max(4096, 64 * steps_per_call) if stepping.max_steps is None else stepping.max_steps
         levy = info.control == "levy"
         stepper = lambda n: AdaptiveSDEStepper(
