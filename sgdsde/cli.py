@@ -160,29 +160,38 @@ def run(progress: bool = True, **kwargs) -> JobReport:
     observables = regularizer_observables(cfg["lr"], obs) if theory else obs
     os.makedirs(cfg["out"], exist_ok=True)
     reports = []
+    finished: list[str] = []
+    _write_summary(JobReport(cfg, reports), finished)  # a record of the job from the start
     for m in methods:
         simulate = sd.simulate_sde if m == "sde" else sd.simulate_sgd
-        res = simulate(
-            problem,
-            noises[m],
-            theta0,
-            lr=cfg["lr"],
-            n_steps=cfg["steps"],
-            key=cfg["seed"] + 1,
-            ensemble=sd.Ensemble(
-                n_paths=1 if noises[m] is None else cfg["paths"], dtype=np.dtype(cfg["dtype"])
-            ),
-            record=sd.Record(every=cfg["record_every"], observables=observables),
-            output=sd.Output(
-                save_to=os.path.join(cfg["out"], f"run_{m}"), progress=progress, label=_label(m, cfg)
-            ),
-        )
+        try:
+            res = simulate(
+                problem,
+                noises[m],
+                theta0,
+                lr=cfg["lr"],
+                n_steps=cfg["steps"],
+                key=cfg["seed"] + 1,
+                ensemble=sd.Ensemble(
+                    n_paths=1 if noises[m] is None else cfg["paths"], dtype=np.dtype(cfg["dtype"])
+                ),
+                record=sd.Record(every=cfg["record_every"], observables=observables),
+                output=sd.Output(
+                    save_to=os.path.join(cfg["out"], f"run_{m}"), progress=progress, label=_label(m, cfg)
+                ),
+            )
+        except KeyboardInterrupt:
+            # the finished methods' results are on disk: say so in summary.json, so --reload reports them
+            _write_summary(JobReport(cfg, reports), finished)
+            raise
         rows = {name: tuple(float(v) for v in res.final(name)) for name in obs}
         reports.append(MethodReport(_label(m, cfg), res, rows))
+        finished.append(m)
+        _write_summary(JobReport(cfg, reports), finished)
     job = JobReport(cfg, reports)
     if theory:
         _theory(job, problem, noises, methods)
-    _write_summary(job)
+    _write_summary(job, finished)
     _figure(job, list(obs)[1])
     return job
 
@@ -214,9 +223,16 @@ def _theory(job: JobReport, problem, noises, methods) -> None:
 
 def reload(out: str) -> JobReport:
     """Rebuild a finished job's report from the files it wrote in ``out`` (no simulation is re-run)."""
-    with open(os.path.join(out, "summary.json")) as f:
+    path = os.path.join(out, "summary.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--reload: no job in {out!r} (no summary.json)")
+    with open(path) as f:
         summary = json.load(f)
     cfg, methods = _configure(summary["config"])
+    # an interrupted job lists the methods that finished (older summaries: all of them)
+    methods = [m for m in methods if m in summary.get("finished", methods)]
+    if not methods:
+        raise ValueError(f"--reload: the job in {out!r} was interrupted before any method finished")
     import sgdsde as sd
 
     problem, _, obs = build_problem(
@@ -272,14 +288,20 @@ def format_report(job: JobReport) -> str:
     return "\n\n".join(parts)
 
 
-def _write_summary(job: JobReport) -> None:
+def _write_summary(job: JobReport, finished: list[str]) -> None:
+    """summary.json: the configuration, the methods that finished (all of them once ``complete``), their final
+    rows and the verdict; written atomically (a temporary file, then a rename)."""
     from sgdsde._results import _jsonable, package_versions
 
+    methods = [m.strip() for m in job.config["methods"].split(",") if m.strip()]
     summary = {
         "config": job.config,
+        "finished": list(finished),
+        "complete": finished == methods,
         "versions": package_versions(),
         "results": {
             r.name: {
+                "complete": r.result.complete,
                 "diverged": r.result.diverged,
                 "final": {k: {"mean": m, "stderr": s} for k, (m, s) in r.rows.items()},
             }
@@ -288,8 +310,10 @@ def _write_summary(job: JobReport) -> None:
         "verdict": None if job.verdict is None else job.verdict.to_dict(),
         "theory_error": job.theory_error,
     }
-    with open(os.path.join(job.config["out"], "summary.json"), "w") as f:
+    path = os.path.join(job.config["out"], "summary.json")
+    with open(path + ".tmp", "w") as f:
         json.dump(summary, f, indent=2, default=_jsonable)
+    os.replace(path + ".tmp", path)
 
 
 def _figure(job: JobReport, column: str) -> None:
@@ -397,6 +421,13 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:
         print(f"sgdsde: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            f"sgdsde: interrupted; {args['out']}/summary.json lists the methods that finished "
+            "(`--reload` reports them)",
+            file=sys.stderr,
+        )
+        return 130
     print(format_report(job))
     if again:
         return 0

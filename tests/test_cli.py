@@ -63,3 +63,27 @@ def test_bad_option_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["--batch-size", "41", "--quiet", "--out", str(tmp_path)]) == 2
     assert "batch_size must be in [1, 40]" in capsys.readouterr().err
     assert cli.main(["--lr", "nan", "--quiet", "--out", str(tmp_path)]) == 2
+
+
+def test_interrupted_job_leaves_a_summary_that_reloads(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the third method (the SDE): exit code 130, summary.json (written atomically) lists the
+    two finished methods and says the job is incomplete, and --reload reports exactly those two."""
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sd, "simulate_sde", interrupted)
+    argv = ["--steps", "200", "--paths", "4", "--record-every", "100", "--quiet", "--out", str(tmp_path)]
+    assert cli.main(argv) == 130
+    assert "interrupted" in capsys.readouterr().err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["finished"] == ["gd", "label"] and not summary["complete"]
+    assert not (tmp_path / "summary.json.tmp").exists()
+    assert cli.main(["--reload", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "GD" in out and "label-noise SGD" in out and "label-noise SDE" not in out
+
+
+def test_reload_without_a_job_is_a_clear_error(tmp_path, capsys):
+    assert cli.main(["--reload", "--out", str(tmp_path / "none")]) == 2
+    assert "no summary.json" in capsys.readouterr().err

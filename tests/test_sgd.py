@@ -311,3 +311,31 @@ def test_records_at_the_multiples_and_the_end_whatever_the_counts(n_steps, every
     np.testing.assert_array_equal(coarse.var["sq_norm"], fine.var["sq_norm"][want])
     plan = _record_plan(n_steps, min(every, n_steps))
     assert sum(c * length for _, c, length in plan) == n_steps and len(plan) <= 21
+
+
+@pytest.mark.parametrize("simulate", ["sgd", "sde"])
+def test_what_chunking_keeps_and_what_it_changes(simulate):
+    """The documented invariance (README, "Keys"): chunk c draws from fold_in(key, c), so with a fixed
+    chunk_size a larger ensemble made of whole chunks repeats the smaller one's paths bit for bit (more paths
+    never change the first ones); a different chunk_size gives other, equally distributed draws (here paths 4–7
+    move to another chunk). [theory: SGD-1]"""
+    problem = sd.quadratic_problem(np.diag([1.0, 0.5]), np.zeros(2))
+    run = sd.simulate_sgd if simulate == "sgd" else sd.simulate_sde
+    noise = sd.SphericalGaussianNoise(0.3)
+
+    def paths(n_paths, chunk):
+        res = run(
+            problem,
+            noise,
+            np.ones(2),
+            lr=0.1,
+            n_steps=10,
+            key=5,
+            ensemble=sd.Ensemble(n_paths=n_paths, chunk_size=chunk, dtype=np.float64),
+            record=sd.Record(n_saved_paths=8),
+        )
+        return res.paths
+
+    small, large = paths(8, 8), paths(24, 8)
+    np.testing.assert_array_equal(small, large)
+    assert not np.array_equal(paths(24, 4), large)
