@@ -89,7 +89,12 @@ class Problem(eqx.Module):
 
     def check_theta(self, theta, name: str = "theta") -> None:
         """Raise unless θ's last axis has length d."""
-        shape = np.shape(theta)
+        try:
+            shape = np.shape(theta)
+        except ValueError:
+            raise ValueError(f"{name} must be a real array, got a ragged sequence") from None
+        if isinstance(theta, (str, bytes)) or np.iscomplexobj(theta):
+            raise ValueError(f"{name} must be a real array, got {type(theta).__name__} {theta!r:.60}")
         if len(shape) == 0 or shape[-1] != self.n_params:
             raise ValueError(f"{name} must have last dimension {self.n_params} (the model's d), got {shape}")
 

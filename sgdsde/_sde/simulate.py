@@ -292,7 +292,11 @@ def simulate_sde(
         solver = PlatenWeak2(noise=sde.noise_type)
     adaptive = isinstance(stepping, Adaptive)
     k = 1 if adaptive else _substeps(etas, stepping.dt, stepping.substeps)
-    if isinstance(theta0, (str, bytes)) or np.ndim(theta0) == 0 or np.shape(theta0)[-1] < 1:
+    try:
+        shape = np.shape(theta0)
+    except ValueError:
+        raise ValueError("theta0 must be a real array, got a ragged sequence") from None
+    if isinstance(theta0, (str, bytes)) or len(shape) == 0 or shape[-1] < 1:
         raise ValueError(f"theta0 must be a (d,) or (n_paths, d) array, got {theta0!r}")
     d = np.shape(theta0)[-1]
     th0 = check_theta0(theta0, d, ensemble.n_paths)
