@@ -25,7 +25,7 @@ from ._observables import BUILTIN, check_observables, resolve
 from ._options import Ensemble, Output, Record
 from ._progress import Progress
 from ._results import EnsembleResult, RunningMoments
-from ._schedules import learning_rates
+from ._schedules import Clock, rates
 from ._validation import check_dtype, check_int_range
 
 
@@ -147,15 +147,18 @@ def _run_block(
     carry,
     ev_state,
     bad_step,
+    starts,
     etas,
-    steps,
+    eta_const,
+    calls,
     run_key,
     event_key,
     n_saved,
     steps_per_call,
 ):
-    """Scan over records (leading axis of ``etas``/``steps``), each a scan over the record's stepper calls
-    (``record_every / steps_per_call`` of them); events (resetting, first passage) act after every call."""
+    """Scan over records (the first steps ``starts``), each a scan over the record's ``calls`` stepper calls,
+    with the lr of each step (``etas``, records × calls) or one constant lr ``eta_const`` (no per-step array:
+    memory flat in the number of steps); events (resetting, first passage) act after every call."""
 
     def one_step(state, xs):
         carry, bad, ev = state
@@ -170,21 +173,27 @@ def _run_block(
             carry, ev = _apply_events(stepper, events, ev, before, carry, k + steps_per_call, dt, key)
         return (carry, bad, ev), None
 
+    def one_step_constant(state, _):
+        inner, k = state
+        inner, _ = one_step(inner, (k, eta_const))
+        return (inner, k + steps_per_call), None
+
     def one_record(state, xs):
-        ks, es = xs
-        (carry, bad, ev), _ = jax.lax.scan(one_step, state, (ks, es))
+        start, es = xs
+        if etas is None:
+            (state, end), _ = jax.lax.scan(one_step_constant, (state, start), None, length=calls)
+        else:
+            ks = start + steps_per_call * jnp.arange(calls, dtype=start.dtype)
+            state, _ = jax.lax.scan(one_step, state, (ks, es))
+            end = start + steps_per_call * calls
+        carry, bad, ev = state
         rec, bad = _stats(
-            stepper.problem,
-            observables,
-            stepper.theta(carry),
-            bad,
-            ks[-1] + steps_per_call,
-            n_saved,
-            _observed(events, ev),
+            stepper.problem, observables, stepper.theta(carry), bad, end, n_saved, _observed(events, ev)
         )
         return (carry, bad, ev), rec
 
-    (carry, bad_step, ev_state), recs = jax.lax.scan(one_record, (carry, bad_step, ev_state), (steps, etas))
+    xs = (starts, etas if etas is not None else jnp.zeros((starts.shape[0], 0), eta_const.dtype))
+    (carry, bad_step, ev_state), recs = jax.lax.scan(one_record, (carry, bad_step, ev_state), xs)
     return carry, ev_state, bad_step, recs
 
 
@@ -306,7 +315,7 @@ def run_ensemble(
     n_saved = check_int_range("n_saved_paths", record.n_saved_paths, 0, n_paths)
     dtype = check_dtype(dtype)
     sharding = _path_sharding(ensemble.devices, n_paths, chunk)
-    etas = learning_rates(lr, n_steps)
+    etas = rates(lr, n_steps)
     obs = resolve(record.observables)
     key = to_key(key)
     th0 = check_theta0(theta0, n_params, n_paths)
@@ -326,7 +335,7 @@ def run_ensemble(
     plan = _record_plan(n_steps, record_every)
     n_records = sum(n_rec for _, n_rec, _ in plan)
     record_steps = np.minimum(np.arange(n_records + 1) * record_every, n_steps)
-    clock = np.concatenate([[0.0], np.cumsum(etas)])  # t_k, k = 0..n_steps
+    clock = Clock(etas)  # t_k = Σ_{j<k} η_j, k = 0..n_steps, computed on demand
     times = clock[record_steps]
 
     moments = RunningMoments()
@@ -393,7 +402,12 @@ def run_ensemble(
             recs = [jax.tree.map(lambda x: np.asarray(x)[None], rec0)]
             for b, n_rec, length in plan:
                 start = b * record_every
-                block_steps = np.arange(start, start + n_rec * length, steps_per_call).reshape(n_rec, -1)
+                starts = start + length * np.arange(n_rec)
+                if etas.constant:
+                    block_etas, eta_const = None, jnp.asarray(etas.first, dtype)
+                else:
+                    idx = starts[:, None] + np.arange(0, length, steps_per_call)[None, :]
+                    block_etas, eta_const = jnp.asarray(etas.take(idx), dtype), None
                 carry, ev_state, bad, rec = _run_block(
                     stepper,
                     obs,
@@ -401,8 +415,10 @@ def run_ensemble(
                     carry,
                     ev_state,
                     bad,
-                    jnp.asarray(etas[block_steps], dtype),
-                    jnp.asarray(block_steps, jnp.int32),
+                    jnp.asarray(starts, jnp.int32),
+                    block_etas,
+                    eta_const,
+                    length // steps_per_call,
                     run_key,
                     event_key,
                     keep,

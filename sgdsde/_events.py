@@ -82,7 +82,7 @@ def run_events(problem, n_params: int, etas, theta0, resetting, first_passage, *
     if resetting is not None:
         if not isinstance(resetting, Resetting):
             raise ValueError(f"resetting must be a sgdsde.Resetting(...), got {type(resetting).__name__}")
-        events.append(resetting.event(problem, n_params, np.asarray(etas), poisson, theta0))
+        events.append(resetting.event(problem, n_params, etas, poisson, theta0))
     return tuple(events)
 
 

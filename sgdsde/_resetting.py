@@ -79,15 +79,15 @@ class Resetting(eqx.Module):
             if arr.ndim != 1 or not np.all(np.isfinite(arr)):
                 raise ValueError(f"checkpoint must be a finite (d,) array, got shape {arr.shape}")
 
-    def event(self, problem, n_params: int, etas: np.ndarray, poisson: bool, theta0) -> ResetEvent:
+    def event(self, problem, n_params: int, etas, poisson: bool, theta0) -> ResetEvent:
         """The engine's event, after the checks that need the run (rη_k < 1, the checkpoint's shape, the
         validation observable at θ₀)."""
         rate = float(self.rate)
-        worst = rate * float(np.max(etas))
+        worst = rate * float(etas.max())
         if worst >= 1:
             raise ValueError(
                 f"rate * lr must be < 1 at every step (a reset probability per step), got rate={rate} with "
-                f"max lr={float(np.max(etas))} (product {worst:.4g})"
+                f"max lr={float(etas.max())} (product {worst:.4g})"
             )
         fixed = None
         best = self.checkpoint if isinstance(self.checkpoint, BestSoFar) else None

@@ -87,3 +87,74 @@ def learning_rates(lr: float | Schedule | Sequence[float], n_steps: int) -> np.n
             f"lr must be finite and > 0 (a schedule may decay to >= 0); step {bad} has {etas[bad]}"
         )
     return etas
+
+
+class Rates:
+    """η_0 … η_{T−1} of one run: a constant lr is kept as one number (host memory flat in T), a schedule or an
+    array as the validated float64 array (``learning_rates``)."""
+
+    def __init__(self, n_steps: int, value: float | None = None, array: np.ndarray | None = None):
+        self.n_steps, self.value, self.array = n_steps, value, array
+        self._clock: np.ndarray | None = None
+
+    @property
+    def constant(self) -> bool:
+        return self.value is not None
+
+    @property
+    def uniform(self) -> bool:
+        """Whether every η_k is the same (a constant lr, or an array of equal entries)."""
+        return self.constant or bool(np.all(self.array == self.array[0]))
+
+    @property
+    def first(self) -> float:
+        return self.value if self.constant else float(self.array[0])
+
+    def max(self) -> float:
+        return self.value if self.constant else float(np.max(self.array))
+
+    def take(self, steps) -> np.ndarray:
+        """η_k at the step indices ``steps`` (any shape)."""
+        steps = np.asarray(steps)
+        return np.full(steps.shape, self.value) if self.constant else self.array[steps]
+
+    def times(self, steps) -> np.ndarray:
+        """$t_k = \\sum_{j<k}\\eta_j$ at the step indices ``steps`` (0 ≤ k ≤ T): k·η for a constant lr."""
+        steps = np.asarray(steps, np.int64)
+        if self.constant:
+            return steps * self.value
+        if self._clock is None:
+            self._clock = np.concatenate([[0.0], np.cumsum(self.array)])
+        return self._clock[steps]
+
+    def repeat(self, l: int) -> Rates:  # noqa: E741
+        """Each η_k/l taken l times (SVAG's steps)."""
+        if self.constant:
+            return Rates(self.n_steps * l, value=self.value / l)
+        return Rates(self.n_steps * l, array=np.repeat(self.array / l, l))
+
+    def to_array(self) -> np.ndarray:
+        return np.full(self.n_steps, self.value) if self.constant else self.array
+
+
+class Clock:
+    """t_k by indexing, ``clock[k]``, without a per-step array for a constant lr."""
+
+    def __init__(self, etas: Rates):
+        self.etas = etas
+
+    def __getitem__(self, steps):
+        return self.etas.times(steps)
+
+
+def rates(lr, n_steps: int) -> Rates:
+    """The validated lr of a run as ``Rates``: a number (or ``ConstantLR``) stays one number."""
+    if isinstance(lr, Rates):
+        if lr.n_steps != n_steps:
+            raise ValueError(f"lr covers {lr.n_steps} steps, the run has n_steps={n_steps}")
+        return lr
+    if isinstance(lr, ConstantLR):
+        lr = lr.lr
+    if not callable(lr) and np.ndim(lr) == 0:
+        return Rates(n_steps, value=check_positive("lr", lr))
+    return Rates(n_steps, array=learning_rates(lr, n_steps))

@@ -15,7 +15,7 @@ from ._options import Ensemble, Output, Record, check_options
 from ._problem import Problem
 from ._resetting import Resetting
 from ._results import EnsembleResult, describe
-from ._schedules import learning_rates
+from ._schedules import rates
 from ._validation import check_int_range
 
 MAX_PARAMS_FOR_STABILITY_CHECK = 512
@@ -108,7 +108,7 @@ def simulate_sgd(
     check_options(ensemble, record, output)
     noise.check(problem)
     problem.check_theta(theta0, "theta0")
-    etas = learning_rates(lr, check_int_range("n_steps", n_steps, 1))
+    etas = rates(lr, check_int_range("n_steps", n_steps, 1))
     _warn_if_unstable(problem, theta0, etas)
     dtype = ensemble.resolved_dtype(problem.X.dtype)
     same = dtype == problem.X.dtype == problem.y.dtype
@@ -127,7 +127,7 @@ def simulate_sgd(
         method=output.label or type(noise).__name__,
         theta0=theta0,
         n_params=problem.n_params,
-        lr=lr,
+        lr=etas,
         n_steps=n_steps,
         key=key,
         ensemble=ensemble,

@@ -339,3 +339,24 @@ def test_what_chunking_keeps_and_what_it_changes(simulate):
     small, large = paths(8, 8), paths(24, 8)
     np.testing.assert_array_equal(small, large)
     assert not np.array_equal(paths(24, 4), large)
+
+
+def test_host_memory_is_flat_in_the_number_of_steps_for_a_constant_lr():
+    """A constant lr is never expanded into per-step host arrays (lr, clock, step indices): the peak of numpy's
+    traced host allocations during a 2·10⁶-step run stays below 1 MB (measured 0.31 MB; 88 MB, 44 B per step,
+    before); record times are k·η. A schedule is still stored per step (measured 24 B per step), as documented.
+    [theory: SGD-1]"""
+    import tracemalloc
+
+    problem = sd.quadratic_problem(np.eye(1), np.zeros(1))
+    n_steps = 2_000_000
+    sd.simulate_sgd(problem, None, np.ones(1), lr=1e-7, n_steps=1000, key=0)  # first-call imports and tracing
+    tracemalloc.start()
+    try:
+        res = sd.simulate_sgd(problem, None, np.ones(1), lr=1e-7, n_steps=n_steps, key=0)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, peak
+    assert res.steps.tolist() == [0, n_steps] and res.times[-1] == n_steps * 1e-7
+    np.testing.assert_allclose(res.mean["sq_norm"][-1], (1 - 1e-7) ** (2 * n_steps), rtol=1e-9)

@@ -32,7 +32,7 @@ from .._options import (
 from .._problem import Problem
 from .._resetting import Resetting
 from .._results import EnsembleResult, describe
-from .._schedules import learning_rates
+from .._schedules import rates
 from .._validation import check_int_range
 from . import increments as inc
 from .adaptive import AdaptiveSDEStepper, adaptive_controller
@@ -175,12 +175,12 @@ def _substeps(etas, dt, substeps) -> int:
         return substeps
     if dt is None:
         return 1
-    if not np.all(etas == etas[0]):
+    if not etas.uniform:
         raise ValueError("dt needs a constant lr; with a schedule give substeps=k (dt = η_k/k)")
-    ratio = etas[0] / dt
+    ratio = etas.first / dt
     k = round(ratio)
-    if dt > etas[0] * (1 + 1e-12) or k < 1 or abs(ratio - k) > 1e-9 * ratio:
-        raise ValueError(f"dt must be lr/k for an integer k >= 1 (0 < dt <= lr={etas[0]}), got dt={dt}")
+    if dt > etas.first * (1 + 1e-12) or k < 1 or abs(ratio - k) > 1e-9 * ratio:
+        raise ValueError(f"dt must be lr/k for an integer k >= 1 (0 < dt <= lr={etas.first}), got dt={dt}")
     return k
 
 
@@ -284,7 +284,7 @@ def simulate_sde(
             f"got {increments!r}"
         )
     n_steps = check_int_range("n_steps", n_steps, 1)
-    etas = learning_rates(lr, n_steps)
+    etas = rates(lr, n_steps)
     kind = "auto" if increments is None else increments.kind
     solver = diffrax.Euler() if solver is None else solver
     info = check_solver(solver, sde.noise_type, kind)
@@ -303,7 +303,7 @@ def simulate_sde(
     if sde.problem is not None:
         sde.problem.check_theta(theta0, "theta0")
     sde.check_shapes(d, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
-    _check_declared_noise(sde, th0, float(etas[0]))
+    _check_declared_noise(sde, th0, etas.first)
     default = sde.problem.X.dtype if sde.problem is not None else np.float32
     dtype = ensemble.resolved_dtype(default)
     dtype_sde = sde.astype(dtype)
@@ -348,7 +348,7 @@ def simulate_sde(
         # the diffusion √η_k at every SGD step, so each step is its own solve
         every = n_steps if record.every is None else min(record.every, n_steps)
         # gcd: one solve spans a record interval, or a common divisor when the last interval is shorter
-        steps_per_call = math.gcd(every, n_steps) if np.all(etas == etas[0]) else 1
+        steps_per_call = math.gcd(every, n_steps) if etas.uniform else 1
         max_steps = max(4096, 64 * steps_per_call) if stepping.max_steps is None else stepping.max_steps
         levy = info.control == "levy"
         stepper = lambda n: AdaptiveSDEStepper(
@@ -381,7 +381,7 @@ def simulate_sde(
         method=output.label or f"{type(sde).__name__}-{type(solver).__name__}",
         theta0=theta0,
         n_params=d,
-        lr=lr,
+        lr=etas,
         n_steps=n_steps,
         key=key,
         ensemble=ensemble,

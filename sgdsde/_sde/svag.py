@@ -6,7 +6,6 @@ import math
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .._ensemble import AbstractStepper, check_steps, run_ensemble
 from .._events import event_config, run_events
@@ -16,7 +15,7 @@ from .._options import Ensemble, Output, Record, check_options
 from .._problem import Problem
 from .._resetting import Resetting
 from .._results import EnsembleResult, describe
-from .._schedules import learning_rates
+from .._schedules import rates
 from .._validation import check_int_range
 
 
@@ -107,7 +106,7 @@ def simulate_svag(
     n_steps, every = check_steps(n_steps, record)
     noise.check(problem)
     problem.check_theta(theta0, "theta0")
-    etas = np.repeat(learning_rates(lr, n_steps) / l, l)
+    etas = rates(lr, n_steps).repeat(l)
     dtype = ensemble.resolved_dtype(problem.X.dtype)
     dtype_problem = problem.astype(dtype) if dtype != problem.X.dtype else problem
     coeffs = jnp.asarray(svag_coefficients(l))
