@@ -179,6 +179,25 @@ class EnsembleResult:
             ) from None
         return pd.DataFrame.from_records(self.to_records())
 
+    def to_xarray(self):
+        """An xarray Dataset (xarray is an optional dependency): per observable ``<name>_mean`` and
+        ``<name>_stderr`` over (step, and ``<name>_dim`` for vector observables), ``count`` over step, and time as
+        a coordinate along step."""
+        try:
+            import xarray as xr
+        except ImportError:
+            raise ImportError(
+                "to_xarray needs xarray (pip install xarray); to_records() needs nothing"
+            ) from None
+        data = {"count": (("step",), self.count)}
+        for name in self.observables:
+            mean, se = self.mean[name], self.stderr(name)
+            dims = ("step",) + tuple(f"{name}_dim{i}" for i in range(mean.ndim - 1))
+            data[f"{name}_mean"], data[f"{name}_stderr"] = (dims, mean), (dims, se)
+        return xr.Dataset(
+            data, coords={"step": self.steps, "time": ("step", self.times)}, attrs={"method": self.method}
+        )
+
     # --- saving -------------------------------------------------------------------------------
     def save(self, path: str) -> str:
         """Write ``path``.npz (arrays) and ``path``.json (configuration, versions) atomically."""

@@ -79,6 +79,15 @@ def test_tidy_export():
             res.to_dataframe()
     else:
         assert len(res.to_dataframe()) == len(rows)
+    try:
+        import xarray  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="to_xarray needs xarray"):
+            res.to_xarray()
+    else:
+        ds = res.to_xarray()
+        np.testing.assert_array_equal(ds["theta_mean"].values, res.mean["theta"])
+        np.testing.assert_array_equal(ds["time"].values, res.times)
 
 
 def test_saved_config_holds_exact_values_and_private_files(tmp_path):
