@@ -63,6 +63,6 @@ from ._sde import (
     simulate_sde as simulate_sde,
     simulate_svag as simulate_svag,
 )
-from ._sgd import simulate_sgd as simulate_sgd
+from ._sgd import replay_draws as replay_draws, simulate_sgd as simulate_sgd
 
 __version__ = "0.1.0"

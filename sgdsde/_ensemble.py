@@ -200,6 +200,13 @@ def _run_block(
 EVENT_STREAM = 0x5E7E7  # the events' keys: fold_in(chunk key, EVENT_STREAM), apart from the stepper's
 
 
+def chunk_keys(key, chunk: int) -> tuple:
+    """(init, run, event) keys of chunk ``chunk``: step k of the run draws from fold_in(run key, k)."""
+    chunk_key = jax.random.fold_in(key, chunk)
+    init_key, run_key = jax.random.split(chunk_key)
+    return init_key, run_key, jax.random.fold_in(chunk_key, EVENT_STREAM)
+
+
 def _path_sharding(devices, n_paths: int, chunk: int):
     """The NamedSharding that splits the path axis over ``devices`` (None: one device, no sharding)."""
     if devices is None:
@@ -388,9 +395,7 @@ def run_ensemble(
         for c in range(math.ceil(n_paths / chunk)):
             lo, hi = c * chunk, min(n_paths, (c + 1) * chunk)
             n = hi - lo
-            chunk_key = jax.random.fold_in(key, c)
-            init_key, run_key = jax.random.split(chunk_key)
-            event_key = jax.random.fold_in(chunk_key, EVENT_STREAM)
+            init_key, run_key, event_key = chunk_keys(key, c)
             th = jnp.asarray(np.broadcast_to(th0, (n_paths, n_params))[lo:hi], dtype)
             if sharding is not None:
                 th = jax.device_put(th, sharding)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from ._ensemble import AbstractStepper, run_ensemble
+from ._ensemble import AbstractStepper, chunk_keys, run_ensemble, to_key
 from ._events import event_config, run_events
 from ._first_passage import FirstPassage
 from ._noise import AbstractGradientNoise, NoNoise
@@ -137,3 +140,57 @@ def simulate_sgd(
         config=config,
         events=events,
     )
+
+
+def replay_draws(
+    problem: Problem,
+    noise: AbstractGradientNoise,
+    *,
+    n_steps: int,
+    key,
+    ensemble: Ensemble = Ensemble(),
+    paths=None,
+):
+    """The noise draws simulate_sgd made at steps 0 … n_steps−1 for the given ``paths`` (global indices;
+    None: all), replayed from the same key and ensemble (chunking and dtype): a PyTree of the noise's draws
+    with leading axes (n_steps, len(paths)), so that step k's stochastic gradient is
+    ``noise.gradient(problem, θ_k, draws_k[i])`` exactly as in the run. Draws never depend on θ, so no step is
+    re-run; samplers with state (shuffled epochs) are advanced as in the run. Memory O(n_steps·len(paths)·m)."""
+
+    if not isinstance(noise, AbstractGradientNoise):
+        raise ValueError(f"noise must be an AbstractGradientNoise, got {type(noise).__name__}")
+    if not isinstance(ensemble, Ensemble):
+        raise ValueError(f"ensemble must be a sgdsde.Ensemble, got {type(ensemble).__name__}")
+    n_steps = check_int_range("n_steps", n_steps, 1)
+    n_paths, chunk = ensemble.n_paths, ensemble.chunk
+    idx = np.arange(n_paths) if paths is None else np.asarray(paths)
+    if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer) or np.any((idx < 0) | (idx >= n_paths)):
+        raise ValueError(f"paths must be a 1-D array of path indices in [0, {n_paths}), got {paths!r}")
+    noise.check(problem)
+    dtype = ensemble.resolved_dtype(problem.X.dtype)
+    p = problem if dtype == problem.X.dtype else problem.astype(dtype)
+    key = to_key(key)
+    wanted = np.unique(idx)  # sorted global indices
+    parts = []
+    for c in range(math.ceil(n_paths / chunk)):
+        lo, hi = c * chunk, min(n_paths, (c + 1) * chunk)
+        mine = wanted[(wanted >= lo) & (wanted < hi)] - lo
+        if len(mine):
+            init_key, run_key, _ = chunk_keys(key, c)
+            parts.append(
+                _chunk_draws(p, noise, init_key, run_key, n_steps, hi - lo, dtype, jnp.asarray(mine))
+            )
+    stacked = jax.tree.map(lambda *xs: np.concatenate([np.asarray(x) for x in xs], axis=1), *parts)
+    position = np.searchsorted(wanted, idx)  # columns of ``stacked`` are ``wanted``, in order
+    return jax.tree.map(lambda x: x[:, position], stacked)
+
+
+@eqx.filter_jit
+def _chunk_draws(problem, noise, init_key, run_key, n_steps, n, dtype, keep):
+    state = noise.init_state(problem, init_key, n, dtype)
+
+    def one(state, k):
+        draws, state = noise.draw(problem, jax.random.fold_in(run_key, k), k, state, n, dtype)
+        return state, jax.tree.map(lambda x: x[keep], draws)
+
+    return jax.lax.scan(one, state, jnp.arange(n_steps, dtype=jnp.int32))[1]
