@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from .._validation import check_int_range
+from .._validation import check_int_range, check_positive
 
 
 def mean_exit_time(
@@ -103,11 +105,6 @@ def sme_coefficients(problem, noise, lr: float):
     """(μ, σ²) of the order-1 SME of a one-parameter problem, $d\\theta = -L'(\\theta)dt +
     \\sqrt{\\eta\\Sigma(\\theta)}\\,dW$, as numpy functions of a grid (Σ from the noise model itself: the same
     covariance simulate_sde integrates), for ``mean_exit_time`` and ``eyring_kramers_time``."""
-    import jax
-    import jax.numpy as jnp
-
-    from .._validation import check_positive
-
     if problem.n_params != 1:
         raise ValueError(
             f"sme_coefficients needs a one-parameter problem (d = 1), got d = {problem.n_params}"

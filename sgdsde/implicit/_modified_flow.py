@@ -36,6 +36,21 @@ def modified_loss(problem: Problem, theta, eta: float, kind: str = "gd", batch_s
     return out + ((n - B) / (n - 1) if n > 1 else 0.0) * eta / (4 * B) * gamma
 
 
+def _modified_objective(problem: Problem, theta0, eta, kind: str, batch_size):
+    """θ ↦ ``modified_loss`` in float64, after checking kind, η, batch_size and θ₀ (ValueError naming them)."""
+    check_dtype(np.float64)
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    eta = check_positive("eta", eta)
+    if kind == "smith":
+        if batch_size is None:
+            raise ValueError("kind='smith' needs batch_size")
+        batch_size = check_int_range("batch_size", batch_size, 1, problem.n_data)
+    problem.check_theta(theta0, "theta0")
+    p64 = problem.astype(jnp.float64)
+    return lambda th: modified_loss(p64, th, eta, kind, batch_size)
+
+
 def modified_flow(
     problem: Problem,
     theta0,
@@ -49,18 +64,9 @@ def modified_flow(
 ) -> np.ndarray:
     """θ(t1) of the gradient flow $\\dot\\theta = -\\nabla\\tilde L(\\theta)$ of ``modified_loss`` from θ₀, by
     diffrax's Tsit5 with a PID controller at the given tolerances (float64)."""
-    check_dtype(np.float64)
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
     t1 = check_positive("t1", t1)
-    eta = check_positive("eta", eta)
-    if kind == "smith":
-        if batch_size is None:
-            raise ValueError("kind='smith' needs batch_size")
-        batch_size = check_int_range("batch_size", batch_size, 1, problem.n_data)
-    problem.check_theta(theta0, "theta0")
-    p64 = problem.astype(jnp.float64)
-    grad = jax.grad(lambda th: modified_loss(p64, th, eta, kind, batch_size))
+    f = _modified_objective(problem, theta0, eta, kind, batch_size)
+    grad, eta = jax.grad(f), float(eta)
     sol = diffrax.diffeqsolve(
         diffrax.ODETerm(lambda t, y, args: -grad(y)),
         diffrax.Tsit5(),
@@ -167,17 +173,7 @@ def modified_loss_argmin(
 ) -> np.ndarray:
     """The stationary point of ``modified_loss`` nearest θ₀ along Newton's method ($\\nabla\\tilde L = 0$),
     checked to be a minimum (positive definite Hessian of $\\tilde L$)."""
-    check_dtype(np.float64)
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
-    eta = check_positive("eta", eta)
-    if kind == "smith":
-        if batch_size is None:
-            raise ValueError("kind='smith' needs batch_size")
-        batch_size = check_int_range("batch_size", batch_size, 1, problem.n_data)
-    problem.check_theta(theta0, "theta0")
-    p64 = problem.astype(jnp.float64)
-    f = lambda th: modified_loss(p64, th, eta, kind, batch_size)  # noqa: E731
+    f = _modified_objective(problem, theta0, eta, kind, batch_size)
     root = _newton(jax.grad(f), theta0, f"a stationary point of the {kind!r} modified loss", tol)
     if np.linalg.eigvalsh(np.asarray(jax.hessian(f)(jnp.asarray(root))))[0] <= 0:
         raise RuntimeError(
