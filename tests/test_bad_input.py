@@ -169,3 +169,28 @@ def test_every_simulator_refuses_a_bad_argument_by_name(simulator, arg_and_value
     with pytest.raises((ValueError, TypeError)) as err:
         SIMULATORS[simulator](problem, **kwargs)
     assert arg in str(err.value), (simulator, arg, bad, str(err.value))
+
+
+SPECIFIC = (
+    [("simulate_sde", "order", v) for v in (0, 3, 1.5, "1")]
+    + [("simulate_sde", "solver", v) for v in ("euler", 3)]
+    + [("simulate_sde", "stepping", v) for v in ("fixed", 2)]
+    + [("simulate_sde", "increments", v) for v in ("gauss", 1)]
+    + [("simulate_svag", "l", v) for v in (0, -1, 1.5, "2")]
+    + [(s, "resetting", v) for s in ("simulate_sgd", "simulate_sde") for v in (0.1, "r")]
+    + [(s, "first_passage", v) for s in ("simulate_sgd", "simulate_svag") for v in (1.0, "x")]
+)
+
+
+@pytest.mark.parametrize("simulator, arg, bad", SPECIFIC)
+def test_simulator_specific_options_refuse_bad_values_by_name(simulator, arg, bad):
+    """The options only some simulators take (order, solver, stepping, increments, l, resetting,
+    first_passage): a bad value is a ValueError or TypeError naming the option."""
+    fn = {"simulate_sgd": sd.simulate_sgd, "simulate_sde": sd.simulate_sde, "simulate_svag": sd.simulate_svag}
+    kwargs = dict(noise=sd.MinibatchNoise(2), theta0=np.zeros(3), lr=0.1, n_steps=10, key=0)
+    if simulator == "simulate_svag":
+        kwargs["l"] = 2
+    kwargs[arg] = bad
+    with pytest.raises((ValueError, TypeError)) as err:
+        fn[simulator](linear_problem(), **kwargs)
+    assert arg in str(err.value), (simulator, arg, bad, str(err.value))
