@@ -221,22 +221,13 @@ def run(quick: bool = False, out: str = "fig_large_lr.png", seed: int = 0) -> di
                 res = toy.run(eta1=e1, sde=kind == "SDE", **kw)
                 phase[kind][i, j] = final(res, "test_error_P")[0]
                 first_p[kind][i, j] = learned_first(res)[0] == "P"
-    print("phase diagram, final P-only test error (SGD):")
-    for i, e1 in enumerate(etas):
-        print(
-            f"  eta1 = {e1:4.2f}: "
-            + "  ".join(
-                f"k0={k}: {phase['SGD'][i, j]:.3f}{'*' if first_p['SGD'][i, j] else ''}"
-                for j, k in enumerate(k0s)
-            )
-        )
-    if not quick:
-        print("phase diagram, final P-only test error (SDE, order 1):")
+    for kind, label in (("SGD", "SGD"), ("SDE", "SDE, order 1"))[: 1 if quick else 2]:
+        print(f"phase diagram, final P-only test error ({label}):")
         for i, e1 in enumerate(etas):
             print(
                 f"  eta1 = {e1:4.2f}: "
                 + "  ".join(
-                    f"k0={k}: {phase['SDE'][i, j]:.3f}{'*' if first_p['SDE'][i, j] else ''}"
+                    f"k0={k}: {phase[kind][i, j]:.3f}{'*' if first_p[kind][i, j] else ''}"
                     for j, k in enumerate(k0s)
                 )
             )

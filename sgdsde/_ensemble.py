@@ -192,8 +192,7 @@ def _run_block(
         )
         return (carry, bad, ev), rec
 
-    xs = (starts, etas if etas is not None else jnp.zeros((starts.shape[0], 0), eta_const.dtype))
-    (carry, bad_step, ev_state), recs = jax.lax.scan(one_record, (carry, bad_step, ev_state), xs)
+    (carry, bad_step, ev_state), recs = jax.lax.scan(one_record, (carry, bad_step, ev_state), (starts, etas))
     return carry, ev_state, bad_step, recs
 
 

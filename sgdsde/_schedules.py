@@ -133,9 +133,6 @@ class Rates:
             return Rates(self.n_steps * l, value=self.value / l)
         return Rates(self.n_steps * l, array=np.repeat(self.array / l, l))
 
-    def to_array(self) -> np.ndarray:
-        return np.full(self.n_steps, self.value) if self.constant else self.array
-
 
 class Clock:
     """t_k by indexing, ``clock[k]``, without a per-step array for a constant lr."""

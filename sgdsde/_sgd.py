@@ -156,7 +156,6 @@ def replay_draws(
     with leading axes (n_steps, len(paths)), so that step k's stochastic gradient is
     ``noise.gradient(problem, θ_k, draws_k[i])`` exactly as in the run. Draws never depend on θ, so no step is
     re-run; samplers with state (shuffled epochs) are advanced as in the run. Memory O(n_steps·len(paths)·m)."""
-
     if not isinstance(noise, AbstractGradientNoise):
         raise ValueError(f"noise must be an AbstractGradientNoise, got {type(noise).__name__}")
     if not isinstance(ensemble, Ensemble):

@@ -119,11 +119,16 @@ class JobReport:
     theory_error: str | None = None
 
 
+def _methods(cfg) -> list[str]:
+    """The comma-separated ``methods`` option as a list."""
+    return [m.strip() for m in cfg["methods"].split(",") if m.strip()]
+
+
 def _configure(kwargs) -> tuple[dict, list[str]]:
     cfg = dict(DEFAULTS, **kwargs)
     if cfg["model"] not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {cfg['model']!r}")
-    methods = [m.strip() for m in cfg["methods"].split(",") if m.strip()]
+    methods = _methods(cfg)
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"methods must be among {METHODS}, got {m!r}")
@@ -293,7 +298,7 @@ def _write_summary(job: JobReport, finished: list[str]) -> None:
     rows and the verdict; written atomically (a temporary file, then a rename)."""
     from sgdsde._results import _jsonable, package_versions
 
-    methods = [m.strip() for m in job.config["methods"].split(",") if m.strip()]
+    methods = _methods(job.config)
     summary = {
         "config": job.config,
         "finished": list(finished),

@@ -9,11 +9,11 @@ import numpy as np
 from .._validation import check_int_range
 
 
-def _psd_power(S: np.ndarray, p: float) -> np.ndarray:
-    """S^p for a symmetric PSD S (p ≥ 0; 0^0 = the projector's complement counts as identity: S^0 = I)."""
+def _psd_powers(S: np.ndarray, exponents) -> list[np.ndarray]:
+    """[S^p for p in exponents] for a symmetric PSD S, from one eigendecomposition (S^0 = I)."""
     lam, Q = np.linalg.eigh((S + S.T) / 2)
     lam = np.clip(lam, 0, None)
-    return (Q * (lam**p if p > 0 else np.ones_like(lam))) @ Q.T
+    return [(Q * (lam**p if p > 0 else np.ones_like(lam))) @ Q.T for p in exponents]
 
 
 def _check(W, grad, depth: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -28,8 +28,9 @@ def end_to_end_velocity(W, grad, depth: int) -> np.ndarray:
     the factors, seen on the product, from a balanced start (W_{j+1}ᵀW_{j+1} = W_jW_jᵀ, which the flow keeps);
     ``grad`` = ∇ℓ(W), the loss's gradient with respect to the end-to-end matrix."""
     W, G, N = _check(W, grad, depth)
-    left, right = W @ W.T, W.T @ W
-    return -sum(_psd_power(left, (j - 1) / N) @ G @ _psd_power(right, (N - j) / N) for j in range(1, N + 1))
+    exponents = [j / N for j in range(N)]  # (j − 1)/N on the left, (N − j)/N on the right, j = 1..N
+    left, right = _psd_powers(W @ W.T, exponents), _psd_powers(W.T @ W, exponents)
+    return -sum(left[j] @ G @ right[N - 1 - j] for j in range(N))
 
 
 def singular_value_velocity(W, grad, depth: int) -> np.ndarray:
