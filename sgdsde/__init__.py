@@ -64,5 +64,6 @@ from ._sde import (
     simulate_svag as simulate_svag,
 )
 from ._sgd import replay_draws as replay_draws, simulate_sgd as simulate_sgd
+from ._sweep import SweepResult as SweepResult, sweep as sweep
 
 __version__ = "0.1.0"

@@ -11,8 +11,11 @@ fold_in(split(.)[1], k), so the same key, configuration and chunking give the sa
 from __future__ import annotations
 
 import abc
+import dataclasses
 import math
+import os
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
@@ -21,10 +24,19 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Bool, Float, PyTree
 
+from ._checkpoint import (
+    checkpoint_path,
+    digest,
+    flatten,
+    load_checkpoint,
+    save_checkpoint,
+    stepper_digest,
+    unflatten,
+)
 from ._observables import BUILTIN, check_observables, resolve
 from ._options import Ensemble, Output, Record
 from ._progress import Progress
-from ._results import EnsembleResult, RunningMoments
+from ._results import EnsembleResult, RunningMoments, describe, package_versions
 from ._schedules import Clock, rates
 from ._validation import check_dtype, check_int_range
 
@@ -117,12 +129,14 @@ def _observed(events, ev_state) -> dict:
     return out
 
 
-@eqx.filter_jit
-def _initial_record(stepper, observables, events, carry, bad_step, n_saved):
+def _initial_record_body(stepper, observables, events, carry, bad_step, n_saved):
     theta = stepper.theta(carry)
     ev_state = tuple(e.init(stepper.problem, theta) for e in events)
     rec, bad = _stats(stepper.problem, observables, theta, bad_step, 0, n_saved, _observed(events, ev_state))
     return rec, bad, ev_state
+
+
+_initial_record = eqx.filter_jit(_initial_record_body)
 
 
 def _apply_events(stepper, events, ev_state, before, carry, k_next, dt, key):
@@ -139,8 +153,37 @@ def _apply_events(stepper, events, ev_state, before, carry, k_next, dt, key):
     return carry, tuple(new_state)
 
 
-@eqx.filter_jit
-def _run_block(
+def _advance(stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call):
+    """One stepper call on every path (steps k … k + steps_per_call − 1), the divergence marks, the events."""
+    before = stepper.theta(carry) if events else None
+    carry = stepper.step(carry, k, eta, jax.random.fold_in(run_key, k))
+    nonfinite = ~stepper.path_finite(carry)
+    bad = jnp.where((bad < 0) & nonfinite, k + steps_per_call, bad)
+    if events:
+        dt = eta * steps_per_call  # a multi-step call has a constant lr
+        key = jax.random.fold_in(event_key, k)
+        carry, ev = _apply_events(stepper, events, ev, before, carry, k + steps_per_call, dt, key)
+    return carry, bad, ev
+
+
+def _record_stats(stepper, observables, events, carry, bad, ev, end, n_saved):
+    return _stats(
+        stepper.problem, observables, stepper.theta(carry), bad, end, n_saved, _observed(events, ev)
+    )
+
+
+def _grid_stats(batched, shared, observables, events, carry, bad, ev, end, n_saved):
+    """A grid's record statistics point by point (lax.map, not vmap): each point's reductions then run on
+    exactly the shapes of a single run, so a sweep's statistics equal the single runs' bit for bit."""
+
+    def one(xs):
+        bt, c, b, e = xs
+        return _record_stats(eqx.combine(bt, shared), observables, events, c, b, e, end, n_saved)
+
+    return jax.lax.map(one, (batched, carry, bad, ev))
+
+
+def _run_block_body(
     stepper,
     observables,
     events,
@@ -155,23 +198,40 @@ def _run_block(
     event_key,
     n_saved,
     steps_per_call,
+    eta_axis=None,
 ):
     """Scan over records (the first steps ``starts``), each a scan over the record's ``calls`` stepper calls,
     with the lr of each step (``etas``, records × calls) or one constant lr ``eta_const`` (no per-step array:
-    memory flat in the number of steps); events (resetting, first passage) act after every call."""
+    memory flat in the number of steps); events (resetting, first passage) act after every call.
+
+    ``eta_axis`` given: ``stepper`` is a sweep group's (batched, shared) parts (``_Grid``); each step is
+    vmapped over the grid (η_const batched along ``eta_axis``) and the statistics are taken point by point."""
+    if eta_axis is None:
+
+        def advance(carry, bad, ev, k, eta):
+            return _advance(stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call)
+
+        def stats(carry, bad, ev, end):
+            return _record_stats(stepper, observables, events, carry, bad, ev, end, n_saved)
+
+    else:
+        batched, shared = stepper
+        eta_in = 0 if eta_axis == 0 else None
+
+        def advance(carry, bad, ev, k, eta):
+            def one(bt, c, b, e, eta):
+                s = eqx.combine(bt, shared)
+                return _advance(s, events, c, b, e, k, eta, run_key, event_key, steps_per_call)
+
+            return eqx.filter_vmap(one, in_axes=(0, 0, 0, 0, eta_in))(batched, carry, bad, ev, eta)
+
+        def stats(carry, bad, ev, end):
+            return _grid_stats(batched, shared, observables, events, carry, bad, ev, end, n_saved)
 
     def one_step(state, xs):
         carry, bad, ev = state
         k, eta = xs
-        before = stepper.theta(carry) if events else None
-        carry = stepper.step(carry, k, eta, jax.random.fold_in(run_key, k))
-        nonfinite = ~stepper.path_finite(carry)
-        bad = jnp.where((bad < 0) & nonfinite, k + steps_per_call, bad)
-        if events:
-            dt = eta * steps_per_call  # a multi-step call has a constant lr
-            key = jax.random.fold_in(event_key, k)
-            carry, ev = _apply_events(stepper, events, ev, before, carry, k + steps_per_call, dt, key)
-        return (carry, bad, ev), None
+        return advance(carry, bad, ev, k, eta), None
 
     def one_step_constant(state, _):
         inner, k = state
@@ -187,13 +247,14 @@ def _run_block(
             state, _ = jax.lax.scan(one_step, state, (ks, es))
             end = start + steps_per_call * calls
         carry, bad, ev = state
-        rec, bad = _stats(
-            stepper.problem, observables, stepper.theta(carry), bad, end, n_saved, _observed(events, ev)
-        )
+        rec, bad = stats(carry, bad, ev, end)
         return (carry, bad, ev), rec
 
     (carry, bad_step, ev_state), recs = jax.lax.scan(one_record, (carry, bad_step, ev_state), (starts, etas))
     return carry, ev_state, bad_step, recs
+
+
+_run_block = eqx.filter_jit(_run_block_body)
 
 
 EVENT_STREAM = 0x5E7E7  # the events' keys: fold_in(chunk key, EVENT_STREAM), apart from the stepper's
@@ -207,9 +268,12 @@ def chunk_keys(key, chunk: int) -> tuple:
 
 
 def _path_sharding(devices, n_paths: int, chunk: int):
-    """The NamedSharding that splits the path axis over ``devices`` (None: one device, no sharding)."""
+    """The NamedSharding that splits the path axis over ``devices`` (None: one device, no sharding; in a
+    multi-process run, None is every device of every process)."""
     if devices is None:
-        return None
+        if jax.process_count() == 1:
+            return None
+        devices = jax.device_count()
     available = jax.devices()
     if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
         devices = available[: check_int_range("devices", int(devices), 1, len(available))]
@@ -217,6 +281,16 @@ def _path_sharding(devices, n_paths: int, chunk: int):
         devices = list(devices)
         if not devices or not all(isinstance(dv, jax.Device) for dv in devices):
             raise ValueError("devices must be an int or a non-empty list of jax devices")
+    n_proc = jax.process_count()
+    if n_proc > 1:
+        if n_paths % n_proc or chunk % n_proc:
+            raise ValueError(
+                f"n_paths={n_paths} and chunk_size={chunk} must be multiples of the number of processes ({n_proc})"
+            )
+        if {dv.process_index for dv in devices} != set(range(n_proc)):
+            raise ValueError(
+                f"devices must include devices of all {n_proc} processes of this multi-process run"
+            )
     k = len(devices)
     if n_paths % k or chunk % k:
         raise ValueError(
@@ -224,6 +298,16 @@ def _path_sharding(devices, n_paths: int, chunk: int):
         )
     mesh = jax.sharding.Mesh(np.array(devices), ("paths",))
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("paths", None))
+
+
+def to_host(x) -> np.ndarray:
+    """A device array on this host: as is when this process holds all of it (one process, or a statistic
+    replicated on every device), else gathered from all processes (a collective: every process calls it)."""
+    if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
 def _block_records(n_records: int) -> int:
@@ -235,17 +319,146 @@ def _block_records(n_records: int) -> int:
     return best if 2 * best >= target else target
 
 
-def _record_plan(n_steps: int, every: int) -> list[tuple[int, int, int]]:
+def _record_plan(n_steps: int, every: int, per_block: int | None = None) -> list[tuple[int, int, int]]:
     """The jitted calls: (first record, records in the call, steps per record); whole intervals of ``every``
-    steps first, then the shorter last interval when ``every`` does not divide n_steps."""
+    steps first (``per_block`` records per call: the checkpoint interval, else ~20 calls), then the shorter
+    last interval when ``every`` does not divide n_steps."""
     n_full, tail = divmod(n_steps, every)
     plan = []
     if n_full:
-        per_block = _block_records(n_full)
+        per_block = _block_records(n_full) if per_block is None else per_block
         plan = [(b, min(per_block, n_full - b), every) for b in range(0, n_full, per_block)]
     if tail:
         plan.append((n_full, 1, tail))
     return plan
+
+
+class _Single:
+    """One run's jitted pieces, called directly; host copies get a leading grid axis of length 1."""
+
+    def __init__(self, stepper: AbstractStepper):
+        self.stepper = stepper
+
+    def init(self, key, theta):
+        return self.stepper.init(key, theta)
+
+    def initial_record(self, *args):
+        return _initial_record(self.stepper, *args)
+
+    def run_block(self, *args):
+        return _run_block(self.stepper, *args)
+
+    def solver_stats(self, carry) -> dict:
+        return {k: to_host(v)[None] for k, v in self.stepper.solver_stats(carry).items()}
+
+    # host copies in the grid layout: records (R, G, ...), per-path arrays (G, N, ...)
+    @staticmethod
+    def record0(tree):
+        return jax.tree.map(lambda x: to_host(x)[None, None], tree)
+
+    @staticmethod
+    def records(tree):
+        return jax.tree.map(lambda x: to_host(x)[:, None], tree)
+
+    @staticmethod
+    def per_path(tree):
+        return jax.tree.map(lambda x: to_host(x)[None], tree)
+
+
+def _same(a, b) -> bool:
+    if a is b:
+        return True
+    if isinstance(a, jax.Array) and isinstance(b, jax.Array):
+        return a.shape == b.shape and a.dtype == b.dtype and bool(jnp.all(a == b))
+    try:
+        return bool(a == b)
+    except Exception:  # noqa: BLE001 (an object without a truth value of == is not the same)
+        return False
+
+
+class _Grid:
+    """G runs that differ only in array leaves of their steppers (traced hyperparameters: σ, noise scales)
+    and in a constant lr, as one program: each step is vmapped over the grid, and the keys are shared (every
+    point sees the same draws: common random numbers).
+
+    Every array leaf is stacked G times (``batched``), the data too: XLA then runs each point's products on
+    the shapes of a single run, and the points equal the single runs bit for bit. ``share=True`` keeps leaves
+    that are equal across the grid (the data) once (``shared``): less memory and faster (one larger product),
+    equal to the single runs only up to rounding (XLA blocks the larger product differently)."""
+
+    def __init__(self, steppers: list[AbstractStepper], eta_batched: bool, share: bool = False):
+        parts = [eqx.partition(s, eqx.is_array) for s in steppers]
+        static_leaves, static_def = jax.tree.flatten(parts[0][1])
+        dyn_def = jax.tree.structure(parts[0][0])
+        for dyn, static in parts[1:]:
+            leaves, tdef = jax.tree.flatten(static)
+            if (
+                tdef != static_def
+                or jax.tree.structure(dyn) != dyn_def
+                or not all(_same(x, y) for x, y in zip(leaves, static_leaves, strict=True))
+            ):
+                raise ValueError(
+                    "grid: a swept hyperparameter changes a static (non-array) field of the simulator, so it "
+                    "cannot be traced; sweep it as a group key (batch_size) or in a Python loop"
+                )
+        columns = zip(*(jax.tree.leaves(dyn) for dyn, _ in parts), strict=True)
+        batched, shared = [], []
+        for col in columns:
+            same = share and all(_same(x, col[0]) for x in col[1:])
+            batched.append(None if same else jnp.stack(col))
+            shared.append(col[0] if same else None)
+        self.n = len(steppers)
+        self.batched = jax.tree.unflatten(dyn_def, batched)
+        self.shared = eqx.combine(jax.tree.unflatten(dyn_def, shared), parts[0][1])
+        self.eta_axis = 0 if eta_batched else 1  # 1: η is shared (any value other than None and 0)
+
+    def init(self, key, theta):
+        return _grid_init(self.batched, self.shared, key, theta)
+
+    def initial_record(self, observables, events, carry, bad, n_saved):
+        return _grid_initial_record(self.batched, self.shared, observables, events, carry, bad, n_saved)
+
+    def run_block(self, *args):
+        return _grid_run_block((self.batched, self.shared), *args, self.eta_axis)
+
+    def solver_stats(self, carry) -> dict:
+        def one(bt, c):
+            return eqx.combine(bt, self.shared).solver_stats(c)
+
+        return {k: to_host(v) for k, v in eqx.filter_vmap(one)(self.batched, carry).items()}
+
+    @staticmethod
+    def record0(tree):
+        return jax.tree.map(lambda x: to_host(x)[None], tree)
+
+    @staticmethod
+    def records(tree):  # the statistics are mapped inside the scan over records: already (R, G, ...)
+        return jax.tree.map(to_host, tree)
+
+    @staticmethod
+    def per_path(tree):
+        return jax.tree.map(to_host, tree)
+
+
+@eqx.filter_jit
+def _grid_init(batched, shared, key, theta):
+    return eqx.filter_vmap(lambda bt: eqx.combine(bt, shared).init(key, theta))(batched)
+
+
+@eqx.filter_jit
+def _grid_initial_record(batched, shared, observables, events, carry, bad, n_saved):
+    n = jax.tree.leaves(carry)[0].shape[0]
+    theta = jax.lax.map(lambda xs: eqx.combine(xs[0], shared).theta(xs[1]), (batched, carry))
+    ev_state = tuple(
+        jax.lax.map(lambda xs, e=e: e.init(eqx.combine(xs[0], shared).problem, xs[1]), (batched, theta))
+        for e in events
+    )
+    bad = jnp.broadcast_to(bad, (n, *bad.shape))
+    rec, bad = _grid_stats(batched, shared, observables, events, carry, bad, ev_state, 0, n_saved)
+    return rec, bad, ev_state
+
+
+_grid_run_block = eqx.filter_jit(_run_block_body)
 
 
 def check_theta0(theta0, n_params: int, n_paths: int) -> np.ndarray:
@@ -289,24 +502,30 @@ def _no_survivors_nan(stats: dict[str, np.ndarray], count: np.ndarray) -> dict[s
     return out
 
 
-def run_ensemble(
-    stepper_for_chunk,
-    *,
-    method: str,
-    theta0,
-    n_params: int,
-    lr,
-    n_steps: int,
-    key,
-    ensemble: Ensemble,
-    record: Record,
-    output: Output,
-    dtype,
-    config: dict[str, Any],
-    steps_per_call: int = 1,
-    step_unit: int = 1,
-    events: tuple = (),
-) -> EnsembleResult:
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    """What a simulator asks the engine to run: a stepper for n paths and its validated arguments
+    (``finish``: the simulator's look at the result, e.g. a warning)."""
+
+    stepper_for_chunk: Callable[[int], AbstractStepper]
+    method: str
+    theta0: Any
+    n_params: int
+    lr: Any
+    n_steps: int
+    key: Any
+    ensemble: Ensemble
+    record: Record
+    output: Output
+    dtype: Any
+    config: dict[str, Any]
+    steps_per_call: int = 1
+    step_unit: int = 1
+    events: tuple = ()
+    finish: Callable[[EnsembleResult], EnsembleResult] | None = None
+
+
+def run_ensemble(stepper_for_chunk, **kwargs) -> EnsembleResult:
     """Run ``stepper_for_chunk(n)`` (a stepper for n paths) over all chunks and gather the statistics.
 
     The options (``Ensemble``, ``Record``, ``Output``) validated themselves; here only what needs them together
@@ -316,104 +535,292 @@ def run_ensemble(
     that many engine steps (SVAG: l steps per SGD step); ``events``: engine events (``AbstractEvent``: the
     resetting and first-passage options, built by the simulator), each reported in the result field of its
     ``name``."""
-    n_steps, record_every = check_steps(n_steps, record, steps_per_call)
-    n_paths, chunk = ensemble.n_paths, ensemble.chunk
-    n_saved = check_int_range("n_saved_paths", record.n_saved_paths, 0, n_paths)
-    dtype = check_dtype(dtype)
-    sharding = _path_sharding(ensemble.devices, n_paths, chunk)
-    etas = rates(lr, n_steps)
-    obs = resolve(record.observables)
-    key = to_key(key)
-    th0 = check_theta0(theta0, n_params, n_paths)
-    save_to, progress = output.save_to, output.progress
+    return run_plans([RunPlan(stepper_for_chunk, **kwargs)])[0]
+
+
+def run_plan(plan: RunPlan) -> EnsembleResult:
+    return run_plans([plan])[0]
+
+
+_SHARED = (
+    "theta0",
+    "n_params",
+    "n_steps",
+    "ensemble",
+    "record",
+    "output",
+    "dtype",
+    "steps_per_call",
+    "step_unit",
+)
+
+
+def _check_grid(plans: list[RunPlan]) -> None:
+    p0 = plans[0]
+    for p in plans[1:]:
+        for name in _SHARED:
+            a, b = getattr(p, name), getattr(p0, name)
+            if name == "theta0":
+                same = np.array_equal(np.asarray(a), np.asarray(b))
+            elif name == "output":  # the label names the point
+                same = dataclasses.replace(a, label=None) == dataclasses.replace(b, label=None)
+            else:
+                same = a == b
+            if not same:
+                raise ValueError(f"grid: the points differ in {name}, which the sweep cannot batch")
+    if any(p.events for p in plans):
+        raise ValueError("grid: resetting and first_passage are not swept; run them point by point")
+    if not all(p.lr.constant for p in plans):
+        first = plans[0].lr.take(np.arange(p0.n_steps))
+        if not all(np.array_equal(p.lr.take(np.arange(p0.n_steps)), first) for p in plans[1:]):
+            raise ValueError("grid: lr can be swept as constant values only (a schedule must be the same)")
+
+
+class _Accumulator:
+    """One run's host-side totals over finished chunks (float64 moments, saved paths, divergences, events)."""
+
+    def __init__(self, n_events: int):
+        self.moments = RunningMoments()
+        self.saved: np.ndarray | None = None
+        self.bad_paths = np.zeros(0, np.int64)
+        self.bad_steps = np.zeros(0, np.int64)
+        self.solver_stats: dict[str, int] = {}
+        self.events: list[dict[str, np.ndarray]] = [{} for _ in range(n_events)]
+
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        out = {f"{prefix}/bad_paths": self.bad_paths, f"{prefix}/bad_steps": self.bad_steps}
+        if self.moments.count is not None:
+            out[f"{prefix}/count"] = self.moments.count
+            out.update(flatten(f"{prefix}/mean", self.moments.mean))
+            out.update(flatten(f"{prefix}/m2", self.moments.m2))
+        if self.saved is not None:
+            out[f"{prefix}/saved"] = self.saved
+        for i, ev in enumerate(self.events):
+            out.update(flatten(f"{prefix}/event{i}", ev))
+        return out
+
+    def restore(self, prefix: str, arrays: dict, solver_stats: dict) -> None:
+        self.bad_paths, self.bad_steps = arrays[f"{prefix}/bad_paths"], arrays[f"{prefix}/bad_steps"]
+        if f"{prefix}/count" in arrays:
+            self.moments.count = arrays[f"{prefix}/count"]
+            self.moments.mean = unflatten(f"{prefix}/mean", arrays)
+            self.moments.m2 = unflatten(f"{prefix}/m2", arrays)
+        self.saved = arrays.get(f"{prefix}/saved")
+        self.events = [unflatten(f"{prefix}/event{i}", arrays) for i in range(len(self.events))]
+        self.solver_stats = dict(solver_stats)
+
+
+def _state_leaves(tree) -> list[np.ndarray]:
+    """Device state on the host, PRNG keys as their key data."""
+    out = []
+    for x in jax.tree.leaves(tree):
+        if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        out.append(to_host(x))
+    return out
+
+
+def _restore_state(fresh, leaves: list[np.ndarray]):
+    """``fresh`` (the state a chunk starts from, for its structure, dtypes and shardings) with the saved
+    leaves; a mismatch means the checkpoint is of another run."""
+    flat, tdef = jax.tree.flatten(fresh)
+    if len(flat) != len(leaves):
+        raise ValueError("resume: the checkpoint's state does not fit this run (another simulator or noise)")
+    out = []
+    for x, v in zip(flat, leaves, strict=True):
+        key = jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+        like = jax.random.key_data(x) if key else x
+        if v.shape != like.shape or v.dtype != like.dtype:
+            raise ValueError(
+                f"resume: the checkpoint's state has {v.dtype}{list(v.shape)} where this run has "
+                f"{like.dtype}{list(like.shape)} (another run)"
+            )
+        y = jax.device_put(v, like.sharding)
+        out.append(jax.random.wrap_key_data(y, impl=jax.random.key_impl(x)) if key else y)
+    return jax.tree.unflatten(tdef, out)
+
+
+def run_plans(
+    plans: list[RunPlan], *, save_names: list[str] | None = None, share: bool = False
+) -> list[EnsembleResult]:
+    """Run one plan, or G plans that differ only in traced hyperparameters as one vmapped program (a sweep
+    group, ``_Grid``, ``share``: keep equal leaves once); with ``output.checkpoint_every`` the whole state is checkpointed every that many
+    records and ``output.resume`` continues from a checkpoint bit for bit. ``save_names``: each point's
+    result prefix (default the output's ``save_to``)."""
+    p0 = plans[0]
+    G = len(plans)
+    if G > 1:
+        _check_grid(plans)
+    events, output = p0.events, p0.output
+    n_steps, record_every = check_steps(p0.n_steps, p0.record, p0.steps_per_call)
+    n_paths, chunk = p0.ensemble.n_paths, p0.ensemble.chunk
+    n_saved = check_int_range("n_saved_paths", p0.record.n_saved_paths, 0, n_paths)
+    dtype = check_dtype(p0.dtype)
+    sharding = _path_sharding(p0.ensemble.devices, n_paths, chunk)
+    etas = [rates(p.lr, n_steps) for p in plans]
+    eta_batched = G > 1 and etas[0].constant and len({e.first for e in etas}) > 1
+    obs = resolve(p0.record.observables)
+    key = to_key(p0.key)
+    th0 = check_theta0(p0.theta0, p0.n_params, n_paths)
+    n_params, steps_per_call, step_unit = p0.n_params, p0.steps_per_call, p0.step_unit
     check_observables(
-        stepper_for_chunk(1).problem,
+        p0.stepper_for_chunk(1).problem,
         tuple((k, f) for k, f in obs if f is not BUILTIN.get(k)),
         jnp.asarray(th0.reshape(-1, n_params)[0], dtype),
     )
-
     for event in events:
         clash = {k for k, _ in obs} & set(event.records)
         if clash:
             raise ValueError(
                 f"observables: {sorted(clash)} is recorded by the {event.name} option; rename it"
             )
-    plan = _record_plan(n_steps, record_every)
+    n_full = n_steps // record_every
+    ckpt_every = output.checkpoint_every
+    if ckpt_every is not None and n_full and n_full % ckpt_every:
+        raise ValueError(
+            f"checkpoint_every={ckpt_every} must divide the number of whole record intervals, "
+            f"{n_full} (n_steps={n_steps}, record.every={record_every})"
+        )
+    plan = _record_plan(n_steps, record_every, ckpt_every)
     n_records = sum(n_rec for _, n_rec, _ in plan)
     record_steps = np.minimum(np.arange(n_records + 1) * record_every, n_steps)
-    clock = Clock(etas)  # t_k = Σ_{j<k} η_j, k = 0..n_steps, computed on demand
-    times = clock[record_steps]
+    clocks = [Clock(e) for e in etas]  # t_k = Σ_{j<k} η_j, k = 0..n_steps, computed on demand
+    save_names = [output.save_to] * G if save_names is None else save_names
+    writer = jax.process_index() == 0  # in a multi-process run only process 0 writes and reports
+    n_chunks = math.ceil(n_paths / chunk)
 
-    moments = RunningMoments()
-    saved_chunks: list[np.ndarray] = []
-    bad_paths: list[np.ndarray] = []
-    bad_steps: list[np.ndarray] = []
-    solver_stats: dict[str, int] = {}
-    event_arrays: list[dict[str, list[np.ndarray]]] = [{} for _ in events]
+    accs = [_Accumulator(len(events)) for _ in plans]
     done_paths = 0
-    bar = Progress(method, n_steps * n_paths, enabled=progress)
-    config = dict(
-        config,
-        n_steps=n_steps,
-        n_paths=n_paths,
-        record_every=record_every // step_unit,
-        dtype=str(dtype),
-        chunk_size=chunk,
-        devices=1 if sharding is None else sharding.num_devices,
-        key_data=np.asarray(jax.random.key_data(key)).tolist(),
+    bar = Progress(
+        p0.method if G == 1 else f"sweep of {G}", n_steps * n_paths, enabled=output.progress and writer
     )
+    configs = [
+        dict(
+            p.config,
+            n_steps=n_steps,
+            n_paths=n_paths,
+            record_every=record_every // step_unit,
+            dtype=str(dtype),
+            chunk_size=chunk,
+            devices=1 if sharding is None else sharding.num_devices,
+            key_data=np.asarray(jax.random.key_data(key)).tolist(),
+        )
+        for p in plans
+    ]
+    ckpt_file = checkpoint_path(output.save_to) if output.save_to is not None else None
+    fingerprint = None
+    resume = None if output.resume is False else output.resume
+    if ckpt_every is not None or resume is not None:
+        fingerprint = {
+            "configs": configs,
+            "methods": [p.method for p in plans],
+            "data": [stepper_digest(p.stepper_for_chunk(1)) for p in plans],
+            "theta0": digest(th0),
+            "lr": [e.value if e.constant else digest(e.array) for e in etas],
+            "record": [n_saved, [k for k, _ in obs], record_every, plan],
+            "events": [describe(e) for e in events],
+            "processes": jax.process_count(),
+            "versions": package_versions(),
+        }
 
-    def result(complete: bool) -> EnsembleResult:
-        steps_bad = np.concatenate(bad_steps) if bad_steps else np.zeros(0, np.int64)
-        paths = np.concatenate(saved_chunks, axis=1) if n_saved and saved_chunks else None
-        count = moments.count.astype(np.int64)
-        return EnsembleResult(
-            method=method,
+    def result(g: int, complete: bool) -> EnsembleResult:
+        acc = accs[g]
+        steps_bad = acc.bad_steps
+        count = acc.moments.count.astype(np.int64)
+        clock = clocks[g]
+        res = EnsembleResult(
+            method=plans[g].method,
             steps=record_steps // step_unit,
-            times=times,
-            mean=_no_survivors_nan(moments.mean, count),
-            var=_no_survivors_nan(moments.variance(), count),
+            times=clock[record_steps],
+            mean=_no_survivors_nan(acc.moments.mean, count),
+            var=_no_survivors_nan(acc.moments.variance(), count),
             count=count,
             n_paths=done_paths,
-            paths=paths,
+            paths=acc.saved if n_saved else None,
             diverged=len(steps_bad),
             first_divergence_step=int(-(-steps_bad.min() // step_unit)) if len(steps_bad) else None,
             complete=complete,
-            config=dict(config, solver_stats=dict(solver_stats)) if solver_stats else config,
-            diverged_paths=np.concatenate(bad_paths) if bad_paths else np.zeros(0, np.int64),
+            config=dict(configs[g], solver_stats=dict(acc.solver_stats)) if acc.solver_stats else configs[g],
+            diverged_paths=acc.bad_paths,
             divergence_steps=-(-steps_bad // step_unit),  # the (SGD) step during which it diverged
             divergence_times=clock[steps_bad],
             **{
-                e.name: e.report({k: np.concatenate(v) for k, v in arrays.items()}, clock, step_unit)
-                for e, arrays in zip(events, event_arrays, strict=True)
+                e.name: e.report(arrays, clock, step_unit)
+                for e, arrays in zip(events, acc.events, strict=True)
                 if arrays
             },
         )
+        return res
+
+    def checkpoint(c: int, b: int, recs=None, state=None) -> None:
+        arrays: dict[str, np.ndarray] = {}
+        for g, acc in enumerate(accs):
+            arrays.update(acc.arrays(f"acc{g}"))
+        if recs is not None:
+            rec = _concat_records(recs)
+            arrays.update(flatten("recs", {"count": rec[0], "mean": rec[1], "m2": rec[2], "saved": rec[3]}))
+            for i, leaf in enumerate(_state_leaves(state)):
+                arrays[f"state/{i}"] = leaf
+        if writer:
+            position = {
+                "chunk": c,
+                "block": b,
+                "done_paths": done_paths,
+                "solver_stats": [acc.solver_stats for acc in accs],
+                "records_done": int(sum(n for _, n, _ in plan[:b])),
+            }
+            save_checkpoint(ckpt_file, fingerprint, position, arrays)
+
+    start_chunk, start_block, resumed = 0, 0, None
+    if resume is not None:
+        path = ckpt_file if resume is True else os.fspath(resume)
+        if resume is not True or os.path.isfile(path):
+            position, arrays = load_checkpoint(path, fingerprint)
+            for g, acc in enumerate(accs):
+                acc.restore(f"acc{g}", arrays, position["solver_stats"][g])
+            start_chunk, start_block, done_paths = (
+                position["chunk"],
+                position["block"],
+                position["done_paths"],
+            )
+            if "state/0" in arrays:
+                recs = unflatten("recs", arrays)
+                leaves = [arrays[f"state/{i}"] for i in range(sum(k.startswith("state/") for k in arrays))]
+                resumed = ((recs["count"], recs["mean"], recs["m2"], recs["saved"]), leaves)
 
     try:
-        for c in range(math.ceil(n_paths / chunk)):
+        for c in range(start_chunk, n_chunks):
             lo, hi = c * chunk, min(n_paths, (c + 1) * chunk)
             n = hi - lo
             init_key, run_key, event_key = chunk_keys(key, c)
-            th = jnp.asarray(np.broadcast_to(th0, (n_paths, n_params))[lo:hi], dtype)
-            if sharding is not None:
-                th = jax.device_put(th, sharding)
-            stepper = stepper_for_chunk(n)
-            carry = stepper.init(init_key, th)
+            th = np.asarray(np.broadcast_to(th0, (n_paths, n_params))[lo:hi], dtype)
+            th = jnp.asarray(th) if sharding is None else jax.device_put(th, sharding)
+            steppers = [p.stepper_for_chunk(n) for p in plans]
+            ops = _Single(steppers[0]) if G == 1 else _Grid(steppers, eta_batched, share)
+            carry = ops.init(init_key, th)
             bad = jnp.full((n,), -1, jnp.int32)
             keep = max(0, min(n_saved - lo, n))
-            rec0, bad, ev_state = _initial_record(stepper, obs, events, carry, bad, keep)
-            recs = [jax.tree.map(lambda x: np.asarray(x)[None], rec0)]
-            for b, n_rec, length in plan:
+            rec0, bad, ev_state = ops.initial_record(obs, events, carry, bad, keep)
+            recs = [ops.record0(rec0)]
+            first_block = 0
+            if resumed is not None and c == start_chunk:
+                recs = [resumed[0]]
+                carry, ev_state, bad = _restore_state((carry, ev_state, bad), resumed[1])
+                first_block = start_block
+            if G > 1:
+                eta_const = jnp.asarray([e.first for e in etas], dtype) if eta_batched else None
+            for bi in range(first_block, len(plan)):
+                b, n_rec, length = plan[bi]
                 start = b * record_every
                 starts = start + length * np.arange(n_rec)
-                if etas.constant:
-                    block_etas, eta_const = None, jnp.asarray(etas.first, dtype)
+                if etas[0].constant:
+                    block_etas = None
+                    if not eta_batched:
+                        eta_const = jnp.asarray(etas[0].first, dtype)
                 else:
                     idx = starts[:, None] + np.arange(0, length, steps_per_call)[None, :]
-                    block_etas, eta_const = jnp.asarray(etas.take(idx), dtype), None
-                carry, ev_state, bad, rec = _run_block(
-                    stepper,
+                    block_etas, eta_const = jnp.asarray(etas[0].take(idx), dtype), None
+                carry, ev_state, bad, rec = ops.run_block(
                     obs,
                     events,
                     carry,
@@ -428,33 +835,54 @@ def run_ensemble(
                     keep,
                     steps_per_call,
                 )
-                recs.append(jax.tree.map(np.asarray, rec))
+                recs.append(ops.records(rec))
+                if ckpt_every is not None and bi + 1 < len(plan):
+                    checkpoint(c, bi + 1, recs, (carry, ev_state, bad))
                 bar.update(lo * n_steps + (start + n_rec * length) * n)
-            count = np.concatenate([np.atleast_1d(r[0]) for r in recs])
-            saved = np.concatenate([r[3] for r in recs])
-            mean = {k: np.concatenate([r[1][k] for r in recs]) for k in recs[0][1]}
-            m2 = {k: np.concatenate([r[2][k] for r in recs]) for k in recs[0][2]}
-            moments.add(count, mean, m2)
-            if keep:
-                saved_chunks.append(saved)
-            for event, state, arrays in zip(events, ev_state, event_arrays, strict=True):
-                for name, v in event.per_path(state).items():
-                    arrays.setdefault(name, []).append(np.asarray(v))
-            for name, v in stepper.solver_stats(carry).items():
-                solver_stats[name] = solver_stats.get(name, 0) + int(v)
-            bad = np.asarray(bad)
-            idx = np.flatnonzero(bad >= 0)
-            bad_paths.append((lo + idx).astype(np.int64))
-            bad_steps.append(bad[idx].astype(np.int64))
+            count, mean, m2, saved = _concat_records(recs)
+            bad_h = ops.per_path(bad)
+            stats = ops.solver_stats(carry)
+            per_path = [
+                ops.per_path(event.per_path(state)) for event, state in zip(events, ev_state, strict=True)
+            ]
+            for g, acc in enumerate(accs):
+                acc.moments.add(
+                    count[:, g], {k: v[:, g] for k, v in mean.items()}, {k: v[:, g] for k, v in m2.items()}
+                )
+                if keep:
+                    acc.saved = (
+                        saved[:, g] if acc.saved is None else np.concatenate([acc.saved, saved[:, g]], axis=1)
+                    )
+                for i, arrays in enumerate(per_path):
+                    for name, v in arrays.items():
+                        ev = acc.events[i]
+                        ev[name] = v[g] if name not in ev else np.concatenate([ev[name], v[g]])
+                for name, v in stats.items():
+                    acc.solver_stats[name] = acc.solver_stats.get(name, 0) + int(v[g])
+                idx = np.flatnonzero(bad_h[g] >= 0)
+                acc.bad_paths = np.concatenate([acc.bad_paths, (lo + idx).astype(np.int64)])
+                acc.bad_steps = np.concatenate([acc.bad_steps, bad_h[g][idx].astype(np.int64)])
             done_paths = hi
-            if save_to is not None:
-                result(complete=hi == n_paths).save(save_to)
+            if ckpt_every is not None:
+                checkpoint(c + 1, 0)
+            if writer:
+                for g in range(G):
+                    if save_names[g] is not None:
+                        result(g, complete=hi == n_paths).save(save_names[g])
     except KeyboardInterrupt:
         if done_paths == 0:
             raise
-        warnings.warn(f"{method}: interrupted; returning the {done_paths} finished paths", stacklevel=2)
-        return result(complete=False)
-    res = result(complete=True)
-    if res.diverged:
-        warnings.warn(res.divergence_message(), RuntimeWarning, stacklevel=2)
-    return res
+        warnings.warn(f"{p0.method}: interrupted; returning the {done_paths} finished paths", stacklevel=2)
+        return [result(g, complete=False) for g in range(G)]
+    out = []
+    for g in range(G):
+        res = result(g, complete=True)
+        if res.diverged:
+            warnings.warn(res.divergence_message(), RuntimeWarning, stacklevel=2)
+        out.append(res if plans[g].finish is None else plans[g].finish(res))
+    return out
+
+
+def _concat_records(recs: list) -> tuple:
+    """(count, mean, m2, saved) of a chunk's host records (each (R, G, ...)), concatenated over records."""
+    return jax.tree.map(lambda *xs: np.concatenate(xs), *recs)

@@ -94,11 +94,19 @@ class Output(eqx.Module):
             must exist (checked before any compute).
         progress: print a progress line on stderr.
         label: the method's name in reports.
+        checkpoint_every: with ``save_to``, write the whole run state to ``save_to + ".ckpt.npz"`` every that
+            many records (and after each chunk), atomically; it must divide the number of whole record
+            intervals.
+        resume: continue from a checkpoint, bit for bit as if never interrupted: a checkpoint path, or True
+            for ``save_to``'s own (started afresh when there is none yet). A checkpoint of another run
+            (problem, noise, options, key, package versions) or a damaged file is refused.
     """
 
     save_to: str | None = None
     progress: bool = False
     label: str | None = None
+    checkpoint_every: int | None = None
+    resume: bool | str | None = None
 
     def __check_init__(self):
         if self.save_to is not None:
@@ -113,6 +121,14 @@ class Output(eqx.Module):
             raise ValueError(f"progress must be True or False, got {self.progress!r}")
         if self.label is not None and not isinstance(self.label, str):
             raise ValueError(f"label must be a string, got {type(self.label).__name__}")
+        _optional_int("checkpoint_every", self.checkpoint_every, 1)
+        if self.checkpoint_every is not None and self.save_to is None:
+            raise ValueError("checkpoint_every needs save_to (the checkpoint is written next to the result)")
+        r = self.resume
+        if r is not None and not isinstance(r, (bool, str, os.PathLike)):
+            raise ValueError(f"resume must be None, True or a checkpoint path, got {r!r}")
+        if r is True and self.save_to is None:
+            raise ValueError("resume=True resumes save_to's checkpoint; give save_to (or a checkpoint path)")
 
 
 class AbstractIncrements(eqx.Module):

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._ensemble import AbstractStepper, chunk_keys, run_ensemble, to_key
+from ._ensemble import AbstractStepper, RunPlan, chunk_keys, run_plan, to_key
 from ._events import event_config, run_events
 from ._first_passage import FirstPassage
 from ._noise import AbstractGradientNoise, NoNoise
@@ -103,6 +103,38 @@ def simulate_sgd(
     Returns:
         EnsembleResult on the time grid $t_k = \\sum_{j<k}\\eta_j$ (theory/sgd.md, SGD-1).
     """
+    return run_plan(
+        plan_sgd(
+            problem,
+            noise,
+            theta0,
+            lr=lr,
+            n_steps=n_steps,
+            key=key,
+            ensemble=ensemble,
+            record=record,
+            output=output,
+            resetting=resetting,
+            first_passage=first_passage,
+        )
+    )
+
+
+def plan_sgd(
+    problem: Problem,
+    noise: AbstractGradientNoise | None,
+    theta0,
+    *,
+    lr,
+    n_steps: int,
+    key,
+    ensemble: Ensemble = Ensemble(),
+    record: Record = Record(),
+    output: Output = Output(),
+    resetting: Resetting | None = None,
+    first_passage: FirstPassage | None = None,
+) -> RunPlan:
+    """simulate_sgd's arguments, validated, as the engine's RunPlan (what a sweep batches)."""
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a sgdsde.Problem, got {type(problem).__name__}")
     noise = NoNoise() if noise is None else noise
@@ -125,7 +157,7 @@ def simulate_sgd(
     }
     events = run_events(problem, problem.n_params, etas, theta0, resetting, first_passage, poisson=False)
     config.update(event_config(resetting, first_passage))
-    return run_ensemble(
+    return RunPlan(
         lambda n: SGDStepper(dtype_problem, noise, n),
         method=output.label or type(noise).__name__,
         theta0=theta0,

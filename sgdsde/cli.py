@@ -31,6 +31,7 @@ DEFAULTS = dict(
     seed=0,
     out="sgdsde-out",
     dtype="float32",
+    checkpoint_every=1,
 )
 
 MODELS = ("hadamard", "diagonal", "linear", "two-layer")
@@ -141,9 +142,11 @@ def _configure(kwargs) -> tuple[dict, list[str]]:
     return cfg, methods
 
 
-def run(progress: bool = True, **kwargs) -> JobReport:
+def run(progress: bool = True, resume: bool = False, **kwargs) -> JobReport:
     """Run the configured methods, then the prediction (stationary point of L + λR) and the verdict; write
-    the figure, each run's arrays + JSON, and a summary to ``out``."""
+    the figure, each run's arrays + JSON, and a summary to ``out``. Each run checkpoints every
+    ``checkpoint_every`` records; ``resume``: reload the methods ``out``/summary.json lists as finished and
+    continue the others from their checkpoints (bit for bit as if never interrupted)."""
     cfg, methods = _configure(kwargs)
     import sgdsde as sd
     from sgdsde.implicit import regularizer_observables
@@ -166,25 +169,33 @@ def run(progress: bool = True, **kwargs) -> JobReport:
     os.makedirs(cfg["out"], exist_ok=True)
     reports = []
     finished: list[str] = []
+    done_before = _finished_methods(cfg["out"]) if resume else []
     _write_summary(JobReport(cfg, reports), finished)  # a record of the job from the start
     for m in methods:
         simulate = sd.simulate_sde if m == "sde" else sd.simulate_sgd
         try:
-            res = simulate(
-                problem,
-                noises[m],
-                theta0,
-                lr=cfg["lr"],
-                n_steps=cfg["steps"],
-                key=cfg["seed"] + 1,
-                ensemble=sd.Ensemble(
-                    n_paths=1 if noises[m] is None else cfg["paths"], dtype=np.dtype(cfg["dtype"])
-                ),
-                record=sd.Record(every=cfg["record_every"], observables=observables),
-                output=sd.Output(
-                    save_to=os.path.join(cfg["out"], f"run_{m}"), progress=progress, label=_label(m, cfg)
-                ),
-            )
+            if m in done_before:
+                res = sd.EnsembleResult.load(os.path.join(cfg["out"], f"run_{m}"))
+            else:
+                res = simulate(
+                    problem,
+                    noises[m],
+                    theta0,
+                    lr=cfg["lr"],
+                    n_steps=cfg["steps"],
+                    key=cfg["seed"] + 1,
+                    ensemble=sd.Ensemble(
+                        n_paths=1 if noises[m] is None else cfg["paths"], dtype=np.dtype(cfg["dtype"])
+                    ),
+                    record=sd.Record(every=cfg["record_every"], observables=observables),
+                    output=sd.Output(
+                        save_to=os.path.join(cfg["out"], f"run_{m}"),
+                        progress=progress,
+                        label=_label(m, cfg),
+                        checkpoint_every=cfg["checkpoint_every"],
+                        resume=True if resume else None,
+                    ),
+                )
         except KeyboardInterrupt:
             # the finished methods' results are on disk: say so in summary.json, so --reload reports them
             _write_summary(JobReport(cfg, reports), finished)
@@ -224,6 +235,24 @@ def _theory(job: JobReport, problem, noises, methods) -> None:
         job.verdict = check_convergence(problem, runs, job.prediction)
     except ValueError as err:
         job.theory_error = str(err)
+
+
+def _finished_methods(out: str) -> list[str]:
+    path = os.path.join(out, "summary.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--resume: no job in {out!r} (no summary.json)")
+    with open(path) as f:
+        return list(json.load(f).get("finished", []))
+
+
+def resume_config(out: str) -> dict:
+    """The configuration of the job saved in ``out`` (its summary.json), to run it again with resume."""
+    path = os.path.join(out, "summary.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"--resume: no job in {out!r} (no summary.json)")
+    with open(path) as f:
+        cfg = json.load(f)["config"]
+    return dict(cfg, out=out)
 
 
 def reload(out: str) -> JobReport:
@@ -410,7 +439,20 @@ def parse_args(argv=None) -> dict:
         help="skip the prediction of L + λR and the verdict",
     )
     p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=DEFAULTS["checkpoint_every"],
+        help="checkpoint each run's whole state every this many records (it must divide steps/record-every)",
+    )
+    p.add_argument(
         "--reload", action="store_true", help="do not simulate: reprint the report of the job saved in --out"
+    )
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        default=None,
+        help="continue the interrupted job saved in DIR (its configuration; finished methods are reloaded, "
+        "the others continue from their checkpoints bit for bit)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return vars(p.parse_args(argv))
@@ -420,16 +462,21 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     quiet = args.pop("quiet")
     again = args.pop("reload")
+    resume_dir = args.pop("resume")
     t0 = time.perf_counter()
     try:
-        job = reload(args["out"]) if again else run(progress=not quiet, **args)
+        if resume_dir is not None:
+            args = resume_config(resume_dir)
+            job = run(progress=not quiet, resume=True, **args)
+        else:
+            job = reload(args["out"]) if again else run(progress=not quiet, **args)
     except (ValueError, FileNotFoundError) as e:
         print(f"sgdsde: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(
             f"sgdsde: interrupted; {args['out']}/summary.json lists the methods that finished "
-            "(`--reload` reports them)",
+            f"(`--reload` reports them; `--resume {args['out']}` continues the job from its checkpoints)",
             file=sys.stderr,
         )
         return 130

@@ -87,3 +87,34 @@ def test_interrupted_job_leaves_a_summary_that_reloads(tmp_path, capsys, monkeyp
 def test_reload_without_a_job_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["--reload", "--out", str(tmp_path / "none")]) == 2
     assert "no summary.json" in capsys.readouterr().err
+
+
+def test_killed_job_resumes_from_its_checkpoints(tmp_path, capsys, monkeypatch):
+    """Ctrl-C in the middle of the SDE run (after its second record): `sgdsde --resume DIR` reloads the two
+    finished methods, continues the SDE from its checkpoint and runs the rest; every final row equals an
+    uninterrupted job's exactly."""
+    from sgdsde import _progress
+
+    argv = ["--steps", "300", "--paths", "4", "--record-every", "100", "--quiet", "--methods", "gd,label,sde"]
+    assert cli.main(argv + ["--out", str(tmp_path / "straight")]) == 0
+    original, calls = _progress.Progress.update, {"sde": 0}
+
+    def update(self, done):
+        if "SDE" in self.label:
+            calls["sde"] += 1
+            if calls["sde"] == 2:
+                raise KeyboardInterrupt
+        original(self, done)
+
+    monkeypatch.setattr(_progress.Progress, "update", update)
+    out = str(tmp_path / "killed")
+    assert cli.main(argv + ["--out", out]) == 130
+    assert "--resume" in capsys.readouterr().err
+    assert (tmp_path / "killed" / "run_sde.ckpt.npz").exists()
+    monkeypatch.setattr(_progress.Progress, "update", original)
+    assert cli.main(["--resume", out, "--quiet"]) == 0
+    resumed = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    straight = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    assert resumed["complete"] and resumed["results"] == straight["results"]
+    assert resumed["verdict"] == straight["verdict"]
+    assert cli.main(["--resume", str(tmp_path / "none")]) == 2

@@ -3,6 +3,7 @@ engine."""
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Mapping
@@ -15,7 +16,7 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 
-from .._ensemble import AbstractStepper, check_theta0, run_ensemble
+from .._ensemble import AbstractStepper, RunPlan, check_theta0, run_plan
 from .._events import event_config, run_events
 from .._first_passage import FirstPassage
 from .._noise import AbstractGradientNoise
@@ -261,6 +262,46 @@ def simulate_sde(
     Returns:
         EnsembleResult on the same time grid as simulate_sgd with the same lr, n_steps and record.every.
     """
+    return run_plan(
+        plan_sde(
+            problem,
+            noise,
+            theta0,
+            lr=lr,
+            n_steps=n_steps,
+            key=key,
+            order=order,
+            solver=solver,
+            stepping=stepping,
+            increments=increments,
+            ensemble=ensemble,
+            record=record,
+            output=output,
+            resetting=resetting,
+            first_passage=first_passage,
+        )
+    )
+
+
+def plan_sde(
+    problem,
+    noise: AbstractGradientNoise | None = None,
+    theta0=None,
+    *,
+    lr,
+    n_steps: int,
+    key,
+    order: int = 1,
+    solver=None,
+    stepping: AbstractStepping = Fixed(),
+    increments: AbstractIncrements | None = None,
+    ensemble: Ensemble = Ensemble(),
+    record: Record = Record(),
+    output: Output = Output(),
+    resetting: Resetting | None = None,
+    first_passage: FirstPassage | None = None,
+) -> RunPlan:
+    """simulate_sde's arguments, validated, as the engine's RunPlan (what a sweep batches)."""
     if isinstance(problem, AbstractSDE):
         if noise is not None:
             raise ValueError(
@@ -376,7 +417,7 @@ def simulate_sde(
         record = Record(record.every, observables, record.n_saved_paths)
     events = run_events(sde.problem, d, etas, th0, resetting, first_passage, poisson=True)
     config.update(event_config(resetting, first_passage))
-    result = run_ensemble(
+    return RunPlan(
         stepper,
         method=output.label or f"{type(sde).__name__}-{type(solver).__name__}",
         theta0=theta0,
@@ -391,7 +432,11 @@ def simulate_sde(
         config=config,
         steps_per_call=steps_per_call,
         events=events,
+        finish=functools.partial(_warn_failed_solves, max_steps=max_steps),
     )
+
+
+def _warn_failed_solves(result: EnsembleResult, max_steps) -> EnsembleResult:
     failed = result.config.get("solver_stats", {}).get("failed_solves", 0)
     if failed:
         warnings.warn(

@@ -7,7 +7,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from .._ensemble import AbstractStepper, check_steps, run_ensemble
+from .._ensemble import AbstractStepper, RunPlan, check_steps, run_plan
 from .._events import event_config, run_events
 from .._first_passage import FirstPassage
 from .._noise import AbstractGradientNoise, NoNoise
@@ -96,6 +96,40 @@ def simulate_svag(
         resetting, first_passage: as in simulate_sgd, per SVAG step (reset probability rate·η_k/l); steps
             are reported in SGD steps (rounded up).
     """
+    return run_plan(
+        plan_svag(
+            problem,
+            noise,
+            theta0,
+            lr=lr,
+            l=l,
+            n_steps=n_steps,
+            key=key,
+            ensemble=ensemble,
+            record=record,
+            output=output,
+            resetting=resetting,
+            first_passage=first_passage,
+        )
+    )
+
+
+def plan_svag(
+    problem: Problem,
+    noise: AbstractGradientNoise | None,
+    theta0,
+    *,
+    lr,
+    l: int,  # noqa: E741 (the paper's name)
+    n_steps: int,
+    key,
+    ensemble: Ensemble = Ensemble(),
+    record: Record = Record(),
+    output: Output = Output(),
+    resetting: Resetting | None = None,
+    first_passage: FirstPassage | None = None,
+) -> RunPlan:
+    """simulate_svag's arguments, validated, as the engine's RunPlan (what a sweep batches)."""
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a sgdsde.Problem, got {type(problem).__name__}")
     noise = NoNoise() if noise is None else noise
@@ -113,7 +147,7 @@ def simulate_svag(
     events = run_events(problem, problem.n_params, etas, theta0, resetting, first_passage, poisson=False)
     config = {"simulator": "svag", "l": l, "noise": describe(noise), "lr": describe(lr)}
     config.update(event_config(resetting, first_passage))
-    return run_ensemble(
+    return RunPlan(
         lambda n: SVAGStepper(dtype_problem, noise, n, coeffs),
         method=output.label or f"SVAG(l={l})",
         theta0=theta0,

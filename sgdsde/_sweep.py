@@ -1,0 +1,204 @@
+"""Sweeps: a grid of hyperparameters run as one compiled program per batch size.
+
+Every grid point is the run ``simulate(problem, noise_i, θ₀, lr=η_i, key=key, …)`` would make, bit for
+bit: the points share the key (common random numbers, so differences between points are not noise), and the
+traced hyperparameters (a constant lr, σ and the other array fields of the noise) are vmapped over; the batch
+size changes shapes, so each batch size is one group, one compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from ._ensemble import run_plans
+from ._noise import AbstractGradientNoise, NoNoise
+from ._options import Output
+from ._results import EnsembleResult
+from ._sde.simulate import plan_sde, simulate_sde
+from ._sde.svag import plan_svag, simulate_svag
+from ._sgd import plan_sgd, simulate_sgd
+
+PLANNERS = {simulate_sgd: plan_sgd, simulate_sde: plan_sde, simulate_svag: plan_svag}
+GROUP_KEYS = ("batch_size",)  # hyperparameters that change shapes: one compiled program per value
+
+
+@dataclasses.dataclass
+class SweepResult:
+    """The runs of a sweep: ``points[i]`` (a dict of the grid's hyperparameters) ran as ``results[i]``;
+    ``axes`` maps each grid name to its values (the points are their Cartesian product, last name fastest)."""
+
+    axes: dict[str, list]
+    points: list[dict[str, Any]]
+    results: list[EnsembleResult]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(len(v) for v in self.axes.values())
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def __getitem__(self, i: int) -> EnsembleResult:
+        return self.results[i]
+
+    def final(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, standard error) of observable ``name`` at the last record, shaped like the grid."""
+        pairs = [r.final(name) for r in self.results]
+        mean = np.stack([np.asarray(m) for m, _ in pairs])
+        se = np.stack([np.asarray(s) for _, s in pairs])
+        return mean.reshape(self.shape + mean.shape[1:]), se.reshape(self.shape + se.shape[1:])
+
+    def table(self) -> dict[str, np.ndarray]:
+        """One row per grid point: its hyperparameters, then the final mean and standard error of every
+        scalar observable and the diverged-path count; ``pandas.DataFrame(sweep.table())`` in one call."""
+        cols: dict[str, list] = {name: [p[name] for p in self.points] for name in self.axes}
+        for name in self.results[0].observables:
+            if np.ndim(self.results[0].mean[name][-1]) == 0:
+                mean, se = self.final(name)
+                cols[f"{name}_mean"], cols[f"{name}_stderr"] = mean.ravel(), se.ravel()
+        cols["diverged"] = [r.diverged for r in self.results]
+        return {k: np.asarray(v) for k, v in cols.items()}
+
+    def to_xarray(self):
+        """An xarray.Dataset with one dimension per grid name plus ``step``: the mean and standard error of
+        each observable over the run (needs xarray)."""
+        import xarray as xr
+
+        r0 = self.results[0]
+        data = {}
+        for name in r0.observables:
+            mean = np.stack([r.mean[name] for r in self.results])
+            se = np.stack(
+                [
+                    np.sqrt(
+                        r.var[name] / np.maximum(r.count, 1).reshape((-1,) + (1,) * (r.mean[name].ndim - 1))
+                    )
+                    for r in self.results
+                ]
+            )
+            extra = tuple(f"{name}_dim{i}" for i in range(mean.ndim - 2))
+            dims = (*self.axes, "step", *extra)
+            data[f"{name}_mean"] = (dims, mean.reshape(self.shape + mean.shape[1:]))
+            data[f"{name}_stderr"] = (dims, se.reshape(self.shape + se.shape[1:]))
+        coords = {k: np.asarray(v) for k, v in self.axes.items()} | {"step": r0.steps}
+        return xr.Dataset(data, coords=coords)
+
+
+def _check_grid(grid, noise: AbstractGradientNoise) -> dict[str, list]:
+    if not isinstance(grid, Mapping) or not grid:
+        raise ValueError(f"grid must be a non-empty mapping name → values, got {grid!r}")
+    axes = {}
+    for name, values in grid.items():
+        if name == "lr" or name in GROUP_KEYS:
+            pass
+        elif not isinstance(name, str) or not dataclasses.is_dataclass(noise) or not hasattr(noise, name):
+            raise ValueError(
+                f"grid: unknown hyperparameter {name!r}; sweepable: lr, batch_size and the array fields of "
+                f"{type(noise).__name__} ({', '.join(_traced_fields(noise)) or 'none'})"
+            )
+        elif not isinstance(getattr(noise, name), jax.Array):
+            raise ValueError(
+                f"grid: {name!r} is not a traced hyperparameter of {type(noise).__name__} (a static field: it "
+                "changes the compiled program); sweep it in a Python loop"
+            )
+        if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
+            raise ValueError(f"grid[{name!r}] must be a sequence of values, got {values!r}")
+        values = list(np.asarray(values).tolist()) if isinstance(values, np.ndarray) else list(values)
+        if not values:
+            raise ValueError(f"grid[{name!r}] is empty")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise ValueError(f"grid[{name!r}] must hold numbers, got {v!r}")
+            if not math.isfinite(float(v)):
+                raise ValueError(f"grid[{name!r}] must be finite, got {v!r}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"grid[{name!r}] repeats a value: {values}")
+        axes[name] = values
+    return axes
+
+
+def _traced_fields(noise) -> list[str]:
+    if not dataclasses.is_dataclass(noise):
+        return []
+    return [f.name for f in dataclasses.fields(noise) if isinstance(getattr(noise, f.name, None), jax.Array)]
+
+
+def sweep(
+    simulate,
+    problem,
+    noise: AbstractGradientNoise | None,
+    theta0,
+    *,
+    grid: Mapping[str, Sequence[float]],
+    output: Output = Output(),
+    bitwise: bool = True,
+    **options,
+) -> SweepResult:
+    """Run ``simulate`` (simulate_sgd, simulate_sde or simulate_svag) at every point of ``grid`` (the
+    Cartesian product of its values), one jitted, vmapped program per batch size.
+
+    Point i equals ``simulate(problem, noise_i, theta0, lr=η_i, **options)`` bit for bit, with noise_i the
+    noise with point i's fields (``dataclasses.replace``); all points share ``key`` (common random numbers).
+
+    Args:
+        simulate: one of the three simulators.
+        grid: name → values; ``lr`` (constant step sizes), ``batch_size`` (one program per value) or an array
+            field of the noise (``sigma``: traced, vmapped).
+        bitwise: True: every point equals its single run bit for bit (the data are stacked once per point, so
+            that XLA multiplies on a single run's shapes); False: the data are kept once (memory O(n·d)
+            instead of O(G·n·d), and faster), the points equal their single runs up to rounding.
+        output: ``save_to`` is a prefix: point i's result goes to ``{save_to}.point{i}`` and the checkpoint of
+            batch-size group j to ``{save_to}.group{j}.ckpt.npz``; progress and resume as for one run.
+        **options: the simulator's other keyword arguments (n_steps, key, ensemble, record, ...).
+    """
+    if simulate not in PLANNERS:
+        raise ValueError(
+            "simulate must be sgdsde.simulate_sgd, simulate_sde or simulate_svag, got "
+            f"{getattr(simulate, '__name__', simulate)!r}"
+        )
+    noise = NoNoise() if noise is None else noise
+    axes = _check_grid(grid, noise)
+    if "lr" in axes and "lr" in options:
+        raise ValueError("give lr either in grid or as an argument, not both")
+    if "lr" not in axes and "lr" not in options:
+        raise ValueError("lr is required (as an argument or a grid axis)")
+    if not isinstance(bitwise, bool):
+        raise ValueError(f"bitwise must be True or False, got {bitwise!r}")
+    if not isinstance(output, Output):
+        raise ValueError(f"output must be a sgdsde.Output(...), got {type(output).__name__}")
+    points = [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
+    planner = PLANNERS[simulate]
+    groups: dict[tuple, list[int]] = {}
+    for i, point in enumerate(points):
+        groups.setdefault(tuple(point.get(k) for k in GROUP_KEYS), []).append(i)
+    results: list[EnsembleResult | None] = [None] * len(points)
+    for j, members in enumerate(groups.values()):
+        plans = []
+        for i in members:
+            point = points[i]
+            fields = {k: v for k, v in point.items() if k != "lr"}
+            noise_i = dataclasses.replace(noise, **fields) if fields else noise
+            label = (
+                (output.label or simulate.__name__.removeprefix("simulate_"))
+                + "["
+                + ", ".join(f"{k}={v:g}" for k, v in point.items())
+                + "]"
+            )
+            out = dataclasses.replace(
+                output,
+                label=label,
+                save_to=None if output.save_to is None else f"{output.save_to}.group{j}",
+            )
+            kw = dict(options, lr=point["lr"]) if "lr" in point else options
+            plans.append(planner(problem, noise_i, theta0, output=out, **kw))
+        names = None if output.save_to is None else [f"{output.save_to}.point{i}" for i in members]
+        for i, res in zip(members, run_plans(plans, save_names=names, share=not bitwise), strict=True):
+            results[i] = res
+    return SweepResult(axes=axes, points=points, results=results)
