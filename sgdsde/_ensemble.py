@@ -692,7 +692,7 @@ def run_plans(
     accs = [_Accumulator(len(events)) for _ in plans]
     done_paths = 0
     bar = Progress(
-        p0.method if G == 1 else f"sweep of {G}", n_steps * n_paths, enabled=output.progress and writer
+        p0.method if G == 1 else f"sweep of {G}", G * n_steps * n_paths, enabled=output.progress and writer
     )
     configs = [
         dict(
@@ -838,7 +838,7 @@ def run_plans(
                 recs.append(ops.records(rec))
                 if ckpt_every is not None and bi + 1 < len(plan):
                     checkpoint(c, bi + 1, recs, (carry, ev_state, bad))
-                bar.update(lo * n_steps + (start + n_rec * length) * n)
+                bar.update(G * (lo * n_steps + (start + n_rec * length) * n))
             count, mean, m2, saved = _concat_records(recs)
             bad_h = ops.per_path(bad)
             stats = ops.solver_stats(carry)

@@ -32,6 +32,7 @@ DEFAULTS = dict(
     out="sgdsde-out",
     dtype="float32",
     checkpoint_every=1,
+    sweep_lams="0.005,0.01,0.02,0.04",
 )
 
 MODELS = ("hadamard", "diagonal", "linear", "two-layer")
@@ -212,22 +213,102 @@ def run(progress: bool = True, resume: bool = False, **kwargs) -> JobReport:
     return job
 
 
+def run_sweep(progress: bool = True, **kwargs):
+    """The λ → 0 convergence study of the configured problem: label-noise SGD and its SDE at each λ of
+    ``sweep_lams`` (σ = √(λB/η)), one compiled sweep each, against the stationary points θ*(λ) of L + λR
+    (implicit.convergence_study); writes ``out``/sweep.json and sweep.png."""
+    cfg, _ = _configure(kwargs)
+    from sgdsde.implicit import convergence_study
+
+    problem, theta0, _ = build_problem(
+        cfg["model"], cfg["dim"], cfg["n_samples"], cfg["sparsity"], cfg["alpha"], cfg["seed"]
+    )
+    if cfg["batch_size"] is None:
+        cfg["batch_size"] = problem.n_data
+    try:
+        lams = [float(v) for v in str(cfg["sweep_lams"]).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"sweep_lams must be comma-separated numbers, got {cfg['sweep_lams']!r}") from None
+    if len(lams) < 2 or not all(np.isfinite(v) and v > 0 for v in lams):
+        raise ValueError(f"sweep_lams must hold at least two positive numbers, got {cfg['sweep_lams']!r}")
+    sigmas = [float(np.sqrt(lam * cfg["batch_size"] / cfg["lr"])) for lam in lams]
+    noise = noise_for("label", 1.0, cfg["gaussian_sigma"], cfg["batch_size"])
+    noise.check(problem)
+    os.makedirs(cfg["out"], exist_ok=True)
+    study = convergence_study(
+        problem,
+        noise,
+        theta0,
+        lr=cfg["lr"],
+        sigmas=sigmas,
+        n_steps=cfg["steps"],
+        key=cfg["seed"] + 1,
+        n_paths=cfg["paths"],
+        record_every=cfg["record_every"],
+        theta_init=lambda n: lasso_seed(problem, n, cfg["lr"]),
+        dtype=np.dtype(cfg["dtype"]),
+        progress=progress,
+    )
+    from sgdsde._results import _jsonable, package_versions
+
+    record = {"config": cfg, "versions": package_versions(), "study": study.to_dict()}
+    with open(os.path.join(cfg["out"], "sweep.json.tmp"), "w") as f:
+        json.dump(record, f, indent=2, default=_jsonable)
+    os.replace(os.path.join(cfg["out"], "sweep.json.tmp"), os.path.join(cfg["out"], "sweep.json"))
+    _sweep_figure(study, os.path.join(cfg["out"], "sweep.png"))
+    return study
+
+
+def _sweep_figure(study, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+    for ax, kind in zip(axes, ("total", "along"), strict=True):
+        for name, m in study.methods.items():
+            for reg, style in (("R_trace_log", "o-"), ("R_quarter_trace", "s--")):
+                d = getattr(m, kind)[reg]
+                se = getattr(m, f"{kind}_se")[reg]
+                ok = np.isfinite(d) & (d > 0)
+                if ok.any():
+                    ax.errorbar(study.lams[ok], d[ok], 2 * se[ok], fmt=style, ms=4, label=f"{name}, {reg}")
+        ax.plot(study.lams, study.methods[next(iter(study.methods))].floor, "k:", lw=1, label="noise floor")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("λ = ησ²/B")
+        ax.set_title("|time avg − θ*(λ)|" if kind == "total" else "… along the zero-loss set")
+    axes[0].set_ylabel("distance (± 2 bootstrap s.e.)")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def lasso_seed(problem, noise, lr: float):
+    """An independent start for the L + λR solves on a diagonal network: the weighted Lasso that L + λR
+    reduces to (C4), lifted to θ; None for other models."""
+    import sgdsde as sd
+    from sgdsde.implicit import label_noise_lasso
+
+    if not isinstance(problem.model, sd.DiagonalLinearNetwork):
+        return None
+    beta = np.asarray(label_noise_lasso(problem, noise, lr).beta)
+    if problem.model.signed:
+        return np.concatenate([np.sqrt(np.maximum(beta, 0)), np.sqrt(np.maximum(-beta, 0))]) + 1e-3
+    return np.sqrt(np.maximum(beta, 0)) + 1e-3
+
+
 def _theory(job: JobReport, problem, noises, methods) -> None:
     """Predict the stationary point of L + λR for the label-noise runs and give the verdict on them."""
-    import sgdsde as sd
-    from sgdsde.implicit import check_convergence, label_noise_lasso, predict
+    from sgdsde.implicit import check_convergence, predict
 
     cfg = job.config
     label = noises["label"] if "label" in noises else noises["sde"]
     runs = {r.name: r.result for r, m in zip(job.methods, methods, strict=True) if m in ("label", "sde")}
-    if isinstance(problem.model, sd.DiagonalLinearNetwork):
-        # Seed the solve independently of the runs: the weighted Lasso that L + λR reduces to (C4).
-        beta = np.asarray(label_noise_lasso(problem, label, cfg["lr"]).beta)
-        if problem.model.signed:
-            theta_init = np.concatenate([np.sqrt(np.maximum(beta, 0)), np.sqrt(np.maximum(-beta, 0))]) + 1e-3
-        else:
-            theta_init = np.sqrt(np.maximum(beta, 0)) + 1e-3
-    else:
+    theta_init = lasso_seed(problem, label, cfg["lr"])
+    if theta_init is None:
         # No independent seed: start from the first label-noise run's final ensemble mean.
         theta_init = next(iter(runs.values())).mean["theta"][-1]
     try:
@@ -454,6 +535,13 @@ def parse_args(argv=None) -> dict:
         help="continue the interrupted job saved in DIR (its configuration; finished methods are reloaded, "
         "the others continue from their checkpoints bit for bit)",
     )
+    p.add_argument(
+        "--sweep",
+        action="store_true",
+        help="instead of the four methods: the λ → 0 convergence study (label-noise SGD and SDE at each λ of "
+        "--sweep-lams, distances of their late time averages to θ*(λ) of L + λR, fitted power laws)",
+    )
+    p.add_argument("--sweep-lams", default=DEFAULTS["sweep_lams"], help="comma-separated λ for --sweep")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return vars(p.parse_args(argv))
 
@@ -463,8 +551,13 @@ def main(argv=None) -> int:
     quiet = args.pop("quiet")
     again = args.pop("reload")
     resume_dir = args.pop("resume")
+    study = args.pop("sweep")
     t0 = time.perf_counter()
     try:
+        if study:
+            print(run_sweep(progress=not quiet, **args))
+            print(f"\nwrote {args['out']}/sweep.json and sweep.png ({time.perf_counter() - t0:.0f} s)")
+            return 0
         if resume_dir is not None:
             args = resume_config(resume_dir)
             job = run(progress=not quiet, resume=True, **args)

@@ -118,3 +118,19 @@ def test_killed_job_resumes_from_its_checkpoints(tmp_path, capsys, monkeypatch):
     assert resumed["complete"] and resumed["results"] == straight["results"]
     assert resumed["verdict"] == straight["verdict"]
     assert cli.main(["--resume", str(tmp_path / "none")]) == 2
+
+
+def test_sweep_prints_the_convergence_study(tmp_path, capsys):
+    """`sgdsde --sweep` (CI-sized): the study's table for SGD and the SDE, the fitted power laws, sweep.json
+    with the fits and sweep.png; a bad λ list is a clear error."""
+    argv = ["--sweep", "--steps", "400", "--paths", "8", "--record-every", "100", "--quiet", "--dim", "20"]
+    argv += ["--n-samples", "10", "--sparsity", "2"]
+    assert cli.main(argv + ["--sweep-lams", "0.01,0.03", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "SGD (time average" in out and "SDE (time average" in out and "λ^" in out
+    record = json.loads((tmp_path / "sweep.json").read_text())
+    assert np.allclose(record["study"]["lams"], [0.01, 0.03])
+    assert "total:R_trace_log" in record["study"]["methods"]["SGD"]["fits"]
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000
+    assert cli.main(argv + ["--sweep-lams", "0.01", "--out", str(tmp_path)]) == 2
+    assert "sweep_lams must hold at least two" in capsys.readouterr().err

@@ -49,6 +49,12 @@ from ._stationary import (
     StationaryPointError as StationaryPointError,
     stationary_point as stationary_point,
 )
+from ._study import (
+    ConvergenceStudy as ConvergenceStudy,
+    PowerFit as PowerFit,
+    convergence_study as convergence_study,
+    fit_power_law as fit_power_law,
+)
 from ._verdict import (
     ConvergenceReport as ConvergenceReport,
     MethodVerdict as MethodVerdict,
