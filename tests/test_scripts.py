@@ -66,3 +66,11 @@ def test_bench_sde_memory_probe_runs_in_a_subprocess():
         sys.path.remove(SCRIPTS)
     mb, _ = bench_sde.peak_memory(64, 20)
     assert 50 < mb < 4000, mb
+
+
+def test_bench_sweep_tiny_is_bitwise_equal_at_flagship_size(tmp_path):
+    """The 16-point η × σ sweep of the flagship-sized problem (d = 100, n = 40), float32, at 20 steps: every
+    point's statistics and paths equal the loop of 16 simulate_sgd runs bit for bit."""
+    stdout = run_script("bench_sweep.py", "--steps", "20", "--paths", "4", "--reps", "1", cwd=tmp_path)
+    last = stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"sweep_speedup=\d+\.\d+ bitwise_equal=True shared_speedup=\d+\.\d+", last), last
