@@ -203,3 +203,43 @@ def test_sigkill_twice_at_random_records_then_resume_is_bitwise(tmp_path):
     )
     subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=300)
     _assert_same(sd.EnsembleResult.load(str(tmp_path / "straight")), resumed)
+
+
+def test_interrupted_sweep_resumes_bit_for_bit(tmp_path, monkeypatch):
+    """A sweep group checkpoints all its points' states in one file; interrupted inside its first chunk and
+    resumed, every point equals the uninterrupted sweep's."""
+    problem = _problem()
+
+    def run(prefix, **output):
+        return sd.sweep(
+            sd.simulate_sgd,
+            problem,
+            sd.LabelNoise(1.0, 2, "shuffle"),
+            problem.model.init(),
+            grid={"lr": [0.03, 0.05], "sigma": [0.5, 1.5]},
+            n_steps=40,
+            key=3,
+            ensemble=sd.Ensemble(n_paths=6, chunk_size=3),
+            record=sd.Record(every=5, n_saved_paths=6),
+            output=sd.Output(save_to=str(prefix), checkpoint_every=2, **output),
+        )
+
+    reference = run(tmp_path / "ref")
+    original = _progress.Progress.update
+    calls = {"n": 0}
+
+    def interrupt(self, done):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        original(self, done)
+
+    monkeypatch.setattr(_progress.Progress, "update", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", progress=True)
+    monkeypatch.setattr(_progress.Progress, "update", original)
+    assert os.path.isfile(str(tmp_path / "cut") + ".group0.ckpt.npz")
+    resumed = run(tmp_path / "cut", resume=True)
+    for a, b in zip(reference.results, resumed.results, strict=True):
+        _assert_same(a, b)
+    assert sd.EnsembleResult.load(str(tmp_path / "cut") + ".point3").n_paths == 6
