@@ -96,6 +96,7 @@ def test_killed_job_resumes_from_its_checkpoints(tmp_path, capsys, monkeypatch):
     from sgdsde import _progress
 
     argv = ["--steps", "300", "--paths", "4", "--record-every", "100", "--quiet", "--methods", "gd,label,sde"]
+    argv += ["--dim", "20", "--n-samples", "10", "--sparsity", "2", "--no-verdict"]
     assert cli.main(argv + ["--out", str(tmp_path / "straight")]) == 0
     original, calls = _progress.Progress.update, {"sde": 0}
 
@@ -116,7 +117,6 @@ def test_killed_job_resumes_from_its_checkpoints(tmp_path, capsys, monkeypatch):
     resumed = json.loads((tmp_path / "killed" / "summary.json").read_text())
     straight = json.loads((tmp_path / "straight" / "summary.json").read_text())
     assert resumed["complete"] and resumed["results"] == straight["results"]
-    assert resumed["verdict"] == straight["verdict"]
     assert cli.main(["--resume", str(tmp_path / "none")]) == 2
 
 
