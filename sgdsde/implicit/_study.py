@@ -48,7 +48,9 @@ class PowerFit:
 class MethodStudy:
     """One simulator's distances, per regularizer and λ: ``total[R]``/``along[R]`` (L,), their bootstrap
     standard errors, the noise floor √Σ_j SE_j², the fits, and ``closer[i]`` (which R θ̄ is nearer at λ_i: a
-    regularizer's name, or "inconclusive" when the 95% band of d(¼tr) − d(tr-log) contains 0)."""
+    regularizer's name; "inconclusive" when the 95% band of d(¼tr) − d(tr-log) contains 0; "farther than
+    apart" when θ̄ is farther from both points than they are from each other, so that its own O(λ) offset
+    decides, REG-7)."""
 
     method: str
     total: dict[str, np.ndarray]
@@ -358,8 +360,14 @@ def _study_one(name, results, stars, projectors, lams, window, rng) -> MethodStu
     band = np.stack([np.nanpercentile(dboot, 2.5, axis=0), np.nanpercentile(dboot, 97.5, axis=0)], axis=1)
     closer = []
     for i in range(L):
+        q, tl = stars["R_quarter_trace"][i], stars["R_trace_log"][i]
+        apart = np.inf if q is None or tl is None else float(np.linalg.norm(q - tl))
         if not np.isfinite(diff[i]):
             closer.append("-")
+        elif min(total["R_quarter_trace"][i], total["R_trace_log"][i]) > apart:
+            # θ̄ is farther from both points than they are from each other: its O(λ) offset (REG-7), not the
+            # choice of R, decides which is nearer
+            closer.append("farther than apart")
         elif band[i, 0] > 0:
             closer.append("R_trace_log")
         elif band[i, 1] < 0:
