@@ -37,7 +37,7 @@ from ._observables import BUILTIN, check_observables, resolve
 from ._options import Ensemble, Output, Record
 from ._progress import Progress
 from ._results import EnsembleResult, RunningMoments, describe, package_versions
-from ._schedules import Clock, rates
+from ._schedules import BLOCK, Clock, DeviceSchedule, rates
 from ._validation import check_dtype, check_int_range
 
 
@@ -201,8 +201,8 @@ def _run_block_body(
     eta_axis=None,
 ):
     """Scan over records (the first steps ``starts``), each a scan over the record's ``calls`` stepper calls,
-    with the lr of each step (``etas``, records × calls) or one constant lr ``eta_const`` (no per-step array:
-    memory flat in the number of steps); events (resetting, first passage) act after every call.
+    with the lr of each step (``etas``, records × calls), or ``eta_const``: one constant lr or a
+    ``DeviceSchedule`` evaluated at each step (no per-step array: memory flat in the number of steps); events (resetting, first passage) act after every call.
 
     ``eta_axis`` given: ``stepper`` is a sweep group's (batched, shared) parts (``_Grid``); each step is
     vmapped over the grid (η_const batched along ``eta_axis``) and the statistics are taken point by point."""
@@ -235,7 +235,8 @@ def _run_block_body(
 
     def one_step_constant(state, _):
         inner, k = state
-        inner, _ = one_step(inner, (k, eta_const))
+        eta = eta_const(k) if isinstance(eta_const, DeviceSchedule) else eta_const
+        inner, _ = one_step(inner, (k, eta))
         return (inner, k + steps_per_call), None
 
     def one_record(state, xs):
@@ -310,23 +311,29 @@ def to_host(x) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
-def _block_records(n_records: int) -> int:
-    """Records per jitted call, ~20 progress updates: a divisor of n_records if one is at least half the target
-    (one compile), else the target itself with a shorter last block (two compiles; a prime count never
-    means one call per record)."""
+def _block_records(n_records: int, cap: int | None = None) -> int:
+    """Records per jitted call, ~20 progress updates (at most ``cap``): a divisor of n_records if one is at least
+    half the target (one compile), else the target itself with a shorter last block (two compiles; a prime
+    count never means one call per record)."""
     target = max(1, n_records // 20)
+    if cap is not None:
+        target = max(1, min(target, cap))
     best = max(r for r in range(1, target + 1) if n_records % r == 0)
     return best if 2 * best >= target else target
 
 
-def _record_plan(n_steps: int, every: int, per_block: int | None = None) -> list[tuple[int, int, int]]:
+def _record_plan(
+    n_steps: int, every: int, per_block: int | None = None, max_steps: int | None = None
+) -> list[tuple[int, int, int]]:
     """The jitted calls: (first record, records in the call, steps per record); whole intervals of ``every``
-    steps first (``per_block`` records per call: the checkpoint interval, else ~20 calls), then the shorter
-    last interval when ``every`` does not divide n_steps."""
+    steps first (``per_block`` records per call: the checkpoint interval, else ~20 calls of at most
+    ``max_steps`` steps where given: a schedule's per-step lr array stays that small), then the shorter last
+    interval when ``every`` does not divide n_steps."""
     n_full, tail = divmod(n_steps, every)
     plan = []
     if n_full:
-        per_block = _block_records(n_full) if per_block is None else per_block
+        cap = None if max_steps is None else max(1, max_steps // every)
+        per_block = _block_records(n_full, cap) if per_block is None else per_block
         plan = [(b, min(per_block, n_full - b), every) for b in range(0, n_full, per_block)]
     if tail:
         plan.append((n_full, 1, tail))
@@ -681,7 +688,7 @@ def run_plans(
             f"checkpoint_every={ckpt_every} must divide the number of whole record intervals, "
             f"{n_full} (n_steps={n_steps}, record.every={record_every})"
         )
-    plan = _record_plan(n_steps, record_every, ckpt_every)
+    plan = _record_plan(n_steps, record_every, ckpt_every, None if etas[0].constant else BLOCK)
     n_records = sum(n_rec for _, n_rec, _ in plan)
     record_steps = np.minimum(np.arange(n_records + 1) * record_every, n_steps)
     clocks = [Clock(e) for e in etas]  # t_k = Σ_{j<k} η_j, k = 0..n_steps, computed on demand
@@ -716,7 +723,7 @@ def run_plans(
             "methods": [p.method for p in plans],
             "data": [stepper_digest(p.stepper_for_chunk(1)) for p in plans],
             "theta0": digest(th0),
-            "lr": [e.value if e.constant else digest(e.array) for e in etas],
+            "lr": [_lr_fingerprint(e) for e in etas],
             "record": [n_saved, [k for k, _ in obs], record_every, plan],
             "events": [describe(e) for e in events],
             "processes": jax.process_count(),
@@ -807,6 +814,7 @@ def run_plans(
                 recs = [resumed[0]]
                 carry, ev_state, bad = _restore_state((carry, ev_state, bad), resumed[1])
                 first_block = start_block
+            schedule = None if etas[0].constant else etas[0].device_schedule(dtype)
             if G > 1:
                 eta_const = jnp.asarray([e.first for e in etas], dtype) if eta_batched else None
             for bi in range(first_block, len(plan)):
@@ -817,6 +825,8 @@ def run_plans(
                     block_etas = None
                     if not eta_batched:
                         eta_const = jnp.asarray(etas[0].first, dtype)
+                elif schedule is not None:
+                    block_etas, eta_const = None, schedule
                 else:
                     idx = starts[:, None] + np.arange(0, length, steps_per_call)[None, :]
                     block_etas, eta_const = jnp.asarray(etas[0].take(idx), dtype), None
@@ -881,6 +891,17 @@ def run_plans(
             warnings.warn(res.divergence_message(), RuntimeWarning, stacklevel=2)
         out.append(res if plans[g].finish is None else plans[g].finish(res))
     return out
+
+
+def _lr_fingerprint(etas) -> Any:
+    """What fixes a run's step sizes: the constant, the digest of a given array, or the schedule's
+    description with the clock it gives at its block starts (a schedule with the same text but other
+    values, e.g. a closure, then differs too)."""
+    if etas.constant:
+        return etas.value
+    if etas.array is not None:
+        return digest(etas.array)
+    return [describe(etas.fn), etas.rep, digest(etas.block_starts)]
 
 
 def _concat_records(recs: list) -> tuple:

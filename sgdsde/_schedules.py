@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -64,38 +65,77 @@ class CosineLR(eqx.Module):
 
 
 def learning_rates(lr: float | Schedule | Sequence[float], n_steps: int) -> np.ndarray:
-    """η_0 … η_{T−1} as a float64 array, validated: every η_k finite and ≥ 0, η_0 > 0."""
-    if isinstance(lr, StepDecayLR) and any(b >= n_steps for b in lr.boundaries):
-        raise ValueError(
-            f"boundaries: an anneal step must be < n_steps={n_steps} (within the run), got {list(lr.boundaries)}"
-        )
-    if callable(lr):
-        # a user's schedule gets integer steps and JAX's standard promotion (0.1 / (1 + k) is a float)
+    """η_0 … η_{T−1} as a float64 array (O(T): for the exact moment recursions), validated by ``rates``."""
+    return rates(lr, n_steps).take(np.arange(n_steps))
+
+
+BLOCK = 1 << 16  # steps of a schedule evaluated at once on the host (0.5 MB of float64)
+
+
+def _evaluate(lr, steps: np.ndarray) -> np.ndarray:
+    """A schedule's η at integer ``steps`` as float64 (a user's schedule gets JAX's standard promotion:
+    0.1 / (1 + k) is a float)."""
+    with jax.numpy_dtype_promotion("standard"):
+        out = np.asarray(lr(jnp.asarray(steps)), dtype=np.float64)
+    return out if out.shape == steps.shape else np.broadcast_to(out, steps.shape).astype(np.float64)
+
+
+class DeviceSchedule(eqx.Module):
+    """η_k = fn(k // rep)/rep evaluated inside the jitted scan, cast to ``dtype``: no per-step array at all,
+    and the same numbers as the host's evaluation (both are XLA's)."""
+
+    fn: Callable
+    rep: int = eqx.field(static=True)
+    dtype: Any = eqx.field(static=True)
+
+    def __call__(self, k):
         with jax.numpy_dtype_promotion("standard"):
-            etas = np.asarray(lr(jnp.arange(n_steps)), dtype=np.float64)
-        if etas.shape != (n_steps,):
-            etas = np.broadcast_to(etas, (n_steps,)).astype(np.float64)
-    elif np.ndim(lr) == 0:
-        etas = np.full(n_steps, check_positive("lr", lr))
-    else:
-        etas = np.asarray(lr, dtype=np.float64)
-        if etas.shape != (n_steps,):
-            raise ValueError(f"lr given as an array must have shape ({n_steps},), got {etas.shape}")
-    if not np.all(np.isfinite(etas)) or np.any(etas < 0) or etas[0] <= 0:
-        bad = int(np.argmax(~np.isfinite(etas) | (etas < 0))) if np.any(etas < 0) else 0
-        raise ValueError(
-            f"lr must be finite and > 0 (a schedule may decay to >= 0); step {bad} has {etas[bad]}"
-        )
-    return etas
+            eta = jnp.asarray(self.fn(k // self.rep))
+        eta = eta.astype(jnp.result_type(float))
+        return (eta if self.rep == 1 else eta / self.rep).astype(self.dtype)
 
 
 class Rates:
-    """η_0 … η_{T−1} of one run: a constant lr is kept as one number (host memory flat in T), a schedule or an
-    array as the validated float64 array (``learning_rates``)."""
+    """η_0 … η_{T−1} of one run, with host memory flat in T: a constant lr is one number; a schedule (any
+    callable of the step) is evaluated block by block where needed (validation, the clock at block starts:
+    O(T/65536) numbers kept); an lr array given by the user is kept as that array."""
 
-    def __init__(self, n_steps: int, value: float | None = None, array: np.ndarray | None = None):
-        self.n_steps, self.value, self.array = n_steps, value, array
-        self._clock: np.ndarray | None = None
+    def __init__(
+        self,
+        n_steps: int,
+        value: float | None = None,
+        array: np.ndarray | None = None,
+        fn: Callable | None = None,
+        repeat: int = 1,
+    ):
+        self.n_steps, self.value, self.array, self.fn, self.rep = n_steps, value, array, fn, repeat
+        self._max = self._uniform = None
+        self.block_starts: np.ndarray | None = None  # t at the first step of every block
+        if fn is not None or array is not None:
+            self._scan()
+
+    def _values(self, steps: np.ndarray) -> np.ndarray:
+        if self.array is not None:
+            return self.array[steps]
+        return _evaluate(self.fn, steps // self.rep) / self.rep
+
+    def _scan(self) -> None:
+        """One pass over the steps in blocks: validation (finite, ≥ 0, η₀ > 0), max, uniformity, and the
+        clock at each block's first step (sequential sums, as np.cumsum over all steps would give)."""
+        starts, t, peak, first, uniform = [0.0], 0.0, -np.inf, None, True
+        for lo in range(0, self.n_steps, BLOCK):
+            v = self._values(np.arange(lo, min(lo + BLOCK, self.n_steps)))
+            if not np.all(np.isfinite(v)) or np.any(v < 0) or (lo == 0 and v[0] <= 0):
+                bad = int(np.argmax(~np.isfinite(v) | (v < 0))) if np.any(~np.isfinite(v) | (v < 0)) else 0
+                raise ValueError(
+                    f"lr must be finite and > 0 (a schedule may decay to >= 0); step {lo + bad} has {v[bad]}"
+                )
+            first = v[0] if first is None else first
+            uniform = uniform and bool(np.all(v == first))
+            peak = max(peak, float(np.max(v)))
+            t = np.cumsum(np.concatenate([[t], v]))[-1]
+            starts.append(t)
+        self._max, self._uniform, self.block_starts = peak, uniform, np.asarray(starts)
 
     @property
     def constant(self) -> bool:
@@ -103,35 +143,60 @@ class Rates:
 
     @property
     def uniform(self) -> bool:
-        """Whether every η_k is the same (a constant lr, or an array of equal entries)."""
-        return self.constant or bool(np.all(self.array == self.array[0]))
+        """Whether every η_k is the same (a constant lr, or a schedule or array of equal entries)."""
+        return self.constant or self._uniform
 
     @property
     def first(self) -> float:
-        return self.value if self.constant else float(self.array[0])
+        return self.value if self.constant else float(self._values(np.zeros(1, np.int64))[0])
 
     def max(self) -> float:
-        return self.value if self.constant else float(np.max(self.array))
+        return self.value if self.constant else self._max
 
     def take(self, steps) -> np.ndarray:
         """η_k at the step indices ``steps`` (any shape)."""
-        steps = np.asarray(steps)
-        return np.full(steps.shape, self.value) if self.constant else self.array[steps]
-
-    def times(self, steps) -> np.ndarray:
-        """$t_k = \\sum_{j<k}\\eta_j$ at the step indices ``steps`` (0 ≤ k ≤ T): k·η for a constant lr."""
         steps = np.asarray(steps, np.int64)
         if self.constant:
+            return np.full(steps.shape, self.value)
+        return self._values(steps.reshape(-1)).reshape(steps.shape)
+
+    def times(self, steps) -> np.ndarray:
+        """$t_k = \\sum_{j<k}\\eta_j$ at the step indices ``steps`` (0 ≤ k ≤ T, negative from the end): k·η for a
+        constant lr, else each block holding a query is evaluated once and summed on from its start."""
+        steps = np.asarray(steps, np.int64)
+        steps = np.where(steps < 0, steps + self.n_steps + 1, steps)
+        if self.constant:
             return steps * self.value
-        if self._clock is None:
-            self._clock = np.concatenate([[0.0], np.cumsum(self.array)])
-        return self._clock[steps]
+        out = np.empty(steps.shape)
+        flat, res = steps.reshape(-1), out.reshape(-1)
+        blocks = np.minimum(flat // BLOCK, len(self.block_starts) - 1)
+        for b in np.unique(blocks):
+            lo = int(b) * BLOCK
+            v = self._values(np.arange(lo, min(lo + BLOCK, self.n_steps)))
+            clock = np.cumsum(np.concatenate([[self.block_starts[b]], v]))
+            mine = blocks == b
+            res[mine] = clock[flat[mine] - lo]
+        return out
+
+    def device_schedule(self, dtype) -> DeviceSchedule | None:
+        """The schedule as a ``DeviceSchedule`` when JAX can trace it on a scalar step, else None (the engine
+        then passes per-step arrays, 8 B per step of a jitted call)."""
+        if self.fn is None:
+            return None
+        sched = DeviceSchedule(self.fn, self.rep, np.dtype(dtype))
+        try:
+            out = jax.eval_shape(sched, jax.ShapeDtypeStruct((), jnp.int32))
+        except Exception:  # noqa: BLE001 (any failure to trace means: evaluate on the host)
+            return None
+        return sched if out.shape == () else None
 
     def repeat(self, l: int) -> Rates:  # noqa: E741
         """Each η_k/l taken l times (SVAG's steps)."""
         if self.constant:
             return Rates(self.n_steps * l, value=self.value / l)
-        return Rates(self.n_steps * l, array=np.repeat(self.array / l, l))
+        if self.array is not None:
+            return Rates(self.n_steps * l, array=np.repeat(self.array / l, l))
+        return Rates(self.n_steps * l, fn=self.fn, repeat=self.rep * l)
 
 
 class Clock:
@@ -154,4 +219,13 @@ def rates(lr, n_steps: int) -> Rates:
         lr = lr.lr
     if not callable(lr) and np.ndim(lr) == 0:
         return Rates(n_steps, value=check_positive("lr", lr))
-    return Rates(n_steps, array=learning_rates(lr, n_steps))
+    if callable(lr):
+        if isinstance(lr, StepDecayLR) and any(b >= n_steps for b in lr.boundaries):
+            raise ValueError(
+                f"boundaries: an anneal step must be < n_steps={n_steps} (within the run), got {list(lr.boundaries)}"
+            )
+        return Rates(n_steps, fn=lr)
+    etas = np.asarray(lr, dtype=np.float64)
+    if etas.shape != (n_steps,):
+        raise ValueError(f"lr given as an array must have shape ({n_steps},), got {etas.shape}")
+    return Rates(n_steps, array=etas)

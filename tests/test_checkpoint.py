@@ -244,3 +244,39 @@ def test_interrupted_sweep_resumes_bit_for_bit(tmp_path, monkeypatch):
     for a, b in zip(reference.results, resumed.results, strict=True):
         _assert_same(a, b)
     assert sd.EnsembleResult.load(str(tmp_path / "cut") + ".point3").n_paths == 6
+
+
+def test_a_schedule_resumes_and_another_schedule_is_refused(tmp_path, monkeypatch):
+    """A step-decay run (the schedule evaluated inside the scan) resumes bit for bit; the same checkpoint
+    with another boundary is refused by its lr fingerprint."""
+    problem = _problem()
+
+    def run(prefix, boundary=20, **output):
+        return sd.simulate_sgd(
+            problem,
+            sd.LabelNoise(1.0, 2),
+            problem.model.init(),
+            lr=sd.StepDecayLR(0.08, [boundary], 0.25),
+            n_steps=40,
+            key=3,
+            ensemble=sd.Ensemble(n_paths=4),
+            record=sd.Record(every=5, n_saved_paths=4),
+            output=sd.Output(save_to=str(prefix), checkpoint_every=2, **output),
+        )
+
+    reference = run(tmp_path / "ref")
+    original = _progress.Progress.update
+
+    def interrupt(self, done):
+        if done >= 20 * 4:
+            raise KeyboardInterrupt
+        original(self, done)
+
+    monkeypatch.setattr(_progress.Progress, "update", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "cut", progress=True)
+    monkeypatch.setattr(_progress.Progress, "update", original)
+    with pytest.raises(ValueError, match="another run: .*lr"):
+        run(tmp_path / "cut", boundary=30, resume=True)
+    _assert_same(reference, run(tmp_path / "cut", resume=True))
+    np.testing.assert_allclose(reference.times[-1], 20 * 0.08 + 20 * 0.02, rtol=1e-15)
