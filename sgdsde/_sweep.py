@@ -184,7 +184,12 @@ def sweep(
         for i in members:
             point = points[i]
             fields = {k: v for k, v in point.items() if k != "lr"}
-            noise_i = dataclasses.replace(noise, **fields) if fields else noise
+            try:
+                noise_i = dataclasses.replace(noise, **fields) if fields else noise
+            except TypeError:
+                raise ValueError(
+                    f"grid: {type(noise).__name__} has no field among {sorted(fields)} to sweep"
+                ) from None
             label = (
                 (output.label or simulate.__name__.removeprefix("simulate_"))
                 + "["

@@ -119,6 +119,20 @@ def test_bad_grids_are_refused_by_name(grid, extra, match):
         sd.sweep(sd.simulate_sgd, problem, sd.LabelNoise(1.0), problem.model.init(), grid=grid, **kw)
 
 
+def test_batch_size_of_a_noise_without_one_is_refused():
+    problem = _problem()
+    with pytest.raises(ValueError, match="grid: SphericalGaussianNoise has no field among"):
+        sd.sweep(
+            sd.simulate_sgd,
+            problem,
+            sd.SphericalGaussianNoise(0.1),
+            problem.model.init(),
+            grid={"batch_size": [2]},
+            lr=0.05,
+            **KW,
+        )
+
+
 def test_sweep_needs_a_simulator_and_an_lr():
     problem = _problem()
     with pytest.raises(ValueError, match="simulate must be"):
