@@ -183,7 +183,11 @@ class Rates:
         then passes per-step arrays, 8 B per step of a jitted call)."""
         if self.fn is None:
             return None
-        sched = DeviceSchedule(self.fn, self.rep, np.dtype(dtype))
+        fn = self.fn
+        if isinstance(fn, (ConstantLR, StepDecayLR, CosineLR)):
+            # their numbers as array leaves: another lr, boundary or factor reuses the compiled program
+            fn = jax.tree.map(lambda x: jnp.asarray(x) if isinstance(x, (int, float)) else x, fn)
+        sched = DeviceSchedule(fn, self.rep, np.dtype(dtype))
         try:
             out = jax.eval_shape(sched, jax.ShapeDtypeStruct((), jnp.int32))
         except Exception:  # noqa: BLE001 (any failure to trace means: evaluate on the host)
