@@ -160,7 +160,7 @@ def gap(small, large, name="test_error_P") -> tuple[float, float]:
 
 def run(quick: bool = False, out: str = "fig_large_lr.png", seed: int = 0) -> dict:
     toy = Toy(seed=seed)
-    n_steps, n_paths = (2000, 4) if quick else (8000, 8)
+    n_steps, n_paths = (1000, 4) if quick else (8000, 8)
     k0 = n_steps // 2
     eta2, eta1, sigma = 0.05, 0.5, 1.0
     base = dict(eta2=eta2, k0=k0, n_steps=n_steps, n_paths=n_paths, seed=seed)
@@ -210,7 +210,7 @@ def run(quick: bool = False, out: str = "fig_large_lr.png", seed: int = 0) -> di
             )
 
     # phase diagram over (η₁, k₀) for SGD and the SDE
-    etas = [0.05, 0.2, 0.5] if quick else [0.05, 0.1, 0.2, 0.5, 1.0]
+    etas = [0.05, 0.5] if quick else [0.05, 0.1, 0.2, 0.5, 1.0]
     k0s = [k0] if quick else [n_steps // 8, n_steps // 4, n_steps // 2]
     phase = {"SGD": np.zeros((len(etas), len(k0s))), "SDE": np.zeros((len(etas), len(k0s)))}
     first_p = {"SGD": np.zeros((len(etas), len(k0s)), bool), "SDE": np.zeros((len(etas), len(k0s)), bool)}

@@ -175,7 +175,7 @@ def main(quick: bool, out: str, seed: int) -> None:
     # (b) Monte Carlo: SGD on the (η, B) grid and the SDE, against the exact integral
     kappas = (1, 2) if quick else KAPPAS
     wells = ("sharp",) if quick else ("flat", "sharp")
-    n_sgd, n_sde = (300, 200) if quick else (2000, 1000)
+    n_sgd, n_sde = (150, 100) if quick else (2000, 1000)
     print(
         f"\n(b) Monte Carlo escape times (SGD {n_sgd} paths, SDE {n_sde}; z against the exact SDE integral)"
     )

@@ -48,7 +48,7 @@ def run(
     )
     theta_gd = gd.paths[-1, 0]
     noise = sgdsde.LabelNoise(np.sqrt(c * n))  # full batch: c = σ²/B
-    n_paths, n_steps = (8, 4000) if quick else (32, 20000)
+    n_paths, n_steps = (8, 2000) if quick else (32, 20000)
     trg = {"trG": lambda q, th: jnp.sum(q.output_gradients(th) ** 2) / q.n_data}
     kw = dict(
         lr=eta,
