@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
+import inspect
 import math
 import os
 import warnings
@@ -547,6 +549,20 @@ def run_ensemble(stepper_for_chunk, **kwargs) -> EnsembleResult:
 
 def run_plan(plan: RunPlan) -> EnsembleResult:
     return run_plans([plan])[0]
+
+
+def simulator(plan: Callable[..., RunPlan]) -> Callable[..., EnsembleResult]:
+    """The public simulator of a planning function ``plan_x``: ``simulate_x`` with its signature and
+    docstring, running the plan; ``simulate_x.plan`` is ``plan_x`` (what a sweep batches)."""
+
+    @functools.wraps(plan)
+    def simulate(*args, **kwargs) -> EnsembleResult:
+        return run_plan(plan(*args, **kwargs))
+
+    simulate.__name__ = simulate.__qualname__ = plan.__name__.replace("plan_", "simulate_")
+    simulate.__signature__ = inspect.signature(plan).replace(return_annotation=EnsembleResult)
+    simulate.plan = plan
+    return simulate
 
 
 _SHARED = (

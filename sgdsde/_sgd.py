@@ -10,14 +10,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._ensemble import AbstractStepper, RunPlan, chunk_keys, run_plan, to_key
+from ._ensemble import AbstractStepper, RunPlan, chunk_keys, simulator, to_key
 from ._events import event_config, run_events
 from ._first_passage import FirstPassage
 from ._noise import AbstractGradientNoise, NoNoise
 from ._options import Ensemble, Output, Record, check_options
 from ._problem import Problem
 from ._resetting import Resetting
-from ._results import EnsembleResult, describe
+from ._results import describe
 from ._schedules import rates
 from ._validation import check_int_range
 
@@ -66,7 +66,7 @@ class SGDStepper(AbstractStepper):
         return theta, carry[1]
 
 
-def simulate_sgd(
+def plan_sgd(
     problem: Problem,
     noise: AbstractGradientNoise | None,
     theta0,
@@ -79,7 +79,7 @@ def simulate_sgd(
     output: Output = Output(),
     resetting: Resetting | None = None,
     first_passage: FirstPassage | None = None,
-) -> EnsembleResult:
+) -> RunPlan:
     """Simulate N independent runs of discrete SGD as one jitted scan.
 
     $\\theta_{k+1} = \\theta_k - \\eta_k \\tilde g(\\theta_k)$ with $\\tilde g$ drawn by ``noise`` (None: GD).
@@ -102,39 +102,10 @@ def simulate_sgd(
 
     Returns:
         EnsembleResult on the time grid $t_k = \\sum_{j<k}\\eta_j$ (theory/sgd.md, SGD-1).
+
+    ``plan_sgd`` validates and returns the engine's RunPlan (what a sweep batches); ``simulate_sgd``
+    runs it.
     """
-    return run_plan(
-        plan_sgd(
-            problem,
-            noise,
-            theta0,
-            lr=lr,
-            n_steps=n_steps,
-            key=key,
-            ensemble=ensemble,
-            record=record,
-            output=output,
-            resetting=resetting,
-            first_passage=first_passage,
-        )
-    )
-
-
-def plan_sgd(
-    problem: Problem,
-    noise: AbstractGradientNoise | None,
-    theta0,
-    *,
-    lr,
-    n_steps: int,
-    key,
-    ensemble: Ensemble = Ensemble(),
-    record: Record = Record(),
-    output: Output = Output(),
-    resetting: Resetting | None = None,
-    first_passage: FirstPassage | None = None,
-) -> RunPlan:
-    """simulate_sgd's arguments, validated, as the engine's RunPlan (what a sweep batches)."""
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a sgdsde.Problem, got {type(problem).__name__}")
     noise = NoNoise() if noise is None else noise
@@ -172,6 +143,9 @@ def plan_sgd(
         config=config,
         events=events,
     )
+
+
+simulate_sgd = simulator(plan_sgd)
 
 
 def replay_draws(

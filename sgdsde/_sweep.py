@@ -21,11 +21,11 @@ from ._ensemble import run_plans
 from ._noise import AbstractGradientNoise, NoNoise
 from ._options import Output
 from ._results import EnsembleResult
-from ._sde.simulate import plan_sde, simulate_sde
-from ._sde.svag import plan_svag, simulate_svag
-from ._sgd import plan_sgd, simulate_sgd
+from ._sde.simulate import simulate_sde
+from ._sde.svag import simulate_svag
+from ._sgd import simulate_sgd
 
-PLANNERS = {simulate_sgd: plan_sgd, simulate_sde: plan_sde, simulate_svag: plan_svag}
+SIMULATORS = (simulate_sgd, simulate_sde, simulate_svag)
 GROUP_KEYS = ("batch_size",)  # hyperparameters that change shapes: one compiled program per value
 
 
@@ -158,7 +158,7 @@ def sweep(
             batch-size group j to ``{save_to}.group{j}.ckpt.npz``; progress and resume as for one run.
         **options: the simulator's other keyword arguments (n_steps, key, ensemble, record, ...).
     """
-    if simulate not in PLANNERS:
+    if simulate not in SIMULATORS:
         raise ValueError(
             "simulate must be sgdsde.simulate_sgd, simulate_sde or simulate_svag, got "
             f"{getattr(simulate, '__name__', simulate)!r}"
@@ -174,7 +174,7 @@ def sweep(
     if not isinstance(output, Output):
         raise ValueError(f"output must be a sgdsde.Output(...), got {type(output).__name__}")
     points = [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
-    planner = PLANNERS[simulate]
+    planner = simulate.plan
     groups: dict[tuple, list[int]] = {}
     for i, point in enumerate(points):
         groups.setdefault(tuple(point.get(k) for k in GROUP_KEYS), []).append(i)

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 
-from .._ensemble import AbstractStepper, RunPlan, check_theta0, run_plan
+from .._ensemble import AbstractStepper, RunPlan, check_theta0, simulator
 from .._events import event_config, run_events
 from .._first_passage import FirstPassage
 from .._noise import AbstractGradientNoise
@@ -206,7 +206,7 @@ def _check_declared_noise(sde: AbstractSDE, theta0: np.ndarray, eta: float) -> N
         )
 
 
-def simulate_sde(
+def plan_sde(
     problem,
     noise: AbstractGradientNoise | None = None,
     theta0=None,
@@ -223,7 +223,7 @@ def simulate_sde(
     output: Output = Output(),
     resetting: Resetting | None = None,
     first_passage: FirstPassage | None = None,
-) -> EnsembleResult:
+) -> RunPlan:
     """Simulate N paths of SGD's SDE on SGD's clock, as one jitted scan (same engine and result as
     simulate_sgd).
 
@@ -261,47 +261,10 @@ def simulate_sde(
 
     Returns:
         EnsembleResult on the same time grid as simulate_sgd with the same lr, n_steps and record.every.
+
+    ``plan_sde`` validates and returns the engine's RunPlan (what a sweep batches); ``simulate_sde``
+    runs it.
     """
-    return run_plan(
-        plan_sde(
-            problem,
-            noise,
-            theta0,
-            lr=lr,
-            n_steps=n_steps,
-            key=key,
-            order=order,
-            solver=solver,
-            stepping=stepping,
-            increments=increments,
-            ensemble=ensemble,
-            record=record,
-            output=output,
-            resetting=resetting,
-            first_passage=first_passage,
-        )
-    )
-
-
-def plan_sde(
-    problem,
-    noise: AbstractGradientNoise | None = None,
-    theta0=None,
-    *,
-    lr,
-    n_steps: int,
-    key,
-    order: int = 1,
-    solver=None,
-    stepping: AbstractStepping = Fixed(),
-    increments: AbstractIncrements | None = None,
-    ensemble: Ensemble = Ensemble(),
-    record: Record = Record(),
-    output: Output = Output(),
-    resetting: Resetting | None = None,
-    first_passage: FirstPassage | None = None,
-) -> RunPlan:
-    """simulate_sde's arguments, validated, as the engine's RunPlan (what a sweep batches)."""
     if isinstance(problem, AbstractSDE):
         if noise is not None:
             raise ValueError(
@@ -447,3 +410,6 @@ def _warn_failed_solves(result: EnsembleResult, max_steps) -> EnsembleResult:
             stacklevel=2,
         )
     return result
+
+
+simulate_sde = simulator(plan_sde)

@@ -7,14 +7,14 @@ import math
 import jax
 import jax.numpy as jnp
 
-from .._ensemble import AbstractStepper, RunPlan, check_steps, run_plan
+from .._ensemble import AbstractStepper, RunPlan, check_steps, simulator
 from .._events import event_config, run_events
 from .._first_passage import FirstPassage
 from .._noise import AbstractGradientNoise, NoNoise
 from .._options import Ensemble, Output, Record, check_options
 from .._problem import Problem
 from .._resetting import Resetting
-from .._results import EnsembleResult, describe
+from .._results import describe
 from .._schedules import rates
 from .._validation import check_int_range
 
@@ -64,7 +64,7 @@ class SVAGStepper(AbstractStepper):
         return theta, carry[1]
 
 
-def simulate_svag(
+def plan_svag(
     problem: Problem,
     noise: AbstractGradientNoise | None,
     theta0,
@@ -78,7 +78,7 @@ def simulate_svag(
     output: Output = Output(),
     resetting: Resetting | None = None,
     first_passage: FirstPassage | None = None,
-) -> EnsembleResult:
+) -> RunPlan:
     """SVAG with parameter l: l steps of size η_k/l per SGD step k, gradient $a\\tilde g_1 + c\\tilde g_2$.
 
     Each SVAG step has drift $(\\eta/l)\\nabla L$ and noise covariance $(\\eta/l)\\,\\eta\\Sigma$: the SDE's
@@ -95,41 +95,10 @@ def simulate_svag(
         key, ensemble, output: as in simulate_sgd.
         resetting, first_passage: as in simulate_sgd, per SVAG step (reset probability rate·η_k/l); steps
             are reported in SGD steps (rounded up).
+
+    ``plan_svag`` validates and returns the engine's RunPlan (what a sweep batches); ``simulate_svag``
+    runs it.
     """
-    return run_plan(
-        plan_svag(
-            problem,
-            noise,
-            theta0,
-            lr=lr,
-            l=l,
-            n_steps=n_steps,
-            key=key,
-            ensemble=ensemble,
-            record=record,
-            output=output,
-            resetting=resetting,
-            first_passage=first_passage,
-        )
-    )
-
-
-def plan_svag(
-    problem: Problem,
-    noise: AbstractGradientNoise | None,
-    theta0,
-    *,
-    lr,
-    l: int,  # noqa: E741 (the paper's name)
-    n_steps: int,
-    key,
-    ensemble: Ensemble = Ensemble(),
-    record: Record = Record(),
-    output: Output = Output(),
-    resetting: Resetting | None = None,
-    first_passage: FirstPassage | None = None,
-) -> RunPlan:
-    """simulate_svag's arguments, validated, as the engine's RunPlan (what a sweep batches)."""
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a sgdsde.Problem, got {type(problem).__name__}")
     noise = NoNoise() if noise is None else noise
@@ -163,3 +132,6 @@ def plan_svag(
         step_unit=l,
         events=events,
     )
+
+
+simulate_svag = simulator(plan_svag)
