@@ -69,20 +69,16 @@ class SweepResult:
     def to_xarray(self):
         """An xarray.Dataset with one dimension per grid name plus ``step``: the mean and standard error of
         each observable over the run (needs xarray)."""
-        import xarray as xr
+        try:
+            import xarray as xr
+        except ImportError:
+            raise ImportError("to_xarray needs xarray (pip install xarray)") from None
 
         r0 = self.results[0]
         data = {}
         for name in r0.observables:
             mean = np.stack([r.mean[name] for r in self.results])
-            se = np.stack(
-                [
-                    np.sqrt(
-                        r.var[name] / np.maximum(r.count, 1).reshape((-1,) + (1,) * (r.mean[name].ndim - 1))
-                    )
-                    for r in self.results
-                ]
-            )
+            se = np.stack([r.stderr(name) for r in self.results])
             extra = tuple(f"{name}_dim{i}" for i in range(mean.ndim - 2))
             dims = (*self.axes, "step", *extra)
             data[f"{name}_mean"] = (dims, mean.reshape(self.shape + mean.shape[1:]))
