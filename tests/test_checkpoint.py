@@ -49,31 +49,42 @@ def _assert_same(a, b):
     assert a.complete and b.complete and a.n_paths == b.n_paths
 
 
-@pytest.mark.parametrize("stop_after", [1, 3, 5])
-def test_interrupted_run_resumes_bit_for_bit(tmp_path, monkeypatch, stop_after):
-    """Ctrl-C after the ``stop_after``-th block (inside chunk 0, at its end, inside chunk 1) leaves a
-    checkpoint; resume=True continues it to exactly the uninterrupted run's numbers."""
-    reference = _run(tmp_path / "ref")
-    calls = {"n": 0}
+def _interrupted(monkeypatch, run, when):
+    """``run()`` with Ctrl-C raised at the first progress update where ``when(calls, done)`` holds: (what it
+    returned, its warnings), or (None, []) when the interrupt came before any chunk finished."""
     original = _progress.Progress.update
+    calls = {"n": 0}
 
-    def interrupt(self, done):
+    def update(self, done):
         calls["n"] += 1
-        if calls["n"] == stop_after:
+        if when(calls["n"], done):
             raise KeyboardInterrupt
         original(self, done)
 
-    monkeypatch.setattr(_progress.Progress, "update", interrupt)
+    monkeypatch.setattr(_progress.Progress, "update", update)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            return run(), caught
+    except KeyboardInterrupt:
+        return None, []
+    finally:
+        monkeypatch.setattr(_progress.Progress, "update", original)
+
+
+@pytest.mark.parametrize("stop_after", [1, 4, 5])
+def test_interrupted_run_resumes_bit_for_bit(tmp_path, monkeypatch, stop_after):
+    """Ctrl-C after the ``stop_after``-th block of 4 per chunk (inside chunk 0; after its last block, before
+    the chunk is added up; inside chunk 1) leaves a checkpoint; resume=True continues it to exactly the
+    uninterrupted run's numbers."""
+    reference = _run(tmp_path / "ref")
     prefix = tmp_path / "run"
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            partial = _run(prefix, progress=True)
-            assert not partial.complete  # a finished chunk came back, the rest is in the checkpoint
-            assert "interrupted; returning the 3 finished paths" in str(caught[0].message)
-        except KeyboardInterrupt:
-            pass  # interrupted before the first chunk finished: only the checkpoint remains
-    monkeypatch.setattr(_progress.Progress, "update", original)
+    partial, caught = _interrupted(
+        monkeypatch, lambda: _run(prefix, progress=True), lambda n, _: n == stop_after
+    )
+    if partial is not None:  # a finished chunk came back, the rest is in the checkpoint
+        assert not partial.complete
+        assert "interrupted; returning the 3 finished paths" in str(caught[0].message)
     assert os.path.isfile(str(prefix) + ".ckpt.npz")
     _assert_same(reference, _run(prefix, resume=True))
     # resuming a finished run returns it as it is
@@ -226,19 +237,10 @@ def test_interrupted_sweep_resumes_bit_for_bit(tmp_path, monkeypatch):
         )
 
     reference = run(tmp_path / "ref")
-    original = _progress.Progress.update
-    calls = {"n": 0}
-
-    def interrupt(self, done):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        original(self, done)
-
-    monkeypatch.setattr(_progress.Progress, "update", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "cut", progress=True)
-    monkeypatch.setattr(_progress.Progress, "update", original)
+    assert (
+        _interrupted(monkeypatch, lambda: run(tmp_path / "cut", progress=True), lambda n, _: n == 2)[0]
+        is None
+    )
     assert os.path.isfile(str(tmp_path / "cut") + ".group0.ckpt.npz")
     resumed = run(tmp_path / "cut", resume=True)
     for a, b in zip(reference.results, resumed.results, strict=True):
@@ -265,17 +267,10 @@ def test_a_schedule_resumes_and_another_schedule_is_refused(tmp_path, monkeypatc
         )
 
     reference = run(tmp_path / "ref")
-    original = _progress.Progress.update
-
-    def interrupt(self, done):
-        if done >= 20 * 4:
-            raise KeyboardInterrupt
-        original(self, done)
-
-    monkeypatch.setattr(_progress.Progress, "update", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        run(tmp_path / "cut", progress=True)
-    monkeypatch.setattr(_progress.Progress, "update", original)
+    cut = _interrupted(
+        monkeypatch, lambda: run(tmp_path / "cut", progress=True), lambda _, done: done >= 20 * 4
+    )
+    assert cut[0] is None
     with pytest.raises(ValueError, match="another run: .*lr"):
         run(tmp_path / "cut", boundary=30, resume=True)
     _assert_same(reference, run(tmp_path / "cut", resume=True))
