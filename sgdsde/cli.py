@@ -249,12 +249,14 @@ def run_sweep(progress: bool = True, **kwargs):
         dtype=np.dtype(cfg["dtype"]),
         progress=progress,
     )
-    from sgdsde._results import _jsonable, package_versions
+    from sgdsde._results import _atomic_write, _jsonable, package_versions
 
     record = {"config": cfg, "versions": package_versions(), "study": study.to_dict()}
-    with open(os.path.join(cfg["out"], "sweep.json.tmp"), "w") as f:
-        json.dump(record, f, indent=2, default=_jsonable)
-    os.replace(os.path.join(cfg["out"], "sweep.json.tmp"), os.path.join(cfg["out"], "sweep.json"))
+    _atomic_write(
+        os.path.join(cfg["out"], "sweep.json"),
+        lambda f: json.dump(record, f, indent=2, default=_jsonable),
+        binary=False,
+    )
     _sweep_figure(study, os.path.join(cfg["out"], "sweep.png"))
     return study
 

@@ -22,6 +22,7 @@ from .._validation import check_int_range, check_positive
 from ._common import float64_problem, render_table
 from ._flow import project_to_zero_loss
 from ._prediction import Prediction, predict
+from ._verdict import _window
 
 REGULARIZERS = ("R_quarter_trace", "R_trace_log")
 N_BOOT = 2000
@@ -148,8 +149,7 @@ def _time_averages(result, window: float, halves: bool = False):
     dropped; ``halves``: also those over the window's first and second halves."""
     if result.paths is None or result.paths.shape[1] != result.n_paths:
         raise ValueError("convergence_study needs every path saved (record.n_saved_paths = n_paths)")
-    n_rec = len(result.steps)
-    start = min(n_rec - 1, int(np.floor((n_rec - 1) * (1 - window))))
+    start, _ = _window(result, (window, None))
     win = result.paths[start:]
     ok = np.all(np.isfinite(win.mean(axis=0)), axis=1)
     if not halves:
@@ -300,8 +300,7 @@ def _observable_distances(study: MethodStudy, problem, results, stars, g, window
     study.observable, study.observable_se = {}, {}
     per_lam = []
     for r in results:
-        n_rec = len(r.steps)
-        start = min(n_rec - 1, int(np.floor((n_rec - 1) * (1 - window))))
+        start, _ = _window(r, (window, None))
         vals = np.asarray(gv(jnp.asarray(r.paths[start:], jnp.float64))).mean(axis=0)
         per_lam.append(vals[np.isfinite(vals)])
     for reg in REGULARIZERS:
