@@ -160,9 +160,9 @@ def test_label_flip_draws_monte_carlo():
 @pytest.mark.parametrize("name", sorted(CLASSIFICATION_PROBLEMS))
 def test_classification_runs_through_sgd_sde_and_derive_sme(name):
     """Logistic and cross-entropy problems with label flips run through simulate_sgd and simulate_sde (finite,
-    the loss recorded), and the SME's drift on the derivative back end of the symbolic layer (sympy for the
-    one-output logistic model, autodiff kernels for the K-output head, as ``reason`` says) equals the autodiff
-    SME's, orders 1 and 2. [theory: SME-6, LOSS-1, LOSS-6]"""
+    the loss recorded), and the SME's drift and diffusion factor on the derivative back end of the symbolic
+    layer (sympy, for the one-output logistic model and the K-output cross-entropy head alike) equal the
+    autodiff SME's, orders 1 and 2. [theory: SME-6, LOSS-1, LOSS-6, LOSS-7]"""
     problem = CLASSIFICATION_PROBLEMS[name]()
     noise = sd.LabelFlipNoise(0.2, 2, "with_replacement")
     th0 = problem.model.init(jax.random.key(0)).astype(jnp.float64)
@@ -173,7 +173,7 @@ def test_classification_runs_through_sgd_sde_and_derive_sme(name):
         numeric, derived = sd.SME(problem, noise, order), sy.derive_sme(problem, noise, order)
         close(derived.drift(th0, 0.05), numeric.drift(th0, 0.05))
         close(derived.factor(th0), numeric.factor(th0))
-    assert derived.is_symbolic == (problem.model.n_outputs == 1), derived.reason
+    assert derived.is_symbolic, derived.reason
 
 
 @pytest.mark.parametrize(
@@ -243,3 +243,94 @@ def test_symbolic_kernels_of_a_general_loss_match_autodiff(model_name):
         if name == "output":
             continue
         close(sym.mean(name, theta, X, y, v), num.mean(name, theta, X, y, v), tol=1e-10)
+
+
+def _k_output_models():
+    return {
+        "two_layer_tanh_k3": sd.TwoLayerNetwork(2, 2, "tanh", n_outputs=3),
+        "two_layer_relu_k2": sd.TwoLayerNetwork(3, 2, "relu", n_outputs=2),
+        "expression_k3": sy.SymbolicModel(
+            ["a*x + b**2*z", "sin(a*b)*x", "a*b*z"], ["a", "b"], ["x", "z"]
+        ).to_model(),
+    }
+
+
+@pytest.mark.parametrize("model_name", sorted(_k_output_models()))
+def test_symbolic_kernels_of_a_k_output_cross_entropy_match_autodiff(model_name):
+    """For K-output models under cross-entropy, every per-example kernel sympy assembles from the loss's
+    ∂ℓ, ∂²ℓ, ∂³ℓ in the K logits (derived from ℓ's sympy form with a one-hot label) and the units' derivatives
+    of each output equals the autodiff kernel of ℓ∘f, averaged over the data; the outputs and the (d × K)
+    Jacobian too. Rounding only (float64): tolerance 1e-10. [theory: LOSS-7]"""
+    from sgdsde.symbolic._kernels import KERNELS, NumericKernels
+
+    model = _k_output_models()[model_name]
+    K = model.n_outputs
+    rng = np.random.default_rng(1)
+    X = jnp.asarray(rng.normal(size=(5, model.input_dim)))
+    y = jnp.asarray(np.arange(5) % K, dtype=jnp.int32)
+    theta = 0.6 * jax.random.normal(jax.random.key(2), (model.n_params,), jnp.float64)
+    v = jnp.sin(jnp.arange(model.n_params, dtype=jnp.float64))
+    sym = sy.kernels(model, loss=sd.CrossEntropyLoss())
+    num = NumericKernels(model, loss=sd.CrossEntropyLoss())
+    assert sym.is_symbolic, sym.reason
+    out = jax.vmap(sym.function("output"), in_axes=(None, 0))(theta, X)
+    assert out.shape == (5, K)
+    close(out, jax.vmap(model.output, in_axes=(None, 0))(theta, X))
+    for name in KERNELS:
+        if name != "output":
+            close(sym.mean(name, theta, X, y, v), num.mean(name, theta, X, y, v), tol=1e-10)
+    # a shift-invariant loss is evaluated at f − max f: huge logits give finite derivatives
+    huge = jnp.asarray([800.0, -5.0] + [0.0] * (K - 2))
+    derivs = sym.loss_derivatives()(huge, jax.nn.one_hot(1, K, dtype=jnp.float64))
+    assert all(bool(jnp.all(jnp.isfinite(d))) for d in derivs)
+    close(derivs[1], sd.CrossEntropyLoss().grad_f(huge, 1))
+
+
+def test_k_output_symbolic_models_are_checked():
+    """A K-output SymbolicModel needs K >= 2 expressions; units whose output blocks overlap are refused; the
+    K-output two-layer head's symbolic f equals the numeric model's; a K-output model has no default (squared)
+    loss. [theory: LOSS-7]"""
+    with pytest.raises(ValueError, match="K >= 2 expressions"):
+        sy.SymbolicModel(["a*x"], ["a"], ["x"])
+    sm = sy.SymbolicModel(["a*x", "b*x"], ["a", "b"], ["x"])
+    assert sm.n_outputs == 2 and sm.to_model().n_outputs == 2
+    U = sm.units
+    bad = sy.Units(
+        U.expr, U.params, U.inputs, U.constants, ((0, 0), (0, 1)), U.input_index, U.constant_values, (0, 1)
+    )
+    with pytest.raises(ValueError, match="disjoint"):
+        sy.SymbolicModel(["a*x", "b*x"], ["a", "b"], ["x"], units=bad)
+    with pytest.raises(ValueError, match="K-class loss"):
+        sy.kernels(sd.TwoLayerNetwork(2, 2, n_outputs=3))
+    with pytest.raises(ValueError, match="no default loss"):
+        _ = sm.loss
+    model = sd.TwoLayerNetwork(2, 3, "sigmoid", n_outputs=2)
+    th = model.init(jax.random.key(3)).astype(jnp.float64)
+    x = jnp.asarray([0.3, -1.2])
+    close(sy.symbolic_model(model).to_model().output(th, x), model.output(th, x))
+
+
+def test_regularizers_and_latex_of_a_k_output_cross_entropy():
+    """The symbolic regularizers of a K-output cross-entropy model are the Problem's (tr∇²L and its gradient
+    against autodiff of the exact Hessian, Damian's tr log from its eigenvalues); (1/n)Σ‖∇f_i‖² is refused as
+    tr G off the squared loss; the SME's LaTeX states the loss, its ∂ℓ drift, and a biased noise's mean
+    drift. Float64 rounding: tolerance 1e-10. [theory: LOSS-7]"""
+    problem = CLASSIFICATION_PROBLEMS["ce3"]()
+    theta = 0.7 * jax.random.normal(jax.random.key(4), (problem.n_params,), jnp.float64)
+    X, y = problem.X, problem.y
+    R = sy.derive_regularizers(problem.model, loss=sd.CrossEntropyLoss())
+    assert R.is_symbolic, R.reason
+    close(R.hessian(theta, X, y), problem.hessian(theta), tol=1e-10)
+    close(R.trace_hessian(theta, X, y), jnp.trace(problem.hessian(theta)), tol=1e-10)
+    close(
+        R.grad_trace_hessian(theta, X, y), jax.grad(lambda t: jnp.trace(problem.hessian(t)))(theta), tol=1e-10
+    )
+    eta = 0.1
+    h = jnp.linalg.eigvalsh(problem.hessian(theta))
+    close(R.damian(theta, X, y, eta), -jnp.sum(jnp.log(1 - eta / 2 * h)) / (2 * eta), tol=1e-10)
+    with pytest.raises(ValueError, match="only for the squared loss"):
+        R.trace_gauss_newton(theta, X, y)
+    assert r"\partial_f^2\ell_i" in R.latex("trace_hessian")
+    tex = sy.derive_sme(problem, sd.MinibatchNoise(2), 1).latex()
+    assert r"\partial_f\ell" in tex and sd.CrossEntropyLoss().latex() in tex and "r_i" not in tex
+    assert r"m = E\,\tilde g \ne \nabla L" in sy.derive_sme(problem, sd.LabelFlipNoise(0.2), 2).latex()

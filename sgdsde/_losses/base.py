@@ -21,6 +21,8 @@ class AbstractLoss(eqx.Module):
     """
 
     label_kind: ClassVar[str] = "real"
+    # ℓ(f + c𝟙, y) = ℓ(f, y) for every c (softmax logits): the symbolic layer evaluates it at f − max f
+    shift_invariant: ClassVar[bool] = False
 
     @abc.abstractmethod
     def __call__(self, f, y) -> Float[Array, ""]:

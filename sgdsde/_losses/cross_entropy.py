@@ -14,6 +14,7 @@ class CrossEntropyLoss(AbstractLoss):
     ∂ℓ/∂f = softmax(f) − e_y, ∂²ℓ/∂f² = diag(p) − ppᵀ (LOSS-4)."""
 
     label_kind = "class"
+    shift_invariant = True
 
     def __call__(self, f, y):
         return jax.nn.logsumexp(f) - jnp.take(f, y)

@@ -120,6 +120,12 @@ class SymbolicKernels(AbstractKernels):
         self.model, self.backend = model, backend
         self.loss = SquaredLoss() if loss is None else loss
         self.squared = isinstance(self.loss, SquaredLoss)
+        self.K = model.n_outputs
+        if self.K > 1 and self.loss.label_kind != "class":
+            raise ValueError(
+                f"loss: a {self.K}-output model needs a K-class loss (e.g. CrossEntropyLoss), "
+                f"got {type(self.loss).__name__}"
+            )
         self.is_symbolic, self.n_params, self.reason = True, model.n_params, "derived symbolically by sympy"
         U = model.units
         self.units = U
@@ -130,14 +136,18 @@ class SymbolicKernels(AbstractKernels):
         self.input_index = np.asarray(U.input_index, dtype=np.int32).reshape(U.n_units, len(U.inputs))
         self.constant_values = np.asarray(U.constant_values, np.float64).reshape(U.n_units, len(U.constants))
         # θ-order position → position in the flattened (m × q) unit layout: scatter back as a gather.
-        self.inverse = np.argsort(self.param_index.reshape(-1)).astype(np.int32)
+        self.inverse = np.argsort(self.param_index.reshape(-1)).astype(np.int32) if self.K == 1 else None
+        self.output_of_unit = np.asarray(U.outputs_of_units(), dtype=np.int32)
         self._exprs: dict[str, object] = {}
         self._unit_functions: dict[str, object] = {}
         self._functions: dict[str, object] = {}
         self.timings: dict[str, float] = {}
         # the neuron fast path assembles the squared loss's residual; other losses use the unit path
         self.linear = _linear_preactivation(U, self.input_index, backend) if self.squared else None
+        if self.K > 1:
+            self.linear = None
         self._loss_fn = None
+        self._k_output_kernels = None
 
     # -- unit expressions (the only sympy work) ---------------------------------------------------------
     def expr(self, name: str):
@@ -209,7 +219,7 @@ class SymbolicKernels(AbstractKernels):
         _check_name(name)
         if name not in self._functions:
             k = self._assemble(name)
-            if name in SCALAR_KERNELS:
+            if name in SCALAR_KERNELS or self.K > 1:
                 self._functions[name] = k
             else:
                 self._functions[name] = lambda theta, x, y, v, k=k: self._scatter(k(theta, x, y, v))
@@ -222,6 +232,8 @@ class SymbolicKernels(AbstractKernels):
         v = jnp.zeros_like(theta) if v is None else v
         if self.linear is not None and name in ("grad_loss", "hvp_loss"):
             return _jitted_linear_mean(self, name)(theta, X, y, v)
+        if self.K > 1:
+            return _jitted_mean(self, name)(theta, X, y, v)
         return _jitted_unit_mean(self, name)(theta, X, y, v)
 
     def grad_and_hvp_of_grad(self, theta, X, y):
@@ -231,7 +243,10 @@ class SymbolicKernels(AbstractKernels):
         return _jitted_linear_mean(self, "grad_and_hvp_of_grad")(theta, X, y, jnp.zeros_like(theta))
 
     def _assemble(self, name: str):
-        """Kernel ``name`` of one example; vector kernels in the units' (m × q) layout."""
+        """Kernel ``name`` of one example; vector kernels in the units' (m × q) layout (K outputs: in θ's
+        order, see ``_assemble_k_outputs``)."""
+        if self.K > 1:
+            return self._assemble_k_outputs()[name]
         unit = self.unit_function
 
         def output(theta, x):
@@ -317,16 +332,160 @@ class SymbolicKernels(AbstractKernels):
         return assembled[name]
 
     def loss_derivatives(self):
-        """(ℓ, ℓ′, ℓ″, ℓ‴)(f, y) of a one-output loss, differentiated by sympy from ``loss.sympy_expr`` and
-        compiled through ``to_jax`` (theory/losses.md, LOSS-6)."""
-        if self._loss_fn is None:
+        """(ℓ, ℓ′, ℓ″, ℓ‴)(f, y) of the loss, differentiated by sympy from ``loss.sympy_expr`` and compiled
+        through ``to_jax`` (theory/losses.md, LOSS-6).
+
+        One output: a function of (f, y) returning the four scalars. K outputs: a function of (f (K,),
+        h (K,)) returning ℓ, ∂ℓ (K,), ∂²ℓ (K, K), ∂³ℓ (K, K, K), where h is the label one-hot and
+        $\\ell(f, h) = \\sum_c h_c\\,\\ell(f, c)$ (exact for a one-hot h), so one program serves every class.
+        """
+        if self._loss_fn is not None:
+            return self._loss_fn
+        if self.K == 1:
             f, y = sp.Symbol("f", real=True), sp.Symbol("y", real=True)
             e = self.loss.sympy_expr(f, y)
             d1 = diff(e, f)
             d2 = diff(d1, f)
             d3 = diff(d2, f)
             self._loss_fn = to_jax([e, d1, d2, d3], [f, y], backend=self.backend)
+            return self._loss_fn
+        K = self.K
+        f = tuple(sp.Symbol(f"f_{k}", real=True) for k in range(K))
+        h = tuple(sp.Symbol(f"h_{k}", real=True) for k in range(K))
+        e = sp.Add(*[h[c] * self.loss.sympy_expr(f, c) for c in range(K)])
+        d1 = [diff(e, fk) for fk in f]
+        d2 = [[diff(g, fl) for fl in f] for g in d1]
+        d3 = [[[diff(g, fm) for fm in f] for g in row] for row in d2]
+        flat = [e, *d1, *[g for row in d2 for g in row], *[g for sq in d3 for row in sq for g in row]]
+        fn = to_jax(flat, [f, h], backend=self.backend)
+        shift = self.loss.shift_invariant
+
+        def derivatives(fv, hv):
+            # a shift-invariant loss (cross-entropy: logits) is evaluated at f − max f, so exp cannot overflow
+            out = fn(fv - jnp.max(fv) if shift else fv, hv)
+            return (
+                out[0],
+                out[1 : 1 + K],
+                out[1 + K : 1 + K + K * K].reshape(K, K),
+                out[1 + K + K * K :].reshape(K, K, K),
+            )
+
+        self._loss_fn = derivatives
         return self._loss_fn
+
+    def _assemble_k_outputs(self):
+        """Every kernel of one example of a K-output model, in θ's order, from the unit derivatives and the
+        loss's (LOSS-7). With J = ∇f (K × d), ℓ′ (K), ℓ″ (K × K), ℓ‴ (K × K × K) and ∇²f_k v from the units
+        of output k (block diagonal): ∇ℓ = Jᵀℓ′, ∇²ℓ v = Jᵀℓ″Jv + Σ_k ℓ′_k∇²f_k v, and their gradients."""
+        if self._k_output_kernels is not None:
+            return self._k_output_kernels
+        unit = self.unit_function
+        K, d = self.K, self.n_params
+        P, outs = self.param_index, self.output_of_unit
+
+        def per_output(per_unit):
+            """(K, d): row k holds the units of output k, each at its parameters' positions."""
+            return jnp.zeros((K, d), per_unit.dtype).at[outs[:, None], P].add(per_unit)
+
+        def per_output_sum(per_unit):
+            """(K,): Σ over the units of output k."""
+            return jnp.zeros((K,), per_unit.dtype).at[outs].add(per_unit)
+
+        def parts(theta, x, y, v):
+            g = self._gather(theta, x, v)
+            f = compiled_output(self.model, self.backend)(theta, x)
+            h = jax.nn.one_hot(y, K, dtype=f.dtype)
+            return g, per_output(unit("grad_u")(*g)), self.loss_derivatives()(f, h)
+
+        def hess_f_along(theta, g, w):
+            """(K, d): ∇²f_k w for every output k."""
+            return per_output(unit("hvp_u")(g[0], g[1], g[2], w[self.param_index]))
+
+        def output(theta, x):
+            return compiled_output(self.model, self.backend)(theta, x)
+
+        def grad_output(theta, x, y, v):
+            return per_output(unit("grad_u")(*self._gather(theta, x, v))).T  # (d, K)
+
+        def hvp_output(theta, x, y, v):
+            return per_output(unit("hvp_u")(*self._gather(theta, x, v))).T
+
+        def jp_output(theta, x, y, v):
+            return jnp.sum(per_output(unit("jp_u")(*self._gather(theta, x, v))), axis=0)
+
+        def sqnorm_grad_output(theta, x, y, v):
+            J = per_output(unit("grad_u")(*self._gather(theta, x, v)))
+            return jnp.sum(J * J)
+
+        def loss(theta, x, y, v):
+            return parts(theta, x, y, v)[2][0]
+
+        def grad_loss(theta, x, y, v):
+            _, J, (_, l1, _, _) = parts(theta, x, y, v)
+            return l1 @ J
+
+        def hvp_along(theta, g, J, l1, l2, w):
+            return (l2 @ (J @ w)) @ J + l1 @ hess_f_along(theta, g, w)
+
+        def hvp_loss(theta, x, y, v):
+            g, J, (_, l1, l2, _) = parts(theta, x, y, v)
+            return hvp_along(theta, g, J, l1, l2, v)
+
+        def jp_loss(theta, x, y, v):
+            g, J, (_, l1, l2, _) = parts(theta, x, y, v)
+            return hvp_along(theta, g, J, l1, l2, l1 @ J)
+
+        def diag_hessian_loss(theta, x, y, v):
+            g, J, (_, l1, l2, _) = parts(theta, x, y, v)
+            return jnp.einsum("kd,kl,ld->d", J, l2, J) + l1 @ per_output(unit("diag_hessian_u")(*g))
+
+        def trace_hessian_loss(theta, x, y, v):
+            # tr∇²ℓ = Σ_kl ℓ″_kl J_k·J_l + Σ_k ℓ′_k Δf_k
+            g, J, (_, l1, l2, _) = parts(theta, x, y, v)
+            return jnp.sum(l2 * (J @ J.T)) + l1 @ per_output_sum(unit("laplacian_u")(*g))
+
+        def grad_trace_hessian_loss(theta, x, y, v):
+            # ∇ = Σ ℓ‴_klm (J_k·J_l) J_m + 2Σ ℓ″_kl ∇²f_k J_l + Σ ℓ″_kl Δf_k J_l + Σ ℓ′_k ∇Δf_k
+            g, J, (_, l1, l2, l3) = parts(theta, x, y, v)
+            lap = per_output_sum(unit("laplacian_u")(*g))
+            HJ = jax.vmap(lambda w: hess_f_along(theta, g, w))(J)  # HJ[l, k] = ∇²f_k J_l
+            return (
+                jnp.einsum("klm,kl,md->d", l3, J @ J.T, J)
+                + 2 * jnp.einsum("kl,lkd->d", l2, HJ)
+                + (lap @ l2) @ J
+                + l1 @ per_output(unit("grad_laplacian_u")(*g))
+            )
+
+        def grad_quadform_loss(theta, x, y, v):
+            # q = sᵀℓ″s + Σ_k ℓ′_k Q_k with s = Jv, Q_k = vᵀ∇²f_k v:
+            # ∇q = Σ ℓ‴_klm s_k s_l J_m + 2Σ ℓ″_kl s_l ∇²f_k v + Σ ℓ″_kl Q_k J_l + Σ ℓ′_k ∇Q_k
+            g, J, (_, l1, l2, l3) = parts(theta, x, y, v)
+            s_ = J @ v
+            hv = unit("hvp_u")(*g)
+            Q = per_output_sum(jnp.sum(g[3] * hv, axis=1))
+            return (
+                jnp.einsum("klm,k,l,md->d", l3, s_, s_, J)
+                + 2 * (l2 @ s_) @ per_output(hv)
+                + (Q @ l2) @ J
+                + l1 @ per_output(unit("grad_quadform_u")(*g))
+            )
+
+        self._k_output_kernels = {
+            "output": output,
+            "loss": loss,
+            "grad_output": grad_output,
+            "grad_loss": grad_loss,
+            "hvp_output": hvp_output,
+            "hvp_loss": hvp_loss,
+            "jp_output": jp_output,
+            "jp_loss": jp_loss,
+            "sqnorm_grad_output": sqnorm_grad_output,
+            "diag_hessian_loss": diag_hessian_loss,
+            "trace_hessian_loss": trace_hessian_loss,
+            "grad_trace_hessian_loss": grad_trace_hessian_loss,
+            "grad_quadform_loss": grad_quadform_loss,
+        }
+        return self._k_output_kernels
 
     def _assemble_general_loss(self, output, grad_output, hvp_output, jp_output):
         """Kernels of ℓ(f, y) for a general one-output loss, from ℓ′, ℓ″, ℓ‴ and f's unit derivatives:
@@ -659,10 +818,6 @@ def kernels(
     if loss is not None and not isinstance(loss, AbstractLoss):
         raise ValueError(f"loss must be an sgdsde loss, got {type(loss).__name__}")
     loss = None if isinstance(loss, SquaredLoss) else loss  # one cache entry for the default
-    if isinstance(model, AbstractModel) and model.n_outputs > 1:
-        if symbolic is True:
-            raise ValueError("K-output models have no symbolic form yet: use symbolic='auto' or False")
-        return _numeric_kernels(model, "numeric autodiff: K-output models have no symbolic form yet", loss)
     sm = symbolic_model(model)
     numeric = model if isinstance(model, AbstractModel) else ExpressionModel(sm)
     if symbolic is False:

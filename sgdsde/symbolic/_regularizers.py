@@ -10,6 +10,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from .._losses import AbstractLoss, SquaredLoss
 from ._codegen import DEFAULT_BACKEND
 from ._kernels import AbstractKernels, kernels
 
@@ -35,7 +36,7 @@ class Regularizers:
         return self.kernels.mean(name, theta, X, y, v)
 
     def loss(self, theta, X, y):
-        """$L = \\frac{1}{2n}\\sum_i r_i^2$."""
+        """$L = \\frac1n\\sum_i \\ell(f_i, y_i)$ ($\\frac{1}{2n}\\sum_i r_i^2$ for the squared loss)."""
         return self._m("loss", theta, X, y)
 
     def grad(self, theta, X, y):
@@ -48,7 +49,8 @@ class Regularizers:
         return jax.vmap(lambda e: self._m("hvp_loss", theta, X, y, e))(eye)
 
     def trace_hessian(self, theta, X, y):
-        """$\\operatorname{tr}\\nabla^2 L = \\frac1n\\sum_i(\\|\\nabla f_i\\|^2 + r_i\\Delta f_i)$ (SREG-5)."""
+        """$\\operatorname{tr}\\nabla^2 L = \\frac1n\\sum_i(\\ell''_i\\|\\nabla f_i\\|^2 + \\ell'_i\\Delta f_i)$ (SREG-5; K
+        outputs: LOSS-7)."""
         return self._m("trace_hessian_loss", theta, X, y)
 
     def grad_trace_hessian(self, theta, X, y):
@@ -56,12 +58,23 @@ class Regularizers:
         return self._m("grad_trace_hessian_loss", theta, X, y)
 
     def trace_gauss_newton(self, theta, X, y):
-        """$\\operatorname{tr} G = \\frac1n\\sum_i\\|\\nabla f_i\\|^2$ (= tr∇²L at zero loss; SREG-5)."""
+        """$\\operatorname{tr} G = \\frac1n\\sum_i\\|\\nabla f_i\\|^2$ (= tr∇²L at zero loss; SREG-5), squared
+        loss only: for another loss G carries ∂²ℓ (``Problem.gauss_newton``)."""
+        self._squared_only("trace_gauss_newton")
         return self._m("sqnorm_grad_output", theta, X, y)
 
     def grad_trace_gauss_newton(self, theta, X, y):
-        """$\\nabla\\operatorname{tr} G = \\frac2n\\sum_i \\nabla^2 f_i\\nabla f_i$."""
+        """$\\nabla\\operatorname{tr} G = \\frac2n\\sum_i \\nabla^2 f_i\\nabla f_i$ (squared loss)."""
+        self._squared_only("grad_trace_gauss_newton")
         return 2 * self._m("jp_output", theta, X, y)
+
+    def _squared_only(self, what: str) -> None:
+        loss = self.kernels.loss
+        if not isinstance(loss, SquaredLoss):
+            raise ValueError(
+                f"{what}: (1/n)Σ‖∇f_i‖² is tr G only for the squared loss, not {type(loss).__name__}; use "
+                "blanc (Σ‖∇f_i‖², by definition) or trace_hessian"
+            )
 
     def blanc(self, theta, X, y):
         """Blanc et al.'s $\\sum_i\\|\\nabla f_i\\|^2 = n\\operatorname{tr}G$ (sum, no 1/n; SREG-5)."""
@@ -135,6 +148,9 @@ def _regularizers(k: AbstractKernels) -> Regularizers:
     return Regularizers(k)
 
 
-def derive_regularizers(model, *, symbolic="auto", backend: str = DEFAULT_BACKEND) -> Regularizers:
-    """The implicit regularizers of ``model`` (cached per model structure); see Regularizers."""
-    return _regularizers(kernels(model, symbolic, backend))
+def derive_regularizers(
+    model, *, symbolic="auto", backend: str = DEFAULT_BACKEND, loss: AbstractLoss | None = None
+) -> Regularizers:
+    """The implicit regularizers of ``model`` under ``loss`` (default squared; cached per model structure and
+    loss); see Regularizers."""
+    return _regularizers(kernels(model, symbolic, backend, loss))
