@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,3 +108,15 @@ def load_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def check_latex(tex: str, where: str = "") -> None:
+    """AssertionError unless ``tex``'s braces (outside \\{ \\}) nest and close and \\left/\\right pair up."""
+    depth = 0
+    for ch in tex.replace("\\{", "").replace("\\}", ""):
+        depth += (ch == "{") - (ch == "}")
+        assert depth >= 0, f"{where}: unbalanced braces in {tex!r}"
+    assert depth == 0, f"{where}: unbalanced braces in {tex!r}"
+    lefts = len(re.findall(r"\\left(?![a-zA-Z])", tex))
+    rights = len(re.findall(r"\\right(?![a-zA-Z])", tex))
+    assert lefts == rights, f"{where}: {lefts} \\left against {rights} \\right in {tex!r}"

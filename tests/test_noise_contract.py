@@ -7,7 +7,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import CLASSIFICATION_NOISES, CLASSIFICATION_PROBLEMS, NOISES, make_problem, random_theta
+from helpers import (
+    CLASSIFICATION_NOISES,
+    CLASSIFICATION_PROBLEMS,
+    NOISES,
+    check_latex,
+    make_problem,
+    random_theta,
+)
 
 import sgdsde as sd
 import sgdsde.symbolic as sy
@@ -65,6 +72,7 @@ def test_noise_formulas_agree_with_the_factor(noise_name, model):
         close(noise.mean_gradient(problem, theta), problem.grad(theta))
     tex = noise.latex()
     assert isinstance(tex, str) and "A" in tex and "$" not in tex
+    check_latex(tex, noise_name)
 
 
 @pytest.mark.parametrize("noise_name", sorted(NOISES) + sorted(CLASSIFICATION_NOISES))

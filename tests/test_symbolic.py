@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import sympy as sp
+from helpers import check_latex
 from hypothesis import given, settings, strategies as st
 
 import sgdsde as sd
@@ -494,7 +495,8 @@ def test_user_expression_and_bad_input():
 
 
 def test_latex_of_drift_diffusion_regularizers():
-    """LaTeX is printed from the derived expressions (Heaviside as H, not θ)."""
+    """LaTeX is printed from the derived expressions (Heaviside as H, not θ), with balanced braces and
+    \\left/\\right pairs."""
     X = jnp.linspace(-1.0, 1.0, 6).reshape(3, 2)
     sme = sy.derive_sme(
         sd.Problem(sd.TwoLayerNetwork(2, 2, "relu"), X, jnp.ones(3)), sd.LabelNoise(0.5, 1), 2
@@ -502,8 +504,10 @@ def test_latex_of_drift_diffusion_regularizers():
     tex = sme.latex()
     assert r"\frac{\eta}{2}\nabla^2 L" in tex and r"H\left(" in tex and r"\sigma" in tex
     R = sy.derive_regularizers(sd.DiagonalLinearNetwork(2))
+    check_latex(tex, "sme")
     for name in ("trace_hessian", "damian", "damian_series", "blanc", "smith_modified_loss"):
         assert len(R.latex(name)) > 20
+        check_latex(R.latex(name), name)
     assert r"u_{j}^{2} - v_{j}^{2}" in R.latex("trace_hessian")
 
 

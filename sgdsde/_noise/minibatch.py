@@ -31,8 +31,8 @@ def centred_factor(problem, theta, scale):
 
 
 def centred_correction(problem, theta):
-    """$\\frac1n\\sum_j \\partial(\\nabla\\ell_j - \\nabla L)(\\nabla\\ell_j - \\nabla L) = \\frac1n\\sum_j
-    \\nabla^2\\ell_j\\nabla\\ell_j - \\nabla^2 L\\nabla L$: the Itô→Stratonovich sum of centred columns, per
+    """$\\frac1n\\sum_j \\partial(\\nabla\\ell_j - \\nabla L)(\\nabla\\ell_j - \\nabla L) = \\frac1n\\sum_j \\nabla^2\\ell_j\\nabla\\ell_j - \\nabla^2 L\\nabla L$:
+    the Itô→Stratonovich sum of centred columns, per
     unit scale² · n (theory/sme.md, SME-3)."""
     return problem.mean_jp_loss(theta) - problem.hvp(theta, problem.grad(theta))
 
@@ -151,8 +151,9 @@ class MinibatchNoise(AbstractGradientNoise):
 
 
 class LabelNoise(AbstractGradientNoise):
-    """Label noise on each sampled example: $\\tilde g = \\frac1B\\sum_{i\\in\\mathcal B_k}(f_i - y_i -
-    \\varepsilon_{k,i})\\nabla f_i$, ε = ±σ (Rademacher) or N(0, σ²).
+    """Label noise on each sampled example,
+    $\\tilde g = \\frac1B\\sum_{i\\in\\mathcal B_k}(f_i - y_i - \\varepsilon_{k,i})\\nabla f_i$,
+    ε = ±σ (Rademacher) or N(0, σ²).
 
     $\\Sigma = \\Sigma_{\\rm minibatch} + \\frac{\\sigma^2}{B} G(\\theta)$ at every θ (label-noise.md C9;
     theory/noise.md, NOISE-2). ``batch_size=None`` is the full batch (HaoChen et al.'s LNGD, Damian's B = n).

@@ -1,7 +1,6 @@
 """Random inputs of SDE steps for all paths at once, drawn flat (the fast layout) and reshaped.
 
-Convention (theory/sde.md, SDE-3): the Brownian increment over one SGD step is $\\Delta W =
--\\sqrt\\eta\\,\\xi$,
+Convention (theory/sde.md, SDE-3): the Brownian increment over one SGD step is $\\Delta W = -\\sqrt\\eta\\,\\xi$,
 ξ the N(0, I_m) draw Gaussian-noise SGD makes from the same step key (read path by path with
 increments="coupled", or in the state's layout otherwise), so coupled Euler with dt = η reproduces
 $\\theta - \\eta(\\nabla L + A\\xi)$. With k substeps the fine increments are a Brownian bridge pinned to that

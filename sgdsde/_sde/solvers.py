@@ -32,14 +32,8 @@ class PlatenWeak2(diffrax.AbstractItoSolver):
     """Platen's explicit weak order-2.0 scheme for Itô SDEs with general m-dimensional noise
     (Kloeden & Platen 1992, (15.1.3)); derivative-free, weak order 2, not a strong scheme.
 
-    $Y^+ = Y + \\tfrac12(a(\\bar\\Upsilon)+a)h + \\tfrac14\\sum_j[(b^j(R^j_+)+b^j(R^j_-)+2b^j)\\Delta\\hat
-    W^j +
-    \\sum_{r\\ne j}(b^j(U^r_+)+b^j(U^r_-)-2b^j)\\Delta\\hat W^j] + \\tfrac{1}{4\\sqrt
-    h}\\sum_j[(b^j(R^j_+)-b^j(R^j_-))
-    ((\\Delta\\hat W^j)^2-h) + \\sum_{r\\ne j}(b^j(U^r_+)-b^j(U^r_-))(\\Delta\\hat W^j\\Delta\\hat
-    W^r+V_{rj})]$,
-    with $\\bar\\Upsilon = Y+ah+b\\Delta\\hat W$, $R^j_\\pm = Y+ah\\pm b^j\\sqrt h$, $U^r_\\pm = Y\\pm
-    b^r\\sqrt h$.
+    $Y^+ = Y + \\tfrac12(a(\\bar\\Upsilon)+a)h + \\tfrac14\\sum_j[(b^j(R^j_+)+b^j(R^j_-)+2b^j)\\Delta\\hat W^j + \\sum_{r\\ne j}(b^j(U^r_+)+b^j(U^r_-)-2b^j)\\Delta\\hat W^j] + \\tfrac{1}{4\\sqrt h}\\sum_j[(b^j(R^j_+)-b^j(R^j_-)) ((\\Delta\\hat W^j)^2-h) + \\sum_{r\\ne j}(b^j(U^r_+)-b^j(U^r_-))(\\Delta\\hat W^j\\Delta\\hat W^r+V_{rj})]$,
+    with $\\bar\\Upsilon = Y+ah+b\\Delta\\hat W$, $R^j_\\pm = Y+ah\\pm b^j\\sqrt h$, $U^r_\\pm = Y\\pm b^r\\sqrt h$.
 
     Costs 2 drift and 1 + 4m diffusion evaluations per step (one of each with ``noise="additive"``, where the
     scheme reduces to $Y + \\frac12(a(\\bar\\Upsilon)+a)h + b\\Delta\\hat W$). Its control is a WeakIncrement

@@ -106,8 +106,9 @@ def eyring_kramers_time(
 
 
 def sme_coefficients(problem, noise, lr: float):
-    """(μ, σ²) of the order-1 SME of a one-parameter problem, $d\\theta = -L'(\\theta)dt +
-    \\sqrt{\\eta\\Sigma(\\theta)}\\,dW$, as numpy functions of a grid (Σ from the noise model itself: the same
+    """(μ, σ²) of the order-1 SME of a one-parameter problem,
+    $d\\theta = -L'(\\theta)dt + \\sqrt{\\eta\\Sigma(\\theta)}\\,dW$,
+    as numpy functions of a grid (Σ from the noise model itself: the same
     covariance simulate_sde integrates), for ``mean_exit_time`` and ``eyring_kramers_time``."""
     if problem.n_params != 1:
         raise ValueError(

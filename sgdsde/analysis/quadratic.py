@@ -170,8 +170,8 @@ def svag_moments(
 
 
 def sme_drift_matrix(hessian, lr: float, order: int = 1) -> np.ndarray:
-    """$M = H$ (order 1) or $H + \\frac\\eta2 H^2$ (order 2: $\\nabla\\frac\\eta4\\|H e\\|^2 = \\frac\\eta2
-    H^2 e$)."""
+    """$M = H$ (order 1) or $H + \\frac\\eta2 H^2$ (order 2:
+    $\\nabla\\frac\\eta4\\|H e\\|^2 = \\frac\\eta2 H^2 e$)."""
     H = check_psd("hessian", hessian)
     if order not in (1, 2):
         raise ValueError(f"order must be 1 or 2, got {order!r}")
@@ -185,8 +185,8 @@ def _covariance_generator(M: np.ndarray, noise: AffineNoise, eta: float) -> np.n
 
 
 def _affine_generator(M, noise: AffineNoise, ts, eta: float) -> np.ndarray:
-    """G with $\\dot z = Gz$ for $z = (Ee, \\mathrm{vec}\\,Eee^T, 1)$ under $de = -Me\\,dt +
-    \\sqrt\\eta(A(\\theta^*) + Pe)\\,dW$ [QOU-5]."""
+    """G with $\\dot z = Gz$ for $z = (Ee, \\mathrm{vec}\\,Eee^T, 1)$ under
+    $de = -Me\\,dt + \\sqrt\\eta(A(\\theta^*) + Pe)\\,dW$ [QOU-5]."""
     d = M.shape[0]
     ne = noise.shift(ts)
     n = d + d * d
@@ -294,8 +294,9 @@ def sde_moments(
     size d + d², solved by its exponential [QOU-5].
 
     Either ``times`` (lr a constant float; any times ≥ 0 on SGD's clock t = kη), or ``n_steps`` (lr a float,
-    schedule or array of n_steps step sizes, as in ``sgd_moments``): then the moments at $t_k = \\sum_{j<k}
-    \\eta_j$ for k = 0, record_every, …, n_steps, the SME having η_k on $[t_k, t_{k+1}]$ (SDE-1), composed
+    schedule or array of n_steps step sizes, as in ``sgd_moments``): then the moments at
+    $t_k = \\sum_{j<k} \\eta_j$ for k = 0, record_every, …, n_steps, the SME having η_k on $[t_k, t_{k+1}]$
+    (SDE-1), composed
     exactly step by step.
     """
     H, noise, ts, th0 = _inputs(hessian, theta_star, noise_cov, theta0)
