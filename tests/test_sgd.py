@@ -2,6 +2,7 @@
 
 import warnings
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -427,3 +428,42 @@ def test_replay_draws_bad_input():
         sd.replay_draws(problem, noise, n_steps=0, key=0)
     with pytest.raises(ValueError, match="noise must be"):
         sd.replay_draws(problem, None, n_steps=3, key=0)
+
+
+def test_divergence_check_on_long_rows_flags_exactly_the_non_finite_paths():
+    """The per-step check on rows of LONG_ROW or more coordinates (a float sum of θ − θ, one fused pass)
+    flags a path exactly when one coordinate is ±inf or NaN, as all(isfinite) does on short rows; values
+    near the float32 maximum are finite and not flagged (θ − θ = 0, no overflow)."""
+    from sgdsde._ensemble import LONG_ROW
+    from sgdsde._sgd import SGDStepper
+
+    for d in (3, LONG_ROW, LONG_ROW + 72):
+        X = np.ones((4, d))
+        stepper = SGDStepper(sd.Problem(sd.LinearRegression(d), X, np.ones(4)), sd.NoNoise(), 6)
+        theta = jnp.zeros((6, d), jnp.float32).at[1, d - 1].set(jnp.inf).at[2, 0].set(jnp.nan)
+        theta = theta.at[3, d // 2].set(-jnp.inf).at[4].set(3e38)
+        got = np.asarray(eqx.filter_jit(type(stepper).path_finite)(stepper, (theta, None)))
+        np.testing.assert_array_equal(got, [True, False, False, False, True, True])
+
+
+def test_stability_bound_is_an_upper_bound_and_the_warning_still_fires():
+    """The LAPACK-free bound that spares the eigendecomposition is never below λ_max (random symmetric,
+    PSD, NSD and sparse matrices, five orders of magnitude either way), and a run at 1.01 · 2/λ_max is still
+    warned about while one at 0.99 · 2/λ_max is not."""
+    from sgdsde._sgd import _lambda_max_bound
+
+    rng = np.random.default_rng(0)
+    for t in range(400):
+        n = int(rng.integers(1, 40))
+        M = rng.normal(size=(n, n)) * 10.0 ** rng.uniform(-5, 5)
+        H = (M + M.T, M @ M.T, -(M @ M.T), np.where(rng.random((n, n)) < 0.7, 0, M + M.T))[t % 4]
+        H = (H + H.T) / 2
+        assert _lambda_max_bound(H) >= np.linalg.eigvalsh(H)[-1] - 1e-12 * np.abs(H).sum(axis=1).max()
+    X = rng.normal(size=(20, 8))
+    problem = sd.Problem(sd.LinearRegression(8), X, X @ np.ones(8))
+    lam = np.linalg.eigvalsh(X.T @ X / 20)[-1]
+    for factor, warned in ((1.01, True), (0.99, False)):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            sd.simulate_sgd(problem, None, np.zeros(8), lr=factor * 2 / lam, n_steps=2, key=0)
+        assert any("stability limit" in str(w.message) for w in caught) == warned, factor
