@@ -4,8 +4,9 @@ Cases (issue 2): (a) minibatch SGD on linear regression, d = 100, n = 1000, B = 
 (b) full-batch label-noise SGD (±σ) on the diagonal network u⊙u − v⊙v, d = 100, n = 40, N = 10,000.
 The hand-written baselines draw their random numbers flat (the fast layout of ../shared/performance.md), keep
 the state (N, d) and use the same arithmetic with nothing else: no divergence checks, no recording.
-Prints path-steps per second (medians of --reps runs), the ratio, the process's peak RSS, and last
-`ratio_vs_handwritten=<min over cases>`.
+Each round times the hand-written scan and then `simulate_sgd`, so load from other jobs hits both alike; prints
+path-steps per second (medians over --reps rounds), the ratio (the median of the per-round ratios), the
+process's peak RSS, and last `ratio_vs_handwritten=<min over cases>`.
 
 Run: python scripts/bench_sgd.py [--quick] [--steps T] [--reps R]
 """
@@ -18,7 +19,7 @@ import resource
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _timing import median_seconds
+from _timing import paired_medians
 
 import sgdsde as sd
 
@@ -65,7 +66,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def case_minibatch(n_paths, n_steps, reps):
+def case_minibatch(n_paths, n_steps):
     key = jax.random.key(0)
     X = jax.random.normal(key, (1000, 100), jnp.float32)
     y = X @ jnp.ones(100) / 10
@@ -85,10 +86,10 @@ def case_minibatch(n_paths, n_steps, reps):
             ensemble=sd.Ensemble(n_paths=n_paths, dtype=np.float32),
         )
 
-    return median_seconds(lambda: hand(key, theta0).block_until_ready(), reps), median_seconds(ours, reps)
+    return lambda: hand(key, theta0).block_until_ready(), ours
 
 
-def case_label_noise(n_paths, n_steps, reps):
+def case_label_noise(n_paths, n_steps):
     data = sd.sparse_regression(jax.random.key(0), 40, 100, 5)
     model = sd.DiagonalLinearNetwork(100, 1.0)
     problem = sd.Problem(model, data.X, data.y, dtype=jnp.float32)
@@ -107,31 +108,29 @@ def case_label_noise(n_paths, n_steps, reps):
             ensemble=sd.Ensemble(n_paths=n_paths, dtype=np.float32),
         )
 
-    return (
-        median_seconds(lambda: hand(jax.random.key(2), theta0).block_until_ready(), reps),
-        median_seconds(ours, reps),
-    )
+    return lambda: hand(jax.random.key(2), theta0).block_until_ready(), ours
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="N = 1,000 paths, 50 steps, 1 rep")
+    ap.add_argument("--quick", action="store_true", help="N = 1,000 paths, 50 steps, 1 round")
     ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=9, help="paired rounds (hand-written, then simulate_sgd)")
     args = ap.parse_args(argv)
     n_paths, n_steps, reps = (1_000, 50, 1) if args.quick else (10_000, args.steps, args.reps)
     print(
         f"jax {jax.__version__} on {jax.devices()[0].device_kind}; N = {n_paths}, {n_steps} steps, "
-        f"median of {reps}"
+        f"{reps} paired rounds (medians; the ratio is the median of the per-round ratios)"
     )
     ratios = []
     for name, case in (
         ("minibatch linear regression d=100 n=1000 B=32", case_minibatch),
         ("label-noise diagonal net d=100 n=40 (full batch)", case_label_noise),
     ):
-        t_hand, t_ours = case(n_paths, n_steps, reps)
-        rate_hand, rate_ours = n_paths * n_steps / t_hand, n_paths * n_steps / t_ours
-        ratios.append(rate_ours / rate_hand)
+        hand, ours = case(n_paths, n_steps)
+        medians, ratio = paired_medians({"hand": hand, "ours": ours}, reps)
+        rate_hand, rate_ours = n_paths * n_steps / medians["hand"], n_paths * n_steps / medians["ours"]
+        ratios.append(ratio["ours"])
         print(
             f"{name}: simulate_sgd {rate_ours / 1e6:.3f} M path-steps/s, hand-written "
             f"{rate_hand / 1e6:.3f} M path-steps/s, ratio {ratios[-1]:.3f}, peak RSS so far "

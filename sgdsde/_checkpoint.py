@@ -62,7 +62,8 @@ def load_checkpoint(path: str, fingerprint: dict) -> tuple[dict, dict[str, np.nd
     if not os.path.isfile(path):
         raise ValueError(f"resume: no checkpoint at {path!r}")
     try:
-        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
+        # np.load's default refuses pickled objects: a checkpoint holds plain arrays and a JSON string
+        with open(path, "rb") as fh, np.load(fh) as z:
             arrays = {k: z[k] for k in z.files}
         meta = json.loads(str(arrays.pop("__meta__")))
     except (zipfile.BadZipFile, OSError, EOFError, KeyError, ValueError, json.JSONDecodeError) as err:

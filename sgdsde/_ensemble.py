@@ -42,8 +42,22 @@ from ._results import EnsembleResult, RunningMoments, describe, package_versions
 from ._schedules import BLOCK, Clock, DeviceSchedule, rates
 from ._validation import check_dtype, check_int_range
 
-# Row length from which the per-step divergence check reduces a float sum (AbstractStepper.path_finite).
+# Row length from which the per-step divergence check reduces a float sum (finite_paths).
 LONG_ROW = 128
+
+
+def finite_paths(x: Array, axis: int) -> Bool[Array, " N"]:
+    """Whether every coordinate of each path is finite, reducing over the coordinate ``axis`` of x.
+
+    Under ``LONG_ROW`` coordinates a boolean ``all``, not a float sum, which XLA's CPU reduction over the
+    short major axis made 2x slower than the whole Euler step (scripts/bench_sde.py). From ``LONG_ROW`` on, the
+    sum of x − x: 0 where x is finite and NaN where it is ±inf or NaN, so the sum is finite exactly when the
+    whole path is; XLA fuses it into one pass over x, where ``all`` writes a boolean array and reduces it in
+    windows: 13% of a d = 200 label-noise SGD step against 7% (scripts/bench_sgd.py), and +3% on the d = 200
+    label-noise SDE (scripts/bench_sde.py); on 2, 20 and 64 coordinates ``all`` was 2-5% the faster."""
+    if x.shape[axis] >= LONG_ROW:
+        return jnp.isfinite(jnp.sum(x - x, axis=axis))
+    return jnp.all(jnp.isfinite(x), axis=axis)
 
 
 class AbstractStepper(eqx.Module):
@@ -68,18 +82,10 @@ class AbstractStepper(eqx.Module):
         )
 
     def path_finite(self, carry: PyTree) -> Bool[Array, " N"]:
-        """Whether every coordinate of each path is finite, for the per-step divergence check. Steppers
-        override it to reduce in their own layout (a transpose here doubled the cost of a d = 10 SDE step).
-        Short rows use a boolean ``all``, not a float sum, which XLA's CPU reduction over the short major axis
-        made 2x slower than the whole Euler step (scripts/bench_sde.py). Rows of ``LONG_ROW`` or more
-        coordinates use the row sum of θ − θ instead: 0 where θ is finite and NaN where it is ±inf or NaN, so
-        the sum is finite exactly when the whole row is; XLA fuses it into one pass over θ, where ``all``
-        writes a boolean (N, d) array and reduces it in windows: 13% of a d = 200 label-noise SGD step
-        against 7% (scripts/bench_sgd.py); on 2, 20 and 64 coordinates ``all`` was 2-5% the faster."""
-        theta = self.theta(carry)
-        if theta.shape[1] >= LONG_ROW:
-            return jnp.isfinite(jnp.sum(theta - theta, axis=1))
-        return jnp.all(jnp.isfinite(theta), axis=1)
+        """Whether every coordinate of each path is finite, for the per-step divergence check (``finite_paths``).
+        Steppers override it to reduce in their own layout (a transpose here doubled the cost of a d = 10 SDE
+        step)."""
+        return finite_paths(self.theta(carry), axis=1)
 
     @property
     @abc.abstractmethod

@@ -434,7 +434,7 @@ def test_divergence_check_on_long_rows_flags_exactly_the_non_finite_paths():
     """The per-step check on rows of LONG_ROW or more coordinates (a float sum of θ − θ, one fused pass)
     flags a path exactly when one coordinate is ±inf or NaN, as all(isfinite) does on short rows; values
     near the float32 maximum are finite and not flagged (θ − θ = 0, no overflow)."""
-    from sgdsde._ensemble import LONG_ROW
+    from sgdsde._ensemble import LONG_ROW, finite_paths
     from sgdsde._sgd import SGDStepper
 
     for d in (3, LONG_ROW, LONG_ROW + 72):
@@ -444,6 +444,8 @@ def test_divergence_check_on_long_rows_flags_exactly_the_non_finite_paths():
         theta = theta.at[3, d // 2].set(-jnp.inf).at[4].set(3e38)
         got = np.asarray(eqx.filter_jit(type(stepper).path_finite)(stepper, (theta, None)))
         np.testing.assert_array_equal(got, [True, False, False, False, True, True])
+        # the SDE stepper keeps paths on the last axis: the same check over axis 0
+        np.testing.assert_array_equal(np.asarray(jax.jit(finite_paths, static_argnums=1)(theta.T, 0)), got)
 
 
 def test_stability_bound_is_an_upper_bound_and_the_warning_still_fires():

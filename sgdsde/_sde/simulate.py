@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 
-from .._ensemble import AbstractStepper, RunPlan, check_theta0, simulator
+from .._ensemble import AbstractStepper, RunPlan, check_theta0, finite_paths, simulator
 from .._events import event_config, run_events
 from .._first_passage import FirstPassage
 from .._noise import AbstractGradientNoise
@@ -96,7 +96,7 @@ class SDEStepper(AbstractStepper):
         return (theta.T if self.paths_last else theta), carry[1]
 
     def path_finite(self, carry):
-        return jnp.all(jnp.isfinite(carry[0]), axis=0 if self.paths_last else 1)
+        return finite_paths(carry[0], axis=0 if self.paths_last else 1)
 
     def _drift(self, theta, eta):
         b = self.sde.drift(theta, eta)
