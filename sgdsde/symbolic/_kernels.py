@@ -88,6 +88,14 @@ def _jitted_unit_mean(k: SymbolicKernels, name: str):
     return jax.jit(lambda theta, X, y, v: k._scatter(jnp.mean(per_example(theta, X, y, v), axis=0)))
 
 
+def _kernel_table(*fns) -> dict:
+    """{name: per-example function} keyed by each function's own name, which must cover KERNELS exactly."""
+    table = {f.__name__: f for f in fns}
+    if set(table) != set(KERNELS):
+        raise AssertionError(f"kernel table mismatch: {sorted(set(table) ^ set(KERNELS))}")
+    return table
+
+
 def _check_name(name: str) -> None:
     if name not in KERNELS:
         raise ValueError(f"kernel must be one of {sorted(KERNELS)}, got {name!r}")
@@ -314,22 +322,21 @@ class SymbolicKernels(AbstractKernels):
             general = self._assemble_general_loss(output, grad_output, hvp_output, jp_output)
             if name in general:
                 return general[name]
-        assembled = {
-            "output": output,
-            "loss": loss,
-            "grad_output": grad_output,
-            "grad_loss": grad_loss,
-            "hvp_output": hvp_output,
-            "hvp_loss": hvp_loss,
-            "jp_output": jp_output,
-            "jp_loss": jp_loss,
-            "sqnorm_grad_output": sqnorm_grad_output,
-            "diag_hessian_loss": diag_hessian_loss,
-            "trace_hessian_loss": trace_hessian_loss,
-            "grad_trace_hessian_loss": grad_trace_hessian_loss,
-            "grad_quadform_loss": grad_quadform_loss,
-        }
-        return assembled[name]
+        return _kernel_table(
+            output,
+            loss,
+            grad_output,
+            grad_loss,
+            hvp_output,
+            hvp_loss,
+            jp_output,
+            jp_loss,
+            sqnorm_grad_output,
+            diag_hessian_loss,
+            trace_hessian_loss,
+            grad_trace_hessian_loss,
+            grad_quadform_loss,
+        )[name]
 
     def loss_derivatives(self):
         """(ℓ, ℓ′, ℓ″, ℓ‴)(f, y) of the loss, differentiated by sympy from ``loss.sympy_expr`` and compiled
@@ -470,21 +477,21 @@ class SymbolicKernels(AbstractKernels):
                 + l1 @ per_output(unit("grad_quadform_u")(*g))
             )
 
-        self._k_output_kernels = {
-            "output": output,
-            "loss": loss,
-            "grad_output": grad_output,
-            "grad_loss": grad_loss,
-            "hvp_output": hvp_output,
-            "hvp_loss": hvp_loss,
-            "jp_output": jp_output,
-            "jp_loss": jp_loss,
-            "sqnorm_grad_output": sqnorm_grad_output,
-            "diag_hessian_loss": diag_hessian_loss,
-            "trace_hessian_loss": trace_hessian_loss,
-            "grad_trace_hessian_loss": grad_trace_hessian_loss,
-            "grad_quadform_loss": grad_quadform_loss,
-        }
+        self._k_output_kernels = _kernel_table(
+            output,
+            loss,
+            grad_output,
+            grad_loss,
+            hvp_output,
+            hvp_loss,
+            jp_output,
+            jp_loss,
+            sqnorm_grad_output,
+            diag_hessian_loss,
+            trace_hessian_loss,
+            grad_trace_hessian_loss,
+            grad_quadform_loss,
+        )
         return self._k_output_kernels
 
     def _assemble_general_loss(self, output, grad_output, hvp_output, jp_output):
