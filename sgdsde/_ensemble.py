@@ -220,7 +220,8 @@ def _run_block_body(
 ):
     """Scan over records (the first steps ``starts``), each a scan over the record's ``calls`` stepper calls,
     with the lr of each step (``etas``, records × calls), or ``eta_const``: one constant lr or a
-    ``DeviceSchedule`` evaluated at each step (no per-step array: memory flat in the number of steps); events (resetting, first passage) act after every call.
+    ``DeviceSchedule`` evaluated at each step (no per-step array: memory flat in the number of steps);
+    events (resetting, first passage) act after every call.
 
     ``eta_axis`` given: ``stepper`` is a sweep group's (batched, shared) parts (``_Grid``); each step is
     vmapped over the grid (η_const batched along ``eta_axis``) and the statistics are taken point by point."""

@@ -172,7 +172,7 @@ class Problem(eqx.Module):
 
     def sharpness(self, theta) -> float:
         """$\\lambda_{\\max}(\\nabla^2 L(\\theta))$; GD is locally stable only for η < 2/λ_max."""
-        return float(jnp.linalg.eigvalsh(_hessian(self, jnp.asarray(theta)))[-1])
+        return lambda_max(_hessian(self, jnp.asarray(theta)))
 
     def output_gradients(self, theta) -> Array:
         """The gradient matrix $J^T = [\\nabla f_1, …, \\nabla f_n]$ (d × n; d × n × K for K outputs)."""
@@ -250,6 +250,11 @@ def _real_array(name: str, value, dtype) -> Array:
 @eqx.filter_jit
 def _hessian(problem, theta):
     return problem.hessian(theta)
+
+
+def lambda_max(H) -> float:
+    """The largest eigenvalue of a symmetric H (``Problem.sharpness`` of its Hessian)."""
+    return float(jnp.linalg.eigvalsh(H)[-1])
 
 
 def quadratic_problem(hessian, theta_star, dtype=None) -> Problem:

@@ -15,7 +15,7 @@ from ._events import event_config, run_events
 from ._first_passage import FirstPassage
 from ._noise import AbstractGradientNoise, NoNoise
 from ._options import Ensemble, Output, Record, check_options
-from ._problem import Problem, _hessian
+from ._problem import Problem, lambda_max
 from ._resetting import Resetting
 from ._results import describe
 from ._schedules import rates
@@ -57,11 +57,12 @@ def _warn_if_unstable(problem: Problem, theta0, etas) -> None:
         return
     th = np.asarray(theta0, dtype=np.float64).reshape(-1, problem.n_params)[0]
     th = th.astype(problem.X.dtype)
-    H = np.asarray(_hessian(problem, jnp.asarray(th)), dtype=np.float64)
+    H_x = problem.hessian(jnp.asarray(th))  # in X's dtype: the one the exact λ_max below is taken in
+    H = np.asarray(H_x, dtype=np.float64)
     slack = 1e-4 * float(np.max(np.abs(H).sum(axis=1)))  # ≥ 1e-4‖H‖₂: the rounding of eigvalsh in X's dtype
     if etas.max() * (_lambda_max_bound(H) + slack) < 2:
         return
-    lam = problem.sharpness(th)
+    lam = lambda_max(H_x)  # = problem.sharpness(th), without a second Hessian
     if lam > 0 and etas.max() * lam >= 2:
         warnings.warn(
             f"lr = {etas.max():.4g} is at or past the GD stability limit 2/λ_max(∇²L(θ₀)) = {2 / lam:.4g}; "

@@ -152,8 +152,6 @@ class SymbolicKernels(AbstractKernels):
         self.timings: dict[str, float] = {}
         # the neuron fast path assembles the squared loss's residual; other losses use the unit path
         self.linear = _linear_preactivation(U, self.input_index, backend) if self.squared else None
-        if self.K > 1:
-            self.linear = None
         self._loss_fn = None
         self._k_output_kernels = None
 

@@ -60,7 +60,7 @@ BIASED_DRIFT = {
 def drift_latex(sme) -> str:
     """The drift of ``sme``'s order for its loss and noise: the squared loss's residual form, any loss's
     ∂ℓ form, or the biased noise's mean."""
-    if not getattr(sme.noise, "unbiased", True):
+    if not sme.noise.unbiased:
         return BIASED_DRIFT[sme.order]
     if isinstance(sme.problem.loss_fn, SquaredLoss):
         return DRIFT[sme.order]
