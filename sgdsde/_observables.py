@@ -32,9 +32,9 @@ def parameters(problem, theta):
 
 
 def trace_gauss_newton(problem, theta):
-    """$\\operatorname{tr} G(\\theta) = \\frac1n\\sum_i\\|\\nabla f_i\\|^2$ (= tr ∇²L at zero loss)."""
-    J = problem.output_gradients(theta)
-    return jnp.sum(J * J) / problem.n_data
+    """$\\operatorname{tr} G(\\theta)$ of the generalized Gauss–Newton matrix ($\\frac1n\\sum_i\\|\\nabla f_i\\|^2$
+    for the squared loss, = tr ∇²L at zero loss; ``Problem.trace_gauss_newton``)."""
+    return problem.trace_gauss_newton(theta)
 
 
 BUILTIN = {

@@ -208,6 +208,17 @@ class Problem(eqx.Module):
             return jnp.einsum("dnk,nkl,enl->de", J, h, J) / self.n_data
         return (J * h[None, :]) @ J.T / self.n_data
 
+    def trace_gauss_newton(self, theta) -> Float[Array, ""]:
+        """$\\operatorname{tr} G(\\theta) = \\frac1n\\sum_i \\operatorname{tr}(J_i^T\\,\\partial_f^2\\ell_i\\,J_i)$, the trace of
+        ``gauss_newton`` without forming it ($\\frac1n\\sum_i\\|\\nabla f_i\\|^2$ for the squared loss; LOSS-5)."""
+        J = self.output_gradients(theta)
+        if isinstance(self.loss_fn, SquaredLoss):
+            return jnp.sum(J * J) / self.n_data
+        h = self.loss_curvatures(theta)
+        if J.ndim == 3:
+            return jnp.einsum("dnk,nkl,dnl->", J, h, J) / self.n_data
+        return jnp.sum(J * J * h[None, :]) / self.n_data
+
     def batch_gradient(self, theta, idx=None, label_noise=None, labels=None) -> Float[Array, " d"]:
         """$\\frac1B\\sum_{b}\\ell'(f_{i_b}, \\tilde y_b)\\nabla f_{i_b}$ for batch indices ``idx`` (None: the full
         batch, without gathering), labels ``labels`` in place of y (label flips), and for the squared loss

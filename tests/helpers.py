@@ -87,13 +87,23 @@ def _ce_problem():
 CLASSIFICATION_PROBLEMS = {"logistic": _logistic_problem, "ce3": _ce_problem}
 
 
-# name -> function(n, d) building a noise model for a classification problem (CLASSIFICATION_PROBLEMS):
-# label flips need class labels, so they have their own registry; every conformance test runs over both.
+def _transition(K: int) -> np.ndarray:
+    """A K × K row-stochastic class-transition matrix, not symmetric ([[0.8, 0.2], [0.1, 0.9]] for K = 2)."""
+    if K == 2:
+        return np.array([[0.8, 0.2], [0.1, 0.9]])
+    T = np.full((K, K), 0.1 / (K - 1)) + np.diag(np.linspace(0.7, 0.85, K) - 0.1 / (K - 1))
+    T[0] = np.r_[0.7, 0.3, np.zeros(K - 2)]
+    return T / T.sum(axis=1, keepdims=True)
+
+
+# name -> function(n, d, K=2) building a noise model for a classification problem with K classes
+# (CLASSIFICATION_PROBLEMS): label flips need class labels, so they have their own registry; every
+# conformance test runs over both.
 CLASSIFICATION_NOISES = {
-    "label_flip_full": lambda n, d: sd.LabelFlipNoise(0.3),
-    "label_flip_minibatch": lambda n, d: sd.LabelFlipNoise(0.2, 2, "with_replacement"),
-    "label_flip_transition": lambda n, d: sd.LabelFlipNoise(
-        0.0, 2, "without_replacement", transition=[[0.8, 0.2], [0.1, 0.9]]
+    "label_flip_full": lambda n, d, K=2: sd.LabelFlipNoise(0.3),
+    "label_flip_minibatch": lambda n, d, K=2: sd.LabelFlipNoise(0.2, 2, "with_replacement"),
+    "label_flip_transition": lambda n, d, K=2: sd.LabelFlipNoise(
+        None, 2, "without_replacement", transition=_transition(K)
     ),
 }
 

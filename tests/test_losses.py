@@ -334,3 +334,42 @@ def test_regularizers_and_latex_of_a_k_output_cross_entropy():
     tex = sy.derive_sme(problem, sd.MinibatchNoise(2), 1).latex()
     assert r"\partial_f\ell" in tex and sd.CrossEntropyLoss().latex() in tex and "r_i" not in tex
     assert r"m = E\,\tilde g \ne \nabla L" in sy.derive_sme(problem, sd.LabelFlipNoise(0.2), 2).latex()
+
+
+def test_loss_noise_frictions_are_refused_or_defined():
+    """Issue 26 §5 (loss × noise): additive label noise on class labels is refused by name on every entry
+    point (noise, SME, λ, predict); cross-entropy regularizers on a one-output model are refused; label flips
+    given both p and a transition are refused; tr G of a logistic problem is the generalized Gauss–Newton
+    trace, tr of ``Problem.gauss_newton`` (float64 rounding). [theory: LOSS-5]"""
+    lg, ce = CLASSIFICATION_PROBLEMS["logistic"](), CLASSIFICATION_PROBLEMS["ce3"]()
+    theta = 0.5 * jnp.ones(lg.n_params)
+    for problem in (lg, ce):
+        name = type(problem.loss_fn).__name__
+        for noise in (sd.LabelNoise(0.5), sd.LabelNoise(0.5, 3), sd.FullGradientLabelNoise(0.0)):
+            with pytest.raises(ValueError, match=f"not defined for {name}.*LabelFlipNoise"):
+                noise.check(problem)
+            with pytest.raises(ValueError, match=name):
+                sd.SME(problem, noise)
+            with pytest.raises(ValueError, match=name):
+                noise.effective_lambda(0.1, problem)
+    with pytest.raises(ValueError, match="LogisticLoss"):
+        sd.implicit.predict(lg, sd.LabelNoise(0.5), 0.1, theta)
+    with pytest.raises(ValueError, match="K >= 2 outputs"):
+        sy.derive_regularizers(sd.TwoLayerNetwork(2, 2, "tanh"), loss=sd.CrossEntropyLoss())
+    with pytest.raises(ValueError, match="not both"):
+        sd.LabelFlipNoise(0.2, transition=[[0.9, 0.1], [0.1, 0.9]])
+    with pytest.raises(ValueError, match="not both"):
+        sd.LabelFlipNoise(0.0, transition=[[0.9, 0.1], [0.1, 0.9]])
+    for problem in (lg, ce):
+        th = 0.5 * jnp.cos(jnp.arange(problem.n_params, dtype=jnp.float64))
+        close(problem.trace_gauss_newton(th), jnp.trace(problem.gauss_newton(th)))
+        res = sd.simulate_sgd(
+            problem,
+            None,
+            th,
+            lr=0.1,
+            n_steps=1,
+            key=jax.random.key(0),
+            record=sd.Record(observables=("trace_gauss_newton",)),
+        )
+        close(res.mean["trace_gauss_newton"][0], jnp.trace(problem.gauss_newton(th)))

@@ -23,6 +23,9 @@ class AbstractLoss(eqx.Module):
     label_kind: ClassVar[str] = "real"
     # ℓ(f + c𝟙, y) = ℓ(f, y) for every c (softmax logits): the symbolic layer evaluates it at f − max f
     shift_invariant: ClassVar[bool] = False
+    # ℓ′(f, y + ε) = ℓ′(f, y) − ε: additive label noise y + ε is the gradient noise −ε∇f (the squared loss
+    # only). LabelNoise and FullGradientLabelNoise need it; a loss without it refuses them by name.
+    additive_label_noise: ClassVar[bool] = False
 
     @abc.abstractmethod
     def __call__(self, f, y) -> Float[Array, ""]:

@@ -11,6 +11,8 @@ from .base import AbstractLoss
 class SquaredLoss(AbstractLoss):
     """$\\ell(f, y) = \\frac12 (f - y)^2$, ∂ℓ/∂f = f − y (the residual), ∂²ℓ/∂f² = 1 (LOSS-2)."""
 
+    additive_label_noise = True
+
     def __call__(self, f, y):
         r = f - y
         return 0.5 * r * r

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from .._models import LinearRegression
 from .._validation import check_positive
 from .base import AbstractGradientNoise
-from .minibatch import LABEL_DISTRIBUTIONS
+from .minibatch import LABEL_DISTRIBUTIONS, check_additive_label_noise
 from .sampling import BatchSampler, batch_size_arg, check_batch_size, check_sampling
 
 
@@ -44,6 +44,7 @@ class FullGradientLabelNoise(AbstractGradientNoise):
         self.batch_size, self.sampling, self.distribution = batch_size, sampling, distribution
 
     def check(self, problem):
+        check_additive_label_noise(self, problem)
         check_batch_size(self.batch_size, problem.n_data)
 
     def draw(self, problem, key, step, state, n_paths, dtype):
@@ -61,10 +62,10 @@ class FullGradientLabelNoise(AbstractGradientNoise):
     def gradient(self, problem, theta, draws):
         idx, eps = draws
         n = problem.n_data
-        # one VJP: (1/n)Σ_i (r_i − (n/B)Σ_{b: i_b = i} ε_b)∇f_i = ∇L − (1/B)Σ_b ε_b ∇f_{i_b}
+        # one VJP: (1/n)Σ_i (ℓ'_i − (n/B)Σ_{b: i_b = i} ε_b)∇f_i = ∇L − (1/B)Σ_b ε_b ∇f_{i_b}
         out, vjp = jax.vjp(problem.outputs, theta)
         noise = jnp.zeros(n, eps.dtype).at[idx].add(eps) * (n / self.batch_size)
-        return vjp((out - problem.y - noise) / n)[0]
+        return vjp((problem.loss_derivative(out, problem.y) - noise) / n)[0]
 
     def covariance_factor(self, problem, theta):
         n = problem.n_data
@@ -90,6 +91,8 @@ class FullGradientLabelNoise(AbstractGradientNoise):
 
     def effective_lambda(self, lr, problem=None) -> float:
         """$\\lambda = \\eta\\sigma^2/B$ (the label-noise covariance (σ²/B)G of LabelNoise; REG-5)."""
+        if problem is not None:
+            check_additive_label_noise(self, problem)
         return float(lr) * float(self.sigma) ** 2 / self.batch_size
 
     def latex(self):

@@ -42,13 +42,18 @@ class LabelFlipNoise(AbstractGradientNoise):
     sampling: str = eqx.field(static=True)
     unbiased: ClassVar[bool] = False
 
-    def __init__(self, p=0.0, batch_size=None, sampling="without_replacement", transition=None):
+    def __init__(self, p=None, batch_size=None, sampling="without_replacement", transition=None):
         if transition is None:
-            p = check_positive("p", p, allow_zero=True)
+            p = check_positive("p", 0.0 if p is None else p, allow_zero=True)
             if p > 1:
                 raise ValueError(f"p must be in [0, 1], got {p}")
             self.transition = None
         else:
+            if p is not None:
+                raise ValueError(
+                    f"give either p (a uniform flip rate) or transition (a K × K matrix), not both; got p={p!r} "
+                    "and a transition matrix"
+                )
             T = np.asarray(transition, np.float64)
             if T.ndim != 2 or T.shape[0] != T.shape[1] or T.shape[0] < 2:
                 raise ValueError(f"transition must be a K × K matrix (K >= 2), got shape {T.shape}")

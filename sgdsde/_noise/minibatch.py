@@ -23,6 +23,17 @@ from .sampling import (
 LABEL_DISTRIBUTIONS = ("rademacher", "gaussian")
 
 
+def check_additive_label_noise(noise, problem) -> None:
+    """Raise ValueError unless the problem's loss defines additive label noise y + ε (ℓ′(f, y + ε) = ℓ′(f, y) − ε:
+    the squared loss); label noise on class labels is a label flip (LabelFlipNoise)."""
+    loss = problem.loss_fn
+    if not loss.additive_label_noise:
+        raise ValueError(
+            f"{type(noise).__name__} adds ±σ or N(0, σ²) to real labels (squared loss) and is not defined for "
+            f"{type(loss).__name__} (labels {loss.label_kind}); for classification use LabelFlipNoise"
+        )
+
+
 def centred_factor(problem, theta, scale):
     """$\\sqrt{s}\\,[\\nabla\\ell_i - \\nabla L]_i$; with s = c/(nB) its square is the minibatch covariance
     $c\\,\\Sigma_1/B$, with $\\Sigma_1 = \\frac1n\\sum_i(\\nabla\\ell_i-\\nabla L)(\\nabla\\ell_i-\\nabla L)^T$ (minibatch-noise.md §5, §10)."""
@@ -70,8 +81,10 @@ class CentredLabelProduct(AbstractGradientNoise):
         if not self.sampling_columns:
             return vjp(s_label * w)[0]
         w_s = w[:n]
-        # (G − ḡ1ᵀ)w = Σ_i ℓ'_i (w_i − w̄)∇f_i, G = [ℓ'_i ∇f_i] the per-example loss gradients
-        c = s_batch * (out - problem.y) * (w_s - jnp.mean(w_s))
+        # (G − ḡ1ᵀ)w = Σ_i (w_i − w̄) J_iᵀℓ'_i, G = [J_iᵀℓ'_i] the per-example loss gradients, ℓ' = ∂ℓ/∂f the
+        # loss's own derivative (the residual f − y only for the squared loss; (n, K) for K outputs)
+        dl = problem.loss_derivative(out, problem.y)
+        c = (s_batch * (w_s - jnp.mean(w_s))).reshape((n,) + (1,) * (dl.ndim - 1)) * dl
         if self.label_columns:
             c = c + s_label * w[n:]
         return vjp(c)[0]
@@ -181,6 +194,7 @@ class LabelNoise(AbstractGradientNoise):
         return BatchSampler(self.batch(problem), self.sampling)
 
     def check(self, problem):
+        check_additive_label_noise(self, problem)
         check_batch_size(self.batch(problem), problem.n_data)
 
     def init_state(self, problem, key, n_paths, dtype):
@@ -237,6 +251,8 @@ class LabelNoise(AbstractGradientNoise):
         """$\\lambda = \\eta\\sigma^2/B$ (B = n for the full batch; label-noise.md §1(d); REG-5)."""
         if self.batch_size is None and problem is None:
             raise ValueError("problem is needed for a full-batch LabelNoise (B = n)")
+        if problem is not None:
+            check_additive_label_noise(self, problem)
         return float(lr) * float(self.sigma) ** 2 / self.batch(problem)
 
     def euler_form(self, problem):

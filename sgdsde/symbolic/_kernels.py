@@ -824,6 +824,8 @@ def kernels(
         raise ValueError(f"loss must be an sgdsde loss, got {type(loss).__name__}")
     loss = None if isinstance(loss, SquaredLoss) else loss  # one cache entry for the default
     sm = symbolic_model(model)
+    if loss is not None:
+        loss.check_outputs(sm.n_outputs)  # e.g. cross-entropy on a one-output model: refused by name
     numeric = model if isinstance(model, AbstractModel) else ExpressionModel(sm)
     if symbolic is False:
         return _numeric_kernels(numeric, "numeric autodiff (symbolic=False)", loss)
