@@ -346,7 +346,7 @@ def test_loss_noise_frictions_are_refused_or_defined():
     for problem in (lg, ce):
         name = type(problem.loss_fn).__name__
         for noise in (sd.LabelNoise(0.5), sd.LabelNoise(0.5, 3), sd.FullGradientLabelNoise(0.0)):
-            with pytest.raises(ValueError, match=f"not defined for {name}.*LabelFlipNoise"):
+            with pytest.raises(ValueError, match=f"not for {name}.*LabelFlipNoise"):
                 noise.check(problem)
             with pytest.raises(ValueError, match=name):
                 sd.SME(problem, noise)
@@ -354,6 +354,11 @@ def test_loss_noise_frictions_are_refused_or_defined():
                 noise.effective_lambda(0.1, problem)
     with pytest.raises(ValueError, match="LogisticLoss"):
         sd.implicit.predict(lg, sd.LabelNoise(0.5), 0.1, theta)
+    dln = sd.Problem(sd.DiagonalLinearNetwork(2, alpha=1.0), lg.X[:, :2], lg.y, loss=sd.LogisticLoss())
+    with pytest.raises(ValueError, match="label_noise_lasso.*LogisticLoss"):
+        sd.implicit.label_noise_lasso(dln, None, 0.1, lam=0.1)
+    with pytest.raises(ValueError, match="limiting flow.*LogisticLoss"):
+        sd.implicit.limiting_flow(dln, jnp.ones(4), c=1.0, duration=1.0, n_steps=2)
     with pytest.raises(ValueError, match="K >= 2 outputs"):
         sy.derive_regularizers(sd.TwoLayerNetwork(2, 2, "tanh"), loss=sd.CrossEntropyLoss())
     with pytest.raises(ValueError, match="not both"):

@@ -62,3 +62,13 @@ class AbstractLoss(eqx.Module):
     @abc.abstractmethod
     def latex(self) -> str:
         """ℓ(f, y) in LaTeX."""
+
+
+def require_additive_label_noise(loss: AbstractLoss, what: str) -> None:
+    """Raise ValueError naming ``what`` unless ``loss`` defines additive label noise y + ε (the squared loss:
+    ℓ′(f, y + ε) = ℓ′(f, y) − ε, and its zero-loss set is {f_i = y_i}); label noise on class labels is a flip."""
+    if not loss.additive_label_noise:
+        raise ValueError(
+            f"{what} is defined for real labels with additive label noise y + ε (the squared loss), not for "
+            f"{type(loss).__name__} (labels {loss.label_kind}); for classification use LabelFlipNoise"
+        )

@@ -8,6 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._losses import require_additive_label_noise
 from .._models import LinearRegression
 from .._validation import check_positive
 from .base import AbstractGradientNoise
@@ -24,14 +25,8 @@ LABEL_DISTRIBUTIONS = ("rademacher", "gaussian")
 
 
 def check_additive_label_noise(noise, problem) -> None:
-    """Raise ValueError unless the problem's loss defines additive label noise y + ε (ℓ′(f, y + ε) = ℓ′(f, y) − ε:
-    the squared loss); label noise on class labels is a label flip (LabelFlipNoise)."""
-    loss = problem.loss_fn
-    if not loss.additive_label_noise:
-        raise ValueError(
-            f"{type(noise).__name__} adds ±σ or N(0, σ²) to real labels (squared loss) and is not defined for "
-            f"{type(loss).__name__} (labels {loss.label_kind}); for classification use LabelFlipNoise"
-        )
+    """Raise ValueError naming the noise unless the problem's loss defines additive label noise y + ε."""
+    require_additive_label_noise(problem.loss_fn, type(noise).__name__)
 
 
 def centred_factor(problem, theta, scale):

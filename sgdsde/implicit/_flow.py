@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._losses import require_additive_label_noise
 from .._observables import trace_gauss_newton
 from .._problem import Problem
 from .._validation import check_int_range, check_positive
@@ -103,6 +104,7 @@ def _project_newton(problem, theta, tol, max_iter):
 
 def project_to_zero_loss(problem: Problem, theta, tol: float = 1e-10, max_iter: int = 100):
     """The minimum-norm Gauss–Newton projection of θ onto Γ = {f_i = y_i}, or None if it finds no point."""
+    require_additive_label_noise(problem.loss_fn, "the zero-loss set {f_i = y_i}")
     th = _project_newton(problem, jnp.asarray(theta), tol, max_iter)
     res = float(jnp.max(jnp.abs(problem.residuals(th))))
     return np.asarray(th) if np.isfinite(res) and res <= 100 * tol else None
@@ -163,6 +165,7 @@ def limiting_flow(
         LimitingFlow; raises ProjectionError if any record is off Γ or non-finite
         (theory/implicit-regularization.md, REG-8).
     """
+    require_additive_label_noise(problem.loss_fn, "the label-noise limiting flow on {f_i = y_i}")
     problem = float64_problem(problem)
     th0 = check_theta(problem, theta0, "theta0")
     c = check_positive("c", c)

@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 
+from .._losses import require_additive_label_noise
 from .._models import DiagonalLinearNetwork
 from .._noise import AbstractGradientNoise
 from .._problem import Problem
@@ -104,6 +105,7 @@ def label_noise_lasso(
     """
     if not isinstance(problem.model, DiagonalLinearNetwork):
         raise ValueError(f"problem.model must be a DiagonalLinearNetwork, got {type(problem.model).__name__}")
+    require_additive_label_noise(problem.loss_fn, "label_noise_lasso (a squared-loss Lasso)")
     if lam is None:
         lam = effective_lambda(noise, lr, problem)
     else:
