@@ -1,9 +1,10 @@
 """Checkpoints of a running ensemble: the whole engine state in one atomically written ``.ckpt.npz``.
 
 A checkpoint holds θ and the sampler/solver state of every path of the current chunk, the running moments
-and records of the finished chunks, the divergence and event records, and the position (chunk, block) in
+and records of the finished chunks, the divergence and event records, and the position (chunk, records done) in
 the deterministic key sequence (step k of chunk c always draws from fold_in(run key of c, k)), plus a
-fingerprint of the run (configuration, problem and noise arrays, θ₀, key, record plan, package versions).
+fingerprint of the run (configuration, problem and noise arrays, θ₀, key, recording, package versions; not
+the label or checkpoint_every, which a resume may change) and a manifest of every array's dtype and shape.
 Resuming from it continues bit for bit; a checkpoint of another run, or a damaged file, is refused by name.
 """
 
