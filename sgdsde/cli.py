@@ -358,12 +358,24 @@ _TYPES.update(
     alpha=(int, float), lr=(int, float), gaussian_sigma=(int, float), sigma=(int, float, type(None))
 )
 _TYPES.update(batch_size=(int, type(None)))
+_REQUIRED = (
+    "model",
+    "methods",
+    "dim",
+    "n_samples",
+    "sparsity",
+    "seed",
+    "lr",
+    "steps",
+    "paths",
+)  # the job's identity
 
 
 def read_summary(out: str, flag: str) -> dict:
     """The summary.json of the job in ``out``, checked: FileNotFoundError when there is none, ValueError
-    naming ``flag`` and what is wrong when it is not JSON or not a job's summary (missing or mistyped
-    configuration, unknown finished methods)."""
+    naming ``flag`` and what is wrong when it is not JSON or not a job's summary (no configuration, one
+    without the options that identify the job, unknown or mistyped options, unknown finished methods);
+    other options it lacks take their defaults."""
     path = os.path.join(os.fspath(out), "summary.json")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{flag}: no job in {out!r} (no summary.json)")
@@ -379,10 +391,15 @@ def read_summary(out: str, flag: str) -> dict:
     if not isinstance(summary, dict) or not isinstance(summary.get("config"), dict):
         damaged("no 'config' object")
     cfg = summary["config"]
-    missing = sorted(set(DEFAULTS) - set(cfg))
+    missing = sorted(set(_REQUIRED) - set(cfg))  # other options missing (an older summary): their defaults
     if missing:
         damaged(f"its config lacks {missing}")
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        damaged(f"its config has unknown options {unknown}")
     for k, types in _TYPES.items():
+        if k not in cfg:
+            continue
         v = cfg[k]
         if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
             damaged(f"config[{k!r}] = {v!r} is not {' or '.join(t.__name__ for t in types)}")

@@ -419,7 +419,7 @@ def test_cli_bad_flags_are_refused_by_name_before_anything_runs(tmp_path, capsys
     [
         ("{ truncated", "JSONDecodeError"),
         ("[1, 2]", "no 'config' object"),
-        ('{"config": {"model": "hadamard"}}', r"its config lacks \['alpha'"),
+        ('{"config": {"model": "hadamard"}}', r"its config lacks \['dim', 'lr', 'methods'"),
         ("CONFIG_LR_TEXT", r"config\['lr'\] = '0.01' is not int or float"),
         ("CONFIG_FINISHED", r"'finished' = \['gd', 'nope'\] is not a list of methods"),
     ],
