@@ -9,6 +9,7 @@ import json
 import math
 import os
 import platform
+import re
 import socket
 import tempfile
 import zipfile
@@ -389,7 +390,8 @@ def dump_json(obj, f, **kwargs) -> None:
 TEMP_SUFFIX = (
     ".sgdsde-tmp"  # every temporary file a writer makes ends so: <name>.<pid>@<host>.<random>.sgdsde-tmp
 )
-_HOST = socket.gethostname().replace(os.sep, "_")[:40] or "host"
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+_TEMP_OWNER = re.compile(r"(\d+)@([A-Za-z0-9_-]+)\.[A-Za-z0-9_]+")  # <pid>@<host>.<mkstemp's random part>
 
 
 def _temp_stem(name: str) -> str:
@@ -526,9 +528,11 @@ def _remove_stale_temps(folder: str, stem: str) -> list[str]:
     for entry in entries:
         if not (entry.startswith(stem) and entry.endswith(TEMP_SUFFIX)):
             continue
-        owner = entry[len(stem) :].split(".", 1)[0]
-        pid, _, host = owner.partition("@")
-        if host != _HOST or not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)):
+        owner = _TEMP_OWNER.fullmatch(entry[len(stem) : -len(TEMP_SUFFIX)])
+        if owner is None or owner[2] != _HOST:
+            continue
+        pid = int(owner[1])
+        if pid == os.getpid() or _alive(pid):
             continue
         try:
             os.remove(os.path.join(folder, entry))

@@ -278,7 +278,6 @@ def test_files_a_killed_writer_leaves_a_named_temporary_that_the_next_write_remo
     successful write of that target removes it (its process is gone), and leaves alone the temporaries of a
     live process and of another host."""
     import signal
-    import socket
     import subprocess
     import sys
     import time
@@ -304,13 +303,14 @@ def test_files_a_killed_writer_leaves_a_named_temporary_that_the_next_write_remo
     child.wait()
     (stale,) = os.listdir(tmp_path)
     assert stale.startswith(f"run.json.{child.pid}@") and stale.endswith(".sgdsde-tmp")
-    host = socket.gethostname().replace(os.sep, "_")[:40]
+    host = _results._HOST
     live = tmp_path / f"run.json.{os.getppid()}@{host}.x.sgdsde-tmp"
     other = tmp_path / f"run.json.{child.pid}@elsewhere.x.sgdsde-tmp"
-    live.write_text("")
-    other.write_text("")
+    foreign = tmp_path / f"run.json.{child.pid}@{host}.x.{child.pid}@{host}.y.sgdsde-tmp"  # another target's
+    for f in (live, other, foreign):
+        f.write_text("")
     _results.atomic_write(str(target), lambda f: f.write("{}"), binary=False)
-    assert sorted(os.listdir(tmp_path)) == sorted(["run.json", live.name, other.name])
+    assert sorted(os.listdir(tmp_path)) == sorted(["run.json", live.name, other.name, foreign.name])
 
 
 @pytest.mark.parametrize(
