@@ -500,13 +500,13 @@ def atomic_write(path: str, write, binary: bool, what: str = "save_to") -> None:
 
 
 def _fsync_directory(folder: str) -> None:
-    """fsync a directory (its entries: a rename); a no-op where directories cannot be opened (Windows) or
-    the file system does not support it (EINVAL)."""
+    """fsync a directory (its entries: a rename); a no-op where directories cannot be opened (Windows, a
+    directory without read permission) or the file system does not support it (EINVAL)."""
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        if os.name == "nt":
-            return
+    except OSError as err:
+        if os.name == "nt" or err.errno in (errno.EACCES, errno.EPERM):
+            return  # the rename is done; a directory we may not open cannot be fsynced by us
         raise
     try:
         os.fsync(fd)
