@@ -567,7 +567,7 @@ HOSTILE = [
     ("10**200*10**200*a", "number beyond float64's range"),
     ("7" * 400 + "*a", "integer literal of 400 digits"),
     ("*".join(["(10**300*a)"] * 3000), "product of numbers beyond 2\\*\\*1024"),
-    ("+".join(f"1/{k}" for k in range(1, 3000)), "common denominator exceeds 2\\*\\*1024"),
+    ("+".join(f"1/{k}" for k in range(1, 300)), "common denominator exceeds 2\\*\\*1024"),
     ("a+" * 300_000 + "a", "more than the limit 500,000"),
 ]
 
