@@ -20,7 +20,7 @@ import numpy as np
 
 from ._results import atomic_write, strict_json
 
-FORMAT = 1
+FORMAT = 2  # 2: a manifest of the arrays, the position by records done (issue 26)
 
 
 def checkpoint_path(save_to: str) -> str:
