@@ -1,9 +1,10 @@
 """Checkpoints of a running ensemble: the whole engine state in one atomically written ``.ckpt.npz``.
 
 A checkpoint holds θ and the sampler/solver state of every path of the current chunk, the running moments
-and records of the finished chunks, the divergence and event records, and the position (chunk, block) in
+and records of the finished chunks, the divergence and event records, and the position (chunk, records done) in
 the deterministic key sequence (step k of chunk c always draws from fold_in(run key of c, k)), plus a
-fingerprint of the run (configuration, problem and noise arrays, θ₀, key, record plan, package versions).
+fingerprint of the run (configuration, problem and noise arrays, θ₀, key, recording, package versions; not
+the label or checkpoint_every, which a resume may change) and a manifest of every array's dtype and shape.
 Resuming from it continues bit for bit; a checkpoint of another run, or a damaged file, is refused by name.
 """
 
@@ -17,9 +18,9 @@ import zipfile
 import jax
 import numpy as np
 
-from ._results import _atomic_write, _jsonable
+from ._results import atomic_write, strict_json
 
-FORMAT = 1
+FORMAT = 2  # 2: a manifest of the arrays, the position by records done (issue 26)
 
 
 def checkpoint_path(save_to: str) -> str:
@@ -44,15 +45,18 @@ def stepper_digest(stepper) -> str:
 
 
 def fingerprint_json(fingerprint: dict) -> str:
-    return json.dumps(fingerprint, sort_keys=True, default=_jsonable)
+    return json.dumps(strict_json(fingerprint), sort_keys=True, allow_nan=False)
 
 
 def save_checkpoint(path: str, fingerprint: dict, position: dict, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` with the run's fingerprint and ``position`` to ``path`` (temporary file, fsync,
-    rename: a kill at any moment leaves the previous checkpoint or this one, never half of one)."""
-    meta = {"format": FORMAT, "fingerprint": fingerprint, "position": position}
-    payload = dict(arrays, __meta__=np.array(json.dumps(meta, sort_keys=True, default=_jsonable)))
-    _atomic_write(path, lambda f: np.savez(f, **payload), binary=True)
+    """Write ``arrays`` with the run's fingerprint, ``position`` and a manifest of every array's dtype and
+    shape to ``path`` with ``atomic_write`` (temporary file, fsync, rename, fsync of the directory: a kill or
+    a power loss at any moment leaves the previous checkpoint or this one, never half of one)."""
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    manifest = {k: [v.dtype.str, list(v.shape)] for k, v in arrays.items()}
+    meta = {"format": FORMAT, "fingerprint": fingerprint, "position": position, "manifest": manifest}
+    payload = dict(arrays, __meta__=np.array(json.dumps(strict_json(meta), sort_keys=True, allow_nan=False)))
+    atomic_write(path, lambda f: np.savez(f, **payload), binary=True, what="save_to")
 
 
 def load_checkpoint(path: str, fingerprint: dict) -> tuple[dict, dict[str, np.ndarray]]:
@@ -70,8 +74,10 @@ def load_checkpoint(path: str, fingerprint: dict) -> tuple[dict, dict[str, np.nd
         raise ValueError(
             f"resume: the checkpoint {path!r} is truncated or corrupted ({type(err).__name__}: {err})"
         ) from None
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"resume: {path!r} has checkpoint format {meta.get('format')}, expected {FORMAT}")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"resume: {path!r} has checkpoint format {found}, expected {FORMAT}")
+    _check_fields(path, meta, arrays)
     saved = json.loads(fingerprint_json(meta["fingerprint"]))
     wanted = json.loads(fingerprint_json(fingerprint))
     if saved != wanted:
@@ -84,8 +90,48 @@ def load_checkpoint(path: str, fingerprint: dict) -> tuple[dict, dict[str, np.nd
     return meta["position"], arrays
 
 
+POSITION = ("chunk", "done_paths", "records_done")  # the integer fields of a checkpoint's position
+
+
+def _check_fields(path: str, meta: dict, arrays: dict[str, np.ndarray]) -> None:
+    """ValueError naming ``resume`` unless the checkpoint's fields are those it was written with: every array
+    named in its manifest with that dtype and shape and no other, the position's counters non-negative
+    integers, and the moments' arrays of one length (a re-zipped or hand-edited file is refused)."""
+
+    def bad(why: str):
+        raise ValueError(f"resume: the checkpoint {path!r} is damaged: {why}")
+
+    manifest, position = meta.get("manifest"), meta.get("position")
+    if not isinstance(manifest, dict) or not isinstance(meta.get("fingerprint"), dict):
+        bad("no manifest or fingerprint")
+    if set(manifest) != set(arrays):
+        extra, missing = sorted(set(arrays) - set(manifest)), sorted(set(manifest) - set(arrays))
+        bad(f"arrays {extra} are not in its manifest, {missing} are missing")
+    for name, v in arrays.items():
+        want = manifest[name]
+        if [v.dtype.str, list(v.shape)] != want:
+            bad(f"{name} is {v.dtype}{list(v.shape)}, written as {want[0]}{want[1]}")
+    if not isinstance(position, dict) or not all(
+        type(position.get(k)) is int and position[k] >= 0 for k in POSITION
+    ):
+        bad(f"its position {position!r} does not hold the counters {list(POSITION)} (integers >= 0)")
+    if not isinstance(position.get("solver_stats"), list):
+        bad("its position lacks the solver statistics")
+    for prefix in sorted({k.split("/", 1)[0] for k in arrays if k.startswith("acc")}):
+        count = arrays.get(f"{prefix}/count")
+        if count is not None:
+            if count.ndim != 1:
+                bad(f"{prefix}/count is not 1-D")
+            for k, v in arrays.items():
+                if k.startswith((f"{prefix}/mean/", f"{prefix}/m2/")) and v.shape[:1] != count.shape:
+                    bad(f"{k} has {v.shape[:1]} records where {prefix}/count has {count.shape}")
+        a, b = arrays.get(f"{prefix}/bad_paths"), arrays.get(f"{prefix}/bad_steps")
+        if a is None or b is None or a.ndim != 1 or a.shape != b.shape:
+            bad(f"{prefix}/bad_paths and bad_steps are not two 1-D arrays of one length")
+
+
 def _short(value) -> str:
-    text = json.dumps(value, sort_keys=True, default=_jsonable)
+    text = json.dumps(strict_json(value), sort_keys=True)
     return text if len(text) <= 200 else text[:200] + "…"
 
 

@@ -751,13 +751,13 @@ def run_plans(
     fingerprint = None
     resume = None if output.resume is False else output.resume
     if ckpt_every is not None or resume is not None:
+        # the label (the method's name) and checkpoint_every are cosmetic: a resume may change them
         fingerprint = {
             "configs": configs,
-            "methods": [p.method for p in plans],
             "data": [stepper_digest(p.stepper_for_chunk(1)) for p in plans],
             "theta0": digest(th0),
             "lr": [_lr_fingerprint(e) for e in etas],
-            "record": [n_saved, [k for k, _ in obs], record_every, plan],
+            "record": [n_saved, [k for k, _ in obs], record_every],
             "events": [describe(e) for e in events],
             "processes": jax.process_count(),
             "versions": package_versions(),
@@ -792,7 +792,7 @@ def run_plans(
         )
         return res
 
-    def checkpoint(c: int, b: int, recs=None, state=None) -> None:
+    def checkpoint(c: int, records_done: int, recs=None, state=None) -> None:
         arrays: dict[str, np.ndarray] = {}
         for g, acc in enumerate(accs):
             arrays.update(acc.arrays(f"acc{g}"))
@@ -804,25 +804,32 @@ def run_plans(
         if writer:
             position = {
                 "chunk": c,
-                "block": b,
                 "done_paths": done_paths,
                 "solver_stats": [acc.solver_stats for acc in accs],
-                "records_done": int(sum(n for _, n, _ in plan[:b])),
+                "records_done": int(records_done),
             }
             save_checkpoint(ckpt_file, fingerprint, position, arrays)
 
-    start_chunk, start_block, resumed = 0, 0, None
+    start_chunk, start_record, resumed = 0, 0, None
     if resume is not None:
         path = ckpt_file if resume is True else os.fspath(resume)
         if resume is not True or os.path.isfile(path):
             position, arrays = load_checkpoint(path, fingerprint)
             for g, acc in enumerate(accs):
                 acc.restore(f"acc{g}", arrays, position["solver_stats"][g])
-            start_chunk, start_block, done_paths = (
+            start_chunk, start_record, done_paths = (
                 position["chunk"],
-                position["block"],
+                position["records_done"],
                 position["done_paths"],
             )
+            if (
+                start_chunk > n_chunks
+                or start_record >= max(n_records, 1)
+                or done_paths != min(start_chunk * chunk, n_paths)
+            ):
+                raise ValueError(
+                    f"resume: the checkpoint {path!r} is damaged: its position {position} does not fit this run"
+                )
             if "state/0" in arrays:
                 recs = unflatten("recs", arrays)
                 leaves = [arrays[f"state/{i}"] for i in range(sum(k.startswith("state/") for k in arrays))]
@@ -842,16 +849,15 @@ def run_plans(
             keep = max(0, min(n_saved - lo, n))
             rec0, bad, ev_state = ops.initial_record(obs, events, carry, bad, keep)
             recs = [ops.record0(rec0)]
-            first_block = 0
+            chunk_plan = plan
             if resumed is not None and c == start_chunk:
                 recs = [resumed[0]]
                 carry, ev_state, bad = _restore_state((carry, ev_state, bad), resumed[1])
-                first_block = start_block
+                chunk_plan = _plan_from(plan, start_record)
             schedule = None if etas[0].constant else etas[0].device_schedule(dtype)
             if G > 1:
                 eta_const = jnp.asarray([e.first for e in etas], dtype) if eta_batched else None
-            for bi in range(first_block, len(plan)):
-                b, n_rec, length = plan[bi]
+            for bi, (b, n_rec, length) in enumerate(chunk_plan):
                 start = b * record_every
                 starts = start + length * np.arange(n_rec)
                 if etas[0].constant:
@@ -879,8 +885,8 @@ def run_plans(
                     steps_per_call,
                 )
                 recs.append(ops.records(rec))
-                if ckpt_every is not None and bi + 1 < len(plan):
-                    checkpoint(c, bi + 1, recs, (carry, ev_state, bad))
+                if ckpt_every is not None and bi + 1 < len(chunk_plan):
+                    checkpoint(c, b + n_rec, recs, (carry, ev_state, bad))
                 bar.update(G * (lo * n_steps + (start + n_rec * length) * n))
             count, mean, m2, saved = _concat_records(recs)
             bad_h = ops.per_path(bad)
@@ -911,7 +917,7 @@ def run_plans(
             if writer:
                 for g in range(G):
                     if save_names[g] is not None:
-                        result(g, complete=hi == n_paths).save(save_names[g])
+                        result(g, complete=hi == n_paths).save(save_names[g], what="save_to")
     except KeyboardInterrupt:
         if done_paths == 0:
             raise
@@ -923,6 +929,16 @@ def run_plans(
         if res.diverged:
             warnings.warn(res.divergence_message(), RuntimeWarning, stacklevel=2)
         out.append(res if plans[g].finish is None else plans[g].finish(res))
+    return out
+
+
+def _plan_from(plan: list[tuple[int, int, int]], done: int) -> list[tuple[int, int, int]]:
+    """The calls of ``plan`` from record ``done`` on, the call holding it cut there (a checkpoint written
+    with another ``checkpoint_every`` resumes in this run's blocks: the steps and keys are the same)."""
+    out = []
+    for b, n, length in plan:
+        if b + n > done:
+            out.append((b, n, length) if b >= done else (done, b + n - done, length))
     return out
 
 

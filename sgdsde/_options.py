@@ -91,7 +91,10 @@ class Output(eqx.Module):
 
     Args:
         save_to: path prefix; finished chunks are saved there (npz + json) as they complete. Its directory
-            must exist (checked before any compute).
+            must exist and be writable, and it must name a file in it (checked before any compute: '' or
+            'dir/' would write hidden files, a NUL byte or a name too long cannot be written; ValueError).
+            A write that fails later (full disk, directory made read-only) raises an OSError naming
+            save_to, the file and the reason, and leaves no temporary file.
         progress: print a progress line on stderr.
         label: the method's name in reports.
         checkpoint_every: with ``save_to``, write the whole run state to ``save_to + ".ckpt.npz"`` every that
@@ -110,13 +113,9 @@ class Output(eqx.Module):
 
     def __check_init__(self):
         if self.save_to is not None:
-            if not isinstance(self.save_to, (str, os.PathLike)):
-                raise ValueError(f"save_to must be a path, got {type(self.save_to).__name__}")
-            folder = os.path.dirname(os.path.abspath(os.fspath(self.save_to)))
-            if not os.path.isdir(folder):
-                raise ValueError(f"save_to: directory {folder!r} does not exist")
-            if not os.access(folder, os.W_OK):
-                raise ValueError(f"save_to: directory {folder!r} is not writable")
+            from ._results import check_save_to
+
+            check_save_to(self.save_to)
         if not isinstance(self.progress, (bool, np.bool_)):
             raise ValueError(f"progress must be True or False, got {self.progress!r}")
         if self.label is not None and not isinstance(self.label, str):

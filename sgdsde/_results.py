@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
 import json
+import math
 import os
 import platform
+import re
+import socket
 import tempfile
+import zipfile
 from typing import Any
 
 import numpy as np
@@ -199,9 +205,12 @@ class EnsembleResult:
         )
 
     # --- saving -------------------------------------------------------------------------------
-    def save(self, path: str) -> str:
-        """Write ``path``.npz (arrays) and ``path``.json (configuration, versions) atomically."""
-        path = os.fspath(path)
+    def save(self, path: str, what: str = "path") -> str:
+        """Write ``path``.npz (arrays) and ``path``.json (configuration, versions; strict JSON, non-finite
+        numbers as strings) with ``atomic_write`` (temporary file, fsync, rename, fsync of the directory).
+        ``path`` is a prefix (its directory is created); a bad one is a ValueError, a failed write (full
+        disk, no permission) an OSError, each naming ``what`` (the caller's argument), the path and why."""
+        path = check_save_to(path, what, (".npz", ".json"), make_folder=True)
         arrays = {"steps": self.steps, "times": self.times, "count": self.count}
         for k, v in self.mean.items():
             arrays[f"mean/{k}"] = v
@@ -228,45 +237,120 @@ class EnsembleResult:
             "reports": reports,
             "versions": package_versions(),
         }
-        _atomic_write(path + ".npz", lambda f: np.savez(f, **arrays), binary=True)
-        _atomic_write(path + ".json", lambda f: json.dump(meta, f, indent=2, default=_jsonable), binary=False)
+        atomic_write(path + ".npz", lambda f: np.savez(f, **arrays), binary=True, what=what)
+        atomic_write(path + ".json", lambda f: dump_json(meta, f, indent=2), binary=False, what=what)
         return path
 
     @classmethod
     def load(cls, path: str) -> EnsembleResult:
-        """Read a result written by ``save``."""
+        """Read a result written by ``save`` (the prefix: ``path``.json and ``path``.npz). A missing,
+        truncated or foreign file, or one whose fields do not fit together, is a ValueError naming the file
+        and what is wrong."""
         path = os.fspath(path)
-        with open(path + ".json") as f:
-            meta = json.load(f)
-        with np.load(path + ".npz") as z:
-            arrays = {k: z[k] for k in z.files}
+        try:
+            return cls._load(path)
+        except _LoadError as err:
+            raise ValueError(f"EnsembleResult.load: {err}") from None
+
+    @classmethod
+    def _load(cls, path: str) -> EnsembleResult:
+        meta_file, array_file = path + ".json", path + ".npz"
+        for f in (meta_file, array_file):
+            if not os.path.isfile(f):
+                raise _LoadError(f"no result file {f!r} (save writes {path!r} + '.json' and '.npz')")
+        try:
+            with open(meta_file, encoding="utf-8") as f:
+                meta = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise _LoadError(
+                f"{meta_file!r} is not a result's JSON record ({type(err).__name__}: {err})"
+            ) from None
+        try:
+            # np.load's default refuses pickled objects
+            with open(array_file, "rb") as fh, np.load(fh) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile, AttributeError) as err:
+            raise _LoadError(
+                f"{array_file!r} is truncated, corrupted or not a result's arrays ({type(err).__name__}: {err})"
+            ) from None
+        return cls._from_saved(path, meta, arrays)
+
+    @classmethod
+    def _from_saved(cls, path: str, meta, arrays: dict) -> EnsembleResult:
+        def need(cond, what):
+            if not cond:
+                raise _LoadError(f"{path!r} is not a result written by EnsembleResult.save: {what}")
+
+        fields = (
+            "method",
+            "n_paths",
+            "diverged",
+            "first_divergence_step",
+            "complete",
+            "observables",
+            "config",
+        )
+        need(isinstance(meta, dict), "its JSON record is not an object")
+        missing = [k for k in fields if k not in meta]
+        need(not missing, f"its JSON record lacks {missing}")
         names = meta["observables"]
-        reports = {
-            name: REPORTS[name].from_saved(
-                {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(name + "/")}, saved
-            )
-            for name, saved in meta.get("reports", {}).items()
+        need(
+            isinstance(names, list) and all(isinstance(k, str) for k in names),
+            "observables is not a list of names",
+        )
+        need(isinstance(meta["n_paths"], int) and meta["n_paths"] >= 0, "n_paths is not a count")
+        need(isinstance(meta["diverged"], int) and meta["diverged"] >= 0, "diverged is not a count")
+        wanted = ["steps", "times", "count"] + [f"{m}/{k}" for k in names for m in ("mean", "var")]
+        missing = [k for k in wanted if k not in arrays]
+        need(not missing, f"its arrays lack {missing}")
+        steps, times, count = arrays["steps"], arrays["times"], arrays["count"]
+        need(
+            steps.ndim == 1 and len(steps) > 0 and steps.dtype.kind in "iu",
+            "steps is not a 1-D integer array",
+        )
+        R = len(steps)
+        need(times.shape == (R,) and times.dtype.kind == "f", f"times is not {R} floats")
+        need(count.shape == (R,) and count.dtype.kind in "iu", f"count is not {R} integers")
+        for k in names:
+            m, v = arrays[f"mean/{k}"], arrays[f"var/{k}"]
+            need(m.shape[:1] == (R,) and m.shape == v.shape, f"mean/{k} and var/{k} are not ({R}, …) alike")
+        paths = arrays.get("paths")
+        need(paths is None or (paths.ndim == 3 and len(paths) == R), "paths is not (records, paths, d)")
+        per_path = {
+            k: arrays[k] for k in ("diverged_paths", "divergence_steps", "divergence_times") if k in arrays
         }
+        need(all(v.ndim == 1 for v in per_path.values()), "the divergence records are not 1-D")
+        saved_reports = meta.get("reports", {})
+        need(isinstance(saved_reports, dict) and set(saved_reports) <= set(REPORTS), "unknown reports")
+        try:
+            reports = {
+                name: REPORTS[name].from_saved(
+                    {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(name + "/")}, saved
+                )
+                for name, saved in saved_reports.items()
+            }
+        except (TypeError, KeyError, ValueError) as err:
+            raise _LoadError(f"{path!r}: a saved report does not fit ({type(err).__name__}: {err})") from None
         return cls(
             method=meta["method"],
-            steps=arrays["steps"],
-            times=arrays["times"],
+            steps=steps,
+            times=times,
             mean={k: arrays[f"mean/{k}"] for k in names},
             var={k: arrays[f"var/{k}"] for k in names},
-            count=arrays["count"],
+            count=count,
             n_paths=meta["n_paths"],
-            paths=arrays.get("paths"),
+            paths=paths,
             diverged=meta["diverged"],
             first_divergence_step=meta["first_divergence_step"],
             complete=meta["complete"],
             config=meta["config"],
-            **{
-                k: arrays[k]
-                for k in ("diverged_paths", "divergence_steps", "divergence_times")
-                if k in arrays
-            },
+            **per_path,
             **reports,
         )
+
+
+class _LoadError(Exception):
+    """What is wrong with a saved result (EnsembleResult.load turns it into a ValueError)."""
 
 
 REPORTS = {"resets": ResetReport, "first_passage": FirstPassageReport}  # result field → report class
@@ -280,18 +364,195 @@ def _jsonable(x):
     return repr(x)
 
 
-def _atomic_write(path: str, write, binary: bool) -> None:
+def strict_json(x):
+    """``x`` made writable as strict JSON (RFC 8259: no bare NaN or Infinity): arrays and numpy scalars as
+    Python values, a non-finite float as the string ``"nan"``, ``"inf"`` or ``"-inf"`` (``float()`` reads each
+    back), any other object as its repr."""
+    if isinstance(x, dict):
+        return {k: strict_json(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [strict_json(v) for v in x]
+    if isinstance(x, (np.ndarray, np.generic)):
+        return strict_json(x.tolist())
+    if isinstance(x, float):
+        return x if math.isfinite(x) else ("nan" if math.isnan(x) else "inf" if x > 0 else "-inf")
+    if x is None or isinstance(x, (str, int)):
+        return x
+    return repr(x)
+
+
+def dump_json(obj, f, **kwargs) -> None:
+    """``obj`` as strict JSON into the text file ``f`` (non-finite numbers as strings: ``strict_json``)."""
+    json.dump(strict_json(obj), f, allow_nan=False, **kwargs)
+
+
+# --- writing files: one way for every writer ------------------------------------------------------------
+TEMP_SUFFIX = (
+    ".sgdsde-tmp"  # every temporary file a writer makes ends so: <name>.<pid>@<host>.<random>.sgdsde-tmp
+)
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:40] or "host"
+_TEMP_OWNER = re.compile(r"(\d+)@([A-Za-z0-9_-]+)\.[A-Za-z0-9_]+")  # <pid>@<host>.<mkstemp's random part>
+
+
+def _temp_stem(name: str) -> str:
+    """The recognisable start of a temporary file for the target ``name``: the name itself (a long one cut
+    to 80 characters plus 8 hex digits of its hash, so the temporary's name stays within NAME_MAX)."""
+    if len(name) <= 120:
+        return name
+    return name[:80] + "~" + hashlib.sha256(name.encode()).hexdigest()[:8]
+
+
+def check_save_to(
+    save_to, what: str = "save_to", suffixes=(".npz", ".json", ".ckpt.npz"), make_folder: bool = False
+) -> str:
+    """``save_to`` as a path prefix whose files ``save_to + suffix`` can be created; ValueError naming
+    ``what`` for an empty prefix, one ending in a separator (it would write hidden ``.npz``/``.json`` files in
+    that directory), an existing directory, a NUL byte, a name too long for the file system, a missing
+    (``make_folder``: created) or non-writable directory, or a target file that is a directory."""
+    if not isinstance(save_to, (str, os.PathLike)):
+        raise ValueError(f"{what} must be a path, got {type(save_to).__name__}")
+    path = os.fspath(save_to)
+    if not isinstance(path, str):
+        raise ValueError(f"{what} must be a text path, got {path!r}")
+    if path.strip() == "":
+        raise ValueError(f"{what} must name a file prefix (e.g. 'runs/a'), got the empty string {path!r}")
+    if "\0" in path:
+        raise ValueError(f"{what} must not contain a NUL byte, got {path!r}")
+    name = os.path.basename(path)
+    if name == "" or path.endswith((os.sep, "/")) or name in (".", ".."):
+        raise ValueError(
+            f"{what} is a path prefix (files {what} + '.npz', '.json'), not a directory: {path!r} would write "
+            f"hidden files {path + '.npz'!r}; give a name, e.g. {os.path.join(path, 'run')!r}"
+        )
+    if os.path.isdir(path):
+        raise ValueError(
+            f"{what}: {path!r} is an existing directory; {what} is a file prefix: give a name inside it, "
+            f"e.g. {os.path.join(path, 'run')!r}"
+        )
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    if make_folder and not os.path.isdir(folder):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as err:
+            raise OSError(
+                err.errno, f"{what}: cannot create the directory {folder!r}: {err.strerror}"
+            ) from err
+    if not os.path.isdir(folder):
+        raise ValueError(f"{what}: directory {folder!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"{what}: directory {folder!r} is not writable")
     try:
-        with os.fdopen(fd, "wb" if binary else "w") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max = 255
+    longest = max(len((name + s).encode()) for s in suffixes)
+    if longest > name_max:
+        raise ValueError(
+            f"{what}: the file name {name[:40]!r}… is too long: {longest} bytes with its suffix, the file "
+            f"system allows {name_max}"
+        )
+    for s in suffixes:
+        if os.path.isdir(path + s):
+            raise ValueError(f"{what}: the target {path + s!r} is a directory")
+    return path
+
+
+def atomic_write(path: str, write, binary: bool, what: str = "save_to") -> None:
+    """Write a file so that a crash at any moment leaves the previous file or the new one, never part of one:
+    ``write(f)`` into a temporary file next to ``path`` (named ``<name>.<pid>@<host>.<random>.sgdsde-tmp``),
+    fsync it, rename it onto ``path``, fsync the directory (so the rename survives a power loss too).
+
+    A failure removes the temporary file and raises an OSError of the same kind (errno) whose message names
+    ``what``, the path and the reason (a full disk, a directory made read-only, …). After a successful write,
+    temporary files of the same target left by killed writers on this host (their process no longer exists)
+    are removed; those of live processes or other hosts are left alone.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    name = os.path.basename(path)
+    stem = f"{_temp_stem(name)}."
+    tmp = None
+    try:
+        try:
+            os.makedirs(folder, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{stem}{os.getpid()}@{_HOST}.", suffix=TEMP_SUFFIX)
+            with os.fdopen(fd, "wb" if binary else "w") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            tmp = None
+            _fsync_directory(folder)
+        except ValueError as err:  # a NUL byte in the path
+            if "null" in str(err):
+                raise ValueError(f"{what}: cannot write {path!r}: {err}") from None
+            raise
+        except OSError as err:
+            reason = err.strerror or str(err)
+            raise OSError(err.errno, f"{what}: cannot write {path!r}: {reason}") from err
+    finally:
+        if tmp is not None:
+            try:
+                os.remove(tmp)
+            except OSError:
+                pass
+    _remove_stale_temps(folder, stem)
+
+
+def _fsync_directory(folder: str) -> None:
+    """fsync a directory (its entries: a rename); a no-op where directories cannot be opened (Windows, a
+    directory without read permission) or the file system does not support it (EINVAL)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as err:
+        if os.name == "nt" or err.errno in (errno.EACCES, errno.EPERM):
+            return  # the rename is done; a directory we may not open cannot be fsynced by us
         raise
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _remove_stale_temps(folder: str, stem: str) -> list[str]:
+    """Remove the temporary files ``<stem><pid>@<this host>.*.sgdsde-tmp`` whose process is gone (a killed
+    writer's); returns their paths. Best effort: nothing here raises."""
+    removed = []
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return removed
+    for entry in entries:
+        if not (entry.startswith(stem) and entry.endswith(TEMP_SUFFIX)):
+            continue
+        owner = _TEMP_OWNER.fullmatch(entry[len(stem) : -len(TEMP_SUFFIX)])
+        if owner is None or owner[2] != _HOST:
+            continue
+        pid = int(owner[1])
+        if pid == os.getpid() or _alive(pid):
+            continue
+        try:
+            os.remove(os.path.join(folder, entry))
+            removed.append(os.path.join(folder, entry))
+        except OSError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this host (True when it cannot be told: the safe answer)."""
+    if os.name == "nt":  # os.kill would terminate it there
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError):
+        return True
+    return True
 
 
 class RunningMoments:

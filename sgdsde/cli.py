@@ -127,15 +127,28 @@ def _methods(cfg) -> list[str]:
 
 
 def _configure(kwargs) -> tuple[dict, list[str]]:
+    unknown = sorted(set(kwargs) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown options {unknown} (known: {sorted(DEFAULTS)})")
     cfg = dict(DEFAULTS, **kwargs)
     if cfg["model"] not in MODELS:
         raise ValueError(f"model must be one of {MODELS}, got {cfg['model']!r}")
+    if not isinstance(cfg["methods"], str):
+        raise ValueError(f"methods (--methods) must be a comma-separated string, got {cfg['methods']!r}")
     methods = _methods(cfg)
     for m in methods:
         if m not in METHODS:
             raise ValueError(f"methods must be among {METHODS}, got {m!r}")
     if not methods:
         raise ValueError(f"methods must name at least one of {METHODS}")
+    twice = sorted({m for m in methods if methods.count(m) > 1})
+    if twice:
+        raise ValueError(f"methods (--methods) names {twice} more than once, got {cfg['methods']!r}")
+    seed = cfg["seed"]
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed (--seed) must be an integer >= 0, got {seed!r}")
+    if not isinstance(cfg["out"], (str, os.PathLike)) or os.fspath(cfg["out"]).strip() == "":
+        raise ValueError(f"out (--out) must name a folder, got {cfg['out']!r}")
     import jax
 
     # The stationary-point solves run in float64 whatever dtype the simulations use.
@@ -149,6 +162,7 @@ def run(progress: bool = True, resume: bool = False, **kwargs) -> JobReport:
     ``checkpoint_every`` records; ``resume``: reload the methods ``out``/summary.json lists as finished and
     continue the others from their checkpoints (bit for bit as if never interrupted)."""
     cfg, methods = _configure(kwargs)
+    make_out(cfg["out"])
     import sgdsde as sd
     from sgdsde.implicit import regularizer_observables
 
@@ -167,7 +181,6 @@ def run(progress: bool = True, resume: bool = False, **kwargs) -> JobReport:
             noise.check(problem)
     theory = cfg["verdict"] and ("label" in methods or "sde" in methods)
     observables = regularizer_observables(cfg["lr"], obs) if theory else obs
-    os.makedirs(cfg["out"], exist_ok=True)
     reports = []
     finished: list[str] = []
     done_before = _finished_methods(cfg["out"]) if resume else []
@@ -218,6 +231,7 @@ def run_sweep(progress: bool = True, **kwargs):
     ``sweep_lams`` (σ = √(λB/η)), one compiled sweep each, against the stationary points θ*(λ) of L + λR
     (implicit.convergence_study); writes ``out``/sweep.json and sweep.png."""
     cfg, _ = _configure(kwargs)
+    make_out(cfg["out"])
     from sgdsde.implicit import convergence_study
 
     problem, theta0, _ = build_problem(
@@ -234,7 +248,6 @@ def run_sweep(progress: bool = True, **kwargs):
     sigmas = [float(np.sqrt(lam * cfg["batch_size"] / cfg["lr"])) for lam in lams]
     noise = noise_for("label", 1.0, cfg["gaussian_sigma"], cfg["batch_size"])
     noise.check(problem)
-    os.makedirs(cfg["out"], exist_ok=True)
     study = convergence_study(
         problem,
         noise,
@@ -249,13 +262,14 @@ def run_sweep(progress: bool = True, **kwargs):
         dtype=np.dtype(cfg["dtype"]),
         progress=progress,
     )
-    from sgdsde._results import _atomic_write, _jsonable, package_versions
+    from sgdsde._results import atomic_write, dump_json, package_versions
 
     record = {"config": cfg, "versions": package_versions(), "study": study.to_dict()}
-    _atomic_write(
+    atomic_write(
         os.path.join(cfg["out"], "sweep.json"),
-        lambda f: json.dump(record, f, indent=2, default=_jsonable),
+        lambda f: dump_json(record, f, indent=2),
         binary=False,
+        what="--out",
     )
     _sweep_figure(study, os.path.join(cfg["out"], "sweep.png"))
     return study
@@ -320,32 +334,94 @@ def _theory(job: JobReport, problem, noises, methods) -> None:
         job.theory_error = str(err)
 
 
+def make_out(out: str) -> None:
+    """Create the output folder ``out``; ValueError naming --out when it is an existing file or cannot be
+    created or written (a read-only parent), before anything runs."""
+    out = os.fspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise ValueError(f"--out: {out!r} is an existing file, not a folder")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise ValueError(f"--out: cannot create the folder {out!r}: {reason}") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise ValueError(f"--out: the folder {out!r} is not writable")
+
+
+# summary.json's config: each option's accepted types (None where its default is None)
+_TYPES = {
+    k: (bool,) if isinstance(v, bool) else (int,) if isinstance(v, int) else (str,)
+    for k, v in DEFAULTS.items()
+}
+_TYPES.update(
+    alpha=(int, float), lr=(int, float), gaussian_sigma=(int, float), sigma=(int, float, type(None))
+)
+_TYPES.update(batch_size=(int, type(None)))
+_REQUIRED = (
+    "model",
+    "methods",
+    "dim",
+    "n_samples",
+    "sparsity",
+    "seed",
+    "lr",
+    "steps",
+    "paths",
+)  # the job's identity
+
+
+def read_summary(out: str, flag: str) -> dict:
+    """The summary.json of the job in ``out``, checked: FileNotFoundError when there is none, ValueError
+    naming ``flag`` and what is wrong when it is not JSON or not a job's summary (no configuration, one
+    without the options that identify the job, unknown or mistyped options, unknown finished methods);
+    other options it lacks take their defaults."""
+    path = os.path.join(os.fspath(out), "summary.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{flag}: no job in {out!r} (no summary.json)")
+
+    def damaged(why: str):
+        raise ValueError(f"{flag}: {path!r} is damaged or not a job's summary: {why}")
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            summary = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        damaged(f"{type(err).__name__}: {err}")
+    if not isinstance(summary, dict) or not isinstance(summary.get("config"), dict):
+        damaged("no 'config' object")
+    cfg = summary["config"]
+    missing = sorted(set(_REQUIRED) - set(cfg))  # other options missing (an older summary): their defaults
+    if missing:
+        damaged(f"its config lacks {missing}")
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        damaged(f"its config has unknown options {unknown}")
+    for k, types in _TYPES.items():
+        if k not in cfg:
+            continue
+        v = cfg[k]
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            damaged(f"config[{k!r}] = {v!r} is not {' or '.join(t.__name__ for t in types)}")
+    finished = summary.get("finished", [])
+    if not isinstance(finished, list) or not all(m in METHODS for m in finished):
+        damaged(f"'finished' = {finished!r} is not a list of methods among {METHODS}")
+    return summary
+
+
 def _finished_methods(out: str) -> list[str]:
-    path = os.path.join(out, "summary.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"--resume: no job in {out!r} (no summary.json)")
-    with open(path) as f:
-        return list(json.load(f).get("finished", []))
+    return list(read_summary(out, "--resume").get("finished", []))
 
 
 def resume_config(out: str) -> dict:
     """The configuration of the job saved in ``out`` (its summary.json), to run it again with resume."""
-    path = os.path.join(out, "summary.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"--resume: no job in {out!r} (no summary.json)")
-    with open(path) as f:
-        cfg = json.load(f)["config"]
-    return dict(cfg, out=out)
+    return dict(read_summary(out, "--resume")["config"], out=out)
 
 
 def reload(out: str) -> JobReport:
     """Rebuild a finished job's report from the files it wrote in ``out`` (no simulation is re-run)."""
-    path = os.path.join(out, "summary.json")
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"--reload: no job in {out!r} (no summary.json)")
-    with open(path) as f:
-        summary = json.load(f)
-    cfg, methods = _configure(summary["config"])
+    summary = read_summary(out, "--reload")
+    cfg, methods = _configure(dict(summary["config"], out=out))
     # an interrupted job lists the methods that finished (older summaries: all of them)
     methods = [m for m in methods if m in summary.get("finished", methods)]
     if not methods:
@@ -407,8 +483,9 @@ def format_report(job: JobReport) -> str:
 
 def _write_summary(job: JobReport, finished: list[str]) -> None:
     """summary.json: the configuration, the methods that finished (all of them once ``complete``), their final
-    rows and the verdict; written atomically (a temporary file, then a rename)."""
-    from sgdsde._results import _jsonable, package_versions
+    rows and the verdict; strict JSON (a diverged run's NaN mean as the string "nan", ±inf as "inf"/"-inf"),
+    written with ``atomic_write`` (a temporary file, fsync, rename, fsync of the folder)."""
+    from sgdsde._results import atomic_write, dump_json, package_versions
 
     methods = _methods(job.config)
     summary = {
@@ -428,9 +505,7 @@ def _write_summary(job: JobReport, finished: list[str]) -> None:
         "theory_error": job.theory_error,
     }
     path = os.path.join(job.config["out"], "summary.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(summary, f, indent=2, default=_jsonable)
-    os.replace(path + ".tmp", path)
+    atomic_write(path, lambda f: dump_json(summary, f, indent=2), binary=False, what="--out")
 
 
 def _figure(job: JobReport, column: str) -> None:
@@ -478,6 +553,10 @@ def _observable_at(job: JobReport, column: str, theta) -> float | None:
 
 
 def parse_args(argv=None) -> dict:
+    return vars(_parser().parse_args(argv))
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sgdsde", description=__doc__)
     p.add_argument(
         "--model",
@@ -545,7 +624,38 @@ def parse_args(argv=None) -> dict:
     )
     p.add_argument("--sweep-lams", default=DEFAULTS["sweep_lams"], help="comma-separated λ for --sweep")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
-    return vars(p.parse_args(argv))
+    return p
+
+
+def _given(argv) -> set[str]:
+    """The options given on the command line (their dests), whatever their values."""
+    unset = object()
+    p = _parser()
+    p.set_defaults(**{k: unset for k in vars(p.parse_args([]))})
+    return {k for k, v in vars(p.parse_args(argv)).items() if v is not unset}
+
+
+def _flag(dest: str) -> str:
+    return "--no-verdict" if dest == "verdict" else "--" + dest.replace("_", "-")
+
+
+def check_modes(argv) -> None:
+    """ValueError naming the flag that cannot apply: --resume DIR runs DIR's saved configuration (only
+    --quiet goes with it), --reload reprints the job in --out (only --out and --quiet), and neither goes
+    with --sweep or the other; --sweep-lams needs --sweep."""
+    given = _given(argv)
+    for mode, allowed in (("resume", {"resume", "quiet"}), ("reload", {"reload", "out", "quiet"})):
+        if mode in given:
+            extra = sorted(given - allowed, key=lambda k: (k not in ("resume", "reload", "sweep"), k))
+            if extra:
+                why = (
+                    "runs the saved job's own configuration"
+                    if mode == "resume"
+                    else "reprints the job saved in --out"
+                )
+                raise ValueError(f"--{mode} {why}; {_flag(extra[0])} cannot apply to it (drop it)")
+    if "sweep_lams" in given and "sweep" not in given:
+        raise ValueError("--sweep-lams applies to --sweep only")
 
 
 def main(argv=None) -> int:
@@ -556,6 +666,9 @@ def main(argv=None) -> int:
     study = args.pop("sweep")
     t0 = time.perf_counter()
     try:
+        check_modes(sys.argv[1:] if argv is None else argv)
+        if resume_dir is not None:
+            args["out"] = resume_dir
         if study:
             print(run_sweep(progress=not quiet, **args))
             print(f"\nwrote {args['out']}/sweep.json and sweep.png ({time.perf_counter() - t0:.0f} s)")
@@ -565,7 +678,7 @@ def main(argv=None) -> int:
             job = run(progress=not quiet, resume=True, **args)
         else:
             job = reload(args["out"]) if again else run(progress=not quiet, **args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:  # OSError: a failed write (full disk …), named by its file
         print(f"sgdsde: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

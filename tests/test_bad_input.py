@@ -1,6 +1,8 @@
 """Bad input found on review (issue 15, items 7 and 9): each gets a ValueError naming the argument before
 anything compiles, and everyday types (numpy integers, int seeds) are accepted."""
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -194,3 +196,270 @@ def test_simulator_specific_options_refuse_bad_values_by_name(simulator, arg, ba
     with pytest.raises((ValueError, TypeError)) as err:
         fn[simulator](linear_problem(), **kwargs)
     assert arg in str(err.value), (simulator, arg, bad, str(err.value))
+
+
+# --- issue 26 §5: the audit's categories Files, Durability, CLI and Symbolic parser ---------------------------
+def _small_result(nan=False):
+    from sgdsde._results import EnsembleResult
+
+    mean = np.array([1.0, np.nan if nan else 0.5, 0.25])
+    return EnsembleResult(
+        method="m",
+        steps=np.arange(3) * 10,
+        times=np.arange(3) * 0.1,
+        mean={"loss": mean},
+        var={"loss": np.ones(3)},
+        count=np.array([4, 4, 4]),
+        n_paths=4,
+        config={"lr": float("inf") if nan else 0.1},
+    )
+
+
+def test_files_save_to_that_cannot_name_a_file_is_refused_by_name(tmp_path):
+    """Files: '' and 'dir/' (which wrote hidden .npz/.json files), an existing directory, a NUL byte, a name
+    longer than the file system allows and a target file that is a directory are ValueErrors naming
+    save_to, before anything runs (Output) and when saving."""
+    (tmp_path / "taken.npz").mkdir()
+    for bad, match in [
+        ("", "save_to must name a file prefix"),
+        ("   ", "save_to must name a file prefix"),
+        (str(tmp_path) + os.sep, "not a directory: .* would write hidden files"),
+        (str(tmp_path) + "/.", "not a directory"),
+        (str(tmp_path), "is an existing directory"),
+        (str(tmp_path / "a\0b"), "NUL byte"),
+        (str(tmp_path / ("n" * 300)), "too long: 309 bytes with its suffix"),
+        (str(tmp_path / "taken"), r"the target .*taken\.npz' is a directory"),
+        (str(tmp_path / "missing" / "run"), "directory .* does not exist"),
+        (3, "save_to must be a path"),
+    ]:
+        with pytest.raises(ValueError, match=match) as err:
+            sd.Output(save_to=bad)
+        assert str(err.value).startswith("save_to"), str(err.value)
+    with pytest.raises(ValueError, match="^path: .*is an existing directory"):
+        _small_result().save(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["taken.npz"]  # nothing hidden was written
+
+
+def test_files_a_failed_write_is_named_and_leaves_no_temporary(tmp_path, monkeypatch):
+    """Files: a full disk (ENOSPC while writing) and a directory made read-only mid-run (EACCES creating
+    the temporary: simulated, as root ignores modes) raise an OSError of that errno naming save_to, the file
+    and the reason; no temporary file is left, and the previous file is intact."""
+    import errno
+    import tempfile
+
+    from sgdsde import _results
+
+    target = str(tmp_path / "run.npz")
+    _results.atomic_write(target, lambda f: f.write(b"old"), binary=True)
+
+    def full(f):
+        f.write(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(
+        OSError, match=r"^\[Errno 28\] save_to: cannot write .*run\.npz': No space left"
+    ) as err:
+        _results.atomic_write(target, full, binary=True)
+    assert err.value.errno == errno.ENOSPC
+    assert os.listdir(tmp_path) == ["run.npz"] and (tmp_path / "run.npz").read_bytes() == b"old"
+
+    def read_only(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(PermissionError, match=r"save_to: cannot write .*Permission denied"):
+        _small_result().save(str(tmp_path / "res"), what="save_to")
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["run.npz"]
+
+
+def test_files_a_killed_writer_leaves_a_named_temporary_that_the_next_write_removes(tmp_path):
+    """Files: a writer killed (SIGKILL) mid-write leaves `<name>.<pid>@<host>.<random>.sgdsde-tmp`; the next
+    successful write of that target removes it (its process is gone), and leaves alone the temporaries of a
+    live process and of another host."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sgdsde import _results
+
+    target = tmp_path / "run.json"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from sgdsde._results import atomic_write; "
+            "atomic_write(sys.argv[1], lambda f: (f.write('{'), f.flush(), time.sleep(60)), binary=False)",
+            str(target),
+        ],
+        env=dict(os.environ),
+    )
+    deadline = time.monotonic() + 60
+    while not any(n.endswith(".sgdsde-tmp") for n in os.listdir(tmp_path)):
+        assert time.monotonic() < deadline and child.poll() is None, "the writer never started"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    (stale,) = os.listdir(tmp_path)
+    assert stale.startswith(f"run.json.{child.pid}@") and stale.endswith(".sgdsde-tmp")
+    host = _results._HOST
+    live = tmp_path / f"run.json.{os.getppid()}@{host}.x.sgdsde-tmp"
+    other = tmp_path / f"run.json.{child.pid}@elsewhere.x.sgdsde-tmp"
+    foreign = tmp_path / f"run.json.{child.pid}@{host}.x.{child.pid}@{host}.y.sgdsde-tmp"  # another target's
+    for f in (live, other, foreign):
+        f.write_text("")
+    _results.atomic_write(str(target), lambda f: f.write("{}"), binary=False)
+    assert sorted(os.listdir(tmp_path)) == sorted(["run.json", live.name, other.name, foreign.name])
+
+
+@pytest.mark.parametrize(
+    "damage", ["missing", "truncated", "foreign_json", "not_json", "wrong_shape", "no_npz"]
+)
+def test_files_loading_a_damaged_result_is_one_clear_error(tmp_path, damage):
+    """Files: EnsembleResult.load of a missing, truncated or foreign file (which raised FileNotFoundError,
+    BadZipFile, KeyError or JSONDecodeError) or of fields that do not fit is a ValueError naming the file and
+    what is wrong."""
+    prefix = str(tmp_path / "res")
+    _small_result().save(prefix)
+    match = {
+        "missing": "no result file .*res.json",
+        "no_npz": "no result file .*res.npz",
+        "truncated": r"res.npz' is truncated, corrupted",
+        "foreign_json": r"lacks \['method'",
+        "not_json": r"res.json' is not a result's JSON record \(JSONDecodeError",
+        "wrong_shape": "count is not 3 integers",
+    }[damage]
+    if damage == "missing":
+        os.remove(prefix + ".json")
+    elif damage == "no_npz":
+        os.remove(prefix + ".npz")
+    elif damage == "truncated":
+        data = (tmp_path / "res.npz").read_bytes()
+        (tmp_path / "res.npz").write_bytes(data[: len(data) // 2])
+    elif damage == "foreign_json":
+        (tmp_path / "res.json").write_text('{"name": "something else"}')
+    elif damage == "not_json":
+        (tmp_path / "res.json").write_text("{ not json")
+    else:
+        with np.load(prefix + ".npz") as z:
+            arrays = {k: z[k] for k in z.files}
+        np.savez(prefix + ".npz", **dict(arrays, count=np.zeros((3, 2), np.int64)))
+    with pytest.raises(ValueError, match=rf"^EnsembleResult.load: .*{match}"):
+        sd.EnsembleResult.load(prefix)
+
+
+def test_durability_every_writer_fsyncs_file_and_directory_and_writes_strict_json(tmp_path, monkeypatch):
+    """Durability: the promised "temporary file, fsync, rename" holds: saving a result fsyncs each file's
+    data and then its directory (the rename), through one helper (os.replace appears in _results.py only);
+    the JSON is strict (a NaN mean or an inf option is the string "nan"/"inf", json's allow_nan=False
+    parser reads it)."""
+    import json
+    import pathlib
+    import stat
+
+    synced = []
+    real = os.fsync
+
+    def fsync(fd):
+        synced.append("dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    prefix = str(tmp_path / "res")
+    _small_result(nan=True).save(prefix)
+    assert synced == ["file", "dir", "file", "dir"]  # .npz then .json: data before rename, directory after
+
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    meta = json.loads((tmp_path / "res.json").read_text(), parse_constant=refuse)
+    assert meta["config"]["lr"] == "inf"
+    back = sd.EnsembleResult.load(prefix)
+    assert np.isnan(back.mean["loss"][1]) and float(back.config["lr"]) == np.inf
+    root = pathlib.Path(sd.__file__).parent
+    writers = sorted(p.name for p in root.rglob("*.py") if "os.replace(" in p.read_text())
+    assert writers == ["_results.py"]
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--methods", "gd,gd"], r"methods \(--methods\) names \['gd'\] more than once"),
+        (["--seed", "-2"], r"seed \(--seed\) must be an integer >= 0, got -2"),
+        (
+            ["--resume", "DIR", "--lr", "0.1"],
+            "--resume runs the saved job's own configuration; --lr cannot apply",
+        ),
+        (["--resume", "DIR", "--reload"], "--reload cannot apply"),
+        (["--reload", "--steps", "10"], "--reload reprints the job saved in --out; --steps cannot apply"),
+        (["--sweep-lams", "0.1,0.2"], "--sweep-lams applies to --sweep only"),
+        (["--out", "FILE"], "--out: .* is an existing file, not a folder"),
+        (["--out", "FILE/sub"], "--out: cannot create the folder .*FILE/sub"),
+    ],
+)
+def test_cli_bad_flags_are_refused_by_name_before_anything_runs(tmp_path, capsys, argv, match):
+    """CLI: a method named twice (which ran twice), a negative seed (reported as "key … got -1"), flags that
+    cannot apply with --resume/--reload (ignored silently), and an --out that is a file or cannot be created
+    (raw tracebacks) exit with status 2 and one line naming the flag."""
+    from sgdsde import cli
+
+    (tmp_path / "FILE").write_text("x")
+    argv = [a.replace("DIR", str(tmp_path)).replace("FILE", str(tmp_path / "FILE")) for a in argv]
+    if "--out" not in argv and "--resume" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    assert cli.main(argv + ["--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sgdsde: error: ") and len(err.strip().splitlines()) == 1
+    assert __import__("re").search(match, err), err
+
+
+@pytest.mark.parametrize(
+    "summary, match",
+    [
+        ("{ truncated", "JSONDecodeError"),
+        ("[1, 2]", "no 'config' object"),
+        ('{"config": {"model": "hadamard"}}', r"its config lacks \['dim', 'lr', 'methods'"),
+        ("CONFIG_LR_TEXT", r"config\['lr'\] = '0.01' is not int or float"),
+        ("CONFIG_FINISHED", r"'finished' = \['gd', 'nope'\] is not a list of methods"),
+    ],
+)
+def test_cli_a_damaged_summary_is_one_clear_error(tmp_path, capsys, summary, match):
+    """CLI: a damaged summary.json (which gave KeyError/TypeError tracebacks) is refused by --reload and
+    --resume with one line naming the flag, the file and what is wrong."""
+    import json
+
+    from sgdsde import cli
+
+    good = {"config": dict(cli.DEFAULTS, out=str(tmp_path)), "finished": ["gd"]}
+    if summary == "CONFIG_LR_TEXT":
+        summary = json.dumps(dict(good, config=dict(good["config"], lr="0.01")))
+    elif summary == "CONFIG_FINISHED":
+        summary = json.dumps(dict(good, finished=["gd", "nope"]))
+    (tmp_path / "summary.json").write_text(summary)
+    for argv, flag in (
+        (["--reload", "--out", str(tmp_path)], "--reload"),
+        (["--resume", str(tmp_path)], "--resume"),
+    ):
+        assert cli.main(argv + ["--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"sgdsde: error: {flag}: " in err and "is damaged or not a job's summary" in err, err
+        assert __import__("re").search(match, err), err
+
+
+def test_symbolic_parser_hostile_input_is_refused_by_name():
+    """Symbolic parser: powers sympy would expand for minutes ((2a)^(10^10), √2^(10^11)), a float literal
+    beyond float64 (1e999999) and a parameter named like a function are ValueErrors naming expr or the
+    names, at once (the full list: tests/test_symbolic.py::test_parser_refuses_hostile_expressions_quickly)."""
+    import sgdsde.symbolic as sy
+
+    for text, match in [
+        ("(2*a)**10**10*x", "numeric exponent of magnitude above 1000"),
+        ("sqrt(2)**10**11*a*x", "numeric exponent"),
+        ("1e999999*a*x", "float literal beyond float64's range"),
+        ("floor(10**10000)*a*x", "digits"),
+    ]:
+        with pytest.raises(ValueError, match=rf"^expr: .*{match}"):
+            sy.SymbolicModel(text, params=["a"], inputs=["x"])
+    with pytest.raises(ValueError, match="named like a function"):
+        sy.SymbolicModel("cos*x + cos(x)", params=["cos"], inputs=["x"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -25,7 +26,7 @@ def _problem():
     return sd.Problem(sd.DiagonalLinearNetwork(3, alpha=0.8), X, X @ np.array([1.0, -0.5, 0.2]))
 
 
-def _run(prefix, sigma=1.0, every=5, **output):
+def _run(prefix, sigma=1.0, every=5, checkpoint_every=2, **output):
     problem = _problem()
     return sd.simulate_sgd(
         problem,
@@ -36,7 +37,7 @@ def _run(prefix, sigma=1.0, every=5, **output):
         key=3,
         ensemble=sd.Ensemble(n_paths=6, chunk_size=3),
         record=sd.Record(every=every, n_saved_paths=6),
-        output=sd.Output(save_to=str(prefix), checkpoint_every=2, **output),
+        output=sd.Output(save_to=str(prefix), checkpoint_every=checkpoint_every, **output),
     )
 
 
@@ -275,3 +276,75 @@ def test_a_schedule_resumes_and_another_schedule_is_refused(tmp_path, monkeypatc
         run(tmp_path / "cut", boundary=30, resume=True)
     _assert_same(reference, run(tmp_path / "cut", resume=True))
     np.testing.assert_allclose(reference.times[-1], 20 * 0.08 + 20 * 0.02, rtol=1e-15)
+
+
+def test_label_and_checkpoint_every_are_cosmetic_on_resume(tmp_path, monkeypatch):
+    """The label (the method's name) and checkpoint_every do not enter a checkpoint's fingerprint: a run
+    interrupted after its first block of 2 records resumes under another label with checkpoint_every 8
+    (the remaining calls re-cut at record 2) to exactly the uninterrupted run's numbers."""
+    import shutil
+
+    reference = _run(tmp_path / "ref")
+    prefix = tmp_path / "cut"
+    assert _interrupted(monkeypatch, lambda: _run(prefix, progress=True), lambda n, _: n == 1)[0] is None
+    ckpt = str(prefix) + ".ckpt.npz"
+    with np.load(ckpt) as z:
+        assert json.loads(str(z["__meta__"]))["position"]["records_done"] == 2
+    for every in (8,):
+        copy = str(tmp_path / f"copy{every}.ckpt.npz")
+        shutil.copy(ckpt, copy)
+        resumed = _run(tmp_path / f"resumed{every}", checkpoint_every=every, label="renamed", resume=copy)
+        _assert_same(reference, resumed)
+        assert resumed.method == "renamed"
+
+
+def _rewrite(ckpt, arrays=None, meta=None):
+    """Re-zip a checkpoint with some arrays or its meta replaced (what a hand edit or a foreign tool does)."""
+    with np.load(ckpt) as z:
+        data = {k: z[k] for k in z.files}
+    old = json.loads(str(data["__meta__"]))
+    data.update(arrays or {})
+    data["__meta__"] = np.array(json.dumps(meta(old) if meta else old))
+    np.savez(ckpt, **data)
+
+
+def test_a_rezipped_checkpoint_with_wrong_fields_is_refused(tmp_path):
+    """A checkpoint re-zipped with a wrong-shaped counter (which resumed silently), a wrong dtype, an array
+    too many, or a manifest edited to match but inconsistent, or a position that does not fit the run, is
+    refused by name; the intact file resumes."""
+    prefix = tmp_path / "run"
+    reference = _run(prefix)
+    ckpt = str(prefix) + ".ckpt.npz"
+    pristine = pathlib.Path(ckpt).read_bytes()
+
+    def restore():
+        pathlib.Path(ckpt).write_bytes(pristine)
+
+    with np.load(ckpt) as z:
+        count = z["acc0/count"]
+    R = len(count)
+
+    def grow_count(meta):
+        meta["manifest"]["acc0/count"][1] = [len(count) + 1]
+        return meta
+
+    def far_position(meta):
+        meta["position"]["chunk"] = 99
+        return meta
+
+    for arrays, meta, match in [
+        (
+            {"acc0/count": np.append(count, 1.0)},
+            None,
+            rf"acc0/count is float64\[{R + 1}\], written as <f8\[{R}\]",
+        ),
+        ({"acc0/count": count.astype(np.float32)}, None, "acc0/count is float32"),
+        ({"extra": np.zeros(2)}, None, r"arrays \['extra'\] are not in its manifest"),
+        ({"acc0/count": np.append(count, 1.0)}, grow_count, rf"acc0/mean/\w+ has \({R},\) records where"),
+        (None, far_position, "its position .* does not fit this run"),
+    ]:
+        _rewrite(ckpt, arrays, meta)
+        with pytest.raises(ValueError, match=rf"resume: the checkpoint .* is damaged: {match}"):
+            _run(prefix, resume=True)
+        restore()
+    _assert_same(reference, _run(prefix, resume=True))

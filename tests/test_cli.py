@@ -33,7 +33,7 @@ def test_main_job_quick(tmp_path, capsys):
 
 def test_divergence_is_reported_not_tabulated(tmp_path, capsys):
     """A diverging run is warned about (past the stability limit, then the divergence) and reported as
-    DIVERGED, never tabulated as numbers."""
+    DIVERGED, never tabulated as numbers; its summary.json is strict JSON."""
     with pytest.warns(RuntimeWarning) as caught:
         code = cli.main(
             [
@@ -57,6 +57,13 @@ def test_divergence_is_reported_not_tabulated(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "DIVERGED" in out and "nan" not in out.lower()
+
+    # summary.json is strict JSON (it held bare NaN): the diverged mean is the string "nan"
+    def refuse(constant):
+        raise ValueError(f"not strict JSON: {constant}")
+
+    summary = json.loads((tmp_path / "summary.json").read_text(), parse_constant=refuse)
+    assert summary["results"]["GD"]["final"]["train loss"]["mean"] == "nan"
 
 
 def test_bad_option_is_a_clear_error(tmp_path, capsys):

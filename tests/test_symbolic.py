@@ -550,3 +550,94 @@ def test_activation_tables_agree():
             expr = e if k == 0 else diff(e, z) if k == 1 else diff(diff(e, z), z)
             got = jax.vmap(sy.to_jax(expr, [z]))(grid)
             close(got, jax.vmap(ref)(grid), rtol=1e-12, atol=1e-12)
+
+
+# --- the parser's limits (issue 26 §5) ----------------------------------------------------------------------
+HOSTILE = [
+    ("(2*a)**10**10", "numeric exponent of magnitude above 1000"),
+    ("(2*a)**10**6", "numeric exponent of magnitude above 1000"),
+    ("sqrt(2)**10**11", "numeric exponent of magnitude above 1000"),
+    ("sqrt(2)**10**10", "numeric exponent of magnitude above 1000"),
+    ("a**1e300", "numeric exponent of magnitude above 1000"),
+    ("1e999999*a", "float literal beyond float64's range"),
+    ("1e-999999*a", "float literal beyond float64's range"),
+    ("floor(10**10000)*a", r"power of numbers with ~1e\+04 digits \(more than 308\)"),
+    ("10**5000*a", r"power of numbers with ~5e\+03 digits"),
+    ("(10*a)**1000", "number beyond float64's range"),
+    ("10**200*10**200*a", "number beyond float64's range"),
+    ("7" * 400 + "*a", "integer literal of 400 digits"),
+    ("*".join(["(10**300*a)"] * 3000), "product of numbers beyond 2\\*\\*1024"),
+    ("+".join(f"1/{k}" for k in range(1, 300)), "common denominator exceeds 2\\*\\*1024"),
+    ("a+" * 300_000 + "a", "more than the limit 500,000"),
+]
+
+
+@pytest.mark.parametrize("text, match", HOSTILE, ids=lambda v: v[:24] if isinstance(v, str) else None)
+def test_parser_refuses_hostile_expressions_quickly(text, match):
+    """Inputs that hung or exhausted memory (powers sympy would expand exactly, inf/0 float literals, numbers
+    beyond float64, an over-long text) are ValueErrors naming expr and the limit, each in well under a second
+    (measured here: a few ms; the bound 1 s is loose for a shared CI core). [theory: SYM-6]"""
+    import time
+
+    from sgdsde.symbolic._parse import parse_expression
+
+    syms = {"a": sp.Symbol("a", real=True)}
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match=rf"^expr: .*{match}"):
+        parse_expression(text, syms)
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_parser_is_linear_on_long_sums_and_products():
+    """A 20,000-term flat sum and a 5,000-factor product parse in linear time (before: quadratic, 2,000 terms
+    took 8 s) and give sympy's one-step objects; a mixed sum equals, srepr for srepr, sympy's step-by-step
+    build, and a short product is built step by step as Python's a*b*c. [theory: SYM-6]"""
+    import time
+
+    from sgdsde.symbolic._parse import parse_expression
+
+    xs = sp.symbols("x0:20000", real=True)
+    syms = {s.name: s for s in xs}
+    t0 = time.perf_counter()
+    total = parse_expression("+".join(s.name for s in xs), syms)
+    product = parse_expression("*".join(s.name for s in xs[:5000]), syms)
+    assert time.perf_counter() - t0 < 20  # ~1.5 s here; quadratic would be ~800 s
+    assert total == sp.Add(*xs) and product == sp.Mul(*xs[:5000])
+    # a mixed sum: coefficients that collect, cancel, fractions, floats, nested sums
+    rng = np.random.default_rng(0)
+    pieces = ["x0", "2*x1", "x0/3", "0.5*x2", "-(x1 + x3)", "x3**2", "1/7", "0.25", "x2*x0", "-x0"]
+    text = pieces[0] + "".join(rng.choice(["+", "-"]) + rng.choice(pieces) for _ in range(300))
+    stepwise = None
+    for sign, piece in [("+", pieces[0])] + [(t[0], t[1:]) for t in _split_terms(text[len(pieces[0]) :])]:
+        term = parse_expression(piece, syms)
+        stepwise = term if stepwise is None else (stepwise + term if sign == "+" else stepwise - term)
+    assert sp.srepr(parse_expression(text, syms)) == sp.srepr(stepwise)
+    assert sp.srepr(parse_expression("(x0 + x1)*2*x2", syms)) == sp.srepr((xs[0] + xs[1]) * 2 * xs[2])
+
+
+def _split_terms(text):
+    """'+a-b+…' (no sign inside a term but in parentheses) as [('+a'), ('-b'), …]."""
+    out, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        depth += ch == "("
+        depth -= ch == ")"
+        if ch in "+-" and depth == 0 and i > start and text[i - 1] not in "+-*/(":
+            out.append(text[start:i])
+            start = i
+    out.append(text[start:])
+    return out
+
+
+def test_names_like_functions_are_refused():
+    """A parameter named like a function ('cos*x + cos(x)') crashed at trace time (the generated code called
+    the symbol); it is refused by name, for strings and sympy expressions alike, and a string's symbol named
+    like a constant (E, pi) is refused as ambiguous. [theory: SYM-6]"""
+    from sgdsde.symbolic._parse import parse_expression
+
+    with pytest.raises(ValueError, match=r"must not be named like a function; rename \['cos'\]"):
+        sy.SymbolicModel("cos*x + cos(x)", params=["cos"], inputs=["x"])
+    c, x = sp.symbols("exp x", real=True)
+    with pytest.raises(ValueError, match=r"named like a function; rename \['exp'\]"):
+        sy.SymbolicModel(c * x + sp.exp(x), params=[c], inputs=[x])
+    with pytest.raises(ValueError, match=r"^expr: the symbols \['E'\] are named like"):
+        parse_expression("E*x", {"E": sp.Symbol("E"), "x": x})

@@ -15,7 +15,7 @@ import sympy as sp
 from .._models import AbstractModel, DiagonalLinearNetwork, LinearRegression, TwoLayerNetwork
 from ._codegen import DEFAULT_BACKEND, to_jax
 from ._functions import SYMBOLIC_ACTIVATIONS, latex
-from ._parse import parse_expression
+from ._parse import FUNCTIONS, parse_expression
 
 
 def _symbols(names: Sequence[str], what: str) -> tuple[sp.Symbol, ...]:
@@ -145,6 +145,10 @@ class SymbolicModel:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"params, inputs and label must have distinct names; repeated: {dup}")
+        clash = sorted(set(names) & set(FUNCTIONS))
+        if clash:
+            # the generated code calls these functions by name: a symbol so named would shadow them
+            raise ValueError(f"params, inputs and label must not be named like a function; rename {clash}")
         multi = isinstance(expr, (list, tuple))
         if multi and len(expr) < 2:
             raise ValueError(f"expr: a K-output model needs K >= 2 expressions, got {len(expr)}")
