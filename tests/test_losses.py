@@ -340,7 +340,7 @@ def test_loss_noise_frictions_are_refused_or_defined():
     """Issue 26 §5 (loss × noise): additive label noise on class labels is refused by name on every entry
     point (noise, SME, λ, predict); cross-entropy regularizers on a one-output model are refused; label flips
     given both p and a transition are refused; tr G of a logistic problem is the generalized Gauss–Newton
-    trace, tr of ``Problem.gauss_newton`` (float64 rounding). [theory: LOSS-5]"""
+    trace, tr of ``Problem.gauss_newton`` (float64 rounding). [theory: NOISE-6, LOSS-5]"""
     lg, ce = CLASSIFICATION_PROBLEMS["logistic"](), CLASSIFICATION_PROBLEMS["ce3"]()
     theta = 0.5 * jnp.ones(lg.n_params)
     for problem in (lg, ce):

@@ -162,7 +162,7 @@ def test_every_noise_loss_pair_on_every_path_is_the_exact_law(noise_name, loss_n
     """Exact mean and covariance of SGD's stochastic gradient (enumeration) = ``mean_gradient`` and A Aᵀ of
     the SME's factor, the Euler fast path's matrix-free product, the noise's own product, and the symbolic
     back end's; the SME's order-1 drift is −mean; a refused pair is refused by name on every path.
-    [theory: NOISE-1, NOISE-2, NOISE-5, LOSS-1, SME-1]"""
+    [theory: NOISE-6, NOISE-1, NOISE-2, NOISE-5, LOSS-1, SME-1]"""
     problem, theta, noise = build(noise_name, loss_name)
     loss_cls = type(problem.loss_fn).__name__
     if (noise_name, loss_name) in REFUSED:
@@ -204,7 +204,7 @@ def test_every_noise_loss_pair_on_every_path_is_the_exact_law(noise_name, loss_n
 def test_the_draws_sample_the_enumerated_law(noise_name, loss_name):
     """simulate_sgd's draws (``draw`` then ``gradient``, 4,000 paths of one step, fixed key) have the
     enumerated mean and covariance: each entry within 5 standard errors (SE of the sample mean from the exact
-    covariance; SE of each sample covariance entry from the per-path products). [theory: NOISE-1, NOISE-2]"""
+    covariance; SE of each sample covariance entry from the per-path products). [theory: NOISE-6, NOISE-1, NOISE-2]"""
     problem, theta, noise = build(noise_name, loss_name)
     mean, cov = exact_moments(noise, problem, theta)
     N, key = 4000, jax.random.key(17)
@@ -224,7 +224,7 @@ def test_one_step_of_sgd_and_of_its_euler_sde_on_a_classification_loss(loss_name
     """End to end, the bug of a squared-loss residual in the Euler fast path (issue 26 §1): one step of
     minibatch SGD and one Euler step of its SME from θ₀ have the same second moment
     E[(θ₁ − θ₀)(θ₁ − θ₀)ᵀ] = η²(m mᵀ + Σ), m and Σ the enumerated law; each simulator's ensemble mean (4,000
-    paths, fixed key) within 5 standard errors of it per entry. [theory: NOISE-1, SDE-1]"""
+    paths, fixed key) within 5 standard errors of it per entry. [theory: NOISE-6, NOISE-1, SDE-1]"""
     problem, theta, noise = build("minibatch_wr", loss_name)
     mean, cov = exact_moments(noise, problem, theta)
     eta = 0.5
