@@ -33,6 +33,7 @@ DEFAULTS = dict(
     dtype="float32",
     checkpoint_every=1,
     sweep_lams="0.005,0.01,0.02,0.04",
+    sweep_steps="auto",
 )
 
 MODELS = ("hadamard", "diagonal", "linear", "two-layer")
@@ -166,7 +167,7 @@ def run(progress: bool = True, resume: bool = False, **kwargs) -> JobReport:
         if noise is not None:
             noise.check(problem)
     theory = cfg["verdict"] and ("label" in methods or "sde" in methods)
-    observables = regularizer_observables(cfg["lr"], obs) if theory else obs
+    observables = regularizer_observables(cfg["lr"], obs, problem=problem) if theory else obs
     os.makedirs(cfg["out"], exist_ok=True)
     reports = []
     finished: list[str] = []
@@ -232,6 +233,9 @@ def run_sweep(progress: bool = True, **kwargs):
     if len(lams) < 2 or not all(np.isfinite(v) and v > 0 for v in lams):
         raise ValueError(f"sweep_lams must hold at least two positive numbers, got {cfg['sweep_lams']!r}")
     sigmas = [float(np.sqrt(lam * cfg["batch_size"] / cfg["lr"])) for lam in lams]
+    steps = str(cfg["sweep_steps"]).strip()
+    if steps != "auto" and not (steps.isdigit() and int(steps) >= 2):
+        raise ValueError(f"sweep_steps must be 'auto' or an integer >= 2, got {cfg['sweep_steps']!r}")
     noise = noise_for("label", 1.0, cfg["gaussian_sigma"], cfg["batch_size"])
     noise.check(problem)
     os.makedirs(cfg["out"], exist_ok=True)
@@ -241,7 +245,7 @@ def run_sweep(progress: bool = True, **kwargs):
         theta0,
         lr=cfg["lr"],
         sigmas=sigmas,
-        n_steps=cfg["steps"],
+        n_steps=None if steps == "auto" else int(steps),
         key=cfg["seed"] + 1,
         n_paths=cfg["paths"],
         record_every=cfg["record_every"],
@@ -544,6 +548,11 @@ def parse_args(argv=None) -> dict:
         "--sweep-lams, distances of their late time averages to θ*(λ) of L + λR, fitted power laws)",
     )
     p.add_argument("--sweep-lams", default=DEFAULTS["sweep_lams"], help="comma-separated λ for --sweep")
+    p.add_argument(
+        "--sweep-steps",
+        default=DEFAULTS["sweep_steps"],
+        help="steps per run for --sweep, or 'auto': 3 relaxation times of L + λR at θ*(λ) (REG-13)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return vars(p.parse_args(argv))
 
