@@ -392,8 +392,12 @@ def format_table(reports: list[MethodReport]) -> str:
         if msg is not None:
             lines.append(f"{r.name:<{width}}  DIVERGED: {msg}")
             continue
-        cells = "".join(f"{m:>13.4g} ± {s:<8.2g}" for m, s in r.rows.values())
+        one = r.result.n_paths == 1  # one path has no standard error: print none rather than "± 0"
+        cells = "".join(f"{m:>13.4g}" + (" " * 11 if one else f" ± {s:<8.2g}") for m, s in r.rows.values())
         lines.append(f"{r.name:<{width}}{cells}{r.result.n_paths:>8d}")
+    single = [r.name for r in reports if r.result.n_paths == 1 and r.result.divergence_message() is None]
+    if single:
+        lines.append(f"({', '.join(single)}: 1 path: no standard error)")
     return "\n".join(lines)
 
 

@@ -1,5 +1,7 @@
 """Stationary points of L + λR, the prediction, the verdict's statistics, and the limiting flow."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.optimize import brentq
@@ -299,6 +301,42 @@ def test_verdict_says_its_space_and_reports_beta_and_collapse():
     assert "beta" not in regularizer_observables(0.1, problem=uv_toy())
     with pytest.raises(ValueError, match="lr must be one constant step size"):
         regularizer_observables(s.StepDecayLR(0.1, [10], 0.5))
+
+
+def test_verdict_reports_untested_predictions_single_paths_and_short_runs():
+    """A job whose every run diverged gets "PREDICTION UNTESTED" (the prediction's own table says "solved", not
+    "ok"); a 1-path run is said to have no standard error; a NOT converged verdict says how many relaxation
+    times 1/μ of L + λR the run had (μ the smallest Hessian eigenvalue at θ*, here 10 records × 1/μ = 0.1 ⇒
+    100 relaxation times with μ = 10), and "too short to settle" only below 3. [theory: REG-7, REG-13]"""
+    from sgdsde.implicit import Prediction, StationaryPoint
+
+    toy = uv_toy()
+    star = np.ones(2)
+    point = StationaryPoint(
+        star, "R_quarter_trace", 0.01, 0.0, 0.0, 0.0, 0.0, 1e-9, (2, 0, 0), np.array([10.0, 20.0]), True, 1
+    )
+    pred = Prediction(0.01, 0.1, "LabelNoise", {"R_quarter_trace": point}, {})
+    assert "solved" in pred.table() and " ok" not in pred.table()
+    dead = check_convergence(toy, fake_result(star, np.full(2, 1e-3), diverged=3), pred)
+    assert "PREDICTION UNTESTED" in dead.table() and dead.to_dict()["prediction_tested"] is False
+    one = check_convergence(toy, fake_result(star + 1.0, np.zeros(2), n_paths=1), pred)
+    assert "1 path, no standard error" in one.table() and one.to_dict()["prediction_tested"] is True
+    stat = one.verdicts[0].statistic
+    assert one.verdicts[0].verdict == "NOT converged" and "= 100 relaxation times 1/mu = 0.1" in stat
+    assert "too short" not in stat
+    slow = Prediction(
+        0.01,
+        0.1,
+        "LabelNoise",
+        {"R_quarter_trace": dataclasses.replace(point, hessian_eigenvalues=np.array([0.1, 1.0]))},
+        {},
+    )
+    short = check_convergence(toy, fake_result(star + 1.0, np.full(2, 1e-3)), slow).verdicts[0].statistic
+    assert "= 1 relaxation times" in short and "too short to settle at theta*" in short
+    phase = check_convergence(toy, fake_result(star + 1.0, np.full(2, 1e-3)), slow, t_range=(5.0, 10.0))
+    assert (
+        "= 0.5 relaxation times" in phase.verdicts[0].statistic and "since the phase began" in phase.table()
+    )
 
 
 def test_limiting_flow_uv_toy_closed_form():

@@ -55,11 +55,14 @@ class Prediction:
         rows = []
         for name, p in self.points.items():
             rows.append(
-                [name, fmt(self.lam), fmt(p.loss), fmt(p.reg_value), f"{p.residual:.2g}", p.kind, "ok"]
+                [name, fmt(self.lam), fmt(p.loss), fmt(p.reg_value), f"{p.residual:.2g}", p.kind, "solved"]
             )
         for name, why in self.failures.items():
             rows.append([name, fmt(self.lam), "-", "-", "-", "-", f"NO PREDICTION: {why}"])
-        head = f"prediction for {self.noise} at lr={self.lr:g}: lambda = {self.lam:.4g}\n"
+        head = (
+            f"prediction for {self.noise} at lr={self.lr:g}: lambda = {self.lam:.4g} (stationary points of "
+            "L + lambda R as solved; check_convergence says whether a run reached them)\n"
+        )
         return head + render_table(["regularizer", "lambda", "L", "R", "|grad|", "kind", "status"], rows)
 
     def __str__(self) -> str:

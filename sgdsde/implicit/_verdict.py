@@ -75,6 +75,11 @@ class ConvergenceReport:
                 return v
         raise KeyError(method)
 
+    @property
+    def tested(self) -> bool:
+        """Whether any run was compared with the prediction (not every run diverged or lacks θ)."""
+        return any(v.time_avg is not None for v in self.verdicts)
+
     def table(self) -> str:
         pred = self.prediction
         primary = pred.primary if pred.points else None
@@ -96,7 +101,13 @@ class ConvergenceReport:
             ]
             rows.append(row + [""] * len(extra) + ["0", "0", "-", p.kind, ""])
         for v in self.verdicts:
-            sc = lambda key, v=v: fmt(*v.scalars[key]) if key in v.scalars else "n/a"
+            sc = lambda key, v=v: (
+                "n/a"
+                if key not in v.scalars
+                else fmt(*v.scalars[key])
+                if v.n_paths > 1
+                else fmt(v.scalars[key][0])
+            )
             dist = str(v.distance_avg[primary]) if primary in v.distance_avg else "n/a"
             on_gamma = str(v.distance_on_manifold[primary]) if primary in v.distance_on_manifold else "n/a"
             row = [v.method, str(v.n_paths), sc("loss"), sc("R_trace_log"), sc("R_quarter_trace")]
@@ -113,6 +124,14 @@ class ConvergenceReport:
         ]
         for name, why in pred.failures.items():
             lines.append(f"NO PREDICTION for {name}: {why}")
+        if not self.tested:
+            lines.append(
+                "PREDICTION UNTESTED: no run gave a time average of theta (diverged or not recorded); the "
+                "points above are solves of L + lambda R, not a statement about these runs"
+            )
+        single = [v.method for v in self.verdicts if v.n_paths == 1]
+        if single:
+            lines.append(f"{', '.join(single)}: 1 path, no standard error (the ± columns are not errors)")
         for v in self.verdicts:
             lines.append(f"{v.method}: {v.statistic}; {v.better_statistic}")
             if primary in v.distance_beta:
@@ -155,6 +174,7 @@ class ConvergenceReport:
             "k": self.k,
             "tol": self.tol,
             "measured_in": "theta",
+            "prediction_tested": self.tested,
             "verdicts": [conv(v) for v in self.verdicts],
         }
 
@@ -372,7 +392,28 @@ def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k
     )
     if collapse is not None and len(collapse):
         statistic += f"; {len(collapse)} coordinates collapsed to 0 where theta* is not (REG-15)"
+    statistic += _relaxation_note(prediction, r, window, last, ok)
     return MethodVerdict(**fields, verdict=verdict, statistic=statistic)
+
+
+def _relaxation_note(prediction: Prediction, r: EnsembleResult, window, last: int, ok: bool) -> str:
+    """How many relaxation times 1/μ of L + λR at θ* (μ its smallest Hessian eigenvalue, REG-13) the run had
+    before the window's end: from the run's start, or from the phase's start with ``t_range``. Fewer than 3
+    cannot settle at θ*, whatever the noise: NOT converged then means "not yet there"."""
+    point = prediction.point()
+    mu = float(np.min(point.hessian_eigenvalues)) if point.kind == "minimum" else 0.0
+    if not mu > 0:
+        return ""
+    t_range = window[1]
+    t0 = float(t_range[0]) if t_range is not None else float(r.times[0])
+    n_relax = (float(r.times[last]) - t0) * mu
+    note = (
+        f"; the run had t = {float(r.times[last]) - t0:.4g} = {n_relax:.3g} relaxation times 1/mu = {1 / mu:.4g} "
+        f"of L + lambda R at theta* ({'since the phase began' if t_range is not None else 'since its start'})"
+    )
+    if not ok and n_relax < 3:
+        note += ": too short to settle at theta* (NOT converged here means not yet there, not elsewhere)"
+    return note
 
 
 def _beta_and_collapse(problem, r: EnsembleResult, prediction: Prediction, sl: slice):
