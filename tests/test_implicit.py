@@ -307,7 +307,7 @@ def test_verdict_reports_untested_predictions_single_paths_and_short_runs():
     """A job whose every run diverged gets "PREDICTION UNTESTED" (the prediction's own table says "solved", not
     "ok"); a 1-path run is said to have no standard error; a NOT converged verdict says how many relaxation
     times 1/μ of L + λR the run had (μ the smallest Hessian eigenvalue at θ*, here 10 records × 1/μ = 0.1 ⇒
-    100 relaxation times with μ = 10), and "too short to settle" only below 3. [theory: REG-7, REG-13]"""
+    100 relaxation times with μ = 10), and "too short to settle" only below 3. [theory: REG-7, REG-15]"""
     from sgdsde.implicit import Prediction, StationaryPoint
 
     toy = uv_toy()

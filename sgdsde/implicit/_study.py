@@ -44,7 +44,10 @@ class PowerFit:
     def __str__(self) -> str:
         if not np.isfinite(self.exponent):
             return "no fit (fewer than 2 points above the noise floor)"
-        return f"{self.prefactor:.3g}·λ^{self.exponent:.3f} [{self.low:.3f}, {self.high:.3f}]"
+        return (
+            f"{self.prefactor:.3g}·λ^{self.exponent:.3f} [{self.low:.3f}, {self.high:.3f}] "
+            f"({int(self.used.sum())} of {len(self.used)} λ above 3 noise floors)"
+        )
 
 
 @dataclasses.dataclass
@@ -164,7 +167,12 @@ class ConvergenceStudy:
     def to_dict(self) -> dict:
         def fits(m):
             return {
-                f"{kind}:{reg}": {"exponent": f.exponent, "band": [f.low, f.high], "prefactor": f.prefactor}
+                f"{kind}:{reg}": {
+                    "exponent": f.exponent,
+                    "band": [f.low, f.high],
+                    "prefactor": f.prefactor,
+                    "used": f.used.tolist(),
+                }
                 for (reg, kind), f in m.fits.items()
             }
 
