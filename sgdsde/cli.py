@@ -271,8 +271,10 @@ def _sweep_figure(study, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
-    for ax, kind in zip(axes, ("total", "along"), strict=True):
+    first = study.methods[next(iter(study.methods))]
+    kinds = ("total", "along") + (("total_beta",) if first.total_beta is not None else ())
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4.2), sharey=True)
+    for ax, kind in zip(axes, kinds, strict=True):
         for name, m in study.methods.items():
             for reg, style in (("R_trace_log", "o-"), ("R_quarter_trace", "s--")):
                 d = getattr(m, kind)[reg]
@@ -280,11 +282,18 @@ def _sweep_figure(study, path: str) -> None:
                 ok = np.isfinite(d) & (d > 0)
                 if ok.any():
                     ax.errorbar(study.lams[ok], d[ok], 2 * se[ok], fmt=style, ms=4, label=f"{name}, {reg}")
-        ax.plot(study.lams, study.methods[next(iter(study.methods))].floor, "k:", lw=1, label="noise floor")
+        floor = first.floor_beta if kind == "total_beta" else first.floor
+        ax.plot(study.lams, floor, "k:", lw=1, label="noise floor")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("λ = ησ²/B")
-        ax.set_title("|time avg − θ*(λ)|" if kind == "total" else "… along the zero-loss set")
+        ax.set_title(
+            {
+                "total": "|time avg − θ*(λ)| in θ",
+                "along": "… along the zero-loss set",
+                "total_beta": "|time avg of E[β] − β(θ*(λ))| in β",
+            }[kind]
+        )
     axes[0].set_ylabel("distance (± 2 bootstrap s.e.)")
     axes[1].legend(fontsize=7)
     fig.tight_layout()

@@ -149,6 +149,43 @@ def test_beta_space_distance_of_known_paths():
     np.testing.assert_allclose(P @ P, P, atol=1e-12)
 
 
+def test_auto_horizon_is_three_relaxation_times():
+    """The horizon from the theory's time scale (REG-15). For ¼tr on the u·v toy, ∇²(L + λR) at u = v = a,
+    a² = 1 − λ/2, has eigenvalues 3a² − 1 + λ/2 and exactly λ, so 1/μ_min = 1/λ_min (to the solve's rounding,
+    rtol 1e-8). With n_steps=None the study runs ⌈3/(η μ_min)⌉ steps over its primary (tr-log) points and
+    prints that it chose them. [theory: REG-15]"""
+    from sgdsde.implicit import HessianTraceRegularizer, predict
+    from sgdsde.implicit._study import _relaxation_time
+
+    lams = np.array([0.2, 0.4])
+    preds = [
+        predict(
+            _toy(),
+            sd.LabelNoise(float(np.sqrt(lam / ETA)), 1),
+            ETA,
+            np.ones(2),
+            regularizers=[HessianTraceRegularizer()],
+        )
+        for lam in lams
+    ]
+    assert _relaxation_time(preds) == pytest.approx(1 / lams.min(), rel=1e-8)
+    st = convergence_study(
+        _toy(),
+        sd.LabelNoise(1.0, 1),
+        np.ones(2),
+        lr=ETA,
+        sigmas=np.sqrt(lams / ETA),
+        key=0,
+        n_paths=8,
+        theta_init=np.ones(2),
+        methods={"SGD": sd.simulate_sgd},
+    )
+    rates = [np.min(p.point().hessian_eigenvalues) for p in st.predictions]
+    assert st.relax_time == pytest.approx(1 / min(rates), rel=1e-12)
+    assert st.n_steps == int(np.ceil(3 * st.relax_time / ETA)) and "chosen by the study" in st.table()
+    assert st.to_dict()["n_steps"] == st.n_steps
+
+
 def test_power_law_fit_recovers_an_exact_exponent_and_drops_floor_points():
     lams = np.array([0.01, 0.02, 0.04, 0.08])
     d = 0.3 * lams**1.5

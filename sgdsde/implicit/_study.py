@@ -28,6 +28,7 @@ from ._verdict import _window
 REGULARIZERS = ("R_quarter_trace", "R_trace_log")
 N_BOOT = 2000
 RELAX_EFOLDS = 3.0
+MAX_AUTO_STEPS = 50_000_000
 
 
 @dataclasses.dataclass
@@ -358,6 +359,12 @@ def convergence_study(
                 f"theory gives no time scale; give n_steps ({[p.failures for p in predictions]})"
             )
         n_steps = max(2, int(np.ceil(relax_efolds * relax_time / lr)))
+        if n_steps > MAX_AUTO_STEPS:
+            raise ValueError(
+                f"n_steps=None: {relax_efolds:g} relaxation times 1/mu = {relax_time:.4g} of L + lambda R need "
+                f"{n_steps} steps at lr = {lr:g}, more than {MAX_AUTO_STEPS}; give n_steps (or larger sigmas: "
+                "mu grows with lambda)"
+            )
         horizon = (
             f"n_steps = {n_steps} (t = {lr * n_steps:.4g}) = {relax_efolds:g} relaxation times 1/mu = "
             f"{relax_time:.4g}, mu = the smallest eigenvalue of the Hessian of L + lambda R at theta*(lambda) "
