@@ -564,7 +564,7 @@ def parse_args(argv=None) -> dict:
     p.add_argument(
         "--sweep-steps",
         default=DEFAULTS["sweep_steps"],
-        help="steps per run for --sweep, or 'auto': 3 relaxation times of L + λR at θ*(λ) (REG-13)",
+        help="steps per run for --sweep, or 'auto': 3 relaxation times of L + λR at θ*(λ) (REG-15)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return vars(p.parse_args(argv))
