@@ -101,7 +101,7 @@ def run(
             mean_err = np.sum((r.mean["beta"] - np.asarray(w)) ** 2, axis=1)
             ax1.plot(r.steps, mean_err, color=color, ls=":", label=f"{name}: $\\|E[v\\odot v] - w^*\\|^2$")
         v = report[name]
-        ax2.plot(np.arange(d), v.time_avg**2, "o", ms=3, color=color, label=f"{name}: {v.verdict}")
+        ax2.plot(np.arange(d), v.time_avg**2, "o", ms=3, color=color, label=f"{name}: {v.verdict} (in θ)")
     star = pred.point().theta ** 2
     ax1.axhline(
         float(np.sum((star - np.asarray(w)) ** 2)),

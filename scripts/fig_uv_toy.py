@@ -1,6 +1,8 @@
 """The u·v toy (f = uv, x = y = 1): balance u² − v² under label vs isotropic noise, and the time average of uv.
 
-Theory: theory/implicit-regularization.md REG-9 (label-noise.md C3, C6), REG-8 (C5, the limiting flow).
+Theory: theory/implicit-regularization.md REG-9 (label-noise.md C3, C6), REG-8 (C5, the limiting flow), REG-14
+(SGD's own stationary E[uv] = 1 − λ/(2(1 − η)) + O(λ²), two thirds of the way from the ¼tr point's uv to the
+tr-log point's).
 Usage: python scripts/fig_uv_toy.py [--quick] [--out fig_uv_toy.png]
 """
 
@@ -20,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from sgdsde.implicit import limiting_flow  # noqa: E402
+from sgdsde.implicit import TraceLogRegularizer, limiting_flow, stationary_point  # noqa: E402
 
 simulate_sde = getattr(sgdsde, "simulate_sde", None)
 if simulate_sde is None:  # until the lead re-exports it from sgdsde
@@ -79,7 +81,13 @@ def run(
         running = np.cumsum(m[1:]) / np.arange(1, len(m))
         ax2.plot(r.times[1:], running, color=color, label=f"{name}: running time average")
         ax2.plot(r.times, m, color=color, alpha=0.3, lw=0.8)
-    ax2.axhline(1 - lam / 2, color="k", ls="--", label=r"$1 - \lambda/2$ (SDE stationary mean, exact)")
+    ax2.axhline(
+        1 - lam / 2, color="k", ls="--", label=r"$1 - \lambda/2$ (SDE stationary mean, exact; ¼tr point)"
+    )
+    sgd_uv = 1 - lam / (2 * (1 - eta))
+    trace_log_uv = float(np.prod(stationary_point(toy, TraceLogRegularizer(eta), lam, np.ones(2)).theta))
+    ax2.axhline(sgd_uv, color="C0", ls="--", label=r"$1 - \lambda/(2(1-\eta))$ (SGD, first order in λ)")
+    ax2.axhline(trace_log_uv, color="C3", ls=":", label="tr-log point's uv (SGD sits 2/3 of the way to it)")
     ax2.set_xlabel("time t = ηk")
     ax2.set_ylabel(r"$E[uv]$")
     ax2.set_title(f"time average of uv from u = v = 1 (λ = ησ² = {lam:g})", fontsize=9)
@@ -88,7 +96,13 @@ def run(
     fig.savefig(out, dpi=130)
     plt.close(fig)
     summary = {name: float(np.mean(r.mean["uv"][len(r.steps) // 2 :])) for name, r in balanced.items()}
-    return {"figure": out, "time_average_uv": summary, "prediction": 1 - lam / 2}
+    return {
+        "figure": out,
+        "time_average_uv": summary,
+        "prediction": 1 - lam / 2,
+        "sgd_prediction": sgd_uv,
+        "trace_log_uv": trace_log_uv,
+    }
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ DEFAULTS = dict(
     dtype="float32",
     checkpoint_every=1,
     sweep_lams="0.005,0.01,0.02,0.04",
+    sweep_steps="auto",
 )
 
 MODELS = ("hadamard", "diagonal", "linear", "two-layer")
@@ -180,7 +181,7 @@ def run(progress: bool = True, resume: bool = False, **kwargs) -> JobReport:
         if noise is not None:
             noise.check(problem)
     theory = cfg["verdict"] and ("label" in methods or "sde" in methods)
-    observables = regularizer_observables(cfg["lr"], obs) if theory else obs
+    observables = regularizer_observables(cfg["lr"], obs, problem=problem) if theory else obs
     reports = []
     finished: list[str] = []
     done_before = _finished_methods(cfg["out"]) if resume else []
@@ -246,6 +247,9 @@ def run_sweep(progress: bool = True, **kwargs):
     if len(lams) < 2 or not all(np.isfinite(v) and v > 0 for v in lams):
         raise ValueError(f"sweep_lams must hold at least two positive numbers, got {cfg['sweep_lams']!r}")
     sigmas = [float(np.sqrt(lam * cfg["batch_size"] / cfg["lr"])) for lam in lams]
+    steps = str(cfg["sweep_steps"]).strip()
+    if steps != "auto" and not (steps.isdigit() and int(steps) >= 2):
+        raise ValueError(f"sweep_steps must be 'auto' or an integer >= 2, got {cfg['sweep_steps']!r}")
     noise = noise_for("label", 1.0, cfg["gaussian_sigma"], cfg["batch_size"])
     noise.check(problem)
     study = convergence_study(
@@ -254,7 +258,7 @@ def run_sweep(progress: bool = True, **kwargs):
         theta0,
         lr=cfg["lr"],
         sigmas=sigmas,
-        n_steps=cfg["steps"],
+        n_steps=None if steps == "auto" else int(steps),
         key=cfg["seed"] + 1,
         n_paths=cfg["paths"],
         record_every=cfg["record_every"],
@@ -281,8 +285,10 @@ def _sweep_figure(study, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
-    for ax, kind in zip(axes, ("total", "along"), strict=True):
+    first = study.methods[next(iter(study.methods))]
+    kinds = ("total", "along") + (("total_beta",) if first.total_beta is not None else ())
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4.2), sharey=True)
+    for ax, kind in zip(axes, kinds, strict=True):
         for name, m in study.methods.items():
             for reg, style in (("R_trace_log", "o-"), ("R_quarter_trace", "s--")):
                 d = getattr(m, kind)[reg]
@@ -290,11 +296,18 @@ def _sweep_figure(study, path: str) -> None:
                 ok = np.isfinite(d) & (d > 0)
                 if ok.any():
                     ax.errorbar(study.lams[ok], d[ok], 2 * se[ok], fmt=style, ms=4, label=f"{name}, {reg}")
-        ax.plot(study.lams, study.methods[next(iter(study.methods))].floor, "k:", lw=1, label="noise floor")
+        floor = first.floor_beta if kind == "total_beta" else first.floor
+        ax.plot(study.lams, floor, "k:", lw=1, label="noise floor")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("λ = ησ²/B")
-        ax.set_title("|time avg − θ*(λ)|" if kind == "total" else "… along the zero-loss set")
+        ax.set_title(
+            {
+                "total": "|time avg − θ*(λ)| in θ",
+                "along": "… along the zero-loss set",
+                "total_beta": "|time avg of E[β] − β(θ*(λ))| in β",
+            }[kind]
+        )
     axes[0].set_ylabel("distance (± 2 bootstrap s.e.)")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
@@ -464,8 +477,12 @@ def format_table(reports: list[MethodReport]) -> str:
         if msg is not None:
             lines.append(f"{r.name:<{width}}  DIVERGED: {msg}")
             continue
-        cells = "".join(f"{m:>13.4g} ± {s:<8.2g}" for m, s in r.rows.values())
+        one = r.result.n_paths == 1  # one path has no standard error: print none rather than "± 0"
+        cells = "".join(f"{m:>13.4g}" + (" " * 11 if one else f" ± {s:<8.2g}") for m, s in r.rows.values())
         lines.append(f"{r.name:<{width}}{cells}{r.result.n_paths:>8d}")
+    single = [r.name for r in reports if r.result.n_paths == 1 and r.result.divergence_message() is None]
+    if single:
+        lines.append(f"({', '.join(single)}: 1 path: no standard error)")
     return "\n".join(lines)
 
 
@@ -623,6 +640,11 @@ def _parser() -> argparse.ArgumentParser:
         "--sweep-lams, distances of their late time averages to θ*(λ) of L + λR, fitted power laws)",
     )
     p.add_argument("--sweep-lams", default=DEFAULTS["sweep_lams"], help="comma-separated λ for --sweep")
+    p.add_argument(
+        "--sweep-steps",
+        default=DEFAULTS["sweep_steps"],
+        help="steps per run for --sweep, or 'auto': 3 relaxation times of L + λR at θ*(λ) (REG-15)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     return p
 

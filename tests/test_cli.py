@@ -130,8 +130,8 @@ def test_killed_job_resumes_from_its_checkpoints(tmp_path, capsys, monkeypatch):
 def test_sweep_prints_the_convergence_study(tmp_path, capsys):
     """`sgdsde --sweep` (CI-sized): the study's table for SGD and the SDE, the fitted power laws, sweep.json
     with the fits and sweep.png; a bad λ list is a clear error."""
-    argv = ["--sweep", "--steps", "400", "--paths", "8", "--record-every", "100", "--quiet", "--dim", "20"]
-    argv += ["--n-samples", "10", "--sparsity", "2"]
+    argv = ["--sweep", "--sweep-steps", "400", "--paths", "8", "--record-every", "100", "--quiet"]
+    argv += ["--dim", "20", "--n-samples", "10", "--sparsity", "2"]
     assert cli.main(argv + ["--sweep-lams", "0.01,0.03", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "SGD (time average" in out and "SDE (time average" in out and "λ^" in out

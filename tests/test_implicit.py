@@ -1,5 +1,7 @@
 """Stationary points of L + λR, the prediction, the verdict's statistics, and the limiting flow."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.optimize import brentq
@@ -46,6 +48,109 @@ def test_stationary_point_uv_toy_closed_forms():
     # the tr-log point sits further off the zero-loss set than the ¼ tr one: large-η extra regularization
     assert tl.theta[0] * tl.theta[1] < quarter.theta[0] * quarter.theta[1]
     assert "converged" in str(tl) and "minimum" in tl.table()
+
+
+def _uv_trace_log_offsets(eta, lam):
+    """1 − p at the balanced tr-log point: the root near 1 of the cubic
+    $(p-1)AB + \\frac{\\lambda}{4}(3B - A) = 0$, $A = 1 - \\eta(3p-1)/2$, $B = 1 - \\eta(1-p)/2$ (REG-14)."""
+    P = np.polynomial.Polynomial
+    A, B = P([1 + eta / 2, -1.5 * eta]), P([1 - eta / 2, eta / 2])
+    roots = (P([-1.0, 1.0]) * A * B + lam / 4 * (3 * B - A)).roots()
+    real = roots[np.abs(roots.imag) < 1e-12].real
+    return 1 - real[np.argmin(np.abs(real - 1))]
+
+
+def test_uv_toy_trace_log_point_closed_form_at_several_eta():
+    """The tr-log point of the u·v toy at η = 0.1 … 0.6: our solver agrees with the cubic's root (rtol 1e-9 on θ,
+    the solve's gtol); 1 − uv = λ(2 + η)/(4(1 − η)) + O(λ²) (checked on the cubic at λ = 1e-6, where the O(λ)
+    relative remainder is below 1e-5), so SGD's first-order offset λ/(2(1 − η)) sits 2/3 of the way from the
+    ¼tr offset λ/2 to it, at every η. [theory: REG-14]"""
+    toy, lam = uv_toy(), 0.01
+    for eta in (0.1, 0.25, 0.4, 0.6):
+        tl = stationary_point(toy, TraceLogRegularizer(eta), lam, np.array([1.0, 1.0]))
+        assert tl.converged and tl.kind == "minimum"
+        p = 1 - _uv_trace_log_offsets(eta, lam)
+        np.testing.assert_allclose(tl.theta, np.sqrt(p) * np.ones(2), rtol=1e-9)
+        coef = _uv_trace_log_offsets(eta, 1e-6) / 1e-6
+        assert coef == pytest.approx((2 + eta) / (4 * (1 - eta)), abs=1e-5)
+        assert (1 / (2 * (1 - eta)) - 0.5) / (coef - 0.5) == pytest.approx(2 / 3, abs=1e-4)
+    # at η = 0.4 the offsets are 0.5λ (¼tr), 0.833λ (SGD) and 1.0λ (tr-log), not 0.833λ for tr-log
+    assert _uv_trace_log_offsets(0.4, 1e-6) / 1e-6 == pytest.approx(1.0, abs=1e-5)
+
+
+def _uv_sgd_mean_series(order_pairs: int = 2):
+    """Coefficients c_1, c_2 of E[uv] = 1 + c_1λ + c_2λ² for balanced label-noise SGD on the u·v toy: the
+    stationary moment hierarchy of $\\rho = (uv - 1)/\\sqrt{\\lambda}$ solved order by order in $\\sqrt{\\lambda}$
+    (REG-14), symbolically in η."""
+    import sympy as sp
+
+    eta, h, rho, xi = sp.symbols("eta h rho xi")
+    # one step of p = a², ε = σξ with σ = h/√η (λ = ησ² = h²), ξ = ±1
+    step = sp.expand(((1 + h * rho) * (1 + h * (-eta * rho + sp.sqrt(eta) * xi)) ** 2 - 1) / h)
+    K = 2 * order_pairs
+    polys = {}
+    for k in range(1, K + 1):
+        even = sum(t for t in sp.Add.make_args(sp.expand(step**k)) if sp.degree(t, xi) % 2 == 0)
+        polys[k] = sp.Poly(sp.expand(even.subs(xi, 1)), h, rho)  # E over ξ: odd powers vanish, ξ² = 1
+    c = {}
+    for n in range(K):
+        for k in range(K + 1 - n):
+            if k == 0:
+                c[(0, n)] = sp.Integer(1 if n == 0 else 0)
+                continue
+            rhs, diag = 0, 0
+            for (j, i), coef in polys[k].terms():
+                if j > n:
+                    continue
+                if j == 0 and i == k:
+                    diag += coef
+                else:
+                    rhs += coef * c[(i, n - j)]
+            c[(k, n)] = sp.simplify(rhs / (1 - diag))
+    return eta, [c[(1, 2 * m - 1)] for m in range(1, order_pairs + 1)]
+
+
+def test_uv_toy_sgd_stationary_mean_of_uv_at_several_eta():
+    """Balanced label-noise SGD on the u·v toy: (1) the moment expansion gives E[uv] = 1 − λ/(2(1 − η)) +
+    c₂(η)λ² exactly in η (sympy, compared with REG-14's closed forms symbolically); (2) simulate_sgd's
+    stationary E[uv] (2000 paths, time average over steps 500–3000, SE from per-path time averages) matches
+    it at (η, λ) = (0.2, 0.02), (0.4, 0.02), (0.6, 0.005) within 4 SE + |c₂|λ² (the λ³ remainder is below
+    |c₂|λ² there: |c₃/c₂|λ ≤ 0.2), and stands ≥ 5 SE from the ¼tr point's uv (1 − λ/2) and from the tr-log
+    point's (the cubic's root), so the test tells the three apart. [theory: REG-14]"""
+    import sympy as sp
+
+    eta_s, (c1, c2) = _uv_sgd_mean_series()
+    assert sp.simplify(c1 + 1 / (2 * (1 - eta_s))) == 0
+    c2_closed = (
+        eta_s
+        * (184 * eta_s**4 - 376 * eta_s**3 + 280 * eta_s**2 - 85 * eta_s + 9)
+        / (8 * (1 - eta_s) ** 3 * (2 * eta_s**2 - 2 * eta_s + 1) * (4 * eta_s**2 - 6 * eta_s + 3))
+    )
+    assert sp.simplify(c2 - c2_closed) == 0
+    cases = [(0.2, 0.02), (0.4, 0.02), (0.6, 0.005)]
+    etas = sorted({e for e, _ in cases})
+    sigmas = sorted({float(np.sqrt(lam / e)) for e, lam in cases})
+    sw = s.sweep(
+        s.simulate_sgd,
+        uv_toy(),
+        s.LabelNoise(1.0, 1),
+        np.ones(2),
+        grid={"lr": etas, "sigma": sigmas},
+        n_steps=3000,
+        key=5,
+        ensemble=s.Ensemble(n_paths=2000, dtype=np.float64),
+        record=s.Record(every=10, observables=["theta"], n_saved_paths=2000),
+    )
+    for eta, lam in cases:
+        sigma = float(np.sqrt(lam / eta))
+        (r,) = [r for pt, r in zip(sw.points, sw.results, strict=True) if pt == {"lr": eta, "sigma": sigma}]
+        uv = np.mean(r.paths[50:, :, 0] * r.paths[50:, :, 1], axis=0)
+        mean, se = uv.mean(), uv.std(ddof=1) / np.sqrt(uv.size)
+        c2v = float(c2_closed.subs(eta_s, eta))
+        target = 1 - lam / (2 * (1 - eta)) + c2v * lam**2
+        assert abs(mean - target) <= 4 * se + abs(c2v) * lam**2, (eta, lam, mean, se, target)
+        assert abs(mean - (1 - lam / 2)) >= 5 * se, (eta, mean)
+        assert abs(mean - (1 - _uv_trace_log_offsets(eta, lam))) >= 5 * se, (eta, mean)
 
 
 def test_stationary_point_saddle_inertia():
@@ -155,6 +260,83 @@ def test_check_convergence_statistics():
         check_convergence(toy, runs, pred, window=1.5)
     with pytest.raises(ValueError, match="prediction"):
         check_convergence(toy, runs, None)
+
+
+def test_verdict_says_its_space_and_reports_beta_and_collapse():
+    """On β = v⊙v with θ* = (1, 0.3, 0) at λ = 0.01 (threshold κ√λ = 0.01): a run whose coordinate 1 sits at 0
+    from record 4 on is reported collapsed (index 1, since t = 4) and its statistic says so; the recorded
+    "beta" gives the β distance ‖E[β] − β(θ*)‖ = ‖(0.02, −0.09, 0)‖ exactly, beside a verdict that says it is
+    measured in θ with tol = √λ·max(1, ‖θ*‖). regularizer_observables adds "beta" (diagonal networks only) and
+    "abs_theta", and refuses a schedule, naming lr. [theory: REG-15]"""
+    from sgdsde.implicit import Prediction, StationaryPoint, regularizer_observables
+
+    X = np.array([[1.0, 0.5, -1.0], [0.2, 1.0, 0.3]])
+    prob = s.Problem(s.DiagonalLinearNetwork(3, signed=False), X, X @ np.array([1.0, 0.09, 0.0]))
+    star = np.array([1.0, 0.3, 0.0])
+    point = StationaryPoint(
+        star, "R_quarter_trace", 0.01, 0.0, 0.0, 0.0, 0.0, 1e-9, (3, 0, 0), np.ones(3), True, 1
+    )
+    pred = Prediction(0.01, 0.01, "LabelNoise", {"R_quarter_trace": point}, {})
+    run = fake_result(np.array([1.0, 0.0, 0.0]), np.full(3, 1e-4))
+    n_rec = len(run.steps)
+    abs_theta = np.tile([1.0, 0.3, 0.0], (n_rec, 1))
+    abs_theta[4:, 1] = 0.0
+    beta = np.tile([1.02, 0.0, 0.0], (n_rec, 1))
+    run.mean.update(abs_theta=abs_theta, beta=beta)
+    run.var.update(abs_theta=np.zeros_like(abs_theta), beta=np.zeros_like(beta))
+    rep = check_convergence(prob, run, pred)
+    v = rep.verdicts[0]
+    assert v.collapse is not None and list(v.collapse.indices) == [1] and list(v.collapse.since) == [4.0]
+    assert "1 coordinates collapsed" in v.statistic
+    assert v.distance_beta["R_quarter_trace"].value == pytest.approx(np.hypot(0.02, 0.09), rel=1e-12)
+    assert rep.tol == pytest.approx(0.1 * np.linalg.norm(star))
+    text = rep.table()
+    assert "measured in theta" in text and "sqrt(lambda)*max(1, |theta*|)" in text
+    assert "in beta = weights(theta)" in text and "collapse: 1 of the 2 coordinates" in text
+    assert rep.to_dict()["measured_in"] == "theta"
+    assert "measured in theta" in check_convergence(prob, run, pred, tol=0.5).table()
+    obs = regularizer_observables(0.1, problem=prob)
+    assert {"beta", "abs_theta", "theta"} <= set(obs)
+    np.testing.assert_allclose(obs["beta"](prob, np.array([1.0, -2.0, 0.5])), [1.0, 4.0, 0.25])
+    assert "beta" not in regularizer_observables(0.1, problem=uv_toy())
+    with pytest.raises(ValueError, match="lr must be one constant step size"):
+        regularizer_observables(s.StepDecayLR(0.1, [10], 0.5))
+
+
+def test_verdict_reports_untested_predictions_single_paths_and_short_runs():
+    """A job whose every run diverged gets "PREDICTION UNTESTED" (the prediction's own table says "solved", not
+    "ok"); a 1-path run is said to have no standard error; a NOT converged verdict says how many relaxation
+    times 1/μ of L + λR the run had (μ the smallest Hessian eigenvalue at θ*, here 10 records × 1/μ = 0.1 ⇒
+    100 relaxation times with μ = 10), and "too short to settle" only below 3. [theory: REG-7, REG-15]"""
+    from sgdsde.implicit import Prediction, StationaryPoint
+
+    toy = uv_toy()
+    star = np.ones(2)
+    point = StationaryPoint(
+        star, "R_quarter_trace", 0.01, 0.0, 0.0, 0.0, 0.0, 1e-9, (2, 0, 0), np.array([10.0, 20.0]), True, 1
+    )
+    pred = Prediction(0.01, 0.1, "LabelNoise", {"R_quarter_trace": point}, {})
+    assert "solved" in pred.table() and " ok" not in pred.table()
+    dead = check_convergence(toy, fake_result(star, np.full(2, 1e-3), diverged=3), pred)
+    assert "PREDICTION UNTESTED" in dead.table() and dead.to_dict()["prediction_tested"] is False
+    one = check_convergence(toy, fake_result(star + 1.0, np.zeros(2), n_paths=1), pred)
+    assert "1 path, no standard error" in one.table() and one.to_dict()["prediction_tested"] is True
+    stat = one.verdicts[0].statistic
+    assert one.verdicts[0].verdict == "NOT converged" and "= 100 relaxation times 1/mu = 0.1" in stat
+    assert "too short" not in stat
+    slow = Prediction(
+        0.01,
+        0.1,
+        "LabelNoise",
+        {"R_quarter_trace": dataclasses.replace(point, hessian_eigenvalues=np.array([0.1, 1.0]))},
+        {},
+    )
+    short = check_convergence(toy, fake_result(star + 1.0, np.full(2, 1e-3)), slow).verdicts[0].statistic
+    assert "= 1 relaxation times" in short and "too short to settle at theta*" in short
+    phase = check_convergence(toy, fake_result(star + 1.0, np.full(2, 1e-3)), slow, t_range=(5.0, 10.0))
+    assert (
+        "= 0.5 relaxation times" in phase.verdicts[0].statistic and "since the phase began" in phase.table()
+    )
 
 
 def test_limiting_flow_uv_toy_closed_form():

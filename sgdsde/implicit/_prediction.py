@@ -55,11 +55,14 @@ class Prediction:
         rows = []
         for name, p in self.points.items():
             rows.append(
-                [name, fmt(self.lam), fmt(p.loss), fmt(p.reg_value), f"{p.residual:.2g}", p.kind, "ok"]
+                [name, fmt(self.lam), fmt(p.loss), fmt(p.reg_value), f"{p.residual:.2g}", p.kind, "solved"]
             )
         for name, why in self.failures.items():
             rows.append([name, fmt(self.lam), "-", "-", "-", "-", f"NO PREDICTION: {why}"])
-        head = f"prediction for {self.noise} at lr={self.lr:g}: lambda = {self.lam:.4g}\n"
+        head = (
+            f"prediction for {self.noise} at lr={self.lr:g}: lambda = {self.lam:.4g} (stationary points of "
+            "L + lambda R as solved; check_convergence says whether a run reached them)\n"
+        )
         return head + render_table(["regularizer", "lambda", "L", "R", "|grad|", "kind", "status"], rows)
 
     def __str__(self) -> str:
@@ -207,15 +210,39 @@ def describe_noise(noise) -> str:
 
 
 DOMAIN_KEY = "R_trace_log_defined"
+BETA_KEY = "beta"
+ABS_THETA_KEY = "abs_theta"
 
 
-def regularizer_observables(lr: float, extra: dict | None = None) -> dict:
-    """Observables for ``simulate_sgd``/``simulate_sde`` that ``check_convergence`` reads: θ, L and both R."""
+def regularizer_observables(lr: float, extra: dict | None = None, problem: Problem | None = None) -> dict:
+    """Observables for ``simulate_sgd``/``simulate_sde`` that ``check_convergence`` reads: θ, |θ| (for the
+    collapse report), L and both R; with ``problem`` a reparametrized linear predictor, also β = weights(θ).
+
+    Args:
+        lr: one constant step size η (the tr-log R depends on η). A schedule is refused: under a step-decay
+            schedule, record with the η of the phase you check (``predict_phases`` gives each phase's ``lr``);
+            the tr-log observable is R at that η in every phase.
+        extra: more observables, name → (problem, θ) ↦ value.
+        problem: the problem, to add "beta" when its model is a diagonal network (REG-15).
+    """
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)):
+        raise ValueError(
+            f"lr must be one constant step size (a positive number), got {type(lr).__name__}: the tr-log R "
+            "depends on η, and an observable has no step index; for a schedule, pass the η of the phase that "
+            "check_convergence(t_range=phase.t_range) will judge (predict_phases gives each phase's lr)"
+        )
     eta = check_positive("lr", lr)
     obs = {
         "theta": lambda problem, theta: theta,
+        ABS_THETA_KEY: lambda problem, theta: abs(theta),
         "loss": lambda problem, theta: problem.loss(theta),
     }
+    if problem is not None:
+        from ._spaces import function_weights
+
+        weights = function_weights(problem)
+        if weights is not None:
+            obs[BETA_KEY] = lambda problem, theta: problem.model.weights(theta)
     trace_log = TraceLogRegularizer(eta)
     for reg in (HessianTraceRegularizer(), trace_log):
         obs[reg.name] = reg.observable()

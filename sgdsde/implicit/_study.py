@@ -22,10 +22,13 @@ from .._validation import check_int_range, check_positive
 from ._common import float64_problem, render_table
 from ._flow import project_to_zero_loss
 from ._prediction import Prediction, predict
+from ._spaces import Collapse, data_tangent_projector, detect_collapse, function_weights
 from ._verdict import _window
 
 REGULARIZERS = ("R_quarter_trace", "R_trace_log")
 N_BOOT = 2000
+RELAX_EFOLDS = 3.0
+MAX_AUTO_STEPS = 50_000_000
 
 
 @dataclasses.dataclass
@@ -42,13 +45,18 @@ class PowerFit:
     def __str__(self) -> str:
         if not np.isfinite(self.exponent):
             return "no fit (fewer than 2 points above the noise floor)"
-        return f"{self.prefactor:.3g}·λ^{self.exponent:.3f} [{self.low:.3f}, {self.high:.3f}]"
+        return (
+            f"{self.prefactor:.3g}·λ^{self.exponent:.3f} [{self.low:.3f}, {self.high:.3f}] "
+            f"({int(self.used.sum())} of {len(self.used)} λ above 3 noise floors)"
+        )
 
 
 @dataclasses.dataclass
 class MethodStudy:
-    """One simulator's distances, per regularizer and λ: ``total[R]``/``along[R]`` (L,), their bootstrap
-    standard errors, the noise floor √Σ_j SE_j², the fits, and ``closer[i]`` (which R θ̄ is nearer at λ_i: a
+    """One simulator's distances, per regularizer and λ, in θ: ``total[R]``/``along[R]`` (L,), their bootstrap
+    standard errors, the noise floor √Σ_j SE_j², the fits; the same in β for a reparametrized linear
+    predictor (``total_beta`` …, fits "β total"/"β along"); the coordinates collapsed to 0 (``collapse``);
+    and ``closer[i]`` (which R θ̄ is nearer at λ_i: a
     regularizer's name; "inconclusive" when the 95% band of d(¼tr) − d(tr-log) contains 0; "farther than
     apart" when θ̄ is farther from both points than they are from each other, so that its own O(λ) offset
     decides, REG-7)."""
@@ -68,11 +76,22 @@ class MethodStudy:
     drift_se: np.ndarray | None = None
     observable: dict[str, np.ndarray] | None = None  # |E g − g(θ*_R)| per λ (an ``observable`` g given)
     observable_se: dict[str, np.ndarray] | None = None
+    observable_mean: np.ndarray | None = None  # the time average of E g per λ, and its bootstrap SE
+    observable_mean_se: np.ndarray | None = None
+    # β space (a reparametrized linear predictor, β = model.weights(θ)): the time average of E[β(θ)] against
+    # β(θ*), in total and along {Xβ = y}; the same keys, SEs and fits ("β total", "β along") as in θ
+    total_beta: dict[str, np.ndarray] | None = None
+    total_beta_se: dict[str, np.ndarray] | None = None
+    along_beta: dict[str, np.ndarray] | None = None
+    along_beta_se: dict[str, np.ndarray] | None = None
+    floor_beta: np.ndarray | None = None
+    collapse: list[Collapse] | None = None  # per λ: coordinates held at 0 where θ*(λ) is not (REG-15)
 
 
 @dataclasses.dataclass
 class ConvergenceStudy:
-    """The study: λ values, the predictions θ*(λ) and, per simulator, distances, fits and the R comparison."""
+    """The study: λ values, the predictions θ*(λ) and, per simulator, distances, fits and the R comparison;
+    ``n_steps`` and ``horizon`` say how long the runs were and why (REG-13)."""
 
     lams: np.ndarray
     sigmas: np.ndarray
@@ -81,9 +100,14 @@ class ConvergenceStudy:
     predictions: list[Prediction]
     methods: dict[str, MethodStudy]
     observable_name: str | None = None
+    n_steps: int | None = None
+    horizon: str = ""
+    relax_time: float = float("nan")  # 1/μ, μ the slowest rate of ∇²(L + λR) at θ*(λ) over the λ
 
     def table(self) -> str:
         parts = []
+        if self.horizon:
+            parts.append(f"horizon: {self.horizon}")
         for m in self.methods.values():
             header = ["lambda"]
             for reg in REGULARIZERS:
@@ -98,40 +122,79 @@ class ConvergenceStudy:
                 row += [f"{m.floor[i]:.2g}", _fmt(m.drift[i], m.drift_se[i]), m.closer[i]]
                 rows.append(row)
             parts.append(
-                f"{m.method} (time average over the last {self.window:g} of each run, ± bootstrap SE)"
+                f"{m.method} (time average over the last {self.window:g} of each run, ± bootstrap SE), in theta"
             )
             parts.append(render_table(header, rows))
+            if m.total_beta is not None:
+                header = ["lambda"]
+                for reg in REGULARIZERS:
+                    header += [f"|avg beta - beta*| {reg}", f"along Xb=y {reg}"]
+                header += ["noise floor"]
+                rows = []
+                for i, lam in enumerate(self.lams):
+                    row = [f"{lam:.4g}"]
+                    for reg in REGULARIZERS:
+                        row.append(_fmt(m.total_beta[reg][i], m.total_beta_se[reg][i]))
+                        row.append(_fmt(m.along_beta[reg][i], m.along_beta_se[reg][i]))
+                    rows.append(row + [f"{m.floor_beta[i]:.2g}"])
+                parts.append(
+                    f"{m.method} in beta = the model's weights(theta) (time average of E[beta], the mean "
+                    "predictor, against beta(theta*))"
+                )
+                parts.append(render_table(header, rows))
             if m.observable is not None:
                 g = self.observable_name
+                means = ", ".join(
+                    _fmt(v, s) for v, s in zip(m.observable_mean, m.observable_mean_se, strict=True)
+                )
+                parts.append(f"  time avg of E[{g}]: {means}")
                 for reg in REGULARIZERS:
                     cells = ", ".join(
                         _fmt(v, s) for v, s in zip(m.observable[reg], m.observable_se[reg], strict=True)
                     )
                     parts.append(f"  |time avg of E[{g}] - {g}(theta*)| for {reg}: {cells}")
             for (reg, kind), fit in m.fits.items():
-                parts.append(f"  {m.method} {kind:5s} distance to {reg}: {fit}")
+                space = "beta" if kind.startswith("β") else "theta"
+                parts.append(f"  {m.method} {kind.removeprefix('β '):5s} distance in {space} to {reg}: {fit}")
+            if m.collapse is not None:
+                for lam, c in zip(self.lams, m.collapse, strict=True):
+                    if c is not None:
+                        parts.append(f"  {m.method} collapse at lambda = {lam:.4g}: {c}")
         return "\n".join(parts)
 
     def __str__(self) -> str:
         return self.table()
 
     def to_dict(self) -> dict:
+        def fits(m):
+            return {
+                f"{kind}:{reg}": {
+                    "exponent": f.exponent,
+                    "band": [f.low, f.high],
+                    "prefactor": f.prefactor,
+                    "used": f.used.tolist(),
+                }
+                for (reg, kind), f in m.fits.items()
+            }
+
+        def arrays(d):
+            return None if d is None else {k: v.tolist() for k, v in d.items()}
+
         return {
             "lams": self.lams.tolist(),
             "sigmas": self.sigmas.tolist(),
             "lr": self.lr,
+            "n_steps": self.n_steps,
+            "horizon": self.horizon,
+            "relax_time": self.relax_time,
             "methods": {
                 name: {
-                    "fits": {
-                        f"{kind}:{reg}": {
-                            "exponent": f.exponent,
-                            "band": [f.low, f.high],
-                            "prefactor": f.prefactor,
-                        }
-                        for (reg, kind), f in m.fits.items()
-                    },
-                    "total": {k: v.tolist() for k, v in m.total.items()},
-                    "along": {k: v.tolist() for k, v in m.along.items()},
+                    "fits": fits(m),
+                    "total": arrays(m.total),
+                    "along": arrays(m.along),
+                    "total_beta": arrays(m.total_beta),
+                    "along_beta": arrays(m.along_beta),
+                    "collapse": None if m.collapse is None else [c.to_dict() for c in m.collapse],
                     "closer": m.closer,
                     "drift": m.drift.tolist(),
                 }
@@ -147,15 +210,28 @@ def _fmt(x: float, se: float) -> str:
 def _time_averages(result, window: float, halves: bool = False):
     """Per-path time averages of θ over the last ``window`` of the records (N, d), a path that diverged
     dropped; ``halves``: also those over the window's first and second halves."""
-    if result.paths is None or result.paths.shape[1] != result.n_paths:
-        raise ValueError("convergence_study needs every path saved (record.n_saved_paths = n_paths)")
-    start, _ = _window(result, (window, None))
-    win = result.paths[start:]
+    win = _window_paths(result, window)
     ok = np.all(np.isfinite(win.mean(axis=0)), axis=1)
     if not halves:
         return win.mean(axis=0)[ok]
     h = max(1, len(win) // 2)
     return win.mean(axis=0)[ok], win[:h].mean(axis=0)[ok], win[h:].mean(axis=0)[ok] if len(win) > 1 else None
+
+
+def _window_paths(result, window: float) -> np.ndarray:
+    """The saved paths (records, N, d) in the averaging window."""
+    if result.paths is None or result.paths.shape[1] != result.n_paths:
+        raise ValueError("convergence_study needs every path saved (record.n_saved_paths = n_paths)")
+    start, _ = _window(result, (window, None))
+    return result.paths[start:]
+
+
+def _beta_averages(result, window: float, weights) -> np.ndarray:
+    """Per-path time averages of β(θ) over the window (N, p), diverged paths dropped: the mean predictor."""
+    win = _window_paths(result, window)
+    beta = np.asarray(jax.jit(jax.vmap(jax.vmap(weights)))(jnp.asarray(win, jnp.float64)))
+    avg = beta.mean(axis=0)
+    return avg[np.all(np.isfinite(avg), axis=1)]
 
 
 def _tangent_projector(problem: Problem, theta_star) -> np.ndarray | None:
@@ -194,7 +270,7 @@ def convergence_study(
     *,
     lr: float,
     sigmas: Sequence[float],
-    n_steps: int,
+    n_steps: int | None = None,
     key,
     n_paths: int = 100,
     record_every: int | None = None,
@@ -204,6 +280,7 @@ def convergence_study(
     observable: tuple[str, Callable] | None = None,
     dtype=None,
     progress: bool = False,
+    relax_efolds: float = RELAX_EFOLDS,
     **options,
 ) -> ConvergenceStudy:
     """Run SGD and the SDE to stationarity at each σ (λ = ησ²/B), solve θ*(λ) for both R, and fit how the
@@ -214,7 +291,10 @@ def convergence_study(
             FullGradientLabelNoise), and the start.
         lr: the constant step size η.
         sigmas: two or more label-noise σ (one λ each), swept as one program per simulator.
-        n_steps, key: the length of every run (long enough for the smallest λ) and the key they share.
+        n_steps, key: the length of every run and the key they share. ``n_steps=None`` (needs ``theta_init``)
+            chooses it from the theory's time scale: ``relax_efolds`` (default 3) relaxation times 1/μ, μ the
+            smallest eigenvalue of ∇²(L + λR) at θ*(λ) over the λ (the slowest rate of gradient flow on
+            L + λR near θ*, in t = ηk; REG-13); the study reports it.
         n_paths, record_every: paths per λ (all saved: the bootstrap resamples them) and the record interval
             (default n_steps/40).
         methods: name → simulator (default SGD and the SDE: ``{"SGD": simulate_sgd, "SDE": simulate_sde}``);
@@ -227,6 +307,10 @@ def convergence_study(
             (the mean of θ carries a Jensen gap O(Var θ); E[g] for g = uv on the u·v toy is the quantity with a
             closed form, REG-9, REG-13).
         dtype: the runs' dtype (default the problem's); the solves are float64.
+
+    Distances are measured in θ and, for a reparametrized linear predictor (a diagonal network), also in
+    β = model.weights(θ) (the time average of E[β], against β(θ*)); coordinates held at 0 where θ*(λ) is not
+    are reported per λ (REG-15).
     """
     import functools
 
@@ -247,13 +331,54 @@ def convergence_study(
     window = check_positive("window", window)
     if window > 1:
         raise ValueError(f"window must be in (0, 1], got {window}")
-    n_steps = check_int_range("n_steps", n_steps, 2)
-    every = (
-        max(1, n_steps // 40) if record_every is None else check_int_range("record_every", record_every, 1)
-    )
+    relax_efolds = check_positive("relax_efolds", relax_efolds)
+    if n_steps is not None:
+        n_steps = check_int_range("n_steps", n_steps, 2)
+    elif theta_init is None:
+        raise ValueError(
+            "n_steps=None chooses the horizon from θ*(λ), which needs theta_init (an array or a function of "
+            "the point's noise model); give theta_init or n_steps"
+        )
+    if methods is not None and (not isinstance(methods, Mapping) or not methods):
+        raise ValueError(
+            f"methods must be a non-empty dict name -> simulator (e.g. {{'SGD': simulate_sgd}}), got {methods!r}"
+        )
     methods = {"SGD": simulate_sgd, "SDE": simulate_sde} if methods is None else dict(methods)
     noises = [dataclasses.replace(noise, sigma=float(s)) for s in sigmas]
     lams = np.asarray([n.effective_lambda(lr, problem) for n in noises])
+    predictions = []
+    if theta_init is not None:
+        for n in noises:
+            start = theta_init(n) if callable(theta_init) else theta_init
+            predictions.append(predict(problem64, n, lr, start))
+    relax_time = _relaxation_time(predictions)
+    if n_steps is None:
+        if not np.isfinite(relax_time):
+            raise ValueError(
+                "n_steps=None: no θ*(λ) is a strict minimum of L + λR (no positive slowest rate), so the "
+                f"theory gives no time scale; give n_steps ({[p.failures for p in predictions]})"
+            )
+        n_steps = max(2, int(np.ceil(relax_efolds * relax_time / lr)))
+        if n_steps > MAX_AUTO_STEPS:
+            raise ValueError(
+                f"n_steps=None: {relax_efolds:g} relaxation times 1/mu = {relax_time:.4g} of L + lambda R need "
+                f"{n_steps} steps at lr = {lr:g}, more than {MAX_AUTO_STEPS}; give n_steps (or larger sigmas: "
+                "mu grows with lambda)"
+            )
+        horizon = (
+            f"n_steps = {n_steps} (t = {lr * n_steps:.4g}) = {relax_efolds:g} relaxation times 1/mu = "
+            f"{relax_time:.4g}, mu = the smallest eigenvalue of the Hessian of L + lambda R at theta*(lambda) "
+            "over the lambda (chosen by the study)"
+        )
+    else:
+        horizon = f"n_steps = {n_steps} (t = {lr * n_steps:.4g}, given)" + (
+            f" = {lr * n_steps / relax_time:.3g} relaxation times 1/mu = {relax_time:.4g}"
+            if np.isfinite(relax_time)
+            else ""
+        )
+    every = (
+        max(1, n_steps // 40) if record_every is None else check_int_range("record_every", record_every, 1)
+    )
     kw = dict(
         n_steps=n_steps,
         key=key,
@@ -270,13 +395,12 @@ def convergence_study(
             base, problem, noise, theta0, grid={"sigma": list(sigmas)}, lr=lr, **kw, **extra
         ).results
     first = next(iter(runs.values()))
-    predictions = []
-    for i, n in enumerate(noises):
-        if theta_init is None:
-            start = _time_averages(first[i], window).mean(axis=0)
-        else:
-            start = theta_init(n) if callable(theta_init) else theta_init
-        predictions.append(predict(problem64, n, lr, start))
+    if theta_init is None:
+        for i, n in enumerate(noises):
+            predictions.append(predict(problem64, n, lr, _time_averages(first[i], window).mean(axis=0)))
+        relax_time = _relaxation_time(predictions)
+        if np.isfinite(relax_time):
+            horizon += f" = {lr * n_steps / relax_time:.3g} relaxation times 1/mu = {relax_time:.4g}"
     stars = {
         reg: [p.points[reg].theta if reg in p.points else None for p in predictions] for reg in REGULARIZERS
     }
@@ -284,14 +408,92 @@ def convergence_study(
         reg: [None if t is None else _tangent_projector(problem64, t) for t in ts]
         for reg, ts in stars.items()
     }
+    weights = function_weights(problem64)
+    primary = [p.point().theta if p.points else None for p in predictions]
     rng = np.random.default_rng(0)
     studies = {}
     for name, results in runs.items():
         studies[name] = _study_one(name, results, stars, projectors, lams, window, rng)
+        if weights is not None:
+            _beta_distances(studies[name], problem64, results, stars, weights, lams, window, rng)
+        studies[name].collapse = [
+            None if star is None else _collapse(r, star, lam, window)
+            for r, star, lam in zip(results, primary, lams, strict=True)
+        ]
         if observable is not None:
             _observable_distances(studies[name], problem64, results, stars, observable[1], window, rng)
     name = None if observable is None else observable[0]
-    return ConvergenceStudy(lams, sigmas, lr, window, predictions, studies, name)
+    return ConvergenceStudy(
+        lams, sigmas, lr, window, predictions, studies, name, n_steps, horizon, float(relax_time)
+    )
+
+
+def _relaxation_time(predictions: list[Prediction]) -> float:
+    """1/μ with μ the smallest Hessian eigenvalue of L + λR at the primary θ*(λ), over the λ (nan if none is
+    a strict minimum)."""
+    rates = [
+        float(np.min(p.point().hessian_eigenvalues))
+        for p in predictions
+        if p.points and p.point().kind == "minimum"
+    ]
+    rates = [r for r in rates if r > 0]
+    return 1.0 / min(rates) if rates else float("nan")
+
+
+def _collapse(result, theta_star, lam: float, window: float) -> Collapse:
+    """REG-15 on one run: the path means of |θ_j| at every record (every path saved)."""
+    if result.paths is None or result.paths.shape[1] != result.n_paths:
+        raise ValueError("convergence_study needs every path saved (record.n_saved_paths = n_paths)")
+    paths = np.asarray(result.paths, np.float64)
+    ok = np.all(np.isfinite(paths), axis=(0, 2))
+    start, _ = _window(result, (window, None))
+    return detect_collapse(np.abs(paths[:, ok]).mean(axis=1), result.times, theta_star, lam, start)
+
+
+def _beta_distances(study: MethodStudy, problem, results, stars, weights, lams, window, rng) -> None:
+    """The θ-space study repeated in β: per-path time averages of β(θ_t) against β(θ*), along {Xβ = y}."""
+    avgs = [_beta_averages(r, window, weights) for r in results]
+    bstars = {
+        reg: [None if t is None else np.asarray(weights(jnp.asarray(t))) for t in ts]
+        for reg, ts in stars.items()
+    }
+    P = data_tangent_projector(problem)
+    projectors = {reg: [P] * len(ts) for reg, ts in stars.items()}
+    d = _distances(avgs, bstars, projectors, len(lams), rng)
+    study.total_beta, study.total_beta_se = d["total"], d["total_se"]
+    study.along_beta, study.along_beta_se = d["along"], d["along_se"]
+    study.floor_beta = d["floor"]
+    for reg in REGULARIZERS:
+        study.fits[(reg, "β total")] = fit_power_law(lams, d["total"][reg], d["tboot"][reg], d["floor"])
+        study.fits[(reg, "β along")] = fit_power_law(lams, d["along"][reg], d["aboot"][reg], d["floor"])
+
+
+def _distances(avgs, stars, projectors, L: int, rng) -> dict:
+    """‖ā − a*‖ and ‖P(ā − a*)‖ per regularizer and λ from per-path time averages ``avgs`` (one (N_i, p) array
+    per λ), with bootstrap over paths (one resample of path indices shared by every λ) and the noise floor."""
+    n = min(len(a) for a in avgs)
+    idx = rng.integers(0, n, size=(N_BOOT, n))
+    means = [a[:n].mean(axis=0) for a in avgs]
+    boots = [a[:n][idx].mean(axis=1) for a in avgs]
+    floor = np.asarray([np.sqrt(np.sum(a[:n].var(axis=0, ddof=1) / n)) for a in avgs])
+    out = {k: {} for k in ("total", "total_se", "along", "along_se", "tboot", "aboot")}
+    for reg in REGULARIZERS:
+        t, a = np.full(L, np.nan), np.full(L, np.nan)
+        tboot, aboot = np.full((N_BOOT, L), np.nan), np.full((N_BOOT, L), np.nan)
+        for i in range(L):
+            star = stars[reg][i]
+            if star is None:
+                continue
+            t[i] = np.linalg.norm(means[i] - star)
+            tboot[:, i] = np.linalg.norm(boots[i] - star, axis=1)
+            P = projectors[reg][i]
+            if P is not None:
+                a[i] = np.linalg.norm(P @ (means[i] - star))
+                aboot[:, i] = np.linalg.norm((boots[i] - star) @ P.T, axis=1)
+        out["total"][reg], out["along"][reg], out["tboot"][reg], out["aboot"][reg] = t, a, tboot, aboot
+        out["total_se"][reg], out["along_se"][reg] = np.nanstd(tboot, axis=0), np.nanstd(aboot, axis=0)
+    out["floor"] = floor
+    return out
 
 
 def _observable_distances(study: MethodStudy, problem, results, stars, g, window, rng) -> None:
@@ -303,6 +505,8 @@ def _observable_distances(study: MethodStudy, problem, results, stars, g, window
         start, _ = _window(r, (window, None))
         vals = np.asarray(gv(jnp.asarray(r.paths[start:], jnp.float64))).mean(axis=0)
         per_lam.append(vals[np.isfinite(vals)])
+    study.observable_mean = np.asarray([v.mean() for v in per_lam])
+    study.observable_mean_se = np.asarray([v.std(ddof=1) / np.sqrt(len(v)) for v in per_lam])
     for reg in REGULARIZERS:
         d, se = [], []
         for vals, star in zip(per_lam, stars[reg], strict=True):
@@ -323,33 +527,15 @@ def _study_one(name, results, stars, projectors, lams, window, rng) -> MethodStu
     avgs = [p[0] for p in parts]
     n = min(len(a) for a in avgs)
     drift, drift_se = np.full(L, np.nan), np.full(L, np.nan)
-    idx = rng.integers(0, n, size=(N_BOOT, n))  # one resample of path indices for every λ
-    means = [a[:n].mean(axis=0) for a in avgs]
-    boots = [a[:n][idx].mean(axis=1) for a in avgs]  # (N_BOOT, d) per λ
-    floor = np.asarray([np.sqrt(np.sum(a[:n].var(axis=0, ddof=1) / n)) for a in avgs])
+    d = _distances(avgs, stars, projectors, L, rng)
+    total, total_se, along, along_se = d["total"], d["total_se"], d["along"], d["along_se"]
+    tb, ab, floor = d["tboot"], d["aboot"], d["floor"]
+    idx = rng.integers(0, n, size=(N_BOOT, n))
     for i, (_, first, second) in enumerate(parts):
         if second is not None:
             delta = second[:n] - first[:n]
             drift[i] = np.linalg.norm(delta.mean(axis=0))
             drift_se[i] = np.std(np.linalg.norm(delta[idx].mean(axis=1), axis=1))
-    total, total_se, along, along_se, tb, ab = {}, {}, {}, {}, {}, {}
-    for reg in REGULARIZERS:
-        t = np.full(L, np.nan)
-        a = np.full(L, np.nan)
-        tboot = np.full((N_BOOT, L), np.nan)
-        aboot = np.full((N_BOOT, L), np.nan)
-        for i in range(L):
-            star = stars[reg][i]
-            if star is None:
-                continue
-            t[i] = np.linalg.norm(means[i] - star)
-            tboot[:, i] = np.linalg.norm(boots[i] - star, axis=1)
-            P = projectors[reg][i]
-            if P is not None:
-                a[i] = np.linalg.norm(P @ (means[i] - star))
-                aboot[:, i] = np.linalg.norm((boots[i] - star) @ P.T, axis=1)
-        total[reg], along[reg], tb[reg], ab[reg] = t, a, tboot, aboot
-        total_se[reg], along_se[reg] = np.nanstd(tboot, axis=0), np.nanstd(aboot, axis=0)
     fits = {}
     for reg in REGULARIZERS:
         fits[(reg, "total")] = fit_power_law(lams, total[reg], tb[reg], floor)

@@ -12,9 +12,10 @@ from .._results import EnsembleResult, describe
 from .._validation import check_positive
 from ._common import float64_problem, fmt, render_table
 from ._flow import project_to_zero_loss
-from ._prediction import DOMAIN_KEY, Prediction
+from ._prediction import ABS_THETA_KEY, BETA_KEY, DOMAIN_KEY, Prediction
+from ._spaces import Collapse, detect_collapse, function_weights
 
-KNOWN = ("theta", "loss", "R_trace_log", "R_quarter_trace", DOMAIN_KEY)
+KNOWN = ("theta", "loss", "R_trace_log", "R_quarter_trace", DOMAIN_KEY, BETA_KEY, ABS_THETA_KEY)
 
 
 @dataclasses.dataclass
@@ -52,6 +53,10 @@ class MethodVerdict:
     statistic: str
     better_regularizer: str
     better_statistic: str
+    # β = model.weights(θ) of a reparametrized linear predictor (observable "beta" recorded): the time average
+    # of E[β] against β(θ*), reported beside the θ verdict (REG-15)
+    distance_beta: dict[str, Distance] = dataclasses.field(default_factory=dict)
+    collapse: Collapse | None = None  # coordinates held at 0 where θ* is not (REG-15)
 
 
 @dataclasses.dataclass
@@ -62,6 +67,7 @@ class ConvergenceReport:
     verdicts: list[MethodVerdict]
     k: float
     tol: float
+    tol_is_default: bool = True
 
     def __getitem__(self, method: str) -> MethodVerdict:
         for v in self.verdicts:
@@ -69,12 +75,23 @@ class ConvergenceReport:
                 return v
         raise KeyError(method)
 
+    @property
+    def tested(self) -> bool:
+        """Whether any run was compared with the prediction (not every run diverged or lacks θ)."""
+        return any(v.time_avg is not None for v in self.verdicts)
+
     def table(self) -> str:
         pred = self.prediction
         primary = pred.primary if pred.points else None
         extra = sorted({k for v in self.verdicts for k in v.scalars if k not in ("loss",) + KNOWN})
         header = ["method", "N", "L", "R_trace_log", "R_quarter_trace", *extra]
-        header += [f"|avg - theta*| ({primary})", "on zero-loss set", "late drift", "verdict", "closer R"]
+        header += [
+            f"|avg - theta*| in theta ({primary})",
+            "on zero-loss set",
+            "late drift",
+            "verdict",
+            "closer R",
+        ]
         rows = []
         for name, p in pred.points.items():
             row = [f"prediction ({name})", "-", fmt(p.loss)]
@@ -84,7 +101,13 @@ class ConvergenceReport:
             ]
             rows.append(row + [""] * len(extra) + ["0", "0", "-", p.kind, ""])
         for v in self.verdicts:
-            sc = lambda key, v=v: fmt(*v.scalars[key]) if key in v.scalars else "n/a"
+            sc = lambda key, v=v: (
+                "n/a"
+                if key not in v.scalars
+                else fmt(*v.scalars[key])
+                if v.n_paths > 1
+                else fmt(v.scalars[key][0])
+            )
             dist = str(v.distance_avg[primary]) if primary in v.distance_avg else "n/a"
             on_gamma = str(v.distance_on_manifold[primary]) if primary in v.distance_on_manifold else "n/a"
             row = [v.method, str(v.n_paths), sc("loss"), sc("R_trace_log"), sc("R_quarter_trace")]
@@ -93,13 +116,31 @@ class ConvergenceReport:
             rows.append(row)
         lines = [
             f"lambda = {pred.lam:.4g} (lr = {pred.lr:g}); values are late-window means ± standard errors; "
-            f"converged means |avg - theta*| <= tol + k*floor with tol = {self.tol:.3g}, k = {self.k:g}",
+            f"converged means |avg - theta*| <= tol + k*floor, measured in theta (the parameters), with "
+            f"tol = {self.tol:.3g}"
+            + (" = sqrt(lambda)*max(1, |theta*|)" if self.tol_is_default else " (given)")
+            + f", k = {self.k:g}",
             render_table(header, rows),
         ]
         for name, why in pred.failures.items():
             lines.append(f"NO PREDICTION for {name}: {why}")
+        if not self.tested:
+            lines.append(
+                "PREDICTION UNTESTED: no run gave a time average of theta (diverged or not recorded); the "
+                "points above are solves of L + lambda R, not a statement about these runs"
+            )
+        single = [v.method for v in self.verdicts if v.n_paths == 1]
+        if single:
+            lines.append(f"{', '.join(single)}: 1 path, no standard error (the ± columns are not errors)")
         for v in self.verdicts:
             lines.append(f"{v.method}: {v.statistic}; {v.better_statistic}")
+            if primary in v.distance_beta:
+                lines.append(
+                    f"{v.method}: in beta = weights(theta), |time avg of E[beta] - beta(theta*({primary}))| = "
+                    f"{v.distance_beta[primary]} (± noise floor; reported, no verdict in beta)"
+                )
+            if v.collapse is not None:
+                lines.append(f"{v.method}: collapse: {v.collapse}")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -132,6 +173,8 @@ class ConvergenceReport:
             "prediction": pred,
             "k": self.k,
             "tol": self.tol,
+            "measured_in": "theta",
+            "prediction_tested": self.tested,
             "verdicts": [conv(v) for v in self.verdicts],
         }
 
@@ -147,6 +190,11 @@ def check_convergence(
     tol: float | None = None,
 ) -> ConvergenceReport:
     """Compare each run's late-time mean and time average of θ with the predicted stationary point(s).
+
+    The verdict is measured in θ (the parameters). For a reparametrized linear predictor whose runs record
+    "beta" (``regularizer_observables(lr, problem=problem)``), the distance of the time average of E[β] to
+    β(θ*) is reported beside it, and coordinates held at 0 where θ* is not are listed (from "abs_theta", or
+    from the paths when all are saved; REG-15).
 
     A run converged iff $\\|\\bar\\theta - \\theta^*\\| \\le \\mathrm{tol} + k\\,\\sqrt{\\sum_j \\mathrm{SE}_j^2}$
     for the time average θ̄ over the last ``window`` of records (its SE from per-path time averages when
@@ -201,13 +249,16 @@ def check_convergence(
     if not prediction.points:
         raise ValueError(f"the prediction has no stationary point to compare with: {prediction.failures}")
     theta_star = prediction.point().theta
+    tol_default = tol is None
     tol = (
         np.sqrt(prediction.lam) * max(1.0, float(np.linalg.norm(theta_star)))
         if tol is None
         else check_positive("tol", tol, allow_zero=True)
     )
     verdicts = [_verdict(problem, name, r, prediction, (window, t_range), k, tol) for name, r in items]
-    return ConvergenceReport(prediction=prediction, verdicts=verdicts, k=k, tol=tol)
+    return ConvergenceReport(
+        prediction=prediction, verdicts=verdicts, k=k, tol=tol, tol_is_default=tol_default
+    )
 
 
 def _distance(m, se, target) -> Distance:
@@ -310,12 +361,13 @@ def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k
     # a still-moving run shows a drift well above its floor even when its average happens to be close
     drift = _distance(mean[last] - mean[start], np.sqrt(se[last] ** 2 + se[start] ** 2), 0.0)
     primary = prediction.primary
+    d_beta, collapse = _beta_and_collapse(problem, r, prediction, sl)
     d = d_avg[primary]
     bound = tol + k * d.floor
     ok = d.value <= bound
     verdict = "converged" if ok else "NOT converged"
     statistic = (
-        f"|time avg - theta*({primary})| = {d.value:.4g} {'<=' if ok else '>'} tol + k*floor = "
+        f"in theta, |time avg - theta*({primary})| = {d.value:.4g} {'<=' if ok else '>'} tol + k*floor = "
         f"{tol:.3g} + {k:g}*{d.floor:.2g}; window t in [{r.times[start]:.4g}, {r.times[last]:.4g}], "
         f"SE from {se_kind}; drift over the window {drift}"
     )
@@ -335,8 +387,54 @@ def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k
         distance_avg=d_avg,
         distance_on_manifold=d_gamma,
         drift=drift,
+        distance_beta=d_beta,
+        collapse=collapse,
     )
+    if collapse is not None and len(collapse):
+        statistic += f"; {len(collapse)} coordinates collapsed to 0 where theta* is not (REG-15)"
+    statistic += _relaxation_note(prediction, r, window, last, ok)
     return MethodVerdict(**fields, verdict=verdict, statistic=statistic)
+
+
+def _relaxation_note(prediction: Prediction, r: EnsembleResult, window, last: int, ok: bool) -> str:
+    """How many relaxation times 1/μ of L + λR at θ* (μ its smallest Hessian eigenvalue, REG-13) the run had
+    before the window's end: from the run's start, or from the phase's start with ``t_range``. Fewer than 3
+    cannot settle at θ*, whatever the noise: NOT converged then means "not yet there"."""
+    point = prediction.point()
+    mu = float(np.min(point.hessian_eigenvalues)) if point.kind == "minimum" else 0.0
+    if not mu > 0:
+        return ""
+    t_range = window[1]
+    t0 = float(t_range[0]) if t_range is not None else float(r.times[0])
+    n_relax = (float(r.times[last]) - t0) * mu
+    note = (
+        f"; the run had t = {float(r.times[last]) - t0:.4g} = {n_relax:.3g} relaxation times 1/mu = {1 / mu:.4g} "
+        f"of L + lambda R at theta* ({'since the phase began' if t_range is not None else 'since its start'})"
+    )
+    if not ok and n_relax < 3:
+        note += ": too short to settle at theta* (NOT converged here means not yet there, not elsewhere)"
+    return note
+
+
+def _beta_and_collapse(problem, r: EnsembleResult, prediction: Prediction, sl: slice):
+    """β-space distances (the "beta" observable of a reparametrized linear predictor) and the coordinates
+    collapsed to 0 (from "abs_theta", else from the paths when every path is saved), REG-15."""
+    weights = function_weights(problem)
+    d_beta = {}
+    if weights is not None and BETA_KEY in r.mean:
+        bm, bse = r.mean[BETA_KEY], r.stderr(BETA_KEY)
+        # conservative SE of a time average: the mean of per-record SEs (bounds any correlation)
+        b_avg, b_se = np.mean(bm[sl], axis=0), np.mean(bse[sl], axis=0)
+        for n, p in prediction.points.items():
+            d_beta[n] = _distance(b_avg, b_se, np.asarray(weights(p.theta)))
+    if ABS_THETA_KEY in r.mean:
+        abs_mean = r.mean[ABS_THETA_KEY]
+    elif r.paths is not None and r.paths.shape[1] == r.n_paths:
+        abs_mean = np.nanmean(np.abs(r.paths), axis=1)
+    else:
+        return d_beta, None
+    star = prediction.point().theta
+    return d_beta, detect_collapse(abs_mean, r.times, star, prediction.lam, sl.start)
 
 
 def _compare_regularizers(m, se, prediction: Prediction, k) -> tuple[str, str]:
