@@ -21,7 +21,7 @@ SIEGMUND = (
 
 
 def drift_diffusion(v: float) -> sd.FunctionSDE:
-    """dX = −v dt + √(2D) dW on SGD's clock with lr = DT (fig_resetting's, with the same L, D, DT)."""
+    """dX = −v dt + √(2D) dW, run with lr = DT (fig_resetting's, with the same L, D, DT)."""
     return FIG.drift_diffusion(v)
 
 
