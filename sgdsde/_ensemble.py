@@ -172,7 +172,23 @@ def _apply_events(stepper, events, ev_state, before, carry, k_next, dt, key):
 
 
 def _advance(stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call):
-    """One stepper call on every path (steps k … k + steps_per_call − 1), the divergence marks, the events."""
+    """One stepper call on every path (steps k … k + steps_per_call − 1), the divergence marks, the events;
+    skipped (everything kept as it is) once an event that can stop the run is done (a first passage every
+    path has made)."""
+    done = [d for d in (e.done(s) for e, s in zip(events, ev, strict=True)) if d is not None]
+    if not done:
+        return _advance_all(stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call)
+    return jax.lax.cond(
+        functools.reduce(jnp.logical_or, done),
+        lambda c, b, e: (c, b, e),
+        lambda c, b, e: _advance_all(stepper, events, c, b, e, k, eta, run_key, event_key, steps_per_call),
+        carry,
+        bad,
+        ev,
+    )
+
+
+def _advance_all(stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call):
     before = stepper.theta(carry) if events else None
     carry = stepper.step(carry, k, eta, jax.random.fold_in(run_key, k))
     nonfinite = ~stepper.path_finite(carry)

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ._ensemble import run_plans
@@ -87,7 +88,9 @@ class SweepResult:
         return xr.Dataset(data, coords=coords)
 
 
-def _check_grid(grid, noise: AbstractGradientNoise) -> dict[str, list]:
+def _check_grid(grid, noise: AbstractGradientNoise, dtype=np.float64) -> dict[str, list]:
+    """The grid's axes as lists of Python numbers, checked: known names, finite numbers, no value given twice
+    (also none that the run's ``dtype`` cannot tell apart, such as 0.01 and float32(0.01) in float32)."""
     if not isinstance(grid, Mapping) or not grid:
         raise ValueError(f"grid must be a non-empty mapping name → values, got {grid!r}")
     axes = {}
@@ -114,8 +117,18 @@ def _check_grid(grid, noise: AbstractGradientNoise) -> dict[str, list]:
                 raise ValueError(f"grid[{name!r}] must hold numbers, got {v!r}")
             if not math.isfinite(float(v)):
                 raise ValueError(f"grid[{name!r}] must be finite, got {v!r}")
-        if len(set(values)) != len(values):
-            raise ValueError(f"grid[{name!r}] repeats a value: {values}")
+        values = [v.item() if isinstance(v, np.generic) else v for v in values]  # NumPy scalars → Python
+        seen: dict = {}
+        for v in values:
+            as_run = v if isinstance(v, int) and name in GROUP_KEYS else np.asarray(v, dtype).item()
+            if as_run in seen:
+                same = (
+                    ""
+                    if seen[as_run] == v
+                    else f" ({seen[as_run]!r} and {v!r} are one {np.dtype(dtype).name})"
+                )
+                raise ValueError(f"grid[{name!r}] repeats a value{same}: give each point once, got {values}")
+            seen[as_run] = v
         axes[name] = values
     return axes
 
@@ -160,7 +173,11 @@ def sweep(
             f"{getattr(simulate, '__name__', simulate)!r}"
         )
     noise = NoNoise() if noise is None else noise
-    axes = _check_grid(grid, noise)
+    ensemble = options.get("ensemble")
+    dtype = getattr(ensemble, "dtype", None)
+    if dtype is None:  # the run's default: the problem's data
+        dtype = getattr(getattr(problem, "X", None), "dtype", None) or jnp.result_type(float)
+    axes = _check_grid(grid, noise, np.dtype(dtype))
     if "lr" in axes and "lr" in options:
         raise ValueError("give lr either in grid or as an argument, not both")
     if "lr" not in axes and "lr" not in options:

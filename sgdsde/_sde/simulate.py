@@ -388,7 +388,18 @@ def plan_sde(
                 "(pass problem= to FunctionSDE, or record functions of theta)"
             )
         record = Record(record.every, observables, record.n_saved_paths)
-    events = run_events(sde.problem, d, etas, th0, resetting, first_passage, poisson=True)
+    events = run_events(
+        sde.problem,
+        d,
+        etas,
+        th0,
+        resetting,
+        first_passage,
+        poisson=True,
+        sde=dtype_sde,
+        steps_per_call=steps_per_call,
+        dtype=dtype,
+    )
     config.update(event_config(resetting, first_passage))
     return RunPlan(
         stepper,
