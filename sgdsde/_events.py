@@ -107,7 +107,7 @@ def run_events(
             raise ValueError(
                 f"first_passage must be a sgdsde.FirstPassage(...), got {type(first_passage).__name__}"
             )
-        events.append(first_passage.event(problem, n_params, theta0, sde, steps_per_call))
+        events.append(first_passage.event(problem, n_params, theta0, sde, steps_per_call, dtype))
     if resetting is not None:
         if not isinstance(resetting, Resetting):
             raise ValueError(f"resetting must be a sgdsde.Resetting(...), got {type(resetting).__name__}")

@@ -104,7 +104,9 @@ class FirstPassage(eqx.Module):
             if not self.bridge:
                 raise ValueError("bridge=False (grid points only) contradicts a given bridge_variance")
 
-    def event(self, problem, n_params: int, theta0, sde=None, steps_per_call: int = 1) -> FirstPassageEvent:
+    def event(
+        self, problem, n_params: int, theta0, sde=None, steps_per_call: int = 1, dtype=None
+    ) -> FirstPassageEvent:
         """The engine's event, after checking the target function at θ₀; ``sde`` (an SDE run): its diffusion
         gives the bridge test's rate when ``bridge_variance`` is not given."""
         th = np.asarray(theta0, dtype=np.float64).reshape(-1, n_params)[0]
@@ -125,8 +127,9 @@ class FirstPassage(eqx.Module):
         check_scalar_function("observable", fn, problem, th, "real")
         own = None
         if sde is not None and self.bridge and self.bridge_variance is None:
-            own = _BridgeRate(sde, sde.noise_dim(n_params, jnp.float32), steps_per_call)
-            own.check(fn, problem, th)
+            dtype = np.float32 if dtype is None else dtype
+            own = _BridgeRate(sde, sde.noise_dim(n_params, dtype), steps_per_call)
+            own.check(fn, problem, th, dtype)
         return FirstPassageEvent(
             None,
             fn,
@@ -158,11 +161,11 @@ class _BridgeRate(eqx.Module):
 
         return self.sde.noise_scale(eta) ** 2 * jax.vmap(one)(theta)
 
-    def check(self, fn, problem, theta) -> None:
+    def check(self, fn, problem, theta, dtype) -> None:
         """The observable must be differentiable (its gradient gives the rate): ValueError naming it."""
-        spec = jax.ShapeDtypeStruct((1, theta.shape[-1]), jnp.float32)
+        spec = jax.ShapeDtypeStruct((1, theta.shape[-1]), dtype)
         try:
-            jax.eval_shape(lambda t: self.rate(fn, problem, t, jnp.ones((), jnp.float32)), spec)
+            jax.eval_shape(lambda t: self.rate(fn, problem, t, jnp.ones((), dtype)), spec)
         except Exception as exc:
             raise ValueError(
                 "FirstPassage: the bridge test needs the observable's gradient (its diffusion rate is "

@@ -105,7 +105,8 @@ class Resetting(eqx.Module):
         if best is not None:
             th = np.asarray(theta0, dtype=np.float64).reshape(-1, n_params)[0]
             check_scalar_function("BestSoFar.observable", best.observable, problem, th, "real")
-        return ResetEvent(rate, poisson, fixed, best)
+        # the rate as an array leaf: traced, so a sweep over it batches and another rate reuses the program
+        return ResetEvent(np.asarray(rate, np.float64), poisson, fixed, best)
 
 
 class ResetEvent(AbstractEvent):
@@ -114,7 +115,7 @@ class ResetEvent(AbstractEvent):
     name: ClassVar[str] = "resets"
     moves_theta: ClassVar[bool] = True
     records: ClassVar[tuple[str, ...]] = ("resets",)
-    rate: float
+    rate: Any  # a 0-d array (traced)
     poisson: bool = eqx.field(static=True)
     fixed: Any = None
     best: BestSoFar | None = None

@@ -9,6 +9,7 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from .._noise.base import NOISE_TYPES
@@ -112,6 +113,11 @@ class FunctionSDE(AbstractSDE):
     factor. Optionally the Itô→Stratonovich correction ``correction(θ, η)`` (default: autodiff) and a
     matrix-free ``factor_mv(θ, w)`` = factor(θ)w. ``problem`` (optional) is what observables such as "loss" are
     evaluated on.
+
+    ``params`` (optional): a mapping name → real number or array, passed to every function as its last
+    argument (``drift(θ, η, params)``, ``factor(θ, params)``, ``factor_mv(θ, w, params)``,
+    ``correction(θ, η, params)``). Its entries are traced, not baked into the program: another value reuses the
+    compiled simulator, and ``sgdsde.sweep`` varies them by name in one program (e.g. a drift v).
     """
 
     drift_fn: Callable = eqx.field(static=True)
@@ -120,9 +126,18 @@ class FunctionSDE(AbstractSDE):
     noise_type_: str = eqx.field(static=True)
     correction_fn: Callable | None = eqx.field(static=True, default=None)
     problem_: object = None
+    params: dict | None = None
 
     def __init__(
-        self, drift, factor, *, noise_type: str = "general", correction=None, problem=None, factor_mv=None
+        self,
+        drift,
+        factor,
+        *,
+        noise_type: str = "general",
+        correction=None,
+        problem=None,
+        factor_mv=None,
+        params=None,
     ):
         if not callable(drift) or not callable(factor) or (factor_mv is not None and not callable(factor_mv)):
             raise ValueError("drift and factor must be callables drift(theta, eta) and factor(theta)")
@@ -132,23 +147,48 @@ class FunctionSDE(AbstractSDE):
         self.noise_type_ = check_noise_type(noise_type)
         self.correction_fn = correction
         self.problem_ = problem
+        self.params = None if params is None else _check_params(params)
 
     @property
     def noise_type(self) -> str:
         return self.noise_type_
+
+    def _args(self, *args):
+        return args if self.params is None else (*args, self.params)
+
+    def with_params(self, **values) -> FunctionSDE:
+        """The same SDE with the named ``params`` entries replaced (ValueError for a name it does not have)."""
+        unknown = sorted(set(values) - set(self.params or {}))
+        if unknown:
+            raise ValueError(
+                f"params: this FunctionSDE has no entries {unknown}; it has {sorted(self.params or {})}"
+            )
+        return self._rebuild(params={**self.params, **values})
+
+    def _rebuild(self, **changes) -> FunctionSDE:
+        kw = dict(
+            noise_type=self.noise_type_,
+            correction=self.correction_fn,
+            problem=self.problem_,
+            factor_mv=self.factor_mv_fn,
+            params=self.params,
+        )
+        return FunctionSDE(self.drift_fn, self.factor_fn, **{**kw, **changes})
 
     @property
     def problem(self):
         return self.problem_
 
     def drift(self, theta, eta):
-        return self.drift_fn(theta, eta)
+        return self.drift_fn(*self._args(theta, eta))
 
     def factor(self, theta):
-        return self.factor_fn(theta)
+        return self.factor_fn(*self._args(theta))
 
     def factor_mv(self, theta, w):
-        return self.factor(theta) @ w if self.factor_mv_fn is None else self.factor_mv_fn(theta, w)
+        return (
+            self.factor(theta) @ w if self.factor_mv_fn is None else self.factor_mv_fn(*self._args(theta, w))
+        )
 
     def noise_scale(self, eta):
         """1: the factor is the diffusion itself, in the SDE's own time units."""
@@ -156,16 +196,35 @@ class FunctionSDE(AbstractSDE):
 
     def stratonovich_correction(self, theta, eta):
         if self.correction_fn is not None:
-            return self.correction_fn(theta, eta)
+            return self.correction_fn(*self._args(theta, eta))
         return autodiff_correction(self.factor, self.noise_type, theta, 1.0)
 
     def astype(self, dtype):
-        if self.problem_ is None:
+        """The problem's data and the floating ``params`` in ``dtype``."""
+        if self.problem_ is None and self.params is None:
             return self
-        return FunctionSDE(
-            self.drift_fn,
-            self.factor_fn,
-            noise_type=self.noise_type_,
-            correction=self.correction_fn,
-            problem=self.problem_.astype(dtype),
-        )
+        params = self.params
+        if params is not None:
+            params = {
+                k: v.astype(dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v for k, v in params.items()
+            }
+        problem = None if self.problem_ is None else self.problem_.astype(dtype)
+        return self._rebuild(problem=problem, params=params)
+
+
+def _check_params(params) -> dict:
+    """name → finite real array (NumPy, so that the run casts it to its dtype), else ValueError naming it."""
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        raise ValueError(f"params must be a dict name -> real number or array, got {params!r}")
+    out = {}
+    for k, v in params.items():
+        if isinstance(v, (str, bytes, bool, np.bool_)) or np.iscomplexobj(v):
+            raise ValueError(f"params[{k!r}] must be a real number or array, got {v!r}")
+        try:
+            arr = np.asarray(v, dtype=np.float64) if not isinstance(v, jax.Array) else np.asarray(v)
+        except (TypeError, ValueError):
+            raise ValueError(f"params[{k!r}] must be a real number or array, got {v!r}") from None
+        if arr.dtype == object or not np.all(np.isfinite(arr)):
+            raise ValueError(f"params[{k!r}] must be finite, got {v!r}")
+        out[k] = arr
+    return out
