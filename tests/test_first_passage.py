@@ -309,3 +309,32 @@ def test_reports_survive_save_and_load(tmp_path):
             np.testing.assert_array_equal(v, b.arrays()[k])
         assert a.meta() == b.meta()
     assert "Resetting" in back.config["resetting"]
+
+
+def test_bridge_rate_is_the_observables_ito_variance_rate_under_the_sme():
+    """The bridge test's own rate under an SME is the Itô quadratic-variation rate of f(θ):
+    s² = η‖A(θ)ᵀ∇f(θ)‖² (σ = √ηA, the SGD clock), and ‖σᵀ∇f‖² for a FunctionSDE (σ its factor): checked
+    against the factor formed explicitly, to rounding (1e-12). [theory: RESET-6]"""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(8, 3))
+    problem = sd.Problem(sd.LinearRegression(3), X, X @ np.array([1.0, 0.0, -1.0]))
+    noise = sd.LabelNoise(0.7, 4)
+    theta = rng.normal(size=(2, 3))
+    eta = 0.05
+    sme = sd.SME(problem, noise).euler_form()  # what simulate_sde runs with Euler: matrix-free products
+    fp = sd.FirstPassage(observable="loss", threshold=0.0)
+    event = fp.event(problem, 3, theta[0], sme, 1, np.float64)
+    rate = event.own_rate.rate(event.observable, problem, jnp.asarray(theta), jnp.asarray(eta))
+    for i in range(2):
+        A = np.asarray(noise.covariance_factor(problem, jnp.asarray(theta[i])))
+        g = np.asarray(problem.grad(jnp.asarray(theta[i])))
+        np.testing.assert_allclose(rate[i], eta * np.sum((A.T @ g) ** 2), rtol=1e-12)
+    sde = sd.FunctionSDE(
+        lambda th, e: -th, lambda th: jnp.array([[0.5, 0.0], [1.0, 2.0], [0.0, 0.1]]) * th[0]
+    )
+    f = lambda p, th: jnp.sum(th**2)
+    event = sd.FirstPassage(observable=f, threshold=0.0).event(None, 3, theta[0], sde, 1, np.float64)
+    rate = event.own_rate.rate(f, None, jnp.asarray(theta), jnp.asarray(eta))
+    for i in range(2):
+        sig = np.array([[0.5, 0.0], [1.0, 2.0], [0.0, 0.1]]) * theta[i, 0]
+        np.testing.assert_allclose(rate[i], np.sum((sig.T @ (2 * theta[i])) ** 2), rtol=1e-12)
