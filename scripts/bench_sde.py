@@ -54,8 +54,9 @@ def ou_setup(d, seed=0, noise_scale=0.5):
     return H.astype(np.float32), A.astype(np.float32), rng.normal(size=d).astype(np.float32)
 
 
-def ou_sde(H, A, ts):
-    Hj, Aj, tj = jnp.asarray(H), jnp.asarray(A), jnp.asarray(ts)
+def ou_sde(H, A, ts, eta):
+    """The OU SME dX = −H(X − θ*) dt + √η A dW (a FunctionSDE's factor is its whole diffusion: √η folded in)."""
+    Hj, Aj, tj = jnp.asarray(H), jnp.asarray(np.sqrt(eta) * A, A.dtype), jnp.asarray(ts)
     return FunctionSDE(lambda th, eta: -Hj @ (th - tj), lambda th: Aj, noise_type="additive")
 
 
@@ -164,7 +165,7 @@ def throughput_ou(d, n_paths, n_steps, reps, eta=0.01, with_peers=True):
     """Rates of simulate_sde and the hand-written scans (timed in turn, round by round), and the median of
     the per-round ratios simulate_sde / hand-written."""
     H, A, ts = ou_setup(d)
-    sde = ou_sde(H, A, ts)
+    sde = ou_sde(H, A, ts, eta)
     key = jax.random.key(0)
     x_nd = jnp.zeros((n_paths, d), jnp.float32)
 
@@ -293,8 +294,8 @@ def time_to_accuracy(tol, reps):
     H, A, _ = (v.astype(np.float64) for v in ou_setup(d, seed=1, noise_scale=0.5))
     ts, x0 = np.zeros(d), np.full(d, 0.3)
     exact = sde_moments(H, ts, A @ A.T, x0, lr=eta, times=[T]).expectations(H, ts)["sq_norm"][0]
-    # lr = T below (one SGD step of k substeps): fold √η into the factor so the diffusion is √η A
-    sde = ou_sde(H.astype(np.float32), (np.sqrt(eta) * A).astype(np.float32), ts.astype(np.float32))
+    # lr = T below (one SGD step of k substeps); the factor is √η A
+    sde = ou_sde(H.astype(np.float32), A.astype(np.float32), ts.astype(np.float32), eta)
     out = {}
     for scheme, solver in (("euler", None), ("platen", PlatenWeak2())):
         best = None
@@ -368,7 +369,7 @@ def peak_memory(n_paths, n_steps):
         "from bench_sde import ou_setup, ou_sde;"
         "import sgdsde;"
         "H, A, ts = ou_setup(100);"
-        f"r = sgdsde.simulate_sde(ou_sde(H, A, ts), None, np.zeros(100), lr=0.01, n_steps={n_steps}, key=0,"
+        f"r = sgdsde.simulate_sde(ou_sde(H, A, ts, 0.01), None, np.zeros(100), lr=0.01, n_steps={n_steps}, key=0,"
         f" ensemble=sgdsde.Ensemble(n_paths={n_paths}, dtype=np.float32),"
         f" record=sgdsde.Record(every={n_steps // 10}, observables=('sq_norm', 'theta')));"
         # VmHWM is this process's own peak; ru_maxrss would include the (large) parent's RSS at fork time
@@ -382,7 +383,7 @@ def peak_memory(n_paths, n_steps):
 def large_run(n_paths=100_000, n_steps=10_000, d=100):
     """Wall time of n_paths × n_steps at d = 100 with streaming statistics (the GPU goal: < 60 s)."""
     H, A, ts = ou_setup(d)
-    sde = ou_sde(H, A, ts)
+    sde = ou_sde(H, A, ts, 0.01)
     kw = dict(
         lr=0.01,
         key=0,

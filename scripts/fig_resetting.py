@@ -37,8 +37,8 @@ LR = 0.01  # the mechanism's SGD step size (the paper's Setting 1, and seeds-001
 
 
 def drift_diffusion(v: float) -> sd.FunctionSDE:
-    """dX = −v dt + √(2D) dW on SGD's clock with lr = DT."""
-    scale = math.sqrt(2 * D / DT)
+    """dX = −v dt + √(2D) dW (a FunctionSDE is in its own time units: run with lr = DT)."""
+    scale = math.sqrt(2 * D)
     return sd.FunctionSDE(
         lambda th, eta: jnp.full_like(th, -v),
         lambda th: jnp.full((1, 1), scale, th.dtype),

@@ -14,7 +14,7 @@ from ._data import (
     teacher_network as teacher_network,
     two_pattern_data as two_pattern_data,
 )
-from ._first_passage import FirstPassage as FirstPassage
+from ._first_passage import FirstPassage as FirstPassage, FirstPassageReport as FirstPassageReport
 from ._losses import (
     AbstractLoss as AbstractLoss,
     CrossEntropyLoss as CrossEntropyLoss,

@@ -172,7 +172,23 @@ def _apply_events(stepper, events, ev_state, before, carry, k_next, dt, key):
 
 
 def _advance(stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call):
-    """One stepper call on every path (steps k … k + steps_per_call − 1), the divergence marks, the events."""
+    """One stepper call on every path (steps k … k + steps_per_call − 1), the divergence marks, the events;
+    skipped (everything kept as it is) once an event that can stop the run is done (a first passage every
+    path has made)."""
+    done = [d for d in (e.done(s) for e, s in zip(events, ev, strict=True)) if d is not None]
+    if not done:
+        return _advance_all(stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call)
+    return jax.lax.cond(
+        functools.reduce(jnp.logical_or, done),
+        lambda c, b, e: (c, b, e),
+        lambda c, b, e: _advance_all(stepper, events, c, b, e, k, eta, run_key, event_key, steps_per_call),
+        carry,
+        bad,
+        ev,
+    )
+
+
+def _advance_all(stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call):
     before = stepper.theta(carry) if events else None
     carry = stepper.step(carry, k, eta, jax.random.fold_in(run_key, k))
     nonfinite = ~stepper.path_finite(carry)
@@ -196,7 +212,8 @@ def _grid_stats(batched, shared, observables, events, carry, bad, ev, end, n_sav
 
     def one(xs):
         bt, c, b, e = xs
-        return _record_stats(eqx.combine(bt, shared), observables, events, c, b, e, end, n_saved)
+        s, evs = eqx.combine(bt, shared)
+        return _record_stats(s, observables, evs, c, b, e, end, n_saved)
 
     return jax.lax.map(one, (batched, carry, bad, ev))
 
@@ -223,8 +240,9 @@ def _run_block_body(
     ``DeviceSchedule`` evaluated at each step (no per-step array: memory flat in the number of steps);
     events (resetting, first passage) act after every call.
 
-    ``eta_axis`` given: ``stepper`` is a sweep group's (batched, shared) parts (``_Grid``); each step is
-    vmapped over the grid (η_const batched along ``eta_axis``) and the statistics are taken point by point."""
+    ``eta_axis`` given: ``stepper`` is a sweep group's (batched, shared) parts (``_Grid``) of each point's
+    (stepper, events) pair, ``events`` unused; each step is vmapped over the grid (η_const batched along
+    ``eta_axis``) and the statistics are taken point by point."""
     if eta_axis is None:
 
         def advance(carry, bad, ev, k, eta):
@@ -239,8 +257,8 @@ def _run_block_body(
 
         def advance(carry, bad, ev, k, eta):
             def one(bt, c, b, e, eta):
-                s = eqx.combine(bt, shared)
-                return _advance(s, events, c, b, e, k, eta, run_key, event_key, steps_per_call)
+                s, evs = eqx.combine(bt, shared)  # each point's stepper and events (a swept resetting rate)
+                return _advance(s, evs, c, b, e, k, eta, run_key, event_key, steps_per_call)
 
             return eqx.filter_vmap(one, in_axes=(0, 0, 0, 0, eta_in))(batched, carry, bad, ev, eta)
 
@@ -403,16 +421,17 @@ def _same(a, b) -> bool:
 
 
 class _Grid:
-    """G runs that differ only in array leaves of their steppers (traced hyperparameters: σ, noise scales)
-    and in a constant lr, as one program: each step is vmapped over the grid, and the keys are shared (every
-    point sees the same draws: common random numbers).
+    """G runs that differ only in array leaves of their steppers and events (traced hyperparameters: σ, noise
+    scales, a resetting rate) and in a constant lr, as one program: each step is vmapped over the grid, and
+    the keys are shared (every point sees the same draws: common random numbers). ``steppers`` are the points'
+    (stepper, events) pairs.
 
     Every array leaf is stacked G times (``batched``), the data too: XLA then runs each point's products on
     the shapes of a single run, and the points equal the single runs bit for bit. ``share=True`` keeps leaves
     that are equal across the grid (the data) once (``shared``): less memory and faster (one larger product),
     equal to the single runs only up to rounding (XLA blocks the larger product differently)."""
 
-    def __init__(self, steppers: list[AbstractStepper], eta_batched: bool, share: bool = False):
+    def __init__(self, steppers: list[tuple[AbstractStepper, tuple]], eta_batched: bool, share: bool = False):
         parts = [eqx.partition(s, eqx.is_array) for s in steppers]
         static_leaves, static_def = jax.tree.flatten(parts[0][1])
         dyn_def = jax.tree.structure(parts[0][0])
@@ -449,7 +468,7 @@ class _Grid:
 
     def solver_stats(self, carry) -> dict:
         def one(bt, c):
-            return eqx.combine(bt, self.shared).solver_stats(c)
+            return eqx.combine(bt, self.shared)[0].solver_stats(c)
 
         return {k: to_host(v) for k, v in eqx.filter_vmap(one)(self.batched, carry).items()}
 
@@ -468,17 +487,19 @@ class _Grid:
 
 @eqx.filter_jit
 def _grid_init(batched, shared, key, theta):
-    return eqx.filter_vmap(lambda bt: eqx.combine(bt, shared).init(key, theta))(batched)
+    return eqx.filter_vmap(lambda bt: eqx.combine(bt, shared)[0].init(key, theta))(batched)
 
 
 @eqx.filter_jit
 def _grid_initial_record(batched, shared, observables, events, carry, bad, n_saved):
     n = jax.tree.leaves(carry)[0].shape[0]
-    theta = jax.lax.map(lambda xs: eqx.combine(xs[0], shared).theta(xs[1]), (batched, carry))
-    ev_state = tuple(
-        jax.lax.map(lambda xs, e=e: e.init(eqx.combine(xs[0], shared).problem, xs[1]), (batched, theta))
-        for e in events
-    )
+    theta = jax.lax.map(lambda xs: eqx.combine(xs[0], shared)[0].theta(xs[1]), (batched, carry))
+
+    def init_events(xs):
+        s, evs = eqx.combine(xs[0], shared)
+        return tuple(e.init(s.problem, xs[1]) for e in evs)
+
+    ev_state = jax.lax.map(init_events, (batched, theta))
     bad = jnp.broadcast_to(bad, (n, *bad.shape))
     rec, bad = _grid_stats(batched, shared, observables, events, carry, bad, ev_state, 0, n_saved)
     return rec, bad, ev_state
@@ -608,8 +629,11 @@ def _check_grid(plans: list[RunPlan]) -> None:
                 same = a == b
             if not same:
                 raise ValueError(f"grid: the points differ in {name}, which the sweep cannot batch")
-    if any(p.events for p in plans):
-        raise ValueError("grid: resetting and first_passage are not swept; run them point by point")
+    kinds = [tuple(type(e) for e in p.events) for p in plans]
+    if any(k != kinds[0] for k in kinds[1:]):
+        raise ValueError(
+            "grid: the points differ in their events (resetting, first_passage), which a sweep cannot batch"
+        )
     if not all(p.lr.constant for p in plans):
         first = plans[0].lr.take(np.arange(p0.n_steps))
         if not all(np.array_equal(p.lr.take(np.arange(p0.n_steps)), first) for p in plans[1:]):
@@ -758,7 +782,9 @@ def run_plans(
             "theta0": digest(th0),
             "lr": [_lr_fingerprint(e) for e in etas],
             "record": [n_saved, [k for k, _ in obs], record_every],
-            "events": [describe(e) for e in events],
+            "events": [describe(e) for e in events]
+            if G == 1
+            else [[describe(e) for e in p.events] for p in plans],
             "processes": jax.process_count(),
             "versions": package_versions(),
         }
@@ -786,7 +812,7 @@ def run_plans(
             divergence_times=clock[steps_bad],
             **{
                 e.name: e.report(arrays, clock, step_unit)
-                for e, arrays in zip(events, acc.events, strict=True)
+                for e, arrays in zip(plans[g].events, acc.events, strict=True)
                 if arrays
             },
         )
@@ -843,7 +869,10 @@ def run_plans(
             th = np.asarray(np.broadcast_to(th0, (n_paths, n_params))[lo:hi], dtype)
             th = jnp.asarray(th) if sharding is None else jax.device_put(th, sharding)
             steppers = [p.stepper_for_chunk(n) for p in plans]
-            ops = _Single(steppers[0]) if G == 1 else _Grid(steppers, eta_batched, share)
+            if G == 1:
+                ops = _Single(steppers[0])
+            else:
+                ops = _Grid([(s, p.events) for s, p in zip(steppers, plans, strict=True)], eta_batched, share)
             carry = ops.init(init_key, th)
             bad = jnp.full((n,), -1, jnp.int32)
             keep = max(0, min(n_saved - lo, n))

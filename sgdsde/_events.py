@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import checkify
 from jaxtyping import Array, Float, PyTree
 
 
@@ -36,6 +37,11 @@ class AbstractEvent(eqx.Module):
         """(θ_{k+1} as the event leaves it, the new state), for the step from ``before`` = θ_k to ``after``;
         ``k_next`` = k + 1 (engine steps), ``dt`` the step's time Ση."""
 
+    def done(self, state):
+        """A boolean scalar: True once the event needs no more steps (the engine then skips them), or None
+        (the run always takes every step)."""
+        return None
+
     def observe(self, state) -> dict[str, Float[Array, " N"]]:
         """Per-path values recorded with the observables (name → (N,) array)."""
         return {}
@@ -50,12 +56,17 @@ class AbstractEvent(eqx.Module):
 
 
 def check_scalar_function(name: str, fn, problem, theta, kind: str) -> None:
-    """``fn(problem, θ)`` must return one value per path of the given kind ("real" or "bool"), else
-    ValueError naming ``name``."""
+    """``fn(problem, θ)`` must return one value per path of the given kind ("real" or "bool"), index inside θ
+    (JAX would clamp an index past θ silently inside the run) and, if real, not be NaN at θ₀ (a NaN never
+    compares: the event would never act); else ValueError naming ``name``."""
+    theta = jnp.asarray(theta)
     try:
-        out = fn(problem, jnp.asarray(theta))
+        err, out = checkify.checkify(lambda t: fn(problem, t), errors=checkify.index_checks)(theta)
     except Exception as exc:
         raise ValueError(f"{name} failed at theta0: {type(exc).__name__}: {exc}") from exc
+    msg = err.get()
+    if msg is not None:
+        raise ValueError(f"{name} indexes outside theta (d = {theta.shape[-1]}): {msg.strip()}")
     shape = getattr(out, "shape", None)
     dtype = getattr(out, "dtype", None)
     if shape is None or tuple(shape) != ():
@@ -64,11 +75,29 @@ def check_scalar_function(name: str, fn, problem, theta, kind: str) -> None:
         raise ValueError(f"{name} must return a boolean per path, got dtype {dtype}")
     if kind == "real" and not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"{name} must return a real (floating) scalar per path, got dtype {dtype}")
+    if kind == "real" and bool(jnp.isnan(out)):
+        raise ValueError(
+            f"{name} is NaN at theta0: it must return a number (a NaN never crosses a threshold)"
+        )
 
 
-def run_events(problem, n_params: int, etas, theta0, resetting, first_passage, *, poisson: bool) -> tuple:
+def run_events(
+    problem,
+    n_params: int,
+    etas,
+    theta0,
+    resetting,
+    first_passage,
+    *,
+    poisson: bool,
+    sde=None,
+    steps_per_call=1,
+    dtype=None,
+) -> tuple:
     """The engine events of a run from its options (first passage before resetting: an arrival counts even
-    if a reset follows in the same step); ValueError naming a wrong option."""
+    if a reset follows in the same step); ValueError naming a wrong option. ``sde``: the SDE of an SDE run
+    (its diffusion gives the first passage's bridge test), ``steps_per_call`` its engine steps per call;
+    ``dtype`` the run's (a fixed checkpoint must fit in it)."""
     from ._first_passage import FirstPassage
     from ._resetting import Resetting
 
@@ -78,11 +107,11 @@ def run_events(problem, n_params: int, etas, theta0, resetting, first_passage, *
             raise ValueError(
                 f"first_passage must be a sgdsde.FirstPassage(...), got {type(first_passage).__name__}"
             )
-        events.append(first_passage.event(problem, n_params, theta0))
+        events.append(first_passage.event(problem, n_params, theta0, sde, steps_per_call, dtype))
     if resetting is not None:
         if not isinstance(resetting, Resetting):
             raise ValueError(f"resetting must be a sgdsde.Resetting(...), got {type(resetting).__name__}")
-        events.append(resetting.event(problem, n_params, etas, poisson, theta0))
+        events.append(resetting.event(problem, n_params, etas, poisson, theta0, dtype))
     return tuple(events)
 
 

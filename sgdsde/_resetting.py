@@ -79,9 +79,9 @@ class Resetting(eqx.Module):
             if arr.ndim != 1 or not np.all(np.isfinite(arr)):
                 raise ValueError(f"checkpoint must be a finite (d,) array, got shape {arr.shape}")
 
-    def event(self, problem, n_params: int, etas, poisson: bool, theta0) -> ResetEvent:
-        """The engine's event, after the checks that need the run (rη_k < 1, the checkpoint's shape, the
-        validation observable at θ₀)."""
+    def event(self, problem, n_params: int, etas, poisson: bool, theta0, dtype=None) -> ResetEvent:
+        """The engine's event, after the checks that need the run (rη_k < 1, the checkpoint's shape and
+        range in the run's ``dtype``, the validation observable at θ₀)."""
         rate = float(self.rate)
         worst = rate * float(etas.max())
         if worst >= 1:
@@ -95,10 +95,18 @@ class Resetting(eqx.Module):
             fixed = np.asarray(self.checkpoint, dtype=np.float64)
             if fixed.shape != (n_params,):
                 raise ValueError(f"checkpoint must have shape ({n_params},), got {fixed.shape}")
+            if dtype is not None and np.issubdtype(dtype, np.floating):
+                big = float(np.finfo(dtype).max)
+                if np.any(np.abs(fixed) > big):
+                    raise ValueError(
+                        f"checkpoint overflows the run's dtype {np.dtype(dtype).name} (|value| <= {big:.4g}), "
+                        f"got max |checkpoint| = {float(np.max(np.abs(fixed))):.4g}"
+                    )
         if best is not None:
             th = np.asarray(theta0, dtype=np.float64).reshape(-1, n_params)[0]
             check_scalar_function("BestSoFar.observable", best.observable, problem, th, "real")
-        return ResetEvent(rate, poisson, fixed, best)
+        # the rate as an array leaf: traced, so a sweep over it batches and another rate reuses the program
+        return ResetEvent(np.asarray(rate, np.float64), poisson, fixed, best)
 
 
 class ResetEvent(AbstractEvent):
@@ -107,7 +115,7 @@ class ResetEvent(AbstractEvent):
     name: ClassVar[str] = "resets"
     moves_theta: ClassVar[bool] = True
     records: ClassVar[tuple[str, ...]] = ("resets",)
-    rate: float
+    rate: Any  # a 0-d array (traced)
     poisson: bool = eqx.field(static=True)
     fixed: Any = None
     best: BestSoFar | None = None

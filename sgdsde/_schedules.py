@@ -37,6 +37,12 @@ class StepDecayLR(eqx.Module):
     def __check_init__(self):
         check_positive("lr", self.lr)
         check_positive("factor", self.factor)
+        if isinstance(self.boundaries, (str, bytes)) or not isinstance(
+            self.boundaries, (Sequence, np.ndarray)
+        ):
+            raise ValueError(
+                f"boundaries must be a sequence of integer steps >= 0 (e.g. (1000, 2000)), got {self.boundaries!r}"
+            )
         for b in self.boundaries:
             check_int_range("boundaries", b, 0)
 
@@ -75,9 +81,32 @@ BLOCK = 1 << 16  # steps of a schedule evaluated at once on the host (0.5 MB of 
 def _evaluate(lr, steps: np.ndarray) -> np.ndarray:
     """A schedule's η at integer ``steps`` as float64 (a user's schedule gets JAX's standard promotion:
     0.1 / (1 + k) is a float)."""
-    with jax.numpy_dtype_promotion("standard"):
-        out = np.asarray(lr(jnp.asarray(steps)), dtype=np.float64)
+    try:
+        with jax.numpy_dtype_promotion("standard"):
+            raw = lr(jnp.asarray(steps))
+    except Exception as exc:
+        raise ValueError(
+            f"lr: the schedule {describe_fn(lr)} failed on an array of steps {steps.shape} (a schedule maps "
+            f"the step index k, an int array, to η_k of the same shape): {type(exc).__name__}: {exc}"
+        ) from exc
+    try:
+        kind = np.asarray(raw).dtype.kind
+    except (TypeError, ValueError):
+        kind = "O"
+    if kind not in "fiu":  # complex, strings, booleans, objects
+        raise ValueError(f"lr: the schedule must return real step sizes, got {raw!r:.80}")
+    out = np.asarray(raw, dtype=np.float64)
+    if out.shape not in (steps.shape, ()):
+        raise ValueError(
+            f"lr: the schedule must return one step size per step (shape {steps.shape} for steps of that "
+            f"shape, or a scalar), got shape {out.shape}"
+        )
     return out if out.shape == steps.shape else np.broadcast_to(out, steps.shape).astype(np.float64)
+
+
+def describe_fn(fn) -> str:
+    """A short name of a schedule for messages."""
+    return getattr(fn, "__name__", None) or type(fn).__name__
 
 
 class DeviceSchedule(eqx.Module):

@@ -159,7 +159,9 @@ def plan_sgd(
         "n_data": problem.n_data,
         "lr": lr if np.ndim(lr) == 0 and not callable(lr) else describe(lr),
     }
-    events = run_events(problem, problem.n_params, etas, theta0, resetting, first_passage, poisson=False)
+    events = run_events(
+        problem, problem.n_params, etas, theta0, resetting, first_passage, poisson=False, dtype=dtype
+    )
     config.update(event_config(resetting, first_passage))
     return RunPlan(
         lambda n: SGDStepper(dtype_problem, noise, n),
@@ -194,7 +196,13 @@ def replay_draws(
     None: all), replayed from the same key and ensemble (chunking and dtype): a PyTree of the noise's draws
     with leading axes (n_steps, len(paths)), so that step k's stochastic gradient is
     ``noise.gradient(problem, θ_k, draws_k[i])`` exactly as in the run. Draws never depend on θ, so no step is
-    re-run; samplers with state (shuffled epochs) are advanced as in the run. Memory O(n_steps·len(paths)·m)."""
+    re-run; samplers with state (shuffled epochs) are advanced as in the run. Memory O(n_steps·len(paths)·m).
+
+    The draws are the noise's own inputs to ``gradient``, with its scale already applied where the noise
+    applies it in ``draw``: ``LabelNoise`` and ``FullGradientLabelNoise`` give (batch indices, ε) with ε the
+    label perturbation itself, σ·(±1) or σ·N(0, 1), already multiplied by σ (the residual is f − y − ε);
+    ``SphericalGaussianNoise`` gives σξ; ``GaussianNoise`` gives the unscaled ξ ~ N(0, I_m) (its
+    ``gradient`` applies the factor A); ``PreactivationNoise`` gives ξ scaled by its σ at that step."""
     if not isinstance(noise, AbstractGradientNoise):
         raise ValueError(f"noise must be an AbstractGradientNoise, got {type(noise).__name__}")
     if not isinstance(ensemble, Ensemble):

@@ -2,7 +2,7 @@
 
 Every grid point is the run ``simulate(problem, noise_i, θ₀, lr=η_i, key=key, …)`` would make, bit for
 bit: the points share the key (common random numbers, so differences between points are not noise), and the
-traced hyperparameters (a constant lr, σ and the other array fields of the noise) are vmapped over; the batch
+traced hyperparameters (a constant lr, σ and the other array fields of the noise, a resetting rate) are vmapped over; the batch
 size changes shapes, so each batch size is one group, one compiled program.
 """
 
@@ -20,13 +20,17 @@ import numpy as np
 from ._ensemble import run_plans
 from ._noise import AbstractGradientNoise, NoNoise
 from ._options import Output
+from ._problem import Problem
+from ._resetting import Resetting
 from ._results import EnsembleResult
-from ._sde.simulate import simulate_sde
+from ._sde.base import FunctionSDE
+from ._sde.simulate import _input_dtype, simulate_sde
 from ._sde.svag import simulate_svag
 from ._sgd import simulate_sgd
 
 SIMULATORS = (simulate_sgd, simulate_sde, simulate_svag)
 GROUP_KEYS = ("batch_size",)  # hyperparameters that change shapes: one compiled program per value
+EVENT_KEYS = ("reset_rate",)  # the rate of the ``resetting`` option
 
 
 @dataclasses.dataclass
@@ -87,16 +91,28 @@ class SweepResult:
         return xr.Dataset(data, coords=coords)
 
 
-def _check_grid(grid, noise: AbstractGradientNoise) -> dict[str, list]:
+def _check_grid(
+    grid, noise: AbstractGradientNoise, dtype=np.float64, resetting=None, sde_params=()
+) -> dict[str, list]:
+    """The grid's axes as lists of Python numbers, checked: known names, finite numbers, no value given twice
+    (also none that the run's ``dtype`` cannot tell apart, such as 0.01 and float32(0.01) in float32)."""
     if not isinstance(grid, Mapping) or not grid:
         raise ValueError(f"grid must be a non-empty mapping name → values, got {grid!r}")
     axes = {}
     for name, values in grid.items():
         if name == "lr" or name in GROUP_KEYS:
             pass
+        elif name in sde_params:
+            pass
+        elif name == "reset_rate":
+            if not isinstance(resetting, Resetting):
+                raise ValueError(
+                    "grid: 'reset_rate' sweeps the rate of resetting=sgdsde.Resetting(...); give one"
+                )
         elif not isinstance(name, str) or not dataclasses.is_dataclass(noise) or not hasattr(noise, name):
             raise ValueError(
-                f"grid: unknown hyperparameter {name!r}; sweepable: lr, batch_size and the array fields of "
+                f"grid: unknown hyperparameter {name!r}; sweepable: lr, batch_size, reset_rate, the params of a "
+                f"FunctionSDE ({', '.join(sde_params) or 'none'}) and the array fields of "
                 f"{type(noise).__name__} ({', '.join(_traced_fields(noise)) or 'none'})"
             )
         elif not isinstance(getattr(noise, name), jax.Array):
@@ -114,8 +130,18 @@ def _check_grid(grid, noise: AbstractGradientNoise) -> dict[str, list]:
                 raise ValueError(f"grid[{name!r}] must hold numbers, got {v!r}")
             if not math.isfinite(float(v)):
                 raise ValueError(f"grid[{name!r}] must be finite, got {v!r}")
-        if len(set(values)) != len(values):
-            raise ValueError(f"grid[{name!r}] repeats a value: {values}")
+        values = [v.item() if isinstance(v, np.generic) else v for v in values]  # NumPy scalars → Python
+        seen: dict = {}
+        for v in values:
+            as_run = v if isinstance(v, int) and name in GROUP_KEYS else np.asarray(v, dtype).item()
+            if as_run in seen:
+                same = (
+                    ""
+                    if seen[as_run] == v
+                    else f" ({seen[as_run]!r} and {v!r} are one {np.dtype(dtype).name})"
+                )
+                raise ValueError(f"grid[{name!r}] repeats a value{same}: give each point once, got {values}")
+            seen[as_run] = v
         axes[name] = values
     return axes
 
@@ -145,8 +171,10 @@ def sweep(
 
     Args:
         simulate: one of the three simulators.
-        grid: name → values; ``lr`` (constant step sizes), ``batch_size`` (one program per value) or an array
-            field of the noise (``sigma``: traced, vmapped).
+        grid: name → values; ``lr`` (constant step sizes), ``batch_size`` (one program per value),
+            ``reset_rate`` (the rate of the ``resetting`` option: traced, vmapped), an entry of a ``FunctionSDE``'s
+            ``params`` (traced, vmapped) or an array field of the noise (``sigma``: traced, vmapped). A
+            first_passage option applies to every point alike.
         bitwise: True: every point equals its single run bit for bit (the data are stacked once per point, so
             that XLA multiplies on a single run's shapes); False: the data are kept once (memory O(n·d)
             instead of O(G·n·d), and faster), the points equal their single runs up to rounding.
@@ -159,8 +187,14 @@ def sweep(
             "simulate must be sgdsde.simulate_sgd, simulate_sde or simulate_svag, got "
             f"{getattr(simulate, '__name__', simulate)!r}"
         )
+    given = noise  # None stays None for the simulator (an AbstractSDE takes no noise)
     noise = NoNoise() if noise is None else noise
-    axes = _check_grid(grid, noise)
+    ensemble = options.get("ensemble")
+    dtype = getattr(ensemble, "dtype", None)
+    if dtype is None:  # the run's default: the problem's data, or θ₀'s for an SDE without a problem
+        dtype = problem.X.dtype if isinstance(problem, Problem) else _input_dtype(theta0)
+    sde_params = tuple(problem.params) if isinstance(problem, FunctionSDE) and problem.params else ()
+    axes = _check_grid(grid, noise, np.dtype(dtype), options.get("resetting"), sde_params)
     if "lr" in axes and "lr" in options:
         raise ValueError("give lr either in grid or as an argument, not both")
     if "lr" not in axes and "lr" not in options:
@@ -179,9 +213,16 @@ def sweep(
         plans = []
         for i in members:
             point = points[i]
-            fields = {k: v for k, v in point.items() if k != "lr"}
+            fields = {
+                k: v for k, v in point.items() if k != "lr" and k not in EVENT_KEYS and k not in sde_params
+            }
+            problem_i = (
+                problem.with_params(**{k: point[k] for k in sde_params if k in point})
+                if sde_params
+                else problem
+            )
             try:
-                noise_i = dataclasses.replace(noise, **fields) if fields else noise
+                noise_i = dataclasses.replace(noise, **fields) if fields else given
             except TypeError:
                 raise ValueError(
                     f"grid: {type(noise).__name__} has no field among {sorted(fields)} to sweep"
@@ -197,8 +238,10 @@ def sweep(
                 label=label,
                 save_to=None if output.save_to is None else f"{output.save_to}.group{j}",
             )
-            kw = dict(options, lr=point["lr"]) if "lr" in point else options
-            plans.append(planner(problem, noise_i, theta0, output=out, **kw))
+            kw = dict(options, lr=point["lr"]) if "lr" in point else dict(options)
+            if "reset_rate" in point:
+                kw["resetting"] = dataclasses.replace(options["resetting"], rate=point["reset_rate"])
+            plans.append(planner(problem_i, noise_i, theta0, output=out, **kw))
         names = None if output.save_to is None else [f"{output.save_to}.point{i}" for i in members]
         for i, res in zip(members, run_plans(plans, save_names=names, share=not bitwise), strict=True):
             results[i] = res

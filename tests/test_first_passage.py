@@ -2,6 +2,7 @@
 T(r) over a grid of (Pe, r) on both sides of Pe = 1, the Euler overshoot bias and its corrections, and the
 first-passage option's bad input."""
 
+import dataclasses
 import math
 
 import jax.numpy as jnp
@@ -21,7 +22,7 @@ SIEGMUND = (
 
 
 def drift_diffusion(v: float) -> sd.FunctionSDE:
-    """dX = −v dt + √(2D) dW on SGD's clock with lr = DT (fig_resetting's, with the same L, D, DT)."""
+    """dX = −v dt + √(2D) dW, run with lr = DT (fig_resetting's, with the same L, D, DT)."""
     return FIG.drift_diffusion(v)
 
 
@@ -47,7 +48,10 @@ def simulated_mfpt(v, r, n_paths, bridge, key=0):
         ensemble=sd.Ensemble(n_paths=n_paths, dtype=np.float64),
         resetting=sd.Resetting(r) if r else None,
         first_passage=sd.FirstPassage(
-            observable=lambda p, th: th[0], threshold=0.0, bridge_variance=2 * D if bridge else None
+            observable=lambda p, th: th[0],
+            threshold=0.0,
+            bridge_variance=2 * D if bridge else None,
+            bridge=bridge,
         ),
     )
     return res
@@ -160,7 +164,82 @@ def test_absorbing_target_freezes_arrived_paths():
         )
     assert runs[True].first_passage.steps.tolist() == runs[False].first_passage.steps.tolist() == [26, 32]
     np.testing.assert_allclose(runs[True].paths[-1], theta0 * 0.9 ** np.array([[26], [32]]), rtol=1e-12)
-    np.testing.assert_allclose(runs[False].paths[-1], theta0 * 0.9**40, rtol=1e-12)
+    # every path has arrived by step 32: the default stop=True skips steps 33..40, holding both paths there
+    np.testing.assert_allclose(runs[False].paths[-1], theta0 * 0.9**32, rtol=1e-12)
+    assert runs[False].first_passage.stop_step == runs[True].first_passage.stop_step == 32
+    free = sd.simulate_sgd(
+        problem,
+        None,
+        theta0,
+        lr=0.1,
+        n_steps=40,
+        key=0,
+        ensemble=sd.Ensemble(n_paths=2),
+        record=sd.Record(n_saved_paths=2),
+        first_passage=sd.FirstPassage(target=lambda p, th: jnp.sum(th * th) < 0.01, stop=False),
+    )
+    np.testing.assert_allclose(free.paths[-1], theta0 * 0.9**40, rtol=1e-12)
+    assert free.first_passage.stop_step is None
+
+
+def test_sde_bridge_by_default_exact_mfpt_and_early_stop():
+    """An SDE run without bridge_variance applies the bridge test with the SDE's own rate: dX = −v dt + √(2D) dW
+    from L = 1 to 0 (v = 4, D = 1, dt = 1e-3, 4000 paths) has MFPT L/v = 0.25 exactly; the bridged estimate is
+    within 4 s.e. (s.e. ≈ 1.1%, the inverse-Gaussian variance 2DL/v³ over N), where the grid-only bias would be
+    Siegmund's 0.5826·√(2D dt)/v ≈ 2.6%. The horizon (t = 20, 80 MFPTs) is not guesswork: the run stops at
+    the last arrival and says where; a run of exactly that many steps without the stop has the same passage
+    steps bit for bit, and one with censored paths equal records with and without the stop. [theory: RESET-6]"""
+    v = 4.0
+    sde = drift_diffusion(v)
+    fp = sd.FirstPassage(observable=lambda p, th: th[0], threshold=0.0)
+    kw = dict(key=5, ensemble=sd.Ensemble(n_paths=4000, dtype=np.float64), first_passage=fp)
+    res = sd.simulate_sde(sde, None, np.array([L]), lr=DT, n_steps=20_000, **kw)
+    rep = res.first_passage
+    assert isinstance(rep, sd.FirstPassageReport)
+    assert rep.censored == 0 and rep.stop_step == rep.steps.max() < 20_000
+    m, se = rep.mfpt()
+    assert abs(m - L / v) < 4 * se, (m, se)
+    full = sd.simulate_sde(
+        sde,
+        None,
+        np.array([L]),
+        lr=DT,
+        n_steps=int(rep.stop_step),
+        **dict(kw, first_passage=dataclasses.replace(fp, stop=False)),
+    )
+    np.testing.assert_array_equal(full.first_passage.steps, rep.steps)
+    assert full.first_passage.stop_step is None
+    # censored paths: the stop never acts, records and passage steps are those of a run without it
+    short = {
+        stop: sd.simulate_sde(
+            sde,
+            None,
+            np.array([L]),
+            lr=DT,
+            n_steps=200,
+            record=sd.Record(every=50, n_saved_paths=3),
+            **dict(kw, first_passage=dataclasses.replace(fp, stop=stop)),
+        )
+        for stop in (True, False)
+    }
+    assert short[True].first_passage.censored > 0
+    np.testing.assert_array_equal(short[True].first_passage.steps, short[False].first_passage.steps)
+    np.testing.assert_array_equal(short[True].paths, short[False].paths)
+    np.testing.assert_array_equal(short[True].mean["sq_norm"], short[False].mean["sq_norm"])
+
+
+def test_sde_predicate_target_warns_it_is_grid_only():
+    """A predicate target has no distance to bridge: in an SDE run it warns that the passage is grid-only
+    (biased late), unless bridge=False says so."""
+    target = lambda p, th: th[0] <= 0.0
+    kw = dict(lr=DT, n_steps=5, key=0, ensemble=sd.Ensemble(n_paths=4, dtype=np.float64))
+    with pytest.warns(RuntimeWarning, match="grid points only"):
+        sd.simulate_sde(
+            drift_diffusion(1.0), None, np.array([L]), first_passage=sd.FirstPassage(target), **kw
+        )
+    sd.simulate_sde(
+        drift_diffusion(1.0), None, np.array([L]), first_passage=sd.FirstPassage(target, bridge=False), **kw
+    )
 
 
 @pytest.mark.parametrize(
@@ -174,6 +253,11 @@ def test_absorbing_target_freezes_arrived_paths():
         (lambda: sd.FirstPassage(observable="loss", threshold=0.0, bridge_variance=-1.0), "bridge_variance"),
         (lambda: sd.FirstPassage(target=lambda p, t: t[0] < 0, bridge_variance=1.0), "bridge_variance needs"),
         (lambda: sd.FirstPassage(target=lambda p, t: t[0] < 0, absorb="yes"), "absorb must be True or False"),
+        (lambda: sd.FirstPassage(target=lambda p, t: t[0] < 0, stop=1), "stop must be True or False"),
+        (
+            lambda: sd.FirstPassage(observable="loss", threshold=0.0, bridge_variance=1.0, bridge=False),
+            "contradicts",
+        ),
     ],
 )
 def test_first_passage_option_bad_input(build, match):
@@ -225,3 +309,32 @@ def test_reports_survive_save_and_load(tmp_path):
             np.testing.assert_array_equal(v, b.arrays()[k])
         assert a.meta() == b.meta()
     assert "Resetting" in back.config["resetting"]
+
+
+def test_bridge_rate_is_the_observables_ito_variance_rate_under_the_sme():
+    """The bridge test's own rate under an SME is the Itô quadratic-variation rate of f(θ):
+    s² = η‖A(θ)ᵀ∇f(θ)‖² (σ = √ηA, the SGD clock), and ‖σᵀ∇f‖² for a FunctionSDE (σ its factor): checked
+    against the factor formed explicitly, to rounding (1e-12). [theory: RESET-6]"""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(8, 3))
+    problem = sd.Problem(sd.LinearRegression(3), X, X @ np.array([1.0, 0.0, -1.0]))
+    noise = sd.LabelNoise(0.7, 4)
+    theta = rng.normal(size=(2, 3))
+    eta = 0.05
+    sme = sd.SME(problem, noise).euler_form()  # what simulate_sde runs with Euler: matrix-free products
+    fp = sd.FirstPassage(observable="loss", threshold=0.0)
+    event = fp.event(problem, 3, theta[0], sme, 1, np.float64)
+    rate = event.own_rate.rate(event.observable, problem, jnp.asarray(theta), jnp.asarray(eta))
+    for i in range(2):
+        A = np.asarray(noise.covariance_factor(problem, jnp.asarray(theta[i])))
+        g = np.asarray(problem.grad(jnp.asarray(theta[i])))
+        np.testing.assert_allclose(rate[i], eta * np.sum((A.T @ g) ** 2), rtol=1e-12)
+    sde = sd.FunctionSDE(
+        lambda th, e: -th, lambda th: jnp.array([[0.5, 0.0], [1.0, 2.0], [0.0, 0.1]]) * th[0]
+    )
+    f = lambda p, th: jnp.sum(th**2)
+    event = sd.FirstPassage(observable=f, threshold=0.0).event(None, 3, theta[0], sde, 1, np.float64)
+    rate = event.own_rate.rate(f, None, jnp.asarray(theta), jnp.asarray(eta))
+    for i in range(2):
+        sig = np.array([[0.5, 0.0], [1.0, 2.0], [0.0, 0.1]]) * theta[i, 0]
+        np.testing.assert_allclose(rate[i], np.sum((sig.T @ (2 * theta[i])) ** 2), rtol=1e-12)

@@ -90,7 +90,7 @@ def test_resetting_bad_input():
         (lambda: mfpt_with_resetting(1.0, 0.0, 1.0), "D must be finite and > 0"),
         (lambda: mfpt_with_resetting(1.0, 1.0, -1.0), "L must be finite and > 0"),
         (lambda: mfpt_with_resetting(1.0, 1.0, 1.0, -0.1), "r must be finite and >= 0"),
-        (lambda: mfpt_with_resetting(float("nan"), 1.0, 1.0), "v must be finite"),
+        (lambda: mfpt_with_resetting(float("nan"), 1.0, 1.0), "v must be a finite real number"),
         (lambda: fpt_moments(-1.0, 1.0, 1.0), "v must be > 0"),
     ]:
         with pytest.raises(ValueError, match=match):

@@ -1,5 +1,6 @@
 """simulate_sde: exact coupling with Gaussian-noise SGD, the shared clock, solver checks and bad input."""
 
+import math
 import warnings
 
 import diffrax
@@ -60,7 +61,10 @@ def test_substeps_share_the_brownian_path_strong_orders():
     reference
     on the same path is O(dt^½) for multiplicative noise and Milstein's O(dt) (commutative, d = m = 1).
     [theory: SDE-3, SDE-5]"""
-    sde = FunctionSDE(lambda th, eta: -0.5 * th, lambda th: 0.8 * th[:, None], noise_type="commutative")
+    # dX = −X/2 dt + 0.8√0.5 X dW (a FunctionSDE's factor is its whole diffusion; lr = 0.5 below)
+    sde = FunctionSDE(
+        lambda th, eta: -0.5 * th, lambda th: 0.8 * math.sqrt(0.5) * th[:, None], noise_type="commutative"
+    )
     kw = dict(
         lr=0.5,
         n_steps=4,
@@ -474,3 +478,33 @@ def test_paths_sharded_across_devices_give_the_same_numbers():
     out = subprocess.run([sys.executable, "-c", SHARDED_RUN], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert float(out.stdout.strip().splitlines()[-1]) < 1e-12
+
+
+def test_function_sde_is_in_its_own_time_units():
+    """A FunctionSDE's factor is its whole diffusion: the OU process dX = −κX dt + σ dW (κ = 1, σ = √2, X₀ = 0)
+    run to T = 3 with dt = 0.01 and dt = 0.02 has, at both steps, the exact variance σ²(1 − e^{−2κT})/(2κ) = 0.9975
+    within Euler's O(dt) bias (its stationary variance is σ²/(2κ − κ²dt): +0.5% and +1%) plus 4 s.e. of the
+    sample variance (20,000 paths: √(2/N) ≈ 1%). Scaling the factor by √dt (the SGD clock) would give 0.01 and
+    0.02. A bare SDE follows its θ₀'s precision: float64 here (x64), float32 for a float32 θ₀. [theory: SDE-9]"""
+    kappa, sigma, T, n = 1.0, math.sqrt(2.0), 3.0, 20_000
+    sde = FunctionSDE(
+        lambda th, eta: -kappa * th, lambda th: jnp.full((1, 1), sigma, th.dtype), noise_type="additive"
+    )
+    exact = sigma**2 * (1 - math.exp(-2 * kappa * T)) / (2 * kappa)
+    for dt in (0.01, 0.02):
+        res = simulate_sde(
+            sde,
+            None,
+            np.zeros(1),
+            lr=dt,
+            n_steps=round(T / dt),
+            key=1,
+            ensemble=sgdsde.Ensemble(n_paths=n),
+            record=sgdsde.Record(observables=("theta",)),
+        )
+        assert res.config["dtype"] == "float64"
+        var = float(res.var["theta"][-1, 0])
+        bias = exact * (1 / (1 - kappa * dt / 2) - 1)
+        assert abs(var - exact) < bias + 4 * var * math.sqrt(2 / (n - 1)), (dt, var, exact)
+    small = simulate_sde(sde, None, np.zeros(1, np.float32), lr=0.1, n_steps=2, key=0)
+    assert small.config["dtype"] == "float32"

@@ -469,3 +469,17 @@ def test_stability_bound_is_an_upper_bound_and_the_warning_still_fires():
             warnings.simplefilter("always")
             sd.simulate_sgd(problem, None, np.zeros(8), lr=factor * 2 / lam, n_steps=2, key=0)
         assert any("stability limit" in str(w.message) for w in caught) == warned, factor
+
+
+def test_replayed_label_noise_is_already_multiplied_by_sigma():
+    """replay_draws' label-noise ε is the perturbation itself, σ·(±1) (docstring): |ε| = σ exactly for
+    Rademacher noise, and doubling σ with the same key doubles every ε; GaussianNoise's ξ is unscaled."""
+    problem = sd.Problem(sd.LinearRegression(2), np.eye(2), np.ones(2), jnp.float64)
+    kw = dict(n_steps=3, key=2, ensemble=sd.Ensemble(n_paths=2, dtype=np.float64))
+    _, eps = sd.replay_draws(problem, sd.LabelNoise(0.3, 1), **kw)
+    np.testing.assert_array_equal(np.abs(eps), 0.3)
+    _, eps2 = sd.replay_draws(problem, sd.LabelNoise(0.6, 1), **kw)
+    np.testing.assert_array_equal(eps2, 2 * eps)
+    xi1 = sd.replay_draws(problem, sd.GaussianNoise(0.1 * np.eye(2)), **kw)
+    xi2 = sd.replay_draws(problem, sd.GaussianNoise(np.eye(2)), **kw)
+    np.testing.assert_array_equal(xi1, xi2)

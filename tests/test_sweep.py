@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -141,3 +142,49 @@ def test_sweep_needs_a_simulator_and_an_lr():
         sd.sweep(
             sd.simulate_sgd, problem, sd.LabelNoise(1.0), problem.model.init(), grid={"sigma": [1.0]}, **KW
         )
+
+
+def test_drift_and_resetting_rate_grid_is_one_program_equal_to_the_loop_bit_for_bit():
+    """A (Pe, r) grid: a drift–diffusion FunctionSDE with its drift v in ``params`` and Poissonian resetting,
+    with a first passage, swept over v and r in one compiled program (two chunks), equals each single run bit
+    for bit (records, saved paths, reset counts, passage steps). Both are traced, so the four single runs
+    share one compiled program too; the points differ (no resets at r = 0; a larger v arrives sooner, path by path)."""
+    sde = sd.FunctionSDE(
+        lambda th, eta, p: -p["v"] * jnp.ones_like(th),
+        lambda th, p: jnp.full((1, 1), 2**0.5, th.dtype),
+        noise_type="additive",
+        params={"v": 1.0},
+    )
+    kw = dict(
+        lr=0.01,
+        n_steps=60,
+        key=3,
+        ensemble=sd.Ensemble(n_paths=6, chunk_size=3),
+        record=sd.Record(every=20, n_saved_paths=4),
+        first_passage=sd.FirstPassage(observable=lambda p, th: th[0], threshold=0.0),
+    )
+    grid = {"v": [1.0, 8.0], "reset_rate": [0.0, 9.0]}
+    sw = sd.sweep(sd.simulate_sde, sde, None, np.array([0.5]), grid=grid, resetting=sd.Resetting(1.0), **kw)
+    assert sw.shape == (2, 2)
+    for point, res in zip(sw.points, sw.results, strict=True):
+        single = sd.simulate_sde(
+            sde.with_params(v=point["v"]),
+            None,
+            np.array([0.5]),
+            resetting=sd.Resetting(point["reset_rate"]),
+            **kw,
+        )
+        _assert_same(single, res)
+        np.testing.assert_array_equal(single.resets.counts, res.resets.counts)
+        np.testing.assert_array_equal(single.first_passage.steps, res.first_passage.steps)
+        assert res.resets.rate == point["reset_rate"]
+    assert sw[0].resets.counts.sum() == 0 < sw[1].resets.counts.sum()
+    # common random numbers: with the larger drift every path arrives no later
+    assert np.all(sw[2].first_passage.steps <= sw[0].first_passage.steps)
+    assert sw[2].first_passage.steps.sum() < sw[0].first_passage.steps.sum()
+    with pytest.raises(ValueError, match="'reset_rate' sweeps the rate of resetting="):
+        sd.sweep(sd.simulate_sde, sde, None, np.array([0.5]), grid={"reset_rate": [1.0]}, **kw)
+    with pytest.raises(ValueError, match=r"unknown hyperparameter 'D'.*params of a FunctionSDE \(v\)"):
+        sd.sweep(sd.simulate_sde, sde, None, np.array([0.5]), grid={"D": [1.0]}, **kw)
+    with pytest.raises(ValueError, match=r"params\['v'\] must be a real number"):
+        sde.with_params(v="fast")

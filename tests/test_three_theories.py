@@ -302,7 +302,7 @@ def test_sde_escape_time_matches_the_exact_integral():
     exact = mean_exit_time(lambda x: -(x**3 - x), lambda x: np.full_like(x, s2), -1.0, 0.0, -3.0)
     sde = sd.FunctionSDE(
         lambda th, eta: -(th**3 - th),
-        lambda th: jnp.full((1, 1), math.sqrt(s2 / dt), th.dtype),
+        lambda th: jnp.full((1, 1), math.sqrt(s2), th.dtype),
         noise_type="additive",
     )
     res = sd.simulate_sde(

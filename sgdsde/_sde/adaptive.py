@@ -27,7 +27,7 @@ TREE_DEPTH = 20
 
 class AdaptiveSDEStepper(AbstractStepper):
     """One call covers ``steps_per_call`` SGD steps, $[t_k, t_k + s\\eta_k]$: every path solves
-    $d\\theta = b\\,dt + \\sqrt{\\eta_k}A\\,dW$ there by ``diffeqsolve`` with the step-size controller,
+    $d\\theta = b\\,dt + s(\\eta_k)A\\,dW$ there by ``diffeqsolve`` with the step-size controller,
     starting from dt0; a path whose solve fails (max_steps, dtmin) becomes NaN and is reported as diverged."""
 
     sde: AbstractSDE

@@ -131,7 +131,7 @@ class SDEStepper(AbstractStepper):
             # Euler needs only the product σ(θ)ΔW: a matrix-free lineax operator avoids forming A (d × m)
             spec = jax.ShapeDtypeStruct((self.m,), dtype)
             diffusion = lambda s, y, args: lx.FunctionLinearOperator(
-                lambda w: jnp.sqrt(args).astype(dtype) * self.sde.factor_mv(y, w), spec
+                lambda w: self.sde.noise_scale(args).astype(dtype) * self.sde.factor_mv(y, w), spec
             )
         else:
             diffusion = lambda s, y, args: self.sde.diffusion(y, args)
@@ -185,6 +185,15 @@ def _substeps(etas, dt, substeps) -> int:
     return k
 
 
+def _input_dtype(theta0) -> np.dtype:
+    """The dtype of a run without a problem: θ₀'s if floating (as JAX would hold it: float64 needs x64), else
+    JAX's default float."""
+    dt = np.asarray(theta0).dtype
+    if not np.issubdtype(dt, np.floating):
+        return np.dtype(jnp.result_type(float))
+    return np.dtype(jax.dtypes.canonicalize_dtype(dt))
+
+
 def _check_declared_noise(sde: AbstractSDE, theta0: np.ndarray, eta: float) -> None:
     """Verify the declared noise structure at θ₀ (a wrong declaration would make a solver solve another
     SDE)."""
@@ -231,7 +240,8 @@ def plan_sde(
     $[t_k, t_{k+1}]$, $t_k = \\sum_{j<k}\\eta_j$, A = ``noise.covariance_factor`` (theory/sde.md, SDE-1..SDE-6).
 
     Args:
-        problem: a Problem (with ``noise`` and ``order``: the SME), or any AbstractSDE (then noise=None).
+        problem: a Problem (with ``noise`` and ``order``: the SME), or any AbstractSDE (then noise=None; a
+            ``FunctionSDE`` is in its own time units, its diffusion not scaled by √η: SDE-9).
         noise: the gradient-noise model whose covariance the SDE carries.
         theta0: (d,) or (n_paths, d) start.
         lr: float, schedule or array of n_steps step sizes: SGD's; record k is at time t_k.
@@ -251,8 +261,8 @@ def plan_sde(
             additive noise); accepted/rejected step totals go to ``result.config["solver_stats"]``.
         increments: ``Gaussian()`` (Brownian, fastest layout), ``CoupledToSGD()`` (sharing simulate_sgd's
             draws), ``TwoPoint()`` (±√dt, weak Euler only), or None (the solver's natural choice).
-        ensemble, record, output: as in simulate_sgd (dtype None: the problem's; float32 for an SDE without
-            a problem).
+        ensemble, record, output: as in simulate_sgd (dtype None: the problem's; for an SDE without a
+            problem, θ₀'s floating dtype, else JAX's default float: float64 with jax_enable_x64).
         resetting: ``Resetting(rate, checkpoint)``: Poissonian resetting at ``rate`` per unit time; a path
             whose Poisson clock rings during an SGD step (probability 1 − e^{−rate·η_k}) is reset at the step's
             end (RESET-4).
@@ -308,7 +318,7 @@ def plan_sde(
         sde.problem.check_theta(theta0, "theta0")
     sde.check_shapes(d, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
     _check_declared_noise(sde, th0, etas.first)
-    default = sde.problem.X.dtype if sde.problem is not None else np.float32
+    default = sde.problem.X.dtype if sde.problem is not None else _input_dtype(theta0)
     dtype = ensemble.resolved_dtype(default)
     dtype_sde = sde.astype(dtype)
     m = dtype_sde.noise_dim(d, dtype)
@@ -378,7 +388,18 @@ def plan_sde(
                 "(pass problem= to FunctionSDE, or record functions of theta)"
             )
         record = Record(record.every, observables, record.n_saved_paths)
-    events = run_events(sde.problem, d, etas, th0, resetting, first_passage, poisson=True)
+    events = run_events(
+        sde.problem,
+        d,
+        etas,
+        th0,
+        resetting,
+        first_passage,
+        poisson=True,
+        sde=dtype_sde,
+        steps_per_call=steps_per_call,
+        dtype=dtype,
+    )
     config.update(event_config(resetting, first_passage))
     return RunPlan(
         stepper,

@@ -113,7 +113,9 @@ def plan_svag(
     dtype = ensemble.resolved_dtype(problem.X.dtype)
     dtype_problem = problem.astype(dtype) if dtype != problem.X.dtype else problem
     coeffs = jnp.asarray(svag_coefficients(l))
-    events = run_events(problem, problem.n_params, etas, theta0, resetting, first_passage, poisson=False)
+    events = run_events(
+        problem, problem.n_params, etas, theta0, resetting, first_passage, poisson=False, dtype=dtype
+    )
     config = {"simulator": "svag", "l": l, "noise": describe(noise), "lr": describe(lr)}
     config.update(event_config(resetting, first_passage))
     return RunPlan(

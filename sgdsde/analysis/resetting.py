@@ -13,9 +13,14 @@ from .._validation import check_positive
 
 
 def _check(v, D, L):
-    v = float(v)
+    if isinstance(v, (str, bytes, bool, np.bool_)) or np.iscomplexobj(v) or np.ndim(v) != 0:
+        raise ValueError(f"v must be a finite real number, got {v!r}")
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f"v must be a finite real number, got {v!r}") from None
     if not math.isfinite(v):
-        raise ValueError(f"v must be finite, got {v!r}")
+        raise ValueError(f"v must be a finite real number, got {v!r}")
     return v, check_positive("D", D), check_positive("L", L)
 
 
@@ -28,6 +33,9 @@ def mfpt_with_resetting(v: float, D: float, L: float, r: float = 0.0) -> float:
         D: diffusion coefficient (> 0): the variance of X grows like 2Dt.
         L: distance to the target (> 0).
         r: resetting rate per unit time (≥ 0).
+
+    Returns math.inf where T(r) exceeds float64's range (e.g. L(√(v² + 4Dr) − v)/(2D) > 709, a very large rate
+    against a strong drift), as it does for v ≤ 0 without resetting.
     """
     v, D, L = _check(v, D, L)
     r = check_positive("r", r, allow_zero=True)
@@ -36,7 +44,11 @@ def mfpt_with_resetting(v: float, D: float, L: float, r: float = 0.0) -> float:
     root = math.sqrt(v * v + 4 * D * r)
     # √(v² + 4Dr) − v without cancellation for v > 0 (small r): 4Dr / (√(v² + 4Dr) + v)
     gap = 4 * D * r / (root + v) if v > 0 else root - v
-    return math.expm1(L * gap / (2 * D)) / r
+    exponent = L * gap / (2 * D)
+    if exponent > 709.78:  # e^x overflows float64 (log(max float) = 709.78): T is beyond any float
+        return math.inf
+    T = math.expm1(exponent) / r
+    return T
 
 
 def peclet(v: float, D: float, L: float) -> float:
