@@ -40,8 +40,16 @@ def digest(*arrays) -> str:
 
 def stepper_digest(stepper) -> str:
     """The digest of a stepper's array leaves (problem data, noise scales): what a config string omits."""
-    leaves = [x for x in jax.tree.leaves(stepper) if isinstance(x, jax.Array)]
-    return digest(*[np.asarray(x) for x in leaves if x.is_fully_addressable or x.is_fully_replicated])
+    # every array leaf, NumPy too (a FunctionSDE's params): a leaf missing here would let a resume with other
+    # numbers pass the fingerprint
+    leaves = [x for x in jax.tree.leaves(stepper) if isinstance(x, jax.Array | np.ndarray | np.generic)]
+    return digest(
+        *[
+            np.asarray(x)
+            for x in leaves
+            if not isinstance(x, jax.Array) or x.is_fully_addressable or x.is_fully_replicated
+        ]
+    )
 
 
 def fingerprint_json(fingerprint: dict) -> str:

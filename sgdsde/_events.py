@@ -111,6 +111,11 @@ def run_events(
     if resetting is not None:
         if not isinstance(resetting, Resetting):
             raise ValueError(f"resetting must be a sgdsde.Resetting(...), got {type(resetting).__name__}")
+        if first_passage is not None and first_passage.stops:
+            raise ValueError(
+                "first_passage: stop=True cannot be combined with resetting (a full run keeps resetting the paths "
+                "that have arrived); give FirstPassage(..., stop=False)"
+            )
         events.append(resetting.event(problem, n_params, etas, poisson, theta0, dtype))
     return tuple(events)
 

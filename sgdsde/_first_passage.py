@@ -42,10 +42,14 @@ class FirstPassage(eqx.Module):
             are computed and discarded), as in an escape experiment where what happens after the escape must
             not matter (e.g. a far region where the dynamics diverge). Recorded statistics then include the
             frozen paths at their arrival states.
-        stop: once every path (of a chunk) has arrived, skip the remaining steps: the run's cost ends there and
-            ``result.first_passage.stop_step`` says where. The paths, the events' states (resets too) and the
-            records after that step stay as they were at it (with ``absorb=True`` exactly what a full run
-            records). A run where some path never arrives is unchanged, bit for bit. False: run every step.
+        stop: once every path (of a chunk) has arrived, skip the remaining steps (each a cheap no-op inside
+            the compiled loop; in a sweep both branches run, so nothing is saved there) and say where in
+            ``result.first_passage.stop_step``. The paths and records after that step stay as they were at it.
+            Default (None): ``absorb``, the case where that is exactly what a full run records; ``stop=True``
+            with ``absorb=False`` freezes paths that a full run would move on (records after a chunk's last
+            arrival are then stale, and depend on ``chunk_size``), so it must be asked for; with resetting it
+            is refused (a full run keeps resetting arrived paths). A run where some path never arrives is
+            unchanged, bit for bit. False: run every step.
 
     The first passage is checked after the step and before any reset (a path that arrives counts even if a
     reset follows). ``result.first_passage`` (a ``FirstPassageReport``) holds per-path hitting steps and times
@@ -60,7 +64,7 @@ class FirstPassage(eqx.Module):
     bridge_variance: float | None = None
     absorb: bool = False
     bridge: bool = True
-    stop: bool = True
+    stop: bool | None = None
 
     def __check_init__(self):
         if self.target is None and self.observable is None:
@@ -97,6 +101,8 @@ class FirstPassage(eqx.Module):
         if not isinstance(self.below, (bool, np.bool_)):
             raise ValueError(f"below must be True or False, got {self.below!r}")
         for name in ("absorb", "bridge", "stop"):
+            if name == "stop" and self.stop is None:
+                continue
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if self.bridge_variance is not None:
@@ -104,13 +110,18 @@ class FirstPassage(eqx.Module):
             if not self.bridge:
                 raise ValueError("bridge=False (grid points only) contradicts a given bridge_variance")
 
+    @property
+    def stops(self) -> bool:
+        """Whether the run stops once every path has arrived (``stop``, default ``absorb``)."""
+        return bool(self.absorb) if self.stop is None else bool(self.stop)
+
     def event(
         self, problem, n_params: int, theta0, sde=None, steps_per_call: int = 1, dtype=None
     ) -> FirstPassageEvent:
         """The engine's event, after checking the target function at θ₀; ``sde`` (an SDE run): its diffusion
         gives the bridge test's rate when ``bridge_variance`` is not given."""
         th = np.asarray(theta0, dtype=np.float64).reshape(-1, n_params)[0]
-        stop = bool(self.stop)
+        stop = self.stops
         if self.target is not None:
             check_scalar_function("target", self.target, problem, th, "bool")
             if sde is not None and self.bridge:

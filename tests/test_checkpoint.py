@@ -348,3 +348,32 @@ def test_a_rezipped_checkpoint_with_wrong_fields_is_refused(tmp_path):
             _run(prefix, resume=True)
         restore()
     _assert_same(reference, _run(prefix, resume=True))
+
+
+def test_resume_refuses_other_function_sde_params(tmp_path):
+    """A FunctionSDE's params are part of the run: a resume with another value is refused by the fingerprint,
+    the same value resumes (its params are NumPy leaves, which the digest must read too)."""
+    import jax.numpy as jnp
+
+    def run(v, **output):
+        sde = sd.FunctionSDE(
+            lambda th, eta, p: -p["v"] * th,
+            lambda th, p: jnp.ones((1, 1), th.dtype),
+            noise_type="additive",
+            params={"v": v},
+        )
+        return sd.simulate_sde(
+            sde,
+            None,
+            np.array([1.0]),
+            lr=0.01,
+            n_steps=8,
+            key=0,
+            record=sd.Record(every=2),
+            output=sd.Output(save_to=str(tmp_path / "fsde"), checkpoint_every=1, **output),
+        )
+
+    first = run(1.0)
+    _assert_same(first, run(1.0, resume=True))
+    with pytest.raises(ValueError, match="another run"):
+        run(5.0, resume=True)

@@ -149,9 +149,9 @@ def test_absorbing_target_freezes_arrived_paths():
     ‖θ‖² < 0.01), paths not yet arrived move on, and the passage steps are those of the free run."""
     problem = sd.quadratic_problem(np.eye(2), np.zeros(2))
     theta0 = np.array([[1.0, 1.0], [2.0, 2.0]])
-    runs = {}
-    for absorb in (False, True):
-        runs[absorb] = sd.simulate_sgd(
+
+    def run(**options):
+        return sd.simulate_sgd(
             problem,
             None,
             theta0,
@@ -160,26 +160,32 @@ def test_absorbing_target_freezes_arrived_paths():
             key=0,
             ensemble=sd.Ensemble(n_paths=2),
             record=sd.Record(n_saved_paths=2),
-            first_passage=sd.FirstPassage(target=lambda p, th: jnp.sum(th * th) < 0.01, absorb=absorb),
+            first_passage=sd.FirstPassage(target=lambda p, th: jnp.sum(th * th) < 0.01, **options),
         )
+
+    runs = {absorb: run(absorb=absorb) for absorb in (False, True)}
     assert runs[True].first_passage.steps.tolist() == runs[False].first_passage.steps.tolist() == [26, 32]
     np.testing.assert_allclose(runs[True].paths[-1], theta0 * 0.9 ** np.array([[26], [32]]), rtol=1e-12)
-    # every path has arrived by step 32: the default stop=True skips steps 33..40, holding both paths there
-    np.testing.assert_allclose(runs[False].paths[-1], theta0 * 0.9**32, rtol=1e-12)
-    assert runs[False].first_passage.stop_step == runs[True].first_passage.stop_step == 32
-    free = sd.simulate_sgd(
-        problem,
-        None,
-        theta0,
-        lr=0.1,
-        n_steps=40,
-        key=0,
-        ensemble=sd.Ensemble(n_paths=2),
-        record=sd.Record(n_saved_paths=2),
-        first_passage=sd.FirstPassage(target=lambda p, th: jnp.sum(th * th) < 0.01, stop=False),
-    )
-    np.testing.assert_allclose(free.paths[-1], theta0 * 0.9**40, rtol=1e-12)
-    assert free.first_passage.stop_step is None
+    # every path has arrived by step 32: absorbing, the default stop (= absorb) skips steps 33..40, which
+    # change nothing; not absorbing, the default runs on, and an explicit stop=True freezes the paths there
+    assert runs[True].first_passage.stop_step == 32 and runs[False].first_passage.stop_step is None
+    np.testing.assert_allclose(runs[False].paths[-1], theta0 * 0.9**40, rtol=1e-12)
+    frozen = run(stop=True)
+    np.testing.assert_allclose(frozen.paths[-1], theta0 * 0.9**32, rtol=1e-12)
+    assert frozen.first_passage.stop_step == 32
+    np.testing.assert_array_equal(run(absorb=True, stop=False).paths, runs[True].paths)
+    with pytest.raises(ValueError, match="stop=True cannot be combined with resetting"):
+        sd.simulate_sgd(
+            problem,
+            None,
+            theta0,
+            lr=0.1,
+            n_steps=4,
+            key=0,
+            ensemble=sd.Ensemble(n_paths=2),
+            resetting=sd.Resetting(1.0),
+            first_passage=sd.FirstPassage(target=lambda p, th: th[0] < 0, absorb=True),
+        )
 
 
 def test_sde_bridge_by_default_exact_mfpt_and_early_stop():
@@ -191,7 +197,7 @@ def test_sde_bridge_by_default_exact_mfpt_and_early_stop():
     steps bit for bit, and one with censored paths equal records with and without the stop. [theory: RESET-6]"""
     v = 4.0
     sde = drift_diffusion(v)
-    fp = sd.FirstPassage(observable=lambda p, th: th[0], threshold=0.0)
+    fp = sd.FirstPassage(observable=lambda p, th: th[0], threshold=0.0, stop=True)
     kw = dict(key=5, ensemble=sd.Ensemble(n_paths=4000, dtype=np.float64), first_passage=fp)
     res = sd.simulate_sde(sde, None, np.array([L]), lr=DT, n_steps=20_000, **kw)
     rep = res.first_passage
