@@ -63,7 +63,10 @@ def mfpt_point(v: float, r: float, n_paths: int, seed: int) -> tuple[float, floa
         key=seed,
         ensemble=sd.Ensemble(n_paths=n_paths, dtype=np.float64),
         resetting=sd.Resetting(r) if r else None,
-        first_passage=sd.FirstPassage(observable=lambda p, th: th[0], threshold=0.0, bridge_variance=2 * D),
+        # without resetting the run ends at the last arrival (the passage steps are those of the full run)
+        first_passage=sd.FirstPassage(
+            observable=lambda p, th: th[0], threshold=0.0, bridge_variance=2 * D, stop=not r
+        ),
     )
     return res.first_passage.mfpt()
 

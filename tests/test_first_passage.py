@@ -52,6 +52,7 @@ def simulated_mfpt(v, r, n_paths, bridge, key=0):
             threshold=0.0,
             bridge_variance=2 * D if bridge else None,
             bridge=bridge,
+            stop=not r,  # without resetting the run ends at the last arrival (passage steps unchanged)
         ),
     )
     return res

@@ -18,6 +18,7 @@ lists which: a new noise model or loss joins every pair by its one registry line
 import itertools
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -93,13 +94,13 @@ def conditional_laws(noise, problem, theta):
         if idx is None and isinstance(noise, sd.FullGradientLabelNoise):
             idx = jnp.arange(n, dtype=jnp.int32)[None]
         # ε = σ·(±1) or σ·N(0, 1): mean 0, covariance σ²I (the draws carry σ)
-        cov = float(noise.sigma) ** 2 * jnp.eye(B)
+        cov = noise.sigma.astype(jnp.float64) ** 2 * jnp.eye(B)
         if idx is None:
             return (p, *linear(lambda e: grad((None, e)), jnp.zeros(B), cov))
         m, C = jax.vmap(lambda i: linear(lambda e: grad((i, e)), jnp.zeros(B), cov))(idx)
         return p, m[:, 0], C[:, 0]
     if isinstance(noise, sd.SphericalGaussianNoise):
-        return (one, *linear(grad, jnp.zeros(d), float(noise.sigma) ** 2 * jnp.eye(d)))
+        return (one, *linear(grad, jnp.zeros(d), noise.sigma.astype(jnp.float64) ** 2 * jnp.eye(d)))
     if isinstance(noise, sd.GaussianNoise):
         m = noise.noise_dim(problem)
         return (one, *linear(grad, jnp.zeros(m), jnp.eye(m)))
@@ -126,17 +127,27 @@ def conditional_laws(noise, problem, theta):
                 if q > 0:
                     probs.append(q), idxs.append(rows), labels.append(new)
         lab = noise._label(problem, jnp.asarray(labels), problem.y)
-        if idx is None:
-            g = jax.vmap(lambda lb: grad((None, lb)))(lab)
-        else:
-            g = jax.vmap(lambda i, lb: grad((i, lb)))(jnp.asarray(np.stack(idxs), jnp.int32), lab)
-        return jnp.asarray(probs), g, jnp.zeros((len(probs), d, d))
+        rows = None if idx is None else jnp.asarray(np.stack(idxs), jnp.int32)
+        return (
+            jnp.asarray(probs),
+            _flip_gradients(noise, problem, theta, rows, lab),
+            jnp.zeros((len(probs), d, d)),
+        )
     raise AssertionError(f"no exact law for {type(noise).__name__}: add one to conditional_laws")
 
 
+@eqx.filter_jit
+def _flip_gradients(noise, problem, theta, rows, labels):
+    if rows is None:
+        return jax.vmap(lambda lb: noise.gradient(problem, theta, (None, lb)))(labels)
+    return jax.vmap(lambda i, lb: noise.gradient(problem, theta, (i, lb)))(rows, labels)
+
+
 def exact_moments(noise, problem, theta):
-    """E g̃ and Cov g̃ of one step, exactly (law of total covariance over the discrete randomness)."""
-    p, m, C = conditional_laws(noise, problem, theta)
+    """E g̃ and Cov g̃ of one step, exactly (law of total covariance over the discrete randomness); one
+    compiled program per noise (label flips: the host enumerates their configurations)."""
+    laws = conditional_laws if isinstance(noise, sd.LabelFlipNoise) else eqx.filter_jit(conditional_laws)
+    p, m, C = laws(noise, problem, theta)
     assert abs(float(jnp.sum(p)) - 1.0) < 1e-12
     mean = p @ m
     c = m - mean[None, :]
@@ -161,7 +172,8 @@ def build(noise_name, loss_name):
 def test_every_noise_loss_pair_on_every_path_is_the_exact_law(noise_name, loss_name):
     """Exact mean and covariance of SGD's stochastic gradient (enumeration) = ``mean_gradient`` and A Aᵀ of
     the SME's factor, the Euler fast path's matrix-free product, the noise's own product, and the symbolic
-    back end's; the SME's order-1 drift is −mean; a refused pair is refused by name on every path.
+    back end's (float64 rounding); the SME's order-1 drift is −mean; the noise's draws sample that law (Monte
+    Carlo, 5 s.e.); a refused pair is refused by name on every path.
     [theory: NOISE-6, NOISE-1, NOISE-2, NOISE-5, LOSS-1, SME-1]"""
     problem, theta, noise = build(noise_name, loss_name)
     loss_cls = type(problem.loss_fn).__name__
@@ -176,47 +188,55 @@ def test_every_noise_loss_pair_on_every_path_is_the_exact_law(noise_name, loss_n
         return
     noise.check(problem)
     mean, cov = exact_moments(noise, problem, theta)
-    eta = 0.3
-    # sgd: the noise's mean; factor: the SME's diffusion √η A (generic diffrax solvers) and drift
-    close(noise.mean_gradient(problem, theta), mean)
-    sme = sd.SME(problem, noise)
-    close(sme.drift(theta, eta), -mean)
-    S = sme.diffusion(theta, eta)
-    close(S @ S.T / eta, cov)
-    m = noise.noise_dim(problem)
-    assert S.shape == (problem.n_params, m)
-    # euler: the Euler stepper's matrix-free product, and the noise's own
-    A_euler = columns(lambda w: sme.euler_form().factor_mv(theta, w), m)
-    close(A_euler @ A_euler.T, cov)
-    A_mv = columns(lambda w: noise.factor_mv(problem, theta, w), m)
-    close(A_mv @ A_mv.T, cov)
-    # symbolic: the same SME on sympy's derivatives (the model and every loss have a symbolic form)
-    ssme = sy.derive_sme(problem, noise)
-    assert ssme.is_symbolic
-    close(ssme.drift(theta, eta), -mean)
-    A_sym = ssme.factor(theta)
-    close(A_sym @ A_sym.T, cov)
-    A_sym_mv = columns(lambda w: ssme.euler_form().factor_mv(theta, w), m)
-    close(A_sym_mv @ A_sym_mv.T, cov)
-
-
-@pytest.mark.parametrize("noise_name, loss_name", [p for p in PAIRS if p not in REFUSED])
-def test_the_draws_sample_the_enumerated_law(noise_name, loss_name):
-    """simulate_sgd's draws (``draw`` then ``gradient``, 4,000 paths of one step, fixed key) have the
-    enumerated mean and covariance: each entry within 5 standard errors (SE of the sample mean from the exact
-    covariance; SE of each sample covariance entry from the per-path products). [theory: NOISE-6, NOISE-1, NOISE-2]"""
-    problem, theta, noise = build(noise_name, loss_name)
-    mean, cov = exact_moments(noise, problem, theta)
-    N, key = 4000, jax.random.key(17)
-    state = noise.init_state(problem, key, N, jnp.float64)
-    draws, _ = noise.draw(problem, key, jnp.int32(0), state, N, jnp.float64)
-    g = jax.vmap(lambda dr: noise.gradient(problem, theta, dr))(draws)
+    eta, m = 0.3, noise.noise_dim(problem)
+    sme, ssme = sd.SME(problem, noise), sy.derive_sme(problem, noise)
+    assert ssme.is_symbolic  # the model and every loss have a symbolic form
+    got = _paths(noise, problem, theta, sme, ssme, m, eta)
+    # sgd: the noise's mean; factor: the SME's drift and diffusion √η A (generic diffrax solvers)
+    close(got["mean_gradient"], mean)
+    close(got["drift"], -mean)
+    assert got["diffusion"].shape == (problem.n_params, m)
+    close(got["diffusion"] @ got["diffusion"].T / eta, cov)
+    # euler: the Euler stepper's matrix-free product, and the noise's own; symbolic: the same on sympy's
+    # derivatives
+    for name in ("euler", "factor_mv", "symbolic_factor", "symbolic_euler"):
+        close(got[name] @ got[name].T, cov)
+    close(got["symbolic_drift"], -mean)
+    # sgd: simulate_sgd's draws (``draw`` then ``gradient``, 4,000 paths of one step, fixed key) sample the
+    # enumerated law: each entry within 5 standard errors (SE of the sample mean from the exact covariance;
+    # SE of each sample covariance entry from the per-path products)
+    N = 4000
+    g = _draws(noise, problem, theta, jax.random.key(17), N)
     se_mean = jnp.sqrt(jnp.diag(cov) / N)
     assert jnp.all(jnp.abs(g.mean(0) - mean) <= 5 * se_mean + 1e-12), (g.mean(0) - mean) / se_mean
     c = g - mean[None, :]
     prods = c[:, :, None] * c[:, None, :]
     se_cov = prods.std(0) / math.sqrt(N)
     assert jnp.all(jnp.abs(prods.mean(0) - cov) <= 5 * se_cov + 1e-12)
+
+
+@eqx.filter_jit
+def _paths(noise, problem, theta, sme, ssme, m, eta):
+    """Every path's numbers at θ, in one compiled program: the mean, the SME's drift and diffusion, the
+    Euler and the noise's matrix-free products as matrices, and the symbolic SME's."""
+    return {
+        "mean_gradient": noise.mean_gradient(problem, theta),
+        "drift": sme.drift(theta, eta),
+        "diffusion": sme.diffusion(theta, eta),
+        "euler": columns(lambda w: sme.euler_form().factor_mv(theta, w), m),
+        "factor_mv": columns(lambda w: noise.factor_mv(problem, theta, w), m),
+        "symbolic_drift": ssme.drift(theta, eta),
+        "symbolic_factor": ssme.factor(theta),
+        "symbolic_euler": columns(lambda w: ssme.euler_form().factor_mv(theta, w), m),
+    }
+
+
+@eqx.filter_jit
+def _draws(noise, problem, theta, key, n):
+    """One step's stochastic gradients of n paths, drawn as simulate_sgd draws them."""
+    state = noise.init_state(problem, key, n, jnp.float64)
+    draws, _ = noise.draw(problem, key, jnp.int32(0), state, n, jnp.float64)
+    return jax.vmap(lambda dr: noise.gradient(problem, theta, dr))(draws)
 
 
 @pytest.mark.parametrize("loss_name", ["logistic", "cross_entropy"])

@@ -144,11 +144,13 @@ def test_sweep_needs_a_simulator_and_an_lr():
         )
 
 
-def test_drift_and_resetting_rate_grid_is_one_program_equal_to_the_loop_bit_for_bit():
+def test_drift_and_resetting_rate_grid_is_one_program_equal_to_the_loop():
     """A (Pe, r) grid: a drift–diffusion FunctionSDE with its drift v in ``params`` and Poissonian resetting,
-    with a first passage, swept over v and r in one compiled program (two chunks), equals each single run bit
-    for bit (records, saved paths, reset counts, passage steps). Both are traced, so the four single runs
-    share one compiled program too; the points differ (no resets at r = 0; a larger v arrives sooner, path by path)."""
+    with a first passage, swept over v and r in one compiled program (two chunks), equals each single run:
+    reset counts and passage steps exactly, records and saved paths to rounding (the bridge test's rate is
+    computed inside the grid's vmap, where XLA may fuse it differently: one ulp was seen in one of 16 saved
+    values, so the tolerance is 1e-13 on O(1) values). Both are traced, so the four single runs share one
+    compiled program too; the points differ (no resets at r = 0; a larger v arrives sooner, path by path)."""
     sde = sd.FunctionSDE(
         lambda th, eta, p: -p["v"] * jnp.ones_like(th),
         lambda th, p: jnp.full((1, 1), 2**0.5, th.dtype),
@@ -174,7 +176,11 @@ def test_drift_and_resetting_rate_grid_is_one_program_equal_to_the_loop_bit_for_
             resetting=sd.Resetting(point["reset_rate"]),
             **kw,
         )
-        _assert_same(single, res)
+        np.testing.assert_array_equal(single.count, res.count)
+        np.testing.assert_allclose(single.paths, res.paths, rtol=1e-13, atol=1e-13)
+        for k in single.mean:
+            np.testing.assert_allclose(single.mean[k], res.mean[k], rtol=1e-13, atol=1e-13)
+            np.testing.assert_allclose(single.var[k], res.var[k], rtol=1e-13, atol=1e-13)
         np.testing.assert_array_equal(single.resets.counts, res.resets.counts)
         np.testing.assert_array_equal(single.first_passage.steps, res.first_passage.steps)
         assert res.resets.rate == point["reset_rate"]
