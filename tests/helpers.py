@@ -130,3 +130,21 @@ def check_latex(tex: str, where: str = "") -> None:
     lefts = len(re.findall(r"\\left(?![a-zA-Z])", tex))
     rights = len(re.findall(r"\\right(?![a-zA-Z])", tex))
     assert lefts == rights, f"{where}: {lefts} \\left against {rights} \\right in {tex!r}"
+
+
+def run_script(name: str, *args, cwd) -> str:
+    """Run scripts/<name> with ``args`` in a subprocess in ``cwd``; its stdout (AssertionError on failure)."""
+    import os
+    import subprocess
+    import sys
+
+    scripts = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
+    out = subprocess.run(
+        [sys.executable, os.path.join(scripts, name), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout

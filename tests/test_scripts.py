@@ -4,24 +4,12 @@ in the benchmarks themselves, never in tests)."""
 
 import os
 import re
-import subprocess
 import sys
 
 import pytest
+from helpers import run_script
 
 SCRIPTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts")
-
-
-def run_script(name, *args, cwd):
-    out = subprocess.run(
-        [sys.executable, os.path.join(SCRIPTS, name), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout
 
 
 @pytest.mark.parametrize("name", ["fig_uv_toy", "fig_lasso", "fig_flagship", "fig_two_layer"])
@@ -29,25 +17,6 @@ def test_figure_scripts_quick(name, tmp_path):
     png = tmp_path / f"{name}.png"
     run_script(f"{name}.py", "--quick", "--out", str(png), cwd=tmp_path)
     assert png.stat().st_size > 10_000, "no figure written"
-
-
-# the issue scripts' last lines: the headline figures in a fixed format
-LAST_LINES = {
-    "fig_resetting": r"resetting: mfpt_max_z=\d+\.\d+ benefit=-?\d+\.\d+ ± \d+\.\d+",
-    "fig_large_lr": r"large_lr: test_gap=-?\d+\.\d+ ± \d+\.\d+ order_large=[PQ] order_small=[PQ]",
-    "fig_kernel_rich": r"kernel_rich: max_kkt_gap=\S+ max_gd_gap=\S+",
-    "fig_modified_flow": r"modified_flow: gd_order=\d+\.\d+ smith_order=\d+\.\d+",
-    "fig_sharp_minima": r"sharp_minima: eta_over_B_collapse=\d+\.\d+ kramers_max_z=\d+\.\d+",
-}
-
-
-@pytest.mark.parametrize("name", sorted(LAST_LINES))
-def test_issue_scripts_quick_print_their_last_line(name, tmp_path):
-    png = tmp_path / f"{name}.png"
-    stdout = run_script(f"{name}.py", "--quick", "--out", str(png), cwd=tmp_path)
-    assert png.stat().st_size > 10_000, "no figure written"
-    last = stdout.strip().splitlines()[-1]
-    assert re.fullmatch(LAST_LINES[name], last), last
 
 
 def test_bench_sde_quick_prints_its_ratios(tmp_path):
