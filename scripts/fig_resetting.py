@@ -74,7 +74,7 @@ def mfpt_point(v: float, r: float, n_paths: int, seed: int) -> tuple[float, floa
 def mfpt_grid(quick: bool, seed: int) -> list[tuple]:
     """Rows (Pe, r, T(r), simulated, s.e., z) over r for Pe = 0.5 (v = 1) and Pe = 2 (v = 4)."""
     rates = [0.0, 5.0] if quick else [0.0, 0.5, 1.0, 1.37, 2.0, 5.0]
-    n_paths = 500 if quick else 8000
+    n_paths = 200 if quick else 8000
     rows = []
     for i, v in enumerate((1.0, 4.0)):
         for j, r in enumerate(rates):
