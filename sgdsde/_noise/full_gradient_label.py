@@ -9,10 +9,11 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._losses import require_additive_label_noise
 from .._models import LinearRegression
 from .._validation import check_positive
 from .base import AbstractGradientNoise
-from .minibatch import LABEL_DISTRIBUTIONS, check_additive_label_noise
+from .minibatch import LABEL_DISTRIBUTIONS
 from .sampling import BatchSampler, batch_size_arg, check_batch_size, check_sampling
 
 
@@ -44,7 +45,7 @@ class FullGradientLabelNoise(AbstractGradientNoise):
         self.batch_size, self.sampling, self.distribution = batch_size, sampling, distribution
 
     def check(self, problem):
-        check_additive_label_noise(self, problem)
+        require_additive_label_noise(problem.loss_fn, type(self).__name__)
         check_batch_size(self.batch_size, problem.n_data)
 
     def draw(self, problem, key, step, state, n_paths, dtype):
@@ -92,7 +93,7 @@ class FullGradientLabelNoise(AbstractGradientNoise):
     def effective_lambda(self, lr, problem=None) -> float:
         """$\\lambda = \\eta\\sigma^2/B$ (the label-noise covariance (σ²/B)G of LabelNoise; REG-5)."""
         if problem is not None:
-            check_additive_label_noise(self, problem)
+            require_additive_label_noise(problem.loss_fn, type(self).__name__)
         return float(lr) * float(self.sigma) ** 2 / self.batch_size
 
     def latex(self):

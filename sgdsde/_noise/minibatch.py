@@ -24,11 +24,6 @@ from .sampling import (
 LABEL_DISTRIBUTIONS = ("rademacher", "gaussian")
 
 
-def check_additive_label_noise(noise, problem) -> None:
-    """Raise ValueError naming the noise unless the problem's loss defines additive label noise y + ε."""
-    require_additive_label_noise(problem.loss_fn, type(noise).__name__)
-
-
 def centred_factor(problem, theta, scale):
     """$\\sqrt{s}\\,[\\nabla\\ell_i - \\nabla L]_i$; with s = c/(nB) its square is the minibatch covariance
     $c\\,\\Sigma_1/B$, with $\\Sigma_1 = \\frac1n\\sum_i(\\nabla\\ell_i-\\nabla L)(\\nabla\\ell_i-\\nabla L)^T$ (minibatch-noise.md §5, §10)."""
@@ -189,7 +184,7 @@ class LabelNoise(AbstractGradientNoise):
         return BatchSampler(self.batch(problem), self.sampling)
 
     def check(self, problem):
-        check_additive_label_noise(self, problem)
+        require_additive_label_noise(problem.loss_fn, type(self).__name__)
         check_batch_size(self.batch(problem), problem.n_data)
 
     def init_state(self, problem, key, n_paths, dtype):
@@ -247,7 +242,7 @@ class LabelNoise(AbstractGradientNoise):
         if self.batch_size is None and problem is None:
             raise ValueError("problem is needed for a full-batch LabelNoise (B = n)")
         if problem is not None:
-            check_additive_label_noise(self, problem)
+            require_additive_label_noise(problem.loss_fn, type(self).__name__)
         return float(lr) * float(self.sigma) ** 2 / self.batch(problem)
 
     def euler_form(self, problem):
