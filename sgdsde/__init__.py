@@ -14,6 +14,13 @@ from ._data import (
     teacher_network as teacher_network,
     two_pattern_data as two_pattern_data,
 )
+from ._ensemble import AbstractStepper as AbstractStepper, RunPlan as RunPlan
+from ._events import (
+    AbstractEvent as AbstractEvent,
+    AbstractReport as AbstractReport,
+    AbstractStepEvent as AbstractStepEvent,
+    RunInfo as RunInfo,
+)
 from ._first_passage import FirstPassage as FirstPassage, FirstPassageReport as FirstPassageReport
 from ._losses import (
     AbstractLoss as AbstractLoss,
@@ -21,6 +28,7 @@ from ._losses import (
     LogisticLoss as LogisticLoss,
     SquaredLoss as SquaredLoss,
 )
+from ._method import AbstractMethod as AbstractMethod, simulate as simulate
 from ._models import (
     AbstractModel as AbstractModel,
     DeepMatrixFactorization as DeepMatrixFactorization,
@@ -56,14 +64,16 @@ from ._resetting import BestSoFar as BestSoFar, Resetting as Resetting
 from ._results import EnsembleResult as EnsembleResult
 from ._schedules import ConstantLR as ConstantLR, CosineLR as CosineLR, StepDecayLR as StepDecayLR
 from ._sde import (
+    SDE as SDE,
     SME as SME,
+    SVAG as SVAG,
     AbstractSDE as AbstractSDE,
     FunctionSDE as FunctionSDE,
     PlatenWeak2 as PlatenWeak2,
     simulate_sde as simulate_sde,
     simulate_svag as simulate_svag,
 )
-from ._sgd import replay_draws as replay_draws, simulate_sgd as simulate_sgd
+from ._sgd import SGD as SGD, replay_draws as replay_draws, simulate_sgd as simulate_sgd
 from ._sweep import SweepResult as SweepResult, sweep as sweep
 
 __version__ = "0.1.0"

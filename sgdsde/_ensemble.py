@@ -572,19 +572,6 @@ class RunPlan:
     finish: Callable[[EnsembleResult], EnsembleResult] | None = None
 
 
-def run_ensemble(stepper_for_chunk, **kwargs) -> EnsembleResult:
-    """Run ``stepper_for_chunk(n)`` (a stepper for n paths) over all chunks and gather the statistics.
-
-    The options (``Ensemble``, ``Record``, ``Output``) validated themselves; here only what needs them together
-    is checked (n_steps with record.every, θ₀ with n_paths, the devices with the chunks, the observables at
-    θ₀). ``steps_per_call`` > 1: each stepper call covers that many engine steps (an adaptive solver
-    integrating a whole record interval); ``step_unit``: record and divergence steps are reported in units of
-    that many engine steps (SVAG: l steps per SGD step); ``events``: engine events (``AbstractEvent``: the
-    resetting and first-passage options, built by the simulator), each reported in the result field of its
-    ``name``."""
-    return run_plans([RunPlan(stepper_for_chunk, **kwargs)])[0]
-
-
 def run_plan(plan: RunPlan) -> EnsembleResult:
     return run_plans([plan])[0]
 
@@ -735,9 +722,7 @@ def run_plans(
     for event in events:
         clash = {k for k, _ in obs} & set(event.records)
         if clash:
-            raise ValueError(
-                f"observables: {sorted(clash)} is recorded by the {event.name} option; rename it"
-            )
+            raise ValueError(f"observables: {sorted(clash)} is recorded by the {event.name} event; rename it")
     n_full = n_steps // record_every
     ckpt_every = output.checkpoint_every
     if ckpt_every is not None and n_full and n_full % ckpt_every:
@@ -810,7 +795,7 @@ def run_plans(
             diverged_paths=acc.bad_paths,
             divergence_steps=-(-steps_bad // step_unit),  # the (SGD) step during which it diverged
             divergence_times=clock[steps_bad],
-            **{
+            reports={
                 e.name: e.report(arrays, clock, step_unit)
                 for e, arrays in zip(plans[g].events, acc.events, strict=True)
                 if arrays

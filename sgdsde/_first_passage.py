@@ -15,12 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._events import AbstractEvent, check_scalar_function
+from ._events import AbstractEvent, AbstractReport, AbstractStepEvent, RunInfo, check_scalar_function
 from ._observables import BUILTIN
 from ._validation import check_positive
 
 
-class FirstPassage(eqx.Module):
+class FirstPassage(AbstractEvent):
     """The target set, as a predicate on θ or as a threshold on an observable.
 
     Args:
@@ -115,6 +115,14 @@ class FirstPassage(eqx.Module):
         """Whether the run stops once every path has arrived (``stop``, default ``absorb``)."""
         return bool(self.absorb) if self.stop is None else bool(self.stop)
 
+    @property
+    def config_key(self) -> str:
+        return "first_passage"
+
+    def bind(self, run: RunInfo) -> FirstPassageEvent:
+        """The engine's event for ``run`` (an SDE run's own diffusion gives the bridge test's rate)."""
+        return self.event(run.problem, run.n_params, run.theta0, run.sde, run.steps_per_call, run.dtype)
+
     def event(
         self, problem, n_params: int, theta0, sde=None, steps_per_call: int = 1, dtype=None
     ) -> FirstPassageEvent:
@@ -185,7 +193,7 @@ class _BridgeRate(eqx.Module):
             ) from exc
 
 
-class FirstPassageEvent(AbstractEvent):
+class FirstPassageEvent(AbstractStepEvent):
     """The engine side of ``FirstPassage``: the per-path hitting step (−1 while outside)."""
 
     name: ClassVar[str] = "first_passage"
@@ -200,7 +208,7 @@ class FirstPassageEvent(AbstractEvent):
     stop: bool = eqx.field(static=True, default=False)
 
     @property
-    def moves_theta(self) -> bool:  # type: ignore[override]
+    def moves_theta(self) -> bool:
         return self.absorb
 
     def done(self, state):
@@ -258,7 +266,7 @@ class FirstPassageEvent(AbstractEvent):
 
 
 @dataclasses.dataclass
-class FirstPassageReport:
+class FirstPassageReport(AbstractReport):
     """What ``result.first_passage`` holds: each path's first passage into the target (theory/resetting.md,
     RESET-5).
 

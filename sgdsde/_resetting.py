@@ -4,6 +4,7 @@ checkpoint θ_c independently, with probability rη_k (SGD: Bernoulli, the rule 
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -13,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._events import AbstractEvent, check_scalar_function
+from ._events import AbstractEvent, AbstractReport, AbstractStepEvent, RunInfo, check_scalar_function
+from ._first_passage import FirstPassage
 from ._validation import check_int_range, check_positive
 
 
@@ -43,7 +45,7 @@ class BestSoFar(eqx.Module):
             raise ValueError(f"adaptive must be True or False, got {self.adaptive!r}")
 
 
-class Resetting(eqx.Module):
+class Resetting(AbstractEvent):
     """Reset each path to its checkpoint at rate ``rate`` per unit of SGD time t = Σ η.
 
     SGD resets with probability rη_k after step k (for the paper's per-step probability p at a constant
@@ -79,15 +81,28 @@ class Resetting(eqx.Module):
             if arr.ndim != 1 or not np.all(np.isfinite(arr)):
                 raise ValueError(f"checkpoint must be a finite (d,) array, got shape {arr.shape}")
 
-    def event(self, problem, n_params: int, etas, poisson: bool, theta0, dtype=None) -> ResetEvent:
+    def check_with(self, others) -> None:
+        if any(isinstance(o, FirstPassage) and o.stops for o in others):
+            raise ValueError(
+                "first_passage: stop=True cannot be combined with resetting (a full run keeps resetting the paths "
+                "that have arrived); give FirstPassage(..., stop=False)"
+            )
+
+    @property
+    def config_key(self) -> str:
+        return "resetting"
+
+    def bind(self, run: RunInfo) -> ResetEvent:
         """The engine's event, after the checks that need the run (rη_k < 1, the checkpoint's shape and
-        range in the run's ``dtype``, the validation observable at θ₀)."""
+        range in the run's ``dtype``, the validation observable at θ₀); what a reset is per step comes from
+        the method (``reset_law``: Bernoulli per discrete step, Poisson for an SDE)."""
+        n_params, dtype = run.n_params, run.dtype
         rate = float(self.rate)
-        worst = rate * float(etas.max())
+        worst = rate * float(run.etas.max())
         if worst >= 1:
             raise ValueError(
                 f"rate * lr must be < 1 at every step (a reset probability per step), got rate={rate} with "
-                f"max lr={float(etas.max())} (product {worst:.4g})"
+                f"max lr={float(run.etas.max())} (product {worst:.4g})"
             )
         fixed = None
         best = self.checkpoint if isinstance(self.checkpoint, BestSoFar) else None
@@ -103,22 +118,55 @@ class Resetting(eqx.Module):
                         f"got max |checkpoint| = {float(np.max(np.abs(fixed))):.4g}"
                     )
         if best is not None:
-            th = np.asarray(theta0, dtype=np.float64).reshape(-1, n_params)[0]
-            check_scalar_function("BestSoFar.observable", best.observable, problem, th, "real")
+            check_scalar_function(
+                "BestSoFar.observable", best.observable, run.problem, run.theta_start, "real"
+            )
         # the rate as an array leaf: traced, so a sweep over it batches and another rate reuses the program
-        return ResetEvent(np.asarray(rate, np.float64), poisson, fixed, best)
+        return ResetEvent(np.asarray(rate, np.float64), run.method.reset_law(), fixed, best)
 
 
-class ResetEvent(AbstractEvent):
+class AbstractResetLaw(eqx.Module):
+    """What a reset at rate r means over a step of time Δt: the probability that a path resets."""
+
+    poisson: ClassVar[bool]
+
+    @abc.abstractmethod
+    def probability(self, rate, dt):
+        """The probability of a reset during a step of time ``dt`` at ``rate``."""
+
+
+class PerStepReset(AbstractResetLaw):
+    r"""A discrete method's rule (Bae, Song & Jeong): one Bernoulli coin per step, $P = r\,\Delta t$."""
+
+    poisson: ClassVar[bool] = False
+
+    def probability(self, rate, dt):
+        return rate * dt
+
+
+class PoissonReset(AbstractResetLaw):
+    r"""An SDE's: a Poisson clock of rate r in time t = Ση, $P = 1 - e^{-r\,\Delta t}$ (exact per step)."""
+
+    poisson: ClassVar[bool] = True
+
+    def probability(self, rate, dt):
+        return -jnp.expm1(-rate * dt)
+
+
+class ResetEvent(AbstractStepEvent):
     """The engine side of ``Resetting``: the coin, the checkpoint and the best-so-far bookkeeping."""
 
     name: ClassVar[str] = "resets"
-    moves_theta: ClassVar[bool] = True
     records: ClassVar[tuple[str, ...]] = ("resets",)
+    phase: ClassVar[int] = 1  # after first passage: an arrival counts even if a reset follows
     rate: Any  # a 0-d array (traced)
-    poisson: bool = eqx.field(static=True)
+    law: AbstractResetLaw
     fixed: Any = None
     best: BestSoFar | None = None
+
+    @property
+    def moves_theta(self) -> bool:
+        return True
 
     def _validation(self, problem, theta):
         return jax.vmap(lambda t: self.best.observable(problem, t))(theta)
@@ -165,7 +213,7 @@ class ResetEvent(AbstractEvent):
     def after_step(self, problem, state, before, after, k_next, dt, key):
         rate = jnp.asarray(self.rate, after.dtype)
         dt = dt.astype(after.dtype)
-        p = -jnp.expm1(-rate * dt) if self.poisson else rate * dt
+        p = self.law.probability(rate, dt)
         coin = (jax.random.uniform(key, (after.shape[0],), after.dtype) < p) & state["active"]
         theta = jnp.where(coin[:, None], state["ckpt"], after)
         state = dict(
@@ -194,7 +242,7 @@ class ResetEvent(AbstractEvent):
             first_step=_steps(arrays["first"], step_unit),
             last_step=_steps(arrays["last"], step_unit),
             rate=float(self.rate),
-            poisson=self.poisson,
+            poisson=self.law.poisson,
             best_value=arrays.get("best_value"),
             best_theta=arrays.get("best_theta"),
             switched_on=arrays.get("active"),
@@ -207,7 +255,7 @@ def _steps(k: np.ndarray, step_unit: int) -> np.ndarray:
 
 
 @dataclasses.dataclass
-class ResetReport:
+class ResetReport(AbstractReport):
     """Resets per path: ``counts``, ``first_step``/``last_step`` (−1: never reset); with a BestSoFar
     checkpoint also each path's best validation value, its best state (the model Bae et al. report) and
     whether resetting switched on."""

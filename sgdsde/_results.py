@@ -11,23 +11,15 @@ import os
 import platform
 import re
 import socket
+import sys
 import tempfile
 import zipfile
 from typing import Any
 
 import numpy as np
 
-from ._first_passage import FirstPassageReport
-from ._resetting import ResetReport
-
-
-def describe(obj) -> str:
-    """The configuration record's text for ``obj``: equinox's tree repr with array values written out in
-    full precision (up to 10⁴ elements each), so that a reloaded result says exactly what ran."""
-    import equinox as eqx
-
-    with np.printoptions(precision=17, floatmode="unique", threshold=10_000):
-        return " ".join(eqx.tree_pformat(obj, short_arrays=False, width=10_000).split())
+from ._describe import describe as describe
+from ._events import AbstractReport
 
 
 def package_versions() -> dict[str, str]:
@@ -70,8 +62,17 @@ class EnsembleResult:
     diverged_paths: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
     divergence_steps: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int64))
     divergence_times: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
-    resets: ResetReport | None = None  # with a Resetting option
-    first_passage: FirstPassageReport | None = None  # with a FirstPassage option
+    reports: dict[str, Any] = dataclasses.field(default_factory=dict)  # each event's report, by its name
+
+    @property
+    def resets(self):
+        """The ``Resetting`` event's report (``reports["resets"]``), or None."""
+        return self.reports.get("resets")
+
+    @property
+    def first_passage(self):
+        """The ``FirstPassage`` event's report (``reports["first_passage"]``), or None."""
+        return self.reports.get("first_passage")
 
     @property
     def observables(self) -> list[str]:
@@ -127,9 +128,8 @@ class EnsembleResult:
             parts.append(f"diverged={self.diverged}")
         if not self.complete:
             parts.append("complete=False")
-        for name in REPORTS:
-            if getattr(self, name) is not None:
-                parts.append(f"{name}=…")
+        for name in self.reports:
+            parts.append(f"{name}=…")
         return f"EnsembleResult({', '.join(parts)})"
 
     def select(self, t_range: tuple[float, float]) -> EnsembleResult:
@@ -220,12 +220,11 @@ class EnsembleResult:
         arrays["diverged_paths"] = self.diverged_paths
         arrays["divergence_steps"] = self.divergence_steps
         arrays["divergence_times"] = self.divergence_times
-        reports = {}
-        for name in REPORTS:
-            report = getattr(self, name)
-            if report is not None:
-                arrays.update({f"{name}/{k}": v for k, v in report.arrays().items()})
-                reports[name] = report.meta()
+        reports, classes = {}, {}
+        for name, report in self.reports.items():
+            arrays.update({f"{name}/{k}": v for k, v in report.arrays().items()})
+            reports[name] = report.meta()
+            classes[name] = f"{type(report).__module__}:{type(report).__qualname__}"
         meta = {
             "method": self.method,
             "n_paths": self.n_paths,
@@ -235,6 +234,7 @@ class EnsembleResult:
             "observables": self.observables,
             "config": self.config,
             "reports": reports,
+            "report_classes": classes,
             "versions": package_versions(),
         }
         atomic_write(path + ".npz", lambda f: np.savez(f, **arrays), binary=True, what=what)
@@ -321,14 +321,17 @@ class EnsembleResult:
         }
         need(all(v.ndim == 1 for v in per_path.values()), "the divergence records are not 1-D")
         saved_reports = meta.get("reports", {})
-        need(isinstance(saved_reports, dict) and set(saved_reports) <= set(REPORTS), "unknown reports")
+        classes = dict(BUILTIN_REPORTS, **meta.get("report_classes", {}))
+        need(isinstance(saved_reports, dict) and set(saved_reports) <= set(classes), "unknown reports")
         try:
             reports = {
-                name: REPORTS[name].from_saved(
+                name: _report_class(classes[name]).from_saved(
                     {k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith(name + "/")}, saved
                 )
                 for name, saved in saved_reports.items()
             }
+        except _LoadError as err:
+            raise _LoadError(f"{path!r}: {err}") from None
         except (TypeError, KeyError, ValueError) as err:
             raise _LoadError(f"{path!r}: a saved report does not fit ({type(err).__name__}: {err})") from None
         return cls(
@@ -345,7 +348,7 @@ class EnsembleResult:
             complete=meta["complete"],
             config=meta["config"],
             **per_path,
-            **reports,
+            reports=reports,
         )
 
 
@@ -353,7 +356,26 @@ class _LoadError(Exception):
     """What is wrong with a saved result (EnsembleResult.load turns it into a ValueError)."""
 
 
-REPORTS = {"resets": ResetReport, "first_passage": FirstPassageReport}  # result field → report class
+# the report classes of results saved before the classes were recorded with them
+BUILTIN_REPORTS = {
+    "resets": "sgdsde._resetting:ResetReport",
+    "first_passage": "sgdsde._first_passage:FirstPassageReport",
+}
+
+
+def _report_class(name) -> type[AbstractReport]:
+    """The report class saved as ``module:qualname``; only a class already imported is used (loading a
+    result never imports a module it names)."""
+    module, _, qualname = str(name).partition(":")
+    obj = sys.modules.get(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    if not (isinstance(obj, type) and issubclass(obj, AbstractReport)):
+        raise _LoadError(
+            f"its report class {name!r} is not an imported sgdsde.AbstractReport (import the module that "
+            "defines the event before loading)"
+        )
+    return obj
 
 
 def _jsonable(x):

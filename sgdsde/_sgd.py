@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 
 import equinox as eqx
 import jax
@@ -11,65 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._ensemble import AbstractStepper, RunPlan, chunk_keys, simulator, to_key
-from ._events import event_config, run_events
 from ._first_passage import FirstPassage
+from ._method import AbstractMethod, check_noise, legacy_events
 from ._noise import AbstractGradientNoise, NoNoise
-from ._options import Ensemble, Output, Record, check_options
-from ._problem import Problem, lambda_max
+from ._options import Ensemble, Output, Record
+from ._problem import Problem
 from ._resetting import Resetting
-from ._results import describe
-from ._schedules import rates
+from ._stability import _lambda_max_bound as _lambda_max_bound
 from ._validation import check_int_range
-
-MAX_PARAMS_FOR_STABILITY_CHECK = 512
-
-
-def _lambda_max_bound(H: np.ndarray) -> float:
-    """An upper bound on the largest eigenvalue of the symmetric matrix H, without LAPACK: Gershgorin's bound
-    $\\max_i (H_{ii} + \\sum_{j\\ne i}|H_{ij}|\\,d_j/d_i)$ on D⁻¹HD (the same eigenvalues for any positive d),
-    the least over d = 1 and a few power iterations of |H|, which bring it towards ρ(|H|). NaN if H is not
-    finite."""
-    if not np.all(np.isfinite(H)):
-        return float("nan")
-    H = (H + H.T) / 2
-    A = np.abs(H)
-    diag = np.diag(H)
-    off = A - np.diag(np.diag(A))
-    d = np.ones(len(H))
-    best = np.inf
-    for _ in range(8):
-        best = min(best, float(np.max(diag + (off * d[None, :]).sum(axis=1) / d)))
-        d = (A * d[None, :]).sum(axis=1)
-        if not np.all(np.isfinite(d)) or d.max() <= 0:
-            break
-        d = np.maximum(d / d.max(), 1e-30)
-    return best
-
-
-def _warn_if_unstable(problem: Problem, theta0, etas) -> None:
-    """Warn when max ηₖ ≥ 2/λ_max(∇²L(θ₀)), GD's local stability limit (skipped above 512 parameters).
-
-    A LAPACK-free upper bound on λ_max settles most runs first: the eigendecomposition of a 200 × 200
-    Hessian took 2 ms on an idle 2-core machine but 40-270 ms beside other work (OpenBLAS's threads waiting
-    for busy cores), up to a third of a 10,000-path, 200-step label-noise run (scripts/bench_sgd.py). The
-    exact λ_max is computed only where the bound cannot rule the warning out, so the warning is the same."""
-    if problem.n_params > MAX_PARAMS_FOR_STABILITY_CHECK:
-        return
-    th = np.asarray(theta0, dtype=np.float64).reshape(-1, problem.n_params)[0]
-    th = th.astype(problem.X.dtype)
-    H_x = problem.hessian(jnp.asarray(th))  # in X's dtype: the one the exact λ_max below is taken in
-    H = np.asarray(H_x, dtype=np.float64)
-    slack = 1e-4 * float(np.max(np.abs(H).sum(axis=1)))  # ≥ 1e-4‖H‖₂: the rounding of eigvalsh in X's dtype
-    if etas.max() * (_lambda_max_bound(H) + slack) < 2:
-        return
-    lam = lambda_max(H_x)  # = problem.sharpness(th), without a second Hessian
-    if lam > 0 and etas.max() * lam >= 2:
-        warnings.warn(
-            f"lr = {etas.max():.4g} is at or past the GD stability limit 2/λ_max(∇²L(θ₀)) = {2 / lam:.4g}; "
-            "the run may diverge (divergence is detected and reported)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
 
 
 class SGDStepper(AbstractStepper):
@@ -99,6 +47,27 @@ class SGDStepper(AbstractStepper):
         return theta, carry[1]
 
 
+class SGD(AbstractMethod):
+    """Discrete SGD, the ground truth: $\\theta_{k+1} = \\theta_k - \\eta_k \\tilde g(\\theta_k)$ with
+    $\\tilde g$ drawn by ``noise`` (None: full-batch GD), on the time grid $t_k = \\sum_{j<k}\\eta_j$
+    (theory/sgd.md, SGD-1). The same key gives the same draws whatever θ₀ (common random numbers).
+
+    Args:
+        noise: a gradient-noise model, or None for full-batch GD.
+    """
+
+    noise: AbstractGradientNoise | None = None
+
+    def __check_init__(self):
+        check_noise(self.noise)
+
+    def stepper(self, problem: Problem, n_paths: int) -> SGDStepper:
+        return SGDStepper(problem, NoNoise() if self.noise is None else self.noise, n_paths)
+
+    def label(self) -> str:
+        return type(NoNoise() if self.noise is None else self.noise).__name__
+
+
 def plan_sgd(
     problem: Problem,
     noise: AbstractGradientNoise | None,
@@ -113,7 +82,8 @@ def plan_sgd(
     resetting: Resetting | None = None,
     first_passage: FirstPassage | None = None,
 ) -> RunPlan:
-    """Simulate N independent runs of discrete SGD as one jitted scan.
+    """Simulate N independent runs of discrete SGD as one jitted scan: ``simulate(SGD(noise), problem, θ₀,
+    ...)`` in the keyword spelling of events.
 
     $\\theta_{k+1} = \\theta_k - \\eta_k \\tilde g(\\theta_k)$ with $\\tilde g$ drawn by ``noise`` (None: GD).
 
@@ -139,43 +109,17 @@ def plan_sgd(
     ``plan_sgd`` validates and returns the engine's RunPlan (what a sweep batches); ``simulate_sgd``
     runs it.
     """
-    if not isinstance(problem, Problem):
-        raise ValueError(f"problem must be a sgdsde.Problem, got {type(problem).__name__}")
-    noise = NoNoise() if noise is None else noise
-    if not isinstance(noise, AbstractGradientNoise):
-        raise ValueError(f"noise must be an AbstractGradientNoise or None, got {type(noise).__name__}")
-    check_options(ensemble, record, output)
-    noise.check(problem)
-    problem.check_theta(theta0, "theta0")
-    etas = rates(lr, check_int_range("n_steps", n_steps, 1))
-    _warn_if_unstable(problem, theta0, etas)
-    dtype = ensemble.resolved_dtype(problem.X.dtype)
-    same = dtype == problem.X.dtype == problem.y.dtype
-    dtype_problem = problem if same else problem.astype(dtype)
-    config = {
-        "simulator": "sgd",
-        "noise": describe(noise),
-        "model": describe(problem.model),
-        "n_data": problem.n_data,
-        "lr": lr if np.ndim(lr) == 0 and not callable(lr) else describe(lr),
-    }
-    events = run_events(
-        problem, problem.n_params, etas, theta0, resetting, first_passage, poisson=False, dtype=dtype
-    )
-    config.update(event_config(resetting, first_passage))
-    return RunPlan(
-        lambda n: SGDStepper(dtype_problem, noise, n),
-        method=output.label or type(noise).__name__,
-        theta0=theta0,
-        n_params=problem.n_params,
-        lr=etas,
+    method = SGD(check_noise(noise))
+    events = legacy_events(resetting, first_passage)
+    return method.plan(
+        problem,
+        theta0,
+        lr=lr,
         n_steps=n_steps,
         key=key,
         ensemble=ensemble,
         record=record,
         output=output,
-        dtype=dtype,
-        config=config,
         events=events,
     )
 

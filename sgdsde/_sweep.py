@@ -14,19 +14,21 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import equinox as eqx
 import jax
 import numpy as np
 
 from ._ensemble import run_plans
-from ._noise import AbstractGradientNoise, NoNoise
-from ._options import Output
+from ._method import AbstractMethod, check_noise, legacy_events
+from ._noise import NoNoise
+from ._options import Ensemble, Output, Record
 from ._problem import Problem
 from ._resetting import Resetting
 from ._results import EnsembleResult
 from ._sde.base import FunctionSDE
-from ._sde.simulate import _input_dtype, simulate_sde
-from ._sde.svag import simulate_svag
-from ._sgd import simulate_sgd
+from ._sde.simulate import SDE, _input_dtype, simulate_sde
+from ._sde.svag import SVAG, simulate_svag
+from ._sgd import SGD, simulate_sgd
 
 SIMULATORS = (simulate_sgd, simulate_sde, simulate_svag)
 GROUP_KEYS = ("batch_size",)  # hyperparameters that change shapes: one compiled program per value
@@ -91,35 +93,74 @@ class SweepResult:
         return xr.Dataset(data, coords=coords)
 
 
-def _check_grid(
-    grid, noise: AbstractGradientNoise, dtype=np.float64, resetting=None, sde_params=()
-) -> dict[str, list]:
+def _resolve(method: AbstractMethod, name) -> tuple[tuple[str, ...], str] | None:
+    """Where grid name ``name`` lives in the method: (path of the object holding it, field name); a dotted
+    name is a path from the method ("noise.sigma"), a bare one a field of the method or of its noise."""
+    if not isinstance(name, str) or not name:
+        return None
+    parts = tuple(name.split("."))
+    candidates = [parts] if len(parts) > 1 else [parts, ("noise", *parts)]
+    for path in candidates:
+        owner = method
+        for attr in path[:-1]:
+            owner = getattr(owner, attr, None) if dataclasses.is_dataclass(owner) else None
+        if dataclasses.is_dataclass(owner) and path[-1] in {f.name for f in dataclasses.fields(owner)}:
+            return path[:-1], path[-1]
+    return None
+
+
+def _owner(method, path):
+    for attr in path:
+        method = getattr(method, attr)
+    return method
+
+
+def _with_field(method: AbstractMethod, path: tuple[str, ...], field: str, value) -> AbstractMethod:
+    """The method with ``field`` of the object at ``path`` set to ``value``: the owner rebuilt by
+    ``dataclasses.replace`` (its converters and checks run, as for a single run's object), then put in place
+    with ``eqx.tree_at``."""
+    owner = _owner(method, path)
+    try:
+        new = dataclasses.replace(owner, **{field: value})
+    except TypeError:
+        raise ValueError(f"grid: {type(owner).__name__} has no field among {[field]} to sweep") from None
+    if not path:
+        return new
+    return eqx.tree_at(lambda m: _owner(m, path), method, new)
+
+
+def _check_grid(grid, method: AbstractMethod, dtype=np.float64, events=(), sde_params=()) -> dict[str, list]:
     """The grid's axes as lists of Python numbers, checked: known names, finite numbers, no value given twice
     (also none that the run's ``dtype`` cannot tell apart, such as 0.01 and float32(0.01) in float32)."""
     if not isinstance(grid, Mapping) or not grid:
         raise ValueError(f"grid must be a non-empty mapping name → values, got {grid!r}")
+    noise = getattr(method, "noise", None) or NoNoise()
     axes = {}
     for name, values in grid.items():
-        if name == "lr" or name in GROUP_KEYS:
+        if name == "lr" or name in sde_params:
             pass
-        elif name in sde_params:
-            pass
+        elif name in GROUP_KEYS:
+            if _resolve(method, name) is None:
+                raise ValueError(f"grid: {type(noise).__name__} has no field among {[name]} to sweep")
         elif name == "reset_rate":
-            if not isinstance(resetting, Resetting):
+            if not any(isinstance(e, Resetting) for e in events):
                 raise ValueError(
                     "grid: 'reset_rate' sweeps the rate of resetting=sgdsde.Resetting(...); give one"
                 )
-        elif not isinstance(name, str) or not dataclasses.is_dataclass(noise) or not hasattr(noise, name):
-            raise ValueError(
-                f"grid: unknown hyperparameter {name!r}; sweepable: lr, batch_size, reset_rate, the params of a "
-                f"FunctionSDE ({', '.join(sde_params) or 'none'}) and the array fields of "
-                f"{type(noise).__name__} ({', '.join(_traced_fields(noise)) or 'none'})"
-            )
-        elif not isinstance(getattr(noise, name), jax.Array):
-            raise ValueError(
-                f"grid: {name!r} is not a traced hyperparameter of {type(noise).__name__} (a static field: it "
-                "changes the compiled program); sweep it in a Python loop"
-            )
+        else:
+            where = _resolve(method, name)
+            if where is None:
+                raise ValueError(
+                    f"grid: unknown hyperparameter {name!r}; sweepable: lr, batch_size, reset_rate, the params of "
+                    f"a FunctionSDE ({', '.join(sde_params) or 'none'}) and the array leaves of the method "
+                    f"{type(method).__name__} ({', '.join(_traced_fields(method)) or 'none'})"
+                )
+            owner = _owner(method, where[0])
+            if not isinstance(getattr(owner, where[1]), jax.Array):
+                raise ValueError(
+                    f"grid: {name!r} is not a traced hyperparameter of {type(owner).__name__} (not an array leaf: "
+                    "it changes the compiled program); sweep it in a Python loop"
+                )
         if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
             raise ValueError(f"grid[{name!r}] must be a sequence of values, got {values!r}")
         values = list(np.asarray(values).tolist()) if isinstance(values, np.ndarray) else list(values)
@@ -146,55 +187,91 @@ def _check_grid(
     return axes
 
 
-def _traced_fields(noise) -> list[str]:
-    if not dataclasses.is_dataclass(noise):
-        return []
-    return [f.name for f in dataclasses.fields(noise) if isinstance(getattr(noise, f.name, None), jax.Array)]
+def _traced_fields(method) -> list[str]:
+    """The names of the method's array leaves a grid may sweep (a noise's fields by their bare name)."""
+    out = []
+    for owner in (method, getattr(method, "noise", None)):
+        if dataclasses.is_dataclass(owner):
+            out += [
+                f.name
+                for f in dataclasses.fields(owner)
+                if isinstance(getattr(owner, f.name, None), jax.Array)
+            ]
+    return out
+
+
+def _legacy_method(simulate, noise, options: dict) -> AbstractMethod:
+    """The method of the spelling ``sweep(simulate_x, problem, noise, θ₀, ...)`` (its options popped)."""
+    if simulate is simulate_sgd:
+        return SGD(check_noise(noise))
+    if simulate is simulate_svag:
+        return SVAG(check_noise(noise), options.pop("l", 1))
+    kw = {k: options.pop(k) for k in ("order", "solver", "stepping", "increments") if k in options}
+    if "order" in kw and kw["order"] == 1:
+        kw["order"] = None
+    return SDE(check_noise(noise), **kw)
 
 
 def sweep(
-    simulate,
+    method,
     problem,
-    noise: AbstractGradientNoise | None,
-    theta0,
-    *,
+    *args,
     grid: Mapping[str, Sequence[float]],
     output: Output = Output(),
     bitwise: bool = True,
     **options,
 ) -> SweepResult:
-    """Run ``simulate`` (simulate_sgd, simulate_sde or simulate_svag) at every point of ``grid`` (the
-    Cartesian product of its values), one jitted, vmapped program per batch size.
+    """Run ``method`` at every point of ``grid`` (the Cartesian product of its values), one jitted, vmapped
+    program per batch size: ``sweep(SGD(noise), problem, θ₀, grid=..., lr=..., n_steps=..., key=...)``.
 
-    Point i equals ``simulate(problem, noise_i, theta0, lr=η_i, **options)`` bit for bit, with noise_i the
-    noise with point i's fields (``dataclasses.replace``); all points share ``key`` (common random numbers).
+    Point i equals ``simulate(method_i, problem, theta0, lr=η_i, **options)`` bit for bit, with method_i the
+    method with point i's values in its array leaves (the owner rebuilt with ``dataclasses.replace``, put in
+    place with ``eqx.tree_at``); all points share ``key`` (common random numbers). The older spelling
+    ``sweep(simulate_sgd | simulate_sde | simulate_svag, problem, noise, θ₀, ...)`` works as before.
 
     Args:
-        simulate: one of the three simulators.
+        method: ``SGD(noise)``, ``SDE(noise, ...)``, ``SVAG(noise, l)`` (or one of the three simulators,
+            followed by the noise).
         grid: name → values; ``lr`` (constant step sizes), ``batch_size`` (one program per value),
-            ``reset_rate`` (the rate of the ``resetting`` option: traced, vmapped), an entry of a ``FunctionSDE``'s
-            ``params`` (traced, vmapped) or an array field of the noise (``sigma``: traced, vmapped). A
-            first_passage option applies to every point alike.
+            ``reset_rate`` (the rate of the ``Resetting`` event: traced, vmapped), an entry of a ``FunctionSDE``'s
+            ``params`` (traced, vmapped) or an array leaf of the method: a field of its noise by name
+            (``sigma``) or any leaf by its path (``noise.sigma``). A first-passage event applies to every point
+            alike.
         bitwise: True: every point equals its single run bit for bit (the data are stacked once per point, so
             that XLA multiplies on a single run's shapes); False: the data are kept once (memory O(n·d)
             instead of O(G·n·d), and faster), the points equal their single runs up to rounding.
         output: ``save_to`` is a prefix: point i's result goes to ``{save_to}.point{i}`` and the checkpoint of
             batch-size group j to ``{save_to}.group{j}.ckpt.npz``; progress and resume as for one run.
-        **options: the simulator's other keyword arguments (n_steps, key, ensemble, record, ...).
+        **options: the other keyword arguments of ``simulate`` (n_steps, key, ensemble, record, events, ...;
+            with a simulator also its own: resetting, first_passage, order, solver, l, ...).
     """
-    if simulate not in SIMULATORS:
+    if isinstance(method, AbstractMethod):
+        if len(args) != 1:
+            raise ValueError(
+                f"sweep(method, problem, theta0, ...) takes theta0 only after problem, got {len(args)}"
+            )
+        (theta0,) = args
+        kind = type(method).__name__.lower()
+    elif method in SIMULATORS:
+        if len(args) != 2:
+            raise ValueError(f"sweep({method.__name__}, problem, noise, theta0, ...) needs noise and theta0")
+        noise, theta0 = args
+        kind = method.__name__.removeprefix("simulate_")
+        method = _legacy_method(method, noise, options)
+    else:
         raise ValueError(
-            "simulate must be sgdsde.simulate_sgd, simulate_sde or simulate_svag, got "
-            f"{getattr(simulate, '__name__', simulate)!r}"
+            "simulate must be a method (sgdsde.SGD(noise), SDE(...), SVAG(...)) or sgdsde.simulate_sgd, "
+            f"simulate_sde or simulate_svag, got {getattr(method, '__name__', method)!r}"
         )
-    given = noise  # None stays None for the simulator (an AbstractSDE takes no noise)
-    noise = NoNoise() if noise is None else noise
+    events = legacy_events(
+        options.pop("resetting", None), options.pop("first_passage", None), options.pop("events", ())
+    )
     ensemble = options.get("ensemble")
     dtype = getattr(ensemble, "dtype", None)
     if dtype is None:  # the run's default: the problem's data, or θ₀'s for an SDE without a problem
         dtype = problem.X.dtype if isinstance(problem, Problem) else _input_dtype(theta0)
     sde_params = tuple(problem.params) if isinstance(problem, FunctionSDE) and problem.params else ()
-    axes = _check_grid(grid, noise, np.dtype(dtype), options.get("resetting"), sde_params)
+    axes = _check_grid(grid, method, np.dtype(dtype), events, sde_params)
     if "lr" in axes and "lr" in options:
         raise ValueError("give lr either in grid or as an argument, not both")
     if "lr" not in axes and "lr" not in options:
@@ -204,7 +281,6 @@ def sweep(
     if not isinstance(output, Output):
         raise ValueError(f"output must be a sgdsde.Output(...), got {type(output).__name__}")
     points = [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
-    planner = simulate.plan
     groups: dict[tuple, list[int]] = {}
     for i, point in enumerate(points):
         groups.setdefault(tuple(point.get(k) for k in GROUP_KEYS), []).append(i)
@@ -213,36 +289,40 @@ def sweep(
         plans = []
         for i in members:
             point = points[i]
-            fields = {
-                k: v for k, v in point.items() if k != "lr" and k not in EVENT_KEYS and k not in sde_params
-            }
+            method_i = method
+            for k, v in point.items():
+                if k != "lr" and k not in EVENT_KEYS and k not in sde_params:
+                    method_i = _with_field(method_i, *_resolve(method, k), v)
             problem_i = (
                 problem.with_params(**{k: point[k] for k in sde_params if k in point})
                 if sde_params
                 else problem
             )
-            try:
-                noise_i = dataclasses.replace(noise, **fields) if fields else given
-            except TypeError:
-                raise ValueError(
-                    f"grid: {type(noise).__name__} has no field among {sorted(fields)} to sweep"
-                ) from None
-            label = (
-                (output.label or simulate.__name__.removeprefix("simulate_"))
-                + "["
-                + ", ".join(f"{k}={v:g}" for k, v in point.items())
-                + "]"
-            )
+            label = (output.label or kind) + "[" + ", ".join(f"{k}={v:g}" for k, v in point.items()) + "]"
             out = dataclasses.replace(
                 output,
                 label=label,
                 save_to=None if output.save_to is None else f"{output.save_to}.group{j}",
             )
             kw = dict(options, lr=point["lr"]) if "lr" in point else dict(options)
+            events_i = events
             if "reset_rate" in point:
-                kw["resetting"] = dataclasses.replace(options["resetting"], rate=point["reset_rate"])
-            plans.append(planner(problem_i, noise_i, theta0, output=out, **kw))
+                events_i = tuple(
+                    dataclasses.replace(e, rate=point["reset_rate"]) if isinstance(e, Resetting) else e
+                    for e in events
+                )
+            plans.append(method_i.plan(problem_i, theta0, output=out, events=events_i, **_run_options(kw)))
         names = None if output.save_to is None else [f"{output.save_to}.point{i}" for i in members]
         for i, res in zip(members, run_plans(plans, save_names=names, share=not bitwise), strict=True):
             results[i] = res
     return SweepResult(axes=axes, points=points, results=results)
+
+
+def _run_options(kw: dict) -> dict:
+    """The keyword arguments of ``AbstractMethod.plan`` (ensemble, record default as in ``simulate``);
+    TypeError naming an unknown one."""
+    known = ("lr", "n_steps", "key", "ensemble", "record")
+    unknown = sorted(set(kw) - set(known))
+    if unknown:
+        raise TypeError(f"sweep: unknown options {unknown}; valid: {list(known)}, output, events")
+    return {"ensemble": Ensemble(), "record": Record(), **kw}

@@ -1,7 +1,7 @@
 """SGD's SDEs (SME of order 1 and 2) simulated with diffrax on SGD's clock."""
 
 from .base import AbstractSDE as AbstractSDE, FunctionSDE as FunctionSDE
-from .simulate import SDEStepper as SDEStepper, simulate_sde as simulate_sde
+from .simulate import SDE as SDE, SDEStepper as SDEStepper, simulate_sde as simulate_sde
 from .sme import SME as SME
 from .solvers import SOLVERS as SOLVERS, PlatenWeak2 as PlatenWeak2, WeakIncrement as WeakIncrement
-from .svag import simulate_svag as simulate_svag, svag_coefficients as svag_coefficients
+from .svag import SVAG as SVAG, simulate_svag as simulate_svag, svag_coefficients as svag_coefficients

@@ -17,8 +17,9 @@ import lineax as lx
 import numpy as np
 
 from .._ensemble import AbstractStepper, RunPlan, check_theta0, finite_paths, simulator
-from .._events import event_config, run_events
+from .._events import RunInfo, bind_events, event_config
 from .._first_passage import FirstPassage
+from .._method import AbstractMethod, check_noise, legacy_events
 from .._noise import AbstractGradientNoise
 from .._options import (
     AbstractIncrements,
@@ -31,7 +32,7 @@ from .._options import (
     check_options,
 )
 from .._problem import Problem
-from .._resetting import Resetting
+from .._resetting import AbstractResetLaw, PoissonReset, Resetting
 from .._results import EnsembleResult, describe
 from .._schedules import rates
 from .._validation import check_int_range
@@ -215,6 +216,183 @@ def _check_declared_noise(sde: AbstractSDE, theta0: np.ndarray, eta: float) -> N
         )
 
 
+class SDE(AbstractMethod):
+    """SGD's SDE through diffrax: N paths on SGD's clock, the same engine and result as ``SGD``.
+
+    $d\\theta = -\\nabla(L + \\tfrac{(o-1)\\eta}{4}\\|\\nabla L\\|^2)\\,dt + \\sqrt{\\eta_k}\\,A(\\theta)\\,dW$ on
+    $[t_k, t_{k+1}]$, $t_k = \\sum_{j<k}\\eta_j$, A = ``noise.covariance_factor`` (theory/sde.md, SDE-1..SDE-6).
+
+    Args:
+        noise: the gradient-noise model whose covariance the SDE carries (None with a problem: no noise,
+            gradient flow; None when the run's problem is an ``AbstractSDE``, which fixes its own noise).
+        order: SME order, 1 or 2 (None: 1); only for an SME built from a problem and a noise.
+        solver, stepping, increments: as in ``simulate_sde``.
+
+    Resetting under an SDE is Poissonian (``reset_law``: probability 1 − e^{−rη_k} per SGD step, RESET-4).
+    """
+
+    noise: AbstractGradientNoise | None = None
+    order: int | None = None
+    solver: Any = None
+    stepping: AbstractStepping = Fixed()
+    increments: AbstractIncrements | None = None
+
+    def __check_init__(self):
+        check_noise(self.noise)
+        if self.order is not None and (isinstance(self.order, bool) or self.order not in (1, 2)):
+            raise ValueError(f"order must be 1 or 2, got {self.order!r}")
+        if not isinstance(self.stepping, AbstractStepping):
+            raise ValueError(
+                f"stepping must be sgdsde.Fixed(...) or sgdsde.Adaptive(...), got {type(self.stepping).__name__}"
+            )
+        if self.increments is not None and not isinstance(self.increments, AbstractIncrements):
+            raise ValueError(
+                "increments must be None, sgdsde.Gaussian(), sgdsde.TwoPoint() or sgdsde.CoupledToSGD(), "
+                f"got {self.increments!r}"
+            )
+
+    def reset_law(self) -> AbstractResetLaw:
+        """Poissonian resetting in time t = Ση: $P = 1 - e^{-r\\,\\Delta t}$ per step (RESET-4)."""
+        return PoissonReset()
+
+    def plan(self, problem, theta0, *, lr, n_steps, key, ensemble, record, output, events) -> RunPlan:
+        noise, order, solver = self.noise, self.order, self.solver
+        stepping, increments = self.stepping, self.increments
+        if isinstance(problem, AbstractSDE):
+            if noise is not None:
+                raise ValueError(
+                    "give noise=None when passing an AbstractSDE (its factor already fixes the noise)"
+                )
+            if order is not None and order != getattr(problem, "order", None):
+                raise ValueError(
+                    f"order={order} applies to the SME built from a problem and a noise; this "
+                    f"{type(problem).__name__} fixes its own drift (give order=None)"
+                )
+            sde = problem
+        elif isinstance(problem, Problem):
+            sde = SME(problem, noise, 1 if order is None else order)
+        else:
+            raise ValueError(
+                f"problem must be a sgdsde.Problem or an AbstractSDE, got {type(problem).__name__}"
+            )
+        if theta0 is None:
+            raise ValueError("theta0 is required")
+        check_options(ensemble, record, output)
+        n_steps = check_int_range("n_steps", n_steps, 1)
+        etas = rates(lr, n_steps)
+        kind = "auto" if increments is None else increments.kind
+        solver = diffrax.Euler() if solver is None else solver
+        info = check_solver(solver, sde.noise_type, kind)
+        if isinstance(solver, PlatenWeak2):
+            solver = PlatenWeak2(noise=sde.noise_type)
+        adaptive = isinstance(stepping, Adaptive)
+        k = 1 if adaptive else _substeps(etas, stepping.dt, stepping.substeps)
+        try:
+            shape = np.shape(theta0)
+        except ValueError:
+            raise ValueError("theta0 must be a real array, got a ragged sequence") from None
+        if isinstance(theta0, (str, bytes)) or len(shape) == 0 or shape[-1] < 1:
+            raise ValueError(f"theta0 must be a (d,) or (n_paths, d) array, got {theta0!r}")
+        d = np.shape(theta0)[-1]
+        th0 = check_theta0(theta0, d, ensemble.n_paths)
+        if sde.problem is not None:
+            sde.problem.check_theta(theta0, "theta0")
+        sde.check_shapes(d, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+        _check_declared_noise(sde, th0, etas.first)
+        default = sde.problem.X.dtype if sde.problem is not None else _input_dtype(theta0)
+        dtype = ensemble.resolved_dtype(default)
+        dtype_sde = sde.astype(dtype)
+        m = dtype_sde.noise_dim(d, dtype)
+        if isinstance(dtype_sde, SME) and isinstance(solver, diffrax.Euler):
+            dtype_sde = dtype_sde.euler_form()  # B-free: sweeps over the batch size reuse the compiled step
+        increments = kind
+        control = info.control
+        if info.control == "brownian" and increments in ("two_point", "coupled"):
+            control = increments
+        elif info.control == "levy" and increments == "coupled":
+            control = "levy"  # Lévy-area controls already use SGD's (N, m) order
+        config = {
+            "simulator": "sde",
+            "sde": type(sde).__name__,
+            "order": getattr(sde, "order", None),
+            "noise": describe(noise) if noise is not None else sde.noise_type,
+            "solver": type(solver).__name__,
+            "calculus": calculus(solver),
+            "increments": control,
+            "substeps": k,
+            "lr": lr if np.ndim(lr) == 0 and not callable(lr) else describe(lr),
+        }
+        stratonovich = calculus(solver) == "stratonovich" and sde.noise_type != "additive"
+        stepper = lambda n: SDEStepper(
+            dtype_sde, solver, n, k, control, stratonovich, m, d <= PATHS_LAST_MAX_DIM
+        )
+        steps_per_call = 1
+        max_steps = None
+        if adaptive:
+            if not info.adaptive:
+                able = ", ".join(sorted(c.__name__ for c, i in SOLVERS.items() if i.adaptive))
+                raise ValueError(
+                    f"solver {type(solver).__name__} has no embedded error estimate, which adaptive stepping "
+                    f"needs (use one of {able})"
+                )
+            if increments not in ("auto", "gaussian"):
+                raise ValueError(
+                    "adaptive stepping draws Brownian motion from a virtual Brownian tree; increments must be "
+                    f"None or Gaussian(), got {increments!r}"
+                )
+            controller = adaptive_controller(stepping.controller, sde.noise_type)
+            # a constant lr lets one solve span a whole record interval (steps ≫ η possible); a schedule changes
+            # the diffusion √η_k at every SGD step, so each step is its own solve
+            every = n_steps if record.every is None else min(record.every, n_steps)
+            # gcd: one solve spans a record interval, or a common divisor when the last interval is shorter
+            steps_per_call = math.gcd(every, n_steps) if etas.uniform else 1
+            max_steps = max(4096, 64 * steps_per_call) if stepping.max_steps is None else stepping.max_steps
+            levy = info.control == "levy"
+            stepper = lambda n: AdaptiveSDEStepper(
+                dtype_sde,
+                solver,
+                controller,
+                n,
+                steps_per_call,
+                k,
+                max_steps,
+                stratonovich,
+                m,
+                levy,
+            )
+            config.update(adaptive=repr(controller), max_steps=max_steps, steps_per_solve=steps_per_call)
+        if sde.problem is None:
+            # an SDE given by functions alone has no loss: default to ‖θ‖², refuse problem-based observables
+            observables = ("sq_norm",) if record.observables is None else record.observables
+            needs_problem = {"loss", "grad_sq_norm", "trace_gauss_newton"}
+            if not isinstance(observables, Mapping) and needs_problem & set(observables):
+                raise ValueError(
+                    f"observables {sorted(needs_problem & set(observables))} need a problem; this SDE has none "
+                    "(pass problem= to FunctionSDE, or record functions of theta)"
+                )
+            record = Record(record.every, observables, record.n_saved_paths)
+        run = RunInfo(sde.problem, d, etas, th0, self, dtype_sde, steps_per_call, dtype)
+        bound = bind_events(events, run)
+        config.update(event_config(events))
+        return RunPlan(
+            stepper,
+            method=output.label or f"{type(sde).__name__}-{type(solver).__name__}",
+            theta0=theta0,
+            n_params=d,
+            lr=etas,
+            n_steps=n_steps,
+            key=key,
+            ensemble=ensemble,
+            record=record,
+            output=output,
+            dtype=dtype,
+            config=config,
+            steps_per_call=steps_per_call,
+            events=bound,
+            finish=functools.partial(_warn_failed_solves, max_steps=max_steps),
+        )
+
+
 def plan_sde(
     problem,
     noise: AbstractGradientNoise | None = None,
@@ -272,151 +450,25 @@ def plan_sde(
     Returns:
         EnsembleResult on the same time grid as simulate_sgd with the same lr, n_steps and record.every.
 
-    ``plan_sde`` validates and returns the engine's RunPlan (what a sweep batches); ``simulate_sde``
+
+    ``simulate(SDE(noise, order=, solver=, stepping=, increments=), problem, θ₀, ...)`` in the keyword
+    spelling of events. ``plan_sde`` validates and returns the engine's RunPlan (what a sweep batches); ``simulate_sde``
     runs it.
     """
-    if isinstance(problem, AbstractSDE):
-        if noise is not None:
-            raise ValueError(
-                "give noise=None when passing an AbstractSDE (its factor already fixes the noise)"
-            )
-        sde = problem
-    elif isinstance(problem, Problem):
-        sde = SME(problem, noise, order)
-    else:
-        raise ValueError(f"problem must be a sgdsde.Problem or an AbstractSDE, got {type(problem).__name__}")
-    if theta0 is None:
-        raise ValueError("theta0 is required")
-    check_options(ensemble, record, output)
-    if not isinstance(stepping, AbstractStepping):
-        raise ValueError(
-            f"stepping must be sgdsde.Fixed(...) or sgdsde.Adaptive(...), got {type(stepping).__name__}"
-        )
-    if increments is not None and not isinstance(increments, AbstractIncrements):
-        raise ValueError(
-            "increments must be None, sgdsde.Gaussian(), sgdsde.TwoPoint() or sgdsde.CoupledToSGD(), "
-            f"got {increments!r}"
-        )
-    n_steps = check_int_range("n_steps", n_steps, 1)
-    etas = rates(lr, n_steps)
-    kind = "auto" if increments is None else increments.kind
-    solver = diffrax.Euler() if solver is None else solver
-    info = check_solver(solver, sde.noise_type, kind)
-    if isinstance(solver, PlatenWeak2):
-        solver = PlatenWeak2(noise=sde.noise_type)
-    adaptive = isinstance(stepping, Adaptive)
-    k = 1 if adaptive else _substeps(etas, stepping.dt, stepping.substeps)
-    try:
-        shape = np.shape(theta0)
-    except ValueError:
-        raise ValueError("theta0 must be a real array, got a ragged sequence") from None
-    if isinstance(theta0, (str, bytes)) or len(shape) == 0 or shape[-1] < 1:
-        raise ValueError(f"theta0 must be a (d,) or (n_paths, d) array, got {theta0!r}")
-    d = np.shape(theta0)[-1]
-    th0 = check_theta0(theta0, d, ensemble.n_paths)
-    if sde.problem is not None:
-        sde.problem.check_theta(theta0, "theta0")
-    sde.check_shapes(d, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
-    _check_declared_noise(sde, th0, etas.first)
-    default = sde.problem.X.dtype if sde.problem is not None else _input_dtype(theta0)
-    dtype = ensemble.resolved_dtype(default)
-    dtype_sde = sde.astype(dtype)
-    m = dtype_sde.noise_dim(d, dtype)
-    if isinstance(dtype_sde, SME) and isinstance(solver, diffrax.Euler):
-        dtype_sde = dtype_sde.euler_form()  # B-free: sweeps over the batch size reuse the compiled step
-    increments = kind
-    control = info.control
-    if info.control == "brownian" and increments in ("two_point", "coupled"):
-        control = increments
-    elif info.control == "levy" and increments == "coupled":
-        control = "levy"  # Lévy-area controls already use SGD's (N, m) order
-    config = {
-        "simulator": "sde",
-        "sde": type(sde).__name__,
-        "order": getattr(sde, "order", None),
-        "noise": describe(noise) if noise is not None else sde.noise_type,
-        "solver": type(solver).__name__,
-        "calculus": calculus(solver),
-        "increments": control,
-        "substeps": k,
-        "lr": lr if np.ndim(lr) == 0 and not callable(lr) else describe(lr),
-    }
-    stratonovich = calculus(solver) == "stratonovich" and sde.noise_type != "additive"
-    stepper = lambda n: SDEStepper(dtype_sde, solver, n, k, control, stratonovich, m, d <= PATHS_LAST_MAX_DIM)
-    steps_per_call = 1
-    max_steps = None
-    if adaptive:
-        if not info.adaptive:
-            able = ", ".join(sorted(c.__name__ for c, i in SOLVERS.items() if i.adaptive))
-            raise ValueError(
-                f"solver {type(solver).__name__} has no embedded error estimate, which adaptive stepping "
-                f"needs (use one of {able})"
-            )
-        if increments not in ("auto", "gaussian"):
-            raise ValueError(
-                "adaptive stepping draws Brownian motion from a virtual Brownian tree; increments must be "
-                f"None or Gaussian(), got {increments!r}"
-            )
-        controller = adaptive_controller(stepping.controller, sde.noise_type)
-        # a constant lr lets one solve span a whole record interval (steps ≫ η possible); a schedule changes
-        # the diffusion √η_k at every SGD step, so each step is its own solve
-        every = n_steps if record.every is None else min(record.every, n_steps)
-        # gcd: one solve spans a record interval, or a common divisor when the last interval is shorter
-        steps_per_call = math.gcd(every, n_steps) if etas.uniform else 1
-        max_steps = max(4096, 64 * steps_per_call) if stepping.max_steps is None else stepping.max_steps
-        levy = info.control == "levy"
-        stepper = lambda n: AdaptiveSDEStepper(
-            dtype_sde,
-            solver,
-            controller,
-            n,
-            steps_per_call,
-            k,
-            max_steps,
-            stratonovich,
-            m,
-            levy,
-        )
-        config.update(adaptive=repr(controller), max_steps=max_steps, steps_per_solve=steps_per_call)
-    if sde.problem is None:
-        # an SDE given by functions alone has no loss: default to ‖θ‖², refuse problem-based observables
-        observables = ("sq_norm",) if record.observables is None else record.observables
-        needs_problem = {"loss", "grad_sq_norm", "trace_gauss_newton"}
-        if not isinstance(observables, Mapping) and needs_problem & set(observables):
-            raise ValueError(
-                f"observables {sorted(needs_problem & set(observables))} need a problem; this SDE has none "
-                "(pass problem= to FunctionSDE, or record functions of theta)"
-            )
-        record = Record(record.every, observables, record.n_saved_paths)
-    events = run_events(
-        sde.problem,
-        d,
-        etas,
-        th0,
-        resetting,
-        first_passage,
-        poisson=True,
-        sde=dtype_sde,
-        steps_per_call=steps_per_call,
-        dtype=dtype,
-    )
-    config.update(event_config(resetting, first_passage))
-    return RunPlan(
-        stepper,
-        method=output.label or f"{type(sde).__name__}-{type(solver).__name__}",
-        theta0=theta0,
-        n_params=d,
-        lr=etas,
+    if isinstance(problem, AbstractSDE) and order == 1:
+        order = None  # the default: an SDE object fixes its own drift
+    method = SDE(check_noise(noise), order, solver, stepping, increments)
+    events = legacy_events(resetting, first_passage)
+    return method.plan(
+        problem,
+        theta0,
+        lr=lr,
         n_steps=n_steps,
         key=key,
         ensemble=ensemble,
         record=record,
         output=output,
-        dtype=dtype,
-        config=config,
-        steps_per_call=steps_per_call,
         events=events,
-        finish=functools.partial(_warn_failed_solves, max_steps=max_steps),
     )
 
 

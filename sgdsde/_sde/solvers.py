@@ -156,7 +156,7 @@ def check_solver(solver: Any, noise_type: str, increments: str) -> SolverInfo:
             "Heun/GeneralShARK, whose drift gets the Itô→Stratonovich correction)"
         )
     if info.control == "weak2":
-        if increments not in ("auto", "three_point"):
+        if increments != "auto":
             raise ValueError(
                 f"solver {name} draws its own three-point increments; increments must be None, got "
                 f"{increments!r}"

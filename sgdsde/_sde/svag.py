@@ -8,8 +8,9 @@ import jax
 import jax.numpy as jnp
 
 from .._ensemble import AbstractStepper, RunPlan, check_steps, simulator
-from .._events import event_config, run_events
+from .._events import RunInfo, bind_events, event_config
 from .._first_passage import FirstPassage
+from .._method import AbstractMethod, check_noise, legacy_events
 from .._noise import AbstractGradientNoise, NoNoise
 from .._options import Ensemble, Output, Record, check_options
 from .._problem import Problem
@@ -64,6 +65,58 @@ class SVAGStepper(AbstractStepper):
         return theta, carry[1]
 
 
+class SVAG(AbstractMethod):
+    """SVAG with parameter l (Li, Malladi, Arora 2021): l steps of size η_k/l per SGD step k, gradient
+    $a\\tilde g_1 + c\\tilde g_2$ from two independent draws of ``noise``; l = 1 is SGD. Records carry SGD
+    step indices on the clock $t = \\sum \\eta_k$ (theory/sde.md, SDE-7).
+
+    Args:
+        noise: a gradient-noise model, or None (GD: then SVAG is GD at step η/l).
+        l: integer ≥ 1.
+    """
+
+    noise: AbstractGradientNoise | None = None
+    l: int = 1  # noqa: E741 (the paper's name)
+
+    def __check_init__(self):
+        check_noise(self.noise)
+        check_int_range("l", self.l, 1)
+
+    def plan(self, problem, theta0, *, lr, n_steps, key, ensemble, record, output, events) -> RunPlan:
+        if not isinstance(problem, Problem):
+            raise ValueError(f"problem must be a sgdsde.Problem, got {type(problem).__name__}")
+        noise = NoNoise() if self.noise is None else self.noise
+        l = self.l  # noqa: E741
+        check_options(ensemble, record, output)
+        n_steps, every = check_steps(n_steps, record)
+        noise.check(problem)
+        problem.check_theta(theta0, "theta0")
+        etas = rates(lr, n_steps).repeat(l)
+        dtype = ensemble.resolved_dtype(problem.X.dtype)
+        dtype_problem = problem.astype(dtype) if dtype != problem.X.dtype else problem
+        coeffs = jnp.asarray(svag_coefficients(l))
+        run = RunInfo(problem, problem.n_params, etas, theta0, self, dtype=dtype)
+        bound = bind_events(events, run)
+        config = {"simulator": "svag", "l": l, "noise": describe(noise), "lr": describe(lr)}
+        config.update(event_config(events))
+        return RunPlan(
+            lambda n: SVAGStepper(dtype_problem, noise, n, coeffs),
+            method=output.label or f"SVAG(l={l})",
+            theta0=theta0,
+            n_params=problem.n_params,
+            lr=etas,
+            n_steps=n_steps * l,
+            key=key,
+            ensemble=ensemble,
+            record=Record(every * l, record.observables, record.n_saved_paths),
+            output=output,
+            dtype=dtype,
+            config=config,
+            step_unit=l,
+            events=bound,
+        )
+
+
 def plan_svag(
     problem: Problem,
     noise: AbstractGradientNoise | None,
@@ -96,42 +149,22 @@ def plan_svag(
         resetting, first_passage: as in simulate_sgd, per SVAG step (reset probability rate·η_k/l); steps
             are reported in SGD steps (rounded up).
 
-    ``plan_svag`` validates and returns the engine's RunPlan (what a sweep batches); ``simulate_svag``
+
+    ``simulate(SVAG(noise, l), problem, θ₀, ...)`` in the keyword spelling of events. ``plan_svag``
+    validates and returns the engine's RunPlan (what a sweep batches); ``simulate_svag``
     runs it.
     """
-    if not isinstance(problem, Problem):
-        raise ValueError(f"problem must be a sgdsde.Problem, got {type(problem).__name__}")
-    noise = NoNoise() if noise is None else noise
-    if not isinstance(noise, AbstractGradientNoise):
-        raise ValueError(f"noise must be an AbstractGradientNoise or None, got {type(noise).__name__}")
-    check_options(ensemble, record, output)
-    l = check_int_range("l", l, 1)  # noqa: E741
-    n_steps, every = check_steps(n_steps, record)
-    noise.check(problem)
-    problem.check_theta(theta0, "theta0")
-    etas = rates(lr, n_steps).repeat(l)
-    dtype = ensemble.resolved_dtype(problem.X.dtype)
-    dtype_problem = problem.astype(dtype) if dtype != problem.X.dtype else problem
-    coeffs = jnp.asarray(svag_coefficients(l))
-    events = run_events(
-        problem, problem.n_params, etas, theta0, resetting, first_passage, poisson=False, dtype=dtype
-    )
-    config = {"simulator": "svag", "l": l, "noise": describe(noise), "lr": describe(lr)}
-    config.update(event_config(resetting, first_passage))
-    return RunPlan(
-        lambda n: SVAGStepper(dtype_problem, noise, n, coeffs),
-        method=output.label or f"SVAG(l={l})",
-        theta0=theta0,
-        n_params=problem.n_params,
-        lr=etas,
-        n_steps=n_steps * l,
+    method = SVAG(check_noise(noise), l)
+    events = legacy_events(resetting, first_passage)
+    return method.plan(
+        problem,
+        theta0,
+        lr=lr,
+        n_steps=n_steps,
         key=key,
         ensemble=ensemble,
-        record=Record(every * l, record.observables, record.n_saved_paths),
+        record=record,
         output=output,
-        dtype=dtype,
-        config=config,
-        step_unit=l,
         events=events,
     )
 
