@@ -823,6 +823,11 @@ def kernels(
     if loss is not None and not isinstance(loss, AbstractLoss):
         raise ValueError(f"loss must be an sgdsde loss, got {type(loss).__name__}")
     loss = None if isinstance(loss, SquaredLoss) else loss  # one cache entry for the default
+    if symbolic is False and isinstance(model, AbstractModel):
+        # autodiff of the numeric model: no symbolic form needed (a model may have none)
+        if loss is not None:
+            loss.check_outputs(model.n_outputs)
+        return _numeric_kernels(model, "numeric autodiff (symbolic=False)", loss)
     sm = symbolic_model(model)
     if loss is not None:
         loss.check_outputs(sm.n_outputs)  # e.g. cross-entropy on a one-output model: refused by name
