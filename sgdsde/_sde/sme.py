@@ -111,7 +111,7 @@ class SME(AbstractSDE):
             _drift_latex(self),
             self.problem_.loss_fn.latex(),
             self.noise.latex(),
-            STRATONOVICH_LATEX,
+            _STRATONOVICH_LATEX,
             _derivatives_latex(self.problem_),
         ]
         return " \\\\\n".join(parts)
@@ -120,7 +120,7 @@ class SME(AbstractSDE):
 # -- the SME's LaTeX (sympy-free: the symbolic part, if any, is the derivatives back end's own string) ------
 
 # the squared loss ℓ = ½(f − y)², residual r = f − y
-DRIFT_LATEX = {
+_DRIFT_LATEX = {
     1: r"b(\theta) = -\nabla L(\theta) = -\frac{1}{n}\sum_{i=1}^{n} (f(\theta; x_i) - y_i)\,\nabla_\theta f(\theta; x_i)",
     2: (
         r"b(\theta) = -\nabla\Big(L + \frac{\eta}{4}\|\nabla L\|^2\Big) = -\nabla L - \frac{\eta}{2}\nabla^2 L\,\nabla L,"
@@ -129,7 +129,7 @@ DRIFT_LATEX = {
 }
 
 # any loss ℓ(f, y) (K outputs: J_i = ∂f/∂θ is K × d; LOSS-1, LOSS-7)
-GENERAL_DRIFT_LATEX = {
+_GENERAL_DRIFT_LATEX = {
     1: r"b(\theta) = -\nabla L(\theta) = -\frac{1}{n}\sum_{i=1}^{n} J_i^T\,\partial_f\ell\big(f(\theta; x_i), y_i\big),\quad J_i = \partial_\theta f(\theta; x_i)",
     2: (
         r"b(\theta) = -\nabla L - \frac{\eta}{2}\nabla^2 L\,\nabla L,"
@@ -138,22 +138,22 @@ GENERAL_DRIFT_LATEX = {
 }
 
 # a biased noise (label flips: FLIP-1) drifts along its mean m = E g̃, not ∇L (SME-6)
-BIASED_DRIFT_LATEX = {
+_BIASED_DRIFT_LATEX = {
     1: r"b(\theta) = -m(\theta),\quad m = E\,\tilde g \ne \nabla L\ \text{(the noise's bias } m - \nabla L\text{)}",
     2: r"b(\theta) = -m - \frac{\eta}{2}(\partial_\theta m)\,m,\quad m = E\,\tilde g \ne \nabla L",
 }
 
-STRATONOVICH_LATEX = r"\text{It\^o}\to\text{Stratonovich: } b \mapsto b - \frac{\eta}{2}\sum_j (\partial_\theta A_{\cdot j}) A_{\cdot j}"
+_STRATONOVICH_LATEX = r"\text{It\^o}\to\text{Stratonovich: } b \mapsto b - \frac{\eta}{2}\sum_j (\partial_\theta A_{\cdot j}) A_{\cdot j}"
 
 
 def _drift_latex(sme: SME) -> str:
     """The drift of ``sme``'s order for its loss and noise: the squared loss's residual form, any loss's
     ∂ℓ form, or the biased noise's mean."""
     if not sme.noise.unbiased:
-        return BIASED_DRIFT_LATEX[sme.order]
+        return _BIASED_DRIFT_LATEX[sme.order]
     if isinstance(sme.problem.loss_fn, SquaredLoss):
-        return DRIFT_LATEX[sme.order]
-    return GENERAL_DRIFT_LATEX[sme.order]
+        return _DRIFT_LATEX[sme.order]
+    return _GENERAL_DRIFT_LATEX[sme.order]
 
 
 def _derivatives_latex(problem: Problem) -> str:
