@@ -7,6 +7,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._derivatives import AbstractDerivatives
 from .._losses import SquaredLoss
 from .._noise import AbstractGradientNoise, NoNoise
 from .._problem import Problem
@@ -159,6 +160,6 @@ def _drift_latex(sme: SME) -> str:
 def _derivatives_latex(problem: Problem) -> str:
     """The model line: the derivatives back end's own LaTeX, or autodiff's note."""
     d = problem.derivatives
-    if d is None:
+    if not isinstance(d, AbstractDerivatives):  # None: the Problem's own autodiff
         return rf"\text{{numeric (autodiff) derivatives of {type(problem.model).__name__}}}"
     return d.latex(problem)
