@@ -50,3 +50,8 @@ class AbstractDerivatives(abc.ABC):
         """$(\\nabla L, \\nabla^2 L\\,\\nabla L)$; a back end may compute both in one pass."""
         g = self.grad(problem, theta)
         return g, self.hvp(problem, theta, g)
+
+    def latex(self, problem) -> str:
+        """The model's lines of ``SME.latex`` (the symbolic back end prints the expressions sympy derived);
+        by default a note naming the back end."""
+        return rf"\text{{derivatives of {type(problem.model).__name__}: {self.reason}}}"

@@ -8,3 +8,4 @@ from .linear import (
 from .matrix import DeepMatrixFactorization as DeepMatrixFactorization
 from .polynomial import PolynomialCurve as PolynomialCurve
 from .two_layer import TwoLayerNetwork as TwoLayerNetwork
+from .units import Units as Units

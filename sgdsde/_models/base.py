@@ -10,13 +10,16 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .units import Units
+
 
 class AbstractModel(eqx.Module):
     """A model $f(\\theta; x)$ with flat parameters θ ∈ R^d, inputs x ∈ R^p and a scalar output (or K outputs,
     ``n_outputs`` > 1: logits for a K-class loss).
 
     Subclasses give ``n_params``, ``input_dim``, ``output`` and ``param_names``; ``outputs`` (all
-    examples) and ``output_gradients`` default to vmap / autodiff of ``output``.
+    examples) and ``output_gradients`` default to vmap / autodiff of ``output``; ``sympy_units`` is the
+    model's symbolic form, for ``sgdsde.symbolic`` (none by default: autodiff is the back end).
     """
 
     @property
@@ -56,3 +59,17 @@ class AbstractModel(eqx.Module):
     def init(self, key: Array | None = None) -> Float[Array, " d"]:
         """A default starting point θ₀ (deterministic unless the model documents otherwise)."""
         return jnp.zeros(self.n_params)
+
+    def sympy_units(self) -> Units:
+        """f(θ; x) as sympy for the symbolic layer: a unit template u summed over parameter blocks,
+        $f = \\sum_j u(\\theta_{I_j}; x_{J_j}, c_j)$ (``Units``; theory/symbolic.md, SYM-1).
+
+        The template's symbols are its own; ``sgdsde.symbolic.symbolic_model`` substitutes θ's symbols, named
+        and ordered by ``param_names()``, and inputs $x_0, \\dots, x_{p-1}$. A model imports sympy inside this
+        method only, so the numeric core loads without it. The default says the model has none.
+        """
+        raise ValueError(
+            f"model {type(self).__name__} has no symbolic form (it defines no sympy_units); use the autodiff "
+            "back end: Problem's own derivatives (sd.SME(problem, noise)) or derive_sme(..., symbolic=False), "
+            "or write its output as sgdsde.symbolic.SymbolicModel(expr, params, inputs)"
+        )

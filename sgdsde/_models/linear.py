@@ -9,6 +9,7 @@ from jaxtyping import Array, Float
 
 from .._validation import check_int_range, check_positive
 from .base import AbstractModel
+from .units import Units
 
 
 class AbstractLinearPredictor(AbstractModel):
@@ -49,6 +50,14 @@ class LinearRegression(AbstractLinearPredictor):
 
     def param_names(self) -> list[str]:
         return [f"theta_{j}" for j in range(self.dim)]
+
+    def sympy_units(self) -> Units:
+        """$f = \\theta^T x$: p units $u = \\theta_j x_j$ (SYM-1)."""
+        import sympy as sp
+
+        t, xi = sp.Symbol("theta", real=True), sp.Symbol("xi", real=True)
+        each = tuple((k,) for k in range(self.dim))
+        return Units(t * xi, (t,), (xi,), (), each, each, ((),) * self.dim)
 
 
 class DiagonalLinearNetwork(AbstractLinearPredictor):
@@ -93,3 +102,17 @@ class DiagonalLinearNetwork(AbstractLinearPredictor):
         if self.signed:
             return [f"u_{j}" for j in range(self.dim)] + [f"v_{j}" for j in range(self.dim)]
         return [f"v_{j}" for j in range(self.dim)]
+
+    def sympy_units(self) -> Units:
+        """$f = \\sum_j (u_j^2 - v_j^2) x_j$ (or $\\sum_j v_j^2 x_j$): p units, one per input (SYM-1)."""
+        import sympy as sp
+
+        p = self.dim
+        u, v = sp.symbols("u_j v_j", real=True)
+        xi = sp.Symbol("xi", real=True)
+        inputs = tuple((k,) for k in range(p))
+        if self.signed:
+            return Units(
+                (u**2 - v**2) * xi, (u, v), (xi,), (), tuple((k, p + k) for k in range(p)), inputs, ((),) * p
+            )
+        return Units(v**2 * xi, (v,), (xi,), (), tuple((k,) for k in range(p)), inputs, ((),) * p)

@@ -9,6 +9,7 @@ import numpy as np
 from .._validation import check_int_range
 from .activations import get_activation
 from .base import AbstractModel
+from .units import Units
 
 
 class TwoLayerNetwork(AbstractModel):
@@ -99,3 +100,37 @@ class TwoLayerNetwork(AbstractModel):
         elif self.train_second_layer:
             names += [f"a_{j}_{k}" for j in range(self.width) for k in range(self.n_outputs_)]
         return names
+
+    def sympy_units(self) -> Units:
+        """$f = \\sum_j a_j\\varphi(w_j^T x)$: m units $u = a\\,\\varphi(w^T x)$ (K outputs: m·K units
+        $A_{jk}\\varphi(w_j^T x)$ adding to output k; a fixed second layer: a is a constant) (SYM-1)."""
+        import sympy as sp
+
+        from .sympy_activations import SYMBOLIC_ACTIVATIONS
+
+        phi = SYMBOLIC_ACTIVATIONS[self.activation]
+        p, m, K = self.dim, self.width, self.n_outputs_
+        w = tuple(sp.Symbol(f"w_{k}", real=True) for k in range(p))
+        xs = tuple(sp.Symbol(f"x_{k}", real=True) for k in range(p))
+        a = sp.Symbol("a", real=True)
+        u = a * phi(sp.Add(*[wk * xk for wk, xk in zip(w, xs, strict=True)]))
+        rows = tuple(tuple(range(j * p, (j + 1) * p)) for j in range(m))
+        inputs = (tuple(range(p)),) * m
+        if K > 1:
+            # unit (j, k) = A_jk φ(w_jᵀx) adds to output k; θ = (vec(W), vec(A)) with A (m × K) row-major
+            return Units(
+                u,
+                (*w, a),
+                xs,
+                (),
+                tuple((*rows[j], m * p + j * K + k) for j in range(m) for k in range(K)),
+                (tuple(range(p)),) * (m * K),
+                ((),) * (m * K),
+                tuple(k for _ in range(m) for k in range(K)),
+            )
+        if self.train_second_layer:
+            return Units(
+                u, (*w, a), xs, (), tuple((*rows[j], m * p + j) for j in range(m)), inputs, ((),) * m
+            )
+        c = [1.0 / m] * m if self.second_layer is None else [float(v) for v in self.second_layer]
+        return Units(u, w, xs, (a,), rows, inputs, tuple((cj,) for cj in c))

@@ -7,6 +7,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._derivatives import AbstractDerivatives
+from .._losses import SquaredLoss
 from .._noise import AbstractGradientNoise, NoNoise
 from .._problem import Problem
 from .base import AbstractSDE
@@ -101,7 +103,63 @@ class SME(AbstractSDE):
         return eqx.tree_at(lambda s: s.problem_, self, self.problem_.astype(dtype))
 
     def latex(self) -> str:
-        """The drift and diffusion in LaTeX (with the per-example derivatives sympy produced, if symbolic)."""
-        from ..symbolic._latex import sme_latex
+        """The SME in LaTeX, assembled from strings its parts give: the drift of its order (for its loss and
+        noise), ``loss.latex()``, ``noise.latex()`` (A(θ)), the Itô→Stratonovich correction and the problem's
+        derivatives back end (``derivatives.latex(problem)``: the per-example expressions sympy derived, for
+        ``derive_sme``'s back end). No sympy is imported here."""
+        parts = [
+            r"d\theta_t = b(\theta_t)\,dt + \sqrt{\eta}\,A(\theta_t)\,dW_t",
+            _drift_latex(self),
+            self.problem_.loss_fn.latex(),
+            self.noise.latex(),
+            _STRATONOVICH_LATEX,
+            _derivatives_latex(self.problem_),
+        ]
+        return " \\\\\n".join(parts)
 
-        return sme_latex(self)
+
+# -- the SME's LaTeX (sympy-free: the symbolic part, if any, is the derivatives back end's own string) ------
+
+# the squared loss ℓ = ½(f − y)², residual r = f − y
+_DRIFT_LATEX = {
+    1: r"b(\theta) = -\nabla L(\theta) = -\frac{1}{n}\sum_{i=1}^{n} (f(\theta; x_i) - y_i)\,\nabla_\theta f(\theta; x_i)",
+    2: (
+        r"b(\theta) = -\nabla\Big(L + \frac{\eta}{4}\|\nabla L\|^2\Big) = -\nabla L - \frac{\eta}{2}\nabla^2 L\,\nabla L,"
+        r"\quad \nabla^2 L\, v = \frac1n\sum_i \big(\nabla f_i\,\nabla f_i^T v + r_i \nabla^2 f_i\, v\big)"
+    ),
+}
+
+# any loss ℓ(f, y) (K outputs: J_i = ∂f/∂θ is K × d; LOSS-1, LOSS-7)
+_GENERAL_DRIFT_LATEX = {
+    1: r"b(\theta) = -\nabla L(\theta) = -\frac{1}{n}\sum_{i=1}^{n} J_i^T\,\partial_f\ell\big(f(\theta; x_i), y_i\big),\quad J_i = \partial_\theta f(\theta; x_i)",
+    2: (
+        r"b(\theta) = -\nabla L - \frac{\eta}{2}\nabla^2 L\,\nabla L,"
+        r"\quad \nabla^2 L\, v = \frac1n\sum_i \Big(J_i^T\,\partial_f^2\ell_i\,J_i v + \sum_k \partial_{f_k}\ell_i\,\nabla^2 f_{ik}\, v\Big)"
+    ),
+}
+
+# a biased noise (label flips: FLIP-1) drifts along its mean m = E g̃, not ∇L (SME-6)
+_BIASED_DRIFT_LATEX = {
+    1: r"b(\theta) = -m(\theta),\quad m = E\,\tilde g \ne \nabla L\ \text{(the noise's bias } m - \nabla L\text{)}",
+    2: r"b(\theta) = -m - \frac{\eta}{2}(\partial_\theta m)\,m,\quad m = E\,\tilde g \ne \nabla L",
+}
+
+_STRATONOVICH_LATEX = r"\text{It\^o}\to\text{Stratonovich: } b \mapsto b - \frac{\eta}{2}\sum_j (\partial_\theta A_{\cdot j}) A_{\cdot j}"
+
+
+def _drift_latex(sme: SME) -> str:
+    """The drift of ``sme``'s order for its loss and noise: the squared loss's residual form, any loss's
+    ∂ℓ form, or the biased noise's mean."""
+    if not sme.noise.unbiased:
+        return _BIASED_DRIFT_LATEX[sme.order]
+    if isinstance(sme.problem.loss_fn, SquaredLoss):
+        return _DRIFT_LATEX[sme.order]
+    return _GENERAL_DRIFT_LATEX[sme.order]
+
+
+def _derivatives_latex(problem: Problem) -> str:
+    """The model line: the derivatives back end's own LaTeX, or autodiff's note."""
+    d = problem.derivatives
+    if not isinstance(d, AbstractDerivatives):  # None: the Problem's own autodiff
+        return rf"\text{{numeric (autodiff) derivatives of {type(problem.model).__name__}}}"
+    return d.latex(problem)

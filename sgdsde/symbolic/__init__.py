@@ -2,11 +2,11 @@
 derivative back end of Problem (``SymbolicDerivatives``) and SGD's SME on it (``derive_sme``), the implicit
 regularizers, the sympy → JAX seam, and their LaTeX."""
 
+from .._models import Units as Units
 from ._codegen import BACKENDS as BACKENDS, DEFAULT_BACKEND as DEFAULT_BACKEND, to_jax as to_jax
 from ._expressions import (
     ExpressionModel as ExpressionModel,
     SymbolicModel as SymbolicModel,
-    Units as Units,
     symbolic_model as symbolic_model,
 )
 from ._kernels import (

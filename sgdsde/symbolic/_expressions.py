@@ -12,9 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import sympy as sp
 
-from .._models import AbstractModel, DiagonalLinearNetwork, LinearRegression, TwoLayerNetwork
+from .._models import AbstractModel, Units
 from ._codegen import DEFAULT_BACKEND, to_jax
-from ._functions import SYMBOLIC_ACTIVATIONS, latex
+from ._functions import latex
 from ._parse import FUNCTIONS, parse_expression
 
 
@@ -30,83 +30,9 @@ def _symbols(names: Sequence[str], what: str) -> tuple[sp.Symbol, ...]:
     return tuple(out)
 
 
-def _number(v: float) -> sp.Expr:
-    return sp.Integer(int(v)) if float(v).is_integer() else sp.Float(v, 17)
-
-
 def _realify(expr: sp.Expr) -> sp.Expr:
     """Give every free symbol the real=True assumption (so sympy simplifies |z|², conjugates …)."""
     return expr.xreplace({s: sp.Symbol(s.name, real=True) for s in expr.free_symbols})
-
-
-@dataclasses.dataclass(frozen=True)
-class Units:
-    """$f_k(\\theta; x) = \\sum_{j: o_j = k} u(\\theta_{I_j}; x_{J_j}, c_j)$: one template u over m
-    parameter blocks. Derivatives are taken of u once (q parameters, not d); JAX assembles f's from them.
-
-    ``param_index`` (m × q) are the positions in θ of each unit's parameters, ``input_index`` (m × s) the
-    entries of x each unit reads, ``constant_values`` (m × c) the unit's fixed numbers (e.g. a fixed second
-    layer), ``output_index`` (m,) the output o_j each unit adds to (None: all to the one output f). The
-    units of one output have disjoint parameters (so ∇²f_k is block diagonal), and all units together use
-    every position of θ; with one output they are a partition of 0..d−1.
-    """
-
-    expr: sp.Expr
-    params: tuple[sp.Symbol, ...]
-    inputs: tuple[sp.Symbol, ...]
-    constants: tuple[sp.Symbol, ...]
-    param_index: tuple[tuple[int, ...], ...]
-    input_index: tuple[tuple[int, ...], ...]
-    constant_values: tuple[tuple[float, ...], ...]
-    output_index: tuple[int, ...] | None = None
-
-    @property
-    def n_units(self) -> int:
-        return len(self.param_index)
-
-    @property
-    def n_outputs(self) -> int:
-        """K, the number of outputs the units add to."""
-        return 1 if self.output_index is None else max(self.output_index) + 1
-
-    def outputs_of_units(self) -> tuple[int, ...]:
-        """o_j for every unit (all 0 with one output)."""
-        return (0,) * self.n_units if self.output_index is None else self.output_index
-
-    def check(self, d: int) -> None:
-        """ValueError unless the units cover θ's d positions, disjointly within each output."""
-        rows = self.param_index
-        if self.output_index is not None and (
-            len(self.output_index) != len(rows)
-            or sorted(set(self.output_index)) != list(range(self.n_outputs))
-        ):
-            raise ValueError("units.output_index must give one output per unit, using each of 0..K−1")
-        if self.n_outputs == 1:
-            if sorted(k for row in rows for k in row) != list(range(d)):
-                raise ValueError("units.param_index must use every parameter position exactly once")
-            return
-        outs = self.outputs_of_units()
-        for o in range(self.n_outputs):
-            used = [k for row, oj in zip(rows, outs, strict=True) if oj == o for k in row]
-            if len(used) != len(set(used)):
-                raise ValueError(f"units.param_index: the units of output {o} must have disjoint parameters")
-        if sorted({k for row in rows for k in row}) != list(range(d)):
-            raise ValueError("units.param_index must use every parameter position")
-
-    def instantiate(self, params, inputs):
-        """The full expression $\\sum_j u(\\theta_{I_j}; x_{J_j}, c_j)$ in the model's symbols (K > 1: the
-        tuple of the K outputs' sums)."""
-        terms: list[list[sp.Expr]] = [[] for _ in range(self.n_outputs)]
-        for pi, ii, cv, o in zip(
-            self.param_index, self.input_index, self.constant_values, self.outputs_of_units(), strict=True
-        ):
-            sub = {s: params[k] for s, k in zip(self.params, pi, strict=True)}
-            sub.update({s: inputs[k] for s, k in zip(self.inputs, ii, strict=True)})
-            sub.update({s: _number(v) for s, v in zip(self.constants, cv, strict=True)})
-            terms[o].append(self.expr.xreplace(sub))
-        if self.output_index is None:
-            return sp.Add(*terms[0])
-        return tuple(sp.Add(*t) for t in terms)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -223,8 +149,7 @@ class SymbolicModel:
 
 
 def _one_unit(expr, params, inputs) -> Units:
-    d, p = len(params), len(inputs)
-    return Units(expr, params, inputs, (), (tuple(range(d)),), (tuple(range(p)),), ((),))
+    return Units.single(expr, params, inputs)
 
 
 def _default_units(outputs, params, inputs) -> Units:
@@ -256,9 +181,10 @@ def _inputs(p: int) -> list[str]:
 def symbolic_model(model) -> SymbolicModel:
     """The per-example sympy expression of a numeric model, parameters in ``model.param_names()`` order.
 
-    LinearRegression: $\\theta^T x$; DiagonalLinearNetwork: $\\sum_j (u_j^2 - v_j^2) x_j$ (or $v_j^2 x_j$);
-    TwoLayerNetwork: $\\sum_j a_j\\varphi(w_j^T x)$ with the model's activation, with K outputs
-    $f_k = \\sum_j A_{jk}\\varphi(w_j^T x)$ (theory/symbolic.md, SYM-1).
+    The model gives its own form (``AbstractModel.sympy_units``: e.g. LinearRegression $\\theta^T x$,
+    DiagonalLinearNetwork $\\sum_j (u_j^2 - v_j^2) x_j$, TwoLayerNetwork $\\sum_j a_j\\varphi(w_j^T x)$);
+    here its template is instantiated in θ's symbols and inputs $x_0, \\dots, x_{p-1}$ (theory/symbolic.md,
+    SYM-1). A model without one raises ValueError naming it.
     """
     if isinstance(model, SymbolicModel):
         return model
@@ -266,79 +192,14 @@ def symbolic_model(model) -> SymbolicModel:
         return model.symbolic
     if not isinstance(model, AbstractModel):
         raise ValueError(f"model must be an sgdsde model or a SymbolicModel, got {type(model).__name__}")
-    names = model.param_names()
-    th = [sp.Symbol(n, real=True) for n in names]
-    p = model.input_dim
-    x = [sp.Symbol(n, real=True) for n in _inputs(p)]
-    xi = sp.Symbol("xi", real=True)
-    if isinstance(model, LinearRegression):
-        t = sp.Symbol("theta", real=True)
-        each = tuple((k,) for k in range(p))
-        units = Units(t * xi, (t,), (xi,), (), each, each, ((),) * p)
-        desc = f"LinearRegression(dim={p})"
-    elif isinstance(model, DiagonalLinearNetwork):
-        u, v = sp.symbols("u_j v_j", real=True)
-        if model.signed:
-            units = Units(
-                (u**2 - v**2) * xi,
-                (u, v),
-                (xi,),
-                (),
-                tuple((k, p + k) for k in range(p)),
-                tuple((k,) for k in range(p)),
-                ((),) * p,
-            )
-        else:
-            units = Units(
-                v**2 * xi,
-                (v,),
-                (xi,),
-                (),
-                tuple((k,) for k in range(p)),
-                tuple((k,) for k in range(p)),
-                ((),) * p,
-            )
-        desc = f"DiagonalLinearNetwork(dim={p}, signed={model.signed})"
-    elif isinstance(model, TwoLayerNetwork):
-        phi = SYMBOLIC_ACTIVATIONS[model.activation]
-        m = model.width
-        w = tuple(sp.Symbol(f"w_{k}", real=True) for k in range(p))
-        xs = tuple(sp.Symbol(f"x_{k}", real=True) for k in range(p))
-        a = sp.Symbol("a", real=True)
-        z = sp.Add(*[wk * xk for wk, xk in zip(w, xs, strict=True)])
-        rows = tuple(tuple(range(j * p, (j + 1) * p)) for j in range(m))
-        inputs = (tuple(range(p)),) * m
-        K = model.n_outputs
-        if K > 1:
-            # unit (j, k) = A_jk φ(w_jᵀx) adds to output k; θ = (vec(W), vec(A)) with A (m × K) row-major
-            units = Units(
-                a * phi(z),
-                (*w, a),
-                xs,
-                (),
-                tuple((*rows[j], m * p + j * K + k) for j in range(m) for k in range(K)),
-                (tuple(range(p)),) * (m * K),
-                ((),) * (m * K),
-                tuple(k for _ in range(m) for k in range(K)),
-            )
-        elif model.train_second_layer:
-            units = Units(
-                a * phi(z), (*w, a), xs, (), tuple((*rows[j], m * p + j) for j in range(m)), inputs, ((),) * m
-            )
-        else:
-            c = [1.0 / m] * m if model.second_layer is None else [float(v) for v in model.second_layer]
-            units = Units(a * phi(z), w, xs, (a,), rows, inputs, tuple((cj,) for cj in c))
-        desc = (
-            f"TwoLayerNetwork(dim={p}, width={m}, activation={model.activation}, "
-            f"train_second_layer={model.train_second_layer}, second_layer={model.second_layer}"
-            + (f", n_outputs={K})" if K > 1 else ")")
-        )
-    else:
+    units = model.sympy_units()
+    if not isinstance(units, Units):
         raise ValueError(
-            f"no symbolic form for {type(model).__name__}; write its output as "
-            "SymbolicModel(expr, params, inputs)"
+            f"{type(model).__name__}.sympy_units must return a sgdsde.symbolic.Units, got {type(units).__name__}"
         )
-    return SymbolicModel(units.instantiate(th, x), th, x, name=desc, units=units)
+    th = [sp.Symbol(n, real=True) for n in model.param_names()]
+    x = [sp.Symbol(n, real=True) for n in _inputs(model.input_dim)]
+    return SymbolicModel(units.instantiate(th, x), th, x, name=type(model).__name__, units=units)
 
 
 class ExpressionModel(AbstractModel):

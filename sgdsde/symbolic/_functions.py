@@ -1,4 +1,5 @@
-"""Activations as sympy expressions, with the JAX translation of the non-elementary ones.
+"""The JAX translation of the non-elementary sympy functions (the activations' twins live with the models,
+``sgdsde/_models/sympy_activations.py``), the LaTeX printer and a.e. differentiation.
 
 ReLU is written $z\\,H(z)$ (Heaviside). Its derivatives contain DiracDelta, which we drop: that is the
 almost-everywhere derivative, and the convention of JAX's ``relu`` (φ′(0) = 0, φ″ = 0), so generated code
@@ -12,49 +13,12 @@ import jax.numpy as jnp
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 
-from .._models.activations import ACTIVATIONS
-
-
-class sigmoid(sp.Function):  # noqa: N801 (sympy functions are lower-case, like sp.tanh)
-    """$\\sigma(z) = 1/(1 + e^{-z})$, kept as one symbol so expressions stay small; σ′ = σ(1 − σ)."""
-
-    def fdiff(self, argindex=1):
-        s = sigmoid(self.args[0])
-        return s * (1 - s)
-
-    def _latex(self, printer):
-        return rf"\sigma\left({printer._print(self.args[0])}\right)"
-
-
-class softplus(sp.Function):  # noqa: N801
-    """$\\log(1 + e^{z})$, translated to JAX's overflow-safe ``softplus``; its derivative is σ(z)."""
-
-    def fdiff(self, argindex=1):
-        return sigmoid(self.args[0])
-
-    def _latex(self, printer):
-        return rf"\operatorname{{softplus}}\left({printer._print(self.args[0])}\right)"
-
-
-def relu(z):
-    return z * sp.Heaviside(z)
-
-
-# The symbolic twin of every numeric activation (sgdsde/_models/activations.py is the source of the names;
-# tests/test_symbolic.py::test_activation_tables_agree checks values and derivatives against JAX).
-SYMBOLIC_ACTIVATIONS = {
-    "tanh": sp.tanh,
-    "relu": relu,
-    "quadratic": lambda z: z**2,
-    "sigmoid": sigmoid,
-    "linear": lambda z: z,
-    "softplus": softplus,
-}
-if set(SYMBOLIC_ACTIVATIONS) != set(ACTIVATIONS):
-    raise ImportError(
-        "symbolic activations out of sync with sgdsde._models.activations: "
-        f"{sorted(set(SYMBOLIC_ACTIVATIONS) ^ set(ACTIVATIONS))}"
-    )
+from .._models.sympy_activations import (
+    SYMBOLIC_ACTIVATIONS as SYMBOLIC_ACTIVATIONS,
+    relu as relu,
+    sigmoid as sigmoid,
+    softplus as softplus,
+)
 
 
 def _heaviside(z, *h0):

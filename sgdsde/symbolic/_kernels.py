@@ -10,6 +10,8 @@ from __future__ import annotations
 import abc
 import functools
 import time
+from collections.abc import Callable
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -162,7 +164,7 @@ class SymbolicKernels(AbstractKernels):
             raise ValueError(f"unit kernel must be one of {sorted(UNIT_KERNELS)}, got {name!r}")
         if name not in self._exprs:
             t0 = time.perf_counter()
-            self._exprs[name] = getattr(self, "_" + name)()
+            self._exprs[name] = self._derivations[name](self)
             self.timings["derive:" + name] = time.perf_counter() - t0
         return self._exprs[name]
 
@@ -198,6 +200,18 @@ class SymbolicKernels(AbstractKernels):
     def _grad_quadform_u(self):
         q = sp.factor_terms(self._dot(self.v, self.expr("hvp_u")))
         return [diff(q, t) for t in self.units.params]
+
+    # unit kernel name → its derivation (checked against UNIT_KERNELS below the class)
+    _derivations: ClassVar[dict[str, Callable[[SymbolicKernels], object]]] = {
+        "u": _u,
+        "grad_u": _grad_u,
+        "hvp_u": _hvp_u,
+        "jp_u": _jp_u,
+        "diag_hessian_u": _diag_hessian_u,
+        "laplacian_u": _laplacian_u,
+        "grad_laplacian_u": _grad_laplacian_u,
+        "grad_quadform_u": _grad_quadform_u,
+    }
 
     def unit_function(self, name: str):
         """Unit kernel ``name`` as JAX, vmapped over units: (Φ (m×q), Ξ (m×s), C (m×c), V (m×q)) → (m, …)."""
@@ -571,6 +585,12 @@ class SymbolicKernels(AbstractKernels):
         return rf"{UNIT_KERNELS[name]} = {body}"
 
 
+if set(SymbolicKernels._derivations) != set(UNIT_KERNELS):
+    raise AssertionError(
+        f"unit kernel table mismatch: {sorted(set(SymbolicKernels._derivations) ^ set(UNIT_KERNELS))}"
+    )
+
+
 class _Linear:
     """A unit u(φ; ξ) = ũ(Σ_k w_k ξ_k, ρ): parameters w enter only through one pre-activation Z = wᵀξ."""
 
@@ -823,6 +843,11 @@ def kernels(
     if loss is not None and not isinstance(loss, AbstractLoss):
         raise ValueError(f"loss must be an sgdsde loss, got {type(loss).__name__}")
     loss = None if isinstance(loss, SquaredLoss) else loss  # one cache entry for the default
+    if symbolic is False and isinstance(model, AbstractModel):
+        # autodiff of the numeric model: no symbolic form needed (a model may have none)
+        if loss is not None:
+            loss.check_outputs(model.n_outputs)
+        return _numeric_kernels(model, "numeric autodiff (symbolic=False)", loss)
     sm = symbolic_model(model)
     if loss is not None:
         loss.check_outputs(sm.n_outputs)  # e.g. cross-entropy on a one-output model: refused by name

@@ -1,5 +1,6 @@
 # ruff: noqa: E501 (LaTeX formulas read better unbroken)
-"""LaTeX of derived drifts, diffusions and regularizers, printed from the expressions sympy derived."""
+"""LaTeX of the model's derived kernels and of the regularizers, printed from the expressions sympy derived (the
+SME's equation is assembled in ``sgdsde/_sde/sme.py`` from these and the loss's and noise's own strings)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,8 @@ from ._kernels import SymbolicKernels
 MAX_PRINTED_PARAMS = 24
 
 
-def model_latex(k, model=None) -> str:
+def model_latex(k) -> str:
     """f and its unit template u (f = Σ_j u over the unit blocks) with ∇u, or the numeric note."""
-    if k is None:
-        return rf"\text{{numeric (autodiff) derivatives of {type(model).__name__}}}"
     if not isinstance(k, SymbolicKernels):
         return rf"\text{{numeric (autodiff) kernels: {k.reason}}}"
     m = k.model
@@ -30,59 +29,6 @@ def model_latex(k, model=None) -> str:
         lines.append(rf"{units},\quad u = {latex(U.expr)}")
     lines.append(k.latex("grad_u"))
     return r" \\ ".join(lines)
-
-
-DRIFT = {
-    1: r"b(\theta) = -\nabla L(\theta) = -\frac{1}{n}\sum_{i=1}^{n} (f(\theta; x_i) - y_i)\,\nabla_\theta f(\theta; x_i)",
-    2: (
-        r"b(\theta) = -\nabla\Big(L + \frac{\eta}{4}\|\nabla L\|^2\Big) = -\nabla L - \frac{\eta}{2}\nabla^2 L\,\nabla L,"
-        r"\quad \nabla^2 L\, v = \frac1n\sum_i \big(\nabla f_i\,\nabla f_i^T v + r_i \nabla^2 f_i\, v\big)"
-    ),
-}
-
-
-# any loss ℓ(f, y) (K outputs: J_i = ∂f/∂θ is K × d; LOSS-1, LOSS-7)
-GENERAL_DRIFT = {
-    1: r"b(\theta) = -\nabla L(\theta) = -\frac{1}{n}\sum_{i=1}^{n} J_i^T\,\partial_f\ell\big(f(\theta; x_i), y_i\big),\quad J_i = \partial_\theta f(\theta; x_i)",
-    2: (
-        r"b(\theta) = -\nabla L - \frac{\eta}{2}\nabla^2 L\,\nabla L,"
-        r"\quad \nabla^2 L\, v = \frac1n\sum_i \Big(J_i^T\,\partial_f^2\ell_i\,J_i v + \sum_k \partial_{f_k}\ell_i\,\nabla^2 f_{ik}\, v\Big)"
-    ),
-}
-
-# a biased noise (label flips: FLIP-1) drifts along its mean m = E g̃, not ∇L (SME-6)
-BIASED_DRIFT = {
-    1: r"b(\theta) = -m(\theta),\quad m = E\,\tilde g \ne \nabla L\ \text{(the noise's bias } m - \nabla L\text{)}",
-    2: r"b(\theta) = -m - \frac{\eta}{2}(\partial_\theta m)\,m,\quad m = E\,\tilde g \ne \nabla L",
-}
-
-
-def drift_latex(sme) -> str:
-    """The drift of ``sme``'s order for its loss and noise: the squared loss's residual form, any loss's
-    ∂ℓ form, or the biased noise's mean."""
-    if not sme.noise.unbiased:
-        return BIASED_DRIFT[sme.order]
-    if isinstance(sme.problem.loss_fn, SquaredLoss):
-        return DRIFT[sme.order]
-    return GENERAL_DRIFT[sme.order]
-
-
-def sme_latex(sme) -> str:
-    """An SME's equation: the drift of its order, the noise model's own A(θ), the correction, the model."""
-    from ._sme import SymbolicDerivatives
-
-    d = sme.problem.derivatives
-    parts = [
-        r"d\theta_t = b(\theta_t)\,dt + \sqrt{\eta}\,A(\theta_t)\,dW_t",
-        drift_latex(sme),
-        sme.problem.loss_fn.latex(),
-        sme.noise.latex(),
-        r"\text{It\^o}\to\text{Stratonovich: } b \mapsto b - \frac{\eta}{2}\sum_j (\partial_\theta A_{\cdot j}) A_{\cdot j}",
-        model_latex(d.kernels)
-        if isinstance(d, SymbolicDerivatives)
-        else model_latex(None, sme.problem.model),
-    ]
-    return " \\\\\n".join(parts)
 
 
 REGULARIZERS = {

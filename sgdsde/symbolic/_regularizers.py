@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from .._losses import AbstractLoss, SquaredLoss
 from ._codegen import DEFAULT_BACKEND
 from ._kernels import AbstractKernels, kernels
+from ._latex import regularizer_latex
 
 
 class Regularizers:
@@ -138,8 +139,6 @@ class Regularizers:
 
     def latex(self, name: str) -> str:
         """LaTeX of regularizer ``name`` (trace_hessian, damian, …) with the model's derivatives."""
-        from ._latex import regularizer_latex
-
         return regularizer_latex(self, name)
 
 

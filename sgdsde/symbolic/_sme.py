@@ -15,6 +15,7 @@ from .._problem import Problem
 from .._sde import SME
 from ._codegen import BACKENDS, DEFAULT_BACKEND
 from ._kernels import AbstractKernels, kernels
+from ._latex import model_latex
 
 
 class SymbolicDerivatives(AbstractDerivatives):
@@ -87,6 +88,11 @@ class SymbolicDerivatives(AbstractDerivatives):
 
     def mean_jp_output(self, problem, theta):
         return self._mean("jp_output", problem, theta)
+
+    def latex(self, problem) -> str:
+        """The model's lines of ``SME.latex``: f, its unit template u and ∇u as sympy derived them (or the
+        note that the kernels are autodiff, with the reason)."""
+        return model_latex(self.kernels)
 
 
 def derive_sme(
