@@ -5,14 +5,10 @@ problems and losses, models, data, noise models, schedules, the three simulators
 and the SDE classes.
 """
 
-from . import analysis as analysis, implicit as implicit  # symbolic stays lazy: it imports sympy
-from ._data import (
-    double_well_data as double_well_data,
-    matrix_sensing_data as matrix_sensing_data,
-    noisy_teacher_classification as noisy_teacher_classification,
-    sparse_regression as sparse_regression,
-    teacher_network as teacher_network,
-    two_pattern_data as two_pattern_data,
+from . import (  # symbolic stays lazy: it imports sympy
+    analysis as analysis,
+    data as data,
+    implicit as implicit,
 )
 from ._ensemble import AbstractStepper as AbstractStepper, RunPlan as RunPlan
 from ._events import (
@@ -77,3 +73,19 @@ from ._sgd import SGD as SGD, replay_draws as replay_draws, simulate_sgd as simu
 from ._sweep import SweepResult as SweepResult, sweep as sweep
 
 __version__ = "0.1.0"
+
+# the data generators live in ``sgdsde.data``; their older top-level spellings keep working
+_MOVED_TO_DATA = (
+    "double_well_data",
+    "matrix_sensing_data",
+    "noisy_teacher_classification",
+    "sparse_regression",
+    "teacher_network",
+    "two_pattern_data",
+)
+
+
+def __getattr__(name: str):
+    if name in _MOVED_TO_DATA:
+        return getattr(data, name)
+    raise AttributeError(f"module 'sgdsde' has no attribute {name!r}")

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 
 from ._observables import resolve
+from ._results import check_save_to
 from ._validation import check_dtype, check_int_range, check_positive
 
 
@@ -113,8 +114,6 @@ class Output(eqx.Module):
 
     def __check_init__(self):
         if self.save_to is not None:
-            from ._results import check_save_to
-
             check_save_to(self.save_to)
         if not isinstance(self.progress, (bool, np.bool_)):
             raise ValueError(f"progress must be True or False, got {self.progress!r}")

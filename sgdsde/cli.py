@@ -58,7 +58,7 @@ def build_problem(model: str, dim: int, n_samples: int, sparsity: int, alpha: fl
     if model == "two-layer":
         width = max(2, sparsity)
         # one teacher: the first n points train, the next 1,000 measure test error
-        data = sd.teacher_network(key, n_samples + 1000, dim, width, "tanh")
+        data = sd.data.teacher_network(key, n_samples + 1000, dim, width, "tanh")
         Xt, yt = data.X[n_samples:], data.y[n_samples:]
         net = sd.TwoLayerNetwork(dim, 2 * width, "tanh")
         problem = sd.Problem(net, data.X[:n_samples], data.y[:n_samples])
@@ -74,7 +74,7 @@ def build_problem(model: str, dim: int, n_samples: int, sparsity: int, alpha: fl
             "|theta|^2": lambda p, th: jnp.sum(th * th),
         }
         return problem, net.init(jax.random.key(seed + 1)), obs
-    data = sd.sparse_regression(key, n_samples, dim, sparsity)
+    data = sd.data.sparse_regression(key, n_samples, dim, sparsity)
     if model == "hadamard":
         net = sd.DiagonalLinearNetwork(dim, alpha, signed=False)
     elif model == "diagonal":

@@ -3,8 +3,6 @@ the answers in closed form."""
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
 
@@ -31,10 +29,7 @@ def study():
         key=0,
         n_paths=400,
         record_every=25,
-        methods={
-            "SGD": sd.simulate_sgd,
-            "SDE": functools.partial(sd.simulate_sde, stepping=sd.Fixed(substeps=8)),
-        },
+        methods={"SGD": sd.SGD(), "SDE": sd.SDE(stepping=sd.Fixed(substeps=8))},  # the study's noise goes in
         observable=("uv", lambda p, th: th[0] * th[1]),
     )
 

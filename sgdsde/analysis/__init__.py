@@ -1,17 +1,17 @@
 """Analysis: exact moments for quadratic problems (constant or affine noise), weak errors with standard errors,
 fitted orders."""
 
-from .affine import (
+from ._affine import (
     AffineNoise as AffineNoise,
     QuadraticForm as QuadraticForm,
     quadratic_form as quadratic_form,
 )
-from .escape import (
+from ._escape import (
     eyring_kramers_time as eyring_kramers_time,
     mean_exit_time as mean_exit_time,
     sme_coefficients as sme_coefficients,
 )
-from .quadratic import (
+from ._quadratic import (
     Moments as Moments,
     sde_moments as sde_moments,
     sgd_moments as sgd_moments,
@@ -20,7 +20,7 @@ from .quadratic import (
     stationary_covariance_sgd as stationary_covariance_sgd,
     svag_moments as svag_moments,
 )
-from .resetting import (
+from ._resetting import (
     OptimalRate as OptimalRate,
     fpt_moments as fpt_moments,
     latent_gradient_bias as latent_gradient_bias,
@@ -28,7 +28,7 @@ from .resetting import (
     optimal_resetting_rate as optimal_resetting_rate,
     peclet as peclet,
 )
-from .weak import (
+from ._weak import (
     OrderFit as OrderFit,
     WeakError as WeakError,
     fit_order as fit_order,

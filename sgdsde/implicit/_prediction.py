@@ -15,8 +15,10 @@ from .._regularizers import (
     TraceLogRegularizer,
     effective_lambda,
 )
+from .._schedules import learning_rates
 from .._validation import check_positive
 from ._common import check_theta, float64_problem, fmt, render_table
+from ._spaces import function_weights
 from ._stationary import StationaryPoint, StationaryPointError, stationary_point
 
 
@@ -168,8 +170,6 @@ def predict_phases(
     Returns:
         The phases in order, with times on the simulators' clock t_k = Σ_{j<k} η_j.
     """
-    from .._schedules import learning_rates
-
     etas = learning_rates(lr, n_steps)
     if lam is not None and not callable(lam):
         raise ValueError(f"lam must be None or a callable lr -> lambda for phases, got {type(lam).__name__}")
@@ -238,8 +238,6 @@ def regularizer_observables(lr: float, extra: dict | None = None, problem: Probl
         "loss": lambda problem, theta: problem.loss(theta),
     }
     if problem is not None:
-        from ._spaces import function_weights
-
         weights = function_weights(problem)
         if weights is not None:
             obs[BETA_KEY] = lambda problem, theta: problem.model.weights(theta)

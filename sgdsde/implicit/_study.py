@@ -11,13 +11,21 @@ every λ (theory/implicit-regularization.md, REG-13).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._method import AbstractMethod
+from .._options import Ensemble, Output, Record
 from .._problem import Problem
+from .._sde.simulate import SDE, simulate_sde
+from .._sde.svag import simulate_svag
+from .._sgd import SGD, simulate_sgd
+from .._sweep import sweep
 from .._validation import check_int_range, check_positive
 from ._common import float64_problem, render_table
 from ._flow import project_to_zero_loss
@@ -297,9 +305,10 @@ def convergence_study(
             L + λR near θ*, in t = ηk; REG-13); the study reports it.
         n_paths, record_every: paths per λ (all saved: the bootstrap resamples them) and the record interval
             (default n_steps/40).
-        methods: name → simulator (default SGD and the SDE: ``{"SGD": simulate_sgd, "SDE": simulate_sde}``);
-            ``options`` go to every simulator (e.g. ``stepping=Fixed(substeps=k)`` for the SDE only through a
-            ``functools.partial`` in ``methods``).
+        methods: name → method (default ``{"SGD": sgdsde.SGD(), "SDE": sgdsde.SDE()}``): each method's noise
+            is set to ``noise`` at every σ, its other fields kept (e.g. ``SDE(stepping=Fixed(substeps=4))``).
+            A simulator (``simulate_sgd``, or a ``functools.partial`` of one) is still accepted; ``options`` go
+            to every run.
         window: the late fraction of each run that is averaged.
         theta_init: where the θ*(λ) solves start: an array, a function of the point's noise model, or None
             (the first simulator's late mean at each λ).
@@ -312,13 +321,6 @@ def convergence_study(
     β = model.weights(θ) (the time average of E[β], against β(θ*)); coordinates held at 0 where θ*(λ) is not
     are reported per λ (REG-15).
     """
-    import functools
-
-    from .._options import Ensemble, Output, Record
-    from .._sde.simulate import simulate_sde
-    from .._sgd import simulate_sgd
-    from .._sweep import sweep
-
     problem64 = float64_problem(problem)
     lr = check_positive("lr", lr)
     if isinstance(sigmas, (str, bytes)) or np.ndim(sigmas) != 1 or len(sigmas) < 2:
@@ -341,9 +343,16 @@ def convergence_study(
         )
     if methods is not None and (not isinstance(methods, Mapping) or not methods):
         raise ValueError(
-            f"methods must be a non-empty dict name -> simulator (e.g. {{'SGD': simulate_sgd}}), got {methods!r}"
+            f"methods must be a non-empty dict name -> method (e.g. {{'SGD': sgdsde.SGD()}}), got {methods!r}"
         )
-    methods = {"SGD": simulate_sgd, "SDE": simulate_sde} if methods is None else dict(methods)
+    methods = {"SGD": SGD(), "SDE": SDE()} if methods is None else dict(methods)
+    for name, m in methods.items():
+        base = m.func if isinstance(m, functools.partial) else m
+        if not isinstance(base, AbstractMethod) and base not in (simulate_sgd, simulate_sde, simulate_svag):
+            raise ValueError(
+                f"methods[{name!r}] must be a method (sgdsde.SGD(), SDE(...), SVAG(l=...)) or a simulator, got "
+                f"{type(m).__name__}"
+            )
     noises = [dataclasses.replace(noise, sigma=float(s)) for s in sigmas]
     lams = np.asarray([n.effective_lambda(lr, problem) for n in noises])
     predictions = []
@@ -389,6 +398,10 @@ def convergence_study(
     )
     runs = {}
     for name, sim in methods.items():
+        if isinstance(sim, AbstractMethod):  # the study's noise in the method, its other fields as given
+            method = eqx.tree_at(lambda m: m.noise, sim, noise, is_leaf=lambda x: x is None)
+            runs[name] = sweep(method, problem, theta0, grid={"sigma": list(sigmas)}, lr=lr, **kw).results
+            continue
         base = sim.func if isinstance(sim, functools.partial) else sim
         extra = dict(sim.keywords) if isinstance(sim, functools.partial) else {}
         runs[name] = sweep(

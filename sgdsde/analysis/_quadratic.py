@@ -17,7 +17,7 @@ import scipy.sparse.linalg
 
 from .._schedules import learning_rates
 from .._validation import check_int_range, check_positive, check_psd
-from .affine import AffineNoise
+from ._affine import AffineNoise
 
 
 @dataclasses.dataclass
