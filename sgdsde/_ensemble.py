@@ -638,6 +638,27 @@ class _Accumulator:
         self.solver_stats: dict[str, int] = {}
         self.events: list[dict[str, np.ndarray]] = [{} for _ in range(n_events)]
 
+    def add_chunk(self, g: int, lo: int, records: tuple, keep: int, per_path, stats, bad) -> None:
+        """Add point g's part of a finished chunk (paths from ``lo``): its records (count, mean, m2, saved,
+        each (R, G, ...)), ``keep`` saved paths, the events' per-path arrays, solver totals, divergence marks."""
+        count, mean, m2, saved = records
+        self.moments.add(
+            count[:, g], {k: v[:, g] for k, v in mean.items()}, {k: v[:, g] for k, v in m2.items()}
+        )
+        if keep:
+            self.saved = (
+                saved[:, g] if self.saved is None else np.concatenate([self.saved, saved[:, g]], axis=1)
+            )
+        for i, arrays in enumerate(per_path):
+            for name, v in arrays.items():
+                ev = self.events[i]
+                ev[name] = v[g] if name not in ev else np.concatenate([ev[name], v[g]])
+        for name, v in stats.items():
+            self.solver_stats[name] = self.solver_stats.get(name, 0) + int(v[g])
+        idx = np.flatnonzero(bad >= 0)
+        self.bad_paths = np.concatenate([self.bad_paths, (lo + idx).astype(np.int64)])
+        self.bad_steps = np.concatenate([self.bad_steps, bad[idx].astype(np.int64)])
+
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
         out = {f"{prefix}/bad_paths": self.bad_paths, f"{prefix}/bad_steps": self.bad_steps}
         if self.moments.count is not None:
@@ -691,40 +712,79 @@ def _restore_state(fresh, leaves: list[np.ndarray]):
     return jax.tree.unflatten(tdef, out)
 
 
-def run_plans(
-    plans: list[RunPlan], *, save_names: list[str] | None = None, share: bool = False
-) -> list[EnsembleResult]:
-    """Run one plan, or G plans that differ only in traced hyperparameters as one vmapped program (a sweep
-    group, ``_Grid``, ``share``: keep equal leaves once); with ``output.checkpoint_every`` the whole state is checkpointed every that many
-    records and ``output.resume`` continues from a checkpoint bit for bit. ``save_names``: each point's
-    result prefix (default the output's ``save_to``)."""
+@dataclasses.dataclass
+class _Setup:
+    """The settings of a run (or a sweep group), validated once: shared by its plans."""
+
+    plans: list[RunPlan]
+    n_steps: int
+    record_every: int
+    n_saved: int
+    dtype: Any
+    sharding: Any
+    etas: list
+    eta_batched: bool
+    obs: tuple
+    key: Any
+    th0: np.ndarray
+    plan: list[tuple[int, int, int]]
+    record_steps: np.ndarray
+    clocks: list
+    configs: list[dict]
+
+    @property
+    def p0(self) -> RunPlan:
+        return self.plans[0]
+
+    @property
+    def events(self) -> tuple:
+        return self.p0.events
+
+    @property
+    def n_paths(self) -> int:
+        return self.p0.ensemble.n_paths
+
+    @property
+    def chunk(self) -> int:
+        return self.p0.ensemble.chunk
+
+    @property
+    def n_chunks(self) -> int:
+        return math.ceil(self.n_paths / self.chunk)
+
+    @property
+    def n_records(self) -> int:
+        return sum(n_rec for _, n_rec, _ in self.plan)
+
+
+def _prepare(plans: list[RunPlan]) -> _Setup:
+    """Everything checked that needs the options together (n_steps with record.every, θ₀ with n_paths, the
+    devices with the chunks, the observables at θ₀ and against the events' records, the checkpoint interval),
+    and the record plan and configuration records."""
     p0 = plans[0]
-    G = len(plans)
-    if G > 1:
+    if len(plans) > 1:
         _check_grid(plans)
-    events, output = p0.events, p0.output
     n_steps, record_every = check_steps(p0.n_steps, p0.record, p0.steps_per_call)
     n_paths, chunk = p0.ensemble.n_paths, p0.ensemble.chunk
     n_saved = check_int_range("n_saved_paths", p0.record.n_saved_paths, 0, n_paths)
     dtype = check_dtype(p0.dtype)
     sharding = _path_sharding(p0.ensemble.devices, n_paths, chunk)
     etas = [rates(p.lr, n_steps) for p in plans]
-    eta_batched = G > 1 and etas[0].constant and len({e.first for e in etas}) > 1
+    eta_batched = len(plans) > 1 and etas[0].constant and len({e.first for e in etas}) > 1
     obs = resolve(p0.record.observables)
     key = to_key(p0.key)
     th0 = check_theta0(p0.theta0, p0.n_params, n_paths)
-    n_params, steps_per_call, step_unit = p0.n_params, p0.steps_per_call, p0.step_unit
     check_observables(
         p0.stepper_for_chunk(1).problem,
         tuple((k, f) for k, f in obs if f is not BUILTIN.get(k)),
-        jnp.asarray(th0.reshape(-1, n_params)[0], dtype),
+        jnp.asarray(th0.reshape(-1, p0.n_params)[0], dtype),
     )
-    for event in events:
+    for event in p0.events:
         clash = {k for k, _ in obs} & set(event.records)
         if clash:
             raise ValueError(f"observables: {sorted(clash)} is recorded by the {event.name} event; rename it")
     n_full = n_steps // record_every
-    ckpt_every = output.checkpoint_every
+    ckpt_every = p0.output.checkpoint_every
     if ckpt_every is not None and n_full and n_full % ckpt_every:
         raise ValueError(
             f"checkpoint_every={ckpt_every} must divide the number of whole record intervals, "
@@ -732,23 +792,12 @@ def run_plans(
         )
     plan = _record_plan(n_steps, record_every, ckpt_every, None if etas[0].constant else BLOCK)
     n_records = sum(n_rec for _, n_rec, _ in plan)
-    record_steps = np.minimum(np.arange(n_records + 1) * record_every, n_steps)
-    clocks = [Clock(e) for e in etas]  # t_k = Σ_{j<k} η_j, k = 0..n_steps, computed on demand
-    save_names = [output.save_to] * G if save_names is None else save_names
-    writer = jax.process_index() == 0  # in a multi-process run only process 0 writes and reports
-    n_chunks = math.ceil(n_paths / chunk)
-
-    accs = [_Accumulator(len(events)) for _ in plans]
-    done_paths = 0
-    bar = Progress(
-        p0.method if G == 1 else f"sweep of {G}", G * n_steps * n_paths, enabled=output.progress and writer
-    )
     configs = [
         dict(
             p.config,
             n_steps=n_steps,
             n_paths=n_paths,
-            record_every=record_every // step_unit,
+            record_every=record_every // p0.step_unit,
             dtype=str(dtype),
             chunk_size=chunk,
             devices=1 if sharding is None else sharding.num_devices,
@@ -756,190 +805,251 @@ def run_plans(
         )
         for p in plans
     ]
-    ckpt_file = checkpoint_path(output.save_to) if output.save_to is not None else None
-    fingerprint = None
-    resume = None if output.resume is False else output.resume
-    if ckpt_every is not None or resume is not None:
-        # the label (the method's name) and checkpoint_every are cosmetic: a resume may change them
-        fingerprint = {
-            "configs": configs,
-            "data": [stepper_digest(p.stepper_for_chunk(1)) for p in plans],
-            "theta0": digest(th0),
-            "lr": [_lr_fingerprint(e) for e in etas],
-            "record": [n_saved, [k for k, _ in obs], record_every],
-            "events": [describe(e) for e in events]
-            if G == 1
-            else [[describe(e) for e in p.events] for p in plans],
-            "processes": jax.process_count(),
-            "versions": package_versions(),
-        }
+    return _Setup(
+        plans=plans,
+        n_steps=n_steps,
+        record_every=record_every,
+        n_saved=n_saved,
+        dtype=dtype,
+        sharding=sharding,
+        etas=etas,
+        eta_batched=eta_batched,
+        obs=obs,
+        key=key,
+        th0=th0,
+        plan=plan,
+        record_steps=np.minimum(np.arange(n_records + 1) * record_every, n_steps),
+        clocks=[Clock(e) for e in etas],  # t_k = Σ_{j<k} η_j, k = 0..n_steps, computed on demand
+        configs=configs,
+    )
 
-    def result(g: int, complete: bool) -> EnsembleResult:
-        acc = accs[g]
-        steps_bad = acc.bad_steps
-        count = acc.moments.count.astype(np.int64)
-        clock = clocks[g]
-        res = EnsembleResult(
-            method=plans[g].method,
-            steps=record_steps // step_unit,
-            times=clock[record_steps],
-            mean=_no_survivors_nan(acc.moments.mean, count),
-            var=_no_survivors_nan(acc.moments.variance(), count),
-            count=count,
-            n_paths=done_paths,
-            paths=acc.saved if n_saved else None,
-            diverged=len(steps_bad),
-            first_divergence_step=int(-(-steps_bad.min() // step_unit)) if len(steps_bad) else None,
-            complete=complete,
-            config=dict(configs[g], solver_stats=dict(acc.solver_stats)) if acc.solver_stats else configs[g],
-            diverged_paths=acc.bad_paths,
-            divergence_steps=-(-steps_bad // step_unit),  # the (SGD) step during which it diverged
-            divergence_times=clock[steps_bad],
-            reports={
-                e.name: e.report(arrays, clock, step_unit)
-                for e, arrays in zip(plans[g].events, acc.events, strict=True)
-                if arrays
-            },
-        )
-        return res
 
-    def checkpoint(c: int, records_done: int, recs=None, state=None) -> None:
+class _Checkpointer:
+    """The run's checkpoint file: its fingerprint (what must match for a resume), writing the whole state
+    (process 0 only) and reading it back."""
+
+    def __init__(self, setup: _Setup, accs: list[_Accumulator], writer: bool):
+        output = setup.p0.output
+        self.setup, self.accs, self.writer = setup, accs, writer
+        self.every = output.checkpoint_every
+        self.file = checkpoint_path(output.save_to) if output.save_to is not None else None
+        self.resume = None if output.resume is False else output.resume
+        self.fingerprint = None
+        if self.every is not None or self.resume is not None:
+            plans, events = setup.plans, setup.events
+            # the label (the method's name) and checkpoint_every are cosmetic: a resume may change them
+            self.fingerprint = {
+                "configs": setup.configs,
+                "data": [stepper_digest(p.stepper_for_chunk(1)) for p in plans],
+                "theta0": digest(setup.th0),
+                "lr": [_lr_fingerprint(e) for e in setup.etas],
+                "record": [setup.n_saved, [k for k, _ in setup.obs], setup.record_every],
+                "events": [describe(e) for e in events]
+                if len(plans) == 1
+                else [[describe(e) for e in p.events] for p in plans],
+                "processes": jax.process_count(),
+                "versions": package_versions(),
+            }
+
+    def save(self, c: int, records_done: int, done_paths: int, recs=None, state=None) -> None:
         arrays: dict[str, np.ndarray] = {}
-        for g, acc in enumerate(accs):
+        for g, acc in enumerate(self.accs):
             arrays.update(acc.arrays(f"acc{g}"))
         if recs is not None:
             rec = _concat_records(recs)
             arrays.update(flatten("recs", {"count": rec[0], "mean": rec[1], "m2": rec[2], "saved": rec[3]}))
             for i, leaf in enumerate(_state_leaves(state)):
                 arrays[f"state/{i}"] = leaf
-        if writer:
+        if self.writer:
             position = {
                 "chunk": c,
                 "done_paths": done_paths,
-                "solver_stats": [acc.solver_stats for acc in accs],
+                "solver_stats": [acc.solver_stats for acc in self.accs],
                 "records_done": int(records_done),
             }
-            save_checkpoint(ckpt_file, fingerprint, position, arrays)
+            save_checkpoint(self.file, self.fingerprint, position, arrays)
 
-    start_chunk, start_record, resumed = 0, 0, None
-    if resume is not None:
-        path = ckpt_file if resume is True else os.fspath(resume)
-        if resume is not True or os.path.isfile(path):
-            position, arrays = load_checkpoint(path, fingerprint)
-            for g, acc in enumerate(accs):
-                acc.restore(f"acc{g}", arrays, position["solver_stats"][g])
-            start_chunk, start_record, done_paths = (
-                position["chunk"],
-                position["records_done"],
-                position["done_paths"],
+    def load(self) -> tuple[int, int, int, Any]:
+        """(first chunk, first record, finished paths, the unfinished chunk's records and state or None) to
+        start from: the checkpoint's, restoring the accumulators, or a fresh start."""
+        if self.resume is None:
+            return 0, 0, 0, None
+        path = self.file if self.resume is True else os.fspath(self.resume)
+        if self.resume is True and not os.path.isfile(path):
+            return 0, 0, 0, None
+        position, arrays = load_checkpoint(path, self.fingerprint)
+        for g, acc in enumerate(self.accs):
+            acc.restore(f"acc{g}", arrays, position["solver_stats"][g])
+        start_chunk, start_record, done_paths = (
+            position["chunk"],
+            position["records_done"],
+            position["done_paths"],
+        )
+        s = self.setup
+        if (
+            start_chunk > s.n_chunks
+            or start_record >= max(s.n_records, 1)
+            or done_paths != min(start_chunk * s.chunk, s.n_paths)
+        ):
+            raise ValueError(
+                f"resume: the checkpoint {path!r} is damaged: its position {position} does not fit this run"
             )
-            if (
-                start_chunk > n_chunks
-                or start_record >= max(n_records, 1)
-                or done_paths != min(start_chunk * chunk, n_paths)
-            ):
-                raise ValueError(
-                    f"resume: the checkpoint {path!r} is damaged: its position {position} does not fit this run"
-                )
-            if "state/0" in arrays:
-                recs = unflatten("recs", arrays)
-                leaves = [arrays[f"state/{i}"] for i in range(sum(k.startswith("state/") for k in arrays))]
-                resumed = ((recs["count"], recs["mean"], recs["m2"], recs["saved"]), leaves)
+        resumed = None
+        if "state/0" in arrays:
+            recs = unflatten("recs", arrays)
+            leaves = [arrays[f"state/{i}"] for i in range(sum(k.startswith("state/") for k in arrays))]
+            resumed = ((recs["count"], recs["mean"], recs["m2"], recs["saved"]), leaves)
+        return start_chunk, start_record, done_paths, resumed
 
+
+def _result(setup: _Setup, g: int, acc: _Accumulator, done_paths: int, complete: bool) -> EnsembleResult:
+    """Point g's result from its accumulated chunks."""
+    steps_bad = acc.bad_steps
+    count = acc.moments.count.astype(np.int64)
+    clock = setup.clocks[g]
+    step_unit = setup.p0.step_unit
+    plan = setup.plans[g]
+    config = setup.configs[g]
+    return EnsembleResult(
+        method=plan.method,
+        steps=setup.record_steps // step_unit,
+        times=clock[setup.record_steps],
+        mean=_no_survivors_nan(acc.moments.mean, count),
+        var=_no_survivors_nan(acc.moments.variance(), count),
+        count=count,
+        n_paths=done_paths,
+        paths=acc.saved if setup.n_saved else None,
+        diverged=len(steps_bad),
+        first_divergence_step=int(-(-steps_bad.min() // step_unit)) if len(steps_bad) else None,
+        complete=complete,
+        config=dict(config, solver_stats=dict(acc.solver_stats)) if acc.solver_stats else config,
+        diverged_paths=acc.bad_paths,
+        divergence_steps=-(-steps_bad // step_unit),  # the (SGD) step during which it diverged
+        divergence_times=clock[steps_bad],
+        reports={
+            e.name: e.report(arrays, clock, step_unit)
+            for e, arrays in zip(plan.events, acc.events, strict=True)
+            if arrays
+        },
+    )
+
+
+def _run_chunk(setup: _Setup, c: int, share: bool, resumed, start_record: int, on_block) -> tuple:
+    """Chunk c from its first record (or from a checkpoint's ``resumed`` records and state at
+    ``start_record``) to the end: (ops, final carry, event states, divergence marks, host records).
+    ``on_block(block index, blocks, first record after it, records, state)`` runs after each jitted call."""
+    p0, plans = setup.p0, setup.plans
+    lo, hi = c * setup.chunk, min(setup.n_paths, (c + 1) * setup.chunk)
+    n = hi - lo
+    init_key, run_key, event_key = chunk_keys(setup.key, c)
+    th = np.asarray(np.broadcast_to(setup.th0, (setup.n_paths, p0.n_params))[lo:hi], setup.dtype)
+    th = jnp.asarray(th) if setup.sharding is None else jax.device_put(th, setup.sharding)
+    steppers = [p.stepper_for_chunk(n) for p in plans]
+    if len(plans) == 1:
+        ops = _Single(steppers[0])
+    else:
+        ops = _Grid([(s, p.events) for s, p in zip(steppers, plans, strict=True)], setup.eta_batched, share)
+    events, obs, etas, dtype, spc = setup.events, setup.obs, setup.etas, setup.dtype, p0.steps_per_call
+    carry = ops.init(init_key, th)
+    bad = jnp.full((n,), -1, jnp.int32)
+    keep = max(0, min(setup.n_saved - lo, n))
+    rec0, bad, ev_state = ops.initial_record(obs, events, carry, bad, keep)
+    recs = [ops.record0(rec0)]
+    chunk_plan = setup.plan
+    if resumed is not None:
+        recs = [resumed[0]]
+        carry, ev_state, bad = _restore_state((carry, ev_state, bad), resumed[1])
+        chunk_plan = _plan_from(setup.plan, start_record)
+    schedule = None if etas[0].constant else etas[0].device_schedule(dtype)
+    eta_const = None
+    if len(plans) > 1 and setup.eta_batched:
+        eta_const = jnp.asarray([e.first for e in etas], dtype)
+    for bi, (b, n_rec, length) in enumerate(chunk_plan):
+        start = b * setup.record_every
+        starts = start + length * np.arange(n_rec)
+        if etas[0].constant:
+            block_etas = None
+            if not setup.eta_batched:
+                eta_const = jnp.asarray(etas[0].first, dtype)
+        elif schedule is not None:
+            block_etas, eta_const = None, schedule
+        else:
+            idx = starts[:, None] + np.arange(0, length, spc)[None, :]
+            block_etas, eta_const = jnp.asarray(etas[0].take(idx), dtype), None
+        carry, ev_state, bad, rec = ops.run_block(
+            obs,
+            events,
+            carry,
+            ev_state,
+            bad,
+            jnp.asarray(starts, jnp.int32),
+            block_etas,
+            eta_const,
+            length // spc,
+            run_key,
+            event_key,
+            keep,
+            spc,
+        )
+        recs.append(ops.records(rec))
+        on_block(bi, len(chunk_plan), b + n_rec, start + n_rec * length, recs, (carry, ev_state, bad))
+    return ops, carry, ev_state, bad, recs, keep
+
+
+def run_plans(
+    plans: list[RunPlan], *, save_names: list[str] | None = None, share: bool = False
+) -> list[EnsembleResult]:
+    """Run one plan, or G plans that differ only in traced hyperparameters as one vmapped program (a sweep
+    group, ``_Grid``, ``share``: keep equal leaves once); with ``output.checkpoint_every`` the whole state is
+    checkpointed every that many records and ``output.resume`` continues from a checkpoint bit for bit.
+    ``save_names``: each point's result prefix (default the output's ``save_to``)."""
+    setup = _prepare(plans)
+    p0, G, n_steps = setup.p0, len(plans), setup.n_steps
+    save_names = [p0.output.save_to] * G if save_names is None else save_names
+    writer = jax.process_index() == 0  # in a multi-process run only process 0 writes and reports
+    accs = [_Accumulator(len(setup.events)) for _ in plans]
+    ckpt = _Checkpointer(setup, accs, writer)
+    bar = Progress(
+        p0.method if G == 1 else f"sweep of {G}",
+        G * n_steps * setup.n_paths,
+        enabled=p0.output.progress and writer,
+    )
+    start_chunk, start_record, done_paths, resumed = ckpt.load()
     try:
-        for c in range(start_chunk, n_chunks):
-            lo, hi = c * chunk, min(n_paths, (c + 1) * chunk)
-            n = hi - lo
-            init_key, run_key, event_key = chunk_keys(key, c)
-            th = np.asarray(np.broadcast_to(th0, (n_paths, n_params))[lo:hi], dtype)
-            th = jnp.asarray(th) if sharding is None else jax.device_put(th, sharding)
-            steppers = [p.stepper_for_chunk(n) for p in plans]
-            if G == 1:
-                ops = _Single(steppers[0])
-            else:
-                ops = _Grid([(s, p.events) for s, p in zip(steppers, plans, strict=True)], eta_batched, share)
-            carry = ops.init(init_key, th)
-            bad = jnp.full((n,), -1, jnp.int32)
-            keep = max(0, min(n_saved - lo, n))
-            rec0, bad, ev_state = ops.initial_record(obs, events, carry, bad, keep)
-            recs = [ops.record0(rec0)]
-            chunk_plan = plan
-            if resumed is not None and c == start_chunk:
-                recs = [resumed[0]]
-                carry, ev_state, bad = _restore_state((carry, ev_state, bad), resumed[1])
-                chunk_plan = _plan_from(plan, start_record)
-            schedule = None if etas[0].constant else etas[0].device_schedule(dtype)
-            if G > 1:
-                eta_const = jnp.asarray([e.first for e in etas], dtype) if eta_batched else None
-            for bi, (b, n_rec, length) in enumerate(chunk_plan):
-                start = b * record_every
-                starts = start + length * np.arange(n_rec)
-                if etas[0].constant:
-                    block_etas = None
-                    if not eta_batched:
-                        eta_const = jnp.asarray(etas[0].first, dtype)
-                elif schedule is not None:
-                    block_etas, eta_const = None, schedule
-                else:
-                    idx = starts[:, None] + np.arange(0, length, steps_per_call)[None, :]
-                    block_etas, eta_const = jnp.asarray(etas[0].take(idx), dtype), None
-                carry, ev_state, bad, rec = ops.run_block(
-                    obs,
-                    events,
-                    carry,
-                    ev_state,
-                    bad,
-                    jnp.asarray(starts, jnp.int32),
-                    block_etas,
-                    eta_const,
-                    length // steps_per_call,
-                    run_key,
-                    event_key,
-                    keep,
-                    steps_per_call,
-                )
-                recs.append(ops.records(rec))
-                if ckpt_every is not None and bi + 1 < len(chunk_plan):
-                    checkpoint(c, b + n_rec, recs, (carry, ev_state, bad))
-                bar.update(G * (lo * n_steps + (start + n_rec * length) * n))
-            count, mean, m2, saved = _concat_records(recs)
-            bad_h = ops.per_path(bad)
-            stats = ops.solver_stats(carry)
+        for c in range(start_chunk, setup.n_chunks):
+            lo, hi = c * setup.chunk, min(setup.n_paths, (c + 1) * setup.chunk)
+
+            def on_block(bi, n_blocks, records_done, steps_done, recs, state, c=c, lo=lo, hi=hi):
+                if ckpt.every is not None and bi + 1 < n_blocks:
+                    ckpt.save(c, records_done, lo, recs, state)  # lo: the paths finished before it
+                bar.update(G * (lo * n_steps + steps_done * (hi - lo)))
+
+            here = resumed if c == start_chunk else None
+            ops, carry, ev_state, bad, recs, keep = _run_chunk(setup, c, share, here, start_record, on_block)
             per_path = [
-                ops.per_path(event.per_path(state)) for event, state in zip(events, ev_state, strict=True)
+                ops.per_path(event.per_path(state))
+                for event, state in zip(setup.events, ev_state, strict=True)
             ]
+            bad_h, stats = ops.per_path(bad), ops.solver_stats(carry)
             for g, acc in enumerate(accs):
-                acc.moments.add(
-                    count[:, g], {k: v[:, g] for k, v in mean.items()}, {k: v[:, g] for k, v in m2.items()}
-                )
-                if keep:
-                    acc.saved = (
-                        saved[:, g] if acc.saved is None else np.concatenate([acc.saved, saved[:, g]], axis=1)
-                    )
-                for i, arrays in enumerate(per_path):
-                    for name, v in arrays.items():
-                        ev = acc.events[i]
-                        ev[name] = v[g] if name not in ev else np.concatenate([ev[name], v[g]])
-                for name, v in stats.items():
-                    acc.solver_stats[name] = acc.solver_stats.get(name, 0) + int(v[g])
-                idx = np.flatnonzero(bad_h[g] >= 0)
-                acc.bad_paths = np.concatenate([acc.bad_paths, (lo + idx).astype(np.int64)])
-                acc.bad_steps = np.concatenate([acc.bad_steps, bad_h[g][idx].astype(np.int64)])
+                acc.add_chunk(g, lo, _concat_records(recs), keep, per_path, stats, bad_h[g])
             done_paths = hi
-            if ckpt_every is not None:
-                checkpoint(c + 1, 0)
+            if ckpt.every is not None:
+                ckpt.save(c + 1, 0, done_paths)
             if writer:
                 for g in range(G):
                     if save_names[g] is not None:
-                        result(g, complete=hi == n_paths).save(save_names[g], what="save_to")
+                        _result(setup, g, accs[g], done_paths, hi == setup.n_paths).save(
+                            save_names[g], what="save_to"
+                        )
     except KeyboardInterrupt:
         if done_paths == 0:
             raise
         warnings.warn(f"{p0.method}: interrupted; returning the {done_paths} finished paths", stacklevel=2)
-        return [result(g, complete=False) for g in range(G)]
+        return [_result(setup, g, accs[g], done_paths, False) for g in range(G)]
     out = []
     for g in range(G):
-        res = result(g, complete=True)
+        res = _result(setup, g, accs[g], done_paths, True)
         if res.diverged:
             warnings.warn(res.divergence_message(), RuntimeWarning, stacklevel=2)
         out.append(res if plans[g].finish is None else plans[g].finish(res))

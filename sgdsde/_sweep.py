@@ -245,24 +245,7 @@ def sweep(
         **options: the other keyword arguments of ``simulate`` (n_steps, key, ensemble, record, events, ...;
             with a simulator also its own: resetting, first_passage, order, solver, l, ...).
     """
-    if isinstance(method, AbstractMethod):
-        if len(args) != 1:
-            raise ValueError(
-                f"sweep(method, problem, theta0, ...) takes theta0 only after problem, got {len(args)}"
-            )
-        (theta0,) = args
-        kind = type(method).__name__.lower()
-    elif method in SIMULATORS:
-        if len(args) != 2:
-            raise ValueError(f"sweep({method.__name__}, problem, noise, theta0, ...) needs noise and theta0")
-        noise, theta0 = args
-        kind = method.__name__.removeprefix("simulate_")
-        method = _legacy_method(method, noise, options)
-    else:
-        raise ValueError(
-            "simulate must be a method (sgdsde.SGD(noise), SDE(...), SVAG(...)) or sgdsde.simulate_sgd, "
-            f"simulate_sde or simulate_svag, got {getattr(method, '__name__', method)!r}"
-        )
+    method, theta0, kind = _method_and_start(method, args, options)
     events = legacy_events(
         options.pop("resetting", None), options.pop("first_passage", None), options.pop("events", ())
     )
@@ -286,32 +269,10 @@ def sweep(
         groups.setdefault(tuple(point.get(k) for k in GROUP_KEYS), []).append(i)
     results: list[EnsembleResult | None] = [None] * len(points)
     for j, members in enumerate(groups.values()):
-        plans = []
-        for i in members:
-            point = points[i]
-            method_i = method
-            for k, v in point.items():
-                if k != "lr" and k not in EVENT_KEYS and k not in sde_params:
-                    method_i = _with_field(method_i, *_resolve(method, k), v)
-            problem_i = (
-                problem.with_params(**{k: point[k] for k in sde_params if k in point})
-                if sde_params
-                else problem
-            )
-            label = (output.label or kind) + "[" + ", ".join(f"{k}={v:g}" for k, v in point.items()) + "]"
-            out = dataclasses.replace(
-                output,
-                label=label,
-                save_to=None if output.save_to is None else f"{output.save_to}.group{j}",
-            )
-            kw = dict(options, lr=point["lr"]) if "lr" in point else dict(options)
-            events_i = events
-            if "reset_rate" in point:
-                events_i = tuple(
-                    dataclasses.replace(e, rate=point["reset_rate"]) if isinstance(e, Resetting) else e
-                    for e in events
-                )
-            plans.append(method_i.plan(problem_i, theta0, output=out, events=events_i, **_run_options(kw)))
+        plans = [
+            _point_plan(method, problem, theta0, points[i], events, sde_params, output, kind, j, options)
+            for i in members
+        ]
         names = None if output.save_to is None else [f"{output.save_to}.point{i}" for i in members]
         for i, res in zip(members, run_plans(plans, save_names=names, share=not bitwise), strict=True):
             results[i] = res
@@ -326,3 +287,48 @@ def _run_options(kw: dict) -> dict:
     if unknown:
         raise TypeError(f"sweep: unknown options {unknown}; valid: {list(known)}, output, events")
     return {"ensemble": Ensemble(), "record": Record(), **kw}
+
+
+def _method_and_start(method, args: tuple, options: dict) -> tuple[AbstractMethod, Any, str]:
+    """(method, θ₀, the label's stem) from ``sweep(method, problem, θ₀)`` or the simulator spelling
+    ``sweep(simulate_x, problem, noise, θ₀)`` (its method options popped from ``options``)."""
+    if isinstance(method, AbstractMethod):
+        if len(args) != 1:
+            raise ValueError(
+                f"sweep(method, problem, theta0, ...) takes theta0 only after problem, got {len(args)}"
+            )
+        return method, args[0], type(method).__name__.lower()
+    if method in SIMULATORS:
+        if len(args) != 2:
+            raise ValueError(f"sweep({method.__name__}, problem, noise, theta0, ...) needs noise and theta0")
+        noise, theta0 = args
+        return _legacy_method(method, noise, options), theta0, method.__name__.removeprefix("simulate_")
+    raise ValueError(
+        "simulate must be a method (sgdsde.SGD(noise), SDE(...), SVAG(...)) or sgdsde.simulate_sgd, "
+        f"simulate_sde or simulate_svag, got {getattr(method, '__name__', method)!r}"
+    )
+
+
+def _point_plan(
+    method, problem, theta0, point: dict, events, sde_params, output, kind: str, group: int, options
+):
+    """The RunPlan of one grid point: the method with the point's leaves, the problem with its SDE params,
+    the events with its reset rate, the output labelled by the point."""
+    method_i = method
+    for k, v in point.items():
+        if k != "lr" and k not in EVENT_KEYS and k not in sde_params:
+            method_i = _with_field(method_i, *_resolve(method, k), v)
+    problem_i = (
+        problem.with_params(**{k: point[k] for k in sde_params if k in point}) if sde_params else problem
+    )
+    label = (output.label or kind) + "[" + ", ".join(f"{k}={v:g}" for k, v in point.items()) + "]"
+    out = dataclasses.replace(
+        output, label=label, save_to=None if output.save_to is None else f"{output.save_to}.group{group}"
+    )
+    kw = dict(options, lr=point["lr"]) if "lr" in point else dict(options)
+    if "reset_rate" in point:
+        events = tuple(
+            dataclasses.replace(e, rate=point["reset_rate"]) if isinstance(e, Resetting) else e
+            for e in events
+        )
+    return method_i.plan(problem_i, theta0, output=out, events=events, **_run_options(kw))

@@ -255,45 +255,37 @@ class SDE(AbstractMethod):
         """Poissonian resetting in time t = Ση: $P = 1 - e^{-r\\,\\Delta t}$ per step (RESET-4)."""
         return PoissonReset()
 
-    def plan(self, problem, theta0, *, lr, n_steps, key, ensemble, record, output, events) -> RunPlan:
-        noise, order, solver = self.noise, self.order, self.solver
-        stepping, increments = self.stepping, self.increments
+    def _sde_for(self, problem) -> AbstractSDE:
+        """The SDE to integrate: the SME of the problem and noise, or the AbstractSDE given as the problem."""
         if isinstance(problem, AbstractSDE):
-            if noise is not None:
+            if self.noise is not None:
                 raise ValueError(
                     "give noise=None when passing an AbstractSDE (its factor already fixes the noise)"
                 )
-            if order is not None and order != getattr(problem, "order", None):
+            if self.order is not None and self.order != getattr(problem, "order", None):
                 raise ValueError(
-                    f"order={order} applies to the SME built from a problem and a noise; this "
+                    f"order={self.order} applies to the SME built from a problem and a noise; this "
                     f"{type(problem).__name__} fixes its own drift (give order=None)"
                 )
-            sde = problem
-        elif isinstance(problem, Problem):
-            sde = SME(problem, noise, 1 if order is None else order)
-        else:
-            raise ValueError(
-                f"problem must be a sgdsde.Problem or an AbstractSDE, got {type(problem).__name__}"
-            )
+            return problem
+        if isinstance(problem, Problem):
+            return SME(problem, self.noise, 1 if self.order is None else self.order)
+        raise ValueError(f"problem must be a sgdsde.Problem or an AbstractSDE, got {type(problem).__name__}")
+
+    def plan(self, problem, theta0, *, lr, n_steps, key, ensemble, record, output, events) -> RunPlan:
+        sde = self._sde_for(problem)
         if theta0 is None:
             raise ValueError("theta0 is required")
         check_options(ensemble, record, output)
-        n_steps = check_int_range("n_steps", n_steps, 1)
-        etas = rates(lr, n_steps)
-        kind = "auto" if increments is None else increments.kind
-        solver = diffrax.Euler() if solver is None else solver
+        etas = rates(lr, check_int_range("n_steps", n_steps, 1))
+        kind = "auto" if self.increments is None else self.increments.kind
+        solver = diffrax.Euler() if self.solver is None else self.solver
         info = check_solver(solver, sde.noise_type, kind)
         if isinstance(solver, PlatenWeak2):
             solver = PlatenWeak2(noise=sde.noise_type)
-        adaptive = isinstance(stepping, Adaptive)
-        k = 1 if adaptive else _substeps(etas, stepping.dt, stepping.substeps)
-        try:
-            shape = np.shape(theta0)
-        except ValueError:
-            raise ValueError("theta0 must be a real array, got a ragged sequence") from None
-        if isinstance(theta0, (str, bytes)) or len(shape) == 0 or shape[-1] < 1:
-            raise ValueError(f"theta0 must be a (d,) or (n_paths, d) array, got {theta0!r}")
-        d = np.shape(theta0)[-1]
+        adaptive = isinstance(self.stepping, Adaptive)
+        k = 1 if adaptive else _substeps(etas, self.stepping.dt, self.stepping.substeps)
+        d = _theta_dim(theta0)
         th0 = check_theta0(theta0, d, ensemble.n_paths)
         if sde.problem is not None:
             sde.problem.check_theta(theta0, "theta0")
@@ -305,17 +297,12 @@ class SDE(AbstractMethod):
         m = dtype_sde.noise_dim(d, dtype)
         if isinstance(dtype_sde, SME) and isinstance(solver, diffrax.Euler):
             dtype_sde = dtype_sde.euler_form()  # B-free: sweeps over the batch size reuse the compiled step
-        increments = kind
-        control = info.control
-        if info.control == "brownian" and increments in ("two_point", "coupled"):
-            control = increments
-        elif info.control == "levy" and increments == "coupled":
-            control = "levy"  # Lévy-area controls already use SGD's (N, m) order
+        control = _control(info.control, kind)
         config = {
             "simulator": "sde",
             "sde": type(sde).__name__,
             "order": getattr(sde, "order", None),
-            "noise": describe(noise) if noise is not None else sde.noise_type,
+            "noise": describe(self.noise) if self.noise is not None else sde.noise_type,
             "solver": type(solver).__name__,
             "calculus": calculus(solver),
             "increments": control,
@@ -326,51 +313,13 @@ class SDE(AbstractMethod):
         stepper = lambda n: SDEStepper(
             dtype_sde, solver, n, k, control, stratonovich, m, d <= PATHS_LAST_MAX_DIM
         )
-        steps_per_call = 1
-        max_steps = None
+        steps_per_call, max_steps = 1, None
         if adaptive:
-            if not info.adaptive:
-                able = ", ".join(sorted(c.__name__ for c, i in SOLVERS.items() if i.adaptive))
-                raise ValueError(
-                    f"solver {type(solver).__name__} has no embedded error estimate, which adaptive stepping "
-                    f"needs (use one of {able})"
-                )
-            if increments not in ("auto", "gaussian"):
-                raise ValueError(
-                    "adaptive stepping draws Brownian motion from a virtual Brownian tree; increments must be "
-                    f"None or Gaussian(), got {increments!r}"
-                )
-            controller = adaptive_controller(stepping.controller, sde.noise_type)
-            # a constant lr lets one solve span a whole record interval (steps ≫ η possible); a schedule changes
-            # the diffusion √η_k at every SGD step, so each step is its own solve
-            every = n_steps if record.every is None else min(record.every, n_steps)
-            # gcd: one solve spans a record interval, or a common divisor when the last interval is shorter
-            steps_per_call = math.gcd(every, n_steps) if etas.uniform else 1
-            max_steps = max(4096, 64 * steps_per_call) if stepping.max_steps is None else stepping.max_steps
-            levy = info.control == "levy"
-            stepper = lambda n: AdaptiveSDEStepper(
-                dtype_sde,
-                solver,
-                controller,
-                n,
-                steps_per_call,
-                k,
-                max_steps,
-                stratonovich,
-                m,
-                levy,
+            stepper, steps_per_call, max_steps = self._adaptive(
+                dtype_sde, solver, info, kind, etas, n_steps, record, k, stratonovich, m, config
             )
-            config.update(adaptive=repr(controller), max_steps=max_steps, steps_per_solve=steps_per_call)
         if sde.problem is None:
-            # an SDE given by functions alone has no loss: default to ‖θ‖², refuse problem-based observables
-            observables = ("sq_norm",) if record.observables is None else record.observables
-            needs_problem = {"loss", "grad_sq_norm", "trace_gauss_newton"}
-            if not isinstance(observables, Mapping) and needs_problem & set(observables):
-                raise ValueError(
-                    f"observables {sorted(needs_problem & set(observables))} need a problem; this SDE has none "
-                    "(pass problem= to FunctionSDE, or record functions of theta)"
-                )
-            record = Record(record.every, observables, record.n_saved_paths)
+            record = _problemless_record(record)
         run = RunInfo(sde.problem, d, etas, th0, self, dtype_sde, steps_per_call, dtype)
         bound = bind_events(events, run)
         config.update(event_config(events))
@@ -391,6 +340,64 @@ class SDE(AbstractMethod):
             events=bound,
             finish=functools.partial(_warn_failed_solves, max_steps=max_steps),
         )
+
+    def _adaptive(self, sde, solver, info, kind, etas, n_steps, record, k, stratonovich, m, config):
+        """(stepper for n paths, engine steps per solve, max_steps) of adaptive stepping (SDE-8)."""
+        if not info.adaptive:
+            able = ", ".join(sorted(c.__name__ for c, i in SOLVERS.items() if i.adaptive))
+            raise ValueError(
+                f"solver {type(solver).__name__} has no embedded error estimate, which adaptive stepping "
+                f"needs (use one of {able})"
+            )
+        if kind not in ("auto", "gaussian"):
+            raise ValueError(
+                "adaptive stepping draws Brownian motion from a virtual Brownian tree; increments must be "
+                f"None or Gaussian(), got {kind!r}"
+            )
+        stepping = self.stepping
+        controller = adaptive_controller(stepping.controller, sde.noise_type)
+        # a constant lr lets one solve span a whole record interval (steps ≫ η possible); a schedule changes
+        # the diffusion √η_k at every SGD step, so each step is its own solve
+        every = n_steps if record.every is None else min(record.every, n_steps)
+        # gcd: one solve spans a record interval, or a common divisor when the last interval is shorter
+        per_call = math.gcd(every, n_steps) if etas.uniform else 1
+        max_steps = max(4096, 64 * per_call) if stepping.max_steps is None else stepping.max_steps
+        levy = info.control == "levy"
+        config.update(adaptive=repr(controller), max_steps=max_steps, steps_per_solve=per_call)
+        stepper = lambda n: AdaptiveSDEStepper(
+            sde, solver, controller, n, per_call, k, max_steps, stratonovich, m, levy
+        )
+        return stepper, per_call, max_steps
+
+
+def _theta_dim(theta0) -> int:
+    """d of a (d,) or (n_paths, d) θ₀ (an SDE without a problem learns d from it)."""
+    try:
+        shape = np.shape(theta0)
+    except ValueError:
+        raise ValueError("theta0 must be a real array, got a ragged sequence") from None
+    if isinstance(theta0, (str, bytes)) or len(shape) == 0 or shape[-1] < 1:
+        raise ValueError(f"theta0 must be a (d,) or (n_paths, d) array, got {theta0!r}")
+    return shape[-1]
+
+
+def _control(natural: str, kind: str) -> str:
+    """The stepper's random input: the solver's natural one, or the increments asked for where it allows."""
+    if natural == "brownian" and kind in ("two_point", "coupled"):
+        return kind
+    return natural  # Lévy-area controls already use SGD's (N, m) order when coupled
+
+
+def _problemless_record(record: Record) -> Record:
+    """An SDE given by functions alone has no loss: ‖θ‖² by default, problem-based observables refused."""
+    observables = ("sq_norm",) if record.observables is None else record.observables
+    needs_problem = {"loss", "grad_sq_norm", "trace_gauss_newton"}
+    if not isinstance(observables, Mapping) and needs_problem & set(observables):
+        raise ValueError(
+            f"observables {sorted(needs_problem & set(observables))} need a problem; this SDE has none "
+            "(pass problem= to FunctionSDE, or record functions of theta)"
+        )
+    return Record(record.every, observables, record.n_saved_paths)
 
 
 def plan_sde(
