@@ -147,11 +147,22 @@ def test_gd_tracks_the_modified_flow_at_order_two():
     problem, theta0 = two_layer_problem()
     etas = ETAS
     errs = {"plain": [], "gd": []}
+    # one compiled program for every η (lr is traced, n_steps and the record grid are not): each run takes the
+    # smallest η's 1/η steps and θ at step 1/η (time 1) is read from the records every 1/η_max steps (equal bit
+    # for bit to a run of 1/η steps, checked)
+    n_steps, every = int(1 / etas[-1]), int(1 / etas[0])
     for eta in etas:
         res = sd.simulate_sgd(
-            problem, None, theta0, lr=eta, n_steps=int(1 / eta), key=0, record=sd.Record(n_saved_paths=1)
+            problem,
+            None,
+            theta0,
+            lr=eta,
+            n_steps=n_steps,
+            key=0,
+            record=sd.Record(every=every, n_saved_paths=1),
         )
-        gd = res.paths[-1, 0]
+        assert res.steps[int(1 / eta) // every] == int(1 / eta)
+        gd = res.paths[int(1 / eta) // every, 0]
         for kind in errs:
             errs[kind].append(np.linalg.norm(gd - modified_flow(problem, theta0, 1.0, eta, kind)))
     plain, mod = fit_order(etas, errs["plain"]), fit_order(etas, errs["gd"])
