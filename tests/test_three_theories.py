@@ -483,13 +483,13 @@ def test_sgd_and_sde_escape_times_match_the_exact_integral(well):
     """Monte Carlo escape from the sharp minimum (label noise σ = 8, η/B = 0.0046875, absorbing target past the
     saddle), against the exact SDE integral (12.32; Eyring–Kramers is 4.3× below it here, THR-9): the SDE
     (Euler, dt = 0.003125, bridge test, 300 paths, s.e. ≈ 4.5%) and SGD at (η, B) = (0.0046875, 1) (600 paths,
-    s.e. ≈ 3.3%) are each within 3.5 s.e. (measured over seeds 11–13: SDE −1.2%, −1.8%; SGD −3.5%, −1.2%,
-    −5.3%, its O(η) bias about one s.e.); SGD at (0.01875, 4), same η/B (300 paths), escapes faster: below the
+    s.e. ≈ 3.3%) are each within 3.5 s.e. (measured with seeds 11, 12: SDE −1.2%, −1.8%; seeds 11–13: SGD −3.5%,
+    −1.2%, −5.3%, its O(η) bias about one s.e.); SGD at (0.01875, 4), same η/B (300 paths), escapes faster: below the
     exact time by more than 4 s.e. and below SGD at (0.0046875, 1) by more than 3 s.e. of the difference
     (measured −33%, −30%, −25%: z = −10, −8.4, −7.1 and 6.4, 5.9, 4.0): the η/B collapse breaks linearly in η.
     Sized for the suite: at η/B = 0.0046875 the escape takes a third of the steps of η/B = 0.003125 (the
-    script's full-size value, THR-10) and SGD's departure at 4η is twice as large, so a few hundred paths
-    resolve it. [theory: THR-9, THR-10]"""
+    script's full-size value, THR-10) and SGD's departure at 4η is about 2.5× as large (−25…−33% against
+    −10…−13% there), so a few hundred paths resolve it. [theory: THR-9, THR-10]"""
     times = {}
     for method, lr, batch, n in (
         ("sde", 0.01875, 4, 300),
