@@ -15,6 +15,7 @@ Usage: python scripts/fig_large_lr.py [--quick] [--out fig_large_lr.png]
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 
 import jax
@@ -160,21 +161,33 @@ def gap(small, large, name="test_error_P") -> tuple[float, float]:
 
 def run(quick: bool = False, out: str = "fig_large_lr.png", seed: int = 0) -> dict:
     toy = Toy(seed=seed)
+    runs = {}
+
+    def toy_run(**kw):
+        """toy.run, once per configuration: the temperature row (η₁, B = 16) and the phase diagram's cells at
+        k₀ = n_steps/2 for η₁ = η₂, η₁ are the arms' runs (same data, keys and inits: the same numbers)."""
+        bound = inspect.signature(toy.run).bind(**kw)
+        bound.apply_defaults()
+        key = tuple(sorted(bound.arguments.items()))
+        if key not in runs:
+            runs[key] = toy.run(**kw)
+        return runs[key]
+
     n_steps, n_paths = (1000, 4) if quick else (8000, 8)
     k0 = n_steps // 2
     eta2, eta1, sigma = 0.05, 0.5, 1.0
     base = dict(eta2=eta2, k0=k0, n_steps=n_steps, n_paths=n_paths, seed=seed)
     arms = {
-        "small (SGD)": toy.run(eta1=eta2, **base),
-        "large→anneal (SGD)": toy.run(eta1=eta1, **base),
-        "proxy: pre-act. noise→off": toy.run(eta1=eta2, sigma=sigma, **base),
+        "small (SGD)": toy_run(eta1=eta2, **base),
+        "large→anneal (SGD)": toy_run(eta1=eta1, **base),
+        "proxy: pre-act. noise→off": toy_run(eta1=eta2, sigma=sigma, **base),
     }
     sde_paths = 2 if quick else 4
     sde_base = dict(base, n_paths=sde_paths)
-    arms["small (SDE)"] = toy.run(eta1=eta2, sde=True, **sde_base)
-    arms["large→anneal (SDE)"] = toy.run(eta1=eta1, sde=True, **sde_base)
+    arms["small (SDE)"] = toy_run(eta1=eta2, sde=True, **sde_base)
+    arms["large→anneal (SDE)"] = toy_run(eta1=eta1, sde=True, **sde_base)
     if not quick:  # the order-2 SME (drift −∇(L + (η/4)‖∇L‖²)) of the large-LR schedule
-        arms["large→anneal (SDE o2)"] = toy.run(eta1=eta1, sde=True, order=2, **sde_base)
+        arms["large→anneal (SDE o2)"] = toy_run(eta1=eta1, sde=True, order=2, **sde_base)
 
     print(f"two-pattern toy: n = 200, d_P = 300, width 100, squared loss, B = 16, {n_steps} steps, k0 = {k0}")
     print("per path: P learned first (fraction ± s.e.); final test errors per group ± s.e.; P-only at k0")
@@ -200,11 +213,11 @@ def run(quick: bool = False, out: str = "fig_large_lr.png", seed: int = 0) -> di
     temps = [(eta1, 16), (2 * eta1, 32)] if not quick else [(eta1, 16)]
     print("temperature eta1/B fixed:")
     for e1, b in temps:
-        res = toy.run(eta1=e1, batch=b, **dict(base, eta2=eta2 * b / 16))
+        res = toy_run(eta1=e1, batch=b, **dict(base, eta2=eta2 * b / 16))
         print(f"  eta1 = {e1:.2f}, B = {b:2d}: final P test error {final(res, 'test_error_P')[0]:.3f}")
     if not quick:
         for l in (1, 4):  # noqa: E741
-            res = toy.run(eta1=eta1, svag=l, **base)
+            res = toy_run(eta1=eta1, svag=l, **base)
             print(
                 f"  SVAG l = {l}: final P test error {final(res, 'test_error_P')[0]:.3f} ± {final(res, 'test_error_P')[1]:.3f}"
             )
@@ -218,7 +231,7 @@ def run(quick: bool = False, out: str = "fig_large_lr.png", seed: int = 0) -> di
         for j, k in enumerate(k0s):
             for kind in ("SGD", "SDE") if not quick else ("SGD",):
                 kw = dict(base, k0=k, n_paths=n_paths if kind == "SGD" else sde_paths)
-                res = toy.run(eta1=e1, sde=kind == "SDE", **kw)
+                res = toy_run(eta1=e1, sde=kind == "SDE", **kw)
                 phase[kind][i, j] = final(res, "test_error_P")[0]
                 first_p[kind][i, j] = learned_first(res)[0] == "P"
     for kind, label in (("SGD", "SGD"), ("SDE", "SDE, order 1"))[: 1 if quick else 2]:
