@@ -14,7 +14,7 @@ Each round times the hand-written scan and then `simulate_sgd`, so load from oth
 path-steps per second (medians over --reps rounds), the ratio (the median of the per-round ratios), the
 process's peak RSS, and last `ratio_vs_handwritten=<min over cases>`.
 
-Run: python scripts/bench_sgd.py [--quick] [--steps T] [--reps R] [--small-steps T] [--no-small]
+Run: python scripts/bench_sgd.py [--quick] [--steps T] [--reps R] [--small-steps T] [--no-small | --small-only]
 """
 
 from __future__ import annotations
@@ -185,6 +185,7 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=9, help="paired rounds (hand-written, then simulate_sgd)")
     ap.add_argument("--small-steps", type=int, default=100_000, help="steps of the few-paths cases (c)")
     ap.add_argument("--no-small", action="store_true", help="skip the few-paths cases (c)")
+    ap.add_argument("--small-only", action="store_true", help="only the few-paths cases (c)")
     args = ap.parse_args(argv)
     n_paths, n_steps, reps = (1_000, 50, 1) if args.quick else (10_000, args.steps, args.reps)
     print(
@@ -192,10 +193,11 @@ def main(argv=None):
         f"{reps} paired rounds (medians; the ratio is the median of the per-round ratios)"
     )
     ratios = []
-    for name, case in (
+    large = (
         ("minibatch linear regression d=100 n=1000 B=32", case_minibatch),
         ("label-noise diagonal net d=100 n=40 (full batch)", case_label_noise),
-    ):
+    )
+    for name, case in () if args.small_only else large:
         hand, ours = case(n_paths, n_steps)
         medians, ratio = paired_medians({"hand": hand, "ours": ours}, reps)
         rate_hand, rate_ours = n_paths * n_steps / medians["hand"], n_paths * n_steps / medians["ours"]
