@@ -307,22 +307,9 @@ def _run_block_body(
             state, _ = jax.lax.scan(one_step, state, (ks, es, inputs))
         return state
 
-    def run_segment(state, xs):
-        first, es = xs
-        return run_calls(state, first, es, seg), None
-
     def one_record(state, xs):
         start, es = xs
-        if seg is None or seg >= calls:
-            state = run_calls(state, start, es, calls)
-        else:  # whole segments of seg calls, then the rest
-            n_seg, tail = divmod(calls, seg)
-            firsts = start + steps_per_call * seg * jnp.arange(n_seg, dtype=start.dtype)
-            es_seg = None if es is None else es[: n_seg * seg].reshape(n_seg, seg)
-            state, _ = jax.lax.scan(run_segment, state, (firsts, es_seg))
-            if tail:
-                rest = None if es is None else es[n_seg * seg :]
-                state = run_calls(state, start + steps_per_call * seg * n_seg, rest, tail)
+        state = _in_segments(run_calls, state, start, es, calls, seg, steps_per_call)
         end = start + steps_per_call * calls
         carry, bad, ev = state
         rec, bad = stats(carry, bad, ev, end)
@@ -330,6 +317,21 @@ def _run_block_body(
 
     (carry, bad_step, ev_state), recs = jax.lax.scan(one_record, (carry, bad_step, ev_state), (starts, etas))
     return carry, ev_state, bad_step, recs
+
+
+def _in_segments(run_calls, state, start, es, calls: int, seg: int | None, steps_per_call: int):
+    """A record's ``calls`` stepper calls from step ``start`` (``es``: their lrs or None) as whole segments of
+    ``seg`` calls, then the rest; seg None: all at once. ``run_calls(state, first, es, n)`` runs n calls."""
+    if seg is None or seg >= calls:
+        return run_calls(state, start, es, calls)
+    n_seg, tail = divmod(calls, seg)
+    firsts = start + steps_per_call * seg * jnp.arange(n_seg, dtype=start.dtype)
+    es_seg = None if es is None else es[: n_seg * seg].reshape(n_seg, seg)
+    state, _ = jax.lax.scan(lambda st, xs: (run_calls(st, *xs, seg), None), state, (firsts, es_seg))
+    if tail:
+        rest = None if es is None else es[n_seg * seg :]
+        state = run_calls(state, start + steps_per_call * seg * n_seg, rest, tail)
+    return state
 
 
 _run_block = eqx.filter_jit(_run_block_body)
