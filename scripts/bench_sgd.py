@@ -1,14 +1,20 @@
 """Throughput of `simulate_sgd` against the fastest hand-written jitted scan of the same update, in one process.
 
 Cases (issue 2): (a) minibatch SGD on linear regression, d = 100, n = 1000, B = 32, N = 10,000 paths;
-(b) full-batch label-noise SGD (±σ) on the diagonal network u⊙u − v⊙v, d = 100, n = 40, N = 10,000.
+(b) full-batch label-noise SGD (±σ) on the diagonal network u⊙u − v⊙v, d = 100, n = 40, N = 10,000;
+(c) the engine's fixed cost per step (issue 22): case (b) with few paths and many steps, N = 8, 32 and 256
+(--small-steps steps, 10⁵ by default; N = 256 runs a tenth of them), what the theory checks run.
 The hand-written baselines draw their random numbers flat (the fast layout of ../shared/performance.md), keep
-the state (N, d) and use the same arithmetic with nothing else: no divergence checks, no recording.
+the state (N, d) and use the same arithmetic with nothing else: no divergence checks, no recording. Case (c)'s
+baseline makes exactly the draws `simulate_sgd` makes (step k: ε from split(fold_in(run key, k))[1]; its final
+θ is compared with the run's) and is the fastest such scan found: the keys and the ±1 draws of a segment of
+steps are made in one vectorized call (threefry runs as a rolled loop on CPU, so a call per step costs far
+more than its arithmetic at few paths), then the segment's updates are scanned.
 Each round times the hand-written scan and then `simulate_sgd`, so load from other jobs hits both alike; prints
 path-steps per second (medians over --reps rounds), the ratio (the median of the per-round ratios), the
 process's peak RSS, and last `ratio_vs_handwritten=<min over cases>`.
 
-Run: python scripts/bench_sgd.py [--quick] [--steps T] [--reps R]
+Run: python scripts/bench_sgd.py [--quick] [--steps T] [--reps R] [--small-steps T] [--no-small | --small-only]
 """
 
 from __future__ import annotations
@@ -62,6 +68,37 @@ def handwritten_label_noise(X, y, sigma, n_steps, lr):
     return run
 
 
+def handwritten_label_noise_same_draws(X, y, sigma, n_steps, lr, run_key, segment):
+    """Case (b)'s update with simulate_sgd's own draws, the keys and draws of ``segment`` steps at a time."""
+    n, p = X.shape
+
+    @jax.jit
+    def run(theta):
+        N = theta.shape[0]
+
+        def update(th, eps):
+            u, v = th[:, :p], th[:, p:]
+            r = (u * u - v * v) @ X.T - y[None, :] - eps
+            gb = (r @ X) * (2.0 / n)
+            return jnp.concatenate([th[:, :p] - lr * gb * u, th[:, p:] + lr * gb * v], axis=1), None
+
+        def draws(k):  # LabelNoise.draw's ε at step k: its second split key, ±1 flat, times σ
+            ke = jax.random.split(jax.random.fold_in(run_key, k))[1]
+            return (sigma * jax.random.rademacher(ke, (N * n,), theta.dtype)).reshape(N, n)
+
+        def block(th, ks):
+            return jax.lax.scan(update, th, jax.vmap(draws)(ks))[0], None
+
+        full, tail = divmod(n_steps, segment)
+        ks = jnp.arange(full * segment, dtype=jnp.int32).reshape(full, segment)
+        theta = jax.lax.scan(block, theta, ks)[0]
+        if tail:
+            theta = block(theta, jnp.arange(full * segment, n_steps, dtype=jnp.int32))[0]
+        return theta
+
+    return run
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -111,11 +148,44 @@ def case_label_noise(n_paths, n_steps):
     return lambda: hand(jax.random.key(2), theta0).block_until_ready(), ours
 
 
+def case_few_paths(n_paths, n_steps, segment=100):
+    """Case (c): case (b) with few paths; checks once that both make the same draws (final θ to rounding)."""
+    data = sd.sparse_regression(jax.random.key(0), 40, 100, 5)
+    model = sd.DiagonalLinearNetwork(100, 1.0)
+    problem = sd.Problem(model, data.X, data.y, dtype=jnp.float32)
+    theta0 = jnp.broadcast_to(model.init().astype(jnp.float32), (n_paths, 200))
+    run_key = jax.random.split(jax.random.fold_in(jax.random.key(1), 0))[1]  # seed 1, chunk 0's stepping key
+    hand = handwritten_label_noise_same_draws(problem.X, problem.y, 1.0, n_steps, 0.01, run_key, segment)
+
+    def ours(n_saved=0):
+        return sd.simulate_sgd(
+            problem,
+            sd.LabelNoise(1.0),
+            model.init(),
+            lr=0.01,
+            n_steps=n_steps,
+            key=1,
+            ensemble=sd.Ensemble(n_paths=n_paths, dtype=np.float32),
+            record=sd.Record(n_saved_paths=n_saved),
+        )
+
+    # the same draws: the arithmetic differs only in rounding (2uᵀ… vs the VJP), so the paths agree closely
+    gap = np.max(np.abs(np.asarray(hand(theta0)) - ours(n_paths).paths[-1]))
+    if not gap < 1e-3:
+        raise AssertionError(
+            f"the hand-written scan and simulate_sgd differ by {gap:.3g}: not the same draws"
+        )
+    return lambda: hand(theta0).block_until_ready(), ours
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="N = 1,000 paths, 50 steps, 1 round")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--reps", type=int, default=9, help="paired rounds (hand-written, then simulate_sgd)")
+    ap.add_argument("--small-steps", type=int, default=100_000, help="steps of the few-paths cases (c)")
+    ap.add_argument("--no-small", action="store_true", help="skip the few-paths cases (c)")
+    ap.add_argument("--small-only", action="store_true", help="only the few-paths cases (c)")
     args = ap.parse_args(argv)
     n_paths, n_steps, reps = (1_000, 50, 1) if args.quick else (10_000, args.steps, args.reps)
     print(
@@ -123,10 +193,11 @@ def main(argv=None):
         f"{reps} paired rounds (medians; the ratio is the median of the per-round ratios)"
     )
     ratios = []
-    for name, case in (
+    large = (
         ("minibatch linear regression d=100 n=1000 B=32", case_minibatch),
         ("label-noise diagonal net d=100 n=40 (full batch)", case_label_noise),
-    ):
+    )
+    for name, case in () if args.small_only else large:
         hand, ours = case(n_paths, n_steps)
         medians, ratio = paired_medians({"hand": hand, "ours": ours}, reps)
         rate_hand, rate_ours = n_paths * n_steps / medians["hand"], n_paths * n_steps / medians["ours"]
@@ -136,6 +207,18 @@ def main(argv=None):
             f"{rate_hand / 1e6:.3f} M path-steps/s, ratio {ratios[-1]:.3f}, peak RSS so far "
             f"{peak_rss_mb():.0f} MB"
         )
+    if not args.no_small:
+        small_steps = 200 if args.quick else args.small_steps
+        for n in (8,) if args.quick else (8, 32, 256):
+            steps = small_steps if n < 256 or args.quick else max(1, small_steps // 10)
+            hand, ours = case_few_paths(n, steps)
+            medians, ratio = paired_medians({"hand": hand, "ours": ours}, reps)
+            ratios.append(ratio["ours"])
+            print(
+                f"label-noise diagonal net d=100 n=40, N={n}, {steps} steps: simulate_sgd "
+                f"{medians['ours'] / steps * 1e6:.2f} us/step, hand-written (same draws) "
+                f"{medians['hand'] / steps * 1e6:.2f} us/step, ratio {ratios[-1]:.3f}"
+            )
     print(f"ratio_vs_handwritten={min(ratios):.3f}")
 
 

@@ -81,6 +81,18 @@ class AbstractStepper(eqx.Module):
             f"{type(self).__name__} does not support events that move theta (resetting)"
         )
 
+    def segment_inputs(self, carry: PyTree, run_key, ks) -> PyTree | None:
+        """What ``step_with`` needs for the steps ``ks`` (step k's key is fold_in(run_key, k)), made for a
+        whole segment of steps in one vectorized call, with a leading axis over ``ks``; None (the default):
+        the stepper draws step by step in ``step``. On CPU each threefry call runs as a rolled loop whose fixed
+        cost dwarfs its arithmetic at few paths, so a segment's keys and draws made at once are several times
+        cheaper than per step (scripts/bench_sgd.py, the few-paths cases); the numbers are the same."""
+        return None
+
+    def step_with(self, carry: PyTree, k, eta, inputs: PyTree) -> PyTree:
+        """The carry after step k from the step's slice of ``segment_inputs`` (same numbers as ``step``)."""
+        raise NotImplementedError(f"{type(self).__name__} makes no segment inputs")
+
     def path_finite(self, carry: PyTree) -> Bool[Array, " N"]:
         """Whether every coordinate of each path is finite, for the per-step divergence check (``finite_paths``).
         Steppers override it to reduce in their own layout (a transpose here doubled the cost of a d = 10 SDE
@@ -171,26 +183,30 @@ def _apply_events(stepper, events, ev_state, before, carry, k_next, dt, key):
     return carry, tuple(new_state)
 
 
-def _advance(stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call):
+def _advance(stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call, inputs=None):
     """One stepper call on every path (steps k … k + steps_per_call − 1), the divergence marks, the events;
     skipped (everything kept as it is) once an event that can stop the run is done (a first passage every
-    path has made)."""
+    path has made). ``inputs``: the step's slice of the stepper's ``segment_inputs`` (None: step by step)."""
     done = [d for d in (e.done(s) for e, s in zip(events, ev, strict=True)) if d is not None]
+    args = (k, eta, run_key, event_key, steps_per_call, inputs)
     if not done:
-        return _advance_all(stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call)
+        return _advance_all(stepper, events, carry, bad, ev, *args)
     return jax.lax.cond(
         functools.reduce(jnp.logical_or, done),
         lambda c, b, e: (c, b, e),
-        lambda c, b, e: _advance_all(stepper, events, c, b, e, k, eta, run_key, event_key, steps_per_call),
+        lambda c, b, e: _advance_all(stepper, events, c, b, e, *args),
         carry,
         bad,
         ev,
     )
 
 
-def _advance_all(stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call):
+def _advance_all(stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call, inputs=None):
     before = stepper.theta(carry) if events else None
-    carry = stepper.step(carry, k, eta, jax.random.fold_in(run_key, k))
+    if inputs is None:
+        carry = stepper.step(carry, k, eta, jax.random.fold_in(run_key, k))
+    else:
+        carry = stepper.step_with(carry, k, eta, inputs)
     nonfinite = ~stepper.path_finite(carry)
     bad = jnp.where((bad < 0) & nonfinite, k + steps_per_call, bad)
     if events:
@@ -244,9 +260,12 @@ def _run_block_body(
     (stepper, events) pair, ``events`` unused; each step is vmapped over the grid (η_const batched along
     ``eta_axis``) and the statistics are taken point by point."""
     if eta_axis is None:
+        seg = _segment_length(stepper, carry, run_key, calls)
 
-        def advance(carry, bad, ev, k, eta):
-            return _advance(stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call)
+        def advance(carry, bad, ev, k, eta, inputs):
+            return _advance(
+                stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call, inputs
+            )
 
         def stats(carry, bad, ev, end):
             return _record_stats(stepper, observables, events, carry, bad, ev, end, n_saved)
@@ -254,8 +273,9 @@ def _run_block_body(
     else:
         batched, shared = stepper
         eta_in = 0 if eta_axis == 0 else None
+        seg = None  # a grid steps point by point (vmapped)
 
-        def advance(carry, bad, ev, k, eta):
+        def advance(carry, bad, ev, k, eta, inputs):
             def one(bt, c, b, e, eta):
                 s, evs = eqx.combine(bt, shared)  # each point's stepper and events (a swept resetting rate)
                 return _advance(s, evs, c, b, e, k, eta, run_key, event_key, steps_per_call)
@@ -267,23 +287,30 @@ def _run_block_body(
 
     def one_step(state, xs):
         carry, bad, ev = state
-        k, eta = xs
-        return advance(carry, bad, ev, k, eta), None
+        k, eta, inputs = xs
+        return advance(carry, bad, ev, k, eta, inputs), None
 
-    def one_step_constant(state, _):
+    def one_step_constant(state, inputs):
         inner, k = state
         eta = eta_const(k) if isinstance(eta_const, DeviceSchedule) else eta_const
-        inner, _ = one_step(inner, (k, eta))
+        inner, _ = one_step(inner, (k, eta, inputs))
         return (inner, k + steps_per_call), None
+
+    def run_calls(state, start, es, n):
+        """n stepper calls from step ``start`` (``es``: their lrs, None: ``eta_const``), with the inputs the
+        stepper makes for them at once where it does (``seg``)."""
+        ks = start + steps_per_call * jnp.arange(n, dtype=start.dtype)
+        inputs = None if seg is None else stepper.segment_inputs(state[0], run_key, ks)
+        if etas is None:
+            (state, _), _ = jax.lax.scan(one_step_constant, (state, start), inputs, length=n)
+        else:
+            state, _ = jax.lax.scan(one_step, state, (ks, es, inputs))
+        return state
 
     def one_record(state, xs):
         start, es = xs
-        if etas is None:
-            (state, end), _ = jax.lax.scan(one_step_constant, (state, start), None, length=calls)
-        else:
-            ks = start + steps_per_call * jnp.arange(calls, dtype=start.dtype)
-            state, _ = jax.lax.scan(one_step, state, (ks, es))
-            end = start + steps_per_call * calls
+        state = _in_segments(run_calls, state, start, es, calls, seg, steps_per_call)
+        end = start + steps_per_call * calls
         carry, bad, ev = state
         rec, bad = stats(carry, bad, ev, end)
         return (carry, bad, ev), rec
@@ -292,7 +319,36 @@ def _run_block_body(
     return carry, ev_state, bad_step, recs
 
 
+def _in_segments(run_calls, state, start, es, calls: int, seg: int | None, steps_per_call: int):
+    """A record's ``calls`` stepper calls from step ``start`` (``es``: their lrs or None) as whole segments of
+    ``seg`` calls, then the rest; seg None: all at once. ``run_calls(state, first, es, n)`` runs n calls."""
+    if seg is None or seg >= calls:
+        return run_calls(state, start, es, calls)
+    n_seg, tail = divmod(calls, seg)
+    firsts = start + steps_per_call * seg * jnp.arange(n_seg, dtype=start.dtype)
+    es_seg = None if es is None else es[: n_seg * seg].reshape(n_seg, seg)
+    state, _ = jax.lax.scan(lambda st, xs: (run_calls(st, *xs, seg), None), state, (firsts, es_seg))
+    if tail:
+        rest = None if es is None else es[n_seg * seg :]
+        state = run_calls(state, start + steps_per_call * seg * n_seg, rest, tail)
+    return state
+
+
 _run_block = eqx.filter_jit(_run_block_body)
+
+# Elements of one segment's inputs (AbstractStepper.segment_inputs) at most: 1 MB of float32.
+SEGMENT_ELEMENTS = 1 << 18
+
+
+def _segment_length(stepper, carry, run_key, calls: int) -> int | None:
+    """Stepper calls per segment whose inputs the stepper makes at once (at most ``SEGMENT_ELEMENTS``
+    elements), or None: step by step (the stepper makes none, or a segment would hold under two calls)."""
+    one = jax.eval_shape(stepper.segment_inputs, carry, run_key, jnp.zeros(1, jnp.int32))
+    if one is None:
+        return None
+    size = sum(math.prod(x.shape) for x in jax.tree.leaves(one))
+    seg = min(calls, SEGMENT_ELEMENTS // max(size, 1))
+    return seg if seg >= 2 else None
 
 
 EVENT_STREAM = 0x5E7E7  # the events' keys: fold_in(chunk key, EVENT_STREAM), apart from the stepper's

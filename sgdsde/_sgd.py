@@ -37,6 +37,25 @@ class SGDStepper(AbstractStepper):
     def step(self, carry, k, eta, key):
         theta, state = carry
         draws, state = self.noise.draw(self.problem_, key, k, state, self.n_paths, theta.dtype)
+        return self.step_with((theta, state), k, eta, draws)
+
+    def segment_inputs(self, carry, run_key, ks):
+        """The draws of steps ks at once (vmapped over the steps) where the noise allows it (``draws_ahead``:
+        the same numbers) and carries no sampler state; None otherwise (shuffled epochs, Gaussian draws): the
+        draws are then made step by step."""
+        theta, state = carry
+        if state is not None or not self.noise.draws_ahead():
+            return None
+
+        def one(k):
+            key = jax.random.fold_in(run_key, k)
+            return self.noise.draw(self.problem_, key, k, None, self.n_paths, theta.dtype)
+
+        draws, state = jax.vmap(one)(ks)
+        return draws if state is None else None
+
+    def step_with(self, carry, k, eta, draws):
+        theta, state = carry
         g = jax.vmap(self.noise.gradient, in_axes=(None, 0, 0))(self.problem_, theta, draws)
         return theta - eta * g, state
 

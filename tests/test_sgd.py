@@ -483,3 +483,48 @@ def test_replayed_label_noise_is_already_multiplied_by_sigma():
     xi1 = sd.replay_draws(problem, sd.GaussianNoise(0.1 * np.eye(2)), **kw)
     xi2 = sd.replay_draws(problem, sd.GaussianNoise(np.eye(2)), **kw)
     np.testing.assert_array_equal(xi1, xi2)
+
+
+class _StepByStep(sd.LabelNoise):
+    """LabelNoise whose draws are made step by step (the engine's path for noises that cannot draw ahead)."""
+
+    def draws_ahead(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("lr", [0.12, "array"])
+def test_draws_made_ahead_give_the_step_by_step_numbers_bit_for_bit(lr):
+    """SGD makes the draws of a segment of steps at once where the noise allows it (±σ label noise): the
+    records, the saved paths and every path's divergence step equal the step-by-step run exactly. 8 paths at
+    d = 200 make segments of 819 steps, so the 1,000-step records end in a shorter segment; with σ = 2 paths
+    diverge, at different steps (lr 0.12: steps 7-8; lr rising to 0.5: steps 888-1047, on both sides of the
+    first record's end)."""
+    data = sd.sparse_regression(jax.random.key(0), 40, 100, 5)
+    model = sd.DiagonalLinearNetwork(100, 1.0)
+    problem = sd.Problem(model, data.X, data.y, dtype=jnp.float32)
+    rising = np.concatenate([np.full(300, 0.01), np.linspace(0.01, 0.5, 700), np.full(1500, 0.5)])
+    lrs = rising if lr == "array" else lr
+    runs = []
+    for noise in (sd.LabelNoise(2.0), _StepByStep(2.0)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            runs.append(
+                sd.simulate_sgd(
+                    problem,
+                    noise,
+                    model.init(),
+                    lr=lrs,
+                    n_steps=2500,
+                    key=3,
+                    ensemble=sd.Ensemble(n_paths=8, dtype=np.float32),
+                    record=sd.Record(every=1000, n_saved_paths=8),
+                )
+            )
+    ahead, step_by_step = runs
+    assert ahead.diverged > 0 and len(set(ahead.divergence_steps.tolist())) > 1
+    np.testing.assert_array_equal(ahead.divergence_steps, step_by_step.divergence_steps)
+    np.testing.assert_array_equal(ahead.diverged_paths, step_by_step.diverged_paths)
+    np.testing.assert_array_equal(ahead.paths, step_by_step.paths)
+    for name in ahead.mean:
+        np.testing.assert_array_equal(ahead.mean[name], step_by_step.mean[name])
+        np.testing.assert_array_equal(ahead.var[name], step_by_step.var[name])

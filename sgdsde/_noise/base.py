@@ -44,6 +44,13 @@ class AbstractGradientNoise(eqx.Module):
     def draw(self, problem: Problem, key, step, state, n_paths: int, dtype) -> tuple[PyTree, Any]:
         """Random numbers of one step for all paths (leading axis N), and the new state."""
 
+    def draws_ahead(self) -> bool:
+        """Whether SGD may make the draws of many steps at once (vmapped, a speed-up at few paths) with the same
+        numbers: only where every draw is exact whatever arithmetic it meets (indices, ±σ). A draw such as σξ
+        with ξ ~ N(0, 1) is not: made step by step its product fuses into the gradient (an FMA, one rounding),
+        made ahead it is rounded first, and the paths differ in the last bit. False unless a noise says so."""
+        return False
+
     @abc.abstractmethod
     def gradient(self, problem: Problem, theta: Float[Array, " d"], draws: PyTree) -> Float[Array, " d"]:
         """The stochastic gradient $\\tilde g(\\theta)$ of one path given its draws."""
@@ -115,6 +122,9 @@ class NoNoise(AbstractGradientNoise):
 
     def draw(self, problem, key, step, state, n_paths, dtype):
         return jnp.zeros((n_paths, 0), dtype), state
+
+    def draws_ahead(self) -> bool:
+        return True
 
     def gradient(self, problem, theta, draws):
         return problem.grad(theta)

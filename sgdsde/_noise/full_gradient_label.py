@@ -60,6 +60,9 @@ class FullGradientLabelNoise(AbstractGradientNoise):
             eps = jax.random.normal(ke, (n_paths * B,), dtype)
         return (idx, (self.sigma.astype(dtype) * eps).reshape(n_paths, B)), state
 
+    def draws_ahead(self) -> bool:
+        return self.distribution == "rademacher"  # indices and ±σ: exact
+
     def gradient(self, problem, theta, draws):
         idx, eps = draws
         n = problem.n_data

@@ -119,6 +119,9 @@ class MinibatchNoise(AbstractGradientNoise):
     def draw(self, problem, key, step, state, n_paths, dtype):
         return self.sampler.draw(problem.n_data, key, step, state, n_paths)
 
+    def draws_ahead(self) -> bool:
+        return True  # indices only
+
     def gradient(self, problem, theta, draws):
         return problem.batch_gradient(theta, draws)
 
@@ -199,6 +202,9 @@ class LabelNoise(AbstractGradientNoise):
         else:
             eps = jax.random.normal(ke, (shape[0] * shape[1],), dtype)
         return (idx, (self.sigma.astype(dtype) * eps).reshape(shape)), state
+
+    def draws_ahead(self) -> bool:
+        return self.distribution == "rademacher"  # indices and ±σ: exact
 
     def gradient(self, problem, theta, draws):
         idx, eps = draws
