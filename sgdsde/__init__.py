@@ -14,6 +14,7 @@ from ._data import (
     teacher_network as teacher_network,
     two_pattern_data as two_pattern_data,
 )
+from ._derivatives import Autodiff as Autodiff
 from ._first_passage import FirstPassage as FirstPassage, FirstPassageReport as FirstPassageReport
 from ._losses import (
     AbstractLoss as AbstractLoss,
@@ -31,6 +32,7 @@ from ._models import (
 )
 from ._noise import (
     AbstractGradientNoise as AbstractGradientNoise,
+    AbstractSDENoise as AbstractSDENoise,
     FullGradientLabelNoise as FullGradientLabelNoise,
     GaussianNoise as GaussianNoise,
     LabelFlipNoise as LabelFlipNoise,
