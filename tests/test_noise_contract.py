@@ -138,12 +138,12 @@ class _SphericalSampler(sd.AbstractGradientNoise):
         return problem.grad(theta) + draws
 
 
-def test_a_noise_with_only_the_sgd_side_runs_sgd_and_is_refused_by_the_sde():
+def test_a_noise_with_only_the_sgd_side_runs_sgd():
     """The two sides of the noise contract: a sampler that subclasses AbstractGradientNoise alone (no
     covariance factor) runs in simulate_sgd, bit for bit the run of the full noise with the same draws
-    (SphericalGaussianNoise), and every consumer of the SDE side (SME, simulate_sde, λ, the affine moments)
-    refuses it by name; so does PreactivationNoise. Every registered noise with an SDE has both sides.
-    [theory: NOISE-3]"""
+    (SphericalGaussianNoise), and the consumers of the SDE side in the noise package's users (λ, the affine
+    moments) refuse it by name. Every registered noise with an SDE has both sides; PreactivationNoise has
+    only the SGD side. [theory: NOISE-3]"""
     problem = make_problem("two_layer_tanh", 5, 2, 0)
     theta0 = np.asarray(random_theta(problem, 0))
     runs = [
@@ -166,22 +166,32 @@ def test_a_noise_with_only_the_sgd_side_runs_sgd_and_is_refused_by_the_sde():
     user = _SphericalSampler(0.4)
     assert isinstance(user, sd.AbstractGradientNoise) and not isinstance(user, sd.AbstractSDENoise)
     message = "_SphericalSampler has only the SGD side"
-    with pytest.raises(ValueError, match=message):
-        sd.SME(problem, user)
-    with pytest.raises(ValueError, match=message):
-        sd.simulate_sde(problem, user, theta0, lr=0.05, n_steps=2, key=0)
     with pytest.raises(ValueError, match=f"effective_lambda needs a noise with an SDE side.*{message}"):
         sd.implicit.effective_lambda(user, 0.1, problem)
     with pytest.raises(ValueError, match=message):
         sd.analysis.AffineNoise.from_noise(problem, user)
-    with pytest.raises(ValueError, match="SME: noise must be an sgdsde noise model"):
-        sd.SME(problem, "minibatch")
     for make in (*NOISES.values(), *CLASSIFICATION_NOISES.values()):
         noise = make(5, 2)
         assert isinstance(noise, sd.AbstractGradientNoise) and isinstance(noise, sd.AbstractSDENoise)
     for make in SGD_ONLY_NOISES.values():
         noise = make(5, 2)
         assert isinstance(noise, sd.AbstractGradientNoise) and not isinstance(noise, sd.AbstractSDENoise)
+
+
+def test_the_sde_refuses_a_noise_without_the_sde_side():
+    """SME and simulate_sde need the SDE side: a noise with only the SGD side (a user's sampler,
+    PreactivationNoise) is refused with a ValueError that names it and says what it lacks; a value that is
+    no noise at all is refused naming the argument."""
+    problem = make_problem("two_layer_tanh", 5, 2, 0)
+    theta0 = np.asarray(random_theta(problem, 0))
+    for noise in (_SphericalSampler(0.4), sd.PreactivationNoise(0.5, 2)):
+        message = f"SME needs a noise with an SDE side.*{type(noise).__name__} has only the SGD side"
+        with pytest.raises(ValueError, match=message):
+            sd.SME(problem, noise)
+        with pytest.raises(ValueError, match=message):
+            sd.simulate_sde(problem, noise, theta0, lr=0.05, n_steps=2, key=0)
+    with pytest.raises(ValueError, match="SME: noise must be an sgdsde noise model"):
+        sd.SME(problem, "minibatch")
 
 
 def test_problem_keeps_no_noise_or_back_end_special_cases():
