@@ -10,6 +10,7 @@ from . import (  # symbolic stays lazy: it imports sympy
     data as data,
     implicit as implicit,
 )
+from ._derivatives import Autodiff as Autodiff
 from ._ensemble import AbstractStepper as AbstractStepper, RunPlan as RunPlan
 from ._events import (
     AbstractEvent as AbstractEvent,
@@ -35,6 +36,7 @@ from ._models import (
 )
 from ._noise import (
     AbstractGradientNoise as AbstractGradientNoise,
+    AbstractSDENoise as AbstractSDENoise,
     FullGradientLabelNoise as FullGradientLabelNoise,
     GaussianNoise as GaussianNoise,
     LabelFlipNoise as LabelFlipNoise,

@@ -42,11 +42,24 @@ NOISES = {
 }
 
 
-# Noises with no SDE (no closed-form covariance): simulate_sgd only; their own tests live with their issue
+# Noises with the SGD side only (no closed-form covariance, not AbstractSDENoise): simulate_sgd only; their own tests live with their issue
 # (PreactivationNoise: tests/test_large_lr.py).
 SGD_ONLY_NOISES = {
     "preactivation": lambda n, d: sd.PreactivationNoise(0.5, 2, anneal_step=3),
 }
+
+
+def batch_gradient(problem: sd.Problem, theta, rows, labels=None) -> jnp.ndarray:
+    """$\\frac1B\\sum_b \\nabla_\\theta\\ell(f(\\theta; x_{i_b}), \\tilde y_b)$, by autodiff of the batch's mean loss: the
+    definition a per-example noise's gradient is held to. ``labels``: ỹ in place of the rows' own (flipped
+    labels, or y + ε for additive label noise on the squared loss)."""
+    xb = problem.X[rows]
+    yb = problem.y[rows] if labels is None else labels
+
+    def batch_loss(t):
+        return jnp.mean(jax.vmap(lambda x, y: problem.loss_fn(problem.model.output(t, x), y))(xb, yb))
+
+    return jax.grad(batch_loss)(theta)
 
 
 def make_problem(model_name: str, n: int, p: int, seed: int) -> sd.Problem:

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
-from helpers import load_script
+from helpers import batch_gradient, load_script
 
 import sgdsde as sd
 
@@ -124,11 +124,11 @@ def test_preactivation_noise_gradient():
         np.testing.assert_allclose(noise.gradient(problem, theta, (idx[p], xi[p])), expected, rtol=1e-12)
         zero = jnp.zeros_like(xi[p])
         np.testing.assert_allclose(
-            noise.gradient(problem, theta, (idx[p], zero)), problem.batch_gradient(theta, idx[p]), rtol=1e-12
+            noise.gradient(problem, theta, (idx[p], zero)), batch_gradient(problem, theta, idx[p]), rtol=1e-12
         )
     (_, xi_late), _ = noise.draw(problem, key, 3, None, 2, jnp.float64)
     assert float(jnp.max(jnp.abs(xi_late))) == 0.0
-    with pytest.raises(NotImplementedError, match="simulate_sgd only"):
+    with pytest.raises(ValueError, match="PreactivationNoise has only the SGD side"):
         sd.simulate_sde(problem, noise, np.asarray(theta), lr=0.1, n_steps=2, key=0)
 
 

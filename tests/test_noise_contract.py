@@ -10,7 +10,10 @@ import pytest
 from helpers import (
     CLASSIFICATION_NOISES,
     CLASSIFICATION_PROBLEMS,
+    LOSSES,
+    MODELS as ALL_MODELS,
     NOISES,
+    SGD_ONLY_NOISES,
     check_latex,
     make_problem,
     random_theta,
@@ -119,3 +122,110 @@ def test_derivative_back_end_is_validated():
         sd.Problem(problem.model, problem.X, problem.y, derivatives="sympy")
     symbolic = problem.with_derivatives(sy.SymbolicDerivatives(problem.model))
     assert symbolic.is_symbolic and symbolic.astype(jnp.float32).derivatives is symbolic.derivatives
+
+
+class _SphericalSampler(sd.AbstractGradientNoise):
+    """A user's sampler with the SGD side only: ∇L + σξ, drawn exactly as SphericalGaussianNoise draws."""
+
+    sigma: float
+
+    def draw(self, problem, key, step, state, n_paths, dtype):
+        d = problem.n_params
+        xi = jax.random.normal(key, (n_paths * d,), dtype).reshape(n_paths, d)
+        return jnp.asarray(self.sigma, dtype) * xi, state
+
+    def gradient(self, problem, theta, draws):
+        return problem.grad(theta) + draws
+
+
+def test_a_noise_with_only_the_sgd_side_runs_sgd():
+    """The two sides of the noise contract: a sampler that subclasses AbstractGradientNoise alone (no
+    covariance factor) runs in simulate_sgd, bit for bit the run of the full noise with the same draws
+    (SphericalGaussianNoise), and the consumers of the SDE side in the noise package's users (λ, the affine
+    moments) refuse it by name. Every registered noise with an SDE has both sides; PreactivationNoise has
+    only the SGD side. [theory: NOISE-3]"""
+    problem = make_problem("two_layer_tanh", 5, 2, 0)
+    theta0 = np.asarray(random_theta(problem, 0))
+    runs = [
+        sd.simulate_sgd(
+            problem,
+            noise,
+            theta0,
+            lr=0.05,
+            n_steps=6,
+            key=3,
+            ensemble=sd.Ensemble(n_paths=3),
+            record=sd.Record(every=2, n_saved_paths=3),
+        )
+        for noise in (_SphericalSampler(0.4), sd.SphericalGaussianNoise(0.4))
+    ]
+    np.testing.assert_array_equal(runs[0].paths, runs[1].paths)
+    assert np.all(np.isfinite(runs[0].paths)) and not np.array_equal(
+        runs[0].paths[:, 0], runs[0].paths[:, -1]
+    )
+    user = _SphericalSampler(0.4)
+    assert isinstance(user, sd.AbstractGradientNoise) and not isinstance(user, sd.AbstractSDENoise)
+    message = "_SphericalSampler has only the SGD side"
+    with pytest.raises(ValueError, match=f"effective_lambda needs a noise with an SDE side.*{message}"):
+        sd.implicit.effective_lambda(user, 0.1, problem)
+    with pytest.raises(ValueError, match=message):
+        sd.analysis.AffineNoise.from_noise(problem, user)
+    for make in (*NOISES.values(), *CLASSIFICATION_NOISES.values()):
+        noise = make(5, 2)
+        assert isinstance(noise, sd.AbstractGradientNoise) and isinstance(noise, sd.AbstractSDENoise)
+    for make in SGD_ONLY_NOISES.values():
+        noise = make(5, 2)
+        assert isinstance(noise, sd.AbstractGradientNoise) and not isinstance(noise, sd.AbstractSDENoise)
+
+
+def test_the_sde_refuses_a_noise_without_the_sde_side():
+    """SME and simulate_sde need the SDE side: a noise with only the SGD side (a user's sampler,
+    PreactivationNoise) is refused with a ValueError that names it and says what it lacks; a value that is
+    no noise at all is refused naming the argument."""
+    problem = make_problem("two_layer_tanh", 5, 2, 0)
+    theta0 = np.asarray(random_theta(problem, 0))
+    for noise in (_SphericalSampler(0.4), sd.PreactivationNoise(0.5, 2)):
+        message = f"SME needs a noise with an SDE side.*{type(noise).__name__} has only the SGD side"
+        with pytest.raises(ValueError, match=message):
+            sd.SME(problem, noise)
+        with pytest.raises(ValueError, match=message):
+            sd.simulate_sde(problem, noise, theta0, lr=0.05, n_steps=2, key=0)
+    with pytest.raises(ValueError, match="SME: noise must be an sgdsde noise model"):
+        sd.SME(problem, "minibatch")
+
+
+def test_problem_keeps_no_noise_or_back_end_special_cases():
+    """Problem has no noise-specific methods (the per-example gradients live in the noise package) and no
+    dead ones; its derivatives back end is a value, Autodiff() by default, equal across problems so a
+    jitted function of a Problem compiles once; linearity in θ (additive label noise) is read from the
+    model, for every registered model. [theory: NOISE-2, SME-6]"""
+    for name in ("batch_gradient", "weighted_gradient", "loss_vjp", "loss_derivative"):
+        assert not hasattr(sd.Problem, name), name
+    problem = make_problem("linear", 4, 2, 0)
+    assert problem.derivatives == sd.Autodiff() and hash(problem.derivatives) == hash(sd.Autodiff())
+    assert not problem.is_symbolic and sd.SME(problem).reason == "numeric autodiff"
+    assert problem.with_derivatives(None).derivatives == sd.Autodiff()
+    from sgdsde._noise.per_example import output_gradients_constant
+
+    linear = {name: output_gradients_constant(make_problem(name, 4, 2, 0)) for name in ALL_MODELS}
+    assert linear == {name: name == "linear" for name in ALL_MODELS}
+    assert sd.LabelNoise(0.5).noise_type(problem) == "additive"
+    assert sd.LabelNoise(0.5).noise_type(make_problem("diagonal_signed", 4, 2, 0)) == "general"
+
+
+@pytest.mark.parametrize("name", sorted(LOSSES))
+def test_losses_fast_forms_equal_their_definitions(name):
+    """A loss's data-wide forms (ℓ′, L, ∂²ℓ, G, tr G; the squared loss's closed forms) equal the generic
+    definitions from its per-example ℓ, ∂ℓ, ∂²ℓ. Float64 rounding of O(1) sums: 1e-12.
+    [theory: LOSS-1, LOSS-5]"""
+    loss, K, labels = LOSSES[name]
+    rng = np.random.default_rng(1)
+    n, d = 6, 3
+    f = jnp.asarray(rng.normal(size=(n, K) if K > 1 else (n,)))
+    y = jnp.asarray(np.resize(np.asarray(labels), n))
+    J = jnp.asarray(rng.normal(size=(d, n, K) if K > 1 else (d, n)))
+    base = sd.AbstractLoss
+    for form in ("residuals", "mean", "curvatures"):
+        close(getattr(loss, form)(f, y), getattr(base, form)(loss, f, y), 1e-12)
+    close(loss.gauss_newton(J, f, y), base.gauss_newton(loss, J, f, y), 1e-12)
+    close(loss.trace_gauss_newton(J, f, y), jnp.trace(base.gauss_newton(loss, J, f, y)), 1e-12)

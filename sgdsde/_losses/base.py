@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
@@ -38,6 +39,35 @@ class AbstractLoss(eqx.Module):
     def hess_f(self, f, y):
         """$\\partial_f^2 \\ell(f, y)$ (a scalar, or K × K)."""
         return jax.hessian(self.__call__)(f, y)
+
+    # The data-wide forms a Problem uses: f is (n,) or (n, K), y (n,); J the gradient matrix (d × n, or
+    # d × n × K). A final class overrides them with a cheaper closed form of the same value.
+
+    def residuals(self, f, y) -> Array:
+        """$\\ell'(f_i, y_i) = \\partial_f\\ell$ per example ((n,) or (n, K))."""
+        return jax.vmap(self.grad_f)(f, y)
+
+    def mean(self, f, y) -> Float[Array, ""]:
+        """$L = \\frac1n\\sum_i \\ell(f_i, y_i)$."""
+        return jnp.mean(jax.vmap(self)(f, y))
+
+    def curvatures(self, f, y) -> Array:
+        """$\\partial_f^2\\ell(f_i, y_i)$ per example ((n,), or (n, K, K))."""
+        return jax.vmap(self.hess_f)(f, y)
+
+    def gauss_newton(self, J, f, y) -> Float[Array, "d d"]:
+        """$G = \\frac1n\\sum_i J_i^T\\,\\partial_f^2\\ell_i\\,J_i$ (LOSS-5)."""
+        h = self.curvatures(f, y)
+        if J.ndim == 3:
+            return jnp.einsum("dnk,nkl,enl->de", J, h, J) / J.shape[1]
+        return (J * h[None, :]) @ J.T / J.shape[1]
+
+    def trace_gauss_newton(self, J, f, y) -> Float[Array, ""]:
+        """$\\operatorname{tr} G$ without forming G (LOSS-5)."""
+        h = self.curvatures(f, y)
+        if J.ndim == 3:
+            return jnp.einsum("dnk,nkl,dnl->", J, h, J) / J.shape[1]
+        return jnp.sum(J * J * h[None, :]) / J.shape[1]
 
     def n_classes(self, n_outputs: int) -> int:
         """How many label values a flip can choose from (0 for real labels)."""

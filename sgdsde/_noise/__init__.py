@@ -1,4 +1,9 @@
-from .base import AbstractGradientNoise as AbstractGradientNoise, NoNoise as NoNoise
+from .base import (
+    AbstractGradientNoise as AbstractGradientNoise,
+    AbstractSDENoise as AbstractSDENoise,
+    NoNoise as NoNoise,
+    require_sde_side as require_sde_side,
+)
 from .full_gradient_label import FullGradientLabelNoise as FullGradientLabelNoise
 from .gaussian import GaussianNoise as GaussianNoise, SphericalGaussianNoise as SphericalGaussianNoise
 from .label_flip import LabelFlipNoise as LabelFlipNoise

@@ -1,5 +1,7 @@
-"""The noise contract: how SGD's stochastic gradient is drawn, its mean and covariance factor A(θ), and
-everything the SDE and the implicit-regularization layer need from it, each defined once here."""
+"""The noise contract, in two sides: what SGD needs to draw its stochastic gradient
+(``AbstractGradientNoise``), and what an SDE needs from the noise's law: mean, covariance factor A(θ) and
+everything built on it (``AbstractSDENoise``). A noise model has the SGD side, the SDE side or both; each
+formula is defined once here."""
 
 from __future__ import annotations
 
@@ -17,21 +19,16 @@ NOISE_TYPES = ("additive", "commutative", "general")
 
 
 class AbstractGradientNoise(eqx.Module):
-    """A model of SGD's gradient noise: $\\tilde g(\\theta) = m(\\theta) + \\xi$, $E\\xi = 0$,
-    $\\mathrm{Cov}\\,\\xi = \\Sigma(\\theta) = A(\\theta)A(\\theta)^T$, with mean $m = \\nabla L$ unless the noise
-    says otherwise (``unbiased = False``: label flips bias the gradient).
+    """The SGD side of a noise model: how SGD's stochastic gradient $\\tilde g(\\theta)$ is drawn.
 
     Randomness is split from the maths so ensembles draw fast: ``draw`` makes the random numbers of one
     step for all N paths at once (flat draws, reshaped: the fast layout of ../performance.md), and
-    ``gradient`` turns one path's draws into its stochastic gradient, deterministically. The rest is the
-    noise's mathematics, in terms of the problem's derivatives (autodiff or the symbolic back end), used by
-    the SME (theory/sme.md), the Euler stepper and the implicit-regularization layer. A new noise model is one
-    subclass: ``draw``, ``gradient`` and ``covariance_factor`` are required; the other methods have exact
-    defaults (autodiff), which a subclass overrides when it knows a cheaper or structural form.
+    ``gradient`` turns one path's draws into its stochastic gradient, deterministically. ``simulate_sgd``
+    (and SVAG, which draws SGD's gradients) needs only this side. A noise whose law the SDE can carry
+    (mean, covariance factor) also subclasses ``AbstractSDENoise``; one without it (a sampler with no
+    closed-form covariance, ``PreactivationNoise``) subclasses this class alone and is refused by the SDE
+    by name (``require_sde_side``).
     """
-
-    # Whether E g̃ = ∇L exactly; a biased noise overrides ``mean_gradient``.
-    unbiased: ClassVar[bool] = True
 
     def check(self, problem: Problem) -> None:
         """Raise ValueError if this noise does not fit ``problem`` (e.g. batch larger than n)."""
@@ -55,9 +52,32 @@ class AbstractGradientNoise(eqx.Module):
     def gradient(self, problem: Problem, theta: Float[Array, " d"], draws: PyTree) -> Float[Array, " d"]:
         """The stochastic gradient $\\tilde g(\\theta)$ of one path given its draws."""
 
+
+class AbstractSDENoise(eqx.Module):
+    """The SDE side of a noise model, its law: $\\tilde g(\\theta) = m(\\theta) + \\xi$, $E\\xi = 0$,
+    $\\mathrm{Cov}\\,\\xi = \\Sigma(\\theta) = A(\\theta)A(\\theta)^T$, with mean $m = \\nabla L$ unless the noise
+    says otherwise (``unbiased = False``: label flips bias the gradient).
+
+    Used by the SME (theory/sme.md), the Euler stepper and the implicit-regularization layer, in terms of the
+    problem's derivatives (autodiff or the symbolic back end). ``covariance_factor`` and ``latex`` are
+    required; the other methods have exact defaults (autodiff), which a subclass overrides when it knows a
+    cheaper or structural form. A noise model that SGD can also draw subclasses ``AbstractGradientNoise``
+    too.
+    """
+
+    # Whether E g̃ = ∇L exactly; a biased noise overrides ``mean_gradient``.
+    unbiased: ClassVar[bool] = True
+
+    def check(self, problem: Problem) -> None:
+        """Raise ValueError if this noise does not fit ``problem`` (e.g. batch larger than n)."""
+
     @abc.abstractmethod
     def covariance_factor(self, problem: Problem, theta: Float[Array, " d"]) -> Float[Array, "d m"]:
         """A(θ) with $\\Sigma(\\theta) = A A^T$, the covariance of one step's gradient noise."""
+
+    @abc.abstractmethod
+    def latex(self) -> str:
+        """The covariance factor A(θ) in LaTeX, with $AA^T = \\Sigma$."""
 
     def covariance(self, problem: Problem, theta: Float[Array, " d"]) -> Float[Array, "d d"]:
         """$\\Sigma(\\theta) = A(\\theta)A(\\theta)^T$."""
@@ -106,18 +126,32 @@ class AbstractGradientNoise(eqx.Module):
             "LabelNoise, lambda = eta*sigma^2/B); give lam= explicitly where a function accepts it"
         )
 
-    def euler_form(self, problem: Problem) -> AbstractGradientNoise:
+    def euler_form(self, problem: Problem) -> AbstractSDENoise:
         """This noise for a stepper that uses only ``mean_gradient`` and ``factor_mv`` (Euler): numbers that
         change the program's structure (a static batch size) may be turned into array leaves, so sweeps
         reuse one compiled simulator. Default: itself."""
         return self
 
-    @abc.abstractmethod
-    def latex(self) -> str:
-        """The covariance factor A(θ) in LaTeX, with $AA^T = \\Sigma$."""
+
+def require_sde_side(noise: object, what: str) -> AbstractSDENoise:
+    """``noise`` if it has the SDE side of the contract (an ``AbstractSDENoise``); else a ValueError naming
+    ``what`` (the caller: "SME", "effective_lambda", …), the noise, and what it lacks."""
+    if isinstance(noise, AbstractSDENoise):
+        return noise
+    if isinstance(noise, AbstractGradientNoise):
+        raise ValueError(
+            f"{what} needs a noise with an SDE side (mean and covariance factor A(θ): an AbstractSDENoise), "
+            f"but {type(noise).__name__} has only the SGD side (draw, gradient): it runs in simulate_sgd "
+            "(and simulate_svag) only. For the SDE of SGD's own noise use MinibatchNoise; a noise of your own "
+            "gains the SDE side by also subclassing sgdsde.AbstractSDENoise (covariance_factor, latex)"
+        )
+    raise ValueError(
+        f"{what}: noise must be an sgdsde noise model (MinibatchNoise, LabelNoise, …) or None, got "
+        f"{type(noise).__name__}"
+    )
 
 
-class NoNoise(AbstractGradientNoise):
+class NoNoise(AbstractGradientNoise, AbstractSDENoise):
     """Full-batch gradient descent: $\\tilde g = \\nabla L$, Σ = 0."""
 
     def draw(self, problem, key, step, state, n_paths, dtype):

@@ -10,14 +10,14 @@ import jax
 import jax.numpy as jnp
 
 from .._losses import require_additive_label_noise
-from .._models import LinearRegression
 from .._validation import check_positive
-from .base import AbstractGradientNoise
+from .base import AbstractGradientNoise, AbstractSDENoise
 from .minibatch import LABEL_DISTRIBUTIONS
+from .per_example import full_gradient_label_gradient, output_gradients_constant
 from .sampling import BatchSampler, batch_size_arg, check_batch_size, check_sampling
 
 
-class FullGradientLabelNoise(AbstractGradientNoise):
+class FullGradientLabelNoise(AbstractGradientNoise, AbstractSDENoise):
     """$\\tilde g = \\nabla L(\\theta) - \\frac1B\\sum_{b=1}^{B}\\varepsilon_{k,b}\\nabla f_{i_b}(\\theta)$: the exact
     full-batch gradient plus label noise on B sampled examples, ε = ±σ (Rademacher) or N(0, σ²).
 
@@ -65,11 +65,7 @@ class FullGradientLabelNoise(AbstractGradientNoise):
 
     def gradient(self, problem, theta, draws):
         idx, eps = draws
-        n = problem.n_data
-        # one VJP: (1/n)Σ_i (ℓ'_i − (n/B)Σ_{b: i_b = i} ε_b)∇f_i = ∇L − (1/B)Σ_b ε_b ∇f_{i_b}
-        out, vjp = jax.vjp(problem.outputs, theta)
-        noise = jnp.zeros(n, eps.dtype).at[idx].add(eps) * (n / self.batch_size)
-        return vjp((problem.loss_derivative(out, problem.y) - noise) / n)[0]
+        return full_gradient_label_gradient(problem, theta, idx, eps, self.batch_size)
 
     def covariance_factor(self, problem, theta):
         n = problem.n_data
@@ -85,9 +81,9 @@ class FullGradientLabelNoise(AbstractGradientNoise):
         return problem.n_data
 
     def noise_type(self, problem):
-        if isinstance(problem.model, LinearRegression):
-            return "additive"  # A = (σ/√(nB)) Xᵀ
-        return AbstractGradientNoise.noise_type(self, problem)
+        if output_gradients_constant(problem):
+            return "additive"  # A = (σ/√(nB))[∇f_i] = (σ/√(nB)) Xᵀ for a linear model
+        return AbstractSDENoise.noise_type(self, problem)
 
     def ito_to_stratonovich(self, problem, theta):
         # columns (σ/√(nB))∇f_i: Σ_j ∂A_jA_j = (σ²/B)·mean_i ∇²f_i∇f_i (SME-3)

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import check_positive, check_psd
-from .base import AbstractGradientNoise
+from .base import AbstractGradientNoise, AbstractSDENoise
 
 
 def psd_factor(name: str, covariance) -> np.ndarray:
@@ -23,7 +23,7 @@ def psd_factor(name: str, covariance) -> np.ndarray:
         return Q * np.sqrt(np.clip(lam, 0, None))[None, :]
 
 
-class GaussianNoise(AbstractGradientNoise):
+class GaussianNoise(AbstractGradientNoise, AbstractSDENoise):
     """$\\tilde g = \\nabla L(\\theta) + A(\\theta)\\xi$, ξ ~ N(0, I_m): Σ = A Aᵀ (theory/noise.md, NOISE-3).
 
     Give either ``covariance`` (constant d × d PSD, factored once) or ``factor`` (a constant d × m array,
@@ -76,7 +76,7 @@ class GaussianNoise(AbstractGradientNoise):
     def noise_type(self, problem):
         if not callable(self.factor):
             return "additive"
-        return AbstractGradientNoise.noise_type(self, problem)
+        return AbstractSDENoise.noise_type(self, problem)
 
     def latex(self):
         if callable(self.factor):
@@ -84,7 +84,7 @@ class GaussianNoise(AbstractGradientNoise):
         return r"A = \text{the given constant factor},\ A A^T = \Sigma"
 
 
-class SphericalGaussianNoise(AbstractGradientNoise):
+class SphericalGaussianNoise(AbstractGradientNoise, AbstractSDENoise):
     """$\\tilde g = \\nabla L(\\theta) + \\sigma\\xi$, ξ ~ N(0, I_d): Σ = σ²I (HaoChen et al.'s SGLD;
     theory/noise.md, NOISE-3)."""
 

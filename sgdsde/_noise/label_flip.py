@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import check_positive
-from .base import AbstractGradientNoise
+from .base import AbstractGradientNoise, AbstractSDENoise
+from .per_example import batch_gradient
 from .sampling import (
     BatchSampler,
     batch_size_arg,
@@ -23,7 +24,7 @@ from .sampling import (
 )
 
 
-class LabelFlipNoise(AbstractGradientNoise):
+class LabelFlipNoise(AbstractGradientNoise, AbstractSDENoise):
     """$\\tilde g = \\frac1B\\sum_{b}\\nabla_\\theta\\,\\ell(f_{i_b}, \\tilde y_b)$, $\\tilde y_b \\sim T[y_{i_b}, \\cdot]$
     independently each step: with probability p a label is replaced by a uniformly drawn other class
     (``transition=None``), or by a draw from row y of a given K × K class-transition matrix T.
@@ -121,7 +122,7 @@ class LabelFlipNoise(AbstractGradientNoise):
 
     def gradient(self, problem, theta, draws):
         idx, labels = draws
-        return problem.batch_gradient(theta, idx, labels=labels)
+        return batch_gradient(problem, theta, idx, labels=labels)
 
     def _per_class(self, problem, theta):
         """(out, g[c] = ∂_fℓ(f_i, class c) for every class, w[i, c] = T[y_i, c])."""
@@ -131,7 +132,7 @@ class LabelFlipNoise(AbstractGradientNoise):
         w = T[self._class_index(problem, problem.y)]  # (n, K)
         g = jnp.stack(
             [
-                problem.loss_derivative(
+                problem.loss_fn.residuals(
                     out, jnp.full(problem.y.shape, problem.loss_fn.class_label(c), problem.y.dtype)
                 )
                 for c in range(K)

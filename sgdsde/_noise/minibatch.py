@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 
 from .._losses import require_additive_label_noise
-from .._models import LinearRegression
 from .._validation import check_positive
-from .base import AbstractGradientNoise
+from .base import AbstractGradientNoise, AbstractSDENoise
+from .per_example import batch_gradient, output_gradients_constant, per_example_vjp
 from .sampling import (
     BatchSampler,
     batch_size_arg,
@@ -38,28 +38,20 @@ def centred_correction(problem, theta):
     return problem.mean_jp_loss(theta) - problem.hvp(theta, problem.grad(theta))
 
 
-class CentredLabelProduct(AbstractGradientNoise):
+class CentredLabelProduct(AbstractSDENoise):
     """The matrix-free product A(θ)w of minibatch/label noise with its batch-size-dependent scales as array
     leaves [√(c/(nB)), σ/√(nB)]: $Aw = \\sum_i \\big(s_b\\,\\ell'_i (w_i - \\bar w) + s_\\sigma w_{n+i}\\big)\\nabla f_i$,
-    one vector–Jacobian product. The Euler form of MinibatchNoise and LabelNoise: a sweep over B reuses one
-    compiled simulator. Only ``factor_mv`` and the mean are meaningful; it never draws."""
+    one vector–Jacobian product. The Euler form of MinibatchNoise and LabelNoise (SDE side only: it never
+    draws): a sweep over B reuses one compiled simulator."""
 
     scales: jax.Array
     sampling_columns: bool = eqx.field(static=True)
     label_columns: bool = eqx.field(static=True)
 
-    def draw(self, problem, key, step, state, n_paths, dtype):
-        raise NotImplementedError(
-            "the Euler form of a noise model only multiplies; simulate the noise itself"
-        )
-
-    def gradient(self, problem, theta, draws):
-        raise NotImplementedError(
-            "the Euler form of a noise model only multiplies; simulate the noise itself"
-        )
-
     def covariance_factor(self, problem, theta):
-        raise NotImplementedError("the Euler form of a noise model has no factor; use the noise itself")
+        # A's columns as the products A e_j (a check and a fallback; Euler uses factor_mv alone)
+        eye = jnp.eye(self.noise_dim(problem), dtype=theta.dtype)
+        return jax.vmap(lambda e: self.factor_mv(problem, theta, e), out_axes=1)(eye)
 
     def noise_dim(self, problem):
         return problem.n_data * (int(self.sampling_columns) + int(self.label_columns))
@@ -67,17 +59,19 @@ class CentredLabelProduct(AbstractGradientNoise):
     def factor_mv(self, problem, theta, w):
         n = problem.n_data
         s_batch, s_label = self.scales[0].astype(w.dtype), self.scales[1].astype(w.dtype)
-        out, vjp = jax.vjp(problem.outputs, theta)
-        if not self.sampling_columns:
-            return vjp(s_label * w)[0]
-        w_s = w[:n]
-        # (G − ḡ1ᵀ)w = Σ_i (w_i − w̄) J_iᵀℓ'_i, G = [J_iᵀℓ'_i] the per-example loss gradients, ℓ' = ∂ℓ/∂f the
-        # loss's own derivative (the residual f − y only for the squared loss; (n, K) for K outputs)
-        dl = problem.loss_derivative(out, problem.y)
-        c = (s_batch * (w_s - jnp.mean(w_s))).reshape((n,) + (1,) * (dl.ndim - 1)) * dl
-        if self.label_columns:
-            c = c + s_label * w[n:]
-        return vjp(c)[0]
+
+        def coefficients(dl):
+            if not self.sampling_columns:
+                return s_label * w
+            # (G − ḡ1ᵀ)w = Σ_i (w_i − w̄) J_iᵀℓ'_i, G = [J_iᵀℓ'_i] the per-example loss gradients, ℓ' = ∂ℓ/∂f
+            # the loss's own derivative (the residual f − y only for the squared loss; (n, K) for K outputs)
+            w_s = w[:n]
+            c = (s_batch * (w_s - jnp.mean(w_s))).reshape((n,) + (1,) * (dl.ndim - 1)) * dl
+            if self.label_columns:
+                c = c + s_label * w[n:]
+            return c
+
+        return per_example_vjp(problem, theta, coefficients)
 
     def latex(self):
         return r"A(\theta)w,\ \text{matrix-free}"
@@ -93,7 +87,7 @@ def _product(problem, sampling_scale_: float, sigma, batch: int, sampling: bool,
     return CentredLabelProduct(scales, sampling, label)
 
 
-class MinibatchNoise(AbstractGradientNoise):
+class MinibatchNoise(AbstractGradientNoise, AbstractSDENoise):
     """SGD's own noise: $\\tilde g = \\frac1B\\sum_{i\\in\\mathcal B_k}\\nabla\\ell_i$.
 
     $\\Sigma = \\frac{c}{B}\\Sigma_1$ with c = 1 with replacement and c = (n−B)/(n−1) for a uniform B-subset
@@ -123,7 +117,7 @@ class MinibatchNoise(AbstractGradientNoise):
         return True  # indices only
 
     def gradient(self, problem, theta, draws):
-        return problem.batch_gradient(theta, draws)
+        return batch_gradient(problem, theta, draws)
 
     def covariance_factor(self, problem, theta):
         n, B = problem.n_data, self.batch_size
@@ -133,7 +127,7 @@ class MinibatchNoise(AbstractGradientNoise):
         return sampling_scale(self.sampling, self.batch_size, problem.n_data)
 
     def factor_mv(self, problem, theta, w):
-        if problem.derivatives is not None:
+        if not problem.derivatives.matrix_free:
             return self.covariance_factor(problem, theta) @ w
         return self.euler_form(problem).factor_mv(problem, theta, w)
 
@@ -145,7 +139,7 @@ class MinibatchNoise(AbstractGradientNoise):
         return -0.5 * (self._scale(problem) / self.batch_size) * centred_correction(problem, theta)
 
     def euler_form(self, problem):
-        if problem.derivatives is not None:
+        if not problem.derivatives.matrix_free:
             return self
         return _product(problem, self._scale(problem), 0.0, self.batch_size, True, False)
 
@@ -156,7 +150,7 @@ class MinibatchNoise(AbstractGradientNoise):
         )
 
 
-class LabelNoise(AbstractGradientNoise):
+class LabelNoise(AbstractGradientNoise, AbstractSDENoise):
     """Label noise on each sampled example,
     $\\tilde g = \\frac1B\\sum_{i\\in\\mathcal B_k}(f_i - y_i - \\varepsilon_{k,i})\\nabla f_i$,
     ε = ±σ (Rademacher) or N(0, σ²).
@@ -208,7 +202,7 @@ class LabelNoise(AbstractGradientNoise):
 
     def gradient(self, problem, theta, draws):
         idx, eps = draws
-        return problem.batch_gradient(theta, idx, eps)
+        return batch_gradient(problem, theta, idx, eps)
 
     def covariance_factor(self, problem, theta):
         n, B = problem.n_data, self.batch(problem)
@@ -222,7 +216,7 @@ class LabelNoise(AbstractGradientNoise):
         return is_full_batch(self.sampling, self.batch(problem), problem.n_data)
 
     def factor_mv(self, problem, theta, w):
-        if problem.derivatives is not None:
+        if not problem.derivatives.matrix_free:
             return self.covariance_factor(problem, theta) @ w
         return self.euler_form(problem).factor_mv(problem, theta, w)
 
@@ -230,9 +224,9 @@ class LabelNoise(AbstractGradientNoise):
         return problem.n_data * (1 if self._full(problem) else 2)
 
     def noise_type(self, problem):
-        if isinstance(problem.model, LinearRegression) and self._full(problem):
-            return "additive"  # A = (σ/√(nB)) Xᵀ for a linear model and the full batch
-        return AbstractGradientNoise.noise_type(self, problem)
+        if self._full(problem) and output_gradients_constant(problem):
+            return "additive"  # A = (σ/√(nB))[∇f_i] = (σ/√(nB)) Xᵀ for a linear model and the full batch
+        return AbstractSDENoise.noise_type(self, problem)
 
     def ito_to_stratonovich(self, problem, theta):
         # label columns (σ/√(nB))∇f_i: Σ_j ∂A_jA_j = (σ²/B)·mean_i ∇²f_i∇f_i; plus the sampling part (SME-3)
@@ -252,7 +246,7 @@ class LabelNoise(AbstractGradientNoise):
         return float(lr) * float(self.sigma) ** 2 / self.batch(problem)
 
     def euler_form(self, problem):
-        if problem.derivatives is not None:
+        if not problem.derivatives.matrix_free:
             return self
         n, B, full = problem.n_data, self.batch(problem), self._full(problem)
         scale = 0.0 if full else sampling_scale(self.sampling, B, n)

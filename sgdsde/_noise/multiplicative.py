@@ -9,14 +9,15 @@ import jax
 import jax.numpy as jnp
 
 from .._validation import check_int_range
-from .base import AbstractGradientNoise
+from .base import AbstractGradientNoise, AbstractSDENoise
 from .minibatch import centred_correction
+from .per_example import weighted_gradient
 from .sampling import batch_size_arg
 
 WEIGHTS = ("gaussian_fisher", "gaussian_centred", "bernoulli")
 
 
-class MultiplicativeNoise(AbstractGradientNoise):
+class MultiplicativeNoise(AbstractGradientNoise, AbstractSDENoise):
     """$\\tilde g = \\frac1n\\sum_i m_i\\nabla\\ell_i$ with E mᵢ = 1 (Wu et al. 2020; minibatch-noise.md §5).
 
     Weights, scaled to match batch size b (theory/noise.md, NOISE-4):
@@ -46,7 +47,7 @@ class MultiplicativeNoise(AbstractGradientNoise):
         return 1.0 + math.sqrt(n / self.batch_size) * eps, state
 
     def gradient(self, problem, theta, draws):
-        return problem.weighted_gradient(theta, draws)
+        return weighted_gradient(problem, theta, draws)
 
     def _scale2(self, problem) -> float:
         """s² with A = s·[∇ℓ_i − κ∇L]_i: (n/b)/n² for Gaussian weights, ((1 − p)/p)/n², p = b/n, for Bernoulli."""

@@ -20,8 +20,11 @@ class PreactivationNoise(AbstractGradientNoise):
 
     The minibatch gradient of a two-layer network whose hidden pre-activations carry fresh Gaussian noise at
     every step (the authors' "act-noise" run: noise added before each ReLU, annealed with the step size).
-    Its mean is not ∇L (the noise passes through φ) and its covariance has no closed form, so this noise runs
-    in simulate_sgd only; ``covariance_factor`` raises and says so.
+    Its mean is the gradient of the smoothed loss,
+    $E\\,\\tilde g = \\nabla_\\theta\\frac1n\\sum_i E_\\xi\\,\\ell\\big(a^T\\varphi(Wx_i + \\sigma_k\\xi), y_i\\big)$: ∇L at
+    σ_k = 0 (where it is minibatch noise), biased in general for σ_k > 0. Its covariance has no closed form,
+    so it has only the SGD side of the noise contract: it runs in simulate_sgd (and simulate_svag), and the
+    SDE refuses it by name.
     """
 
     sigma: float
@@ -78,18 +81,3 @@ class PreactivationNoise(AbstractGradientNoise):
             return jnp.mean(jax.vmap(problem.loss_fn)(out, yb))
 
         return jax.grad(batch_loss)(theta)
-
-    def covariance_factor(self, problem, theta):
-        raise NotImplementedError(
-            "PreactivationNoise has no closed-form gradient covariance (the noise passes through the "
-            "activation): it runs in simulate_sgd only; for the SDE of SGD's own noise use MinibatchNoise"
-        )
-
-    def noise_type(self, problem):
-        return "general"
-
-    def latex(self):
-        return (
-            r"\tilde g = \nabla_\theta \tfrac1B\sum_{i\in\mathcal B}\ell\big(a^\top\varphi(Wx_i + "
-            r"\sigma_k\xi_i), y_i\big)"
-        )

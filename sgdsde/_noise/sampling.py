@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -76,9 +74,6 @@ class BatchSampler(eqx.Module):
         j = step % m
         state = jax.lax.cond(j == 0, lambda: _permutations(key, n_paths, n), lambda: state)
         return jax.lax.dynamic_slice_in_dim(state, j * B, B, axis=1), state
-
-    def batches_per_epoch(self, n: int) -> int:
-        return max(1, math.floor(n / self.batch_size))
 
 
 def _permutations(key, n_paths: int, n: int):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .._noise import AbstractGradientNoise
+from .._noise import AbstractSDENoise, require_sde_side
 from .._problem import Problem
 from .._validation import check_positive
 
 
-def effective_lambda(noise: AbstractGradientNoise, lr: float, problem: Problem | None = None) -> float:
+def effective_lambda(noise: AbstractSDENoise, lr: float, problem: Problem | None = None) -> float:
     """λ for ``noise`` at step size η: $\\lambda = \\eta\\sigma^2/B$ for label noise (the noise model's own
     ``effective_lambda``; theory/implicit-regularization.md, REG-5; Damian et al. 2021).
 
@@ -21,6 +21,4 @@ def effective_lambda(noise: AbstractGradientNoise, lr: float, problem: Problem |
         λ as a float.
     """
     eta = check_positive("lr", lr)
-    if not isinstance(noise, AbstractGradientNoise):
-        raise ValueError(f"noise must be an sgdsde noise model, got {type(noise).__name__}")
-    return noise.effective_lambda(eta, problem)
+    return require_sde_side(noise, "effective_lambda").effective_lambda(eta, problem)

@@ -20,7 +20,7 @@ from .._ensemble import AbstractStepper, RunPlan, check_theta0, finite_paths, si
 from .._events import RunInfo, bind_events, event_config
 from .._first_passage import FirstPassage
 from .._method import AbstractMethod, check_noise, legacy_events
-from .._noise import AbstractGradientNoise
+from .._noise import AbstractGradientNoise, require_sde_side
 from .._options import (
     AbstractIncrements,
     AbstractStepping,
@@ -238,7 +238,8 @@ class SDE(AbstractMethod):
     increments: AbstractIncrements | None = None
 
     def __check_init__(self):
-        check_noise(self.noise)
+        if check_noise(self.noise) is not None:
+            require_sde_side(self.noise, "SME")  # the SME this method builds needs it
         if self.order is not None and (isinstance(self.order, bool) or self.order not in (1, 2)):
             raise ValueError(f"order must be 1 or 2, got {self.order!r}")
         if not isinstance(self.stepping, AbstractStepping):

@@ -7,9 +7,8 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._derivatives import AbstractDerivatives
 from .._losses import SquaredLoss
-from .._noise import AbstractGradientNoise, NoNoise
+from .._noise import AbstractSDENoise, NoNoise, require_sde_side
 from .._problem import Problem
 from .base import AbstractSDE
 
@@ -27,16 +26,15 @@ class SME(AbstractSDE):
     """
 
     problem_: Problem
-    noise: AbstractGradientNoise
+    noise: AbstractSDENoise
     order: int = eqx.field(static=True, default=1)
     noise_type_: str = eqx.field(static=True, default="")
 
-    def __init__(self, problem: Problem, noise: AbstractGradientNoise | None = None, order: int = 1):
+    def __init__(self, problem: Problem, noise: AbstractSDENoise | None = None, order: int = 1):
         if not isinstance(problem, Problem):
             raise ValueError(f"problem must be a sgdsde.Problem, got {type(problem).__name__}")
         noise = NoNoise() if noise is None else noise
-        if not isinstance(noise, AbstractGradientNoise):
-            raise ValueError(f"noise must be an AbstractGradientNoise or None, got {type(noise).__name__}")
+        require_sde_side(noise, "SME")
         if order not in (1, 2) or isinstance(order, bool):
             raise ValueError(f"order must be 1 or 2, got {order!r}")
         noise.check(problem)
@@ -58,8 +56,7 @@ class SME(AbstractSDE):
 
     @property
     def reason(self) -> str:
-        d = self.problem_.derivatives
-        return "numeric autodiff" if d is None else d.reason
+        return self.problem_.derivatives.reason
 
     def drift(self, theta, eta):
         problem, noise = self.problem_, self.noise
@@ -158,8 +155,5 @@ def _drift_latex(sme: SME) -> str:
 
 
 def _derivatives_latex(problem: Problem) -> str:
-    """The model line: the derivatives back end's own LaTeX, or autodiff's note."""
-    d = problem.derivatives
-    if not isinstance(d, AbstractDerivatives):  # None: the Problem's own autodiff
-        return rf"\text{{numeric (autodiff) derivatives of {type(problem.model).__name__}}}"
-    return d.latex(problem)
+    """The model line: the derivatives back end's own LaTeX (autodiff's is a note)."""
+    return problem.derivatives.latex(problem)

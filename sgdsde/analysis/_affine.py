@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._noise import AbstractGradientNoise
+from .._noise import AbstractGradientNoise, AbstractSDENoise, require_sde_side
 from .._noise.gaussian import psd_factor
 from .._problem import Problem
 
@@ -72,7 +72,7 @@ class AffineNoise:
         return cls(np.zeros((d, m, d)), q)
 
     @classmethod
-    def from_noise(cls, problem: Problem, noise: AbstractGradientNoise, *, rtol: float = 1e-9, seed: int = 0):
+    def from_noise(cls, problem: Problem, noise: AbstractSDENoise, *, rtol: float = 1e-9, seed: int = 0):
         """P and q of ``noise.covariance_factor(problem, θ)`` by forward-mode autodiff in float64: q = A(0),
         P = ∂A/∂θ.
 
@@ -84,6 +84,7 @@ class AffineNoise:
             raise ValueError(f"problem must be a sgdsde.Problem, got {type(problem).__name__}")
         if not isinstance(noise, AbstractGradientNoise):
             raise ValueError(f"noise must be a sgdsde gradient-noise model, got {type(noise).__name__}")
+        require_sde_side(noise, "AffineNoise.from_noise")
         noise.check(problem)
         d = problem.n_params
         with jax.enable_x64(True):

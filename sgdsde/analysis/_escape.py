@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._noise import require_sde_side
 from .._validation import check_int_range, check_positive
 
 
@@ -115,6 +116,7 @@ def sme_coefficients(problem, noise, lr: float):
             f"sme_coefficients needs a one-parameter problem (d = 1), got d = {problem.n_params}"
         )
     lr = check_positive("lr", lr)
+    require_sde_side(noise, "sme_coefficients")
     p64 = problem.astype(jnp.float64)
     noise.check(p64)
     grad = jax.vmap(lambda t: p64.grad(t[None])[0])

@@ -99,10 +99,12 @@ def latent_gradient_bias(problem, theta, corrupted):
     Song & Jeong, Eq. 3; RESET-7). Their sum is ∇L(θ). ``corrupted``: a boolean mask over the training set."""
     import jax.numpy as jnp
 
+    from .._noise.per_example import weighted_gradient
+
     mask = jnp.asarray(corrupted)
     if mask.shape != (problem.n_data,) or mask.dtype != jnp.bool_:
         raise ValueError(
             f"corrupted must be a boolean mask of shape ({problem.n_data},), got {mask.dtype} {mask.shape}"
         )
     w = mask.astype(problem.X.dtype)
-    return problem.weighted_gradient(theta, 1 - w), problem.weighted_gradient(theta, w)
+    return weighted_gradient(problem, theta, 1 - w), weighted_gradient(problem, theta, w)

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 
+from .._noise.per_example import batch_gradient
 from .._problem import Problem
 from .._validation import check_dtype, check_int_range, check_positive
 
@@ -119,7 +120,7 @@ def _epoch_map(p64: Problem, eta: float, seqs):
 
     def one(theta0, seq):
         def step(th, idx):
-            return th - eta * p64.batch_gradient(th, idx), None
+            return th - eta * batch_gradient(p64, th, idx), None
 
         return jax.lax.scan(step, theta0, seq)[0]
 
