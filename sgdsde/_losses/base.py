@@ -12,6 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+# any loss ℓ(f, y) (K outputs: J_i = ∂f/∂θ is K × d; LOSS-1, LOSS-7)
+_GENERAL_DRIFT_LATEX = {
+    1: r"b(\theta) = -\nabla L(\theta) = -\frac{1}{n}\sum_{i=1}^{n} J_i^T\,\partial_f\ell\big(f(\theta; x_i), y_i\big),\quad J_i = \partial_\theta f(\theta; x_i)",
+    2: (
+        r"b(\theta) = -\nabla L - \frac{\eta}{2}\nabla^2 L\,\nabla L,"
+        r"\quad \nabla^2 L\, v = \frac1n\sum_i \Big(J_i^T\,\partial_f^2\ell_i\,J_i v + \sum_k \partial_{f_k}\ell_i\,\nabla^2 f_{ik}\, v\Big)"
+    ),
+}
+
 
 class AbstractLoss(eqx.Module):
     """$L(\\theta) = \\frac1n\\sum_i \\ell(f(\\theta; x_i), y_i)$ (theory/losses.md, LOSS-1).
@@ -88,6 +97,10 @@ class AbstractLoss(eqx.Module):
     @abc.abstractmethod
     def sympy_expr(self, f, y):
         """ℓ as a sympy expression of the output symbol(s) f and the label symbol y."""
+
+    def sme_drift_latex(self, order: int) -> str:
+        """The SME's drift of ``order`` (1 or 2) written for this loss (``SME.latex``): any loss's ∂ℓ form."""
+        return _GENERAL_DRIFT_LATEX[order]
 
     @abc.abstractmethod
     def latex(self) -> str:

@@ -7,6 +7,15 @@ import numpy as np
 
 from .base import AbstractLoss
 
+# the squared loss ℓ = ½(f − y)², residual r = f − y
+_DRIFT_LATEX = {
+    1: r"b(\theta) = -\nabla L(\theta) = -\frac{1}{n}\sum_{i=1}^{n} (f(\theta; x_i) - y_i)\,\nabla_\theta f(\theta; x_i)",
+    2: (
+        r"b(\theta) = -\nabla\Big(L + \frac{\eta}{4}\|\nabla L\|^2\Big) = -\nabla L - \frac{\eta}{2}\nabla^2 L\,\nabla L,"
+        r"\quad \nabla^2 L\, v = \frac1n\sum_i \big(\nabla f_i\,\nabla f_i^T v + r_i \nabla^2 f_i\, v\big)"
+    ),
+}
+
 
 class SquaredLoss(AbstractLoss):
     """$\\ell(f, y) = \\frac12 (f - y)^2$, ∂ℓ/∂f = f − y (the residual), ∂²ℓ/∂f² = 1 (LOSS-2)."""
@@ -56,6 +65,10 @@ class SquaredLoss(AbstractLoss):
         import sympy as sp
 
         return sp.Rational(1, 2) * (f - y) ** 2
+
+    def sme_drift_latex(self, order: int) -> str:
+        """The SME's drift in the residual form r = f − y."""
+        return _DRIFT_LATEX[order]
 
     def latex(self):
         return r"\ell(f, y) = \tfrac12 (f - y)^2"

@@ -7,7 +7,6 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
-from .._losses import SquaredLoss
 from .._noise import AbstractSDENoise, NoNoise, require_sde_side
 from .._problem import Problem
 from .base import AbstractSDE
@@ -117,24 +116,6 @@ class SME(AbstractSDE):
 
 # -- the SME's LaTeX (sympy-free: the symbolic part, if any, is the derivatives back end's own string) ------
 
-# the squared loss ℓ = ½(f − y)², residual r = f − y
-_DRIFT_LATEX = {
-    1: r"b(\theta) = -\nabla L(\theta) = -\frac{1}{n}\sum_{i=1}^{n} (f(\theta; x_i) - y_i)\,\nabla_\theta f(\theta; x_i)",
-    2: (
-        r"b(\theta) = -\nabla\Big(L + \frac{\eta}{4}\|\nabla L\|^2\Big) = -\nabla L - \frac{\eta}{2}\nabla^2 L\,\nabla L,"
-        r"\quad \nabla^2 L\, v = \frac1n\sum_i \big(\nabla f_i\,\nabla f_i^T v + r_i \nabla^2 f_i\, v\big)"
-    ),
-}
-
-# any loss ℓ(f, y) (K outputs: J_i = ∂f/∂θ is K × d; LOSS-1, LOSS-7)
-_GENERAL_DRIFT_LATEX = {
-    1: r"b(\theta) = -\nabla L(\theta) = -\frac{1}{n}\sum_{i=1}^{n} J_i^T\,\partial_f\ell\big(f(\theta; x_i), y_i\big),\quad J_i = \partial_\theta f(\theta; x_i)",
-    2: (
-        r"b(\theta) = -\nabla L - \frac{\eta}{2}\nabla^2 L\,\nabla L,"
-        r"\quad \nabla^2 L\, v = \frac1n\sum_i \Big(J_i^T\,\partial_f^2\ell_i\,J_i v + \sum_k \partial_{f_k}\ell_i\,\nabla^2 f_{ik}\, v\Big)"
-    ),
-}
-
 # a biased noise (label flips: FLIP-1) drifts along its mean m = E g̃, not ∇L (SME-6)
 _BIASED_DRIFT_LATEX = {
     1: r"b(\theta) = -m(\theta),\quad m = E\,\tilde g \ne \nabla L\ \text{(the noise's bias } m - \nabla L\text{)}",
@@ -149,9 +130,7 @@ def _drift_latex(sme: SME) -> str:
     ∂ℓ form, or the biased noise's mean."""
     if not sme.noise.unbiased:
         return _BIASED_DRIFT_LATEX[sme.order]
-    if isinstance(sme.problem.loss_fn, SquaredLoss):
-        return _DRIFT_LATEX[sme.order]
-    return _GENERAL_DRIFT_LATEX[sme.order]
+    return sme.problem.loss_fn.sme_drift_latex(sme.order)
 
 
 def _derivatives_latex(problem: Problem) -> str:
