@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import zipfile
+from typing import NoReturn
 
 import jax
 import numpy as np
@@ -64,7 +65,9 @@ def save_checkpoint(path: str, fingerprint: dict, position: dict, arrays: dict[s
     manifest = {k: [v.dtype.str, list(v.shape)] for k, v in arrays.items()}
     meta = {"format": FORMAT, "fingerprint": fingerprint, "position": position, "manifest": manifest}
     payload = dict(arrays, __meta__=np.array(json.dumps(strict_json(meta), sort_keys=True, allow_nan=False)))
-    atomic_write(path, lambda f: np.savez(f, **payload), binary=True, what="save_to")
+    # plain arrays and a JSON string, never pickles (np.load refuses them on resume); naming the flag also
+    # keeps it out of the arrays' names
+    atomic_write(path, lambda f: np.savez(f, allow_pickle=False, **payload), binary=True, what="save_to")
 
 
 def load_checkpoint(path: str, fingerprint: dict) -> tuple[dict, dict[str, np.ndarray]]:
@@ -106,7 +109,7 @@ def _check_fields(path: str, meta: dict, arrays: dict[str, np.ndarray]) -> None:
     named in its manifest with that dtype and shape and no other, the position's counters non-negative
     integers, and the moments' arrays of one length (a re-zipped or hand-edited file is refused)."""
 
-    def bad(why: str):
+    def bad(why: str) -> NoReturn:
         raise ValueError(f"resume: the checkpoint {path!r} is damaged: {why}")
 
     manifest, position = meta.get("manifest"), meta.get("position")

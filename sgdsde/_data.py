@@ -220,9 +220,9 @@ def double_well_data(minima=(-2.0, 0.5), n_samples: int = 12) -> DoubleWellData:
             f"minima {tuple(m)} are not both minima: the Hessian there is {curv} (the curve's tangent is parallel "
             "to p(θ₁) − p(θ₂)); choose other points"
         )
-    order = np.argsort(curv)[::-1]
+    sharp, flat = np.argsort(curv)[::-1]
     return DoubleWellData(
-        jnp.asarray(X), jnp.asarray(y), tuple(float(m[i]) for i in order), tuple(curv[i] for i in order)
+        jnp.asarray(X), jnp.asarray(y), (float(m[sharp]), float(m[flat])), (curv[sharp], curv[flat])
     )
 
 

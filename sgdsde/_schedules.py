@@ -138,7 +138,9 @@ class Rates:
         repeat: int = 1,
     ):
         self.n_steps, self.value, self.array, self.fn, self.rep = n_steps, value, array, fn, repeat
-        self._max = self._uniform = None
+        # set by _scan (a schedule or an array); a constant lr has only ``value``
+        self._max: float | None = None
+        self._uniform: bool | None = None
         self.block_starts: np.ndarray | None = None  # t at the first step of every block
         if fn is not None or array is not None:
             self._scan()
@@ -173,14 +175,18 @@ class Rates:
     @property
     def uniform(self) -> bool:
         """Whether every η_k is the same (a constant lr, or a schedule or array of equal entries)."""
-        return self.constant or self._uniform
+        return self.value is not None or bool(self._uniform)
 
     @property
     def first(self) -> float:
-        return self.value if self.constant else float(self._values(np.zeros(1, np.int64))[0])
+        return self.value if self.value is not None else float(self._values(np.zeros(1, np.int64))[0])
 
     def max(self) -> float:
-        return self.value if self.constant else self._max
+        if self.value is not None:
+            return self.value
+        if self._max is None:
+            raise AssertionError("Rates: a schedule or array lr is scanned on construction")
+        return self._max
 
     def take(self, steps) -> np.ndarray:
         """η_k at the step indices ``steps`` (any shape)."""
@@ -194,15 +200,18 @@ class Rates:
         constant lr, else each block holding a query is evaluated once and summed on from its start."""
         steps = np.asarray(steps, np.int64)
         steps = np.where(steps < 0, steps + self.n_steps + 1, steps)
-        if self.constant:
+        if self.value is not None:
             return steps * self.value
+        starts = self.block_starts
+        if starts is None:
+            raise AssertionError("Rates: a schedule or array lr is scanned on construction")
         out = np.empty(steps.shape)
         flat, res = steps.reshape(-1), out.reshape(-1)
-        blocks = np.minimum(flat // BLOCK, len(self.block_starts) - 1)
+        blocks = np.minimum(flat // BLOCK, len(starts) - 1)
         for b in np.unique(blocks):
             lo = int(b) * BLOCK
             v = self._values(np.arange(lo, min(lo + BLOCK, self.n_steps)))
-            clock = np.cumsum(np.concatenate([[self.block_starts[b]], v]))
+            clock = np.cumsum(np.concatenate([[starts[b]], v]))
             mine = blocks == b
             res[mine] = clock[flat[mine] - lo]
         return out
@@ -225,7 +234,7 @@ class Rates:
 
     def repeat(self, l: int) -> Rates:  # noqa: E741
         """Each η_k/l taken l times (SVAG's steps)."""
-        if self.constant:
+        if self.value is not None:
             return Rates(self.n_steps * l, value=self.value / l)
         if self.array is not None:
             return Rates(self.n_steps * l, array=np.repeat(self.array / l, l))

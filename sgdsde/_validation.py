@@ -56,7 +56,7 @@ def check_dtype(dtype):
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dt}")
-    if dt == np.float64 and not jax.config.jax_enable_x64:
+    if dt == np.float64 and not jax.config.read("jax_enable_x64"):
         raise ValueError(
             "dtype=float64 needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) "
             "before creating arrays (or set JAX_ENABLE_X64=1)"

@@ -10,8 +10,13 @@ import os
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
+
+if TYPE_CHECKING:  # annotations only: the functions below import the package where they use it
+    from sgdsde._results import EnsembleResult
+    from sgdsde.implicit import ConvergenceReport, Prediction
 
 DEFAULTS = dict(
     model="hadamard",
@@ -43,7 +48,7 @@ METHODS = ("gd", "label", "sde", "spherical", "minibatch")
 @dataclass
 class MethodReport:
     name: str
-    result: object
+    result: EnsembleResult
     rows: dict  # column -> (mean, standard error)
 
 
@@ -117,8 +122,8 @@ class JobReport:
 
     config: dict
     methods: list[MethodReport]
-    prediction: object | None = None
-    verdict: object | None = None
+    prediction: Prediction | None = None
+    verdict: ConvergenceReport | None = None
     theory_error: str | None = None
 
 
@@ -251,6 +256,8 @@ def run_sweep(progress: bool = True, **kwargs):
     if steps != "auto" and not (steps.isdigit() and int(steps) >= 2):
         raise ValueError(f"sweep_steps must be 'auto' or an integer >= 2, got {cfg['sweep_steps']!r}")
     noise = noise_for("label", 1.0, cfg["gaussian_sigma"], cfg["batch_size"])
+    if noise is None:  # "label" always has a noise model
+        raise AssertionError("noise_for('label', ...) gave no noise model")
     noise.check(problem)
     study = convergence_study(
         problem,
@@ -363,7 +370,7 @@ def make_out(out: str) -> None:
 
 
 # summary.json's config: each option's accepted types (None where its default is None)
-_TYPES = {
+_TYPES: dict[str, tuple[type, ...]] = {
     k: (bool,) if isinstance(v, bool) else (int,) if isinstance(v, int) else (str,)
     for k, v in DEFAULTS.items()
 }
@@ -393,7 +400,7 @@ def read_summary(out: str, flag: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{flag}: no job in {out!r} (no summary.json)")
 
-    def damaged(why: str):
+    def damaged(why: str) -> NoReturn:
         raise ValueError(f"{flag}: {path!r} is damaged or not a job's summary: {why}")
 
     try:

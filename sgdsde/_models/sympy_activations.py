@@ -8,6 +8,8 @@ derivative, JAX's convention for ``relu``).
 
 from __future__ import annotations
 
+from typing import cast
+
 import sympy as sp
 
 from .activations import ACTIVATIONS
@@ -17,7 +19,7 @@ class sigmoid(sp.Function):  # noqa: N801 (sympy functions are lower-case, like 
     """$\\sigma(z) = 1/(1 + e^{-z})$, kept as one symbol so expressions stay small; σ′ = σ(1 − σ)."""
 
     def fdiff(self, argindex=1):
-        s = sigmoid(self.args[0])
+        s = cast(sp.Expr, sigmoid(self.args[0]))  # an applied Function is an Expr (sympy types it loosely)
         return s * (1 - s)
 
     def _latex(self, printer):

@@ -7,7 +7,7 @@ itself), and only ``instantiate`` needs sympy, when the symbolic layer asks for 
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
     import sympy as sp
@@ -90,7 +90,7 @@ class Units:
             sub = {s: params[k] for s, k in zip(self.params, pi, strict=True)}
             sub.update({s: inputs[k] for s, k in zip(self.inputs, ii, strict=True)})
             sub.update({s: number(v) for s, v in zip(self.constants, cv, strict=True)})
-            terms[o].append(self.expr.xreplace(sub))
+            terms[o].append(cast(sp.Expr, self.expr.xreplace(sub)))  # substituting Exprs leaves an Expr
         if self.output_index is None:
             return sp.Add(*terms[0])
         return tuple(sp.Add(*t) for t in terms)

@@ -166,6 +166,8 @@ def svag_moments(
     mo = sgd_moments(
         hessian, theta_star, scaled, theta0, lr=etas, n_steps=n_steps * l, record_every=record_every * l
     )
+    if mo.steps is None:
+        raise AssertionError("sgd_moments records the steps of its moments")
     return dataclasses.replace(mo, steps=mo.steps // l)
 
 

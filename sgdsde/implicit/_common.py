@@ -12,7 +12,7 @@ def float64_problem(problem: Problem) -> Problem:
     """The problem in float64; raise if 64-bit JAX is off (solves and verdicts need it)."""
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a sgdsde.Problem, got {type(problem).__name__}")
-    if not jax.config.jax_enable_x64:
+    if not jax.config.read("jax_enable_x64"):
         raise ValueError(
             "stationary-point solves need float64: call jax.config.update('jax_enable_x64', True) "
             "before creating arrays (or set JAX_ENABLE_X64=1)"

@@ -30,7 +30,7 @@ def end_to_end_velocity(W, grad, depth: int) -> np.ndarray:
     W, G, N = _check(W, grad, depth)
     exponents = [j / N for j in range(N)]  # (j − 1)/N on the left, (N − j)/N on the right, j = 1..N
     left, right = _psd_powers(W @ W.T, exponents), _psd_powers(W.T @ W, exponents)
-    return -sum(left[j] @ G @ right[N - 1 - j] for j in range(N))
+    return -sum((left[j] @ G @ right[N - 1 - j] for j in range(N)), np.zeros_like(G))
 
 
 def singular_value_velocity(W, grad, depth: int) -> np.ndarray:

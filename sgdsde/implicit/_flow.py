@@ -94,6 +94,8 @@ def _gradient_flow_projection(problem: Problem, theta, tol, max_iter):
         max_steps=max_iter,
         throw=False,
     )
+    if sol.ys is None:
+        raise AssertionError("diffeqsolve saves y(t1) by default")
     return sol.ys[-1]
 
 

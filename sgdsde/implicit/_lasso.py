@@ -74,6 +74,7 @@ def weighted_lasso(
         raise ValueError("X has an all-zero column; its coefficient is not identified")
     beta = np.zeros(d)
     r = y.copy()  # y − Xβ
+    sweep = 0  # the loop runs at least once (max_sweeps >= 1)
     for sweep in range(1, max_sweeps + 1):
         for j in range(d):
             rho = X[:, j] @ r / n + col[j] * beta[j]
@@ -107,6 +108,8 @@ def label_noise_lasso(
         raise ValueError(f"problem.model must be a DiagonalLinearNetwork, got {type(problem.model).__name__}")
     require_additive_label_noise(problem.loss_fn, "label_noise_lasso (a squared-loss Lasso)")
     if lam is None:
+        if noise is None:
+            raise ValueError("noise must be an sgdsde noise model when lam is None, got None")
         lam = effective_lambda(noise, lr, problem)
     else:
         lam = check_positive("lam", lam, allow_zero=True)

@@ -31,6 +31,8 @@ def modified_loss(problem: Problem, theta, eta: float, kind: str = "gd", batch_s
     out = loss + (eta / 4) * jnp.dot(g, g)
     if kind == "gd":
         return out
+    if batch_size is None:
+        raise ValueError("kind='smith' needs batch_size")
     n, B = problem.n_data, batch_size
     G = problem.loss_gradients(theta)  # (d, n)
     gamma = jnp.mean(jnp.sum((G - g[:, None]) ** 2, axis=0))
@@ -78,6 +80,8 @@ def modified_flow(
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=1_000_000,
     )
+    if sol.ys is None:
+        raise AssertionError("diffeqsolve saves y(t1) by default")
     return np.asarray(sol.ys[-1])
 
 

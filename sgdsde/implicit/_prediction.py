@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import jax
 import numpy as np
@@ -152,7 +153,7 @@ def predict_phases(
     n_steps: int,
     theta_init,
     *,
-    lam=None,
+    lam: Callable[[float], float] | None = None,
     **kwargs,
 ) -> list[Phase]:
     """One prediction per constant-η phase of a schedule (e.g. ``StepDecayLR``): λ = λ(η_phase) and the

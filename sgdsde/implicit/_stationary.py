@@ -153,13 +153,15 @@ def stationary_point(
     theta = jnp.asarray(th0)
     n_steps = 0
     # A tight Cauchy tolerance so BFGS gets close enough for Newton's quadratic phase.
-    tol = dict(rtol=1e-12, atol=1e-14)
+    rtol, atol = 1e-12, 1e-14
     if method in ("bfgs+newton", "bfgs"):
-        sol = optx.minimise(_objective, optx.BFGS(**tol), theta, args, max_steps=max_steps, throw=False)
+        sol = optx.minimise(
+            _objective, optx.BFGS(rtol=rtol, atol=atol), theta, args, max_steps=max_steps, throw=False
+        )
         theta, n_steps = sol.value, n_steps + int(sol.stats["num_steps"])
     if method in ("bfgs+newton", "newton") and np.all(np.isfinite(np.asarray(theta))):
         sol = optx.root_find(
-            _objective_grad, optx.Newton(**tol), theta, args, max_steps=max_steps, throw=False
+            _objective_grad, optx.Newton(rtol=rtol, atol=atol), theta, args, max_steps=max_steps, throw=False
         )
         # Newton polishes a good point; if it wanders off (a non-finite step), keep the better of the two.
         gn = lambda y: _finite_or_inf(_grad_norm(problem, regularizer, args[2], y))

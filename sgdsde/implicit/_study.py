@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._method import AbstractMethod
+from .._noise import AbstractGradientNoise
 from .._options import Ensemble, Output, Record
 from .._problem import Problem
 from .._sde.simulate import SDE, simulate_sde
@@ -80,8 +82,8 @@ class MethodStudy:
     difference: np.ndarray  # d(¼tr) − d(tr-log) per λ
     difference_band: np.ndarray  # (L, 2) 95% band
     n_paths: np.ndarray
-    drift: np.ndarray | None = None  # ‖θ̄(second half of the window) − θ̄(first half)‖ per λ: still moving?
-    drift_se: np.ndarray | None = None
+    drift: np.ndarray  # ‖θ̄(second half of the window) − θ̄(first half)‖ per λ: still moving?
+    drift_se: np.ndarray
     observable: dict[str, np.ndarray] | None = None  # |E g − g(θ*_R)| per λ (an ``observable`` g given)
     observable_se: dict[str, np.ndarray] | None = None
     observable_mean: np.ndarray | None = None  # the time average of E g per λ, and its bootstrap SE
@@ -134,6 +136,9 @@ class ConvergenceStudy:
             )
             parts.append(render_table(header, rows))
             if m.total_beta is not None:
+                tb_se, ab, ab_se, fb = m.total_beta_se, m.along_beta, m.along_beta_se, m.floor_beta
+                if tb_se is None or ab is None or ab_se is None or fb is None:
+                    raise AssertionError("_beta_distances sets the beta fields together")
                 header = ["lambda"]
                 for reg in REGULARIZERS:
                     header += [f"|avg beta - beta*| {reg}", f"along Xb=y {reg}"]
@@ -142,24 +147,23 @@ class ConvergenceStudy:
                 for i, lam in enumerate(self.lams):
                     row = [f"{lam:.4g}"]
                     for reg in REGULARIZERS:
-                        row.append(_fmt(m.total_beta[reg][i], m.total_beta_se[reg][i]))
-                        row.append(_fmt(m.along_beta[reg][i], m.along_beta_se[reg][i]))
-                    rows.append(row + [f"{m.floor_beta[i]:.2g}"])
+                        row.append(_fmt(m.total_beta[reg][i], tb_se[reg][i]))
+                        row.append(_fmt(ab[reg][i], ab_se[reg][i]))
+                    rows.append(row + [f"{fb[i]:.2g}"])
                 parts.append(
                     f"{m.method} in beta = the model's weights(theta) (time average of E[beta], the mean "
                     "predictor, against beta(theta*))"
                 )
                 parts.append(render_table(header, rows))
             if m.observable is not None:
+                o_se, o_mean, o_mean_se = m.observable_se, m.observable_mean, m.observable_mean_se
+                if o_se is None or o_mean is None or o_mean_se is None:
+                    raise AssertionError("_observable_distances sets the observable fields together")
                 g = self.observable_name
-                means = ", ".join(
-                    _fmt(v, s) for v, s in zip(m.observable_mean, m.observable_mean_se, strict=True)
-                )
+                means = ", ".join(_fmt(v, s) for v, s in zip(o_mean, o_mean_se, strict=True))
                 parts.append(f"  time avg of E[{g}]: {means}")
                 for reg in REGULARIZERS:
-                    cells = ", ".join(
-                        _fmt(v, s) for v, s in zip(m.observable[reg], m.observable_se[reg], strict=True)
-                    )
+                    cells = ", ".join(_fmt(v, s) for v, s in zip(m.observable[reg], o_se[reg], strict=True))
                     parts.append(f"  |time avg of E[{g}] - {g}(theta*)| for {reg}: {cells}")
             for (reg, kind), fit in m.fits.items():
                 space = "beta" if kind.startswith("β") else "theta"
@@ -215,13 +219,18 @@ def _fmt(x: float, se: float) -> str:
     return "-" if not np.isfinite(x) else f"{x:.4g} ± {se:.2g}"
 
 
-def _time_averages(result, window: float, halves: bool = False):
+def _time_averages(result, window: float) -> np.ndarray:
     """Per-path time averages of θ over the last ``window`` of the records (N, d), a path that diverged
-    dropped; ``halves``: also those over the window's first and second halves."""
+    dropped."""
     win = _window_paths(result, window)
     ok = np.all(np.isfinite(win.mean(axis=0)), axis=1)
-    if not halves:
-        return win.mean(axis=0)[ok]
+    return win.mean(axis=0)[ok]
+
+
+def _time_averages_halves(result, window: float) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``_time_averages``, and those over the window's first and second halves (None: a one-record window)."""
+    win = _window_paths(result, window)
+    ok = np.all(np.isfinite(win.mean(axis=0)), axis=1)
     h = max(1, len(win) // 2)
     return win.mean(axis=0)[ok], win[:h].mean(axis=0)[ok], win[h:].mean(axis=0)[ok] if len(win) > 1 else None
 
@@ -273,7 +282,7 @@ def fit_power_law(lams, distances, boot: np.ndarray | None = None, floor=None) -
 
 def convergence_study(
     problem: Problem,
-    noise,
+    noise: AbstractGradientNoise,
     theta0,
     *,
     lr: float,
@@ -282,7 +291,7 @@ def convergence_study(
     key,
     n_paths: int = 100,
     record_every: int | None = None,
-    methods: Mapping[str, Callable] | None = None,
+    methods: Mapping[str, AbstractMethod | Callable] | None = None,
     window: float = 0.5,
     theta_init=None,
     observable: tuple[str, Callable] | None = None,
@@ -325,8 +334,8 @@ def convergence_study(
     lr = check_positive("lr", lr)
     if isinstance(sigmas, (str, bytes)) or np.ndim(sigmas) != 1 or len(sigmas) < 2:
         raise ValueError(f"sigmas must be a list of at least two noise levels, got {sigmas!r}")
-    sigmas = np.asarray([check_positive("sigmas", s) for s in sigmas], float)
-    if not dataclasses.is_dataclass(noise) or not hasattr(noise, "sigma"):
+    sigma_values = np.asarray([check_positive("sigmas", s) for s in sigmas], float)
+    if not dataclasses.is_dataclass(noise) or isinstance(noise, type) or not hasattr(noise, "sigma"):
         raise ValueError(
             f"noise must have a label-noise sigma (LabelNoise, FullGradientLabelNoise), got {noise!r}"
         )
@@ -353,7 +362,7 @@ def convergence_study(
                 f"methods[{name!r}] must be a method (sgdsde.SGD(), SDE(...), SVAG(l=...)) or a simulator, got "
                 f"{type(m).__name__}"
             )
-    noises = [dataclasses.replace(noise, sigma=float(s)) for s in sigmas]
+    noises = [dataclasses.replace(noise, sigma=float(s)) for s in sigma_values]
     lams = np.asarray([n.effective_lambda(lr, problem) for n in noises])
     predictions = []
     if theta_init is not None:
@@ -388,7 +397,7 @@ def convergence_study(
     every = (
         max(1, n_steps // 40) if record_every is None else check_int_range("record_every", record_every, 1)
     )
-    kw = dict(
+    kw: dict[str, Any] = dict(  # keyword arguments of every run
         n_steps=n_steps,
         key=key,
         ensemble=Ensemble(n_paths=check_int_range("n_paths", n_paths, 2), dtype=dtype),
@@ -400,12 +409,14 @@ def convergence_study(
     for name, sim in methods.items():
         if isinstance(sim, AbstractMethod):  # the study's noise in the method, its other fields as given
             method = eqx.tree_at(lambda m: m.noise, sim, noise, is_leaf=lambda x: x is None)
-            runs[name] = sweep(method, problem, theta0, grid={"sigma": list(sigmas)}, lr=lr, **kw).results
+            runs[name] = sweep(
+                method, problem, theta0, grid={"sigma": list(sigma_values)}, lr=lr, **kw
+            ).results
             continue
         base = sim.func if isinstance(sim, functools.partial) else sim
         extra = dict(sim.keywords) if isinstance(sim, functools.partial) else {}
         runs[name] = sweep(
-            base, problem, noise, theta0, grid={"sigma": list(sigmas)}, lr=lr, **kw, **extra
+            base, problem, noise, theta0, grid={"sigma": list(sigma_values)}, lr=lr, **kw, **extra
         ).results
     first = next(iter(runs.values()))
     if theta_init is None:
@@ -437,7 +448,7 @@ def convergence_study(
             _observable_distances(studies[name], problem64, results, stars, observable[1], window, rng)
     name = None if observable is None else observable[0]
     return ConvergenceStudy(
-        lams, sigmas, lr, window, predictions, studies, name, n_steps, horizon, float(relax_time)
+        lams, sigma_values, lr, window, predictions, studies, name, n_steps, horizon, float(relax_time)
     )
 
 
@@ -489,7 +500,8 @@ def _distances(avgs, stars, projectors, L: int, rng) -> dict:
     means = [a[:n].mean(axis=0) for a in avgs]
     boots = [a[:n][idx].mean(axis=1) for a in avgs]
     floor = np.asarray([np.sqrt(np.sum(a[:n].var(axis=0, ddof=1) / n)) for a in avgs])
-    out = {k: {} for k in ("total", "total_se", "along", "along_se", "tboot", "aboot")}
+    # name -> {regularizer: per-λ array}, and "floor": the per-λ floor
+    out: dict[str, Any] = {k: {} for k in ("total", "total_se", "along", "along_se", "tboot", "aboot")}
     for reg in REGULARIZERS:
         t, a = np.full(L, np.nan), np.full(L, np.nan)
         tboot, aboot = np.full((N_BOOT, L), np.nan), np.full((N_BOOT, L), np.nan)
@@ -536,7 +548,7 @@ def _observable_distances(study: MethodStudy, problem, results, stars, g, window
 
 def _study_one(name, results, stars, projectors, lams, window, rng) -> MethodStudy:
     L = len(lams)
-    parts = [_time_averages(r, window, halves=True) for r in results]
+    parts = [_time_averages_halves(r, window) for r in results]
     avgs = [p[0] for p in parts]
     n = min(len(a) for a in avgs)
     drift, drift_se = np.full(L, np.nan), np.full(L, np.nan)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -156,7 +157,7 @@ class ConvergenceReport:
                 return {k: conv(v) for k, v in x.items()}
             if isinstance(x, (list, tuple)):
                 return [conv(v) for v in x]
-            if dataclasses.is_dataclass(x):
+            if dataclasses.is_dataclass(x) and not isinstance(x, type):
                 return conv(dataclasses.asdict(x))
             if isinstance(x, (np.floating, np.integer)):
                 return x.item()
@@ -250,14 +251,14 @@ def check_convergence(
         raise ValueError(f"the prediction has no stationary point to compare with: {prediction.failures}")
     theta_star = prediction.point().theta
     tol_default = tol is None
-    tol = (
+    tol_value: float = (
         np.sqrt(prediction.lam) * max(1.0, float(np.linalg.norm(theta_star)))
         if tol is None
         else check_positive("tol", tol, allow_zero=True)
     )
-    verdicts = [_verdict(problem, name, r, prediction, (window, t_range), k, tol) for name, r in items]
+    verdicts = [_verdict(problem, name, r, prediction, (window, t_range), k, tol_value) for name, r in items]
     return ConvergenceReport(
-        prediction=prediction, verdicts=verdicts, k=k, tol=tol, tol_is_default=tol_default
+        prediction=prediction, verdicts=verdicts, k=k, tol=tol_value, tol_is_default=tol_default
     )
 
 
@@ -311,7 +312,7 @@ def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k
             scalars[key] = (float(np.mean(r.mean[key][sl])), float(np.mean(se[sl])))
     if DOMAIN_KEY in scalars and scalars[DOMAIN_KEY][0] < 1 and "R_trace_log" in scalars:
         scalars["R_trace_log"] = (np.nan, np.nan)  # undefined on some paths: not a number to show
-    fields = dict(
+    fields: dict[str, Any] = dict(  # MethodVerdict's fields, filled in below
         method=name,
         n_paths=r.n_paths,
         diverged=r.diverged,
@@ -331,8 +332,9 @@ def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k
         better_regularizer="n/a",
         better_statistic="",
     )
-    if r.diverged:
-        return MethodVerdict(**fields, verdict="DIVERGED", statistic=r.divergence_message())
+    message = r.divergence_message()  # None iff no path diverged
+    if message is not None:
+        return MethodVerdict(**fields, verdict="DIVERGED", statistic=message)
     if "theta" not in r.mean:
         return MethodVerdict(
             **fields,

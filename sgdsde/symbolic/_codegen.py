@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import jax
 import jax.numpy as jnp
@@ -29,7 +30,7 @@ def _groups(args) -> list[tuple[sp.Symbol, ...] | sp.Symbol]:
     return out
 
 
-def _as_expr(e) -> sp.Expr:
+def _as_expr(e) -> sp.Basic:
     """A sympy expression or a plain number; strings are refused (they would be evaluated: parse them with
     ``SymbolicModel``'s whitelist parser instead)."""
     if isinstance(e, sp.Basic):
@@ -66,7 +67,7 @@ def to_jax(exprs, args: Sequence, *, backend: str = DEFAULT_BACKEND, batched: bo
     for g in groups:
         known |= {g} if isinstance(g, sp.Symbol) else set(g)
     free = set().union(*(e.free_symbols for e in exprs)) if exprs else set()
-    missing = sorted(s.name for s in free - known)
+    missing = sorted(s.name for s in free - known)  # pyright: ignore[reportAttributeAccessIssue] -- free symbols (Symbol, Indexed) have names; sympy types them as Basic
     if missing:
         raise ValueError(f"expressions contain symbols {missing} that are not among the arguments")
     raw = _lambdify(exprs, groups) if backend == "lambdify" else _sympy2jax(exprs, groups)
@@ -94,7 +95,8 @@ def to_jax(exprs, args: Sequence, *, backend: str = DEFAULT_BACKEND, batched: bo
     def call(*arrays):
         return jitted(*arrays)
 
-    call.exprs, call.args, call.backend = exprs, groups, backend
+    # the compiled function carries what it evaluates, for inspection
+    call.exprs, call.args, call.backend = exprs, groups, backend  # pyright: ignore[reportFunctionMemberAccess] -- attributes set on a function are untyped
     return call
 
 
@@ -112,7 +114,8 @@ def _batch_shape(arrays, groups) -> tuple[int, ...]:
             shapes.append(a.shape[1:])
     if len({len(s) for s in shapes}) > 1:
         raise ValueError(f"batched arguments must have one rank (no implicit rank promotion), got {shapes}")
-    return jnp.broadcast_shapes(*shapes)
+    # the arguments' shapes are static (Python ints, also under jit), so the broadcast shape is too
+    return cast(tuple[int, ...], jnp.broadcast_shapes(*shapes))
 
 
 def _lambdify(exprs, groups):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Sequence
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -32,7 +33,9 @@ def _symbols(names: Sequence[str], what: str) -> tuple[sp.Symbol, ...]:
 
 def _realify(expr: sp.Expr) -> sp.Expr:
     """Give every free symbol the real=True assumption (so sympy simplifies |z|², conjugates …)."""
-    return expr.xreplace({s: sp.Symbol(s.name, real=True) for s in expr.free_symbols})
+    # renaming symbols leaves an Expr (sympy leaves xreplace untyped)
+    rule = {s: sp.Symbol(s.name, real=True) for s in expr.free_symbols}  # pyright: ignore[reportAttributeAccessIssue] -- free symbols have names; sympy types them as Basic
+    return cast(sp.Expr, expr.xreplace(rule))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +106,7 @@ class SymbolicModel:
         expr = _realify(expr)
         if label_sym in expr.free_symbols:
             raise ValueError(f"expr is the output f(θ; x) and must not contain the label symbol {label_sym}")
-        unknown = sorted(s.name for s in expr.free_symbols - set(params) - set(inputs))
+        unknown = sorted(s.name for s in expr.free_symbols - set(params) - set(inputs))  # pyright: ignore[reportAttributeAccessIssue] -- free symbols have names; sympy types them as Basic
         if unknown:
             raise ValueError(
                 f"expr has free symbols {unknown} that are neither parameters {[s.name for s in params]} "

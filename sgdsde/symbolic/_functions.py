@@ -8,6 +8,8 @@ matches autodiff and has no NaN branch.
 
 from __future__ import annotations
 
+from typing import cast
+
 import jax
 import jax.numpy as jnp
 import sympy as sp
@@ -51,7 +53,8 @@ def drop_dirac(expr: sp.Expr) -> sp.Expr:
     """Replace every DiracDelta (the derivative of a Heaviside step) by 0: the a.e. derivative."""
     if not expr.has(sp.DiracDelta):
         return expr
-    return expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero)
+    # replacing sub-expressions by 0 leaves an Expr (sympy's replace is typed as returning Basic)
+    return cast(sp.Expr, expr.replace(lambda e: isinstance(e, sp.DiracDelta), lambda e: sp.S.Zero))
 
 
 def diff(expr: sp.Expr, symbol: sp.Symbol) -> sp.Expr:

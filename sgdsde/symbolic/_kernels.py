@@ -11,7 +11,7 @@ import abc
 import functools
 import time
 from collections.abc import Callable
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -49,9 +49,10 @@ class AbstractKernels(abc.ABC):
     is_symbolic: bool
     n_params: int
     reason: str
+    loss: AbstractLoss
 
     @abc.abstractmethod
-    def function(self, name: str):
+    def function(self, name: str) -> Callable[..., Any]:
         """The per-example JAX function ``k(θ, x, y, v)`` of kernel ``name`` (``output``: ``k(θ, x)``)."""
 
     def batched(self, name: str):
@@ -148,9 +149,9 @@ class SymbolicKernels(AbstractKernels):
         # θ-order position → position in the flattened (m × q) unit layout: scatter back as a gather.
         self.inverse = np.argsort(self.param_index.reshape(-1)).astype(np.int32) if self.K == 1 else None
         self.output_of_unit = np.asarray(U.outputs_of_units(), dtype=np.int32)
-        self._exprs: dict[str, object] = {}
-        self._unit_functions: dict[str, object] = {}
-        self._functions: dict[str, object] = {}
+        self._exprs: dict[str, Any] = {}  # an sp.Expr (scalar unit kernels) or a list of them (vectors)
+        self._unit_functions: dict[str, Callable[..., Any]] = {}
+        self._functions: dict[str, Callable[..., Any]] = {}
         self.timings: dict[str, float] = {}
         # the neuron fast path assembles the squared loss's residual; other losses use the unit path
         self.linear = _linear_preactivation(U, self.input_index, backend) if self.squared else None
@@ -213,7 +214,7 @@ class SymbolicKernels(AbstractKernels):
         "grad_quadform_u": _grad_quadform_u,
     }
 
-    def unit_function(self, name: str):
+    def unit_function(self, name: str) -> Callable[..., Any]:
         """Unit kernel ``name`` as JAX, vmapped over units: (Φ (m×q), Ξ (m×s), C (m×c), V (m×q)) → (m, …)."""
         if name not in self._unit_functions:
             e = self.expr(name)
@@ -235,7 +236,7 @@ class SymbolicKernels(AbstractKernels):
     def _scatter(self, per_unit):
         return per_unit.reshape(-1)[self.inverse]
 
-    def function(self, name: str):
+    def function(self, name: str) -> Callable[..., Any]:
         _check_name(name)
         if name not in self._functions:
             k = self._assemble(name)
@@ -673,8 +674,9 @@ def _take(v, idx: np.ndarray):
 def _put(pieces, positions):
     """The vector t with t[positions[k]] = pieces[k] (the positions partition t's indices): a
     concatenation where every piece is a contiguous block, one gather otherwise."""
-    blocks = [_block(idx) for idx in positions]
-    if all(b is not None for b in blocks):
+    maybe_blocks = [_block(idx) for idx in positions]
+    blocks = [b for b in maybe_blocks if b is not None]
+    if len(blocks) == len(maybe_blocks):
         order = sorted(range(len(pieces)), key=lambda k: blocks[k][0])
         return jnp.concatenate(
             [pieces[k].T.reshape(-1) if blocks[k][1] else pieces[k].reshape(-1) for k in order]
@@ -693,6 +695,8 @@ def _jitted_linear_mean(k: SymbolicKernels, name: str):
     concatenation, so XLA fuses the elementwise work with the matmuls as it does for autodiff.
     """
     L = k.linear
+    if L is None:
+        raise AssertionError("the linear-mean path needs a neuron model (SymbolicKernels.linear set)")
     R = len(L.rest)
     w_idx = k.param_index[:, L.lin_pos]  # (m, s) positions in θ of the units' weights
     r_idx = [k.param_index[:, j] for j in L.rest_pos]  # R × (m,)
@@ -761,12 +765,12 @@ class NumericKernels(AbstractKernels):
         loss_fn = SquaredLoss() if loss is None else loss
         self.loss = loss_fn
 
-        def loss(th, x, y, v):
+        def example_loss(th, x, y, v):
             return loss_fn(f(th, x), y)
 
         # K outputs: ∇f is the (d, K) Jacobian; jp_output and ‖∇f‖² then sum over the outputs
         grad_f = jax.grad(f) if model.n_outputs == 1 else lambda th, x: jax.jacrev(f)(th, x).T
-        grad_loss = jax.grad(loss)
+        grad_loss = jax.grad(example_loss)
 
         def hvp(fun):
             return lambda th, x, y, v: jax.jvp(lambda t: fun(t, x, y, v), (th,), (v,))[1]
@@ -778,7 +782,7 @@ class NumericKernels(AbstractKernels):
             return hvp(gf)(th, x, y, v)
 
         def diag_hessian_loss(th, x, y, v):
-            return jnp.diagonal(jax.hessian(loss)(th, x, y, v))
+            return jnp.diagonal(jax.hessian(example_loss)(th, x, y, v))
 
         def trace_hessian_loss(th, x, y, v):
             return jnp.sum(diag_hessian_loss(th, x, y, v))
@@ -788,7 +792,7 @@ class NumericKernels(AbstractKernels):
 
         self._functions = {
             "output": f,
-            "loss": loss,
+            "loss": example_loss,
             "grad_output": gf,
             "grad_loss": grad_loss,
             "hvp_output": hvp_output,
@@ -802,7 +806,7 @@ class NumericKernels(AbstractKernels):
             "grad_quadform_loss": jax.grad(quadform),
         }
 
-    def function(self, name: str):
+    def function(self, name: str) -> Callable[..., Any]:
         _check_name(name)
         return self._functions[name]
 

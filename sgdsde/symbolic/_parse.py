@@ -93,7 +93,8 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
         if text[pos:].strip() == "":
             break
         m = _TOKEN.match(text, pos)
-        if m is None or m.end() == pos:
+        # a non-empty match always sets lastgroup (every alternative is a named group)
+        if m is None or m.end() == pos or m.lastgroup is None:
             bad = text[pos:].lstrip()[:1]
             where = len(text) - len(text[pos:].lstrip())
             raise ValueError(
