@@ -11,8 +11,22 @@ from sgdsde import cli
 
 def test_main_job_quick(tmp_path, capsys):
     """The default flagship at reduced size: table, figure, summary and reloadable results are written."""
+    # d = 50 (still > n = 40: underdetermined, as the default d = 100): the L + λR solves, run once for the job
+    # and again on --reload, cost O(d³) per Newton step; 50 s -> 41 s CPU, the compiles unchanged
     code = cli.main(
-        ["--steps", "400", "--paths", "8", "--record-every", "100", "--quiet", "--out", str(tmp_path)]
+        [
+            "--steps",
+            "400",
+            "--paths",
+            "8",
+            "--record-every",
+            "100",
+            "--dim",
+            "50",
+            "--quiet",
+            "--out",
+            str(tmp_path),
+        ]
     )
     assert code == 0
     out = capsys.readouterr().out
