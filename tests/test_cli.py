@@ -95,6 +95,8 @@ def test_interrupted_job_leaves_a_summary_that_reloads(tmp_path, capsys, monkeyp
 
     monkeypatch.setattr(sd, "simulate_sde", interrupted)
     argv = ["--steps", "200", "--paths", "4", "--record-every", "100", "--quiet", "--out", str(tmp_path)]
+    # a small problem (as the resume test's): --reload solves L + λR for the finished label-noise run, O(d³)
+    argv += ["--dim", "20", "--n-samples", "10", "--sparsity", "2"]
     assert cli.main(argv) == 130
     assert "interrupted" in capsys.readouterr().err
     summary = json.loads((tmp_path / "summary.json").read_text())
