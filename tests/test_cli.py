@@ -11,8 +11,22 @@ from sgdsde import cli
 
 def test_main_job_quick(tmp_path, capsys):
     """The default flagship at reduced size: table, figure, summary and reloadable results are written."""
+    # d = 50 (still > n = 40: underdetermined, as the default d = 100): the L + λR solves, run once for the job
+    # and again on --reload, cost O(d³) per Newton step; 50 s -> 41 s CPU, the compiles unchanged
     code = cli.main(
-        ["--steps", "400", "--paths", "8", "--record-every", "100", "--quiet", "--out", str(tmp_path)]
+        [
+            "--steps",
+            "400",
+            "--paths",
+            "8",
+            "--record-every",
+            "100",
+            "--dim",
+            "50",
+            "--quiet",
+            "--out",
+            str(tmp_path),
+        ]
     )
     assert code == 0
     out = capsys.readouterr().out
@@ -81,6 +95,8 @@ def test_interrupted_job_leaves_a_summary_that_reloads(tmp_path, capsys, monkeyp
 
     monkeypatch.setattr(sd, "simulate_sde", interrupted)
     argv = ["--steps", "200", "--paths", "4", "--record-every", "100", "--quiet", "--out", str(tmp_path)]
+    # a small problem (as the resume test's): --reload solves L + λR for the finished label-noise run, O(d³)
+    argv += ["--dim", "20", "--n-samples", "10", "--sparsity", "2"]
     assert cli.main(argv) == 130
     assert "interrupted" in capsys.readouterr().err
     summary = json.loads((tmp_path / "summary.json").read_text())
