@@ -286,12 +286,27 @@ def run_sweep(progress: bool = True, **kwargs):
     return study
 
 
-def _sweep_figure(study, path: str) -> None:
-    import matplotlib
-
+def _pyplot():
+    """matplotlib's pyplot on the Agg back end, or None with a note when it is not installed (figures are the
+    optional ``figures`` extra: ``pip install "sgdsde[figures]"``)."""
+    try:
+        import matplotlib
+    except ImportError:
+        print(
+            'matplotlib is not installed: the figure is skipped (pip install "sgdsde[figures]")',
+            file=sys.stderr,
+        )
+        return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _sweep_figure(study, path: str) -> None:
+    plt = _pyplot()
+    if plt is None:
+        return
     first = study.methods[next(iter(study.methods))]
     kinds = ("total", "along") + (("total_beta",) if first.total_beta is not None else ())
     fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 4.2), sharey=True)
@@ -533,11 +548,9 @@ def _write_summary(job: JobReport, finished: list[str]) -> None:
 
 
 def _figure(job: JobReport, column: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
+    if plt is None:
+        return
     cfg = job.config
     fig, ax = plt.subplots(figsize=(8, 4.8))
     styles = ["--", "-", "-.", ":", "-"]
