@@ -280,6 +280,39 @@ def fit_power_law(lams, distances, boot: np.ndarray | None = None, floor=None) -
     return PowerFit(float(p), float(low), float(high), float(np.exp(c)), used)
 
 
+def _horizon(
+    n_steps: int | None, predictions: list, lr: float, relax_efolds: float
+) -> tuple[int, str, float]:
+    """(n_steps, the sentence that says how it was chosen, the relaxation time 1/μ): ``relax_efolds`` times
+    1/μ of L + λR at θ*(λ) when n_steps is None (REG-13), else the given one with its ratio to 1/μ."""
+    relax_time = _relaxation_time(predictions)
+    if n_steps is None:
+        if not np.isfinite(relax_time):
+            raise ValueError(
+                "n_steps=None: no θ*(λ) is a strict minimum of L + λR (no positive slowest rate), so the "
+                f"theory gives no time scale; give n_steps ({[p.failures for p in predictions]})"
+            )
+        n_steps = max(2, int(np.ceil(relax_efolds * relax_time / lr)))
+        if n_steps > MAX_AUTO_STEPS:
+            raise ValueError(
+                f"n_steps=None: {relax_efolds:g} relaxation times 1/mu = {relax_time:.4g} of L + lambda R need "
+                f"{n_steps} steps at lr = {lr:g}, more than {MAX_AUTO_STEPS}; give n_steps (or larger sigmas: "
+                "mu grows with lambda)"
+            )
+        horizon = (
+            f"n_steps = {n_steps} (t = {lr * n_steps:.4g}) = {relax_efolds:g} relaxation times 1/mu = "
+            f"{relax_time:.4g}, mu = the smallest eigenvalue of the Hessian of L + lambda R at theta*(lambda) "
+            "over the lambda (chosen by the study)"
+        )
+    else:
+        horizon = f"n_steps = {n_steps} (t = {lr * n_steps:.4g}, given)" + (
+            f" = {lr * n_steps / relax_time:.3g} relaxation times 1/mu = {relax_time:.4g}"
+            if np.isfinite(relax_time)
+            else ""
+        )
+    return n_steps, horizon, relax_time
+
+
 def convergence_study(
     problem: Problem,
     noise: AbstractGradientNoise,
@@ -369,31 +402,7 @@ def convergence_study(
         for n in noises:
             start = theta_init(n) if callable(theta_init) else theta_init
             predictions.append(predict(problem64, n, lr, start))
-    relax_time = _relaxation_time(predictions)
-    if n_steps is None:
-        if not np.isfinite(relax_time):
-            raise ValueError(
-                "n_steps=None: no θ*(λ) is a strict minimum of L + λR (no positive slowest rate), so the "
-                f"theory gives no time scale; give n_steps ({[p.failures for p in predictions]})"
-            )
-        n_steps = max(2, int(np.ceil(relax_efolds * relax_time / lr)))
-        if n_steps > MAX_AUTO_STEPS:
-            raise ValueError(
-                f"n_steps=None: {relax_efolds:g} relaxation times 1/mu = {relax_time:.4g} of L + lambda R need "
-                f"{n_steps} steps at lr = {lr:g}, more than {MAX_AUTO_STEPS}; give n_steps (or larger sigmas: "
-                "mu grows with lambda)"
-            )
-        horizon = (
-            f"n_steps = {n_steps} (t = {lr * n_steps:.4g}) = {relax_efolds:g} relaxation times 1/mu = "
-            f"{relax_time:.4g}, mu = the smallest eigenvalue of the Hessian of L + lambda R at theta*(lambda) "
-            "over the lambda (chosen by the study)"
-        )
-    else:
-        horizon = f"n_steps = {n_steps} (t = {lr * n_steps:.4g}, given)" + (
-            f" = {lr * n_steps / relax_time:.3g} relaxation times 1/mu = {relax_time:.4g}"
-            if np.isfinite(relax_time)
-            else ""
-        )
+    n_steps, horizon, relax_time = _horizon(n_steps, predictions, lr, relax_efolds)
     every = (
         max(1, n_steps // 40) if record_every is None else check_int_range("record_every", record_every, 1)
     )
