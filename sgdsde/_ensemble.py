@@ -17,8 +17,8 @@ import inspect
 import math
 import os
 import warnings
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import equinox as eqx
 import jax
@@ -41,6 +41,9 @@ from ._progress import Progress
 from ._results import EnsembleResult, RunningMoments, describe, package_versions
 from ._schedules import BLOCK, Clock, DeviceSchedule, rates
 from ._validation import check_dtype, check_int_range
+
+if TYPE_CHECKING:
+    from ._problem import Problem
 
 # Row length from which the per-step divergence check reduces a float sum (finite_paths).
 LONG_ROW = 128
@@ -101,8 +104,8 @@ class AbstractStepper(eqx.Module):
 
     @property
     @abc.abstractmethod
-    def problem(self):
-        """The Problem the observables are evaluated on."""
+    def problem(self) -> Problem | None:
+        """The Problem the observables are evaluated on (None: an SDE not tied to one)."""
 
     def solver_stats(self, carry: PyTree) -> dict[str, jax.Array]:
         """Per-chunk totals a solver wants reported (e.g. accepted/rejected adaptive steps); summed over
@@ -262,12 +265,13 @@ def _run_block_body(
     if eta_axis is None:
         seg = _segment_length(stepper, carry, run_key, calls)
 
-        def advance(carry, bad, ev, k, eta, inputs):
+        # each branch defines the same two callbacks for its stepping mode (one point, or a vmapped grid)
+        def advance(carry, bad, ev, k, eta, inputs):  # pyright: ignore[reportRedeclaration]
             return _advance(
                 stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call, inputs
             )
 
-        def stats(carry, bad, ev, end):
+        def stats(carry, bad, ev, end):  # pyright: ignore[reportRedeclaration]
             return _record_stats(stepper, observables, events, carry, bad, ev, end, n_saved)
 
     else:
@@ -361,7 +365,7 @@ def chunk_keys(key, chunk: int) -> tuple:
     return init_key, run_key, jax.random.fold_in(chunk_key, EVENT_STREAM)
 
 
-def _path_sharding(devices, n_paths: int, chunk: int):
+def _path_sharding(devices: int | Sequence[Any] | None, n_paths: int, chunk: int):
     """The NamedSharding that splits the path axis over ``devices`` (None: one device, no sharding; in a
     multi-process run, None is every device of every process)."""
     if devices is None:
@@ -372,7 +376,7 @@ def _path_sharding(devices, n_paths: int, chunk: int):
     if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
         devices = available[: check_int_range("devices", int(devices), 1, len(available))]
     else:
-        devices = list(devices)
+        devices = list(cast("Sequence[Any]", devices))  # Ensemble rejects a bool
         if not devices or not all(isinstance(dv, jax.Device) for dv in devices):
             raise ValueError("devices must be an int or a non-empty list of jax devices")
     n_proc = jax.process_count()
@@ -520,7 +524,7 @@ class _Grid:
         return _grid_initial_record(self.batched, self.shared, observables, events, carry, bad, n_saved)
 
     def run_block(self, *args):
-        return _grid_run_block((self.batched, self.shared), *args, self.eta_axis)
+        return _grid_run_block((self.batched, self.shared), *args, eta_axis=self.eta_axis)
 
     def solver_stats(self, carry) -> dict:
         def one(bt, c):
@@ -641,8 +645,9 @@ def simulator(plan: Callable[..., RunPlan]) -> Callable[..., EnsembleResult]:
         return run_plan(plan(*args, **kwargs))
 
     simulate.__name__ = simulate.__qualname__ = plan.__name__.replace("plan_", "simulate_")
-    simulate.__signature__ = inspect.signature(plan).replace(return_annotation=EnsembleResult)
-    simulate.plan = plan
+    # functools.wraps's _Wrapped type declares neither attribute; a function object takes both
+    simulate.__signature__ = inspect.signature(plan).replace(return_annotation=EnsembleResult)  # pyright: ignore[reportAttributeAccessIssue]
+    simulate.plan = plan  # pyright: ignore[reportAttributeAccessIssue]
     return simulate
 
 
@@ -889,8 +894,8 @@ class _Checkpointer:
         self.setup, self.accs, self.writer = setup, accs, writer
         self.every = output.checkpoint_every
         self.file = checkpoint_path(output.save_to) if output.save_to is not None else None
-        self.resume = None if output.resume is False else output.resume
-        self.fingerprint = None
+        self.resume: Literal[True] | str | None = None if output.resume is False else output.resume
+        self.fingerprint: dict[str, Any] | None = None
         if self.every is not None or self.resume is not None:
             plans, events = setup.plans, setup.events
             # the label (the method's name) and checkpoint_every are cosmetic: a resume may change them
@@ -917,6 +922,10 @@ class _Checkpointer:
             for i, leaf in enumerate(_state_leaves(state)):
                 arrays[f"state/{i}"] = leaf
         if self.writer:
+            if self.file is None or self.fingerprint is None:
+                raise ValueError(
+                    "checkpoint_every needs save_to (the checkpoint is written next to the result)"
+                )
             position = {
                 "chunk": c,
                 "done_paths": done_paths,
@@ -928,9 +937,18 @@ class _Checkpointer:
     def load(self) -> tuple[int, int, int, Any]:
         """(first chunk, first record, finished paths, the unfinished chunk's records and state or None) to
         start from: the checkpoint's, restoring the accumulators, or a fresh start."""
-        if self.resume is None:
+        if (
+            self.resume is None or self.fingerprint is None
+        ):  # the fingerprint is made whenever resume is given
             return 0, 0, 0, None
-        path = self.file if self.resume is True else os.fspath(self.resume)
+        if self.resume is True:
+            if self.file is None:
+                raise ValueError(
+                    "resume=True resumes save_to's checkpoint; give save_to (or a checkpoint path)"
+                )
+            path = self.file
+        else:
+            path = os.fspath(self.resume)
         if self.resume is True and not os.path.isfile(path):
             return 0, 0, 0, None
         position, arrays = load_checkpoint(path, self.fingerprint)
@@ -961,6 +979,8 @@ class _Checkpointer:
 def _result(setup: _Setup, g: int, acc: _Accumulator, done_paths: int, complete: bool) -> EnsembleResult:
     """Point g's result from its accumulated chunks."""
     steps_bad = acc.bad_steps
+    if acc.moments.count is None:
+        raise RuntimeError(f"{setup.p0.method}: no finished chunk to make a result from")
     count = acc.moments.count.astype(np.int64)
     clock = setup.clocks[g]
     step_unit = setup.p0.step_unit
@@ -1053,7 +1073,7 @@ def _run_chunk(setup: _Setup, c: int, share: bool, resumed, start_record: int, o
 
 
 def run_plans(
-    plans: list[RunPlan], *, save_names: list[str] | None = None, share: bool = False
+    plans: list[RunPlan], *, save_names: Sequence[str | None] | None = None, share: bool = False
 ) -> list[EnsembleResult]:
     """Run one plan, or G plans that differ only in traced hyperparameters as one vmapped program (a sweep
     group, ``_Grid``, ``share``: keep equal leaves once); with ``output.checkpoint_every`` the whole state is
@@ -1094,10 +1114,8 @@ def run_plans(
                 ckpt.save(c + 1, 0, done_paths)
             if writer:
                 for g in range(G):
-                    if save_names[g] is not None:
-                        _result(setup, g, accs[g], done_paths, hi == setup.n_paths).save(
-                            save_names[g], what="save_to"
-                        )
+                    if (name := save_names[g]) is not None:
+                        _result(setup, g, accs[g], done_paths, hi == setup.n_paths).save(name, what="save_to")
     except KeyboardInterrupt:
         if done_paths == 0:
             raise
@@ -1106,9 +1124,10 @@ def run_plans(
     out = []
     for g in range(G):
         res = _result(setup, g, accs[g], done_paths, True)
-        if res.diverged:
-            warnings.warn(res.divergence_message(), RuntimeWarning, stacklevel=2)
-        out.append(res if plans[g].finish is None else plans[g].finish(res))
+        if (message := res.divergence_message()) is not None:  # None exactly when no path diverged
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        finish = plans[g].finish
+        out.append(res if finish is None else finish(res))
     return out
 
 

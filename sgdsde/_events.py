@@ -19,6 +19,7 @@ import re
 from typing import Any, ClassVar
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
@@ -113,7 +114,7 @@ class AbstractStepEvent(AbstractEvent):
         """(θ_{k+1} as the event leaves it, the new state), for the step from ``before`` = θ_k to ``after``;
         ``k_next`` = k + 1 (engine steps), ``dt`` the step's time Ση."""
 
-    def done(self, state):
+    def done(self, state) -> jax.Array | None:
         """A boolean scalar: True once the event needs no more steps (the engine then skips them), or None
         (the run always takes every step)."""
         return None
@@ -149,7 +150,8 @@ def check_scalar_function(name: str, fn, problem, theta, kind: str) -> None:
         raise ValueError(f"{name} must return a scalar per path (shape ()), got shape {shape}")
     if kind == "bool" and dtype != jnp.bool_:
         raise ValueError(f"{name} must return a boolean per path, got dtype {dtype}")
-    if kind == "real" and not jnp.issubdtype(dtype, jnp.floating):
+    # dtype None: as before (issubdtype reads None as float64)
+    if kind == "real" and dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
         raise ValueError(f"{name} must return a real (floating) scalar per path, got dtype {dtype}")
     if kind == "real" and bool(jnp.isnan(out)):
         raise ValueError(

@@ -142,6 +142,8 @@ class FirstPassage(AbstractEvent):
                     stacklevel=4,
                 )
             return FirstPassageEvent(self.target, None, 0.0, True, None, bool(self.absorb), stop=stop)
+        if self.threshold is None:  # __check_init__ requires it with observable=
+            raise ValueError("FirstPassage with an observable needs threshold=")
         fn = BUILTIN[self.observable] if isinstance(self.observable, str) else self.observable
         check_scalar_function("observable", fn, problem, th, "real")
         own = None
@@ -211,19 +213,23 @@ class FirstPassageEvent(AbstractStepEvent):
     def moves_theta(self) -> bool:
         return self.absorb
 
-    def done(self, state):
+    def done(self, state) -> jax.Array | None:
         """Whether every path has arrived (the engine then skips the remaining steps), or None (no stop)."""
         return jnp.all(state["hit"] >= 0) if self.stop else None
 
     def _gap(self, problem, theta):
         """Signed distance to the threshold, ≤ 0 inside the target."""
-        value = jax.vmap(lambda t: self.observable(problem, t))(theta)
+        observable = self.observable
+        if observable is None:  # the observable form: target is None
+            raise ValueError("FirstPassageEvent: the threshold form needs an observable")
+        value = jax.vmap(lambda t: observable(problem, t))(theta)
         c = jnp.asarray(self.threshold, value.dtype)
         return value - c if self.below else c - value
 
     def _inside(self, problem, theta):
-        if self.target is not None:
-            return jax.vmap(lambda t: self.target(problem, t))(theta)
+        target = self.target
+        if target is not None:
+            return jax.vmap(lambda t: target(problem, t))(theta)
         return self._gap(problem, theta) <= 0
 
     def init(self, problem, theta):

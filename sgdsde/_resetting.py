@@ -131,7 +131,7 @@ class AbstractResetLaw(eqx.Module):
     poisson: ClassVar[bool]
 
     @abc.abstractmethod
-    def probability(self, rate, dt):
+    def probability(self, rate, dt) -> jax.Array:
         """The probability of a reset during a step of time ``dt`` at ``rate``."""
 
 
@@ -169,7 +169,10 @@ class ResetEvent(AbstractStepEvent):
         return True
 
     def _validation(self, problem, theta):
-        return jax.vmap(lambda t: self.best.observable(problem, t))(theta)
+        best = self.best
+        if best is None:  # only the best-so-far checkpoint validates
+            raise ValueError("ResetEvent: validation needs best=BestSoFar(...)")
+        return jax.vmap(lambda t: best.observable(problem, t))(theta)
 
     def init(self, problem, theta):
         n = theta.shape[0]
@@ -194,6 +197,8 @@ class ResetEvent(AbstractStepEvent):
     def _track(self, problem, state, theta, k_next):
         """Algorithm 1's steps 3–4: new bests, the switch-on after ``patience`` stale steps, the checkpoint."""
         best = self.best
+        if best is None:  # only the best-so-far checkpoint tracks
+            raise ValueError("ResetEvent: tracking needs best=BestSoFar(...)")
         value = self._validation(problem, theta)
         improved = value < state["best_value"]
         best_value = jnp.where(improved, value, state["best_value"])

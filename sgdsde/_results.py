@@ -178,7 +178,7 @@ class EnsembleResult:
     def to_dataframe(self):
         """``to_records()`` as a pandas DataFrame (pandas is an optional dependency)."""
         try:
-            import pandas as pd
+            import pandas as pd  # pyright: ignore[reportMissingImports]  (optional; not installed for type checking)
         except ImportError:
             raise ImportError(
                 "to_dataframe needs pandas (pip install pandas); to_records() needs nothing"
@@ -190,12 +190,12 @@ class EnsembleResult:
         ``<name>_stderr`` over (step, and ``<name>_dim`` for vector observables), ``count`` over step, and time as
         a coordinate along step."""
         try:
-            import xarray as xr
+            import xarray as xr  # pyright: ignore[reportMissingImports]  (optional; not installed for type checking)
         except ImportError:
             raise ImportError(
                 "to_xarray needs xarray (pip install xarray); to_records() needs nothing"
             ) from None
-        data = {"count": (("step",), self.count)}
+        data: dict[str, tuple[tuple[str, ...], np.ndarray]] = {"count": (("step",), self.count)}
         for name in self.observables:
             mean, se = self.mean[name], self.stderr(name)
             dims = ("step",) + tuple(f"{name}_dim{i}" for i in range(mean.ndim - 1))
@@ -211,7 +211,7 @@ class EnsembleResult:
         ``path`` is a prefix (its directory is created); a bad one is a ValueError, a failed write (full
         disk, no permission) an OSError, each naming ``what`` (the caller's argument), the path and why."""
         path = check_save_to(path, what, (".npz", ".json"), make_folder=True)
-        arrays = {"steps": self.steps, "times": self.times, "count": self.count}
+        arrays: dict[str, Any] = {"steps": self.steps, "times": self.times, "count": self.count}
         for k, v in self.mean.items():
             arrays[f"mean/{k}"] = v
             arrays[f"var/{k}"] = self.var[k]
@@ -581,7 +581,7 @@ class RunningMoments:
     """Chan et al.'s parallel combination of (count, mean, M2) over path chunks, in float64."""
 
     def __init__(self):
-        self.count = None
+        self.count: np.ndarray | None = None
         self.mean: dict[str, np.ndarray] = {}
         self.m2: dict[str, np.ndarray] = {}
 
@@ -603,6 +603,8 @@ class RunningMoments:
 
     def variance(self) -> dict[str, np.ndarray]:
         out = {}
+        if self.count is None:  # nothing added: no M2 either
+            return out
         for k, m2 in self.m2.items():
             shape = (-1,) + (1,) * (m2.ndim - 1)
             out[k] = m2 / np.maximum(self.count - 1, 1).reshape(shape)

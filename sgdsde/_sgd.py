@@ -54,9 +54,9 @@ class SGDStepper(AbstractStepper):
         draws, state = jax.vmap(one)(ks)
         return draws if state is None else None
 
-    def step_with(self, carry, k, eta, draws):
-        theta, state = carry
-        g = jax.vmap(self.noise.gradient, in_axes=(None, 0, 0))(self.problem_, theta, draws)
+    def step_with(self, carry, k, eta, inputs):
+        theta, state = carry  # inputs: this step's noise draws
+        g = jax.vmap(self.noise.gradient, in_axes=(None, 0, 0))(self.problem_, theta, inputs)
         return theta - eta * g, state
 
     def theta(self, carry):

@@ -17,6 +17,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ._ensemble import run_plans
 from ._method import AbstractMethod, check_noise, legacy_events
@@ -64,7 +65,7 @@ class SweepResult:
     def table(self) -> dict[str, np.ndarray]:
         """One row per grid point: its hyperparameters, then the final mean and standard error of every
         scalar observable and the diverged-path count; ``pandas.DataFrame(sweep.table())`` in one call."""
-        cols: dict[str, list] = {name: [p[name] for p in self.points] for name in self.axes}
+        cols: dict[str, list | np.ndarray] = {name: [p[name] for p in self.points] for name in self.axes}
         for name in self.results[0].observables:
             if np.ndim(self.results[0].mean[name][-1]) == 0:
                 mean, se = self.final(name)
@@ -76,7 +77,7 @@ class SweepResult:
         """An xarray.Dataset with one dimension per grid name plus ``step``: the mean and standard error of
         each observable over the run (needs xarray)."""
         try:
-            import xarray as xr
+            import xarray as xr  # pyright: ignore[reportMissingImports]  (optional; not installed for type checking)
         except ImportError:
             raise ImportError("to_xarray needs xarray (pip install xarray)") from None
 
@@ -129,7 +130,9 @@ def _with_field(method: AbstractMethod, path: tuple[str, ...], field: str, value
     return eqx.tree_at(lambda m: _owner(m, path), method, new)
 
 
-def _check_grid(grid, method: AbstractMethod, dtype=np.float64, events=(), sde_params=()) -> dict[str, list]:
+def _check_grid(
+    grid, method: AbstractMethod, dtype: DTypeLike = np.float64, events=(), sde_params=()
+) -> dict[str, list]:
     """The grid's axes as lists of Python numbers, checked: known names, finite numbers, no value given twice
     (also none that the run's ``dtype`` cannot tell apart, such as 0.01 and float32(0.01) in float32)."""
     if not isinstance(grid, Mapping) or not grid:
@@ -267,7 +270,7 @@ def sweep(
     groups: dict[tuple, list[int]] = {}
     for i, point in enumerate(points):
         groups.setdefault(tuple(point.get(k) for k in GROUP_KEYS), []).append(i)
-    results: list[EnsembleResult | None] = [None] * len(points)
+    results: dict[int, EnsembleResult] = {}  # point index -> its result; every point is run
     for j, members in enumerate(groups.values()):
         plans = [
             _point_plan(method, problem, theta0, points[i], events, sde_params, output, kind, j, options)
@@ -276,7 +279,7 @@ def sweep(
         names = None if output.save_to is None else [f"{output.save_to}.point{i}" for i in members]
         for i, res in zip(members, run_plans(plans, save_names=names, share=not bitwise), strict=True):
             results[i] = res
-    return SweepResult(axes=axes, points=points, results=results)
+    return SweepResult(axes=axes, points=points, results=[results[i] for i in range(len(points))])
 
 
 def _run_options(kw: dict) -> dict:

@@ -4,7 +4,7 @@ f, the labels it accepts, and its sympy form for the symbolic layer."""
 from __future__ import annotations
 
 import abc
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -82,7 +82,7 @@ class AbstractLoss(eqx.Module):
         """How many label values a flip can choose from (0 for real labels)."""
         return 0
 
-    def class_label(self, c: int):
+    def class_label(self, c: int) -> int:
         """The label of class index c (classification losses)."""
         raise ValueError(f"{type(self).__name__} has real-valued labels, not classes")
 
@@ -95,7 +95,7 @@ class AbstractLoss(eqx.Module):
         """Raise ValueError unless the model's number of outputs fits this loss."""
 
     @abc.abstractmethod
-    def sympy_expr(self, f, y):
+    def sympy_expr(self, f, y) -> Any:
         """ℓ as a sympy expression of the output symbol(s) f and the label symbol y."""
 
     def sme_drift_latex(self, order: int) -> str:

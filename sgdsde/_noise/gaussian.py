@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import equinox as eqx
 import jax
@@ -57,7 +58,8 @@ class GaussianNoise(AbstractGradientNoise, AbstractSDENoise):
         if self.n_noise >= 0:
             return self.n_noise
         theta = jax.ShapeDtypeStruct((problem.n_params,), problem.X.dtype)
-        return jax.eval_shape(self.factor, theta).shape[1]
+        factor = cast(Callable, self.factor)  # n_noise < 0: the factor is a callable
+        return jax.eval_shape(factor, theta).shape[1]
 
     def draw(self, problem, key, step, state, n_paths, dtype):
         m = self._m(problem)

@@ -6,6 +6,7 @@ import math
 
 import equinox as eqx
 import jax
+import jax.core
 import jax.numpy as jnp
 
 from .._losses import require_additive_label_noise

@@ -3,6 +3,8 @@ large learning rate (theory/large-lr.md, LLR-3)."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -64,14 +66,15 @@ class PreactivationNoise(AbstractGradientNoise):
             problem.n_data, k_idx, step, state, n_paths
         )
         B = problem.n_data if idx is None else self.batch_size
-        xi = jax.random.normal(k_xi, (n_paths, B, problem.model.width), dtype) * self.sigma_at(step, dtype)
+        width = cast(TwoLayerNetwork, problem.model).width  # check() requires a TwoLayerNetwork
+        xi = jax.random.normal(k_xi, (n_paths, B, width), dtype) * self.sigma_at(step, dtype)
         if idx is None:
             idx = jnp.broadcast_to(jnp.arange(problem.n_data, dtype=jnp.int32), (n_paths, B))
         return (idx, xi), state
 
     def gradient(self, problem, theta, draws):
         idx, xi = draws
-        model = problem.model
+        model = cast(TwoLayerNetwork, problem.model)  # check() requires it
         phi = get_activation(model.activation)
         xb, yb = problem.X[idx], problem.y[idx]
 

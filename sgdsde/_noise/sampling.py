@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal, overload
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -15,6 +17,14 @@ SAMPLINGS = ("with_replacement", "without_replacement", "shuffle")
 def check_sampling(sampling: str) -> None:
     if sampling not in SAMPLINGS:
         raise ValueError(f"sampling must be one of {SAMPLINGS}, got {sampling!r}")
+
+
+@overload
+def batch_size_arg(value, *, allow_none: Literal[False] = False) -> int: ...
+
+
+@overload
+def batch_size_arg(value, *, allow_none: bool) -> int | None: ...
 
 
 def batch_size_arg(value, *, allow_none: bool = False) -> int | None:

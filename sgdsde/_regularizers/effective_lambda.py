@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from .._noise import AbstractSDENoise, require_sde_side
+from .._noise import AbstractGradientNoise, AbstractSDENoise, require_sde_side
 from .._problem import Problem
 from .._validation import check_positive
 
 
-def effective_lambda(noise: AbstractSDENoise, lr: float, problem: Problem | None = None) -> float:
+def effective_lambda(
+    noise: AbstractGradientNoise | AbstractSDENoise, lr: float, problem: Problem | None = None
+) -> float:
     """λ for ``noise`` at step size η: $\\lambda = \\eta\\sigma^2/B$ for label noise (the noise model's own
     ``effective_lambda``; theory/implicit-regularization.md, REG-5; Damian et al. 2021).
 

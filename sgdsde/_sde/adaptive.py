@@ -10,7 +10,7 @@ stiff (steps ≪ η where needed).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import diffrax
 import equinox as eqx
@@ -77,7 +77,8 @@ class AdaptiveSDEStepper(AbstractStepper):
         t1 = t + T
         controller = self.controller
         clipped = isinstance(controller, diffrax.ClipStepSizeController)
-        pid = controller.controller if clipped else controller
+        # adaptive_controller checks the (wrapped) controller is a PIDController
+        pid = cast(diffrax.PIDController, controller.controller if clipped else controller)
         if pid.dtmin is None:
             pid = eqx.tree_at(lambda c: c.dtmin, pid, T / 2**TREE_DEPTH, is_leaf=lambda x: x is None)
             controller = eqx.tree_at(lambda c: c.controller, controller, pid) if clipped else pid
@@ -106,6 +107,8 @@ class AdaptiveSDEStepper(AbstractStepper):
                 throw=False,
             )
             ok = sol.result == diffrax.RESULTS.successful
+            if sol.ys is None:  # SaveAt(t1=True) saves the end state
+                raise RuntimeError("diffeqsolve saved no state")
             y = jnp.where(ok, sol.ys[-1], jnp.nan)
             return y, sol.stats["num_accepted_steps"], sol.stats["num_rejected_steps"], ~ok
 

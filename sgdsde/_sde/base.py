@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import equinox as eqx
 import jax
@@ -13,6 +14,9 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .._noise.base import NOISE_TYPES
+
+if TYPE_CHECKING:
+    from .._problem import Problem
 
 
 class AbstractSDE(eqx.Module):
@@ -44,7 +48,7 @@ class AbstractSDE(eqx.Module):
         return self.factor(theta) @ w
 
     @property
-    def problem(self):
+    def problem(self) -> Problem | None:
         """The Problem observables are evaluated on (None for an SDE not tied to one)."""
         return None
 
@@ -125,7 +129,7 @@ class FunctionSDE(AbstractSDE):
     factor_mv_fn: Callable | None = eqx.field(static=True)
     noise_type_: str = eqx.field(static=True)
     correction_fn: Callable | None = eqx.field(static=True, default=None)
-    problem_: object = None
+    problem_: Problem | None = None
     params: dict | None = None
 
     def __init__(
@@ -159,7 +163,7 @@ class FunctionSDE(AbstractSDE):
     def with_params(self, **values) -> FunctionSDE:
         """The same SDE with the named ``params`` entries replaced (ValueError for a name it does not have)."""
         unknown = sorted(set(values) - set(self.params or {}))
-        if unknown:
+        if unknown or self.params is None:
             raise ValueError(
                 f"params: this FunctionSDE has no entries {unknown}; it has {sorted(self.params or {})}"
             )
@@ -176,7 +180,7 @@ class FunctionSDE(AbstractSDE):
         return FunctionSDE(self.drift_fn, self.factor_fn, **{**kw, **changes})
 
     @property
-    def problem(self):
+    def problem(self) -> Problem | None:
         return self.problem_
 
     def drift(self, theta, eta):

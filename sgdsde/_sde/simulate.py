@@ -7,7 +7,7 @@ import functools
 import math
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import diffrax
 import equinox as eqx
@@ -52,8 +52,9 @@ class _GivenIncrement(diffrax.AbstractPath):
     """A path whose increment over the step being taken was drawn beforehand (for all paths at once)."""
 
     increment: Any
-    t0: float = 0.0
-    t1: float = 1.0
+    # diffrax declares t0/t1 as equinox AbstractVars, which pyright reads as ClassVars; a field is the override
+    t0: float = 0.0  # pyright: ignore[reportIncompatibleVariableOverride]
+    t1: float = 1.0  # pyright: ignore[reportIncompatibleVariableOverride]
 
     def evaluate(self, t0, t1=None, left=True, use_levy=False):
         if isinstance(self.increment, diffrax.SpaceTimeLevyArea) and not use_levy:
@@ -270,7 +271,8 @@ class SDE(AbstractMethod):
                 )
             return problem
         if isinstance(problem, Problem):
-            return SME(problem, self.noise, 1 if self.order is None else self.order)
+            noise = None if self.noise is None else require_sde_side(self.noise, "SME")  # checked at init
+            return SME(problem, noise, 1 if self.order is None else self.order)
         raise ValueError(f"problem must be a sgdsde.Problem or an AbstractSDE, got {type(problem).__name__}")
 
     def plan(self, problem, theta0, *, lr, n_steps, key, ensemble, record, output, events) -> RunPlan:
@@ -285,12 +287,15 @@ class SDE(AbstractMethod):
         if isinstance(solver, PlatenWeak2):
             solver = PlatenWeak2(noise=sde.noise_type)
         adaptive = isinstance(self.stepping, Adaptive)
-        k = 1 if adaptive else _substeps(etas, self.stepping.dt, self.stepping.substeps)
+        fixed = cast(
+            Fixed, self.stepping
+        )  # used only when not adaptive: the steppings are Fixed and Adaptive
+        k = 1 if adaptive else _substeps(etas, fixed.dt, fixed.substeps)
         d = _theta_dim(theta0)
         th0 = check_theta0(theta0, d, ensemble.n_paths)
         if sde.problem is not None:
             sde.problem.check_theta(theta0, "theta0")
-        sde.check_shapes(d, jnp.float64 if jax.config.jax_enable_x64 else jnp.float32)
+        sde.check_shapes(d, jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32)
         _check_declared_noise(sde, th0, etas.first)
         default = sde.problem.X.dtype if sde.problem is not None else _input_dtype(theta0)
         dtype = ensemble.resolved_dtype(default)
@@ -355,7 +360,7 @@ class SDE(AbstractMethod):
                 "adaptive stepping draws Brownian motion from a virtual Brownian tree; increments must be "
                 f"None or Gaussian(), got {kind!r}"
             )
-        stepping = self.stepping
+        stepping = cast(Adaptive, self.stepping)  # _adaptive runs for Adaptive stepping only
         controller = adaptive_controller(stepping.controller, sde.noise_type)
         # a constant lr lets one solve span a whole record interval (steps ≫ η possible); a schedule changes
         # the diffusion √η_k at every SGD step, so each step is its own solve
@@ -409,7 +414,7 @@ def plan_sde(
     lr,
     n_steps: int,
     key,
-    order: int = 1,
+    order: int | None = 1,
     solver=None,
     stepping: AbstractStepping = Fixed(),
     increments: AbstractIncrements | None = None,

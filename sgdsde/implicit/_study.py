@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._method import AbstractMethod
-from .._noise import AbstractGradientNoise
+from .._noise import AbstractGradientNoise, require_sde_side
 from .._options import Ensemble, Output, Record
 from .._problem import Problem
 from .._sde.simulate import SDE, simulate_sde
@@ -396,7 +396,9 @@ def convergence_study(
                 f"{type(m).__name__}"
             )
     noises = [dataclasses.replace(noise, sigma=float(s)) for s in sigma_values]
-    lams = np.asarray([n.effective_lambda(lr, problem) for n in noises])
+    lams = np.asarray(
+        [require_sde_side(n, "convergence_study").effective_lambda(lr, problem) for n in noises]
+    )
     predictions = []
     if theta_init is not None:
         for n in noises:
