@@ -152,7 +152,13 @@ def legacy_events(resetting, first_passage, events=()) -> tuple[AbstractEvent, .
         if not isinstance(resetting, Resetting):
             raise ValueError(f"resetting must be a sgdsde.Resetting(...), got {type(resetting).__name__}")
         out.append(resetting)
-    return check_events(tuple(out) + tuple(check_events(events)))
+    return check_events(tuple(out) + check_events(events))
+
+
+def legacy_plan(method: AbstractMethod, problem, theta0, *, resetting, first_passage, **run) -> RunPlan:
+    """``method.plan`` for the keyword spelling ``simulate_x(problem, noise, θ₀, …, resetting=,
+    first_passage=)`` (``run``: lr, n_steps, key, ensemble, record, output)."""
+    return method.plan(problem, theta0, events=legacy_events(resetting, first_passage), **run)
 
 
 def simulate(

@@ -11,7 +11,7 @@ import numpy as np
 
 from ._ensemble import AbstractStepper, RunPlan, chunk_keys, simulator, to_key
 from ._first_passage import FirstPassage
-from ._method import AbstractMethod, check_noise, legacy_events
+from ._method import AbstractMethod, check_noise, legacy_plan
 from ._noise import AbstractGradientNoise, NoNoise
 from ._options import Ensemble, Output, Record
 from ._problem import Problem
@@ -129,17 +129,18 @@ def plan_sgd(
     runs it.
     """
     method = SGD(check_noise(noise))
-    events = legacy_events(resetting, first_passage)
-    return method.plan(
+    return legacy_plan(
+        method,
         problem,
         theta0,
+        resetting=resetting,
+        first_passage=first_passage,
         lr=lr,
         n_steps=n_steps,
         key=key,
         ensemble=ensemble,
         record=record,
         output=output,
-        events=events,
     )
 
 

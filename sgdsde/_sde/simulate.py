@@ -19,7 +19,7 @@ import numpy as np
 from .._ensemble import AbstractStepper, RunPlan, check_theta0, finite_paths, simulator
 from .._events import RunInfo, bind_events, event_config
 from .._first_passage import FirstPassage
-from .._method import AbstractMethod, check_noise, legacy_events
+from .._method import AbstractMethod, check_noise, legacy_plan
 from .._noise import AbstractGradientNoise, require_sde_side
 from .._options import (
     AbstractIncrements,
@@ -471,17 +471,18 @@ def plan_sde(
     if isinstance(problem, AbstractSDE) and order == 1:
         order = None  # the default: an SDE object fixes its own drift
     method = SDE(check_noise(noise), order, solver, stepping, increments)
-    events = legacy_events(resetting, first_passage)
-    return method.plan(
+    return legacy_plan(
+        method,
         problem,
         theta0,
+        resetting=resetting,
+        first_passage=first_passage,
         lr=lr,
         n_steps=n_steps,
         key=key,
         ensemble=ensemble,
         record=record,
         output=output,
-        events=events,
     )
 
 

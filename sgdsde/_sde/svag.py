@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from .._ensemble import AbstractStepper, RunPlan, check_steps, simulator
 from .._events import RunInfo, bind_events, event_config
 from .._first_passage import FirstPassage
-from .._method import AbstractMethod, check_noise, legacy_events
+from .._method import AbstractMethod, check_noise, legacy_plan
 from .._noise import AbstractGradientNoise, NoNoise
 from .._options import Ensemble, Output, Record, check_options
 from .._problem import Problem
@@ -155,17 +155,18 @@ def plan_svag(
     runs it.
     """
     method = SVAG(check_noise(noise), l)
-    events = legacy_events(resetting, first_passage)
-    return method.plan(
+    return legacy_plan(
+        method,
         problem,
         theta0,
+        resetting=resetting,
+        first_passage=first_passage,
         lr=lr,
         n_steps=n_steps,
         key=key,
         ensemble=ensemble,
         record=record,
         output=output,
-        events=events,
     )
 
 
