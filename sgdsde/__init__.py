@@ -47,6 +47,13 @@ from ._noise import (
     PreactivationNoise as PreactivationNoise,
     SphericalGaussianNoise as SphericalGaussianNoise,
 )
+from ._optimizers import (
+    AbstractOptimizer as AbstractOptimizer,
+    Adam as Adam,
+    Momentum as Momentum,
+    Optax as Optax,
+    RMSprop as RMSprop,
+)
 from ._options import (
     Adaptive as Adaptive,
     CoupledToSGD as CoupledToSGD,

@@ -96,6 +96,22 @@ class AbstractStepper(eqx.Module):
         """The carry after step k from the step's slice of ``segment_inputs`` (same numbers as ``step``)."""
         raise NotImplementedError(f"{type(self).__name__} makes no segment inputs")
 
+    @property
+    def records(self) -> tuple[str, ...]:
+        """Names of the per-path values of the stepper's own state it records (``observe``), e.g. an
+        optimizer's momentum norm."""
+        return ()
+
+    def observe(self, carry: PyTree) -> dict[str, Array]:
+        """Per-path values of the stepper's state beyond θ, recorded beside the observables (names:
+        ``records``)."""
+        return {}
+
+    def restart(self, carry: PyTree, mask: Bool[Array, " N"]) -> PyTree:
+        """The carry with the state beyond θ of the paths in ``mask`` restarted as at step 0 from their current
+        θ (a reset that restores an optimizer's state)."""
+        raise NotImplementedError(f"{type(self).__name__} has no state beyond theta to restart")
+
     def path_finite(self, carry: PyTree) -> Bool[Array, " N"]:
         """Whether every coordinate of each path is finite, for the per-step divergence check (``finite_paths``).
         Steppers override it to reduce in their own layout (a transpose here doubled the cost of a d = 10 SDE
@@ -165,7 +181,8 @@ def _observed(events, ev_state) -> dict:
 def _initial_record_body(stepper, observables, events, carry, bad_step, n_saved):
     theta = stepper.theta(carry)
     ev_state = tuple(e.init(stepper.problem, theta) for e in events)
-    rec, bad = _stats(stepper.problem, observables, theta, bad_step, 0, n_saved, _observed(events, ev_state))
+    extra = {**stepper.observe(carry), **_observed(events, ev_state)}
+    rec, bad = _stats(stepper.problem, observables, theta, bad_step, 0, n_saved, extra)
     return rec, bad, ev_state
 
 
@@ -183,6 +200,9 @@ def _apply_events(stepper, events, ev_state, before, carry, k_next, dt, key):
         new_state.append(state)
     if any(e.moves_theta for e in events):
         carry = stepper.with_theta(carry, theta)
+    restarts = [m for m in (e.restarted(s) for e, s in zip(events, new_state, strict=True)) if m is not None]
+    if restarts:
+        carry = stepper.restart(carry, functools.reduce(jnp.logical_or, restarts))
     return carry, tuple(new_state)
 
 
@@ -220,9 +240,8 @@ def _advance_all(stepper, events, carry, bad, ev, k, eta, run_key, event_key, st
 
 
 def _record_stats(stepper, observables, events, carry, bad, ev, end, n_saved):
-    return _stats(
-        stepper.problem, observables, stepper.theta(carry), bad, end, n_saved, _observed(events, ev)
-    )
+    extra = {**stepper.observe(carry), **_observed(events, ev)}
+    return _stats(stepper.problem, observables, stepper.theta(carry), bad, end, n_saved, extra)
 
 
 def _grid_stats(batched, shared, observables, events, carry, bad, ev, end, n_saved):
@@ -840,6 +859,12 @@ def _prepare(plans: list[RunPlan]) -> _Setup:
         tuple((k, f) for k, f in obs if f is not BUILTIN.get(k)),
         jnp.asarray(th0.reshape(-1, p0.n_params)[0], dtype),
     )
+    own = p0.stepper_for_chunk(1).records
+    if {k for k, _ in obs} & set(own):
+        raise ValueError(
+            f"observables: {sorted({k for k, _ in obs} & set(own))} is recorded by the method's own state; "
+            "rename it"
+        )
     for event in p0.events:
         clash = {k for k, _ in obs} & set(event.records)
         if clash:

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import checkify
-from jaxtyping import Array, Float, PyTree
+from jaxtyping import Array, Bool, Float, PyTree
 
 from ._describe import describe
 
@@ -122,6 +122,11 @@ class AbstractStepEvent(AbstractEvent):
     def observe(self, state) -> dict[str, Float[Array, " N"]]:
         """Per-path values recorded with the observables (name → (N,) array)."""
         return {}
+
+    def restarted(self, state) -> Bool[Array, " N"] | None:
+        """The paths whose state beyond θ restarts after this step (a reset that restores an optimizer's
+        state: the engine then calls the stepper's ``restart``), or None (never)."""
+        return None
 
     @abc.abstractmethod
     def per_path(self, state) -> dict[str, Array]:

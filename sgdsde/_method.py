@@ -71,6 +71,7 @@ class AbstractMethod(eqx.Module):
             "n_data": problem.n_data,
             "lr": lr if np.ndim(lr) == 0 and not callable(lr) else describe(lr),
         }
+        config.update(self.check_run(problem, theta0, dtype))
         bound = bind_events(events, RunInfo(problem, problem.n_params, etas, theta0, self, dtype=dtype))
         config.update(event_config(events))
         return RunPlan(
@@ -95,6 +96,11 @@ class AbstractMethod(eqx.Module):
             f"{type(self).__name__} must define stepper(problem, n_paths), or plan(...) for a run that is not "
             "one stepper call per SGD step on a Problem"
         )
+
+    def check_run(self, problem: Problem, theta0, dtype) -> dict:
+        """Checks of the method's own options against the run (ValueError naming one that does not fit); the
+        entries they add to the configuration record."""
+        return {}
 
     def label(self) -> str:
         """The run's name in results and progress (``Output(label=...)`` overrides it)."""

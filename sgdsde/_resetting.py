@@ -55,8 +55,12 @@ class Resetting(AbstractEvent):
     Args:
         rate: r ≥ 0 per unit time (0: no resets; the run equals one without resetting, draw for draw).
         checkpoint: "start" (each path's θ₀), a fixed θ_c of shape (d,), or ``BestSoFar(...)``.
+        optimizer: also restart the optimizer's state (momentum, Adam's moments) as at step 0 from the
+            checkpoint: Bae, Song & Jeong's ``--opt-reset 1`` (their code's default, 0, restores the
+            parameters only, as does False here). Needs a method with an optimizer; not with ``BestSoFar``
+            (their code then restores the optimizer state saved with the best model, which is not kept here).
 
-    Plain SGD has no optimizer state, so a reset restores θ only; the step-size schedule keeps its global
+    By default a reset restores θ only (an optimizer keeps its state); the step-size schedule keeps its global
     clock (the paper's Setting 2 does not reset the scheduler either). Resets are reported in
     ``result.resets`` (per-path counts, first and last reset step) and recorded as the observable "resets"
     (cumulative resets per path: its mean at each record).
@@ -64,9 +68,17 @@ class Resetting(AbstractEvent):
 
     rate: float
     checkpoint: Any = "start"
+    optimizer: bool = False
 
     def __check_init__(self):
         check_positive("rate", self.rate, allow_zero=True)
+        if not isinstance(self.optimizer, (bool, np.bool_)):
+            raise ValueError(f"optimizer must be True or False, got {self.optimizer!r}")
+        if self.optimizer and isinstance(self.checkpoint, BestSoFar):
+            raise ValueError(
+                "optimizer=True restarts the optimizer as at step 0, which fits checkpoint='start' or a fixed "
+                "theta; with BestSoFar the optimizer state of the best model would be needed (not kept)"
+            )
         c = self.checkpoint
         if isinstance(c, str):
             if c != "start":
@@ -121,8 +133,14 @@ class Resetting(AbstractEvent):
             check_scalar_function(
                 "BestSoFar.observable", best.observable, run.problem, run.theta_start, "real"
             )
+        if self.optimizer and getattr(run.method, "optimizer", None) is None:
+            raise ValueError(
+                f"Resetting(optimizer=True) restarts an optimizer's state, and the method "
+                f"{type(run.method).__name__} runs none; give it optimizer=... or use optimizer=False"
+            )
         # the rate as an array leaf: traced, so a sweep over it batches and another rate reuses the program
-        return ResetEvent(np.asarray(rate, np.float64), run.method.reset_law(), fixed, best)
+        law = run.method.reset_law()
+        return ResetEvent(np.asarray(rate, np.float64), law, fixed, best, bool(self.optimizer))
 
 
 class AbstractResetLaw(eqx.Module):
@@ -163,6 +181,7 @@ class ResetEvent(AbstractStepEvent):
     law: AbstractResetLaw
     fixed: Any = None
     best: BestSoFar | None = None
+    restarts: bool = eqx.field(static=True, default=False)
 
     @property
     def moves_theta(self) -> bool:
@@ -183,6 +202,8 @@ class ResetEvent(AbstractStepEvent):
             else jnp.broadcast_to(jnp.asarray(self.fixed, theta.dtype), theta.shape)
         )
         state = {"ckpt": ckpt, "count": jnp.zeros((n,), jnp.int32), "first": minus, "last": minus}
+        if self.restarts:
+            state["coin"] = jnp.zeros((n,), bool)
         if self.best is None:
             state["active"] = jnp.ones((n,), bool)
         else:
@@ -227,6 +248,8 @@ class ResetEvent(AbstractStepEvent):
             first=jnp.where(coin & (state["first"] < 0), k_next, state["first"]),
             last=jnp.where(coin, k_next, state["last"]),
         )
+        if self.restarts:
+            state["coin"] = coin
         if self.best is not None:
             check = (k_next % self.best.every) == 0
             state = jax.lax.cond(check, lambda s: self._track(problem, s, theta, k_next), lambda s: s, state)
@@ -234,6 +257,10 @@ class ResetEvent(AbstractStepEvent):
 
     def observe(self, state):
         return {"resets": state["count"].astype(state["ckpt"].dtype)}
+
+    def restarted(self, state):
+        """The paths reset at this step, when the reset restarts the optimizer too."""
+        return state["coin"] if self.restarts else None
 
     def per_path(self, state):
         out = {"count": state["count"], "first": state["first"], "last": state["last"]}

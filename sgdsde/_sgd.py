@@ -13,6 +13,7 @@ from ._ensemble import AbstractStepper, RunPlan, chunk_keys, simulator, to_key
 from ._first_passage import FirstPassage
 from ._method import AbstractMethod, check_noise, legacy_plan
 from ._noise import AbstractGradientNoise, NoNoise
+from ._optimizers import AbstractOptimizer, check_optimizer, check_state
 from ._options import Ensemble, Output, Record
 from ._problem import Problem
 from ._resetting import Resetting
@@ -21,29 +22,34 @@ from ._validation import check_int_range
 
 
 class SGDStepper(AbstractStepper):
-    """One SGD step for all paths: draws for all paths in the fast layout, then a vmapped gradient."""
+    """One SGD step for all paths: draws for all paths in the fast layout, then a vmapped gradient; with an
+    optimizer, its vmapped update (carry (θ, sampler state, optimizer state))."""
 
     problem_: Problem
     noise: AbstractGradientNoise
     n_paths: int
+    optimizer: AbstractOptimizer | None = None
 
     @property
     def problem(self):
         return self.problem_
 
     def init(self, key, theta0):
-        return theta0, self.noise.init_state(self.problem_, key, self.n_paths, theta0.dtype)
+        state = self.noise.init_state(self.problem_, key, self.n_paths, theta0.dtype)
+        if self.optimizer is None:
+            return theta0, state
+        return theta0, state, jax.vmap(self.optimizer.init)(theta0)
 
     def step(self, carry, k, eta, key):
-        theta, state = carry
+        theta, state = carry[:2]
         draws, state = self.noise.draw(self.problem_, key, k, state, self.n_paths, theta.dtype)
-        return self.step_with((theta, state), k, eta, draws)
+        return self.step_with((theta, state, *carry[2:]), k, eta, draws)
 
     def segment_inputs(self, carry, run_key, ks):
         """The draws of steps ks at once (vmapped over the steps) where the noise allows it (``draws_ahead``:
         the same numbers) and carries no sampler state; None otherwise (shuffled epochs, Gaussian draws): the
         draws are then made step by step."""
-        theta, state = carry
+        theta, state = carry[:2]
         if state is not None or not self.noise.draws_ahead():
             return None
 
@@ -55,15 +61,32 @@ class SGDStepper(AbstractStepper):
         return draws if state is None else None
 
     def step_with(self, carry, k, eta, inputs):
-        theta, state = carry  # inputs: this step's noise draws
+        theta, state = carry[:2]  # inputs: this step's noise draws
         g = jax.vmap(self.noise.gradient, in_axes=(None, 0, 0))(self.problem_, theta, inputs)
-        return theta - eta * g, state
+        if self.optimizer is None:
+            return theta - eta * g, state
+        u, opt_state = jax.vmap(self.optimizer.update)(g, carry[2], theta)
+        return theta + eta * u, state, opt_state
 
     def theta(self, carry):
         return carry[0]
 
     def with_theta(self, carry, theta):
-        return theta, carry[1]
+        return (theta, *carry[1:])
+
+    @property
+    def records(self):
+        return () if self.optimizer is None else self.optimizer.records
+
+    def observe(self, carry):
+        return {} if self.optimizer is None else jax.vmap(self.optimizer.observe)(carry[2])
+
+    def restart(self, carry, mask):
+        if self.optimizer is None:
+            return super().restart(carry, mask)
+        fresh = jax.vmap(self.optimizer.init)(carry[0])
+        pick = lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+        return (*carry[:2], jax.tree.map(pick, fresh, carry[2]))
 
 
 class SGD(AbstractMethod):
@@ -73,18 +96,31 @@ class SGD(AbstractMethod):
 
     Args:
         noise: a gradient-noise model, or None for full-batch GD.
+        optimizer: None (plain SGD, as above), ``Momentum(...)``, ``RMSprop(...)``, ``Adam(...)`` or an optax
+            transformation at unit learning rate: $\\theta_{k+1} = \\theta_k + \\eta_k u_k$ with u_k its
+            update of $\\tilde g_k$ (theory/optimizers.md, OPT-1); its state is per path, in the carry.
     """
 
     noise: AbstractGradientNoise | None = None
+    optimizer: AbstractOptimizer | None = None
 
-    def __check_init__(self):
-        check_noise(self.noise)
+    def __init__(self, noise: AbstractGradientNoise | None = None, optimizer=None):
+        self.noise = check_noise(noise)
+        self.optimizer = check_optimizer(optimizer)
 
     def stepper(self, problem: Problem, n_paths: int) -> SGDStepper:
-        return SGDStepper(problem, NoNoise() if self.noise is None else self.noise, n_paths)
+        noise = NoNoise() if self.noise is None else self.noise
+        return SGDStepper(problem, noise, n_paths, self.optimizer)
+
+    def check_run(self, problem: Problem, theta0, dtype) -> dict:
+        if self.optimizer is None:
+            return {}
+        check_state(self.optimizer, jnp.zeros((problem.n_params,), dtype))
+        return {"optimizer": self.optimizer.description(problem.n_params)}
 
     def label(self) -> str:
-        return type(NoNoise() if self.noise is None else self.noise).__name__
+        name = type(NoNoise() if self.noise is None else self.noise).__name__
+        return name if self.optimizer is None else f"{name}+{self.optimizer.label()}"
 
 
 def plan_sgd(

@@ -1,0 +1,268 @@
+"""Optimizers with state, through optax: the update $u_k$ for unit learning rate, so that
+$\\theta_{k+1} = \\theta_k + \\eta_k u_k$ with $(u_k, s_{k+1}) = T(\\tilde g_k, s_k, \\theta_k)$ (theory/optimizers.md,
+OPT-1).
+
+The run's step size η_k (a float, a schedule, a sweep axis) multiplies the update, so an lr sweep or a
+schedule stays one compiled program and ``optimizer=None`` is today's SGD bit for bit. The transformation is
+built from the optimizer's array leaves at trace time: its hyperparameters (β, ε, weight decay) are traced,
+so ``sweep`` varies them in one program (grid name ``"optimizer.beta"``).
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from typing import Any, ClassVar, cast
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ._describe import describe
+from ._validation import check_positive
+
+
+def _check_unit_interval(name: str, value) -> jax.Array:
+    """β ∈ [0, 1) as a 0-d array leaf (ValueError naming ``name`` otherwise)."""
+    v = check_positive(name, value, allow_zero=True)
+    if not v < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return jnp.asarray(v)
+
+
+class AbstractOptimizer(eqx.Module):
+    """What turns the stochastic gradient into the step: $u_k, s_{k+1} = T(\\tilde g_k, s_k, \\theta_k)$ and
+    $\\theta_{k+1} = \\theta_k + \\eta_k u_k$, T an optax transformation at unit learning rate (OPT-1).
+
+    A subclass gives ``transformation(dtype)``; ``records`` names the per-path scalars of its state that runs
+    record beside the observables (``observe``). ``has_sde`` says whether an SDE of it is known (an SDE
+    method refuses one without)."""
+
+    records: ClassVar[tuple[str, ...]] = ()
+
+    @abc.abstractmethod
+    def transformation(self, dtype) -> optax.GradientTransformation:
+        """The optax transformation at unit learning rate, its hyperparameters in ``dtype``."""
+
+    def init(self, theta: jax.Array) -> Any:
+        """The state $s_0$ of one path at θ₀."""
+        return self.transformation(theta.dtype).init(theta)
+
+    def update(self, g: jax.Array, state, theta: jax.Array) -> tuple[jax.Array, Any]:
+        """$(u_k, s_{k+1})$ of one path from its stochastic gradient."""
+        u, state = self.transformation(theta.dtype).update(g, state, theta)
+        return cast(jax.Array, u), state
+
+    def observe(self, state) -> dict[str, jax.Array]:
+        """Per-path scalars of one path's state, recorded as ensemble mean and variance (names: ``records``)."""
+        return {}
+
+    def label(self) -> str:
+        return type(self).__name__
+
+    def description(self, d: int) -> str:
+        """The configuration record's text (what a checkpoint's fingerprint compares)."""
+        return describe(self)
+
+    @property
+    def has_sde(self) -> bool:
+        return False
+
+
+def _sq(x) -> jax.Array:
+    return jnp.sum(x * x)
+
+
+class Momentum(AbstractOptimizer):
+    """Heavy-ball momentum (PyTorch's and optax's form): $m_{k+1} = \\beta m_k + \\tilde g_k + w\\theta_k$,
+    $\\theta_{k+1} = \\theta_k - \\eta_k m_{k+1}$; Nesterov: $\\theta_{k+1} = \\theta_k - \\eta_k(\\tilde g_k + w\\theta_k +
+    \\beta m_{k+1})$ (OPT-2). With a constant η, $v = -\\eta m$ is Li–Tai–E's velocity: $v_{k+1} = \\beta v_k -
+    \\eta \\tilde g_k$, $\\theta_{k+1} = \\theta_k + v_{k+1}$.
+
+    Args:
+        beta: momentum β in [0, 1) (0: SGD).
+        nesterov: Nesterov's accelerated form.
+        weight_decay: w ≥ 0, added to the gradient before momentum (PyTorch's ``weight_decay``).
+    """
+
+    records: ClassVar[tuple[str, ...]] = ("momentum_sq_norm",)
+    beta: jax.Array
+    nesterov: bool = eqx.field(static=True)
+    weight_decay: jax.Array
+
+    def __init__(self, beta=0.9, nesterov: bool = False, weight_decay=0.0):
+        self.beta = _check_unit_interval("beta", beta)
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise ValueError(f"nesterov must be True or False, got {nesterov!r}")
+        self.nesterov = bool(nesterov)
+        self.weight_decay = jnp.asarray(check_positive("weight_decay", weight_decay, allow_zero=True))
+
+    def transformation(self, dtype):
+        sgd = optax.sgd(1.0, momentum=self.beta.astype(dtype), nesterov=self.nesterov)
+        return optax.chain(optax.add_decayed_weights(self.weight_decay.astype(dtype)), sgd)
+
+    def observe(self, state):
+        """$\\|m\\|^2$, the squared norm of the momentum buffer."""
+        return {"momentum_sq_norm": _sq(momentum_buffer(state))}
+
+    @property
+    def has_sde(self) -> bool:
+        return True
+
+
+def momentum_buffer(state) -> jax.Array:
+    """m of ``Momentum``'s optax state (its trace)."""
+    trace = [s for s in jax.tree.leaves(state, is_leaf=lambda s: isinstance(s, optax.TraceState))]
+    found = [s.trace for s in trace if isinstance(s, optax.TraceState)]
+    if len(found) != 1:
+        raise ValueError("the optimizer state holds no single momentum trace")
+    return cast(jax.Array, found[0])
+
+
+class RMSprop(AbstractOptimizer):
+    """RMSprop as Malladi et al. write it: $v_{k+1} = \\beta v_k + (1-\\beta)\\tilde g_k^2$,
+    $\\theta_{k+1} = \\theta_k - \\eta_k \\tilde g_k/(\\sqrt{v_{k+1}} + \\epsilon)$ (OPT-3; optax's ``rmsprop`` with
+    ε outside the square root, v₀ = 0).
+
+    Args:
+        beta: the second-moment decay β in [0, 1).
+        eps: ε > 0.
+    """
+
+    records: ClassVar[tuple[str, ...]] = ("second_moment_mean",)
+    beta: jax.Array
+    eps: jax.Array
+
+    def __init__(self, beta=0.999, eps=1e-8):
+        self.beta = _check_unit_interval("beta", beta)
+        self.eps = jnp.asarray(check_positive("eps", eps))
+
+    def transformation(self, dtype):
+        return optax.rmsprop(
+            1.0, decay=self.beta.astype(dtype), eps=self.eps.astype(dtype), eps_in_sqrt=False
+        )
+
+    def observe(self, state):
+        """The mean of the second-moment estimate v over coordinates."""
+        (s,) = [s for s in jax.tree.leaves(state, is_leaf=_is_rms) if _is_rms(s)]
+        return {"second_moment_mean": jnp.mean(s.nu)}
+
+    @property
+    def has_sde(self) -> bool:
+        return True
+
+
+def _is_rms(s) -> bool:
+    return isinstance(s, optax.ScaleByRmsState)
+
+
+class Adam(AbstractOptimizer):
+    """Adam (AdamW with ``weight_decay``), optax's: $m_{k+1} = \\beta_1 m_k + (1-\\beta_1)\\tilde g_k$,
+    $v_{k+1} = \\beta_2 v_k + (1-\\beta_2)\\tilde g_k^2$, $\\theta_{k+1} = \\theta_k - \\eta_k(\\hat m/(\\sqrt{\\hat v}+
+    \\epsilon) + w\\theta_k)$, hats the bias corrections $1-\\beta^{k+1}$ (OPT-4).
+
+    Args:
+        b1, b2: the moment decays in [0, 1).
+        eps: ε > 0.
+        weight_decay: w ≥ 0, decoupled (AdamW; 0: Adam).
+    """
+
+    records: ClassVar[tuple[str, ...]] = ("first_moment_sq_norm", "second_moment_mean")
+    b1: jax.Array
+    b2: jax.Array
+    eps: jax.Array
+    weight_decay: jax.Array
+
+    def __init__(self, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0):
+        self.b1 = _check_unit_interval("b1", b1)
+        self.b2 = _check_unit_interval("b2", b2)
+        self.eps = jnp.asarray(check_positive("eps", eps))
+        self.weight_decay = jnp.asarray(check_positive("weight_decay", weight_decay, allow_zero=True))
+
+    def transformation(self, dtype):
+        c = lambda x: x.astype(dtype)
+        return optax.adamw(1.0, c(self.b1), c(self.b2), c(self.eps), weight_decay=c(self.weight_decay))
+
+    def observe(self, state):
+        """$\\|m\\|^2$ and the mean of v (the raw moment estimates)."""
+        (s,) = [s for s in jax.tree.leaves(state, is_leaf=_is_adam) if _is_adam(s)]
+        return {"first_moment_sq_norm": _sq(s.mu), "second_moment_mean": jnp.mean(s.nu)}
+
+    @property
+    def has_sde(self) -> bool:
+        return True
+
+
+def _is_adam(s) -> bool:
+    return isinstance(s, optax.ScaleByAdamState)
+
+
+class Optax(AbstractOptimizer):
+    """A user's optax transformation, at unit learning rate (``optax.sgd(1.0, momentum=…)``,
+    ``optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1.0))``): the run's lr multiplies its update.
+    No SDE is known for it: an SDE method refuses it."""
+
+    tx: optax.GradientTransformation = eqx.field(static=True)
+
+    def __init__(self, tx):
+        if not isinstance(tx, optax.GradientTransformation):
+            raise ValueError(
+                "optimizer must be sgdsde.Momentum/RMSprop/Adam or an optax.GradientTransformation "
+                f"(wrapped as sgdsde.Optax(tx)), got {type(tx).__name__}"
+            )
+        self.tx = tx
+
+    def transformation(self, dtype):
+        return self.tx
+
+    def label(self) -> str:
+        return "Optax"
+
+    def description(self, d: int) -> str:
+        """Its repr names only functions, so the record adds a probe: a digest of three float64 updates of a
+        fixed gradient sequence in dimension d, in JAX's default float (two transformations that update differently record
+        differently, so a checkpoint of another optimizer is refused)."""
+        with jax.ensure_compile_time_eval():
+            theta = jnp.linspace(-1.0, 1.0, d)
+            state, out = self.tx.init(theta), []
+            for k in range(3):
+                u, state = self.tx.update(jnp.cos(theta * (k + 1)) + 0.5, state, theta)
+                out.append(np.asarray(u, np.float64))
+        digest = hashlib.sha256(np.concatenate(out).tobytes()).hexdigest()[:16]
+        return f"{describe(self)} probe={digest}"
+
+
+def check_optimizer(optimizer) -> AbstractOptimizer | None:
+    """None, an ``AbstractOptimizer``, or a bare optax transformation (wrapped in ``Optax``); ValueError naming
+    ``optimizer`` otherwise."""
+    if optimizer is None or isinstance(optimizer, AbstractOptimizer):
+        return optimizer
+    if isinstance(optimizer, optax.GradientTransformation):
+        return Optax(optimizer)
+    raise ValueError(
+        "optimizer must be None, sgdsde.Momentum(...), sgdsde.RMSprop(...), sgdsde.Adam(...) or an "
+        f"optax.GradientTransformation at unit learning rate, got {type(optimizer).__name__}"
+    )
+
+
+def check_state(optimizer: AbstractOptimizer, theta: jax.Array) -> None:
+    """ValueError unless the optimizer's update maps a (d,) gradient and its state at θ to a (d,) update of
+    θ's dtype (abstract evaluation: nothing runs)."""
+    spec = jax.ShapeDtypeStruct(theta.shape, theta.dtype)
+    try:
+        state = jax.eval_shape(optimizer.init, spec)
+        u, new = jax.eval_shape(optimizer.update, spec, state, spec)
+    except Exception as exc:  # the user's transformation failed on a flat parameter vector
+        raise ValueError(
+            f"optimizer: its init/update fail on a parameter vector of shape {theta.shape}: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if not isinstance(u, jax.ShapeDtypeStruct) or u.shape != theta.shape:
+        raise ValueError(f"optimizer: its update must have θ's shape {theta.shape}, got {u}")
+    if jax.tree.structure(new) != jax.tree.structure(state) or any(
+        a.shape != b.shape or a.dtype != b.dtype
+        for a, b in zip(jax.tree.leaves(new), jax.tree.leaves(state), strict=True)
+    ):
+        raise ValueError("optimizer: its update changes the shape or dtype of its state")
