@@ -60,7 +60,7 @@ class AbstractMethod(eqx.Module):
         noise.check(problem)
         problem.check_theta(theta0, "theta0")
         etas = rates(lr, check_int_range("n_steps", n_steps, 1))
-        warn_if_unstable(problem, theta0, etas)
+        warn_if_unstable(problem, theta0, etas, self.stability_limit())
         dtype = ensemble.resolved_dtype(problem.X.dtype)
         same = dtype == problem.X.dtype == problem.y.dtype
         dtype_problem = problem if same else problem.astype(dtype)
@@ -96,6 +96,11 @@ class AbstractMethod(eqx.Module):
             f"{type(self).__name__} must define stepper(problem, n_paths), or plan(...) for a run that is not "
             "one stepper call per SGD step on a Problem"
         )
+
+    def stability_limit(self) -> tuple[float, str] | None:
+        """(c, name): the step is locally unstable on a quadratic when $\\eta\\lambda_{\\max} \\ge c$ (GD: 2); None:
+        no such limit to warn about."""
+        return (2.0, "GD")
 
     def check_run(self, problem: Problem, theta0, dtype) -> dict:
         """Checks of the method's own options against the run (ValueError naming one that does not fit); the

@@ -46,18 +46,27 @@ class AbstractOptimizer(eqx.Module):
     def transformation(self, dtype) -> optax.GradientTransformation:
         """The optax transformation at unit learning rate, its hyperparameters in ``dtype``."""
 
+    # optax mixes its int32 step count with the (array) decays, which JAX's strict promotion mode refuses: its
+    # calls run under standard promotion whatever the user's setting (the numbers do not change)
     def init(self, theta: jax.Array) -> Any:
         """The state $s_0$ of one path at θ₀."""
-        return self.transformation(theta.dtype).init(theta)
+        with jax.numpy_dtype_promotion("standard"):
+            return self.transformation(theta.dtype).init(theta)
 
     def update(self, g: jax.Array, state, theta: jax.Array) -> tuple[jax.Array, Any]:
         """$(u_k, s_{k+1})$ of one path from its stochastic gradient."""
-        u, state = self.transformation(theta.dtype).update(g, state, theta)
+        with jax.numpy_dtype_promotion("standard"):
+            u, state = self.transformation(theta.dtype).update(g, state, theta)
         return cast(jax.Array, u), state
 
     def observe(self, state) -> dict[str, jax.Array]:
         """Per-path scalars of one path's state, recorded as ensemble mean and variance (names: ``records``)."""
         return {}
+
+    def stability_limit(self) -> tuple[float, str] | None:
+        """(c, name) with the update locally unstable on a quadratic at $\\eta\\lambda_{\\max} \\ge c$; None
+        (the default: adaptive methods, a user's transformation) when no such limit holds."""
+        return None
 
     def label(self) -> str:
         return type(self).__name__
@@ -76,10 +85,10 @@ def _sq(x) -> jax.Array:
 
 
 class Momentum(AbstractOptimizer):
-    """Heavy-ball momentum (PyTorch's and optax's form): $m_{k+1} = \\beta m_k + \\tilde g_k + w\\theta_k$,
-    $\\theta_{k+1} = \\theta_k - \\eta_k m_{k+1}$; Nesterov: $\\theta_{k+1} = \\theta_k - \\eta_k(\\tilde g_k + w\\theta_k +
-    \\beta m_{k+1})$ (OPT-2). With a constant η, $v = -\\eta m$ is Li–Tai–E's velocity: $v_{k+1} = \\beta v_k -
-    \\eta \\tilde g_k$, $\\theta_{k+1} = \\theta_k + v_{k+1}$.
+    """Heavy-ball momentum (PyTorch's and optax's form, OPT-2): $m_{k+1} = \\beta m_k + \\tilde g_k + w\\theta_k$
+    and $\\theta_{k+1} = \\theta_k - \\eta_k m_{k+1}$; Nesterov:
+    $\\theta_{k+1} = \\theta_k - \\eta_k(\\tilde g_k + w\\theta_k + \\beta m_{k+1})$. With a constant η,
+    v = −ηm is Li–Tai–E's velocity: $v_{k+1} = \\beta v_k - \\eta \\tilde g_k$, $\\theta_{k+1} = \\theta_k + v_{k+1}$.
 
     Args:
         beta: momentum β in [0, 1) (0: SGD).
@@ -103,6 +112,14 @@ class Momentum(AbstractOptimizer):
         sgd = optax.sgd(1.0, momentum=self.beta.astype(dtype), nesterov=self.nesterov)
         return optax.chain(optax.add_decayed_weights(self.weight_decay.astype(dtype)), sgd)
 
+    def stability_limit(self):
+        """Heavy ball: $\\eta\\lambda < 2(1+\\beta)$; Nesterov: $\\eta\\lambda < 2(1+\\beta)/(1+2\\beta)$ (OPT-5;
+        the Jury conditions of the 2 × 2 recursion, weight decay not counted)."""
+        b = float(self.beta)
+        if self.nesterov:
+            return (2 * (1 + b) / (1 + 2 * b), "Nesterov momentum")
+        return (2 * (1 + b), "heavy-ball momentum")
+
     def observe(self, state):
         """$\\|m\\|^2$, the squared norm of the momentum buffer."""
         return {"momentum_sq_norm": _sq(momentum_buffer(state))}
@@ -123,7 +140,7 @@ def momentum_buffer(state) -> jax.Array:
 
 class RMSprop(AbstractOptimizer):
     """RMSprop as Malladi et al. write it: $v_{k+1} = \\beta v_k + (1-\\beta)\\tilde g_k^2$,
-    $\\theta_{k+1} = \\theta_k - \\eta_k \\tilde g_k/(\\sqrt{v_{k+1}} + \\epsilon)$ (OPT-3; optax's ``rmsprop`` with
+    $\\theta_{k+1} = \\theta_k - \\eta_k \\tilde g_k/(\\sqrt{v_{k+1}} + \\varepsilon)$ (OPT-3; optax's ``rmsprop`` with
     ε outside the square root, v₀ = 0).
 
     Args:
@@ -159,9 +176,9 @@ def _is_rms(s) -> bool:
 
 
 class Adam(AbstractOptimizer):
-    """Adam (AdamW with ``weight_decay``), optax's: $m_{k+1} = \\beta_1 m_k + (1-\\beta_1)\\tilde g_k$,
-    $v_{k+1} = \\beta_2 v_k + (1-\\beta_2)\\tilde g_k^2$, $\\theta_{k+1} = \\theta_k - \\eta_k(\\hat m/(\\sqrt{\\hat v}+
-    \\epsilon) + w\\theta_k)$, hats the bias corrections $1-\\beta^{k+1}$ (OPT-4).
+    """Adam (AdamW with ``weight_decay``), optax's (OPT-4): $m_{k+1} = \\beta_1 m_k + (1-\\beta_1)\\tilde g_k$,
+    $v_{k+1} = \\beta_2 v_k + (1-\\beta_2)\\tilde g_k^2$ and
+    $\\theta_{k+1} = \\theta_k - \\eta_k(\\hat m/(\\sqrt{\\hat v}+\\varepsilon) + w\\theta_k)$, the hats dividing by $1-\\beta^{k+1}$.
 
     Args:
         b1, b2: the moment decays in [0, 1).
@@ -226,9 +243,9 @@ class Optax(AbstractOptimizer):
         differently, so a checkpoint of another optimizer is refused)."""
         with jax.ensure_compile_time_eval():
             theta = jnp.linspace(-1.0, 1.0, d)
-            state, out = self.tx.init(theta), []
+            state, out = self.init(theta), []
             for k in range(3):
-                u, state = self.tx.update(jnp.cos(theta * (k + 1)) + 0.5, state, theta)
+                u, state = self.update(jnp.cos(theta * (k + 1)) + 0.5, state, theta)
                 out.append(np.asarray(u, np.float64))
         digest = hashlib.sha256(np.concatenate(out).tobytes()).hexdigest()[:16]
         return f"{describe(self)} probe={digest}"

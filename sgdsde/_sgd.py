@@ -79,7 +79,9 @@ class SGDStepper(AbstractStepper):
         return () if self.optimizer is None else self.optimizer.records
 
     def observe(self, carry):
-        return {} if self.optimizer is None else jax.vmap(self.optimizer.observe)(carry[2])
+        if self.optimizer is None or not self.optimizer.records:
+            return {}
+        return jax.vmap(self.optimizer.observe)(carry[2])
 
     def restart(self, carry, mask):
         if self.optimizer is None:
@@ -111,6 +113,9 @@ class SGD(AbstractMethod):
     def stepper(self, problem: Problem, n_paths: int) -> SGDStepper:
         noise = NoNoise() if self.noise is None else self.noise
         return SGDStepper(problem, noise, n_paths, self.optimizer)
+
+    def stability_limit(self):
+        return (2.0, "GD") if self.optimizer is None else self.optimizer.stability_limit()
 
     def check_run(self, problem: Problem, theta0, dtype) -> dict:
         if self.optimizer is None:

@@ -34,15 +34,18 @@ def _lambda_max_bound(H: np.ndarray) -> float:
     return best
 
 
-def warn_if_unstable(problem: Problem, theta0, etas) -> None:
-    """Warn when max ηₖ ≥ 2/λ_max(∇²L(θ₀)), GD's local stability limit (skipped above 512 parameters).
+def warn_if_unstable(problem: Problem, theta0, etas, limit: tuple[float, str] | None = (2.0, "GD")) -> None:
+    """Warn when max ηₖ ≥ c/λ_max(∇²L(θ₀)), the method's local stability limit on a quadratic (``limit`` =
+    (c, name): GD's c = 2; heavy-ball momentum's 2(1 + β); None: no such limit, no check); skipped above 512
+    parameters.
 
     A LAPACK-free upper bound on λ_max settles most runs first: the eigendecomposition of a 200 × 200
     Hessian took 2 ms on an idle 2-core machine but 40-270 ms beside other work (OpenBLAS's threads waiting
     for busy cores), up to a third of a 10,000-path, 200-step label-noise run (scripts/bench_sgd.py). The
     exact λ_max is computed only where the bound cannot rule the warning out, so the warning is the same."""
-    if problem.n_params > MAX_PARAMS_FOR_STABILITY_CHECK:
+    if limit is None or problem.n_params > MAX_PARAMS_FOR_STABILITY_CHECK:
         return
+    c, name = limit
     th = np.asarray(theta0, dtype=np.float64).reshape(-1, problem.n_params)[0]
     th = th.astype(problem.X.dtype)
     # compiled once per problem structure (an eager jax.hessian re-dispatches op by op: 3.1 s of CPU at first
@@ -50,12 +53,13 @@ def warn_if_unstable(problem: Problem, theta0, etas) -> None:
     H_x = _hessian(problem, jnp.asarray(th))
     H = np.asarray(H_x, dtype=np.float64)
     slack = 1e-4 * float(np.max(np.abs(H).sum(axis=1)))  # ≥ 1e-4‖H‖₂: the rounding of eigvalsh in X's dtype
-    if etas.max() * (_lambda_max_bound(H) + slack) < 2:
+    if etas.max() * (_lambda_max_bound(H) + slack) < c:
         return
     lam = lambda_max(H_x)  # = problem.sharpness(th), without a second Hessian
-    if lam > 0 and etas.max() * lam >= 2:
+    if lam > 0 and etas.max() * lam >= c:
+        cs = "2" if c == 2 else f"{c:.4g}"
         warnings.warn(
-            f"lr = {etas.max():.4g} is at or past the GD stability limit 2/λ_max(∇²L(θ₀)) = {2 / lam:.4g}; "
+            f"lr = {etas.max():.4g} is at or past the {name} stability limit {cs}/λ_max(∇²L(θ₀)) = {c / lam:.4g}; "
             "the run may diverge (divergence is detected and reported)",
             RuntimeWarning,
             stacklevel=3,

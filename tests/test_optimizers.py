@@ -1,0 +1,334 @@
+"""Optimizers with state (issue 23, the discrete side): ``SGD(noise, optimizer=...)`` runs momentum, Nesterov,
+RMSprop, Adam(W) and any optax transformation per path on the engine (theory/optimizers.md, OPT-1..OPT-5).
+
+Exact references: momentum SGD on a quadratic with Gaussian noise is a linear recursion in (θ, m), whose mean
+and covariance at step T follow exactly (OPT-5); Adam and RMSprop are checked against their recursions written
+out in NumPy on the run's own replayed draws."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import sgdsde as sd
+from sgdsde import _progress  # the progress bar is where a Ctrl-C is simulated
+
+H = np.diag([1.0, 0.3])
+C = np.array([[0.5, 0.1], [0.1, 0.2]])
+QUAD = sd.quadratic_problem(H, np.zeros(2), dtype=np.float64)
+GAUSS = sd.GaussianNoise(C)
+TH0 = np.array([1.0, -1.0])
+
+
+def _x_problem():
+    X = np.random.default_rng(0).normal(size=(12, 4))
+    y = X @ np.array([1.0, -0.5, 0.0, 0.3])
+    return sd.Problem(sd.DiagonalLinearNetwork(4, alpha=0.8), X, y)
+
+
+PROBLEM = _x_problem()
+THETA0 = PROBLEM.model.init()
+NOISE = sd.LabelNoise(0.5, 3)
+KW = dict(
+    lr=0.05,
+    n_steps=12,
+    key=3,
+    ensemble=sd.Ensemble(n_paths=8, chunk_size=4),
+    record=sd.Record(every=3, n_saved_paths=8),
+)
+
+# name -> optimizer: a new optimizer joins the run/resume/sweep checks below by one line here
+OPTIMIZERS = {
+    "momentum": lambda: sd.Momentum(0.9),
+    "nesterov_wd": lambda: sd.Momentum(0.8, nesterov=True, weight_decay=0.01),
+    "rmsprop": lambda: sd.RMSprop(0.9, 1e-6),
+    "adam": lambda: sd.Adam(),
+    "adamw": lambda: sd.Adam(0.8, 0.95, 1e-6, weight_decay=0.1),
+    "optax_clip_adam": lambda: sd.Optax(optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1.0))),
+}
+
+
+def test_no_optimizer_and_zero_momentum_are_plain_sgd_bit_for_bit():
+    """[theory: OPT-1] optimizer=None runs today's SGD step; Momentum(0) (m = 0·m + g̃, θ + η·(−m)) and the
+    same update through a bare optax transformation give the same numbers exactly (IEEE: negation and adding 0·θ
+    are exact)."""
+    base = sd.simulate(sd.SGD(NOISE), PROBLEM, THETA0, **KW)
+    for opt in (sd.Momentum(0.0), optax.sgd(1.0)):
+        res = sd.simulate(sd.SGD(NOISE, optimizer=opt), PROBLEM, THETA0, **KW)
+        np.testing.assert_array_equal(res.paths, base.paths)
+        np.testing.assert_array_equal(res.mean["loss"], base.mean["loss"])
+    assert "optimizer" not in base.config and sd.SGD(NOISE).optimizer is None
+
+
+def _momentum_matrices(eta, beta, nesterov, w):
+    """z = (θ, m) of momentum SGD on L = ½θᵀHθ (+ w‖θ‖²/2 as weight decay) with g̃ = Hθ + Aξ, Cov(Aξ) = C:
+    z_{k+1} = M z_k + B ξ_k, and BBᵀ as Q (OPT-5)."""
+    d = len(H)
+    K = H + w * np.eye(d)
+    eye = np.eye(d)
+    if nesterov:  # θ' = θ − η(g + βm'), m' = βm + g
+        M = np.block([[eye - eta * (1 + beta) * K, -eta * beta**2 * eye], [K, beta * eye]])
+        B = np.vstack([-eta * (1 + beta) * eye, eye])
+    else:  # θ' = θ − η m', m' = βm + g
+        M = np.block([[eye - eta * K, -eta * beta * eye], [K, beta * eye]])
+        B = np.vstack([-eta * eye, eye])
+    return M, B @ C @ B.T
+
+
+def _exact_moments(eta, beta, nesterov, w, n_steps):
+    M, Q = _momentum_matrices(eta, beta, nesterov, w)
+    mu = np.concatenate([TH0, np.zeros(2)])
+    P = np.zeros((4, 4))
+    for _ in range(n_steps):
+        mu, P = M @ mu, M @ P @ M.T + Q
+    return mu, P
+
+
+@pytest.mark.parametrize(
+    "beta, nesterov, w",
+    [(0.9, False, 0.0), (0.8, True, 0.0), (0.9, False, 0.2)],
+    ids=["hb", "nesterov", "wd"],
+)
+def test_momentum_ensemble_matches_the_exact_linear_recursion(beta, nesterov, w):
+    """[theory: OPT-2, OPT-5] Momentum SGD on a quadratic with Gaussian noise: the ensemble's mean and covariance of θ
+    at T = 150 and its recorded E‖m‖² equal the exact linear recursion z' = Mz + Bξ within Monte Carlo error.
+    Tolerances: 4.5 standard errors per entry (the largest of 2 + 3 + 1 statistics per case; the sample
+    covariance's s.e. is √((P_ii P_jj + P_ij²)/N) for Gaussian z, which z is here)."""
+    eta, n, T = 0.1, 4096, 150
+    opt = sd.Momentum(beta, nesterov=nesterov, weight_decay=w)
+    res = sd.simulate(
+        sd.SGD(GAUSS, optimizer=opt),
+        QUAD,
+        TH0,
+        lr=eta,
+        n_steps=T,
+        key=11,
+        ensemble=sd.Ensemble(n),
+        record=sd.Record(every=T, observables=("theta",), n_saved_paths=n),
+    )
+    mu, P = _exact_moments(eta, beta, nesterov, w, T)
+    theta = res.paths[-1]
+    se_mean = np.sqrt(np.diag(P)[:2] / n)
+    assert np.all(np.abs(theta.mean(0) - mu[:2]) < 4.5 * se_mean), (theta.mean(0), mu[:2], se_mean)
+    cov = np.cov(theta.T)
+    Pt = P[:2, :2]
+    se_cov = np.sqrt((np.outer(np.diag(Pt), np.diag(Pt)) + Pt**2) / n)
+    assert np.all(np.abs(cov - Pt) < 4.5 * se_cov), (cov, Pt, se_cov)
+    # E‖m‖² from the recorded optimizer observable: its sample variance gives the s.e.
+    m2_exact = np.trace(P[2:, 2:]) + mu[2:] @ mu[2:]
+    se_m2 = np.sqrt(res.var["momentum_sq_norm"][-1] / n)
+    assert abs(res.mean["momentum_sq_norm"][-1] - m2_exact) < 4.5 * se_m2
+    assert res.mean["momentum_sq_norm"][0] == 0.0  # m₀ = 0
+
+
+def _numpy_adaptive(kind, theta0, grads_of, n_steps, eta, b1, b2, eps, w):
+    """RMSprop (ε outside the square root, v₀ = 0) and Adam(W) with bias corrections, written out (OPT-3, OPT-4)."""
+    theta = theta0.copy()
+    m, v = np.zeros_like(theta), np.zeros_like(theta)
+    for k in range(n_steps):
+        g = grads_of(k, theta)
+        if kind == "rmsprop":
+            v = b2 * v + (1 - b2) * g * g
+            theta = theta - eta * g / (np.sqrt(v) + eps)
+        else:
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g * g
+            mh, vh = m / (1 - b1 ** (k + 1)), v / (1 - b2 ** (k + 1))
+            theta = theta - eta * (mh / (np.sqrt(vh) + eps) + w * theta)
+    return theta
+
+
+@pytest.mark.parametrize("kind", ["rmsprop", "adamw"])
+def test_adaptive_optimizers_follow_their_recursions_on_the_runs_own_draws(kind):
+    """[theory: OPT-3, OPT-4] The run's paths equal RMSprop's / AdamW's recursion written out in NumPy, fed the
+    run's own minibatch draws (``replay_draws``) and the problem's per-batch gradient: the lr multiplies the
+    unit-lr update, the bias corrections count from step 1, the decay is decoupled and scaled by η. Tolerance
+    1e-10 relative: float64, the same operations in another order (g/(√v + ε) amplifies rounding where v is
+    small)."""
+    noise = sd.MinibatchNoise(3, "with_replacement")
+    opt = sd.RMSprop(0.9, 1e-6) if kind == "rmsprop" else sd.Adam(0.8, 0.95, 1e-6, weight_decay=0.1)
+    kw = dict(KW, n_steps=10, record=sd.Record(every=10, n_saved_paths=8))
+    res = sd.simulate(sd.SGD(noise, optimizer=opt), PROBLEM, THETA0, **kw)
+    draws = sd.replay_draws(PROBLEM, noise, n_steps=10, key=3, ensemble=kw["ensemble"])
+    for i in range(8):
+        grads_of = lambda k, th, i=i: np.asarray(
+            noise.gradient(PROBLEM, jnp.asarray(th), jax.tree.map(lambda x: x[k, i], draws))
+        )
+        want = _numpy_adaptive(
+            kind,
+            np.asarray(THETA0, np.float64),
+            grads_of,
+            10,
+            0.05,
+            0.8,
+            0.9 if kind == "rmsprop" else 0.95,
+            1e-6,
+            0.1 if kind != "rmsprop" else 0.0,
+        )
+        np.testing.assert_allclose(res.paths[-1, i], want, rtol=1e-10, atol=1e-12)
+
+
+def test_a_bare_optax_transformation_equals_the_named_optimizer():
+    """[theory: OPT-1] ``optax.sgd(1.0, momentum=β)`` given as it is runs the same numbers as Momentum(β)."""
+    a = sd.simulate(sd.SGD(NOISE, optimizer=sd.Momentum(0.7)), PROBLEM, THETA0, **KW)
+    b = sd.simulate(sd.SGD(NOISE, optimizer=optax.sgd(1.0, momentum=0.7)), PROBLEM, THETA0, **KW)
+    np.testing.assert_array_equal(a.paths, b.paths)
+    assert b.method.endswith("+Optax") and "probe=" in b.config["optimizer"]
+
+
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_every_optimizer_resumes_from_a_checkpoint_of_its_state_bit_for_bit(name, tmp_path):
+    """[theory: OPT-1] The optimizer state is per path in the carry: with first passage and resetting (which
+    restarts the optimizer) a run interrupted inside a chunk resumes bit for bit; a checkpoint of another
+    optimizer is refused."""
+    method = sd.SGD(NOISE, optimizer=OPTIMIZERS[name]())
+    events = (sd.FirstPassage(observable="loss", threshold=0.5), sd.Resetting(2.0, optimizer=True))
+    full = sd.simulate(method, PROBLEM, THETA0, **KW, events=events)
+    out = sd.Output(save_to=str(tmp_path / "r"), checkpoint_every=1)
+    calls = {"n": 0}
+    original = _progress.Progress.update
+
+    def update(self, done):
+        calls["n"] += 1
+        if calls["n"] == 3:  # inside chunk 0, after its second block of records
+            raise KeyboardInterrupt
+        original(self, done)
+
+    _progress.Progress.update = update
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sd.simulate(
+                method, PROBLEM, THETA0, **KW, events=events, output=dataclasses.replace(out, progress=True)
+            )
+    finally:
+        _progress.Progress.update = original
+    resumed = sd.simulate(
+        method, PROBLEM, THETA0, **KW, events=events, output=dataclasses.replace(out, resume=True)
+    )
+    np.testing.assert_array_equal(full.paths, resumed.paths)
+    for k in full.mean:
+        np.testing.assert_array_equal(full.mean[k], resumed.mean[k])
+    other = sd.SGD(NOISE, optimizer=sd.Momentum(0.5) if name != "momentum" else sd.Adam())
+    with pytest.raises(ValueError, match="optimizer"):
+        sd.simulate(other, PROBLEM, THETA0, **KW, events=events, output=dataclasses.replace(out, resume=True))
+
+
+def test_a_reset_restores_parameters_only_unless_asked_to_restart_the_optimizer():
+    """[theory: OPT-6] Resetting(rate) keeps a reset path's momentum (Bae et al.'s code default, --opt-reset 0);
+    Resetting(rate, optimizer=True) restarts it as at step 0 (--opt-reset 1). Under GD with momentum the only
+    randomness is the reset coin (p = rη = 0.5 per step), so each saved path is replayed in NumPy from its own
+    resets (read off the record: θ_k = θ₀ exactly) under either rule, to 1e-12 (float64, other summation order)."""
+    eta, beta, n_steps = 0.05, 0.9, 8
+    kw = dict(
+        lr=eta,
+        n_steps=n_steps,
+        key=5,
+        ensemble=sd.Ensemble(n_paths=8, chunk_size=4),
+        record=sd.Record(every=1, n_saved_paths=8, observables=("theta",)),
+    )
+    th0 = np.asarray(THETA0, np.float64)
+    grad = lambda th: np.asarray(PROBLEM.grad(jnp.asarray(th)))
+    runs = {}
+    for restart in (False, True):
+        method = sd.SGD(None, optimizer=sd.Momentum(beta))
+        res = sd.simulate(method, PROBLEM, THETA0, **kw, events=(sd.Resetting(10.0, optimizer=restart),))
+        runs[restart] = res.paths
+        for i in range(8):
+            th, m = th0.copy(), np.zeros_like(th0)
+            for k in range(1, n_steps + 1):
+                m = beta * m + grad(th)
+                th = th - eta * m
+                if np.array_equal(res.paths[k, i], th0):  # reset after step k
+                    th = th0.copy()
+                    m = np.zeros_like(m) if restart else m
+                np.testing.assert_allclose(res.paths[k, i], th, rtol=1e-12, atol=1e-14)
+    resets = np.all(runs[True] == th0, axis=-1)
+    assert resets[1:-1].any() and (~resets[2:] & resets[1:-1]).any()  # a reset followed by a free step
+    assert not np.array_equal(runs[True], runs[False])  # the same coins, another rule
+    with pytest.raises(ValueError, match="optimizer"):
+        sd.simulate(sd.SGD(NOISE), PROBLEM, THETA0, **KW, events=(sd.Resetting(1.0, optimizer=True),))
+
+
+def test_a_sweep_over_momentum_and_lr_is_one_program_equal_to_single_runs():
+    """[theory: OPT-1] β is an array leaf: ``sweep`` batches it with lr, and each point equals its single run."""
+    method = sd.SGD(NOISE, optimizer=sd.Momentum(0.9))
+    sw = sd.sweep(
+        method,
+        PROBLEM,
+        THETA0,
+        grid={"optimizer.beta": [0.5, 0.9], "lr": [0.02, 0.05]},
+        **{k: v for k, v in KW.items() if k != "lr"},
+    )
+    assert len(sw) == 4
+    for point, res in zip(sw.points, sw.results, strict=True):
+        opt = sd.Momentum(point["optimizer.beta"])
+        single = sd.simulate(sd.SGD(NOISE, optimizer=opt), PROBLEM, THETA0, **dict(KW, lr=point["lr"]))
+        np.testing.assert_array_equal(res.paths, single.paths)
+
+
+def test_a_diverging_optimizer_is_reported_per_path():
+    """An update that overflows (Momentum at a step size far past GD's stability limit) marks the paths as
+    diverged at their step, like SGD's divergence, never returning the numbers silently."""
+    with pytest.warns(RuntimeWarning) as caught:
+        res = sd.simulate(
+            sd.SGD(GAUSS, optimizer=sd.Momentum(0.9)),
+            QUAD,
+            TH0,
+            lr=50.0,
+            n_steps=400,
+            key=0,
+            ensemble=sd.Ensemble(8),
+            record=sd.Record(every=400),
+        )
+    said = " ".join(str(w.message) for w in caught)
+    assert "heavy-ball momentum stability limit 3.8/" in said and "8 of 8 paths diverged" in said
+    assert res.diverged == 8 and res.count[-1] == 0
+    assert np.all(res.divergence_steps > 0) and sorted(res.diverged_paths) == list(range(8))
+
+
+def test_the_stability_warning_is_the_optimizers():
+    """Heavy ball is stable on a quadratic up to ηλ < 2(1 + β), Nesterov (this form) up to 2(1 + β)/(1 + 2β)
+    (OPT-5): lr = 3 with λ_max = 1 is past GD's limit 2 but not heavy ball's 3.8 (no warning; warnings are
+    errors here), past Nesterov's 3.8/2.8 = 1.357 (warned by name); Adam has no such limit (no warning)."""
+    kw = dict(lr=3.0, n_steps=2, key=0, ensemble=sd.Ensemble(2))
+    sd.simulate(sd.SGD(GAUSS, optimizer=sd.Momentum(0.9)), QUAD, TH0, **kw)
+    sd.simulate(sd.SGD(GAUSS, optimizer=sd.Adam()), QUAD, TH0, **kw)
+    with pytest.warns(RuntimeWarning, match="Nesterov momentum stability limit 1.357"):
+        sd.simulate(sd.SGD(GAUSS, optimizer=sd.Momentum(0.9, nesterov=True)), QUAD, TH0, **kw)
+    with pytest.warns(RuntimeWarning, match="GD stability limit 2/"):
+        sd.simulate(sd.SGD(GAUSS), QUAD, TH0, **kw)
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: sd.Momentum(1.0), r"beta must be in \[0, 1\)"),
+        (lambda: sd.Momentum(-0.1), "beta must be finite and >= 0"),
+        (lambda: sd.Adam(b2=1.5), r"b2 must be in \[0, 1\)"),
+        (lambda: sd.Adam(eps=0.0), "eps must be finite and > 0"),
+        (lambda: sd.RMSprop(eps=-1.0), "eps must be finite and > 0"),
+        (lambda: sd.Momentum(nesterov="yes"), "nesterov must be True or False"),
+        (lambda: sd.SGD(NOISE, optimizer="adam"), "optimizer must be None, sgdsde.Momentum"),
+        (lambda: sd.Optax(lambda g: g), "optimizer must be"),
+        (lambda: sd.Resetting(1.0, optimizer=1), "optimizer must be True or False"),
+        (
+            lambda: sd.Resetting(1.0, checkpoint=sd.BestSoFar(lambda p, t: p.loss(t), 3), optimizer=True),
+            "BestSoFar",
+        ),
+    ],
+)
+def test_bad_optimizer_input_is_refused_by_name(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_an_optimizer_whose_state_does_not_fit_theta_is_refused():
+    """A transformation whose update changes θ's shape (here: it sums the gradient) is refused at the start."""
+    bad = optax.GradientTransformation(lambda p: (), lambda g, s, p=None: (jnp.sum(g), s))
+    with pytest.raises(ValueError, match="optimizer: its update must have"):
+        sd.simulate(sd.SGD(NOISE, optimizer=bad), PROBLEM, THETA0, **KW)
