@@ -292,7 +292,7 @@ def test_a_diverging_optimizer_is_reported_per_path():
 
 
 def test_the_stability_warning_is_the_optimizers():
-    """Heavy ball is stable on a quadratic up to ηλ < 2(1 + β), Nesterov (this form) up to 2(1 + β)/(1 + 2β)
+    """[theory: OPT-5] Heavy ball is stable on a quadratic up to ηλ < 2(1 + β), Nesterov (this form) up to 2(1 + β)/(1 + 2β)
     (OPT-5): lr = 3 with λ_max = 1 is past GD's limit 2 but not heavy ball's 3.8 (no warning; warnings are
     errors here), past Nesterov's 3.8/2.8 = 1.357 (warned by name); Adam has no such limit (no warning)."""
     kw = dict(lr=3.0, n_steps=2, key=0, ensemble=sd.Ensemble(2))
