@@ -3,7 +3,9 @@
 Cases (issue 2): (a) minibatch SGD on linear regression, d = 100, n = 1000, B = 32, N = 10,000 paths;
 (b) full-batch label-noise SGD (±σ) on the diagonal network u⊙u − v⊙v, d = 100, n = 40, N = 10,000;
 (c) the engine's fixed cost per step (issue 22): case (b) with few paths and many steps, N = 8, 32 and 256
-(--small-steps steps, 10⁵ by default; N = 256 runs a tenth of them), what the theory checks run.
+(--small-steps steps, 10⁵ by default; N = 256 runs a tenth of them), what the theory checks run;
+(d) case (b) with heavy-ball momentum 0.9 and with Adam (issue 23), against the same scan with momentum
+written out and with optax's Adam on the whole (N, d) array.
 The hand-written baselines draw their random numbers flat (the fast layout of ../shared/performance.md), keep
 the state (N, d) and use the same arithmetic with nothing else: no divergence checks, no recording. Case (c)'s
 baseline makes exactly the draws `simulate_sgd` makes (step k: ε from split(fold_in(run key, k))[1]; its final
@@ -14,7 +16,8 @@ Each round times the hand-written scan and then `simulate_sgd`, so load from oth
 path-steps per second (medians over --reps rounds), the ratio (the median of the per-round ratios), the
 process's peak RSS, and last `ratio_vs_handwritten=<min over cases>`.
 
-Run: python scripts/bench_sgd.py [--quick] [--steps T] [--reps R] [--small-steps T] [--no-small | --small-only]
+Run: python scripts/bench_sgd.py [--quick] [--steps T] [--reps R] [--small-steps T]
+     [--no-small | --small-only | --optimizers-only]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import resource
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from _timing import paired_medians
 
 import sgdsde as sd
@@ -97,6 +101,65 @@ def handwritten_label_noise_same_draws(X, y, sigma, n_steps, lr, run_key, segmen
         return theta
 
     return run
+
+
+def handwritten_label_noise_optimizer(X, y, sigma, n_steps, lr, kind):
+    """Case (b)'s gradient with heavy-ball momentum 0.9 written out, or with optax's Adam applied to the whole
+    (N, d) array at once (one state for all paths: elementwise, so the same update per path; optimizers are
+    never written by hand here, only the scan around them)."""
+    n, p = X.shape
+    tx = optax.adam(lr)
+
+    @jax.jit
+    def run(key, theta):
+        N = theta.shape[0]
+
+        def grad(th, k):
+            eps = sigma * jax.random.rademacher(jax.random.fold_in(key, k), (N * n,), th.dtype).reshape(N, n)
+            u, v = th[:, :p], th[:, p:]
+            r = (u * u - v * v) @ X.T - y[None, :] - eps
+            gb = (r @ X) * (2.0 / n)
+            return jnp.concatenate([gb * u, -gb * v], axis=1)  # ∂L/∂u = 2u·(rX/n), as in case (b)
+
+        def momentum(carry, k):
+            th, m = carry
+            m = 0.9 * m + grad(th, k)
+            return (th - lr * m, m), None
+
+        def adam(carry, k):
+            th, state = carry
+            u, state = tx.update(grad(th, k), state, th)
+            return (th + u, state), None
+
+        if kind == "momentum":
+            return jax.lax.scan(momentum, (theta, jnp.zeros_like(theta)), jnp.arange(n_steps))[0][0]
+        return jax.lax.scan(adam, (theta, tx.init(theta)), jnp.arange(n_steps))[0][0]
+
+    return run
+
+
+def case_optimizer(n_paths, n_steps, kind):
+    """Case (d): case (b) with momentum 0.9 or Adam (issue 23)."""
+    data = sd.sparse_regression(jax.random.key(0), 40, 100, 5)
+    model = sd.DiagonalLinearNetwork(100, 1.0)
+    problem = sd.Problem(model, data.X, data.y, dtype=jnp.float32)
+    theta0 = jnp.broadcast_to(model.init().astype(jnp.float32), (n_paths, 200))
+    optimizer = sd.Momentum(0.9) if kind == "momentum" else sd.Adam()
+    lr = 0.01 if kind == "momentum" else 1e-3
+    hand = handwritten_label_noise_optimizer(problem.X, problem.y, 1.0, n_steps, lr, kind)
+
+    def ours():
+        sd.simulate(
+            sd.SGD(sd.LabelNoise(1.0), optimizer=optimizer),
+            problem,
+            model.init(),
+            lr=lr,
+            n_steps=n_steps,
+            key=1,
+            ensemble=sd.Ensemble(n_paths=n_paths, dtype=np.float32),
+        )
+
+    return lambda: hand(jax.random.key(2), theta0).block_until_ready(), ours
 
 
 def peak_rss_mb() -> float:
@@ -186,6 +249,7 @@ def main(argv=None):
     ap.add_argument("--small-steps", type=int, default=100_000, help="steps of the few-paths cases (c)")
     ap.add_argument("--no-small", action="store_true", help="skip the few-paths cases (c)")
     ap.add_argument("--small-only", action="store_true", help="only the few-paths cases (c)")
+    ap.add_argument("--optimizers-only", action="store_true", help="only the optimizer cases (d)")
     args = ap.parse_args(argv)
     n_paths, n_steps, reps = (1_000, 50, 1) if args.quick else (10_000, args.steps, args.reps)
     print(
@@ -196,7 +260,11 @@ def main(argv=None):
     large = (
         ("minibatch linear regression d=100 n=1000 B=32", case_minibatch),
         ("label-noise diagonal net d=100 n=40 (full batch)", case_label_noise),
+        ("the same with momentum 0.9", lambda n, t: case_optimizer(n, t, "momentum")),
+        ("the same with Adam", lambda n, t: case_optimizer(n, t, "adam")),
     )
+    if args.optimizers_only:
+        large, args.no_small = large[2:], True
     for name, case in () if args.small_only else large:
         hand, ours = case(n_paths, n_steps)
         medians, ratio = paired_medians({"hand": hand, "ours": ours}, reps)
