@@ -36,6 +36,7 @@ from ._models import (
 )
 from ._noise import (
     AbstractGradientNoise as AbstractGradientNoise,
+    AbstractSampling as AbstractSampling,
     AbstractSDENoise as AbstractSDENoise,
     FullGradientLabelNoise as FullGradientLabelNoise,
     GaussianNoise as GaussianNoise,
@@ -45,7 +46,10 @@ from ._noise import (
     MultiplicativeNoise as MultiplicativeNoise,
     NoNoise as NoNoise,
     PreactivationNoise as PreactivationNoise,
+    Shuffled as Shuffled,
     SphericalGaussianNoise as SphericalGaussianNoise,
+    WithoutReplacement as WithoutReplacement,
+    WithReplacement as WithReplacement,
 )
 from ._optimizers import (
     AbstractOptimizer as AbstractOptimizer,

@@ -229,3 +229,39 @@ def test_losses_fast_forms_equal_their_definitions(name):
         close(getattr(loss, form)(f, y), getattr(base, form)(loss, f, y), 1e-12)
     close(loss.gauss_newton(J, f, y), base.gauss_newton(loss, J, f, y), 1e-12)
     close(loss.trace_gauss_newton(J, f, y), jnp.trace(base.gauss_newton(loss, J, f, y)), 1e-12)
+
+
+def test_sampling_schemes_are_objects_named_by_the_noise_models():
+    """A sampling scheme is an object owning its sampler state and its covariance scale c (1 with replacement,
+    (n − B)/(n − 1) for a uniform subset or shuffled epochs: minibatch-noise.md §5, §9.1); a noise model takes
+    the object or its name and keeps the name, so the same key gives the same draws either way."""
+    problem = sd.quadratic_problem(np.diag([1.0, 0.5, 0.2]), np.zeros(3), dtype=np.float64)
+    n = problem.n_data
+    for obj, c in (
+        (sd.WithReplacement(), 1.0),
+        (sd.WithoutReplacement(), (n - 2) / (n - 1)),
+        (sd.Shuffled(), (n - 2) / (n - 1)),
+    ):
+        by_name, by_object = sd.MinibatchNoise(2, obj.name), sd.MinibatchNoise(2, obj)
+        assert by_object == by_name and by_object.sampling == obj.name
+        assert (
+            obj.scale(2, n) == c
+            and not obj.full_batch(2, n)
+            and obj.full_batch(n, n) != (obj.name == "with_replacement")
+        )
+        runs = [
+            sd.simulate(
+                sd.SGD(noise),
+                problem,
+                np.ones(3),
+                lr=0.1,
+                n_steps=4,
+                key=1,
+                ensemble=sd.Ensemble(3),
+                record=sd.Record(n_saved_paths=3),
+            )
+            for noise in (by_name, by_object)
+        ]
+        np.testing.assert_array_equal(runs[0].paths, runs[1].paths)
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        sd.LabelNoise(0.5, 2, "bogus")

@@ -10,4 +10,10 @@ from .label_flip import LabelFlipNoise as LabelFlipNoise
 from .minibatch import LabelNoise as LabelNoise, MinibatchNoise as MinibatchNoise
 from .multiplicative import MultiplicativeNoise as MultiplicativeNoise
 from .preactivation import PreactivationNoise as PreactivationNoise
-from .sampling import SAMPLINGS as SAMPLINGS
+from .sampling import (
+    SAMPLINGS as SAMPLINGS,
+    AbstractSampling as AbstractSampling,
+    Shuffled as Shuffled,
+    WithoutReplacement as WithoutReplacement,
+    WithReplacement as WithReplacement,
+)

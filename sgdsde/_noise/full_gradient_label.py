@@ -14,7 +14,7 @@ from .._validation import check_positive
 from .base import AbstractGradientNoise, AbstractSDENoise
 from .minibatch import LABEL_DISTRIBUTIONS
 from .per_example import full_gradient_label_gradient, output_gradients_constant
-from .sampling import BatchSampler, batch_size_arg, check_batch_size, check_sampling
+from .sampling import BatchSampler, batch_size_arg, check_batch_size, sampling_name
 
 
 class FullGradientLabelNoise(AbstractGradientNoise, AbstractSDENoise):
@@ -29,12 +29,12 @@ class FullGradientLabelNoise(AbstractGradientNoise, AbstractSDENoise):
 
     sigma: jax.Array
     batch_size: int = eqx.field(static=True, default=1)
-    sampling: str = eqx.field(static=True, default="with_replacement")
+    sampling: str = eqx.field(static=True, default="with_replacement", converter=sampling_name)
     distribution: str = eqx.field(static=True, default="rademacher")
 
     def __init__(self, sigma, batch_size=1, sampling="with_replacement", distribution="rademacher"):
         check_positive("sigma", sigma, allow_zero=True)
-        check_sampling(sampling)
+        sampling = sampling_name(sampling)
         if sampling == "shuffle":
             raise ValueError("sampling must be 'with_replacement' or 'without_replacement', got 'shuffle'")
         if distribution not in LABEL_DISTRIBUTIONS:

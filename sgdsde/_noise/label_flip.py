@@ -18,8 +18,8 @@ from .sampling import (
     BatchSampler,
     batch_size_arg,
     check_batch_size,
-    check_sampling,
     is_full_batch,
+    sampling_name,
     sampling_scale,
 )
 
@@ -40,7 +40,7 @@ class LabelFlipNoise(AbstractGradientNoise, AbstractSDENoise):
     p: jax.Array
     transition: jax.Array | None
     batch_size: int | None = eqx.field(static=True)
-    sampling: str = eqx.field(static=True)
+    sampling: str = eqx.field(static=True, converter=sampling_name)
     unbiased: ClassVar[bool] = False
 
     def __init__(self, p=None, batch_size=None, sampling="without_replacement", transition=None):
@@ -62,7 +62,7 @@ class LabelFlipNoise(AbstractGradientNoise, AbstractSDENoise):
                 raise ValueError("transition must be row-stochastic: entries >= 0, each row summing to 1")
             self.transition = jnp.asarray(T)
             p = 0.0
-        check_sampling(sampling)
+        sampling = sampling_name(sampling)
         # p and T are array leaves, so a sweep over the flip rate reuses the compiled simulator.
         self.p = jnp.asarray(float(p))
         self.batch_size = batch_size_arg(batch_size, allow_none=True)

@@ -17,8 +17,8 @@ from .sampling import (
     BatchSampler,
     batch_size_arg,
     check_batch_size,
-    check_sampling,
     is_full_batch,
+    sampling_name,
     sampling_scale,
 )
 
@@ -96,10 +96,7 @@ class MinibatchNoise(AbstractGradientNoise, AbstractSDENoise):
     """
 
     batch_size: int = eqx.field(static=True, converter=batch_size_arg)
-    sampling: str = eqx.field(static=True, default="with_replacement")
-
-    def __check_init__(self):
-        check_sampling(self.sampling)
+    sampling: str = eqx.field(static=True, default="with_replacement", converter=sampling_name)
 
     @property
     def sampler(self) -> BatchSampler:
@@ -162,12 +159,12 @@ class LabelNoise(AbstractGradientNoise, AbstractSDENoise):
 
     sigma: jax.Array
     batch_size: int | None = eqx.field(static=True, default=None)
-    sampling: str = eqx.field(static=True, default="without_replacement")
+    sampling: str = eqx.field(static=True, default="without_replacement", converter=sampling_name)
     distribution: str = eqx.field(static=True, default="rademacher")
 
     def __init__(self, sigma, batch_size=None, sampling="without_replacement", distribution="rademacher"):
         check_positive("sigma", sigma, allow_zero=True)
-        check_sampling(sampling)
+        sampling = sampling_name(sampling)
         if distribution not in LABEL_DISTRIBUTIONS:
             raise ValueError(f"distribution must be one of {LABEL_DISTRIBUTIONS}, got {distribution!r}")
         batch_size = batch_size_arg(batch_size, allow_none=True)

@@ -13,7 +13,7 @@ from .._models import TwoLayerNetwork
 from .._models.activations import get_activation
 from .._validation import check_int_range, check_positive
 from .base import AbstractGradientNoise
-from .sampling import BatchSampler, batch_size_arg, check_batch_size, check_sampling
+from .sampling import BatchSampler, batch_size_arg, check_batch_size, sampling_name
 
 
 class PreactivationNoise(AbstractGradientNoise):
@@ -33,14 +33,13 @@ class PreactivationNoise(AbstractGradientNoise):
     batch_size: int = eqx.field(static=True, converter=batch_size_arg)
     anneal_step: int | None = eqx.field(static=True, default=None)
     anneal_factor: float = 0.0
-    sampling: str = eqx.field(static=True, default="with_replacement")
+    sampling: str = eqx.field(static=True, default="with_replacement", converter=sampling_name)
 
     def __check_init__(self):
         check_positive("sigma", self.sigma, allow_zero=True)
         check_positive("anneal_factor", self.anneal_factor, allow_zero=True)
         if self.anneal_step is not None:
             check_int_range("anneal_step", self.anneal_step, 0)
-        check_sampling(self.sampling)
 
     def check(self, problem):
         if not isinstance(problem.model, TwoLayerNetwork):
