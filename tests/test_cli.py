@@ -116,7 +116,7 @@ def test_killed_job_resumes_from_its_checkpoints(tmp_path, capsys, monkeypatch):
     """Ctrl-C in the middle of the SDE run (after its second record): `sgdsde --resume DIR` reloads the two
     finished methods, continues the SDE from its checkpoint and runs the rest; every final row equals an
     uninterrupted job's exactly."""
-    from sgdsde import _progress
+    from sgdsde import _progress  # internal: the progress bar is where a Ctrl-C is simulated
 
     argv = ["--steps", "300", "--paths", "4", "--record-every", "100", "--quiet", "--methods", "gd,label,sde"]
     argv += ["--dim", "20", "--n-samples", "10", "--sparsity", "2", "--no-verdict"]

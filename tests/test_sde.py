@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import sgdsde
-from sgdsde._sde import SME, FunctionSDE, PlatenWeak2, simulate_sde
+from sgdsde import SME, FunctionSDE, PlatenWeak2, simulate_sde
 from sgdsde.analysis import fit_order, sde_moments, weak_error
 
 
