@@ -57,7 +57,7 @@ def _modified_args(problem: Problem, theta0, eta, kind: str, batch_size) -> tupl
 
 # module-level functions of (θ, args): the solvers' compiled code is cached across calls and step sizes η
 def _modified_grad(theta, args):
-    """$\nabla\tilde L(\theta)$ for args = ``_modified_args(...)``."""
+    """$\\nabla\\tilde L(\\theta)$ for args = ``_modified_args(...)``."""
     p64, eta, kind, batch_size = args
     return jax.grad(lambda th: modified_loss(p64, th, eta, kind, batch_size))(theta)
 
@@ -83,7 +83,7 @@ def modified_flow(
     rtol: float = 1e-12,
     atol: float = 1e-14,
 ) -> np.ndarray:
-    """θ(t1) of the gradient flow $\\dot\theta = -\nabla\tilde L(\theta)$ of ``modified_loss`` from θ₀, by
+    """θ(t1) of the gradient flow $\\dot\\theta = -\\nabla\\tilde L(\\theta)$ of ``modified_loss`` from θ₀, by
     diffrax's Tsit5 with a PID controller at the given tolerances (float64)."""
     t1 = check_positive("t1", t1)
     args = _modified_args(problem, theta0, eta, kind, batch_size)
