@@ -351,22 +351,75 @@ def lasso_seed(problem, noise, lr: float):
     return np.sqrt(np.maximum(beta, 0)) + 1e-3
 
 
-def _theory(job: JobReport, problem, noises, methods) -> None:
-    """Predict the stationary point of L + λR for the label-noise runs and give the verdict on them."""
+def _theory(job: JobReport, problem, noises, methods, saved: dict | None = None) -> None:
+    """Predict the stationary point of L + λR for the label-noise runs and give the verdict on them; a
+    prediction ``saved`` in summary.json for this configuration is used instead of solving again."""
     from sgdsde.implicit import check_convergence, predict
 
     cfg = job.config
     label = noises["label"] if "label" in noises else noises["sde"]
     runs = {r.name: r.result for r, m in zip(job.methods, methods, strict=True) if m in ("label", "sde")}
-    theta_init = lasso_seed(problem, label, cfg["lr"])
-    if theta_init is None:
-        # No independent seed: start from the first label-noise run's final ensemble mean.
-        theta_init = next(iter(runs.values())).mean["theta"][-1]
     try:
-        job.prediction = predict(problem, label, cfg["lr"], theta_init)
+        prediction = _saved_prediction(saved, problem, label, cfg["lr"])
+        if prediction is None:
+            theta_init = lasso_seed(problem, label, cfg["lr"])
+            if theta_init is None:
+                # No independent seed: start from the first label-noise run's final ensemble mean.
+                theta_init = next(iter(runs.values())).mean["theta"][-1]
+            prediction = predict(problem, label, cfg["lr"], theta_init)
+        job.prediction = prediction
         job.verdict = check_convergence(problem, runs, job.prediction)
     except ValueError as err:
         job.theory_error = str(err)
+
+
+def _saved_prediction(saved: dict | None, problem, noise, lr: float) -> Prediction | None:
+    """The Prediction that summary.json's verdict holds (``saved``: its "prediction"), when it is one for
+    this problem, noise and η (same λ, noise and η; stationary points of the problem's dimension); None
+    otherwise (an older or damaged summary, another configuration): then it is solved again. JSON keeps
+    floats exactly, so the report is the one the job printed."""
+    from sgdsde.implicit import Prediction, StationaryPoint, effective_lambda
+    from sgdsde.implicit._prediction import describe_noise
+
+    try:
+        if not isinstance(saved, dict):
+            return None
+        lam = float(effective_lambda(noise, lr, problem))
+        if saved["noise"] != describe_noise(noise) or float(saved["lr"]) != float(lr):
+            return None
+        if not np.isclose(float(saved["lam"]), lam, rtol=1e-12, atol=0.0):
+            return None
+        points = {}
+        for name, d in saved["points"].items():
+            pos, neg, zero = (int(v) for v in d["inertia"])  # ValueError unless three
+            point = StationaryPoint(
+                theta=np.asarray(d["theta"], np.float64),
+                regularizer=str(d["regularizer"]),
+                lam=float(d["lam"]),
+                objective=float(d["objective"]),
+                loss=float(d["loss"]),
+                reg_value=float(d["reg_value"]),
+                residual=float(d["residual"]),
+                gtol=float(d["gtol"]),
+                inertia=(pos, neg, zero),
+                hessian_eigenvalues=np.asarray(d["hessian_eigenvalues"], np.float64),
+                converged=bool(d["converged"]),
+                n_steps=int(d["n_steps"]),
+                message=str(d.get("message", "")),
+            )
+            if point.theta.shape != (problem.n_params,):
+                return None
+            points[str(name)] = point
+        failures = {str(k): str(v) for k, v in saved["failures"].items()}
+        return Prediction(
+            lam=float(saved["lam"]),
+            lr=float(saved["lr"]),
+            noise=str(saved["noise"]),
+            points=points,
+            failures=failures,
+        )
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def make_out(out: str) -> None:
@@ -474,7 +527,11 @@ def reload(out: str) -> JobReport:
         reports.append(MethodReport(res.method, res, rows))
     job = JobReport(cfg, reports)
     if cfg["verdict"] and ("label" in methods or "sde" in methods):
-        _theory(job, problem, noises, methods)
+        # the job's prediction is in summary.json (a finished job's verdict): not solved again
+        verdict = summary.get("verdict")
+        _theory(
+            job, problem, noises, methods, verdict.get("prediction") if isinstance(verdict, dict) else None
+        )
     return job
 
 

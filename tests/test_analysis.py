@@ -10,7 +10,7 @@ import pytest
 import scipy.integrate
 
 import sgdsde
-from sgdsde._sde import PlatenWeak2, simulate_sde
+from sgdsde import PlatenWeak2, simulate_sde
 from sgdsde.analysis import (
     AffineNoise,
     fit_order,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import sgdsde as sd
-from sgdsde._observables import check_observables, resolve
+from sgdsde._observables import check_observables, resolve  # internal: validators, unit-tested
 from sgdsde.analysis import AffineNoise, fit_order, weak_error
 from sgdsde.implicit import weighted_lasso
 
@@ -72,7 +72,7 @@ def test_affine_noise_needs_a_linear_model():
 def test_weak_error_refuses_different_survivors():
     """Two ensembles that lost different numbers of paths to divergence have means over different survivors:
     weak_error refuses unless told to compare them anyway."""
-    from sgdsde._results import EnsembleResult
+    from sgdsde import EnsembleResult
 
     def result(diverged):
         return EnsembleResult(
@@ -200,7 +200,7 @@ def test_simulator_specific_options_refuse_bad_values_by_name(simulator, arg, ba
 
 # --- issue 26 §5: the audit's categories Files, Durability, CLI and Symbolic parser ---------------------------
 def _small_result(nan=False):
-    from sgdsde._results import EnsembleResult
+    from sgdsde import EnsembleResult
 
     mean = np.array([1.0, np.nan if nan else 0.5, 0.25])
     return EnsembleResult(
@@ -247,7 +247,7 @@ def test_files_a_failed_write_is_named_and_leaves_no_temporary(tmp_path, monkeyp
     import errno
     import tempfile
 
-    from sgdsde import _results
+    from sgdsde import _results  # internal: atomic_write, the writer under test
 
     target = str(tmp_path / "run.npz")
     _results.atomic_write(target, lambda f: f.write(b"old"), binary=True)
@@ -282,7 +282,7 @@ def test_files_a_killed_writer_leaves_a_named_temporary_that_the_next_write_remo
     import sys
     import time
 
-    from sgdsde import _results
+    from sgdsde import _results  # internal: atomic_write, the writer under test
 
     target = tmp_path / "run.json"
     child = subprocess.Popen(

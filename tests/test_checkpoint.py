@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 import sgdsde as sd
-from sgdsde import _ensemble, _progress
+from sgdsde import _ensemble, _progress  # internal: patched to simulate kills and count calls
 
 
 def _problem():

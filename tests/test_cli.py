@@ -107,6 +107,36 @@ def test_interrupted_job_leaves_a_summary_that_reloads(tmp_path, capsys, monkeyp
     assert "GD" in out and "label-noise SGD" in out and "label-noise SDE" not in out
 
 
+def test_reload_reuses_the_saved_prediction_unless_it_is_for_another_configuration(
+    tmp_path, capsys, monkeypatch
+):
+    """--reload prints the job's report from the prediction summary.json holds, without solving L + λR again
+    (predict is made to fail); a saved prediction for another η is not used: it is solved again, and the
+    report is the job's all the same (JSON keeps floats exactly)."""
+    import sgdsde.implicit
+
+    argv = ["--steps", "200", "--paths", "4", "--record-every", "100", "--quiet", "--methods", "label"]
+    argv += ["--dim", "20", "--n-samples", "10", "--sparsity", "2", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    job = capsys.readouterr().out.split("wrote")[0].strip()
+    assert "prediction for" in job and "R_trace_log" in job
+    original, calls = sgdsde.implicit.predict, []
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("--reload solved L + lambda R again")
+
+    monkeypatch.setattr(sgdsde.implicit, "predict", refuse)
+    assert cli.main(["--reload", "--out", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == job
+    path = tmp_path / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["verdict"]["prediction"]["lr"] *= 2  # a prediction for another η: solved again
+    path.write_text(json.dumps(summary))
+    monkeypatch.setattr(sgdsde.implicit, "predict", lambda *a, **k: calls.append(1) or original(*a, **k))
+    assert cli.main(["--reload", "--out", str(tmp_path)]) == 0
+    assert calls == [1] and capsys.readouterr().out.strip() == job
+
+
 def test_reload_without_a_job_is_a_clear_error(tmp_path, capsys):
     assert cli.main(["--reload", "--out", str(tmp_path / "none")]) == 2
     assert "no summary.json" in capsys.readouterr().err
@@ -116,7 +146,7 @@ def test_killed_job_resumes_from_its_checkpoints(tmp_path, capsys, monkeypatch):
     """Ctrl-C in the middle of the SDE run (after its second record): `sgdsde --resume DIR` reloads the two
     finished methods, continues the SDE from its checkpoint and runs the rest; every final row equals an
     uninterrupted job's exactly."""
-    from sgdsde import _progress
+    from sgdsde import _progress  # internal: the progress bar is where a Ctrl-C is simulated
 
     argv = ["--steps", "300", "--paths", "4", "--record-every", "100", "--quiet", "--methods", "gd,label,sde"]
     argv += ["--dim", "20", "--n-samples", "10", "--sparsity", "2", "--no-verdict"]

@@ -86,7 +86,7 @@ def test_two_processes_equal_one_process(tmp_path):
 
 
 def test_paths_not_divisible_by_the_processes_is_refused(monkeypatch):
-    from sgdsde import _ensemble
+    from sgdsde import _ensemble  # internal: the sharding helper under test
 
     monkeypatch.setattr(jax, "process_count", lambda: 2)
     with pytest.raises(

@@ -7,7 +7,7 @@ import pytest
 from scipy.optimize import brentq
 
 import sgdsde as s
-from sgdsde._results import EnsembleResult
+from sgdsde import EnsembleResult
 from sgdsde.implicit import (
     HessianTraceRegularizer,
     LimitingFlow,

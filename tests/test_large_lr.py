@@ -74,7 +74,7 @@ def _net_problem(data, width=8, loss=None):
 def test_schedule_and_bad_input():
     """StepDecayLR(η₁, [k₀], η₂/η₁) gives η₁ before k₀ and η₂ from k₀ on; an anneal step past the end, a
     non-positive step or a model/problem mismatch is refused by name. [theory: LLR-2]"""
-    from sgdsde._schedules import learning_rates
+    from sgdsde._schedules import learning_rates  # internal: a schedule's per-step rates
 
     etas = learning_rates(sd.StepDecayLR(0.5, [30], 0.1), 50)
     np.testing.assert_allclose(etas[:30], 0.5)

@@ -228,7 +228,7 @@ def test_symbolic_kernels_of_a_general_loss_match_autodiff(model_name):
     [theory: LOSS-6]"""
     from helpers import MODELS
 
-    from sgdsde.symbolic._kernels import KERNELS, NumericKernels
+    from sgdsde.symbolic._kernels import KERNELS, NumericKernels  # internal: the autodiff reference
 
     model = MODELS[model_name](2)
     rng = np.random.default_rng(1)
@@ -261,7 +261,7 @@ def test_symbolic_kernels_of_a_k_output_cross_entropy_match_autodiff(model_name)
     ∂ℓ, ∂²ℓ, ∂³ℓ in the K logits (derived from ℓ's sympy form with a one-hot label) and the units' derivatives
     of each output equals the autodiff kernel of ℓ∘f, averaged over the data; the outputs and the (d × K)
     Jacobian too. Rounding only (float64): tolerance 1e-10. [theory: LOSS-7]"""
-    from sgdsde.symbolic._kernels import KERNELS, NumericKernels
+    from sgdsde.symbolic._kernels import KERNELS, NumericKernels  # internal: the autodiff reference
 
     model = _k_output_models()[model_name]
     K = model.n_outputs

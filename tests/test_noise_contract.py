@@ -205,7 +205,7 @@ def test_problem_keeps_no_noise_or_back_end_special_cases():
     assert problem.derivatives == sd.Autodiff() and hash(problem.derivatives) == hash(sd.Autodiff())
     assert not problem.is_symbolic and sd.SME(problem).reason == "numeric autodiff"
     assert problem.with_derivatives(None).derivatives == sd.Autodiff()
-    from sgdsde._noise.per_example import output_gradients_constant
+    from sgdsde._noise.per_example import output_gradients_constant  # internal: the linearity test
 
     linear = {name: output_gradients_constant(make_problem(name, 4, 2, 0)) for name in ALL_MODELS}
     assert linear == {name: name == "linear" for name in ALL_MODELS}

@@ -8,6 +8,7 @@ import pytest
 from scipy.optimize import minimize
 
 import sgdsde as s
+from sgdsde import simulate_sde
 from sgdsde.implicit import (
     HessianTraceRegularizer,
     check_convergence,
@@ -19,11 +20,6 @@ from sgdsde.implicit import (
     stationary_point,
     weighted_lasso,
 )
-
-try:
-    from sgdsde import simulate_sde
-except ImportError:  # not yet re-exported by the lead
-    from sgdsde._sde import simulate_sde
 
 F64 = np.float64
 

@@ -10,8 +10,8 @@ import sympy as sp
 from hypothesis import given, settings, strategies as st
 
 import sgdsde.symbolic as sy
-from sgdsde.symbolic._functions import sigmoid, softplus
-from sgdsde.symbolic._parse import CONSTANTS, FUNCTIONS, parse_expression
+from sgdsde.symbolic._functions import sigmoid, softplus  # internal: the parser's whitelist
+from sgdsde.symbolic._parse import CONSTANTS, FUNCTIONS, parse_expression  # internal: the parser under test
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NAMES = ("a", "b", "x_0", "x_1")

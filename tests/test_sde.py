@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import sgdsde
-from sgdsde._sde import SME, FunctionSDE, PlatenWeak2, simulate_sde
+from sgdsde import SME, FunctionSDE, PlatenWeak2, simulate_sde
 from sgdsde.analysis import fit_order, sde_moments, weak_error
 
 
@@ -121,6 +121,40 @@ def test_sme_noise_types():
     assert SME(problem, sgdsde.MinibatchNoise(1)).noise_type == "general"
     net = sgdsde.Problem(sgdsde.DiagonalLinearNetwork(2), np.eye(2), np.ones(2))
     assert SME(net, sgdsde.LabelNoise(0.5)).noise_type == "general"
+
+
+def test_solver_strong_orders_are_the_ones_diffrax_states():
+    """Each admitted solver's strong order is read from diffrax (``strong_order(terms)`` on terms shaped as the
+    SME's, drift + diffusion driven by a Brownian path), and is the literature's for the noise the solver is
+    admitted with (Kloeden & Platen 1992; diffrax's docs); PlatenWeak2, a weak scheme, states none. The weak
+    orders, which diffrax does not state, are our table's: never below the strong order."""
+    import jax
+
+    from sgdsde._sde.solvers import SOLVERS  # internal: the solver table under test
+
+    bm = diffrax.VirtualBrownianTree(
+        0.0, 1.0, 1e-3, (2,), key=jax.random.key(0), levy_area=diffrax.SpaceTimeLevyArea
+    )
+    terms = diffrax.MultiTerm(
+        diffrax.ODETerm(lambda t, y, args: -y), diffrax.ControlTerm(lambda t, y, args: jnp.eye(2), bm)
+    )
+    literature = {
+        diffrax.Euler: 0.5,
+        diffrax.ItoMilstein: 1.0,  # commutative noise
+        diffrax.StratonovichMilstein: 1.0,  # commutative noise
+        diffrax.Heun: 0.5,
+        diffrax.EulerHeun: 0.5,
+        diffrax.GeneralShARK: 0.5,
+        diffrax.SPaRK: 0.5,
+        diffrax.SRA1: 1.5,  # additive noise
+        diffrax.ShARK: 1.5,  # additive noise
+        PlatenWeak2: None,
+    }
+    assert set(SOLVERS) == set(literature)
+    for cls, info in SOLVERS.items():
+        assert info.solver is cls
+        assert info.strong_order == cls().strong_order(terms) == literature[cls], cls.__name__
+        assert info.weak_order >= (info.strong_order or 0.0), cls.__name__
 
 
 def test_unfit_solvers_and_bad_input_are_refused():

@@ -11,7 +11,7 @@ import scipy.linalg
 from hypothesis import given, settings, strategies as st
 
 import sgdsde as sd
-from sgdsde._results import RunningMoments
+from sgdsde._results import RunningMoments  # internal: the accumulator, unit-tested
 
 
 def test_gd_from_zero_reaches_minimum_norm_solution():
@@ -299,7 +299,7 @@ def test_records_at_the_multiples_and_the_end_whatever_the_counts(n_steps, every
     records (101) runs in ~20 blocks, not 101 calls (a shorter last block), and ``every`` > n_steps records
     the start and the end: the recorded means are exactly those of the every=1 run at those steps (the noise
     of step k depends on k alone). [theory: SGD-1]"""
-    from sgdsde._ensemble import _record_plan
+    from sgdsde._ensemble import _record_plan  # internal: the record-block planner
 
     problem = sd.quadratic_problem(np.diag([1.0, 0.5]), np.zeros(2))
     common = dict(lr=0.1, n_steps=n_steps, key=3, ensemble=sd.Ensemble(n_paths=16, dtype=np.float64))
@@ -434,8 +434,8 @@ def test_divergence_check_on_long_rows_flags_exactly_the_non_finite_paths():
     """The per-step check on rows of LONG_ROW or more coordinates (a float sum of θ − θ, one fused pass)
     flags a path exactly when one coordinate is ±inf or NaN, as all(isfinite) does on short rows; values
     near the float32 maximum are finite and not flagged (θ − θ = 0, no overflow)."""
-    from sgdsde._ensemble import LONG_ROW, finite_paths
-    from sgdsde._sgd import SGDStepper
+    from sgdsde._ensemble import LONG_ROW, finite_paths  # internal: the divergence check
+    from sgdsde._sgd import SGDStepper  # internal: the stepper whose check is tested
 
     for d in (3, LONG_ROW, LONG_ROW + 72):
         X = np.ones((4, d))
@@ -452,7 +452,7 @@ def test_stability_bound_is_an_upper_bound_and_the_warning_still_fires():
     """The LAPACK-free bound that spares the eigendecomposition is never below λ_max (random symmetric,
     PSD, NSD and sparse matrices, five orders of magnitude either way), and a run at 1.01 · 2/λ_max is still
     warned about while one at 0.99 · 2/λ_max is not."""
-    from sgdsde._sgd import _lambda_max_bound
+    from sgdsde._sgd import _lambda_max_bound  # internal: the stability bound
 
     rng = np.random.default_rng(0)
     for t in range(400):

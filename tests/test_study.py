@@ -93,7 +93,7 @@ def test_collapse_detection_on_a_constructed_series():
     record 3 and stays (collapsed since t = 3); 2 has θ* = 0 (not counted); 3 dips below at record 1, comes back
     and falls for good at record 5 (collapsed since t = 5, the window's first record); 4 falls only at record 7,
     inside the window (not collapsed: not below for the whole window). [theory: REG-15]"""
-    from sgdsde.implicit._spaces import detect_collapse
+    from sgdsde.implicit._spaces import detect_collapse  # internal: the study's collapse detector
 
     times = np.arange(10.0)
     star = np.array([1.0, 0.05, 0.0, 0.2, 0.3])
@@ -120,8 +120,8 @@ def test_beta_space_distance_of_known_paths():
     gap that θ hides. The β-space tangent projector I − X⁺X annihilates the data's rows. [theory: REG-15]"""
     from types import SimpleNamespace
 
-    from sgdsde.implicit._spaces import data_tangent_projector, function_weights
-    from sgdsde.implicit._study import _beta_averages, _time_averages
+    from sgdsde.implicit._spaces import data_tangent_projector, function_weights  # internal helpers
+    from sgdsde.implicit._study import _beta_averages, _time_averages  # internal: the study's averages
 
     rng = np.random.default_rng(0)
     X = rng.standard_normal((3, 4))
@@ -150,7 +150,7 @@ def test_auto_horizon_is_three_relaxation_times():
     rtol 1e-8). With n_steps=None the study runs ⌈3/(η μ_min)⌉ steps over its primary (tr-log) points and
     prints that it chose them. [theory: REG-15]"""
     from sgdsde.implicit import HessianTraceRegularizer, predict
-    from sgdsde.implicit._study import _relaxation_time
+    from sgdsde.implicit._study import _relaxation_time  # internal: the auto horizon
 
     lams = np.array([0.2, 0.4])
     preds = [

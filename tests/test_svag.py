@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import sgdsde
-from sgdsde._sde import simulate_svag, svag_coefficients
+from sgdsde import simulate_svag
+from sgdsde._sde import svag_coefficients  # internal: SVAG's (a, c) weights, checked against the paper
 from sgdsde.analysis import fit_order, stationary_covariance_sde, stationary_covariance_sgd
 
 TABLE = {1: 1.000, 2: 0.667, 4: 0.571, 8: 0.533, 16: 0.516, 64: 0.504}  # §9.3, η = 0.5, λ = 2

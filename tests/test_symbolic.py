@@ -538,8 +538,8 @@ def test_activation_tables_agree():
     """Every numeric activation has a symbolic twin (one list of names; the import fails otherwise) whose
     generated value and first two derivatives equal JAX's on a grid (relu: a.e., away from 0). Float64
     rounding: 1e-12. [theory: SYM-1]"""
-    from sgdsde._models.activations import ACTIVATIONS
-    from sgdsde.symbolic._functions import SYMBOLIC_ACTIVATIONS, diff
+    from sgdsde._models.activations import ACTIVATIONS  # internal: the two activation tables
+    from sgdsde.symbolic._functions import SYMBOLIC_ACTIVATIONS, diff  # internal (as above)
 
     z = sp.Symbol("z", real=True)
     grid = jnp.linspace(-2.1, 1.9, 9)  # avoids 0 (relu's kink)
@@ -579,7 +579,7 @@ def test_parser_refuses_hostile_expressions_quickly(text, match):
     (measured here: a few ms; the bound 1 s is loose for a shared CI core). [theory: SYM-6]"""
     import time
 
-    from sgdsde.symbolic._parse import parse_expression
+    from sgdsde.symbolic._parse import parse_expression  # internal: the parser under test
 
     syms = {"a": sp.Symbol("a", real=True)}
     t0 = time.perf_counter()
@@ -594,7 +594,7 @@ def test_parser_is_linear_on_long_sums_and_products():
     build, and a short product is built step by step as Python's a*b*c. [theory: SYM-6]"""
     import time
 
-    from sgdsde.symbolic._parse import parse_expression
+    from sgdsde.symbolic._parse import parse_expression  # internal: the parser under test
 
     xs = sp.symbols("x0:20000", real=True)
     syms = {s.name: s for s in xs}
@@ -632,7 +632,7 @@ def test_names_like_functions_are_refused():
     """A parameter named like a function ('cos*x + cos(x)') crashed at trace time (the generated code called
     the symbol); it is refused by name, for strings and sympy expressions alike, and a string's symbol named
     like a constant (E, pi) is refused as ambiguous. [theory: SYM-6]"""
-    from sgdsde.symbolic._parse import parse_expression
+    from sgdsde.symbolic._parse import parse_expression  # internal: the parser under test
 
     with pytest.raises(ValueError, match=r"must not be named like a function; rename \['cos'\]"):
         sy.SymbolicModel("cos*x + cos(x)", params=["cos"], inputs=["x"])

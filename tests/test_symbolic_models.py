@@ -18,8 +18,8 @@ import sympy as sp
 
 import sgdsde as sd
 import sgdsde.symbolic as sy
-from sgdsde.symbolic._functions import diff
-from sgdsde.symbolic._kernels import UNIT_KERNELS
+from sgdsde.symbolic._functions import diff  # internal: the package's sympy diff
+from sgdsde.symbolic._kernels import UNIT_KERNELS  # internal: the kernel table checked here
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 RTOL, ATOL = 1e-10, 1e-11

@@ -17,8 +17,8 @@ import scipy.linalg
 
 import sgdsde
 from sgdsde import FunctionSDE, PlatenWeak2, simulate_sde
-from sgdsde._sde.simulate import _GivenIncrement
-from sgdsde._sde.solvers import WeakIncrement
+from sgdsde._sde.simulate import _GivenIncrement  # internal: feeds a solver chosen increments
+from sgdsde._sde.solvers import WeakIncrement  # internal: the weak scheme's random input
 from sgdsde.analysis import fit_order, sde_moments, sgd_moments
 
 # A linear SDE with two non-commuting noise matrices (general, non-commutative noise), d = m = 2.

@@ -2,8 +2,8 @@
 
 Every solver here is a diffrax ``AbstractSolver`` driven one step at a time with
 ``terms = MultiTerm(ODETerm(drift), ControlTerm(diffusion, path))``. The table ``SOLVERS`` states each
-solver's calculus, the noise it needs, its strong/weak order and the increments it consumes; ``check_solver``
-refuses a combination that would solve a different SDE (theory/sde.md, SDE-4).
+solver's noise, its weak order and the increments it consumes (its calculus and strong order are read from
+diffrax); ``check_solver`` refuses a combination that would solve a different SDE (theory/sde.md, SDE-4).
 """
 
 from __future__ import annotations
@@ -94,25 +94,35 @@ class SolverInfo:
     """What a solver assumes beyond its calculus (which diffrax's own AbstractItoSolver /
     AbstractStratonovichSolver declare): the noise it needs, its orders and the increments it eats."""
 
+    solver: type[diffrax.AbstractSolver]  # the diffrax solver class
     noise: str  # weakest noise structure it is valid for: "general" | "commutative" | "additive"
-    strong_order: float | None
-    weak_order: float
+    weak_order: float  # diffrax states none (its ``order`` is the ODE order): Kloeden & Platen 1992
     control: str  # "brownian" | "levy" (space-time Lévy area) | "weak2"
     adaptive: bool = False  # has an embedded error estimate, so PID-controlled steps are available
 
+    @property
+    def strong_order(self) -> float | None:
+        """The strong order the solver itself states (diffrax's ``strong_order``; None for a weak scheme), for
+        the noise it is admitted with. diffrax's orders do not read the terms, so none are passed."""
+        order = self.solver().strong_order(None)
+        return None if order is None else float(order)
 
-# Orders are for the noise the solver is admitted with (diffrax docs; Kloeden & Platen 1992).
+
+# Weak orders are for the noise the solver is admitted with (Kloeden & Platen 1992); strong orders are diffrax's.
 SOLVERS: dict[type, SolverInfo] = {
-    diffrax.Euler: SolverInfo("general", 0.5, 1.0, "brownian"),
-    diffrax.ItoMilstein: SolverInfo("commutative", 1.0, 1.0, "brownian"),
-    diffrax.StratonovichMilstein: SolverInfo("commutative", 1.0, 1.0, "brownian"),
-    diffrax.Heun: SolverInfo("general", 0.5, 1.0, "brownian", adaptive=True),
-    diffrax.EulerHeun: SolverInfo("general", 0.5, 1.0, "brownian"),
-    diffrax.GeneralShARK: SolverInfo("general", 0.5, 1.0, "levy"),
-    diffrax.SPaRK: SolverInfo("general", 0.5, 1.0, "levy", adaptive=True),
-    diffrax.SRA1: SolverInfo("additive", 1.5, 2.0, "levy", adaptive=True),
-    diffrax.ShARK: SolverInfo("additive", 1.5, 2.0, "levy", adaptive=True),
-    PlatenWeak2: SolverInfo("general", None, 2.0, "weak2"),
+    info.solver: info
+    for info in (
+        SolverInfo(diffrax.Euler, "general", 1.0, "brownian"),
+        SolverInfo(diffrax.ItoMilstein, "commutative", 1.0, "brownian"),
+        SolverInfo(diffrax.StratonovichMilstein, "commutative", 1.0, "brownian"),
+        SolverInfo(diffrax.Heun, "general", 1.0, "brownian", adaptive=True),
+        SolverInfo(diffrax.EulerHeun, "general", 1.0, "brownian"),
+        SolverInfo(diffrax.GeneralShARK, "general", 1.0, "levy"),
+        SolverInfo(diffrax.SPaRK, "general", 1.0, "levy", adaptive=True),
+        SolverInfo(diffrax.SRA1, "additive", 2.0, "levy", adaptive=True),
+        SolverInfo(diffrax.ShARK, "additive", 2.0, "levy", adaptive=True),
+        SolverInfo(PlatenWeak2, "general", 2.0, "weak2"),
+    )
 }
 
 _RANK = {"additive": 0, "commutative": 1, "general": 2}

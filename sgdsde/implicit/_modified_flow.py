@@ -7,6 +7,7 @@ import itertools
 import math
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,8 +40,9 @@ def modified_loss(problem: Problem, theta, eta: float, kind: str = "gd", batch_s
     return out + ((n - B) / (n - 1) if n > 1 else 0.0) * eta / (4 * B) * gamma
 
 
-def _modified_objective(problem: Problem, theta0, eta, kind: str, batch_size):
-    """θ ↦ ``modified_loss`` in float64, after checking kind, η, batch_size and θ₀ (ValueError naming them)."""
+def _modified_args(problem: Problem, theta0, eta, kind: str, batch_size) -> tuple:
+    """``modified_loss``'s arguments (the float64 problem, η as a float64 array, kind, B) after checking kind,
+    η, batch_size and θ₀ (ValueError naming them). η is an array so that one compiled solve serves every η."""
     check_dtype(np.float64)
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -50,8 +52,24 @@ def _modified_objective(problem: Problem, theta0, eta, kind: str, batch_size):
             raise ValueError("kind='smith' needs batch_size")
         batch_size = check_int_range("batch_size", batch_size, 1, problem.n_data)
     problem.check_theta(theta0, "theta0")
-    p64 = problem.astype(jnp.float64)
-    return lambda th: modified_loss(p64, th, eta, kind, batch_size)
+    return problem.astype(jnp.float64), jnp.asarray(eta, jnp.float64), kind, batch_size
+
+
+# module-level functions of (θ, args): the solvers' compiled code is cached across calls and step sizes η
+def _modified_grad(theta, args):
+    """$\\nabla\\tilde L(\\theta)$ for args = ``_modified_args(...)``."""
+    p64, eta, kind, batch_size = args
+    return jax.grad(lambda th: modified_loss(p64, th, eta, kind, batch_size))(theta)
+
+
+def _flow_field(t, theta, args):
+    return -_modified_grad(theta, args)
+
+
+@eqx.filter_jit
+def _modified_hessian(theta, args):
+    p64, eta, kind, batch_size = args
+    return jax.hessian(lambda th: modified_loss(p64, th, eta, kind, batch_size))(theta)
 
 
 def modified_flow(
@@ -68,15 +86,15 @@ def modified_flow(
     """θ(t1) of the gradient flow $\\dot\\theta = -\\nabla\\tilde L(\\theta)$ of ``modified_loss`` from θ₀, by
     diffrax's Tsit5 with a PID controller at the given tolerances (float64)."""
     t1 = check_positive("t1", t1)
-    f = _modified_objective(problem, theta0, eta, kind, batch_size)
-    grad, eta = jax.grad(f), float(eta)
+    args = _modified_args(problem, theta0, eta, kind, batch_size)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(lambda t, y, args: -grad(y)),
+        diffrax.ODETerm(_flow_field),
         diffrax.Tsit5(),
         0.0,
-        t1,
-        min(t1, eta) / 4,
+        jnp.asarray(t1, jnp.float64),
+        jnp.asarray(min(t1, float(eta)) / 4, jnp.float64),
         jnp.asarray(theta0, jnp.float64),
+        args=args,
         stepsize_controller=diffrax.PIDController(rtol=rtol, atol=atol),
         max_steps=1_000_000,
     )
@@ -119,16 +137,24 @@ def _epoch_setup(problem: Problem, eta: float, batch_size: int, sampling: str):
     return eta, jnp.asarray(_sequences(problem.n_data, batch_size, sampling))
 
 
-def _epoch_map(p64: Problem, eta: float, seqs):
-    """θ ↦ E[θ_m | θ₀ = θ], the average of the epoch over ``seqs`` (a JAX function)."""
+def _epoch_mean(theta0, args):
+    """E[θ_m | θ₀], the average of the epoch over the sequences ``seqs`` (args = (problem, η, seqs))."""
+    p64, eta, seqs = args
 
-    def one(theta0, seq):
+    def one(seq):
         def step(th, idx):
             return th - eta * batch_gradient(p64, th, idx), None
 
         return jax.lax.scan(step, theta0, seq)[0]
 
-    return lambda theta0: jnp.mean(jax.vmap(one, in_axes=(None, 0))(theta0, seqs), axis=0)
+    return jnp.mean(jax.vmap(one)(seqs), axis=0)
+
+
+_epoch_mean_jit = eqx.filter_jit(_epoch_mean)
+
+
+def _epoch_residual(theta, args):
+    return _epoch_mean(theta, args) - theta
 
 
 def expected_epoch(
@@ -139,14 +165,17 @@ def expected_epoch(
     small n only), in float64. The reference THR-5's order tests compare the modified flows against."""
     eta, seqs = _epoch_setup(problem, eta, batch_size, sampling)
     problem.check_theta(theta0, "theta0")
-    return np.asarray(_epoch_map(problem.astype(jnp.float64), eta, seqs)(jnp.asarray(theta0, jnp.float64)))
+    args = (problem.astype(jnp.float64), jnp.asarray(eta, jnp.float64), seqs)
+    return np.asarray(_epoch_mean_jit(jnp.asarray(theta0, jnp.float64), args))
 
 
-def _newton(fn, theta0, what: str, tol: float) -> np.ndarray:
+def _newton(fn, args, theta0, what: str, tol: float) -> np.ndarray:
+    """A root of fn(θ, args) by Newton's method from θ₀ (``fn`` a module-level function: compiled once)."""
     sol = optx.root_find(
-        lambda th, _: fn(th),
+        fn,
         optx.Newton(rtol=tol, atol=tol),
         jnp.asarray(theta0, jnp.float64),
+        args,
         max_steps=200,
         throw=False,
     )
@@ -163,8 +192,8 @@ def epoch_fixed_point(
     method from θ₀: where the mean iterate settles (minibatch-noise.md §9.8; THR-7)."""
     eta, seqs = _epoch_setup(problem, eta, batch_size, sampling)
     problem.check_theta(theta0, "theta0")
-    step = _epoch_map(problem.astype(jnp.float64), eta, seqs)
-    return _newton(lambda th: step(th) - th, theta0, "a fixed point of the epoch map", tol)
+    args = (problem.astype(jnp.float64), jnp.asarray(eta, jnp.float64), seqs)
+    return _newton(_epoch_residual, args, theta0, "a fixed point of the epoch map", tol)
 
 
 def modified_loss_argmin(
@@ -178,9 +207,9 @@ def modified_loss_argmin(
 ) -> np.ndarray:
     """The stationary point of ``modified_loss`` nearest θ₀ along Newton's method ($\\nabla\\tilde L = 0$),
     checked to be a minimum (positive definite Hessian of $\\tilde L$)."""
-    f = _modified_objective(problem, theta0, eta, kind, batch_size)
-    root = _newton(jax.grad(f), theta0, f"a stationary point of the {kind!r} modified loss", tol)
-    if np.linalg.eigvalsh(np.asarray(jax.hessian(f)(jnp.asarray(root))))[0] <= 0:
+    args = _modified_args(problem, theta0, eta, kind, batch_size)
+    root = _newton(_modified_grad, args, theta0, f"a stationary point of the {kind!r} modified loss", tol)
+    if np.linalg.eigvalsh(np.asarray(_modified_hessian(jnp.asarray(root), args)))[0] <= 0:
         raise RuntimeError(
             f"the stationary point of the {kind!r} modified loss found from theta0 is not a minimum"
         )
