@@ -107,7 +107,7 @@ class MomentumSME(AbstractSDE):
         return jnp.concatenate([-m, (self._gradient(th) - one_minus_beta * m) / eta])
 
     def factor(self, theta):
-        """$\\begin{pmatrix}0\\\\ -A(\\theta)\\end{pmatrix}$ (p × m): the noise moves the momentum only."""
+        """(0; −A(θ)), p × m: the noise moves the momentum only."""
         th = self.theta_of(theta)
         A = self.noise.covariance_factor(self.problem_, th)
         return jnp.concatenate([jnp.zeros_like(A), -A])
