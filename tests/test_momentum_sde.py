@@ -307,15 +307,26 @@ def test_optimizer_without_sde_refused_by_name(make, match):
         (sd.SDE(optimizer=sd.Momentum(0.9, nesterov=True)), False, "nesterov"),
         (sd.SDE(order=2, optimizer=sd.Momentum(0.9)), False, "order"),
         (sd.SDE(optimizer=sd.Momentum(0.9)), True, "optimizer=None"),
+        (sd.SDE(optimizer=sd.Momentum(0.9)), "fp", "bridge_variance= .* or bridge=False"),
     ],
 )
 def test_momentum_sde_refusals_at_run(method, problem_is_sde, match):
-    """Nesterov (no SDE implemented), order 2 (the momentum SME is of order 1) and an optimizer beside an
-    AbstractSDE given as the problem → ValueError naming the argument. [theory: MSDE-2]"""
+    """Nesterov (no SDE implemented), order 2 (the momentum SME is of order 1), an optimizer beside an
+    AbstractSDE given as the problem, and the first-passage bridge test (its rate needs the diffusion at θ,
+    which a state beyond θ does not give) → ValueError naming the argument. [theory: MSDE-1, MSDE-2]"""
     H, C, ts = _quadratic()
-    problem = _langevin() if problem_is_sde else sd.quadratic_problem(H, ts)
+    problem = _langevin() if problem_is_sde is True else sd.quadratic_problem(H, ts)
+    events = (sd.FirstPassage(observable="loss", threshold=0.1),) if problem_is_sde == "fp" else ()
     with pytest.raises(ValueError, match=match):
-        sd.simulate(method, problem, np.zeros(2 if not problem_is_sde else 1), lr=0.1, n_steps=2, key=0)
+        sd.simulate(
+            method,
+            problem,
+            np.zeros(1 if problem_is_sde is True else 2),
+            lr=0.1,
+            n_steps=2,
+            key=0,
+            events=events,
+        )
 
 
 def test_resetting_with_optimizer_restarts_the_sme_momentum():
@@ -336,3 +347,28 @@ def test_resetting_with_optimizer_restarts_the_sme_momentum():
     y = jnp.arange(8.0).reshape(4, 2)  # paths last: rows θ₁, θ₂, m₁, m₂
     out = st.restart((y, 0.0), jnp.array([False, True]))[0]
     np.testing.assert_array_equal(out, [[0.0, 1.0], [2.0, 3.0], [4.0, 0.0], [6.0, 0.0]])
+
+
+def test_momentum_sme_on_the_symbolic_back_end_equals_autodiff_and_prints_latex():
+    """The momentum SME on a Problem whose derivatives sympy derived (``SymbolicDerivatives``, the back end of
+    ``derive_sme``) has the autodiff SME's drift and diffusion at random states (float64 rounding), and its
+    LaTeX carries the (θ, m) system, the vanishing Stratonovich correction and the derived model lines.
+    [theory: MSDE-2]"""
+    from helpers import check_latex
+
+    import sgdsde.symbolic as sy
+
+    data = sd.sparse_regression(jax.random.key(0), 12, 4, 2)
+    problem = sd.Problem(sd.DiagonalLinearNetwork(4, 0.7), data.X, data.y, dtype=np.float64)
+    noise = sd.LabelNoise(1.0, 4)
+    derived = problem.with_derivatives(sy.SymbolicDerivatives(problem.model, loss=problem.loss_fn))
+    num, sym = sd.MomentumSME(problem, noise, 0.9), sd.MomentumSME(derived, noise, 0.9)
+    assert derived.is_symbolic
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        y = jnp.asarray(rng.normal(size=16))
+        np.testing.assert_allclose(sym.drift(y, 0.01), num.drift(y, 0.01), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(sym.factor(y), num.factor(y), rtol=1e-10, atol=1e-12)
+    tex = sym.latex()
+    check_latex(tex, "momentum sme")
+    assert r"dm_t = \frac{1}{\eta}" in tex and "no correction" in tex and "numeric (autodiff)" not in tex
