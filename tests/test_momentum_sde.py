@@ -119,6 +119,13 @@ def test_momentum_sme_one_step_moments_are_the_discrete_step():
     b = np.asarray(sme.drift(y, eta)) * eta
     np.testing.assert_allclose(b[:2], -eta * m, rtol=1e-12)
     np.testing.assert_allclose(b[2:], H @ (th - ts) - (1 - beta) * m, rtol=1e-10, atol=1e-12)
+    wd = sd.MomentumSME(problem, sd.GaussianNoise(covariance=C), beta, weight_decay=0.1)
+    np.testing.assert_allclose(  # weight decay w adds wθ to the gradient, as Momentum(weight_decay=w) does
+        np.asarray(wd.drift(y, eta))[2:] * eta,
+        H @ (th - ts) + 0.1 * th - (1 - beta) * m,
+        rtol=1e-10,
+        atol=1e-12,
+    )
     D = np.asarray(sme.diffusion(y, eta))
     np.testing.assert_allclose(
         D @ D.T * eta, np.block([[np.zeros((2, 2)), np.zeros((2, 2))], [np.zeros((2, 2)), C]]), atol=1e-12
@@ -372,3 +379,22 @@ def test_momentum_sme_on_the_symbolic_back_end_equals_autodiff_and_prints_latex(
     tex = sym.latex()
     check_latex(tex, "momentum sme")
     assert r"dm_t = \frac{1}{\eta}" in tex and "no correction" in tex and "numeric (autodiff)" not in tex
+
+
+def test_sweep_over_beta_runs_the_momentum_sme_as_one_program():
+    """``sweep(SDE(noise, optimizer=Momentum(β)), grid={"optimizer.beta": …})`` varies β as a traced leaf of
+    the momentum SME: each point equals its single run bit for bit. [theory: MSDE-2]"""
+    H, C, ts = _quadratic()
+    problem = sd.quadratic_problem(H, ts, dtype=np.float64)
+    noise = sd.GaussianNoise(covariance=C)
+    kw = dict(lr=0.05, n_steps=20, key=0, ensemble=sd.Ensemble(n_paths=8, dtype=np.float64))
+    swept = sd.sweep(
+        sd.SDE(noise, optimizer=sd.Momentum(0.8)),
+        problem,
+        np.zeros(2),
+        grid={"optimizer.beta": [0.5, 0.8]},
+        **kw,
+    )
+    for beta, res in zip((0.5, 0.8), swept.results, strict=True):
+        one = sd.simulate(sd.SDE(noise, optimizer=sd.Momentum(beta)), problem, np.zeros(2), **kw)
+        np.testing.assert_array_equal(res.mean["loss"], one.mean["loss"])
