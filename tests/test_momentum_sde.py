@@ -398,3 +398,46 @@ def test_sweep_over_beta_runs_the_momentum_sme_as_one_program():
     for beta, res in zip((0.5, 0.8), swept.results, strict=True):
         one = sd.simulate(sd.SDE(noise, optimizer=sd.Momentum(beta)), problem, np.zeros(2), **kw)
         np.testing.assert_array_equal(res.mean["loss"], one.mean["loss"])
+
+
+def test_momentum_sme_checkpoint_resumes_bit_for_bit_and_refuses_another_beta(tmp_path, monkeypatch):
+    """The SME's state (θ, m) is the engine's carry: a run interrupted inside its second chunk resumes from the
+    checkpoint to the uninterrupted numbers bit for bit (the momentum is restored, not restarted), and a
+    checkpoint of another β is refused (the optimizer is in the run's record). [theory: MSDE-1]"""
+    from sgdsde import _progress
+
+    H, C, ts = _quadratic()
+    problem = sd.quadratic_problem(H, ts, dtype=np.float64)
+
+    def run(prefix, beta=0.8, **output):
+        return sd.simulate(
+            sd.SDE(sd.GaussianNoise(covariance=C), optimizer=sd.Momentum(beta)),
+            problem,
+            np.zeros(2),
+            lr=0.05,
+            n_steps=40,
+            key=3,
+            ensemble=sd.Ensemble(n_paths=6, chunk_size=3, dtype=np.float64),
+            record=sd.Record(every=5, n_saved_paths=6),
+            output=sd.Output(save_to=str(prefix), checkpoint_every=2, **output),
+        )
+
+    reference = run(tmp_path / "ref")
+    original, calls = _progress.Progress.update, {"n": 0}
+
+    def update(self, done):
+        calls["n"] += 1
+        if calls["n"] == 5:  # inside chunk 1, after chunk 0 finished
+            raise KeyboardInterrupt
+        original(self, done)
+
+    monkeypatch.setattr(_progress.Progress, "update", update)
+    with pytest.warns(UserWarning, match="interrupted; returning the 3 finished paths"):
+        partial = run(tmp_path / "run", progress=True)
+    monkeypatch.setattr(_progress.Progress, "update", original)
+    assert partial is not None and not partial.complete
+    resumed = run(tmp_path / "run", resume=True)
+    np.testing.assert_array_equal(resumed.paths, reference.paths)
+    np.testing.assert_array_equal(resumed.mean["loss"], reference.mean["loss"])
+    with pytest.raises(ValueError, match="another run"):
+        run(tmp_path / "run", beta=0.5, resume=True)
