@@ -441,3 +441,28 @@ def test_momentum_sme_checkpoint_resumes_bit_for_bit_and_refuses_another_beta(tm
     np.testing.assert_array_equal(resumed.mean["loss"], reference.mean["loss"])
     with pytest.raises(ValueError, match="another run"):
         run(tmp_path / "run", beta=0.5, resume=True)
+
+
+def test_momentum_sme_paths_first_layout_above_the_paths_last_size():
+    """d = 70 (state p = 140 > 128: paths on the first axis) without noise: Euler's θ equals the exact
+    Euler recursion of the heavy-ball ODE (a linear map) to rounding, as in the paths-last layout (d = 2).
+    [theory: MSDE-1]"""
+    for d in (2, 70):
+        H = np.diag(np.linspace(0.5, 2.0, d))
+        ts = np.linspace(-1.0, 1.0, d)
+        problem = sd.quadratic_problem(H, ts, dtype=np.float64)
+        res = sd.simulate(
+            sd.SDE(optimizer=sd.Momentum(0.7), stepping=sd.Fixed(substeps=2)),
+            problem,
+            np.zeros(d),
+            lr=0.05,
+            n_steps=10,
+            key=0,
+            ensemble=sd.Ensemble(n_paths=3, dtype=np.float64),
+            record=sd.Record(every=10, n_saved_paths=3),
+        )
+        F, f0, Q = momentum_sme_matrices(H, np.zeros((d, d)), 0.05, 0.7)
+        mu, _ = _euler_moments(F, f0 @ ts, Q, 0.025, 20, np.zeros(2 * d))
+        np.testing.assert_allclose(
+            np.asarray(res.paths[-1]), np.broadcast_to(mu[:d], (3, d)), rtol=1e-12, atol=1e-12
+        )
