@@ -78,6 +78,7 @@ from ._sde import (
     SVAG as SVAG,
     AbstractSDE as AbstractSDE,
     FunctionSDE as FunctionSDE,
+    MomentumSME as MomentumSME,
     PlatenWeak2 as PlatenWeak2,
     simulate_sde as simulate_sde,
     simulate_svag as simulate_svag,
