@@ -65,30 +65,6 @@ def test_no_optimizer_and_zero_momentum_are_plain_sgd_bit_for_bit():
     assert "optimizer" not in base.config and sd.SGD(NOISE).optimizer is None
 
 
-def _momentum_matrices(eta, beta, nesterov, w):
-    """z = (θ, m) of momentum SGD on L = ½θᵀHθ (+ w‖θ‖²/2 as weight decay) with g̃ = Hθ + Aξ, Cov(Aξ) = C:
-    z_{k+1} = M z_k + B ξ_k, and BBᵀ as Q (OPT-5)."""
-    d = len(H)
-    K = H + w * np.eye(d)
-    eye = np.eye(d)
-    if nesterov:  # θ' = θ − η(g + βm'), m' = βm + g
-        M = np.block([[eye - eta * (1 + beta) * K, -eta * beta**2 * eye], [K, beta * eye]])
-        B = np.vstack([-eta * (1 + beta) * eye, eye])
-    else:  # θ' = θ − η m', m' = βm + g
-        M = np.block([[eye - eta * K, -eta * beta * eye], [K, beta * eye]])
-        B = np.vstack([-eta * eye, eye])
-    return M, B @ C @ B.T
-
-
-def _exact_moments(eta, beta, nesterov, w, n_steps):
-    M, Q = _momentum_matrices(eta, beta, nesterov, w)
-    mu = np.concatenate([TH0, np.zeros(2)])
-    P = np.zeros((4, 4))
-    for _ in range(n_steps):
-        mu, P = M @ mu, M @ P @ M.T + Q
-    return mu, P
-
-
 @pytest.mark.parametrize(
     "beta, nesterov, w",
     [(0.9, False, 0.0), (0.8, True, 0.0), (0.9, False, 0.2)],
@@ -111,7 +87,9 @@ def test_momentum_ensemble_matches_the_exact_linear_recursion(beta, nesterov, w)
         ensemble=sd.Ensemble(n),
         record=sd.Record(every=T, observables=("theta",), n_saved_paths=n),
     )
-    mu, P = _exact_moments(eta, beta, nesterov, w, T)
+    mu, P = sd.analysis.momentum_sgd_moments(
+        H, C, np.zeros(2), TH0, eta, beta, T, nesterov=nesterov, weight_decay=w
+    )
     theta = res.paths[-1]
     se_mean = np.sqrt(np.diag(P)[:2] / n)
     assert np.all(np.abs(theta.mean(0) - mu[:2]) < 4.5 * se_mean), (theta.mean(0), mu[:2], se_mean)

@@ -38,22 +38,42 @@ def _vectors(theta_star, theta0, d):
     return ts, th0
 
 
-def momentum_sgd_matrices(hessian, noise_cov, lr: float, beta: float):
-    """(M, c₀, Q) of the discrete recursion $z_{k+1} = Mz_k + c_0\\theta^* + B\\xi_k$, $Q = BCB^T$, with the
-    blocks M = [[I − ηH, −ηβI], [H, βI]], c₀ = [ηH; −H], B = [−ηI; I]."""
+def momentum_sgd_matrices(
+    hessian, noise_cov, lr: float, beta: float, *, nesterov: bool = False, weight_decay: float = 0.0
+):
+    """(M, c₀, Q) of the discrete recursion $z_{k+1} = Mz_k + c_0\\theta^* + B\\xi_k$, $Q = BCB^T$, with K = H + wI
+    and, for heavy ball, M = [[I − ηK, −ηβI], [K, βI]], c₀ = [ηH; −H], B = [−ηI; I]; for Nesterov
+    M = [[I − η(1+β)K, −ηβ²I], [K, βI]], c₀ = [η(1+β)H; −H], B = [−η(1+β)I; I] (theory/optimizers.md, OPT-5)."""
     H, C, eta, b, d = _inputs(hessian, noise_cov, lr, beta)
+    w = check_positive("weight_decay", weight_decay, allow_zero=True)
     eye = np.eye(d)
-    M = np.block([[eye - eta * H, -eta * b * eye], [H, b * eye]])
-    c0 = np.vstack([eta * H, -H])
-    B = np.vstack([-eta * eye, eye])
+    K = H + w * eye
+    a = eta * (1 + b) if nesterov else eta  # the gradient's weight in θ's step
+    M = np.block([[eye - a * K, -eta * b * (b if nesterov else 1.0) * eye], [K, b * eye]])
+    c0 = np.vstack([a * H, -H])
+    B = np.vstack([-a * eye, eye])
     return M, c0, B @ C @ B.T
 
 
-def momentum_sgd_moments(hessian, noise_cov, theta_star, theta0, lr: float, beta: float, n_steps: int):
+def momentum_sgd_moments(
+    hessian,
+    noise_cov,
+    theta_star,
+    theta0,
+    lr: float,
+    beta: float,
+    n_steps: int,
+    *,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+):
     """Mean (2d,) and covariance (2d, 2d) of z = (θ, m) after ``n_steps`` steps of
-    $m_{k+1} = \\beta m_k + \\tilde g_k$, $\\theta_{k+1} = \\theta_k - \\eta m_{k+1}$ from (θ₀, 0), by the exact
-    recursions $\\mu_{k+1} = M\\mu_k + c$, $S_{k+1} = MS_kM^T + Q$."""
-    M, c0, Q = momentum_sgd_matrices(hessian, noise_cov, lr, beta)
+    $m_{k+1} = \\beta m_k + \\tilde g_k$, $\\theta_{k+1} = \\theta_k - \\eta m_{k+1}$ from (θ₀, 0) (or Nesterov's
+    step, and weight decay: ``Momentum``'s options), by the exact recursions $\\mu_{k+1} = M\\mu_k + c$,
+    $S_{k+1} = MS_kM^T + Q$."""
+    M, c0, Q = momentum_sgd_matrices(
+        hessian, noise_cov, lr, beta, nesterov=nesterov, weight_decay=weight_decay
+    )
     d = M.shape[0] // 2
     ts, th0 = _vectors(theta_star, theta0, d)
     n = check_int_range("n_steps", n_steps, 0)
@@ -63,16 +83,20 @@ def momentum_sgd_moments(hessian, noise_cov, theta_star, theta0, lr: float, beta
     return mu, S
 
 
-def momentum_sgd_stationary_cov(hessian, noise_cov, lr: float, beta: float) -> np.ndarray:
+def momentum_sgd_stationary_cov(
+    hessian, noise_cov, lr: float, beta: float, *, nesterov: bool = False, weight_decay: float = 0.0
+) -> np.ndarray:
     """Stationary covariance (2d, 2d) of z = (θ, m) under momentum SGD: $S = MSM^T + Q$ (discrete Lyapunov
     equation); ValueError unless the recursion contracts (spectral radius of M < 1)."""
-    M, _, Q = momentum_sgd_matrices(hessian, noise_cov, lr, beta)
+    M, _, Q = momentum_sgd_matrices(
+        hessian, noise_cov, lr, beta, nesterov=nesterov, weight_decay=weight_decay
+    )
     rho = float(np.max(np.abs(np.linalg.eigvals(M))))
     if not rho < 1:
         raise ValueError(
             f"momentum SGD has no stationary covariance at lr={lr:g}, beta={beta:g}: the spectral radius of its "
             f"recursion matrix is {rho:.6g} >= 1 (stable iff lr*lambda < 2(1 + beta) for every eigenvalue "
-            "lambda of the Hessian)"
+            "lambda of the Hessian; Nesterov: 2(1 + beta)/(1 + 2 beta))"
         )
     return scipy.linalg.solve_discrete_lyapunov(M, Q)
 
