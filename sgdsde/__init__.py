@@ -73,8 +73,10 @@ from ._sde import (
     SME as SME,
     SVAG as SVAG,
     AbstractSDE as AbstractSDE,
+    AdamSDE as AdamSDE,
     FunctionSDE as FunctionSDE,
     PlatenWeak2 as PlatenWeak2,
+    RMSpropSDE as RMSpropSDE,
     simulate_sde as simulate_sde,
     simulate_svag as simulate_svag,
 )
