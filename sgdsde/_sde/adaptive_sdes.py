@@ -119,7 +119,7 @@ class RMSpropSDE(_AdaptiveSDE):
     ):
         noise = _check_problem(problem, noise, "RMSpropSDE")
         if _concrete(beta, eps):  # a sweep may trace them
-            RMSprop(beta, eps)  # ValueError naming beta or eps outside their ranges
+            RMSprop(_f(beta), _f(eps))  # ValueError naming beta or eps outside their ranges
         self.problem_, self.noise = problem, noise
         self.beta, self.eps = jnp.asarray(beta), jnp.asarray(eps)
         self.noise_type_ = _noise_type(noise, problem, preconditioned=True)
@@ -211,7 +211,9 @@ class AdamSDE(_AdaptiveSDE):
     ):
         noise = _check_problem(problem, noise, "AdamSDE")
         if _concrete(b1, b2, eps, weight_decay):
-            Adam(b1, b2, eps, weight_decay)  # ValueError naming the argument outside its range
+            Adam(
+                _f(b1), _f(b2), _f(eps), _f(weight_decay)
+            )  # ValueError naming the argument outside its range
         self.problem_, self.noise = problem, noise
         self.b1, self.b2 = jnp.asarray(b1), jnp.asarray(b2)
         self.eps, self.weight_decay = jnp.asarray(eps), jnp.asarray(weight_decay)
@@ -296,6 +298,11 @@ def _concrete(*values) -> bool:
     except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
         return False
     return True
+
+
+def _f(value) -> float:
+    """A concrete hyperparameter as a float (0-d; the optimizer's own check then names it)."""
+    return float(np.asarray(value))
 
 
 def _check_order(order, name: str) -> None:
