@@ -75,6 +75,7 @@ from ._sde import (
     AbstractSDE as AbstractSDE,
     AdamSDE as AdamSDE,
     FunctionSDE as FunctionSDE,
+    MomentumSME as MomentumSME,
     PlatenWeak2 as PlatenWeak2,
     RMSpropSDE as RMSpropSDE,
     simulate_sde as simulate_sde,

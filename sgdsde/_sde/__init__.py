@@ -2,6 +2,7 @@
 
 from .adaptive_sdes import AdamSDE as AdamSDE, RMSpropSDE as RMSpropSDE
 from .base import AbstractSDE as AbstractSDE, FunctionSDE as FunctionSDE
+from .momentum import MomentumSME as MomentumSME
 from .simulate import SDE as SDE, SDEStepper as SDEStepper, simulate_sde as simulate_sde
 from .sme import SME as SME
 from .solvers import SOLVERS as SOLVERS, PlatenWeak2 as PlatenWeak2, WeakIncrement as WeakIncrement

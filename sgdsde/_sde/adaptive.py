@@ -47,13 +47,20 @@ class AdaptiveSDEStepper(AbstractStepper):
 
     def init(self, key, theta0):
         zeros = jnp.zeros((self.n_paths,), jnp.int32)
-        return theta0, jnp.zeros((), theta0.dtype), (zeros, zeros, zeros)
+        y0 = jax.vmap(self.sde.init_state)(theta0)  # the SDE's state per path (θ₀ itself for SGD's SMEs)
+        return y0, jnp.zeros((), theta0.dtype), (zeros, zeros, zeros)
 
     def theta(self, carry):
-        return carry[0]
+        return jax.vmap(self.sde.theta_of)(carry[0])
 
     def with_theta(self, carry, theta):
-        return (theta, *carry[1:])
+        return (jax.vmap(self.sde.with_theta)(carry[0], theta), *carry[1:])
+
+    def restart(self, carry, mask):
+        """y ← init_state(theta_of(y)) on the paths in ``mask``."""
+        y = carry[0]
+        fresh = jax.vmap(lambda u: self.sde.init_state(self.sde.theta_of(u)))(y)
+        return (jnp.where(mask[:, None], fresh, y), *carry[1:])
 
     def solver_stats(self, carry):
         accepted, rejected, failed = carry[2]

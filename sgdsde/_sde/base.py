@@ -1,5 +1,6 @@
-"""The SDE contract: $d\\theta = b(\\theta, \\eta)\\,dt + s(\\eta)\\,A(\\theta)\\,dW$ (Itô), with
-$s(\\eta) = \\sqrt\\eta$ on the SGD clock (SMEs) and s = 1 for an SDE in its own time units (``FunctionSDE``)."""
+"""The SDE contract: $dy = b(y, \\eta)\\,dt + s(\\eta)\\,A(y)\\,dW$ (Itô) in a state y ∈ R^p that holds θ ∈ R^d
+(y = θ by default; (θ, momentum) for an optimizer's SDE), with $s(\\eta) = \\sqrt\\eta$ on the SGD clock (SMEs)
+and s = 1 for an SDE in its own time units (``FunctionSDE``)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ class AbstractSDE(eqx.Module):
     ``noise_type`` declares the structure of A that solvers rely on: "additive" (A constant),
     "commutative" ($(\\partial_{b_j} b_k) = (\\partial_{b_k} b_j)$ for all columns) or "general";
     ``simulate_sde`` verifies the declaration at θ₀ before running.
+
+    The state beyond θ: an SDE may live in y ∈ R^p, p = ``state_dim(d)`` ≥ d (an optimizer's SDE carries θ and
+    its momentum). ``init_state`` maps one path's θ₀ to y₀, ``theta_of`` projects y to θ (what observables,
+    divergence, events and saved paths read) and ``with_theta`` replaces θ in y keeping the rest (what a reset
+    of the parameters does). drift, factor, factor_mv and the correction act on y. The defaults (p = d, y = θ)
+    are every SGD SME's (theory/momentum-sde.md, MSDE-1).
     """
 
     @abc.abstractmethod
@@ -67,24 +74,52 @@ class AbstractSDE(eqx.Module):
         it gives the Stratonovich drift of the same process (by jax.jacfwd; zero for additive noise)."""
         return autodiff_correction(self.factor, self.noise_type, theta, self.noise_scale(eta) ** 2)
 
+    def state_dim(self, d: int) -> int:
+        """p, the dimension of the state y for θ ∈ R^d (default d: the state is θ)."""
+        return d
+
+    def init_state(self, theta: Float[Array, " d"]) -> Float[Array, " p"]:
+        """y₀ of one path from its θ₀ (default: θ₀ itself)."""
+        return theta
+
+    def theta_of(self, y: Float[Array, " p"]) -> Float[Array, " d"]:
+        """θ of one path's state y (default: y itself)."""
+        return y
+
+    def with_theta(self, y: Float[Array, " p"], theta: Float[Array, " d"]) -> Float[Array, " p"]:
+        """One path's state with its θ part replaced by ``theta`` and the rest kept (default: ``theta``)."""
+        return theta
+
     def check_shapes(self, d: int, dtype) -> int:
-        """Raise ValueError unless drift(θ, η) is (d,) and factor(θ) is (d, m) for θ of shape (d,) (checked
-        by abstract evaluation, nothing runs); return m."""
+        """Raise ValueError unless, with p = state_dim(d), init_state maps (d,) to (p,), theta_of (p,) to (d,),
+        with_theta ((p,), (d,)) to (p,), drift(y, η) is (p,) and factor(y) is (p, m) (checked by abstract
+        evaluation, nothing runs); return m."""
+        p = self.state_dim(d)
+        if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < d:
+            raise ValueError(f"the SDE's state_dim({d}) must be an int p >= {d}, got {p!r}")
         theta = jax.ShapeDtypeStruct((d,), dtype)
+        y = jax.ShapeDtypeStruct((p,), dtype)
         eta = jax.ShapeDtypeStruct((), dtype)
-        b = jax.eval_shape(self.drift, theta, eta)
-        if not isinstance(b, jax.ShapeDtypeStruct) or b.shape != (d,):
-            raise ValueError(f"the SDE's drift(theta, eta) must return one array of shape ({d},), got {b}")
-        A = jax.eval_shape(self.factor, theta)
-        if not isinstance(A, jax.ShapeDtypeStruct) or A.ndim != 2 or A.shape[0] != d or A.shape[1] < 1:
-            raise ValueError(
-                f"the SDE's factor(theta) must return one array of shape ({d}, m), m >= 1, got {A}"
-            )
+        for name, fn, args, want in (
+            ("init_state(theta)", self.init_state, (theta,), (p,)),
+            ("theta_of(y)", self.theta_of, (y,), (d,)),
+            ("with_theta(y, theta)", self.with_theta, (y, theta), (p,)),
+            ("drift(y, eta)", self.drift, (y, eta), (p,)),
+        ):
+            out = jax.eval_shape(fn, *args)
+            if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != want:
+                raise ValueError(
+                    f"the SDE's {name} must return one array of shape {want} (theta in R^{d}, state in "
+                    f"R^{p}), got {out}"
+                )
+        A = jax.eval_shape(self.factor, y)
+        if not isinstance(A, jax.ShapeDtypeStruct) or A.ndim != 2 or A.shape[0] != p or A.shape[1] < 1:
+            raise ValueError(f"the SDE's factor(y) must return one array of shape ({p}, m), m >= 1, got {A}")
         return A.shape[1]
 
     def noise_dim(self, d: int, dtype) -> int:
-        """m, the number of Brownian motions."""
-        return jax.eval_shape(self.factor, jax.ShapeDtypeStruct((d,), dtype)).shape[1]
+        """m, the number of Brownian motions (for θ ∈ R^d)."""
+        return jax.eval_shape(self.factor, jax.ShapeDtypeStruct((self.state_dim(d),), dtype)).shape[1]
 
     def astype(self, dtype) -> AbstractSDE:
         """The same SDE with its data in ``dtype`` (default: unchanged)."""
@@ -118,6 +153,10 @@ class FunctionSDE(AbstractSDE):
     matrix-free ``factor_mv(θ, w)`` = factor(θ)w. ``problem`` (optional) is what observables such as "loss" are
     evaluated on.
 
+    A state beyond θ (optional): ``theta_dim=d`` and ``state_dim=p`` (p ≥ d) make the state y ∈ R^p with θ its
+    first d coordinates; ``init_state(θ)`` (default: θ followed by p − d zeros) gives one path's y₀, and
+    the functions above act on y.
+
     ``params`` (optional): a mapping name → real number or array, passed to every function as its last
     argument (``drift(θ, η, params)``, ``factor(θ, params)``, ``factor_mv(θ, w, params)``,
     ``correction(θ, η, params)``). Its entries are traced, not baked into the program: another value reuses the
@@ -131,6 +170,9 @@ class FunctionSDE(AbstractSDE):
     correction_fn: Callable | None = eqx.field(static=True, default=None)
     problem_: Problem | None = None
     params: dict | None = None
+    theta_dim: int | None = eqx.field(static=True, default=None)
+    state_dim_: int | None = eqx.field(static=True, default=None)
+    init_state_fn: Callable | None = eqx.field(static=True, default=None)
 
     def __init__(
         self,
@@ -142,6 +184,9 @@ class FunctionSDE(AbstractSDE):
         problem=None,
         factor_mv=None,
         params=None,
+        theta_dim: int | None = None,
+        state_dim: int | None = None,
+        init_state=None,
     ):
         if not callable(drift) or not callable(factor) or (factor_mv is not None and not callable(factor_mv)):
             raise ValueError("drift and factor must be callables drift(theta, eta) and factor(theta)")
@@ -152,6 +197,12 @@ class FunctionSDE(AbstractSDE):
         self.correction_fn = correction
         self.problem_ = problem
         self.params = None if params is None else _check_params(params)
+        self.theta_dim, self.state_dim_ = _check_state_dims(theta_dim, state_dim)
+        if init_state is not None and (self.theta_dim is None or not callable(init_state)):
+            raise ValueError(
+                "init_state must be a callable init_state(theta) -> y, given with theta_dim= and state_dim="
+            )
+        self.init_state_fn = init_state
 
     @property
     def noise_type(self) -> str:
@@ -176,12 +227,37 @@ class FunctionSDE(AbstractSDE):
             problem=self.problem_,
             factor_mv=self.factor_mv_fn,
             params=self.params,
+            theta_dim=self.theta_dim,
+            state_dim=self.state_dim_,
+            init_state=self.init_state_fn,
         )
         return FunctionSDE(self.drift_fn, self.factor_fn, **{**kw, **changes})
 
     @property
     def problem(self) -> Problem | None:
         return self.problem_
+
+    def state_dim(self, d: int) -> int:
+        if self.theta_dim is None or self.state_dim_ is None:
+            return d
+        if d != self.theta_dim:
+            raise ValueError(
+                f"theta0 has d={d} parameters, but this FunctionSDE has theta_dim={self.theta_dim}"
+            )
+        return self.state_dim_
+
+    def init_state(self, theta):
+        if self.theta_dim is None or self.state_dim_ is None:
+            return theta
+        if self.init_state_fn is not None:
+            return self.init_state_fn(*self._args(theta))
+        return jnp.concatenate([theta, jnp.zeros((self.state_dim_ - theta.shape[0],), theta.dtype)])
+
+    def theta_of(self, y):
+        return y if self.theta_dim is None else y[: self.theta_dim]
+
+    def with_theta(self, y, theta):
+        return theta if self.theta_dim is None else jnp.concatenate([theta, y[self.theta_dim :]])
 
     def drift(self, theta, eta):
         return self.drift_fn(*self._args(theta, eta))
@@ -214,6 +290,19 @@ class FunctionSDE(AbstractSDE):
             }
         problem = None if self.problem_ is None else self.problem_.astype(dtype)
         return self._rebuild(problem=problem, params=params)
+
+
+def _check_state_dims(theta_dim, state_dim) -> tuple[int | None, int | None]:
+    """(theta_dim, state_dim): both None, or ints 1 <= theta_dim <= state_dim (ValueError naming them)."""
+    if theta_dim is None and state_dim is None:
+        return None, None
+    ok = lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 1
+    if not (ok(theta_dim) and ok(state_dim)) or state_dim < theta_dim:  # pyright: ignore[reportOptionalOperand]
+        raise ValueError(
+            "theta_dim and state_dim must be given together as ints 1 <= theta_dim <= state_dim, got "
+            f"theta_dim={theta_dim!r}, state_dim={state_dim!r}"
+        )
+    return int(theta_dim), int(state_dim)  # pyright: ignore[reportArgumentType]
 
 
 def _check_params(params) -> dict:

@@ -21,6 +21,7 @@ from .._events import RunInfo, bind_events, event_config
 from .._first_passage import FirstPassage
 from .._method import AbstractMethod, check_noise, legacy_plan
 from .._noise import AbstractGradientNoise, require_sde_side
+from .._optimizers import AbstractOptimizer, check_optimizer
 from .._options import (
     AbstractIncrements,
     AbstractStepping,
@@ -39,6 +40,7 @@ from .._validation import check_int_range
 from . import increments as inc
 from .adaptive import AdaptiveSDEStepper, adaptive_controller
 from .base import AbstractSDE
+from .optimizer_sdes import check_optimizer_sde, optimizer_sde
 from .sme import SME
 from .solvers import SOLVERS, PlatenWeak2, calculus, check_solver
 
@@ -86,16 +88,33 @@ class SDEStepper(AbstractStepper):
     def problem(self):
         return self.sde.problem
 
+    @property
+    def _ax(self) -> int:
+        """The path axis of the state y: (p, N) paths-last, else (N, p)."""
+        return 1 if self.paths_last else 0
+
     def init(self, key, theta0):
-        # paths on the last axis: batched matmuls and elementwise work run along the long axis
-        # (performance.md)
-        return (theta0.T if self.paths_last else theta0), jnp.zeros((), theta0.dtype)
+        # the SDE's state y₀ = init_state(θ₀) per path (θ₀ itself for SGD's SMEs); paths on the last axis:
+        # batched matmuls and elementwise work run along the long axis (performance.md)
+        y0 = jax.vmap(self.sde.init_state, out_axes=self._ax)(theta0)
+        return y0, jnp.zeros((), theta0.dtype)
 
     def theta(self, carry):
-        return carry[0].T if self.paths_last else carry[0]
+        return jax.vmap(self.sde.theta_of, in_axes=self._ax)(carry[0])
 
     def with_theta(self, carry, theta):
-        return (theta.T if self.paths_last else theta), carry[1]
+        y = jax.vmap(self.sde.with_theta, in_axes=(self._ax, 0), out_axes=self._ax)(carry[0], theta)
+        return y, carry[1]
+
+    def restart(self, carry, mask):
+        """y ← init_state(theta_of(y)) on the paths in ``mask`` (a reset that restarts the optimizer's
+        state: the momentum of an optimizer's SDE returns to its start)."""
+        y = carry[0]
+        fresh = jax.vmap(
+            lambda u: self.sde.init_state(self.sde.theta_of(u)), in_axes=self._ax, out_axes=self._ax
+        )(y)
+        keep = mask.reshape((1, -1) if self.paths_last else (-1, 1))
+        return jnp.where(keep, fresh, y), carry[1]
 
     def path_finite(self, carry):
         return finite_paths(carry[0], axis=0 if self.paths_last else 1)
@@ -197,14 +216,14 @@ def _input_dtype(theta0) -> np.dtype:
 
 
 def _check_declared_noise(sde: AbstractSDE, theta0: np.ndarray, eta: float) -> None:
-    """Verify the declared noise structure at θ₀ (a wrong declaration would make a solver solve another
-    SDE)."""
+    """Verify the declared noise structure at y₀ = init_state(θ₀) (a wrong declaration would make a solver
+    solve another SDE)."""
     if sde.noise_type == "general":
         return
-    th = jnp.asarray(theta0 if theta0.ndim == 1 else theta0[0], jnp.float32)
     sde32 = sde.astype(np.float32)
+    th = sde32.init_state(jnp.asarray(theta0 if theta0.ndim == 1 else theta0[0], jnp.float32))
     A = sde32.factor(th)
-    dA = jax.jacfwd(sde32.factor)(th)  # (d, m, d)
+    dA = jax.jacfwd(sde32.factor)(th)  # (p, m, p)
     scale = float(jnp.max(jnp.abs(A))) + 1e-30
     if sde.noise_type == "additive":
         bad = float(jnp.max(jnp.abs(dA))) > 1e-5 * max(scale, 1.0)
@@ -228,8 +247,12 @@ class SDE(AbstractMethod):
             gradient flow; None when the run's problem is an ``AbstractSDE``, which fixes its own noise).
         order: SME order, 1 or 2 (None: 1); only for an SME built from a problem and a noise.
         solver, stepping, increments: as in ``simulate_sde``.
+        optimizer: None (SGD's SME, as above) or an optimizer whose SDE is known (``Momentum(β)``: Li–Tai–E's
+            momentum SME in the state (θ, m), theory/momentum-sde.md); the SDE comes from the registry
+            ``sgdsde._sde.optimizer_sdes.OPTIMIZER_SDES``, and an optimizer without one is refused by name.
 
-    Resetting under an SDE is Poissonian (``reset_law``: probability 1 − e^{−rη_k} per SGD step, RESET-4).
+    Resetting under an SDE is Poissonian (``reset_law``: probability 1 − e^{−rη_k} per SGD step, RESET-4);
+    ``Resetting(optimizer=True)`` restarts the state beyond θ (y ← init_state(θ)).
     """
 
     noise: AbstractGradientNoise | None = None
@@ -237,12 +260,15 @@ class SDE(AbstractMethod):
     solver: Any = None
     stepping: AbstractStepping = Fixed()
     increments: AbstractIncrements | None = None
+    optimizer: AbstractOptimizer | None = eqx.field(default=None, converter=check_optimizer)
 
     def __check_init__(self):
         if check_noise(self.noise) is not None:
             require_sde_side(self.noise, "SME")  # the SME this method builds needs it
         if self.order is not None and (isinstance(self.order, bool) or self.order not in (1, 2)):
             raise ValueError(f"order must be 1 or 2, got {self.order!r}")
+        if self.optimizer is not None:
+            check_optimizer_sde(self.optimizer)  # an optimizer without a known SDE is refused by name
         if not isinstance(self.stepping, AbstractStepping):
             raise ValueError(
                 f"stepping must be sgdsde.Fixed(...) or sgdsde.Adaptive(...), got {type(self.stepping).__name__}"
@@ -264,6 +290,11 @@ class SDE(AbstractMethod):
                 raise ValueError(
                     "give noise=None when passing an AbstractSDE (its factor already fixes the noise)"
                 )
+            if self.optimizer is not None:
+                raise ValueError(
+                    "give optimizer=None when passing an AbstractSDE (it fixes its own state and drift); "
+                    "optimizer= builds the optimizer's SDE from a problem and a noise"
+                )
             if self.order is not None and self.order != getattr(problem, "order", None):
                 raise ValueError(
                     f"order={self.order} applies to the SME built from a problem and a noise; this "
@@ -272,6 +303,8 @@ class SDE(AbstractMethod):
             return problem
         if isinstance(problem, Problem):
             noise = None if self.noise is None else require_sde_side(self.noise, "SME")  # checked at init
+            if self.optimizer is not None:
+                return optimizer_sde(problem, noise, self.optimizer, self.order)
             return SME(problem, noise, 1 if self.order is None else self.order)
         raise ValueError(f"problem must be a sgdsde.Problem or an AbstractSDE, got {type(problem).__name__}")
 
@@ -315,9 +348,12 @@ class SDE(AbstractMethod):
             "substeps": k,
             "lr": lr if np.ndim(lr) == 0 and not callable(lr) else describe(lr),
         }
+        if self.optimizer is not None:
+            config["optimizer"] = self.optimizer.description(d)
         stratonovich = calculus(solver) == "stratonovich" and sde.noise_type != "additive"
+        p = sde.state_dim(d)  # checked by check_shapes
         stepper = lambda n: SDEStepper(
-            dtype_sde, solver, n, k, control, stratonovich, m, d <= PATHS_LAST_MAX_DIM
+            dtype_sde, solver, n, k, control, stratonovich, m, p <= PATHS_LAST_MAX_DIM
         )
         steps_per_call, max_steps = 1, None
         if adaptive:

@@ -1,0 +1,155 @@
+"""Li–Tai–E's SME of heavy-ball momentum SGD, written on SGD's clock $t = \\sum_k \\eta_k$ in the state
+y = (θ, m), m the momentum buffer of ``sgdsde.Momentum`` (theory/momentum-sde.md, MSDE-2)."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._noise import AbstractSDENoise, NoNoise, require_sde_side
+from .._optimizers import Momentum
+from .._problem import Problem
+from .base import AbstractSDE
+
+
+class MomentumSME(AbstractSDE):
+    """The SME of momentum SGD (Itô), y = (θ, m): $d\\theta = -m\\,dt$,
+    $dm = \\eta^{-1}\\big(\\nabla L(\\theta) + w\\theta - (1-\\beta)m\\big)dt - \\eta^{-1/2}A(\\theta)\\,dW$.
+
+    The discrete method is $m_{k+1} = \\beta m_k + \\tilde g_k + w\\theta_k$, $\\theta_{k+1} = \\theta_k - \\eta m_{k+1}$
+    (``Momentum(beta, weight_decay=w)``, PyTorch's and optax's form). With $h = \\sqrt\\eta$, the rescaled
+    velocity $V = -h\\,m$, damping $\\gamma = (1-\\beta)/h$ and the time $s = t/h = kh$, this is Li, Tai & E's
+    (JMLR 2019) MSGD SME $dX = V\\,ds$, $dV = -(\\gamma V + \\nabla f(X))\\,ds + (h\\Sigma)^{1/2}dW_s$, an order-1
+    weak approximation in h (their scaling: γ fixed, β = 1 − γh). On SGD's clock the drift carries 1/η and the
+    diffusion $s(\\eta) = \\eta^{-1/2}$ (``noise_scale``), so that one step of time η moves m by
+    $\\nabla L - (1-\\beta)m$ plus noise of covariance Σ = AAᵀ and θ by −ηm, as the discrete step does.
+
+    The noise enters m only and depends on θ only: $(\\partial_y\\sigma_j)\\sigma_l = 0$ for all columns, so the
+    noise is commutative (additive when A is constant) and the Itô→Stratonovich correction is exactly zero
+    (MSDE-2).
+
+    Args:
+        problem: the Problem (L and the noise's A act on θ).
+        noise: its gradient-noise model (SDE side), None for none (the heavy-ball ODE).
+        beta: momentum β in [0, 1).
+        weight_decay: w ≥ 0, added to the gradient as the discrete ``Momentum`` does.
+    """
+
+    problem_: Problem
+    noise: AbstractSDENoise
+    beta: jax.Array
+    weight_decay: jax.Array
+    noise_type_: str = eqx.field(static=True, default="")
+
+    def __init__(
+        self,
+        problem: Problem,
+        noise: AbstractSDENoise | None = None,
+        beta: float | jax.Array = 0.9,
+        weight_decay: float | jax.Array = 0.0,
+    ):
+        if not isinstance(problem, Problem):
+            raise ValueError(f"problem must be a sgdsde.Problem, got {type(problem).__name__}")
+        noise = NoNoise() if noise is None else noise
+        require_sde_side(noise, "MomentumSME")
+        noise.check(problem)
+        if all(_concrete(v) for v in (beta, weight_decay)):  # a sweep may trace them
+            Momentum(
+                cast(float, beta), weight_decay=cast(float, weight_decay)
+            )  # ValueError unless beta in [0, 1), weight_decay >= 0
+        self.problem_, self.noise = problem, noise
+        self.beta, self.weight_decay = jnp.asarray(beta), jnp.asarray(weight_decay)
+        self.noise_type_ = "additive" if noise.noise_type(problem) == "additive" else "commutative"
+
+    @property
+    def problem(self):
+        return self.problem_
+
+    @property
+    def noise_type(self) -> str:
+        return self.noise_type_
+
+    def state_dim(self, d: int) -> int:
+        """2d: θ and the momentum m."""
+        return 2 * d
+
+    def init_state(self, theta):
+        """(θ₀, 0): the momentum buffer starts at zero, as optax's and PyTorch's."""
+        return jnp.concatenate([theta, jnp.zeros_like(theta)])
+
+    def theta_of(self, y):
+        return y[: y.shape[0] // 2]
+
+    def momentum_of(self, y):
+        """m of one path's state."""
+        return y[y.shape[0] // 2 :]
+
+    def with_theta(self, y, theta):
+        return jnp.concatenate([theta, self.momentum_of(y)])
+
+    def _gradient(self, theta):
+        g = (
+            self.problem_.grad(theta)
+            if self.noise.unbiased
+            else self.noise.mean_gradient(self.problem_, theta)
+        )
+        return g + self.weight_decay.astype(theta.dtype) * theta
+
+    def drift(self, theta, eta):
+        y = theta  # the contract's first argument is the state
+        th, m = self.theta_of(y), self.momentum_of(y)
+        eta = jnp.asarray(eta, y.dtype)
+        one_minus_beta = 1 - self.beta.astype(y.dtype)
+        return jnp.concatenate([-m, (self._gradient(th) - one_minus_beta * m) / eta])
+
+    def factor(self, theta):
+        """$\\begin{pmatrix}0\\\\ -A(\\theta)\\end{pmatrix}$ (p × m): the noise moves the momentum only."""
+        th = self.theta_of(theta)
+        A = self.noise.covariance_factor(self.problem_, th)
+        return jnp.concatenate([jnp.zeros_like(A), -A])
+
+    def factor_mv(self, theta, w):
+        th = self.theta_of(theta)
+        a = self.noise.factor_mv(self.problem_, th, w)
+        return jnp.concatenate([jnp.zeros_like(a), -a])
+
+    def noise_dim(self, d: int, dtype) -> int:
+        return self.noise.noise_dim(self.problem_)
+
+    def noise_scale(self, eta):
+        """$\\eta^{-1/2}$: one step of time η gives the momentum the step's noise covariance Σ."""
+        return jax.lax.rsqrt(eta)
+
+    def stratonovich_correction(self, theta, eta):
+        """Zero: σ has no momentum dependence and zero θ-rows, so $(\\partial_y\\sigma_j)\\sigma_j = 0$ (MSDE-2)."""
+        return jnp.zeros_like(theta)
+
+    def astype(self, dtype):
+        if self.problem_.X.dtype == dtype and self.problem_.y.dtype == dtype:
+            return self
+        return eqx.tree_at(lambda s: s.problem_, self, self.problem_.astype(dtype))
+
+
+def _concrete(value) -> bool:
+    """Whether ``value`` has a value now (not a tracer of a sweep)."""
+    try:
+        np.asarray(value)
+    except (jax.errors.TracerArrayConversionError, jax.errors.ConcretizationTypeError):
+        return False
+    return True
+
+
+def momentum_sme(problem, noise, optimizer: Momentum, order: int | None) -> MomentumSME:
+    """The SDE of ``SDE(noise, optimizer=Momentum(...))``: Li–Tai–E's order-1 SME (Nesterov refused)."""
+    if optimizer.nesterov:
+        raise ValueError(
+            "optimizer: Momentum(nesterov=True) has no SDE here (only heavy-ball momentum's, Li-Tai-E's MSGD "
+            "SME); use nesterov=False or simulate the discrete method with sgdsde.SGD"
+        )
+    if order not in (None, 1):
+        raise ValueError(f"order: the momentum SME is of order 1 (give order=None or 1), got {order!r}")
+    return MomentumSME(problem, noise, optimizer.beta, optimizer.weight_decay)
