@@ -112,7 +112,12 @@ def weak_errors(which: str, etas, n_paths: int, horizon: float = 1.0):
             flush=True,
         )
     fit = fit_order(etas, errs, ses)
-    print(f"{which}: weak error of E theta_T against eta: {fit}")
+    local = np.log(np.array(errs[:-1]) / np.array(errs[1:])) / np.log(
+        np.array(etas[:-1]) / np.array(etas[1:])
+    )
+    print(f"{which}: weak error of E theta_T against eta: {fit}; local slopes {np.round(local, 2).tolist()}")
+    if len(etas) > 3:
+        print(f"{which}: over the {len(etas) - 1} smallest eta: {fit_order(etas[1:], errs[1:], ses[1:])}")
     return fit
 
 
@@ -132,8 +137,8 @@ def main():
             by_run.setdefault((name, kappa, rule), []).append(abs(z))
         lin_min = min(max(v) for k, v in by_run.items() if k[2] == "linear")
     if args.part in ("order", "all"):
-        etas = [0.2, 0.1, 0.05] if args.quick else [0.05, 0.025, 0.0125]
-        n_paths = 4096 if args.quick else 200_000
+        etas = [0.2, 0.1, 0.05] if args.quick else [0.1, 0.05, 0.025, 0.0125]
+        n_paths = 4096 if args.quick else 50_000
         for which in orders:
             orders[which] = weak_errors(which, etas, n_paths).order
     print(
