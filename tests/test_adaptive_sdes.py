@@ -159,7 +159,7 @@ def test_rmsprop_one_step_moments_match_to_third_order():
     state (θ, v = σ²u), its n outcomes enumerated exactly, against one Euler step of RMSpropSDE: in the
     variables (θ, u) every first and second moment differs by O(η³) (fitted order ≥ 2.8 over η = 1/320..1/2560),
     one step being time η² of their clock, so the weak error over a fixed time is O(η) (their Theorem);
-    the moments of u alone and of θθ differ by O(η⁴). [theory: ASDE-5]"""
+    the moments of u alone and of θθ differ by O(η⁴). [theory: ASDE-1, ASDE-5]"""
     c, eps0, theta, u = 1.0, 0.5, jnp.array([1.0, 0.5]), np.array([0.8, 1.3])
     errs = []
     for eta in ETAS:
@@ -201,7 +201,7 @@ def test_adam_one_step_moments_match_to_third_order():
     """One step of Adam(W) (optax's, at its step k with bias corrections 1 − βᵢ^{k+1}) from (θ, m, v = σ²u),
     enumerated exactly, against one Euler step of AdamSDE from (θ, m, v, 1 − β₁ᵏ, 1 − β₂ᵏ), in the
     variables (θ, m, u) at their time s = kη² = 1/2: all first and second moments differ by O(η³) at most
-    (fitted order ≥ 2.8), and those of m alone agree exactly (to rounding). [theory: ASDE-5]"""
+    (fitted order ≥ 2.8), and those of m alone agree exactly (to rounding). [theory: ASDE-2, ASDE-5]"""
     c1, c2, eps0, w = 10.0, 1.0, 0.5, 0.1
     theta, m, u = jnp.array([1.0, 0.5]), jnp.array([0.3, -0.6]), np.array([0.8, 1.3])
     errs, m_err = [], []

@@ -2,7 +2,7 @@
 SGD's clock $t = \\sum_k \\eta_k$ in the optimizers' own variables (theory/adaptive-sdes.md, ASDE-1..ASDE-3).
 
 Their SDEs live in their own time $s = k\\eta^2$ (one step of RMSprop/Adam is time η²) under the scaling
-$1-\\beta = c\\eta^2$, $\\epsilon = \\epsilon_0/\\eta$ and a gradient noise of scale $\\sigma = \\sigma_0/\\eta$, with
+$1-\\beta = c\\eta^2$, $\\varepsilon = \\varepsilon_0/\\eta$ and a gradient noise of scale $\\sigma = \\sigma_0/\\eta$, with
 $u = v/\\sigma^2$ the rescaled second moment. The engine's clock gives one step time η, so $ds = \\eta\\,dt$:
 an SDE $dY = B\\,ds + C\\,dW_s$ in their time is, on the engine's clock, $dY = \\eta B\\,dt + \\sqrt\\eta\\,C\\,dW_t$
 ($W_{s} = W_{\\eta t}$ has the law of $\\sqrt\\eta\\,W_t$). Written in the discrete variables (θ, m, v) the
@@ -85,16 +85,18 @@ class _AdaptiveSDE(AbstractSDE):
 class RMSpropSDE(_AdaptiveSDE):
     """Malladi et al.'s RMSprop SDE (Itô) on SGD's clock, state y = (θ, v) ∈ R^{2d} (ASDE-1, ASDE-3):
 
-    $d\\theta = -D^{-1}\\nabla L\\,dt + \\sqrt\\eta\\,D^{-1}A(\\theta)\\,dW$, $dv = \\frac{1-\\beta}{\\eta}
-    (\\mathrm{diag}\\,\\Sigma(\\theta) - v)\\,dt$, $D = \\mathrm{diag}(\\sqrt v) + \\epsilon I$.
+    $d\\theta = -D^{-1}\\nabla L\\,dt + \\sqrt\\eta\\,D^{-1}A(\\theta)\\,dW$,
+    $dv = \\frac{1-\\beta}{\\eta}(\\mathrm{diag}\\,\\Sigma(\\theta) - v)\\,dt$,
+    $D = \\mathrm{diag}(\\sqrt v) + \\varepsilon I$.
 
     The discrete method (``RMSprop(beta, eps)``) is $v_{k+1} = \\beta v_k + (1-\\beta)\\tilde g_k^2$,
-    $\\theta_{k+1} = \\theta_k - \\eta\\tilde g_k/(\\sqrt{v_{k+1}} + \\epsilon)$. In their time $s = k\\eta^2$ with
-    $\\sigma_0 = \\sigma\\eta$, $\\epsilon_0 = \\epsilon\\eta$, $c = (1-\\beta)/\\eta^2$ and $u = v/\\sigma^2$ this is their
-    Definition: $d\\theta = -P^{-1}(\\nabla L\\,ds + \\sigma_0\\Sigma_1^{1/2}dW_s)$, $du = c(\\mathrm{diag}\\,\\Sigma_1 -
-    u)\\,ds$, $P = \\sigma_0\\,\\mathrm{diag}(u)^{1/2} + \\epsilon_0 I$ (Σ₁ = Σ/σ²): multiply the drift by η and the
-    diffusion by √η (ds = η dt) and substitute. Their SDE keeps diag Σ, not $E\\tilde g^2 = (\\nabla L)^2 +
-    \\mathrm{diag}\\,\\Sigma$: the gradient's square is of lower order when the noise dominates (σ = σ₀/η).
+    $\\theta_{k+1} = \\theta_k - \\eta\\tilde g_k/(\\sqrt{v_{k+1}} + \\varepsilon)$. In their time $s = k\\eta^2$ with
+    $\\sigma_0 = \\sigma\\eta$, $\\varepsilon_0 = \\varepsilon\\eta$, $c = (1-\\beta)/\\eta^2$ and $u = v/\\sigma^2$ this is their
+    Definition: $d\\theta = -P^{-1}(\\nabla L\\,ds + \\sigma_0\\Sigma_1^{1/2}dW_s)$,
+    $du = c(\\mathrm{diag}\\,\\Sigma_1 - u)\\,ds$, $P = \\sigma_0\\,\\mathrm{diag}(u)^{1/2} + \\varepsilon_0 I$
+    (Σ₁ = Σ/σ²): multiply the drift by η and the diffusion by √η (ds = η dt) and substitute. Their SDE keeps
+    diag Σ, not $E\\tilde g^2 = (\\nabla L)^2 + \\mathrm{diag}\\,\\Sigma$: the gradient's square is of lower order
+    when the noise dominates (σ = σ₀/η).
     v starts at 0 (``init_state``), as optax's RMSprop does.
 
     Args:
@@ -156,7 +158,7 @@ class RMSpropSDE(_AdaptiveSDE):
         )
 
     def factor(self, theta):
-        """$\\begin{pmatrix}D^{-1}A(\\theta)\\\\ 0\\end{pmatrix}$ (2d × m): v has no noise at this order."""
+        """The θ-rows $D^{-1}A(\\theta)$ over zero v-rows (2d × m): v has no noise at this order."""
         y = theta
         A = self.noise.covariance_factor(self.problem_, self.theta_of(y))
         return jnp.concatenate([A / self._denominator(y)[:, None], jnp.zeros_like(A)])
@@ -170,18 +172,18 @@ class RMSpropSDE(_AdaptiveSDE):
 class AdamSDE(_AdaptiveSDE):
     """Malladi et al.'s Adam SDE (Itô) on SGD's clock, state y = (θ, m, v, γ₁, γ₂) ∈ R^{3d+2} (ASDE-2, ASDE-3):
 
-    $d\\theta = -\\big(\\frac{m/\\gamma_1}{\\sqrt{v/\\gamma_2} + \\epsilon} + w\\theta\\big)dt$,
+    $d\\theta = -\\big(\\frac{m/\\gamma_1}{\\sqrt{v/\\gamma_2} + \\varepsilon} + w\\theta\\big)dt$,
     $dm = \\frac{1-\\beta_1}{\\eta}(\\nabla L - m)\\,dt + \\frac{1-\\beta_1}{\\sqrt\\eta}A(\\theta)\\,dW$,
     $dv = \\frac{1-\\beta_2}{\\eta}(\\mathrm{diag}\\,\\Sigma - v)\\,dt$,
     $d\\gamma_i = \\frac{1-\\beta_i}{\\eta}(1 - \\gamma_i)\\,dt$.
 
-    The discrete method is optax's Adam(W) (``Adam(b1, b2, eps, weight_decay)``): $m_{k+1} = \\beta_1 m_k +
-    (1-\\beta_1)\\tilde g_k$, $v_{k+1} = \\beta_2 v_k + (1-\\beta_2)\\tilde g_k^2$, θ moved by
-    $-\\eta(\\hat m/(\\sqrt{\\hat v} + \\epsilon) + w\\theta)$ with $\\hat m = m/(1-\\beta_1^{k+1})$,
+    The discrete method is optax's Adam(W) (``Adam(b1, b2, eps, weight_decay)``):
+    $m_{k+1} = \\beta_1 m_k + (1-\\beta_1)\\tilde g_k$, $v_{k+1} = \\beta_2 v_k + (1-\\beta_2)\\tilde g_k^2$, θ moved by
+    $-\\eta(\\hat m/(\\sqrt{\\hat v} + \\varepsilon) + w\\theta)$ with $\\hat m = m/(1-\\beta_1^{k+1})$,
     $\\hat v = v/(1-\\beta_2^{k+1})$. In their time $s = k\\eta^2$ ($c_i = (1-\\beta_i)/\\eta^2$, σ₀ = ση, ε₀ = εη,
     u = v/σ²) this is their Definition: $d\\theta = -\\frac{\\sqrt{\\gamma_2}}{\\gamma_1}P^{-1}m\\,ds$,
     $dm = c_1(\\nabla L - m)\\,ds + \\sigma_0 c_1\\Sigma_1^{1/2}dW_s$, $du = c_2(\\mathrm{diag}\\,\\Sigma_1 - u)\\,ds$,
-    $P = \\sigma_0\\,\\mathrm{diag}(u)^{1/2} + \\epsilon_0\\sqrt{\\gamma_2}I$, with the bias corrections
+    $P = \\sigma_0\\,\\mathrm{diag}(u)^{1/2} + \\varepsilon_0\\sqrt{\\gamma_2}I$, with the bias corrections
     $\\gamma_i(s) = 1 - e^{-c_i s}$. Here γᵢ are state coordinates solving $d\\gamma_i = c_i(1-\\gamma_i)ds$ from 0,
     so the SDE needs no time argument, and Euler on the engine's clock reproduces the discrete corrections
     $1 - \\beta_i^k$ exactly. Before the first step (γ₁ = 0, m = 0) θ's drift is 0. The decoupled weight decay
@@ -243,8 +245,9 @@ class AdamSDE(_AdaptiveSDE):
         return jnp.concatenate([theta, y[self._d(y) :]])
 
     def _step(self, y):
-        """$\\frac{m/\\gamma_1}{\\sqrt{v/\\gamma_2} + \\epsilon} = \\frac{\\sqrt{\\gamma_2}}{\\gamma_1}
-        \\frac{m}{\\sqrt v + \\epsilon\\sqrt{\\gamma_2}}$, 0 before the first step (γ₁ = 0)."""
+        """$\\hat m/(\\sqrt{\\hat v} + \\varepsilon)$ with $\\hat m = m/\\gamma_1$, $\\hat v = v/\\gamma_2$,
+        computed as $\\sqrt{\\gamma_2}\\,m/(\\gamma_1(\\sqrt v + \\varepsilon\\sqrt{\\gamma_2}))$; 0 before the first
+        step (γ₁ = 0)."""
         _, m, v, g1, g2 = self.parts(y)
         started = g1 > 0
         ratio = jnp.where(started, jnp.sqrt(jnp.maximum(g2, 0)) / jnp.where(started, g1, 1), 0)

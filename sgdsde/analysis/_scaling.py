@@ -56,9 +56,8 @@ def _scaled_decay(name: str, beta, kappa: float) -> float:
 
 
 def sqrt_scaling(optimizer, lr, batch_size: int, kappa, n_steps: int | None = None) -> ScaledRun:
-    """Malladi et al.'s square-root scaling rule for batch size B → κB: $\\eta \\to \\sqrt\\kappa\\,\\eta$,
-    $1-\\beta \\to \\kappa(1-\\beta)$ (β₁ and β₂ for Adam), $\\epsilon \\to \\epsilon/\\sqrt\\kappa$, and
-    $n \\to n/\\kappa$ steps (the SDE's time is $k\\eta^2$; ASDE-4).
+    """Malladi et al.'s square-root scaling rule for batch size B → κB: η → √κ·η, 1 − β → κ(1 − β) (β₁ and β₂
+    for Adam), ε → ε/√κ, and n → n/κ steps (the SDE's time is $k\\eta^2$; ASDE-4).
 
     It keeps the RMSprop/Adam SDE unchanged (σ₀ = ση, ε₀ = εη and c = (1−β)/η² with σ ∝ 1/√B), so the
     trajectory's statistics at matched time agree to the SDE's O(η) accuracy. AdamW's weight decay w → √κ·w
@@ -94,8 +93,8 @@ def sqrt_scaling(optimizer, lr, batch_size: int, kappa, n_steps: int | None = No
 
 
 def linear_scaling(optimizer, lr, batch_size: int, kappa, n_steps: int | None = None) -> ScaledRun:
-    """The linear scaling rule (Goyal et al. 2017) for batch size B → κB: $\\eta \\to \\kappa\\eta$, the optimizer
-    unchanged, $n \\to n/\\kappa$ steps (the same epochs). It keeps SGD's SDE on the clock t = kη; for RMSprop
+    """The linear scaling rule (Goyal et al. 2017) for batch size B → κB: η → κη, the optimizer unchanged,
+    n → n/κ steps (the same epochs). It keeps SGD's SDE on the clock t = kη; for RMSprop
     and Adam it changes their SDE (the comparison ASDE-4 makes).
 
     Args:
