@@ -46,8 +46,8 @@ TOL = {np.float32: 2e-5, np.float64: 1e-12}  # rounding of a few dozen flops in 
 def test_rmsprop_sde_coefficients_are_the_papers(dtype):
     """At a point, the engine-clock drift and diffusion of RMSpropSDE are η × and √η × Malladi et al.'s RMSprop
     SDE in their time s = kη²: dθ = −P⁻¹(∇L ds + σ₀Σ₁^{1/2}dW), du = c(diag Σ₁ − u)ds, P = σ₀ diag(u)^{1/2} + ε₀,
-    with σ₀ = ση, ε₀ = εη, c = (1−β)/η², u = v/σ², Σ₁ = Σ/σ² for any scale σ (it drops out).
-    [theory: ASDE-1] [theory: ASDE-3]"""
+    with σ₀ = ση, ε₀ = εη, c = (1−β)/η², u = v/σ², Σ₁ = Σ/σ² for any scale σ (it drops out); its
+    Itô→Stratonovich correction is finite at v = 0 and equals the formula. [theory: ASDE-1] [theory: ASDE-3]"""
     problem, X, y = tiny_problem(dtype)
     B, eta, beta, eps = 2, 0.05, 0.99, 0.3
     sde = RMSpropSDE(problem, sd.MinibatchNoise(batch_size=B), beta, eps)
@@ -70,6 +70,19 @@ def test_rmsprop_sde_coefficients_are_the_papers(dtype):
         np.testing.assert_allclose(diff[2:], 0.0, atol=0)  # v has no noise
     assert sde.state_dim(2) == 4 and sde.noise_type == "general"
     np.testing.assert_array_equal(np.asarray(sde.init_state(jnp.asarray(theta, dtype)))[2:], 0.0)
+    # the Itô→Stratonovich correction −(η/2)Σⱼ(∂σⱼ)σⱼ, σⱼ = (Aⱼ/D, 0): by hand, also at v = 0 (optax's start,
+    # where √v has no derivative; v has no noise, so its derivative must not enter)
+    n = X.shape[0]
+    G = X * (X @ theta - y)[:, None]
+    A = (G - G.mean(0)).T / np.sqrt(n * B)  # (d, n) columns (g_j − ∇L)/√(nB)
+    dA = np.einsum("ja,jb->jab", X, X) - X.T @ X / n  # ∂(g_j − ∇L)/∂θ per column j
+    for vv in (v, np.array([0.0, 0.4])):
+        D = np.sqrt(vv) + eps
+        by_hand = -(eta / 2) * np.einsum("jab,bj->a", dA / np.sqrt(n * B), A / D[:, None]) / D
+        yv = jnp.asarray(np.concatenate([theta, vv]), dtype)
+        corr = np.asarray(sde.stratonovich_correction(yv, jnp.asarray(eta, dtype)), np.float64)
+        np.testing.assert_allclose(corr[:2], by_hand, rtol=50 * TOL[dtype], atol=1e-30)
+        np.testing.assert_array_equal(corr[2:], 0.0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -38,6 +38,14 @@ def _noise_type(noise: AbstractSDENoise, problem: Problem, *, preconditioned: bo
     return "general"
 
 
+def _sqrt0(v):
+    """√v for v ≥ 0 (0 for v ≤ 0) whose derivative at v = 0 is 0, not ∞: the autodiff Itô→Stratonovich
+    correction and the noise-structure check differentiate the factor in all of y, v included, and v starts
+    at 0 (v carries no noise, so its derivative never enters the correction; an ∞·0 would make it NaN)."""
+    pos = v > 0
+    return jnp.where(pos, jnp.sqrt(jnp.where(pos, v, 1)), 0)
+
+
 def _check_problem(problem, noise, who: str) -> AbstractSDENoise:
     if not isinstance(problem, Problem):
         raise ValueError(f"problem must be a sgdsde.Problem, got {type(problem).__name__}")
@@ -97,7 +105,10 @@ class RMSpropSDE(_AdaptiveSDE):
     (Σ₁ = Σ/σ²): multiply the drift by η and the diffusion by √η (ds = η dt) and substitute. Their SDE keeps
     diag Σ, not $E\\tilde g^2 = (\\nabla L)^2 + \\mathrm{diag}\\,\\Sigma$: the gradient's square is of lower order
     when the noise dominates (σ = σ₀/η).
-    v starts at 0 (``init_state``), as optax's RMSprop does.
+    v starts at 0 (``init_state``), as optax's RMSprop does, so the SDE starts with D = ε: their SDE holds for
+    ε₀ = εη fixed as η → 0, and with a practical ε = 1e-8 its first Euler steps move θ by η∇L/ε (diverging),
+    where the discrete step divides by $\\sqrt{v_1} = \\sqrt{1-\\beta}\\,|\\tilde g_0|$ (theory/adaptive-sdes.md,
+    ASDE-1). Adam's SDE has no such start: its bias corrections normalise m and v from the first step.
 
     Args:
         problem: the Problem (L and the noise's A act on θ).
@@ -145,8 +156,7 @@ class RMSpropSDE(_AdaptiveSDE):
         return jnp.concatenate([theta, self.second_moment_of(y)])
 
     def _denominator(self, y):
-        v = self.second_moment_of(y)
-        return jnp.sqrt(jnp.maximum(v, 0)) + self.eps.astype(y.dtype)
+        return _sqrt0(self.second_moment_of(y)) + self.eps.astype(y.dtype)
 
     def drift(self, theta, eta):
         y = theta  # the contract's first argument is the state
@@ -250,8 +260,8 @@ class AdamSDE(_AdaptiveSDE):
         step (γ₁ = 0)."""
         _, m, v, g1, g2 = self.parts(y)
         started = g1 > 0
-        ratio = jnp.where(started, jnp.sqrt(jnp.maximum(g2, 0)) / jnp.where(started, g1, 1), 0)
-        den = jnp.sqrt(jnp.maximum(v, 0)) + self.eps.astype(y.dtype) * jnp.sqrt(jnp.maximum(g2, 0))
+        ratio = jnp.where(started, _sqrt0(g2) / jnp.where(started, g1, 1), 0)
+        den = _sqrt0(v) + self.eps.astype(y.dtype) * _sqrt0(g2)
         return ratio * m / jnp.where(den > 0, den, 1)
 
     def drift(self, theta, eta):
