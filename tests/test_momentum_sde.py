@@ -5,10 +5,13 @@ import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+import scipy.linalg as sl
 
 import sgdsde as sd
 from sgdsde._sde import FunctionSDE, SDEStepper
+from sgdsde._sde.base import autodiff_correction
 
 
 def _langevin(gamma=1.0, sigma=0.5):
@@ -77,3 +80,295 @@ def test_function_sde_state_shapes_mismatch_raise(kw, match):
     with pytest.raises(ValueError, match=match):
         sde = FunctionSDE(drift, factor, **kw)
         sd.simulate(sd.SDE(), sde, np.array([1.0]), lr=0.1, n_steps=2, key=0)
+
+
+# --- the momentum SME (Li-Tai-E) ------------------------------------------------------------------------------
+
+from sgdsde.analysis import (  # noqa: E402
+    fit_order,
+    momentum_sgd_moments,
+    momentum_sgd_stationary_cov,
+    momentum_sme_matrices,
+    momentum_sme_moments,
+    momentum_sme_stationary_cov,
+    stationary_covariance_sgd,
+)
+
+
+def _quadratic(d=2, seed=0):
+    rng = np.random.default_rng(seed)
+    Q = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    H = Q @ np.diag(np.linspace(1.0, 2.0, d)) @ Q.T
+    G = rng.normal(size=(d, d))
+    C = G @ G.T / d + 0.2 * np.eye(d)  # does not commute with H
+    return H, C, rng.normal(size=d)
+
+
+def test_momentum_sme_one_step_moments_are_the_discrete_step():
+    """Over one step of time η the SME's drift and diffusion give the discrete step's increments of m,
+    ∇L − (1−β)m with covariance Σ, and θ's −ηm; the noise has zero θ-rows and no m-dependence, so it is
+    declared additive (constant A) or commutative, and the Itô→Stratonovich correction (zero) equals the
+    autodiff one; the analysis module's F, f₀ are this SME's drift. [theory: MSDE-2, MSDE-3]"""
+    H, C, ts = _quadratic()
+    problem = sd.quadratic_problem(H, ts, dtype=np.float64)
+    beta, eta = 0.7, 0.03
+    sme = sd.MomentumSME(problem, sd.GaussianNoise(covariance=C), beta)
+    rng = np.random.default_rng(3)
+    th, m = rng.normal(size=2), rng.normal(size=2)
+    y = jnp.asarray(np.concatenate([th, m]))
+    b = np.asarray(sme.drift(y, eta)) * eta
+    np.testing.assert_allclose(b[:2], -eta * m, rtol=1e-12)
+    np.testing.assert_allclose(b[2:], H @ (th - ts) - (1 - beta) * m, rtol=1e-10, atol=1e-12)
+    D = np.asarray(sme.diffusion(y, eta))
+    np.testing.assert_allclose(
+        D @ D.T * eta, np.block([[np.zeros((2, 2)), np.zeros((2, 2))], [np.zeros((2, 2)), C]]), atol=1e-12
+    )
+    assert sme.noise_type == "additive"
+    F, f0, Q = momentum_sme_matrices(H, C, eta, beta)  # the analysis module's matrices are this SME's
+    np.testing.assert_allclose(np.asarray(sme.drift(y, eta)), F @ np.asarray(y) + f0 @ ts, rtol=1e-10)
+    # θ-dependent noise (label noise on a linear model): commutative, correction zero, as autodiff says
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(6, 2))
+    lin = sd.Problem(sd.LinearRegression(2), X, X @ np.ones(2) + 0.1 * rng.normal(size=6), dtype=np.float64)
+    sme2 = sd.MomentumSME(lin, sd.MinibatchNoise(batch_size=2), beta)
+    assert sme2.noise_type == "commutative"
+    auto = autodiff_correction(sme2.factor, "general", y, sme2.noise_scale(eta) ** 2)
+    np.testing.assert_allclose(auto, 0.0, atol=1e-12)
+    np.testing.assert_array_equal(sme2.stratonovich_correction(y, eta), jnp.zeros(4))
+    # a Stratonovich solver runs it (the declaration is verified at θ₀ before running)
+    res = sd.simulate(
+        sd.SDE(sd.MinibatchNoise(batch_size=2), optimizer=sd.Momentum(beta), solver=diffrax.Heun()),
+        lin,
+        np.zeros(2),
+        lr=eta,
+        n_steps=5,
+        key=0,
+        ensemble=sd.Ensemble(n_paths=4),
+    )
+    assert res.config["optimizer"].startswith("Momentum") and res.diverged == 0
+
+
+def _euler_moments(F, f, Q, dt, n, mu0):
+    """Exact moments of Euler–Maruyama on the linear SDE dz = (Fz + f)dt + G dW, GGᵀ = Q."""
+    A = np.eye(F.shape[0]) + dt * F
+    mu, S = mu0, np.zeros_like(F)
+    for _ in range(n):
+        mu, S = A @ mu + dt * f, A @ S @ A.T + dt * Q
+    return mu, S
+
+
+def test_momentum_sme_simulated_matches_its_exact_moments():
+    """SDE(noise, optimizer=Momentum(β)) by Euler (64 substeps) matches the SME's exact mean and covariance of
+    θ at t = 2 within 4 Monte Carlo standard errors (2000 paths); Euler's own bias, computed exactly, is below
+    half a standard error (0.27 se at most), so the comparison is with the SME itself. [theory: MSDE-3]"""
+    H, C, ts = _quadratic()
+    problem = sd.quadratic_problem(H, ts, dtype=np.float64)
+    beta, eta, n, k, N = 0.8, 0.05, 40, 64, 2000
+    th0 = np.zeros(2)
+    res = sd.simulate(
+        sd.SDE(sd.GaussianNoise(covariance=C), optimizer=sd.Momentum(beta), stepping=sd.Fixed(substeps=k)),
+        problem,
+        th0,
+        lr=eta,
+        n_steps=n,
+        key=11,
+        ensemble=sd.Ensemble(n_paths=N, dtype=np.float64),
+        record=sd.Record(every=n, n_saved_paths=N),
+    )
+    theta = np.asarray(res.paths[-1])
+    mu, S = momentum_sme_moments(H, C, ts, th0, eta, beta, n)
+    mu, S = mu[:2], S[:2, :2]
+    se_mean = np.sqrt(np.diag(S) / N)
+    se_cov = np.sqrt((np.outer(np.diag(S), np.diag(S)) + S**2) / N)  # Gaussian sample covariance
+    F, f0, Q = momentum_sme_matrices(H, C, eta, beta)
+    mu_e, S_e = _euler_moments(F, f0 @ ts, Q, eta / k, n * k, np.zeros(4))
+    assert np.all(np.abs(mu_e[:2] - mu) < 0.5 * se_mean)
+    assert np.all(np.abs(S_e[:2, :2] - S) < 0.5 * se_cov)
+    assert np.all(np.abs(theta.mean(0) - mu) < 4 * se_mean)
+    assert np.all(np.abs(np.cov(theta.T) - S) < 4 * se_cov)
+
+
+def _theta_errors(H, C, ts, th0, eta, beta, n):
+    md, Sd = momentum_sgd_moments(H, C, ts, th0, eta, beta, n)
+    mc, Sc = momentum_sme_moments(H, C, ts, th0, eta, beta, n)
+    d = len(ts)
+    return np.abs(md[:d] - mc[:d]).max(), np.abs(Sd[:d, :d] - Sc[:d, :d]).max()
+
+
+def test_momentum_sme_weak_order_exact_both_scalings():
+    """Weak error of the SME against momentum SGD, exact (no Monte Carlo): in Li–Tai–E's scaling
+    (β = 1 − γ√η, time s = k√η fixed) the mean of θ is off by O(√η) (order 1 in h = √η); at fixed β on SGD's
+    clock (t = kη fixed) the mean is off by O(η) and the covariance by O(η²) (relative O(η)).
+    [theory: MSDE-4]"""
+    H, C, ts = _quadratic()
+    th0 = np.zeros(2)
+    gamma, s_end = 2.0, 2.0
+    hs = np.array([0.1, 0.05, 0.025, 0.0125])
+    e = [_theta_errors(H, C, ts, th0, h * h, 1 - gamma * h, round(s_end / h))[0] for h in hs]
+    fit = fit_order(hs, e)
+    assert 0.9 < fit.order < 1.1, fit  # measured 0.97 (order 1 in h)
+    etas = np.array([0.04, 0.02, 0.01, 0.005])
+    errs = np.array([_theta_errors(H, C, ts, th0, eta, 0.5, round(2.0 / eta)) for eta in etas])
+    fit_mean, fit_cov = fit_order(etas, errs[:, 0]), fit_order(etas, errs[:, 1])
+    assert 0.9 < fit_mean.order < 1.2, fit_mean  # measured 1.06
+    assert 1.85 < fit_cov.order < 2.15, fit_cov  # measured 2.0
+
+
+def test_stationary_covariances_differ_at_order_eta_with_the_derived_leading_term():
+    """1-D closed forms: discrete Var θ = ηc(1+β)/(λ(1−β)(2(1+β)−ηλ)), SME ηc/(2λ(1−β)) (relative gap
+    ηλ/(2(1+β)−ηλ)); in d = 3 with C not commuting with H the gap divided by η² tends to Δ,
+    HΔ + ΔH = (H²P̂ + P̂H² − 2βHP̂H)/(2(1−β²)), HP̂ + P̂H = C/(1−β), the mismatch shrinking linearly;
+    the momentum's stationary variance differs at O(1): ratio 2/(1+β). [theory: MSDE-5]"""
+    lam, c = 2.0, 0.5
+    for beta in (0.0, 0.5, 0.9):
+        for eta in (0.1, 0.01):
+            Sd = momentum_sgd_stationary_cov([[lam]], [[c]], eta, beta)
+            Sc = momentum_sme_stationary_cov([[lam]], [[c]], eta, beta)
+            disc = eta * c * (1 + beta) / (lam * (1 - beta) * (2 * (1 + beta) - eta * lam))
+            np.testing.assert_allclose(Sd[0, 0], disc, rtol=1e-10)
+            np.testing.assert_allclose(Sc[0, 0], eta * c / (2 * lam * (1 - beta)), rtol=1e-10)
+        Sd = momentum_sgd_stationary_cov([[lam]], [[c]], 1e-5, beta)
+        Sc = momentum_sme_stationary_cov([[lam]], [[c]], 1e-5, beta)
+        np.testing.assert_allclose(Sd[1, 1] / Sc[1, 1], 2 / (1 + beta), rtol=1e-4)  # O(η) from the limit
+    H, C, _ = _quadratic(3, seed=1)
+    beta = 0.5
+    P = sl.solve_continuous_lyapunov(H, C / (1 - beta))
+    Delta = sl.solve_continuous_lyapunov(
+        H, (H @ H @ P + P @ H @ H - 2 * beta * H @ P @ H) / (2 * (1 - beta**2))
+    )
+    etas = np.array([0.02, 0.01, 0.005, 0.0025])
+    gap, mismatch = [], []
+    for eta in etas:
+        Sd = momentum_sgd_stationary_cov(H, C, eta, beta)[:3, :3]
+        Sc = momentum_sme_stationary_cov(H, C, eta, beta)[:3, :3]
+        gap.append(np.abs(Sd - Sc).max() / np.abs(Sc).max())
+        mismatch.append(np.abs((Sd - Sc) / eta**2 - Delta).max() / np.abs(Delta).max())
+    assert 0.95 < fit_order(etas, gap).order < 1.05  # relative gap O(η)
+    assert 0.9 < fit_order(etas, mismatch).order < 1.1  # the leading term is Δη², next O(η³)
+
+
+def test_long_time_equivalence_with_sgd_at_eta_over_one_minus_beta():
+    """Momentum SGD's stationary covariance of θ tends to plain SGD's at lr η/(1−β) as η → 0 (β fixed),
+    with the 1-D relative gap −2βηλ/((1−β)(2(1+β)−ηλ)) exactly; it breaks where SGD at η/(1−β) has no
+    stationary law (ηλ ≥ 2(1−β)) while momentum SGD keeps one until ηλ = 2(1+β). [theory: MSDE-6]"""
+    lam, c, beta = 1.0, 1.0, 0.9
+    for eta in (1e-3, 1e-2, 0.1, 0.19):
+        mom = momentum_sgd_stationary_cov([[lam]], [[c]], eta, beta)[0, 0]
+        sgd = stationary_covariance_sgd([[lam]], [[c]], lr=eta / (1 - beta))[0, 0]
+        want = -2 * beta * eta * lam / ((1 - beta) * (2 * (1 + beta) - eta * lam))
+        np.testing.assert_allclose(mom / sgd - 1, want, rtol=1e-8)
+    with pytest.raises(ValueError):
+        stationary_covariance_sgd([[lam]], [[c]], lr=0.21 / (1 - beta))  # ηλ/(1−β) = 2.1 > 2: past SGD's edge
+    assert momentum_sgd_stationary_cov([[lam]], [[c]], 3.7, beta)[0, 0] > 0  # still stable: 3.7 < 2(1+β)
+    with pytest.raises(ValueError, match="lr"):
+        momentum_sgd_stationary_cov([[lam]], [[c]], 3.9, beta)  # past 2(1 + β) = 3.8
+    H, C, _ = _quadratic(3, seed=2)
+    etas = np.array([0.008, 0.004, 0.002, 0.001])
+    rel = [
+        np.abs(
+            momentum_sgd_stationary_cov(H, C, eta, beta)[:3, :3]
+            - stationary_covariance_sgd(H, C, lr=eta / (1 - beta))
+        ).max()
+        / np.abs(stationary_covariance_sgd(H, C, lr=eta / (1 - beta))).max()
+        for eta in etas
+    ]
+    assert 0.95 < fit_order(etas, rel).order < 1.05
+
+
+class _NoSDE(sd.Momentum):
+    """A user's optimizer (a subclass of Momentum is another type: no SDE registered for it)."""
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (
+            lambda: sd.SDE(sd.GaussianNoise(covariance=np.eye(2)), optimizer=sd.Optax(optax.adam(1.0))),
+            "optimizer: no SDE",
+        ),
+        (
+            lambda: sd.SDE(sd.GaussianNoise(covariance=np.eye(2)), optimizer=optax.sgd(1.0, momentum=0.9)),
+            "optimizer: no SDE",
+        ),
+        (lambda: sd.SDE(optimizer=_NoSDE(0.9)), "optimizer: no SDE"),
+        (lambda: sd.SDE(optimizer="momentum"), "optimizer must be"),
+    ],
+)
+def test_optimizer_without_sde_refused_by_name(make, match):
+    """An optimizer without a known SDE (an optax transformation, a user's class) is refused when the method
+    is built, naming it: never simulated as SGD's SDE. [theory: MSDE-2]"""
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize(
+    "method, problem_is_sde, match",
+    [
+        (sd.SDE(optimizer=sd.Momentum(0.9, nesterov=True)), False, "nesterov"),
+        (sd.SDE(order=2, optimizer=sd.Momentum(0.9)), False, "order"),
+        (sd.SDE(optimizer=sd.Momentum(0.9)), True, "optimizer=None"),
+        (sd.SDE(optimizer=sd.Momentum(0.9)), "fp", "bridge_variance= .* or bridge=False"),
+    ],
+)
+def test_momentum_sde_refusals_at_run(method, problem_is_sde, match):
+    """Nesterov (no SDE implemented), order 2 (the momentum SME is of order 1), an optimizer beside an
+    AbstractSDE given as the problem, and the first-passage bridge test (its rate needs the diffusion at θ,
+    which a state beyond θ does not give) → ValueError naming the argument. [theory: MSDE-1, MSDE-2]"""
+    H, C, ts = _quadratic()
+    problem = _langevin() if problem_is_sde is True else sd.quadratic_problem(H, ts)
+    events = (sd.FirstPassage(observable="loss", threshold=0.1),) if problem_is_sde == "fp" else ()
+    with pytest.raises(ValueError, match=match):
+        sd.simulate(
+            method,
+            problem,
+            np.zeros(1 if problem_is_sde is True else 2),
+            lr=0.1,
+            n_steps=2,
+            key=0,
+            events=events,
+        )
+
+
+def test_resetting_with_optimizer_restarts_the_sme_momentum():
+    """Resetting(optimizer=True) under the momentum SME zeroes m on reset paths (restart: y ← init_state(θ));
+    without it m is kept: from θ₀ = θ* without noise (m stays 0 unless moved) vs from a displaced θ₀ the two
+    runs differ, and the stepper's restart zeroes exactly the masked paths. [theory: MSDE-1]"""
+    H, C, ts = _quadratic()
+    problem = sd.quadratic_problem(H, ts, dtype=np.float64)
+    kw = dict(lr=0.05, n_steps=60, key=3, ensemble=sd.Ensemble(n_paths=64, dtype=np.float64))
+    method = sd.SDE(sd.GaussianNoise(covariance=C), optimizer=sd.Momentum(0.9))
+    with_opt = sd.simulate(method, problem, ts + 1.0, events=(sd.Resetting(2.0, optimizer=True),), **kw)
+    theta_only = sd.simulate(method, problem, ts + 1.0, events=(sd.Resetting(2.0),), **kw)
+    assert with_opt.resets.counts.sum() > 0
+    np.testing.assert_array_equal(with_opt.resets.counts, theta_only.resets.counts)  # same coins
+    assert not np.allclose(with_opt.mean["loss"], theta_only.mean["loss"])
+    sme = sd.MomentumSME(problem, sd.GaussianNoise(covariance=C), 0.9)
+    st = SDEStepper(sme, diffrax.Euler(), 2, 1, "brownian", False, 2, True)
+    y = jnp.arange(8.0).reshape(4, 2)  # paths last: rows θ₁, θ₂, m₁, m₂
+    out = st.restart((y, 0.0), jnp.array([False, True]))[0]
+    np.testing.assert_array_equal(out, [[0.0, 1.0], [2.0, 3.0], [4.0, 0.0], [6.0, 0.0]])
+
+
+def test_momentum_sme_on_the_symbolic_back_end_equals_autodiff_and_prints_latex():
+    """The momentum SME on a Problem whose derivatives sympy derived (``SymbolicDerivatives``, the back end of
+    ``derive_sme``) has the autodiff SME's drift and diffusion at random states (float64 rounding), and its
+    LaTeX carries the (θ, m) system, the vanishing Stratonovich correction and the derived model lines.
+    [theory: MSDE-2]"""
+    from helpers import check_latex
+
+    import sgdsde.symbolic as sy
+
+    data = sd.sparse_regression(jax.random.key(0), 12, 4, 2)
+    problem = sd.Problem(sd.DiagonalLinearNetwork(4, 0.7), data.X, data.y, dtype=np.float64)
+    noise = sd.LabelNoise(1.0, 4)
+    derived = problem.with_derivatives(sy.SymbolicDerivatives(problem.model, loss=problem.loss_fn))
+    num, sym = sd.MomentumSME(problem, noise, 0.9), sd.MomentumSME(derived, noise, 0.9)
+    assert derived.is_symbolic
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        y = jnp.asarray(rng.normal(size=16))
+        np.testing.assert_allclose(sym.drift(y, 0.01), num.drift(y, 0.01), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(sym.factor(y), num.factor(y), rtol=1e-10, atol=1e-12)
+    tex = sym.latex()
+    check_latex(tex, "momentum sme")
+    assert r"dm_t = \frac{1}{\eta}" in tex and "no correction" in tex and "numeric (autodiff)" not in tex

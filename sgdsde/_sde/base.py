@@ -97,6 +97,7 @@ class AbstractSDE(eqx.Module):
         p = self.state_dim(d)
         if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p < d:
             raise ValueError(f"the SDE's state_dim({d}) must be an int p >= {d}, got {p!r}")
+        arg = "theta" if p == d else "y"  # the state's name in the messages
         theta = jax.ShapeDtypeStruct((d,), dtype)
         y = jax.ShapeDtypeStruct((p,), dtype)
         eta = jax.ShapeDtypeStruct((), dtype)
@@ -104,7 +105,7 @@ class AbstractSDE(eqx.Module):
             ("init_state(theta)", self.init_state, (theta,), (p,)),
             ("theta_of(y)", self.theta_of, (y,), (d,)),
             ("with_theta(y, theta)", self.with_theta, (y, theta), (p,)),
-            ("drift(y, eta)", self.drift, (y, eta), (p,)),
+            (f"drift({arg}, eta)", self.drift, (y, eta), (p,)),
         ):
             out = jax.eval_shape(fn, *args)
             if not isinstance(out, jax.ShapeDtypeStruct) or out.shape != want:
@@ -114,7 +115,9 @@ class AbstractSDE(eqx.Module):
                 )
         A = jax.eval_shape(self.factor, y)
         if not isinstance(A, jax.ShapeDtypeStruct) or A.ndim != 2 or A.shape[0] != p or A.shape[1] < 1:
-            raise ValueError(f"the SDE's factor(y) must return one array of shape ({p}, m), m >= 1, got {A}")
+            raise ValueError(
+                f"the SDE's factor({arg}) must return one array of shape ({p}, m), m >= 1, got {A}"
+            )
         return A.shape[1]
 
     def noise_dim(self, d: int, dtype) -> int:

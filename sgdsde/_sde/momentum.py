@@ -107,7 +107,7 @@ class MomentumSME(AbstractSDE):
         return jnp.concatenate([-m, (self._gradient(th) - one_minus_beta * m) / eta])
 
     def factor(self, theta):
-        """$\\begin{pmatrix}0\\\\ -A(\\theta)\\end{pmatrix}$ (p × m): the noise moves the momentum only."""
+        """(0; −A(θ)), p × m: the noise moves the momentum only."""
         th = self.theta_of(theta)
         A = self.noise.covariance_factor(self.problem_, th)
         return jnp.concatenate([jnp.zeros_like(A), -A])
@@ -128,10 +128,42 @@ class MomentumSME(AbstractSDE):
         """Zero: σ has no momentum dependence and zero θ-rows, so $(\\partial_y\\sigma_j)\\sigma_j = 0$ (MSDE-2)."""
         return jnp.zeros_like(theta)
 
+    def latex(self) -> str:
+        """The momentum SME in LaTeX, from the strings its parts give (sympy-free, like ``SME.latex``): the
+        (θ, m) system, the gradient written for its loss (or the noise's biased mean), ``loss.latex()``,
+        ``noise.latex()`` (A(θ)), the vanishing Itô→Stratonovich correction and the derivatives back end's
+        model lines (the expressions sympy derived, on ``SymbolicDerivatives``)."""
+        if self.noise.unbiased:
+            gradient = (
+                r"\text{the gradient, as SGD's SME writes its drift: } "
+                + self.problem_.loss_fn.sme_drift_latex(1)
+            )
+        else:
+            gradient = r"\nabla L \to E\,\tilde g(\theta)\ \text{(the noise's biased mean)}"
+        parts = [
+            _SYSTEM_LATEX,
+            gradient,
+            self.problem_.loss_fn.latex(),
+            self.noise.latex(),
+            _STRATONOVICH_LATEX,
+            self.problem_.derivatives.latex(self.problem_),
+        ]
+        return " \\\\\n".join(parts)
+
     def astype(self, dtype):
         if self.problem_.X.dtype == dtype and self.problem_.y.dtype == dtype:
             return self
         return eqx.tree_at(lambda s: s.problem_, self, self.problem_.astype(dtype))
+
+
+_SYSTEM_LATEX = (
+    r"d\theta_t = -m_t\,dt,\quad dm_t = \frac{1}{\eta}\big(\nabla L(\theta_t) + w\,\theta_t - (1-\beta)\,m_t\big)\,dt"
+    r" - \frac{1}{\sqrt{\eta}}\,A(\theta_t)\,dW_t"
+)
+_STRATONOVICH_LATEX = (
+    r"\text{It\^o}\to\text{Stratonovich: no correction, } (\partial_y\sigma_j)\,\sigma_l = 0"
+    r"\ \text{(the noise moves } m \text{ only and depends on } \theta \text{ only)}"
+)
 
 
 def _concrete(value) -> bool:

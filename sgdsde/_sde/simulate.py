@@ -362,6 +362,8 @@ class SDE(AbstractMethod):
             )
         if sde.problem is None:
             record = _problemless_record(record)
+        if p != d:
+            _check_bridge_beyond_theta(events, type(sde).__name__)
         run = RunInfo(sde.problem, d, etas, th0, self, dtype_sde, steps_per_call, dtype)
         bound = bind_events(events, run)
         config.update(event_config(events))
@@ -410,6 +412,18 @@ class SDE(AbstractMethod):
             sde, solver, controller, n, per_call, k, max_steps, stratonovich, m, levy
         )
         return stepper, per_call, max_steps
+
+
+def _check_bridge_beyond_theta(events, name: str) -> None:
+    """The first-passage bridge test takes its rate from the diffusion at θ, which an SDE whose state extends
+    θ does not have: ValueError naming the options that work (a given rate, or grid points only)."""
+    for e in events:
+        if isinstance(e, FirstPassage) and e.target is None and e.bridge and e.bridge_variance is None:
+            raise ValueError(
+                f"FirstPassage: the bridge test's rate comes from the SDE's diffusion at theta, and {name}'s state "
+                "extends theta; give bridge_variance= (the observable's diffusion rate) or bridge=False (grid "
+                "points only; under MomentumSME theta has no diffusion, so the grid misses no O(sqrt(lr)) Brownian excursions)"
+            )
 
 
 def _theta_dim(theta0) -> int:

@@ -11,6 +11,14 @@ from ._escape import (
     mean_exit_time as mean_exit_time,
     sme_coefficients as sme_coefficients,
 )
+from ._momentum import (
+    momentum_sgd_matrices as momentum_sgd_matrices,
+    momentum_sgd_moments as momentum_sgd_moments,
+    momentum_sgd_stationary_cov as momentum_sgd_stationary_cov,
+    momentum_sme_matrices as momentum_sme_matrices,
+    momentum_sme_moments as momentum_sme_moments,
+    momentum_sme_stationary_cov as momentum_sme_stationary_cov,
+)
 from ._quadratic import (
     Moments as Moments,
     sde_moments as sde_moments,
