@@ -448,3 +448,21 @@ def test_sde_refusals():
         AdamSDE(problem, noise, b2=-0.1)
     with pytest.raises(ValueError, match="problem"):
         RMSpropSDE("not a problem", noise)
+
+
+@pytest.mark.parametrize(
+    ("make", "leaf"),
+    [(lambda b: sd.RMSprop(b, 0.5), "optimizer.beta"), (lambda b: sd.Adam(0.9, b, 0.5), "optimizer.b2")],
+    ids=["rmsprop", "adam"],
+)
+def test_sweep_over_the_optimizers_decay_is_one_program_equal_to_single_runs(make, leaf):
+    """sweep(SDE(noise, optimizer=...), grid={leaf: ...}) traces the decay into the SDE (no concrete check on a
+    tracer) and each point equals its single run bit for bit."""
+    problem, X, y = tiny_problem(n=16)
+    noise = sd.MinibatchNoise(batch_size=2)
+    kw = dict(lr=0.05, n_steps=20, key=0, ensemble=sd.Ensemble(32))
+    res = sd.sweep(sd.SDE(noise, optimizer=make(0.99)), problem, np.zeros(2), grid={leaf: [0.9, 0.99]}, **kw)
+    for beta, r in zip((0.9, 0.99), res.results, strict=True):
+        one = sd.simulate(sd.SDE(noise, optimizer=make(beta)), problem, np.zeros(2), **kw)
+        np.testing.assert_array_equal(r.mean["loss"], one.mean["loss"])
+    assert res.results[0].mean["loss"][-1] != res.results[1].mean["loss"][-1]
