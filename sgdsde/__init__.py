@@ -77,9 +77,11 @@ from ._sde import (
     SME as SME,
     SVAG as SVAG,
     AbstractSDE as AbstractSDE,
+    AdamSDE as AdamSDE,
     FunctionSDE as FunctionSDE,
     MomentumSME as MomentumSME,
     PlatenWeak2 as PlatenWeak2,
+    RMSpropSDE as RMSpropSDE,
     simulate_sde as simulate_sde,
     simulate_svag as simulate_svag,
 )

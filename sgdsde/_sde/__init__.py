@@ -1,5 +1,6 @@
 """SGD's SDEs (SME of order 1 and 2) simulated with diffrax on SGD's clock."""
 
+from .adaptive_sdes import AdamSDE as AdamSDE, RMSpropSDE as RMSpropSDE
 from .base import AbstractSDE as AbstractSDE, FunctionSDE as FunctionSDE
 from .momentum import MomentumSME as MomentumSME
 from .simulate import SDE as SDE, SDEStepper as SDEStepper, simulate_sde as simulate_sde

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .._optimizers import AbstractOptimizer, Momentum
+from .._optimizers import AbstractOptimizer, Adam, Momentum, RMSprop
+from .adaptive_sdes import adam_sde, rmsprop_sde
 from .base import AbstractSDE
 from .momentum import momentum_sme
 
 OPTIMIZER_SDES: dict[type, Callable[..., AbstractSDE]] = {
     Momentum: momentum_sme,  # Li, Tai & E 2019, the MSGD SME (theory/momentum-sde.md, MSDE-2)
+    RMSprop: rmsprop_sde,  # Malladi, Lyu, Panigrahi & Arora 2022 (theory/adaptive-sdes.md, ASDE-1)
+    Adam: adam_sde,  # Malladi, Lyu, Panigrahi & Arora 2022 (theory/adaptive-sdes.md, ASDE-2)
 }
 
 

@@ -1,5 +1,5 @@
 """Analysis: exact moments for quadratic problems (constant or affine noise), weak errors with standard errors,
-fitted orders."""
+fitted orders, batch-size scaling rules."""
 
 from ._affine import (
     AffineNoise as AffineNoise,
@@ -35,6 +35,11 @@ from ._resetting import (
     mfpt_with_resetting as mfpt_with_resetting,
     optimal_resetting_rate as optimal_resetting_rate,
     peclet as peclet,
+)
+from ._scaling import (
+    ScaledRun as ScaledRun,
+    linear_scaling as linear_scaling,
+    sqrt_scaling as sqrt_scaling,
 )
 from ._weak import (
     OrderFit as OrderFit,
