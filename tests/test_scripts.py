@@ -43,3 +43,13 @@ def test_bench_sweep_tiny_is_bitwise_equal_at_flagship_size(tmp_path):
     stdout = run_script("bench_sweep.py", "--steps", "20", "--paths", "4", "--reps", "1", cwd=tmp_path)
     last = stdout.strip().splitlines()[-1]
     assert re.fullmatch(r"sweep_speedup=\d+\.\d+ bitwise_equal=True shared_speedup=\d+\.\d+", last), last
+
+
+def test_fig_optimizers_quick_prints_its_line(tmp_path):
+    """Issue 23's figure: its quick mode writes the figure and ends with the line the issue asks for."""
+    png = tmp_path / "fig_optimizers.png"
+    stdout = run_script("fig_optimizers.py", "--quick", "--out", str(png), cwd=tmp_path)
+    last = stdout.strip().splitlines()[-1]
+    pattern = r"optimizers: momentum_cov_relerr=\d+\.\d+ sqrt_rule_max_z=\d+\.\d+ linear_rule_z=\d+\.\d+"
+    assert re.fullmatch(pattern, last), last
+    assert png.stat().st_size > 10_000, "no figure written"
