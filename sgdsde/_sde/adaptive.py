@@ -53,6 +53,13 @@ class AdaptiveSDEStepper(AbstractStepper):
     def theta(self, carry):
         return jax.vmap(self.sde.theta_of)(carry[0])
 
+    @property
+    def records(self):
+        return self.sde.records
+
+    def observe(self, carry):
+        return jax.vmap(self.sde.observe)(carry[0]) if self.sde.records else {}
+
     def with_theta(self, carry, theta):
         return (jax.vmap(self.sde.with_theta)(carry[0], theta), *carry[1:])
 

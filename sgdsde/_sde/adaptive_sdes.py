@@ -155,6 +155,14 @@ class RMSpropSDE(_AdaptiveSDE):
     def with_theta(self, y, theta):
         return jnp.concatenate([theta, self.second_moment_of(y)])
 
+    @property
+    def records(self):
+        return ("second_moment_mean",)
+
+    def observe(self, y):
+        """The mean of v over coordinates, as ``RMSprop`` records it."""
+        return {"second_moment_mean": jnp.mean(self.second_moment_of(y))}
+
     def _denominator(self, y):
         return _sqrt0(self.second_moment_of(y)) + self.eps.astype(y.dtype)
 
@@ -253,6 +261,15 @@ class AdamSDE(_AdaptiveSDE):
 
     def with_theta(self, y, theta):
         return jnp.concatenate([theta, y[self._d(y) :]])
+
+    @property
+    def records(self):
+        return ("first_moment_sq_norm", "second_moment_mean")
+
+    def observe(self, y):
+        """$\\|m\\|^2$ and the mean of v (the raw moments), as ``Adam`` records them."""
+        _, m, v, _, _ = self.parts(y)
+        return {"first_moment_sq_norm": jnp.sum(m * m), "second_moment_mean": jnp.mean(v)}
 
     def _step(self, y):
         """$\\hat m/(\\sqrt{\\hat v} + \\varepsilon)$ with $\\hat m = m/\\gamma_1$, $\\hat v = v/\\gamma_2$,

@@ -90,6 +90,16 @@ class AbstractSDE(eqx.Module):
         """One path's state with its θ part replaced by ``theta`` and the rest kept (default: ``theta``)."""
         return theta
 
+    @property
+    def records(self) -> tuple[str, ...]:
+        """Names of the per-path scalars of the state beyond θ that runs record (``observe``; default none)."""
+        return ()
+
+    def observe(self, y: Float[Array, " p"]) -> dict[str, Float[Array, ""]]:
+        """Per-path scalars of one path's state beyond θ (an optimizer SDE's momentum norm: the discrete
+        optimizer's own records, by the same names)."""
+        return {}
+
     def check_shapes(self, d: int, dtype) -> int:
         """Raise ValueError unless, with p = state_dim(d), init_state maps (d,) to (p,), theta_of (p,) to (d,),
         with_theta ((p,), (d,)) to (p,), drift(y, η) is (p,) and factor(y) is (p, m) (checked by abstract

@@ -91,6 +91,15 @@ class MomentumSME(AbstractSDE):
     def with_theta(self, y, theta):
         return jnp.concatenate([theta, self.momentum_of(y)])
 
+    @property
+    def records(self):
+        return ("momentum_sq_norm",)
+
+    def observe(self, y):
+        """$\\|m\\|^2$, as ``Momentum`` records it."""
+        m = self.momentum_of(y)
+        return {"momentum_sq_norm": jnp.sum(m * m)}
+
     def _gradient(self, theta):
         g = (
             self.problem_.grad(theta)

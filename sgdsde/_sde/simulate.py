@@ -119,6 +119,15 @@ class SDEStepper(AbstractStepper):
     def path_finite(self, carry):
         return finite_paths(carry[0], axis=0 if self.paths_last else 1)
 
+    @property
+    def records(self):
+        return self.sde.records
+
+    def observe(self, carry):
+        if not self.sde.records:
+            return {}
+        return jax.vmap(self.sde.observe, in_axes=self._ax)(carry[0])
+
     def _drift(self, theta, eta):
         b = self.sde.drift(theta, eta)
         if self.stratonovich:

@@ -11,8 +11,10 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from .._derivatives import AbstractDerivatives
+from .._optimizers import check_optimizer
 from .._problem import Problem
-from .._sde import SME
+from .._sde import SME, AbstractSDE
+from .._sde.optimizer_sdes import optimizer_sde
 from ._codegen import BACKENDS, DEFAULT_BACKEND
 from ._kernels import AbstractKernels, kernels
 from ._latex import model_latex
@@ -96,8 +98,14 @@ class SymbolicDerivatives(AbstractDerivatives):
 
 
 def derive_sme(
-    problem: Problem, noise=None, order: int = 1, *, symbolic="auto", backend: str = DEFAULT_BACKEND
-) -> SME:
+    problem: Problem,
+    noise=None,
+    order: int = 1,
+    *,
+    symbolic="auto",
+    backend: str = DEFAULT_BACKEND,
+    optimizer=None,
+) -> AbstractSDE:
     """SGD's SME for ``problem`` and ``noise`` with the problem's derivatives derived by sympy.
 
     $d\\theta = b(\\theta)dt + \\sqrt\\eta A(\\theta)dW$ (Li, Tai, E 2017/2019; theory/sme.md SME-1..SME-6).
@@ -108,10 +116,13 @@ def derive_sme(
         order: 1 or 2 (weak order; order 2 adds $-\\frac\\eta2\\nabla^2L\\nabla L$).
         symbolic: True, False or "auto" (sympy up to the size limit, autodiff beyond; see ``SME.reason``).
         backend: the ``to_jax`` code generator.
+        optimizer: None (SGD's SME), or an optimizer whose SDE is known (``Momentum``: Li–Tai–E's SME in
+            (θ, m); ``RMSprop``, ``Adam``: Malladi et al.'s), built on the same symbolic derivatives.
 
     Returns:
-        ``sgdsde.SME`` on ``problem.with_derivatives(SymbolicDerivatives(...))``: the same class the numeric
-        path builds, so ``simulate_sde`` integrates it directly.
+        ``sgdsde.SME`` (or the optimizer's SDE, e.g. ``MomentumSME``) on
+        ``problem.with_derivatives(SymbolicDerivatives(...))``: the same class the numeric path builds, so
+        ``simulate(SDE(), sde, θ₀, ...)`` integrates it directly and ``.latex()`` prints it.
     """
     if not isinstance(problem, Problem):
         raise ValueError(
@@ -119,4 +130,7 @@ def derive_sme(
             "build Problem(model, X, y) (a SymbolicModel: Problem(sm.to_model(), X, y))"
         )
     derivatives = SymbolicDerivatives(problem.model, symbolic, backend, loss=problem.loss_fn)
+    opt = check_optimizer(optimizer)
+    if opt is not None:
+        return optimizer_sde(problem.with_derivatives(derivatives), noise, opt, order)
     return SME(problem.with_derivatives(derivatives), noise, order)
