@@ -1,7 +1,7 @@
 """SVAG with an optimizer (theory/adaptive-sdes.md, ASDE-7): l = 1 is SGD with that optimizer bit for bit, the
 hyperparameter map is the square-root rule at κ = 1/l (RMSprop, Adam) or η/l², (1 − β)/l (heavy ball), and
 SVAG converges to the optimizer's SDE as l grows: exactly for momentum (linear recursions), against the RMSprop
-SDE's exact moments (an ODE) by Monte Carlo."""
+and Adam SDEs' exact moments (ODEs) by Monte Carlo; a reset restarts the mapped optimizer."""
 
 import numpy as np
 import optax
@@ -107,21 +107,51 @@ def rmsprop_sde_moments(eta, h, sigma, beta, eps, times):
     return solve_ivp(rhs, (0, times[-1]), [1.0, 1.0], t_eval=times, rtol=1e-11, atol=1e-13).y
 
 
-def test_rmsprop_svag_converges_to_the_sde():
-    """SVAG(noise, l, RMSprop) at l = 1, 2, 4, 8 against the exact moments of the RMSprop SDE at the same time
-    t = η (one SGD step = l SVAG steps): L = θ², noise N(0, 1), η = 0.5, β = 0.5, ε = 1, 100,000 paths each
-    (independent keys). The errors of E θ and E θ² fall with l (measured 0.123, 0.074, 0.044, 0.026 and
-    0.088, 0.048, 0.027, 0.016; standard errors ≤ 0.0008): each halving of 1/l removes at least 30% of the
-    error (40% measured) by more than 4 combined standard errors, and the fitted order in 1/l is in
-    [0.55, 1.1] (0.75 measured here, tending to 1: 0.90 between l = 32 and 64 with 10⁶ paths, ASDE-7).
-    [theory: ASDE-7]"""
-    eta, h, sigma, beta, eps = 0.5, 2.0, 1.0, 0.5, 1.0
+def adam_sde_moments(eta, h, sigma, b1, eps, times, delta=1e-7):
+    """E θ, E θ² of the Adam SDE on the engine's clock (ASDE-2, ASDE-3) for L = ½hθ², constant noise σ²,
+    θ₀ = 1, m₀ = v₀ = 0: v and γ₂ solve the same linear ODE up to the factor σ², so √(v/γ₂) = σ and
+    D = σ + ε; (θ, m) is then linear, dθ = −m/(γ₁D) dt, dm = c₁(hθ − m)dt + ((1 − β₁)/√η)σ dW, c₁ = (1 − β₁)/η,
+    γ₁ = 1 − e^{−c₁t}. Its mean and covariance solve linear ODEs (scipy Radau, rtol 1e-10) from t = δ, where
+    the first-order start θ = 1 − hδ/D, m = γ₁(δ)h, Var m = q(1 − e^{−2c₁δ})/(2c₁) avoids the 1/γ₁ of t = 0
+    (moving δ from 1e-7 to 1e-9 changes E θ² by 1.4e-7)."""
+    c1, D, q = (1 - b1) / eta, sigma + eps, (1 - b1) ** 2 * sigma**2 / eta
+
+    def rhs(t, y):
+        F = np.array([[0.0, 1 / (np.expm1(-c1 * t) * D)], [c1 * h, -c1]])
+        P = y[2:].reshape(2, 2)
+        dP = F @ P + P @ F.T + np.array([[0.0, 0.0], [0.0, q]])
+        return np.concatenate([F @ y[:2], dP.ravel()])
+
+    g1 = -np.expm1(-c1 * delta)
+    y0 = [1 - h * delta / D, g1 * h, 0.0, 0.0, 0.0, q * -np.expm1(-2 * c1 * delta) / (2 * c1)]
+    y = solve_ivp(rhs, (delta, times[-1]), y0, method="Radau", t_eval=times[1:], rtol=1e-10, atol=1e-13).y
+    return np.stack([y[0], y[2] + y[0] ** 2])
+
+
+@pytest.mark.parametrize("which", ["rmsprop", "adam"])
+def test_svag_converges_to_the_adaptive_sde(which):
+    """SVAG(noise, l, RMSprop/Adam) at l = 1, 2, 4, 8 against the exact moments of the optimizer's SDE at the
+    same time t = η (one SGD step = l SVAG steps): L = θ², noise N(0, 1), η = 0.5, β = 0.5 (Adam: β₁ = β₂ =
+    0.5), ε = 1, θ₀ = 1, 100,000 paths each (independent keys). The errors of E θ and E θ² fall with l
+    (measured, RMSprop: 0.122, 0.073, 0.044, 0.027 and 0.087, 0.047, 0.027, 0.016; Adam: 0.131, 0.094, 0.064,
+    0.042 and 0.094, 0.056, 0.030, 0.017; standard errors ≤ 0.001): each halving of 1/l removes at least 30%
+    (Adam: 20%) of the error, by more than 4 combined standard errors, and the fitted order in 1/l is in
+    [0.55, 1.1] (Adam: [0.35, 1.1]); measured 0.73, 0.84 (RMSprop) and 0.52, 0.80 (Adam) here, rising with l
+    (ASDE-7's table to l = 128: a log(l)/l warm-up term is the suspect). With ε not mapped (ε_l = ε) the
+    RMSprop errors change sign and grow (ASDE-7). [theory: ASDE-7]"""
+    eta, h, sigma, eps = 0.5, 2.0, 1.0, 1.0
     problem, noise = gaussian_1d(h, sigma)
+    if which == "rmsprop":
+        opt, cut, lo = sd.RMSprop(0.5, eps), 0.3, 0.55
+        reference = lambda times: rmsprop_sde_moments(eta, h, sigma, 0.5, eps, times)[:, -1]  # noqa: E731
+    else:
+        opt, cut, lo = sd.Adam(0.5, 0.5, eps), 0.2, 0.35
+        reference = lambda times: adam_sde_moments(eta, h, sigma, 0.5, eps, times)[:, -1]  # noqa: E731
     ls = [1, 2, 4, 8]
     err, se = {"th": [], "th2": []}, {"th": [], "th2": []}
     for lv in ls:
         r = sd.simulate(
-            sd.SVAG(noise, lv, sd.RMSprop(beta, eps)),
+            sd.SVAG(noise, lv, opt),
             problem,
             np.ones(1),
             lr=eta,
@@ -131,19 +161,43 @@ def test_rmsprop_svag_converges_to_the_sde():
             record=sd.Record(every=1, observables=OBS),
         )
         np.testing.assert_allclose(r.times, [0.0, eta], rtol=1e-14)
-        ref = rmsprop_sde_moments(eta, h, sigma, beta, eps, r.times)
+        ref = reference(r.times)
         for j, name in enumerate(("th", "th2")):
             m, s = r.final(name)
-            err[name].append(m - ref[j, -1])
+            err[name].append(m - ref[j])
             se[name].append(s)
     for name in ("th", "th2"):
         e, s = np.array(err[name]), np.array(se[name])
-        print(name, "errors", e, "stderr", s)
+        print(which, name, "errors", e, "stderr", s)
         assert np.all(e > 0)  # one sign throughout: the error shrinks, it does not cross over
         comb = np.sqrt(s[1:] ** 2 + s[:-1] ** 2)
-        assert np.all(e[:-1] - e[1:] > np.maximum(0.3 * e[:-1], 4 * comb)), (name, e, s)
+        assert np.all(e[:-1] - e[1:] > np.maximum(cut * e[:-1], 4 * comb)), (name, e, s)
         fit = fit_order(1 / np.array(ls), e, s)
-        assert 0.55 <= fit.order <= 1.1, (name, str(fit))
+        assert lo <= fit.order <= 1.1, (name, str(fit))
+
+
+def test_resetting_restarts_the_mapped_optimizer():
+    """Resetting(optimizer=True) on SVAG with an optimizer restarts the mapped optimizer's state (v = 0) on the
+    reset paths: at reset probability 0.99 per SVAG step the recorded mean of v is about 1% of the run that
+    resets θ only (bound 5%: the 1% of paths not reset at the last step carry one step's v). [theory: ASDE-7]"""
+    problem, noise = gaussian_1d(2.0, 1.0)
+    eta, lv = 0.5, 2
+    out = {}
+    for restart in (False, True):
+        r = sd.simulate(
+            sd.SVAG(noise, lv, sd.RMSprop(0.5, 1.0)),
+            problem,
+            np.ones(1),
+            lr=eta,
+            n_steps=4,
+            key=1,
+            ensemble=sd.Ensemble(2000),
+            record=sd.Record(every=1, observables=("theta",)),
+            events=(sd.Resetting(0.99 * lv / eta, optimizer=restart),),
+        )
+        out[restart] = r.mean["second_moment_mean"][1:]
+        np.testing.assert_allclose(r.mean["theta"][1:, 0], 1.0, atol=0.05)  # θ₀ on 99% of the paths
+    assert np.all(out[False] > 0.5) and np.all(out[True] < 0.05 * out[False]), out
 
 
 def test_momentum_svag_converges_to_the_sme_exactly():
