@@ -92,7 +92,10 @@ def svag_optimizer(optimizer: AbstractOptimizer | None, l: int) -> tuple[Abstrac
     if l == 1 or optimizer is None:
         return optimizer, 1.0
     root = math.sqrt(l)
-    decay = lambda b: 1 - (1 - b) / l  # noqa: E731
+    # products with Python constants only: XLA folds a constant divisor into a reciprocal at run time but
+    # not when it folds a concrete leaf, so a division would differ by an ulp between a run and a sweep
+    inv = 1.0 / l
+    decay = lambda b: 1 - (1 - b) * inv  # noqa: E731
     if isinstance(optimizer, RMSprop):
         new = eqx.tree_at(lambda o: (o.beta, o.eps), optimizer, (decay(optimizer.beta), optimizer.eps * root))
         return new, root
@@ -100,7 +103,12 @@ def svag_optimizer(optimizer: AbstractOptimizer | None, l: int) -> tuple[Abstrac
         new = eqx.tree_at(
             lambda o: (o.b1, o.b2, o.eps, o.weight_decay),
             optimizer,
-            (decay(optimizer.b1), decay(optimizer.b2), optimizer.eps * root, optimizer.weight_decay / root),
+            (
+                decay(optimizer.b1),
+                decay(optimizer.b2),
+                optimizer.eps * root,
+                optimizer.weight_decay * (1.0 / root),
+            ),
         )
         return new, root
     assert isinstance(optimizer, Momentum)
@@ -127,19 +135,27 @@ def check_svag_optimizer(optimizer) -> AbstractOptimizer | None:
 
 
 class SVAGOptimizerStepper(AbstractStepper):
-    """SVAG with an optimizer: $\\theta_{j+1} = \\theta_j + r\\tau_j u_j$, u_j the (mapped) optimizer's update of
-    $a\\tilde g_1 + c\\tilde g_2$, τ_j = η/l the clock's step (carry (θ, (s₁, s₂), optimizer state))."""
+    """SVAG with an optimizer: $\\theta_{j+1} = \\theta_j + r\\tau_j u_j$, u_j the mapped optimizer's update of
+    $a\\tilde g_1 + c\\tilde g_2$, τ_j = η/l the clock's step (carry (θ, (s₁, s₂), optimizer state)). It holds
+    the user's optimizer and maps it inside the traced step (``svag_optimizer``), so a sweep over its decay
+    runs the same arithmetic as a single run."""
 
     problem_: Problem
     noise: AbstractGradientNoise
     n_paths: int
     coeffs: jax.Array
     optimizer: AbstractOptimizer
-    step_factor: float = eqx.field(static=True)
+    l: int = eqx.field(static=True)  # noqa: E741 (the paper's name)
 
     @property
     def problem(self):
         return self.problem_
+
+    @property
+    def mapped(self) -> tuple[AbstractOptimizer, float]:
+        opt, factor = svag_optimizer(self.optimizer, self.l)
+        assert opt is not None
+        return opt, factor
 
     def init(self, key, theta0):
         k1, k2 = jax.random.split(key)
@@ -148,18 +164,19 @@ class SVAGOptimizerStepper(AbstractStepper):
             self.noise.init_state(self.problem_, k1, n, dt),
             self.noise.init_state(self.problem_, k2, n, dt),
         )
-        return theta0, states, jax.vmap(self.optimizer.init)(theta0)
+        return theta0, states, jax.vmap(self.mapped[0].init)(theta0)
 
     def step(self, carry, k, eta, key):
         theta, (s1, s2), opt_state = carry
+        opt, factor = self.mapped
         k1, k2 = jax.random.split(key)
         grad = jax.vmap(self.noise.gradient, in_axes=(None, 0, 0))
         d1, s1 = self.noise.draw(self.problem_, k1, k, s1, self.n_paths, theta.dtype)
         d2, s2 = self.noise.draw(self.problem_, k2, k, s2, self.n_paths, theta.dtype)
         a, c = self.coeffs[0].astype(theta.dtype), self.coeffs[1].astype(theta.dtype)
         g = a * grad(self.problem_, theta, d1) + c * grad(self.problem_, theta, d2)
-        u, opt_state = jax.vmap(self.optimizer.update)(g, opt_state, theta)
-        return theta + (eta * self.step_factor) * u, (s1, s2), opt_state
+        u, opt_state = jax.vmap(opt.update)(g, opt_state, theta)
+        return theta + (eta * factor) * u, (s1, s2), opt_state
 
     def theta(self, carry):
         return carry[0]
@@ -174,10 +191,10 @@ class SVAGOptimizerStepper(AbstractStepper):
     def observe(self, carry):
         if not self.optimizer.records:
             return {}
-        return jax.vmap(self.optimizer.observe)(carry[2])
+        return jax.vmap(self.mapped[0].observe)(carry[2])
 
     def restart(self, carry, mask):
-        fresh = jax.vmap(self.optimizer.init)(carry[0])
+        fresh = jax.vmap(self.mapped[0].init)(carry[0])
         pick = lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
         return (*carry[:2], jax.tree.map(pick, fresh, carry[2]))
 
@@ -233,15 +250,14 @@ class SVAG(AbstractMethod):
         label = f"SVAG(l={l})"
         make = lambda n: SVAGStepper(dtype_problem, noise, n, coeffs)  # noqa: E731
         if self.optimizer is not None:
-            opt, factor = svag_optimizer(self.optimizer, l)
-            assert opt is not None
-            check_state(opt, jnp.zeros((problem.n_params,), dtype))
-            config["optimizer"] = self.optimizer.description(problem.n_params)
-            label = f"{label}+{self.optimizer.label()}"
+            opt = self.optimizer
+            check_state(opt, jnp.zeros((problem.n_params,), dtype))  # the map keeps the optimizer's shapes
+            config["optimizer"] = opt.description(problem.n_params)
+            label = f"{label}+{opt.label()}"
             if l == 1:  # SGD with the optimizer, the same stepper: bit for bit
                 make = lambda n: SGDStepper(dtype_problem, noise, n, opt)  # noqa: E731
-            else:
-                make = lambda n: SVAGOptimizerStepper(dtype_problem, noise, n, coeffs, opt, factor)  # noqa: E731
+            else:  # the map is applied inside the stepper (traced, like a sweep's)
+                make = lambda n: SVAGOptimizerStepper(dtype_problem, noise, n, coeffs, opt, l)  # noqa: E731
         return RunPlan(
             make,
             method=output.label or label,
