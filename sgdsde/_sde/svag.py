@@ -92,8 +92,6 @@ def svag_optimizer(optimizer: AbstractOptimizer | None, l: int) -> tuple[Abstrac
     if l == 1 or optimizer is None:
         return optimizer, 1.0
     root = math.sqrt(l)
-    # products with Python constants only: XLA folds a constant divisor into a reciprocal at run time but
-    # not when it folds a concrete leaf, so a division would differ by an ulp between a run and a sweep
     inv = 1.0 / l
     decay = lambda b: 1 - (1 - b) * inv  # noqa: E731
     if isinstance(optimizer, RMSprop):
@@ -138,7 +136,7 @@ class SVAGOptimizerStepper(AbstractStepper):
     """SVAG with an optimizer: $\\theta_{j+1} = \\theta_j + r\\tau_j u_j$, u_j the mapped optimizer's update of
     $a\\tilde g_1 + c\\tilde g_2$, τ_j = η/l the clock's step (carry (θ, (s₁, s₂), optimizer state)). It holds
     the user's optimizer and maps it inside the traced step (``svag_optimizer``), so a sweep over its decay
-    runs the same arithmetic as a single run."""
+    (a traced leaf) maps each point."""
 
     problem_: Problem
     noise: AbstractGradientNoise
