@@ -42,13 +42,12 @@ KW = dict(
     record=sd.Record(every=3, n_saved_paths=8),
 )
 
-# name -> optimizer: a new optimizer joins the run/resume/sweep checks below by one line here
+# name -> optimizer, one per state structure: a new optimizer joins the resume check below by one line here
+# (Nesterov and weight decay share Momentum's structure, AdamW Adam's; their numbers are checked below)
 OPTIMIZERS = {
     "momentum": lambda: sd.Momentum(0.9),
-    "nesterov_wd": lambda: sd.Momentum(0.8, nesterov=True, weight_decay=0.01),
     "rmsprop": lambda: sd.RMSprop(0.9, 1e-6),
     "adam": lambda: sd.Adam(),
-    "adamw": lambda: sd.Adam(0.8, 0.95, 1e-6, weight_decay=0.1),
     "optax_clip_adam": lambda: sd.Optax(optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1.0))),
 }
 
@@ -310,37 +309,3 @@ def test_an_optimizer_whose_state_does_not_fit_theta_is_refused():
     bad = optax.GradientTransformation(lambda p: (), lambda g, s, p=None: (jnp.sum(g), s))
     with pytest.raises(ValueError, match="optimizer: its update must have"):
         sd.simulate(sd.SGD(NOISE, optimizer=bad), PROBLEM, THETA0, **KW)
-
-
-SHARDED_RUN = """
-import os
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-import jax, numpy as np
-jax.config.update("jax_enable_x64", True)
-import sgdsde as sd
-assert len(jax.devices()) == 4
-X = np.random.default_rng(0).normal(size=(12, 3))
-problem = sd.Problem(sd.DiagonalLinearNetwork(3), X, X @ np.ones(3))
-kw = dict(lr=0.02, n_steps=30, key=3, record=sd.Record(every=10, n_saved_paths=16))
-ens = dict(n_paths=32, chunk_size=16, dtype=np.float64)
-worst = 0.0
-for opt in (sd.Momentum(0.9), sd.Adam(weight_decay=0.01)):
-    method = sd.SGD(sd.MinibatchNoise(4), optimizer=opt)
-    one = sd.simulate(method, problem, np.ones(6), ensemble=sd.Ensemble(**ens), **kw)
-    four = sd.simulate(method, problem, np.ones(6), ensemble=sd.Ensemble(devices=4, **ens), **kw)
-    assert four.config["devices"] == 4 and np.array_equal(one.paths, four.paths)
-    worst = max([worst] + [float(np.max(np.abs(one.mean[k] - four.mean[k]))) for k in one.mean])
-print(worst)
-"""
-
-
-def test_optimizer_state_shards_across_devices():
-    """[theory: OPT-1] The optimizer state is per path: sharded over 4 CPU devices (XLA_FLAGS, in a subprocess)
-    the saved paths equal one device's bit for bit and the statistics agree to the order of the cross-device
-    sums (float64: < 1e-12)."""
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-c", SHARDED_RUN], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert float(out.stdout.strip().splitlines()[-1]) < 1e-12

@@ -483,9 +483,11 @@ problem = sgdsde.Problem(sgdsde.DiagonalLinearNetwork(3), X, X @ np.ones(3))
 kw = dict(lr=0.02, n_steps=40, key=3, record=sgdsde.Record(every=10, observables=("loss", "theta"), n_saved_paths=8))
 ens = dict(n_paths=64, chunk_size=32, dtype=np.float64)
 worst = 0.0
+adam = lambda problem, noise, th, **kw: sgdsde.simulate(sgdsde.SGD(noise, optimizer=sgdsde.Adam(weight_decay=0.01)), problem, th, **kw)
 for sim, noise in ((sgdsde.simulate_sgd, sgdsde.MinibatchNoise(4)),
                    (sgdsde.simulate_sgd, sgdsde.LabelNoise(0.5, batch_size=3, sampling="shuffle")),
-                   (simulate_sde, sgdsde.LabelNoise(0.5))):
+                   (simulate_sde, sgdsde.LabelNoise(0.5)),
+                   (adam, sgdsde.MinibatchNoise(4))):  # an optimizer's state per path (issue 23)
     one = sim(problem, noise, np.ones(6), ensemble=sgdsde.Ensemble(**ens), **kw)
     four = sim(problem, noise, np.ones(6), ensemble=sgdsde.Ensemble(devices=4, **ens), **kw)
     assert four.config["devices"] == 4 and one.config["devices"] == 1
@@ -503,8 +505,8 @@ print(worst)
 
 
 def test_paths_sharded_across_devices_give_the_same_numbers():
-    """devices=4 (four CPU devices via XLA_FLAGS, in a subprocess) shards each chunk's paths: the saved paths
-    are identical to one device's and the ensemble statistics agree up to the order of the cross-device sums
+    """devices=4 (four CPU devices via XLA_FLAGS, in a subprocess) shards each chunk's paths (also Adam's state
+    per path: [theory: OPT-1]): the saved paths are identical to one device's and the ensemble statistics agree up to the order of the cross-device sums
     (float64: < 1e-12); bad device counts are refused by name."""
     import subprocess
     import sys
