@@ -44,6 +44,7 @@ from ._noise import (
     LabelNoise as LabelNoise,
     MinibatchNoise as MinibatchNoise,
     MultiplicativeNoise as MultiplicativeNoise,
+    NoiseType as NoiseType,
     NoNoise as NoNoise,
     PreactivationNoise as PreactivationNoise,
     Shuffled as Shuffled,

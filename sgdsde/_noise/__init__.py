@@ -1,6 +1,7 @@
 from .base import (
     AbstractGradientNoise as AbstractGradientNoise,
     AbstractSDENoise as AbstractSDENoise,
+    NoiseType as NoiseType,
     NoNoise as NoNoise,
     require_sde_side as require_sde_side,
 )

@@ -6,6 +6,7 @@ formula is defined once here."""
 from __future__ import annotations
 
 import abc
+import enum
 from typing import Any, ClassVar
 
 import equinox as eqx
@@ -15,7 +16,17 @@ from jaxtyping import Array, Float, PyTree
 
 from .._problem import Problem
 
-NOISE_TYPES = ("additive", "commutative", "general")
+
+class NoiseType(enum.StrEnum):
+    """The structure of the diffusion factor A that SDE solvers rely on (a ``str``: equal to its name's
+    value, so ``noise_type == "additive"`` still holds)."""
+
+    ADDITIVE = "additive"  # A does not depend on θ
+    COMMUTATIVE = "commutative"  # (∂A_j)A_k = (∂A_k)A_j for all columns j, k
+    GENERAL = "general"
+
+
+NOISE_TYPES = tuple(t.value for t in NoiseType)
 
 
 class AbstractGradientNoise(eqx.Module):
@@ -103,16 +114,16 @@ class AbstractSDENoise(eqx.Module):
         spec = jax.ShapeDtypeStruct((problem.n_params,), problem.X.dtype)
         return jax.eval_shape(lambda t: self.covariance_factor(problem, t), spec).shape[1]
 
-    def noise_type(self, problem: Problem) -> str:
+    def noise_type(self, problem: Problem) -> NoiseType:
         """ "additive" when A cannot depend on θ by construction; else "commutative" (one noise dimension) or
         "general". One parameter dimension is not enough: with m > 1 columns, (∂A_j)A_k = A_j′A_k ≠ A_k′A_j in
         general. Subclasses declare "additive" where it holds."""
-        return "commutative" if self.noise_dim(problem) == 1 else "general"
+        return NoiseType.COMMUTATIVE if self.noise_dim(problem) == 1 else NoiseType.GENERAL
 
     def ito_to_stratonovich(self, problem: Problem, theta) -> Float[Array, " d"]:
         """$-\\frac12\\sum_j (\\partial_\\theta A_{\\cdot j})A_{\\cdot j}$ (theory/sme.md, SME-3): times η, the
         drift to add so that a Stratonovich solver solves the Itô SME. Default: forward-mode autodiff."""
-        if self.noise_type(problem) == "additive":
+        if self.noise_type(problem) == NoiseType.ADDITIVE:
             return jnp.zeros_like(theta)
         factor = lambda t: self.covariance_factor(problem, t)
         dA = jax.jacfwd(factor)(theta)  # dA[i, j, k] = ∂A_ij/∂θ_k
@@ -167,7 +178,7 @@ class NoNoise(AbstractGradientNoise, AbstractSDENoise):
         return jnp.zeros((problem.n_params, 1), theta.dtype)
 
     def noise_type(self, problem):
-        return "additive"
+        return NoiseType.ADDITIVE
 
     def latex(self):
         return r"A(\theta) = 0"

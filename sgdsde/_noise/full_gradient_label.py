@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from .._losses import require_additive_label_noise
 from .._validation import check_positive
-from .base import AbstractGradientNoise, AbstractSDENoise
+from .base import AbstractGradientNoise, AbstractSDENoise, NoiseType
 from .minibatch import LABEL_DISTRIBUTIONS
 from .per_example import full_gradient_label_gradient, output_gradients_constant
 from .sampling import BatchSampler, batch_size_arg, check_batch_size, sampling_name
@@ -82,7 +82,7 @@ class FullGradientLabelNoise(AbstractGradientNoise, AbstractSDENoise):
 
     def noise_type(self, problem):
         if output_gradients_constant(problem):
-            return "additive"  # A = (σ/√(nB))[∇f_i] = (σ/√(nB)) Xᵀ for a linear model
+            return NoiseType.ADDITIVE  # A = (σ/√(nB))[∇f_i] = (σ/√(nB)) Xᵀ for a linear model
         return AbstractSDENoise.noise_type(self, problem)
 
     def ito_to_stratonovich(self, problem, theta):

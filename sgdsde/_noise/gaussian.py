@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import check_positive, check_psd
-from .base import AbstractGradientNoise, AbstractSDENoise
+from .base import AbstractGradientNoise, AbstractSDENoise, NoiseType
 
 
 def psd_factor(name: str, covariance) -> np.ndarray:
@@ -77,7 +77,7 @@ class GaussianNoise(AbstractGradientNoise, AbstractSDENoise):
 
     def noise_type(self, problem):
         if not callable(self.factor):
-            return "additive"
+            return NoiseType.ADDITIVE
         return AbstractSDENoise.noise_type(self, problem)
 
     def latex(self):
@@ -111,7 +111,7 @@ class SphericalGaussianNoise(AbstractGradientNoise, AbstractSDENoise):
         return problem.n_params
 
     def noise_type(self, problem):
-        return "additive"
+        return NoiseType.ADDITIVE
 
     def latex(self):
         return r"A(\theta) = \sigma I_d"

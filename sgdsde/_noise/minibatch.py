@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from .._losses import require_additive_label_noise
 from .._validation import check_positive
-from .base import AbstractGradientNoise, AbstractSDENoise
+from .base import AbstractGradientNoise, AbstractSDENoise, NoiseType
 from .per_example import batch_gradient, output_gradients_constant, per_example_vjp
 from .sampling import (
     BatchSampler,
@@ -223,7 +223,9 @@ class LabelNoise(AbstractGradientNoise, AbstractSDENoise):
 
     def noise_type(self, problem):
         if self._full(problem) and output_gradients_constant(problem):
-            return "additive"  # A = (σ/√(nB))[∇f_i] = (σ/√(nB)) Xᵀ for a linear model and the full batch
+            return (
+                NoiseType.ADDITIVE
+            )  # A = (σ/√(nB))[∇f_i] = (σ/√(nB)) Xᵀ for a linear model and the full batch
         return AbstractSDENoise.noise_type(self, problem)
 
     def ito_to_stratonovich(self, problem, theta):

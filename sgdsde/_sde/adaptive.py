@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from .._ensemble import AbstractStepper
+from .._noise.base import NoiseType
 from .base import AbstractSDE
 
 # The Brownian tree resolves an interval of length T down to T / 2**TREE_DEPTH; steps finer than that would
@@ -148,7 +149,7 @@ def adaptive_controller(adaptive, noise_type: str):
             "wrapping one, got "
             f"{type(adaptive).__name__}"
         )
-    if noise_type == "general":
+    if noise_type == NoiseType.GENERAL:
         if not isinstance(adaptive, diffrax.ClipStepSizeController):
             return diffrax.ClipStepSizeController(adaptive, store_rejected_steps=16)
         if adaptive.store_rejected_steps is None:

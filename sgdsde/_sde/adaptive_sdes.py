@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._noise import AbstractSDENoise, NoNoise, require_sde_side
+from .._noise.base import NoiseType
 from .._optimizers import Adam, RMSprop
 from .._problem import Problem
 from .base import AbstractSDE
@@ -32,10 +33,10 @@ def _noise_type(noise: AbstractSDENoise, problem: Problem, *, preconditioned: bo
     otherwise general (the weights 1/D break A's own symmetry)."""
     base = noise.noise_type(problem)
     if not preconditioned:
-        return "additive" if base == "additive" else "commutative"
-    if base == "additive" or noise.noise_dim(problem) == 1:
-        return "commutative"
-    return "general"
+        return NoiseType.ADDITIVE if base == NoiseType.ADDITIVE else NoiseType.COMMUTATIVE
+    if base == NoiseType.ADDITIVE or noise.noise_dim(problem) == 1:
+        return NoiseType.COMMUTATIVE
+    return NoiseType.GENERAL
 
 
 def _sqrt0(v):

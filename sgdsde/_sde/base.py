@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .._noise.base import NOISE_TYPES
+from .._noise.base import NOISE_TYPES, NoiseType
 
 if TYPE_CHECKING:
     from .._problem import Problem
@@ -48,7 +48,7 @@ class AbstractSDE(eqx.Module):
     @property
     @abc.abstractmethod
     def noise_type(self) -> str:
-        """One of NOISE_TYPES."""
+        """A ``NoiseType`` (a str enum: a subclass may return the plain string naming one)."""
 
     def factor_mv(self, theta: Float[Array, " d"], w: Float[Array, " m"]) -> Float[Array, " d"]:
         """$A(\\theta)w$; subclasses may compute it without forming A (Euler uses only this product)."""
@@ -142,17 +142,18 @@ class AbstractSDE(eqx.Module):
 def autodiff_correction(factor, noise_type: str, theta, s2):
     """$-\\frac{s^2}2\\sum_j (\\partial_\\theta A_{\\cdot j})A_{\\cdot j}$ by forward-mode autodiff of the
     factor, s² the squared noise scale (η on the SGD clock)."""
-    if noise_type == "additive":
+    if noise_type == NoiseType.ADDITIVE:
         return jnp.zeros_like(theta)
     A = factor(theta)
     dA = jax.jacfwd(factor)(theta)  # dA[i, j, k] = ∂A_ij/∂θ_k
     return -0.5 * jnp.asarray(s2, A.dtype) * jnp.einsum("ijk,kj->i", dA, A)
 
 
-def check_noise_type(noise_type: str) -> str:
+def check_noise_type(noise_type: str) -> NoiseType:
+    """The declared structure as a ``NoiseType`` (ValueError naming the valid values otherwise)."""
     if noise_type not in NOISE_TYPES:
         raise ValueError(f"noise_type must be one of {NOISE_TYPES}, got {noise_type!r}")
-    return noise_type
+    return NoiseType(noise_type)
 
 
 class FunctionSDE(AbstractSDE):
@@ -179,7 +180,7 @@ class FunctionSDE(AbstractSDE):
     drift_fn: Callable = eqx.field(static=True)
     factor_fn: Callable = eqx.field(static=True)
     factor_mv_fn: Callable | None = eqx.field(static=True)
-    noise_type_: str = eqx.field(static=True)
+    noise_type_: NoiseType = eqx.field(static=True)
     correction_fn: Callable | None = eqx.field(static=True, default=None)
     problem_: Problem | None = None
     params: dict | None = None
@@ -192,7 +193,7 @@ class FunctionSDE(AbstractSDE):
         drift,
         factor,
         *,
-        noise_type: str = "general",
+        noise_type: str = NoiseType.GENERAL,
         correction=None,
         problem=None,
         factor_mv=None,
@@ -218,7 +219,7 @@ class FunctionSDE(AbstractSDE):
         self.init_state_fn = init_state
 
     @property
-    def noise_type(self) -> str:
+    def noise_type(self) -> NoiseType:
         return self.noise_type_
 
     def _args(self, *args):

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._noise import AbstractSDENoise, NoNoise, require_sde_side
+from .._noise.base import NoiseType
 from .._optimizers import Momentum
 from .._problem import Problem
 from .base import AbstractSDE
@@ -63,7 +64,9 @@ class MomentumSME(AbstractSDE):
             )  # ValueError unless beta in [0, 1), weight_decay >= 0
         self.problem_, self.noise = problem, noise
         self.beta, self.weight_decay = jnp.asarray(beta), jnp.asarray(weight_decay)
-        self.noise_type_ = "additive" if noise.noise_type(problem) == "additive" else "commutative"
+        self.noise_type_ = (
+            NoiseType.ADDITIVE if noise.noise_type(problem) == NoiseType.ADDITIVE else NoiseType.COMMUTATIVE
+        )
 
     @property
     def problem(self):

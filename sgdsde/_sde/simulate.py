@@ -21,6 +21,7 @@ from .._events import RunInfo, bind_events, event_config
 from .._first_passage import FirstPassage
 from .._method import AbstractMethod, check_noise, legacy_plan
 from .._noise import AbstractGradientNoise, require_sde_side
+from .._noise.base import NoiseType
 from .._optimizers import AbstractOptimizer, check_optimizer
 from .._options import (
     AbstractIncrements,
@@ -149,7 +150,7 @@ class SDEStepper(AbstractStepper):
             return diffrax.SpaceTimeLevyArea(dt=jnp.broadcast_to(dt, shape[:1]), W=dW, H=la.H), remaining - dW
         if self.control == "two_point":
             return inc.two_point(key, j, dt, shape, dtype), remaining
-        with_v = self.sde.noise_type != "additive" and self.m > 1
+        with_v = self.sde.noise_type != NoiseType.ADDITIVE and self.m > 1
         return inc.weak2(key, j, dt, shape, dtype, with_v), remaining
 
     def step(self, carry, k, eta, key):
@@ -227,14 +228,14 @@ def _input_dtype(theta0) -> np.dtype:
 def _check_declared_noise(sde: AbstractSDE, theta0: np.ndarray, eta: float) -> None:
     """Verify the declared noise structure at y₀ = init_state(θ₀) (a wrong declaration would make a solver
     solve another SDE)."""
-    if sde.noise_type == "general":
+    if sde.noise_type == NoiseType.GENERAL:
         return
     sde32 = sde.astype(np.float32)
     th = sde32.init_state(jnp.asarray(theta0 if theta0.ndim == 1 else theta0[0], jnp.float32))
     A = sde32.factor(th)
     dA = jax.jacfwd(sde32.factor)(th)  # (p, m, p)
     scale = float(jnp.max(jnp.abs(A))) + 1e-30
-    if sde.noise_type == "additive":
+    if sde.noise_type == NoiseType.ADDITIVE:
         bad = float(jnp.max(jnp.abs(dA))) > 1e-5 * max(scale, 1.0)
     else:
         L = jnp.einsum("ijk,kl->ijl", dA, A)  # L[:, j, l] = (∂A_j) A_l
@@ -359,7 +360,7 @@ class SDE(AbstractMethod):
         }
         if self.optimizer is not None:
             config["optimizer"] = self.optimizer.description(d)
-        stratonovich = calculus(solver) == "stratonovich" and sde.noise_type != "additive"
+        stratonovich = calculus(solver) == "stratonovich" and sde.noise_type != NoiseType.ADDITIVE
         p = sde.state_dim(d)  # checked by check_shapes
         stepper = lambda n: SDEStepper(
             dtype_sde, solver, n, k, control, stratonovich, m, p <= PATHS_LAST_MAX_DIM

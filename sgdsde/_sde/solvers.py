@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 from diffrax._local_interpolation import LocalLinearInterpolation
 
+from .._noise.base import NoiseType
+
 
 class WeakIncrement(eqx.Module):
     """The random input of one weak order-2 step: three-point $\\Delta\\hat W$ (±√(3h) w.p. 1/6 each, 0 w.p.
@@ -40,7 +42,7 @@ class PlatenWeak2(diffrax.AbstractItoSolver):
     (theory/sde.md, SDE-6).
     """
 
-    noise: str = eqx.field(static=True, default="general")
+    noise: str = eqx.field(static=True, default=NoiseType.GENERAL, converter=NoiseType)
 
     term_structure: ClassVar = diffrax.MultiTerm[tuple[diffrax.AbstractTerm, diffrax.AbstractTerm]]
     interpolation_cls: ClassVar[Callable[..., LocalLinearInterpolation]] = LocalLinearInterpolation
@@ -65,7 +67,7 @@ class PlatenWeak2(diffrax.AbstractItoSolver):
         a0, b0 = a(y0), b(y0)
         ybar = y0 + a0 * h + b0 @ dW
         y1 = y0 + 0.5 * (a(ybar) + a0) * h
-        if self.noise == "additive":
+        if self.noise == NoiseType.ADDITIVE:
             return y1 + b0 @ dW, None, dict(y0=y0, y1=y1), None, diffrax.RESULTS.successful
         sq = jnp.sqrt(h)
         m = dW.shape[0]
@@ -95,7 +97,7 @@ class SolverInfo:
     AbstractStratonovichSolver declare): the noise it needs, its orders and the increments it eats."""
 
     solver: type[diffrax.AbstractSolver]  # the diffrax solver class
-    noise: str  # weakest noise structure it is valid for: "general" | "commutative" | "additive"
+    noise: NoiseType  # the weakest noise structure it is valid for
     weak_order: float  # diffrax states none (its ``order`` is the ODE order): Kloeden & Platen 1992
     control: str  # "brownian" | "levy" (space-time Lévy area) | "weak2"
     adaptive: bool = False  # has an embedded error estimate, so PID-controlled steps are available
@@ -112,20 +114,20 @@ class SolverInfo:
 SOLVERS: dict[type, SolverInfo] = {
     info.solver: info
     for info in (
-        SolverInfo(diffrax.Euler, "general", 1.0, "brownian"),
-        SolverInfo(diffrax.ItoMilstein, "commutative", 1.0, "brownian"),
-        SolverInfo(diffrax.StratonovichMilstein, "commutative", 1.0, "brownian"),
-        SolverInfo(diffrax.Heun, "general", 1.0, "brownian", adaptive=True),
-        SolverInfo(diffrax.EulerHeun, "general", 1.0, "brownian"),
-        SolverInfo(diffrax.GeneralShARK, "general", 1.0, "levy"),
-        SolverInfo(diffrax.SPaRK, "general", 1.0, "levy", adaptive=True),
-        SolverInfo(diffrax.SRA1, "additive", 2.0, "levy", adaptive=True),
-        SolverInfo(diffrax.ShARK, "additive", 2.0, "levy", adaptive=True),
-        SolverInfo(PlatenWeak2, "general", 2.0, "weak2"),
+        SolverInfo(diffrax.Euler, NoiseType.GENERAL, 1.0, "brownian"),
+        SolverInfo(diffrax.ItoMilstein, NoiseType.COMMUTATIVE, 1.0, "brownian"),
+        SolverInfo(diffrax.StratonovichMilstein, NoiseType.COMMUTATIVE, 1.0, "brownian"),
+        SolverInfo(diffrax.Heun, NoiseType.GENERAL, 1.0, "brownian", adaptive=True),
+        SolverInfo(diffrax.EulerHeun, NoiseType.GENERAL, 1.0, "brownian"),
+        SolverInfo(diffrax.GeneralShARK, NoiseType.GENERAL, 1.0, "levy"),
+        SolverInfo(diffrax.SPaRK, NoiseType.GENERAL, 1.0, "levy", adaptive=True),
+        SolverInfo(diffrax.SRA1, NoiseType.ADDITIVE, 2.0, "levy", adaptive=True),
+        SolverInfo(diffrax.ShARK, NoiseType.ADDITIVE, 2.0, "levy", adaptive=True),
+        SolverInfo(PlatenWeak2, NoiseType.GENERAL, 2.0, "weak2"),
     )
 }
 
-_RANK = {"additive": 0, "commutative": 1, "general": 2}
+_RANK = {NoiseType.ADDITIVE: 0, NoiseType.COMMUTATIVE: 1, NoiseType.GENERAL: 2}
 
 
 def calculus(solver: Any) -> str:
@@ -159,7 +161,7 @@ def check_solver(solver: Any, noise_type: str, increments: str) -> SolverInfo:
     ``increments``."""
     info = solver_info(solver)
     name = type(solver).__name__
-    if _RANK[noise_type] > _RANK[info.noise]:
+    if _RANK[NoiseType(noise_type)] > _RANK[info.noise]:
         raise ValueError(
             f"solver {name} assumes {info.noise} noise, but this SDE's noise is {noise_type}: it would "
             "converge to a different SDE (use Euler, PlatenWeak2, or a Stratonovich solver such as "
