@@ -9,8 +9,11 @@ sum, so every k shares one Brownian path (common random numbers across dt, and s
 
 from __future__ import annotations
 
+import abc
 import math
+from typing import Any, ClassVar
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 from diffrax import SpaceTimeLevyArea
@@ -57,3 +60,89 @@ def weak2(key, j, dt, shape, dtype, with_v: bool):
     r = jax.random.rademacher(jax.random.fold_in(key, 1), (n * m * m,), dtype)
     upper = jnp.triu(r.reshape(n, m, m), 1)
     return WeakIncrement(dW=dW, V=dt * (upper - jnp.swapaxes(upper, -1, -2)))
+
+
+class AbstractControl(eqx.Module):
+    """The random input of an SDE step for all paths, drawing its own increments: Brownian ones (bridged to
+    the SGD step's −√η ξ, SDE-3), with Lévy areas, two-point or weak-2 ones. ``name`` is the configuration
+    record's; ``bridged`` whether the step first draws its total increment; ``axis`` the path axis of the
+    draws (the state's, so no transpose, where the draw's layout allows it)."""
+
+    name: ClassVar[str]
+    bridged: ClassVar[bool] = False
+
+    def axis(self, paths_last: bool) -> int:
+        return 0
+
+    @abc.abstractmethod
+    def draw(self, key, j, dt, remaining, shape, dtype, substeps: int) -> tuple[Any, Any]:
+        """(substep j's input for all paths, the remaining bridge sum)."""
+
+
+class _Bridged(AbstractControl):
+    bridged: ClassVar[bool] = True
+
+    def _dW(self, key, j, dt, remaining, dtype, substeps):
+        return remaining if substeps == 1 else bridge_increment(key, j, substeps, remaining, dt, dtype)
+
+
+class BrownianControl(_Bridged):
+    """Gaussian increments in the state's layout (the fastest)."""
+
+    name: ClassVar[str] = "brownian"
+
+    def axis(self, paths_last):
+        return 1 if paths_last else 0
+
+    def draw(self, key, j, dt, remaining, shape, dtype, substeps) -> tuple[Any, Any]:
+        dW = self._dW(key, j, dt, remaining, dtype, substeps)
+        return dW, remaining - dW
+
+
+class CoupledControl(_Bridged):
+    """Gaussian increments in SGD's per-path (N, m) order: Euler at dt = η reproduces Gaussian-noise SGD."""
+
+    name: ClassVar[str] = "coupled"
+
+    def draw(self, key, j, dt, remaining, shape, dtype, substeps) -> tuple[Any, Any]:
+        dW = self._dW(key, j, dt, remaining, dtype, substeps)
+        return dW, remaining - dW
+
+
+class LevyControl(_Bridged):
+    """Gaussian increments with their space-time Lévy areas (the SRK solvers' input)."""
+
+    name: ClassVar[str] = "levy"
+
+    def draw(self, key, j, dt, remaining, shape, dtype, substeps) -> tuple[Any, Any]:
+        dW = self._dW(key, j, dt, remaining, dtype, substeps)
+        la = levy_area(key, j, dt, shape, dtype)
+        return SpaceTimeLevyArea(dt=jnp.broadcast_to(dt, shape[:1]), W=dW, H=la.H), remaining - dW
+
+
+class TwoPointControl(AbstractControl):
+    """±√dt increments (weak order 1 with Euler)."""
+
+    name: ClassVar[str] = "two_point"
+
+    def axis(self, paths_last):
+        return 1 if paths_last else 0
+
+    def draw(self, key, j, dt, remaining, shape, dtype, substeps) -> tuple[Any, Any]:
+        return two_point(key, j, dt, shape, dtype), remaining
+
+
+class Weak2Control(AbstractControl):
+    """PlatenWeak2's three-point ΔŴ, with the two-point V when the noise is not additive and m > 1."""
+
+    name: ClassVar[str] = "weak2"
+    with_v: bool = eqx.field(static=True, default=False)
+
+    def draw(self, key, j, dt, remaining, shape, dtype, substeps) -> tuple[Any, Any]:
+        return weak2(key, j, dt, shape, dtype, self.with_v), remaining
+
+
+# the controls by their configuration names (one line per control)
+CONTROLS: dict[str, type[AbstractControl]] = {
+    c.name: c for c in (BrownianControl, CoupledControl, LevyControl, TwoPointControl, Weak2Control)
+}

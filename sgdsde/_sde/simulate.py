@@ -73,7 +73,7 @@ class SDEStepper(AbstractStepper):
     solver: Any
     n_paths: int = eqx.field(static=True)
     substeps: int = eqx.field(static=True)
-    control: str = eqx.field(static=True)  # "brownian" | "coupled" | "two_point" | "levy" | "weak2"
+    control: inc.AbstractControl  # draws the steps' random inputs (no array leaves)
     stratonovich: bool = eqx.field(static=True)
     m: int = eqx.field(static=True)
     paths_last: bool = eqx.field(static=True, default=True)
@@ -83,7 +83,7 @@ class SDEStepper(AbstractStepper):
         """The path axis of the drawn increments: the state's for Gaussian/two-point increments (no
         transposes),
         0 for SGD-coupled ones (simulate_sgd's (N, m) order) and for Lévy areas and weak-2 inputs."""
-        return 1 if self.paths_last and self.control in ("brownian", "two_point") else 0
+        return self.control.axis(self.paths_last)
 
     @property
     def problem(self):
@@ -135,23 +135,10 @@ class SDEStepper(AbstractStepper):
             b = b + self.sde.stratonovich_correction(theta, eta)
         return b
 
-    def _draw(self, key, j, dt, remaining, dtype):
+    def _draw(self, key, j, dt, remaining, dtype) -> tuple[Any, Any]:
         """The random input of substep j for all paths, and the remaining bridge sum (Brownian controls)."""
         shape = (self.m, self.n_paths) if self.ctrl_axis == 1 else (self.n_paths, self.m)
-        if self.control in ("brownian", "coupled", "levy"):
-            dW = (
-                remaining
-                if self.substeps == 1
-                else inc.bridge_increment(key, j, self.substeps, remaining, dt, dtype)
-            )
-            if self.control != "levy":
-                return dW, remaining - dW
-            la = inc.levy_area(key, j, dt, shape, dtype)
-            return diffrax.SpaceTimeLevyArea(dt=jnp.broadcast_to(dt, shape[:1]), W=dW, H=la.H), remaining - dW
-        if self.control == "two_point":
-            return inc.two_point(key, j, dt, shape, dtype), remaining
-        with_v = self.sde.noise_type != NoiseType.ADDITIVE and self.m > 1
-        return inc.weak2(key, j, dt, shape, dtype, with_v), remaining
+        return self.control.draw(key, j, dt, remaining, shape, dtype, self.substeps)
 
     def step(self, carry, k, eta, key):
         theta, t = carry
@@ -178,7 +165,7 @@ class SDEStepper(AbstractStepper):
 
         # the SGD step's Brownian increment −√η ξ, ξ drawn exactly as Gaussian-noise SGD draws it (SDE-3)
         total = None
-        if self.control in ("brownian", "coupled", "levy"):
+        if self.control.bridged:
             total = -jnp.sqrt(eta) * inc.coarse_normals(key, self.n_paths, self.m, dtype)
             if self.ctrl_axis == 1:
                 total = total.reshape(
@@ -346,7 +333,9 @@ class SDE(AbstractMethod):
         m = dtype_sde.noise_dim(d, dtype)
         if isinstance(dtype_sde, SME) and isinstance(solver, diffrax.Euler):
             dtype_sde = dtype_sde.euler_form()  # B-free: sweeps over the batch size reuse the compiled step
-        control = _control(info.control, kind)
+        name = _control(info.control, kind)
+        with_v = sde.noise_type != NoiseType.ADDITIVE and m > 1
+        control = inc.Weak2Control(with_v) if name == "weak2" else inc.CONTROLS[name]()
         config = {
             "simulator": "sde",
             "sde": type(sde).__name__,
@@ -354,7 +343,7 @@ class SDE(AbstractMethod):
             "noise": describe(self.noise) if self.noise is not None else sde.noise_type,
             "solver": type(solver).__name__,
             "calculus": calculus(solver),
-            "increments": control,
+            "increments": control.name,
             "substeps": k,
             "lr": lr if np.ndim(lr) == 0 and not callable(lr) else describe(lr),
         }
