@@ -136,6 +136,7 @@ def plan_sgd(
     lr,
     n_steps: int,
     key,
+    optimizer=None,
     ensemble: Ensemble = Ensemble(),
     record: Record = Record(),
     output: Output = Output(),
@@ -162,6 +163,8 @@ def plan_sgd(
             probability rate·η_k (Bae, Song & Jeong's rule; rate = p/η for a per-step probability p).
         first_passage: ``FirstPassage(target | observable, threshold)``: per-path first-passage steps and
             times, and the MFPT, in ``result.first_passage``.
+        optimizer: None (SGD), ``Momentum(...)``, ``RMSprop(...)``, ``Adam(...)`` or an optax transformation at
+            unit learning rate: ``SGD(noise, optimizer=...)`` (theory/optimizers.md, OPT-1).
 
     Returns:
         EnsembleResult on the time grid $t_k = \\sum_{j<k}\\eta_j$ (theory/sgd.md, SGD-1).
@@ -169,7 +172,7 @@ def plan_sgd(
     ``plan_sgd`` validates and returns the engine's RunPlan (what a sweep batches); ``simulate_sgd``
     runs it.
     """
-    method = SGD(check_noise(noise))
+    method = SGD(check_noise(noise), optimizer)
     return legacy_plan(
         method,
         problem,

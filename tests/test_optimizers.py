@@ -309,3 +309,25 @@ def test_an_optimizer_whose_state_does_not_fit_theta_is_refused():
     bad = optax.GradientTransformation(lambda p: (), lambda g, s, p=None: (jnp.sum(g), s))
     with pytest.raises(ValueError, match="optimizer: its update must have"):
         sd.simulate(sd.SGD(NOISE, optimizer=bad), PROBLEM, THETA0, **KW)
+
+
+def test_the_keyword_spellings_take_the_optimizer_too():
+    """[theory: OPT-1] ``simulate_sgd/sde/svag(..., optimizer=...)`` run the methods ``SGD/SDE/SVAG(noise, ...,
+    optimizer=...)`` bit for bit."""
+    kw = dict(KW, n_steps=6)
+    pairs = [
+        (
+            sd.simulate_sgd(PROBLEM, NOISE, THETA0, optimizer=sd.Momentum(0.9), **kw),
+            sd.SGD(NOISE, sd.Momentum(0.9)),
+        ),
+        (
+            sd.simulate_sde(PROBLEM, NOISE, THETA0, optimizer=sd.Momentum(0.9), **kw),
+            sd.SDE(NOISE, optimizer=sd.Momentum(0.9)),
+        ),
+        (
+            sd.simulate_svag(PROBLEM, NOISE, THETA0, l=2, optimizer=sd.Adam(), **kw),
+            sd.SVAG(NOISE, 2, sd.Adam()),
+        ),
+    ]
+    for legacy, method in pairs:
+        np.testing.assert_array_equal(legacy.paths, sd.simulate(method, PROBLEM, THETA0, **kw).paths)

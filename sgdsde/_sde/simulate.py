@@ -467,6 +467,7 @@ def plan_sde(
     solver=None,
     stepping: AbstractStepping = Fixed(),
     increments: AbstractIncrements | None = None,
+    optimizer=None,
     ensemble: Ensemble = Ensemble(),
     record: Record = Record(),
     output: Output = Output(),
@@ -508,6 +509,7 @@ def plan_sde(
             end (RESET-4).
         first_passage: ``FirstPassage(...)``, checked after every SGD step (``bridge_variance``: also between
             grid points, RESET-6).
+        optimizer: None (SGD's SME) or an optimizer whose SDE is known: ``SDE(noise, optimizer=...)``.
 
     Returns:
         EnsembleResult on the same time grid as simulate_sgd with the same lr, n_steps and record.every.
@@ -519,7 +521,7 @@ def plan_sde(
     """
     if isinstance(problem, AbstractSDE) and order == 1:
         order = None  # the default: an SDE object fixes its own drift
-    method = SDE(check_noise(noise), order, solver, stepping, increments)
+    method = SDE(check_noise(noise), order, solver, stepping, increments, optimizer)
     return legacy_plan(
         method,
         problem,

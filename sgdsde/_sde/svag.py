@@ -283,6 +283,7 @@ def plan_svag(
     l: int,  # noqa: E741 (the paper's name)
     n_steps: int,
     key,
+    optimizer=None,
     ensemble: Ensemble = Ensemble(),
     record: Record = Record(),
     output: Output = Output(),
@@ -305,13 +306,15 @@ def plan_svag(
         key, ensemble, output: as in simulate_sgd.
         resetting, first_passage: as in simulate_sgd, per SVAG step (reset probability rate·η_k/l); steps
             are reported in SGD steps (rounded up).
+        optimizer: None (SGD), or ``Momentum``/``RMSprop``/``Adam`` mapped for SVAG: ``SVAG(noise, l,
+            optimizer=...)`` (theory/adaptive-sdes.md, ASDE-7).
 
 
     ``simulate(SVAG(noise, l), problem, θ₀, ...)`` in the keyword spelling of events. ``plan_svag``
     validates and returns the engine's RunPlan (what a sweep batches); ``simulate_svag``
     runs it.
     """
-    method = SVAG(check_noise(noise), l)
+    method = SVAG(check_noise(noise), l, optimizer)
     return legacy_plan(
         method,
         problem,
