@@ -7,6 +7,7 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import sgdsde as sd
 
@@ -39,6 +40,17 @@ NOISES = {
     "wu_fisher": lambda n, d: sd.MultiplicativeNoise(2, "gaussian_fisher"),
     "wu_centred": lambda n, d: sd.MultiplicativeNoise(2, "gaussian_centred"),
     "wu_bernoulli": lambda n, d: sd.MultiplicativeNoise(2, "bernoulli"),
+}
+
+
+# name -> optimizer, one per state structure: a new optimizer joins every noise (test_optimizers.py) and the
+# resume check by one line here
+# (Nesterov and weight decay share Momentum's structure, AdamW Adam's; test_optimizers.py checks their numbers)
+OPTIMIZERS = {
+    "momentum": lambda: sd.Momentum(0.9),
+    "rmsprop": lambda: sd.RMSprop(0.9, 1e-6),
+    "adam": lambda: sd.Adam(),
+    "optax_clip_adam": lambda: sd.Optax(optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1.0))),
 }
 
 

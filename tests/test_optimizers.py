@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import NOISES, OPTIMIZERS, SGD_ONLY_NOISES, make_problem
 
 import sgdsde as sd
 from sgdsde import _progress  # the progress bar is where a Ctrl-C is simulated
@@ -41,15 +42,6 @@ KW = dict(
     ensemble=sd.Ensemble(n_paths=8, chunk_size=4),
     record=sd.Record(every=3, n_saved_paths=8),
 )
-
-# name -> optimizer, one per state structure: a new optimizer joins the resume check below by one line here
-# (Nesterov and weight decay share Momentum's structure, AdamW Adam's; their numbers are checked below)
-OPTIMIZERS = {
-    "momentum": lambda: sd.Momentum(0.9),
-    "rmsprop": lambda: sd.RMSprop(0.9, 1e-6),
-    "adam": lambda: sd.Adam(),
-    "optax_clip_adam": lambda: sd.Optax(optax.chain(optax.clip_by_global_norm(1.0), optax.adam(1.0))),
-}
 
 
 def test_no_optimizer_and_zero_momentum_are_plain_sgd_bit_for_bit():
@@ -330,3 +322,37 @@ def test_the_keyword_spellings_take_the_optimizer_too():
     ]
     for legacy, method in pairs:
         np.testing.assert_array_equal(legacy.paths, sd.simulate(method, PROBLEM, THETA0, **kw).paths)
+
+
+@pytest.mark.parametrize("optimizer_name", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("noise_name", sorted(NOISES) + sorted(SGD_ONLY_NOISES))
+def test_every_optimizer_steps_with_every_noise(noise_name, optimizer_name):
+    """[theory: OPT-1] Every registered optimizer with every registered noise (a product of the registries):
+    SGD(noise, optimizer)'s stepper keeps the optimizer state's structure, shape and dtype per path over two
+    steps, its update is the optimizer's update of the step's stochastic gradient (the same key's draws as plain
+    SGD, whose step gives g̃ = (θ − θ')/η: to rounding, 1e-9 relative), and a restart returns the state to
+    step 0's."""
+    model = "two_layer_tanh" if noise_name == "preactivation" else "linear"
+    problem = make_problem(model, 5, 2 if model == "two_layer_tanh" else 3, 1)
+    registry = NOISES if noise_name in NOISES else SGD_ONLY_NOISES
+    noise = registry[noise_name](5, problem.n_params)
+    opt = OPTIMIZERS[optimizer_name]()
+    n, eta, key = 3, 0.05, jax.random.key(2)
+    theta0 = jnp.broadcast_to(0.5 * jnp.ones(problem.n_params), (n, problem.n_params))
+    plain = sd.SGD(noise).stepper(problem, n)
+    stepper = sd.SGD(noise, optimizer=opt).stepper(problem, n)
+    carry, base = stepper.init(key, theta0), plain.init(key, theta0)
+    for k in range(2):
+        kk = jax.random.fold_in(key, k)
+        g = (base[0] - plain.step(base, jnp.int32(k), jnp.asarray(eta), kk)[0]) / eta
+        u, want = jax.vmap(opt.update)(g, carry[2], carry[0])
+        new = stepper.step(carry, jnp.int32(k), jnp.asarray(eta), kk)
+        np.testing.assert_allclose(new[0], carry[0] + eta * u, rtol=1e-9, atol=1e-9)
+        assert jax.tree.structure(new[2]) == jax.tree.structure(want)
+        for a, b in zip(jax.tree.leaves(new[2]), jax.tree.leaves(want), strict=True):
+            assert a.shape == b.shape and a.dtype == b.dtype and a.shape[:1] == (n,)
+        carry, base = new, new[:2]  # plain SGD continues from the same θ and sampler state
+    restarted = stepper.restart(carry, jnp.ones(n, bool))
+    fresh = jax.vmap(opt.init)(carry[0])
+    for a, b in zip(jax.tree.leaves(restarted[2]), jax.tree.leaves(fresh), strict=True):
+        np.testing.assert_array_equal(a, b)
