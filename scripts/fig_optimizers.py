@@ -25,6 +25,7 @@ jax.config.update("jax_enable_x64", True)
 
 import matplotlib  # noqa: E402
 import numpy as np  # noqa: E402
+from adaptive_sdes import rule_problem  # noqa: E402  (the scaling rule's problem: one definition, scripts/)
 
 import sgdsde as sd  # noqa: E402
 from sgdsde.analysis import (  # noqa: E402
@@ -70,16 +71,6 @@ def sme_gap(etas, beta: float = 0.9) -> np.ndarray:
         sme = momentum_sme_stationary_cov(H, C, eta, beta)[:2, :2]
         out.append(np.linalg.norm(sme - disc) / np.linalg.norm(disc))
     return np.asarray(out)
-
-
-def rule_problem():
-    """Linear regression n = 64, d = 2 with residual noise std 40 (minibatch noise dominates the gradient:
-    the regime of Malladi et al.'s SDE), θ₀ offset from the least-squares fit."""
-    rng = np.random.default_rng(0)
-    X = rng.standard_normal((64, 2))
-    y = X @ np.array([1.0, -1.0]) + 40.0 * rng.standard_normal(64)
-    theta0 = np.linalg.lstsq(X, y, rcond=None)[0] + np.array([1.5, 1.0])
-    return sd.Problem(sd.LinearRegression(2), X, y), theta0
 
 
 def adam_run(problem, theta0, run, n_paths: int, key: int, records: int = 20):

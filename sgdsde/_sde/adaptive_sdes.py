@@ -21,7 +21,7 @@ from .._noise import AbstractSDENoise, NoNoise, require_sde_side
 from .._noise.base import NoiseType
 from .._optimizers import Adam, RMSprop
 from .._problem import Problem
-from .base import AbstractSDE
+from .base import AbstractAugmentedSDE
 
 
 def _noise_type(noise: AbstractSDENoise, problem: Problem, *, preconditioned: bool) -> str:
@@ -56,7 +56,7 @@ def _check_problem(problem, noise, who: str) -> AbstractSDENoise:
     return noise
 
 
-class _AdaptiveSDE(AbstractSDE):
+class _AdaptiveSDE(AbstractAugmentedSDE):
     """Shared parts: the problem, its noise (SDE side) and the mean gradient the drift follows."""
 
     problem_: eqx.AbstractVar[Problem]
@@ -138,23 +138,13 @@ class RMSpropSDE(_AdaptiveSDE):
         self.beta, self.eps = jnp.asarray(beta), jnp.asarray(eps)
         self.noise_type_ = _noise_type(noise, problem, preconditioned=True)
 
-    def state_dim(self, d: int) -> int:
-        """2d: θ and the second-moment estimate v."""
-        return 2 * d
-
-    def init_state(self, theta):
-        """(θ₀, 0): v starts at zero, as optax's ``rmsprop``."""
-        return jnp.concatenate([theta, jnp.zeros_like(theta)])
-
-    def theta_of(self, y):
-        return y[: y.shape[0] // 2]
+    def extra_dim(self, d: int) -> int:
+        """d: the second-moment estimate v (zero at the start, as optax's ``rmsprop``)."""
+        return d
 
     def second_moment_of(self, y):
         """v of one path's state."""
-        return y[y.shape[0] // 2 :]
-
-    def with_theta(self, y, theta):
-        return jnp.concatenate([theta, self.second_moment_of(y)])
+        return self.rest_of(y)
 
     @property
     def records(self):
@@ -240,28 +230,14 @@ class AdamSDE(_AdaptiveSDE):
         self.eps, self.weight_decay = jnp.asarray(eps), jnp.asarray(weight_decay)
         self.noise_type_ = _noise_type(noise, problem, preconditioned=False)
 
-    def state_dim(self, d: int) -> int:
-        """3d + 2: θ, m, v and the two bias corrections γ₁, γ₂."""
-        return 3 * d + 2
-
-    @staticmethod
-    def _d(y) -> int:
-        return (y.shape[0] - 2) // 3
-
-    def init_state(self, theta):
-        """(θ₀, 0, 0, 0, 0): m = v = 0 as optax's, and no bias correction accumulated yet."""
-        return jnp.concatenate([theta, jnp.zeros(2 * theta.shape[0] + 2, theta.dtype)])
-
-    def theta_of(self, y):
-        return y[: self._d(y)]
+    def extra_dim(self, d: int) -> int:
+        """2d + 2: m, v and the two bias corrections γ₁, γ₂ (m = v = 0 as optax's, no correction yet)."""
+        return 2 * d + 2
 
     def parts(self, y) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
         """(θ, m, v, γ₁, γ₂) of one path's state."""
-        d = self._d(y)
+        d = self._d()
         return y[:d], y[d : 2 * d], y[2 * d : 3 * d], y[3 * d], y[3 * d + 1]
-
-    def with_theta(self, y, theta):
-        return jnp.concatenate([theta, y[self._d(y) :]])
 
     @property
     def records(self):

@@ -139,6 +139,38 @@ class AbstractSDE(eqx.Module):
         return self
 
 
+class AbstractAugmentedSDE(AbstractSDE):
+    """An SDE in y = (θ, z): the problem's θ ∈ R^d first, then the z ∈ R^{p−d} an optimizer carries (its
+    momentum, its moment estimates), zero at the start as optax's. A subclass gives ``extra_dim(d)``."""
+
+    @abc.abstractmethod
+    def extra_dim(self, d: int) -> int:
+        """p − d, the size of z."""
+
+    def _d(self) -> int:
+        problem = self.problem
+        if problem is None:
+            raise ValueError(f"{type(self).__name__} needs its problem to split its state into (theta, z)")
+        return problem.n_params
+
+    def state_dim(self, d: int) -> int:
+        return d + self.extra_dim(d)
+
+    def init_state(self, theta):
+        """(θ₀, 0)."""
+        return jnp.concatenate([theta, jnp.zeros((self.extra_dim(theta.shape[0]),), theta.dtype)])
+
+    def theta_of(self, y):
+        return y[: self._d()]
+
+    def rest_of(self, y):
+        """z of one path's state."""
+        return y[self._d() :]
+
+    def with_theta(self, y, theta):
+        return jnp.concatenate([theta, self.rest_of(y)])
+
+
 def autodiff_correction(factor, noise_type: str, theta, s2):
     """$-\\frac{s^2}2\\sum_j (\\partial_\\theta A_{\\cdot j})A_{\\cdot j}$ by forward-mode autodiff of the
     factor, s² the squared noise scale (η on the SGD clock)."""

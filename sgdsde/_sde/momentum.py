@@ -14,10 +14,10 @@ from .._noise import AbstractSDENoise, NoNoise, require_sde_side
 from .._noise.base import NoiseType
 from .._optimizers import Momentum
 from .._problem import Problem
-from .base import AbstractSDE
+from .base import AbstractAugmentedSDE
 
 
-class MomentumSME(AbstractSDE):
+class MomentumSME(AbstractAugmentedSDE):
     """The SME of momentum SGD (Itô), y = (θ, m): $d\\theta = -m\\,dt$,
     $dm = \\eta^{-1}\\big(\\nabla L(\\theta) + w\\theta - (1-\\beta)m\\big)dt - \\eta^{-1/2}A(\\theta)\\,dW$.
 
@@ -76,23 +76,13 @@ class MomentumSME(AbstractSDE):
     def noise_type(self) -> str:
         return self.noise_type_
 
-    def state_dim(self, d: int) -> int:
-        """2d: θ and the momentum m."""
-        return 2 * d
-
-    def init_state(self, theta):
-        """(θ₀, 0): the momentum buffer starts at zero, as optax's and PyTorch's."""
-        return jnp.concatenate([theta, jnp.zeros_like(theta)])
-
-    def theta_of(self, y):
-        return y[: y.shape[0] // 2]
+    def extra_dim(self, d: int) -> int:
+        """d: the momentum m (zero at the start, as optax's and PyTorch's)."""
+        return d
 
     def momentum_of(self, y):
         """m of one path's state."""
-        return y[y.shape[0] // 2 :]
-
-    def with_theta(self, y, theta):
-        return jnp.concatenate([theta, self.momentum_of(y)])
+        return self.rest_of(y)
 
     @property
     def records(self):
