@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from helpers import NOISES
 from hypothesis import given, strategies as st
+from scipy.linalg import solve_discrete_lyapunov
 
 import sgdsde as sd
 from sgdsde.implicit import (
@@ -171,7 +172,8 @@ def test_gd_rounds_agree_with_the_closed_form(form):
 def test_label_noise_rounds_are_unbiased_with_the_exact_variance():
     """Full-batch label-noise SGD (σ = 0.5), 2 chained rounds, 32 paths: the path mean of ŷ_t is GD's round (every
     |z| < 4.5 over 12 coordinates) and the mean squared deviation matches the exact linear-recursion variance
-    within 4 standard errors of its path average. [theory: DIST-7]"""
+    within 4 standard errors of its path average; that exact value (diagonal in Φ's singular basis) equals the dense
+    recursion (a discrete Lyapunov equation per round, propagated by LΦ) to 1e-10. [theory: DIST-7]"""
     Phi, K, y = _problem(5, n=6, p=8)
     r = self_distillation(K, y, rounds=2, c=3.0)
     lr, steps, P = 0.1, 1500, 32
@@ -183,6 +185,15 @@ def test_label_noise_rounds_are_unbiased_with_the_exact_variance():
     exact = label_noise_rounds_msd(Phi, r.c, lr=lr, n_steps=steps, sigma=0.5)
     se = msd.std(1, ddof=1) / math.sqrt(P)
     assert np.all(np.abs(msd.mean(1) - exact) < 4 * se), (msd.mean(1), exact, se)
+    # the diagonal closed form against the dense recursion: Lyapunov S = ASAᵀ + Q per round, propagated by LΦ
+    A = np.eye(8) - lr * (Phi.T @ Phi + 3.0 * np.eye(8)) / 6
+    AT, Q = np.linalg.matrix_power(A, steps), (lr * 0.5 / 6) ** 2 * Phi.T @ Phi
+    S = solve_discrete_lyapunov(A, Q)
+    G = (np.eye(8) - AT) @ np.linalg.solve(np.eye(8) - A, lr * Phi.T / 6) @ Phi
+    cov1 = S - AT @ S @ AT.T
+    cov2 = G @ cov1 @ G.T + cov1
+    dense = [np.trace(Phi @ cv @ Phi.T) / 6 for cv in (cov1, cov2)]
+    np.testing.assert_allclose(exact, dense, rtol=1e-10)
     # halving the step size halves the variance to O(η): λ = ησ²/n is the one parameter
     half = label_noise_rounds_msd(Phi, r.c, lr=lr / 2, n_steps=2 * steps, sigma=0.5)
     assert np.all(np.abs(half / exact - 0.5) < 0.05)

@@ -244,7 +244,7 @@ class TrainedDistillation:
     """The rounds run by ``SGD`` on the linear model f = θᵀφ (DIST-6).
 
     Attributes: weights θ_t (T, P, p) and predictions Φθ_t (T + 1, P, n) per path (row 0: the labels), c_t,
-    the weight decay c_t/n, lr, n_steps, the noise's name, and ``contraction``: per round, GD's error factor
+    the weight decay c_t/n, the step size per round, n_steps, the noise's name, and ``contraction``: per round, GD's error factor
     $\\max_k|1 - \\eta(d_k + c_t)/n|^{T}$ on span(Φᵀ) (the iterates start at 0 and stay there).
     """
 
@@ -252,7 +252,7 @@ class TrainedDistillation:
     predictions: np.ndarray
     c: np.ndarray
     weight_decay: np.ndarray
-    lr: float
+    lr: np.ndarray
     n_steps: int
     noise: str
     contraction: np.ndarray
@@ -273,7 +273,7 @@ def train_self_distillation(
     y,
     c: Sequence[float] | np.ndarray,
     *,
-    lr: float,
+    lr: float | Sequence[float] | np.ndarray,
     n_steps: int,
     noise: AbstractGradientNoise | None = None,
     n_paths: int = 1,
@@ -289,7 +289,7 @@ def train_self_distillation(
 
     Args:
         features: Φ (n, p); y: labels (n,); c: c_t per round (``DistillationRounds.c``), each > 0 or inf.
-        lr, n_steps: the step size and the steps per round; noise: None (GD) or an sgdsde noise model.
+        lr: the step size, one for all rounds or one per round; n_steps: the steps per round; noise: None (GD) or an sgdsde noise model.
         n_paths: independent paths P (each its own chain of rounds); key: an int seed.
     """
     Phi = np.asarray(features, np.float64)
@@ -306,7 +306,10 @@ def train_self_distillation(
         raise ValueError(
             f"c must be a non-empty 1-D sequence of values > 0 (inf: a collapsed round), got {c!r}"
         )
-    lr = check_positive("lr", lr)
+    lrs = np.atleast_1d(np.asarray(lr, np.float64))
+    if lrs.ndim != 1 or lrs.size not in (1, cs.size):
+        raise ValueError(f"lr must be a number or one per round ({cs.size}), got shape {lrs.shape}")
+    lrs = np.array([check_positive("lr", v) for v in np.broadcast_to(lrs, cs.shape)])
     n_steps = check_int_range("n_steps", n_steps, 1)
     n_paths = check_int_range("n_paths", n_paths, 1)
     if noise is not None and not isinstance(noise, AbstractGradientNoise):
@@ -316,13 +319,16 @@ def train_self_distillation(
             "train_self_distillation needs float64: call jax.config.update('jax_enable_x64', True)"
         )
     T = cs.size
-    contraction = np.array([gd_contraction(Phi, ct, lr, 1) if np.isfinite(ct) else 0.0 for ct in cs])
+    finite = np.isfinite(cs)
+    contraction = np.array(
+        [gd_contraction(Phi, ct, e, 1) if ok else 0.0 for ct, e, ok in zip(cs, lrs, finite, strict=True)]
+    )
     if np.any(contraction >= 1):
         t = int(np.argmax(contraction >= 1))
         dmax = float(np.linalg.eigvalsh(Phi @ Phi.T)[-1])
         raise ValueError(
             f"lr must be < 2n/(d_max + c_t) = {2 * n / (dmax + cs[t]):.4g} for round {t + 1} to converge "
-            f"(d_max: the largest eigenvalue of features @ features.T), got {lr}"
+            f"(d_max: the largest eigenvalue of features @ features.T), got {lrs[t]:.4g}"
         )
     root = jax.random.key(check_int_range("key", key, 0))
     model = LinearRegression(p)
@@ -339,7 +345,7 @@ def train_self_distillation(
                 method,
                 Problem(model, Phi, preds[t, i]),
                 theta0,
-                lr=lr,
+                lr=float(lrs[t]),
                 n_steps=n_steps,
                 key=jax.random.fold_in(root, t * n_paths + i),
                 ensemble=Ensemble(n_paths=1),
@@ -348,13 +354,18 @@ def train_self_distillation(
             assert res.paths is not None
             weights[t, i] = res.paths[-1, 0]
             preds[t + 1, i] = Phi @ weights[t, i]
-    contraction = np.array([gd_contraction(Phi, ct, lr, n_steps) if np.isfinite(ct) else 0.0 for ct in cs])
+    contraction = np.array(
+        [
+            gd_contraction(Phi, ct, e, n_steps) if ok else 0.0
+            for ct, e, ok in zip(cs, lrs, finite, strict=True)
+        ]
+    )
     return TrainedDistillation(
         weights=weights,
         predictions=preds,
         c=cs,
         weight_decay=cs / n,
-        lr=lr,
+        lr=lrs,
         n_steps=n_steps,
         noise="GD" if noise is None else type(noise).__name__,
         contraction=contraction,
@@ -363,32 +374,37 @@ def train_self_distillation(
 
 def label_noise_rounds_msd(features, c, *, lr: float, n_steps: int, sigma: float) -> np.ndarray:
     """$E\\,\\frac1n\\|\\hat y_t - E\\hat y_t\\|^2$ per round for full-batch label-noise SGD (±σ or Gaussian on all n
-    labels, ``LabelNoise(sigma)``), exactly: the rounds are a linear recursion (DIST-7).
+    labels, ``LabelNoise(sigma)``), exactly: the rounds are a linear recursion, diagonal in Φ's singular basis (DIST-7).
 
-    Round t from θ = 0: $\\theta_{k+1} = A\\theta_k + \\frac{\\eta}{n}\\Phi^\\top(y_{t-1} + \\xi_k)$,
-    $A = I - \\eta(\\Phi^\\top\\Phi/n + c_t/n)$, so $\\theta_T = L y_{t-1} + \\zeta$ with $L = (I - A^T)(I - A)^{-1}\\frac{\\eta}{n}\\Phi^\\top$
-    and Cov ζ = S − A^T S A^{T⊤}, S the discrete Lyapunov solution of $S = ASA^\\top + \\frac{\\eta^2\\sigma^2}{n^2}\\Phi^\\top\\Phi$;
-    Cov θ_t = (LΦ) Cov θ_{t−1} (LΦ)ᵀ + Cov ζ. The mean is GD's: E ŷ_t equals the GD rounds.
+    With Φ = U diag(s) Wᵀ and θ = Wu (θ starts at 0 and stays in span Φᵀ), round t is, per singular direction,
+    $u_{k+1} = a u_k + \\frac{\\eta s}{n}(s u^{(t-1)} + \\xi_k)$ with $a = 1 - \\eta(s^2 + c_t)/n$ and Var ξ = σ², so
+    $u^{(t)} = g u^{(t-1)} + \\nu_t$, $g = (1 - a^T)s^2/(s^2 + c_t)$,
+    $\\operatorname{Var}\\nu_t = \\frac{(\\eta s\\sigma/n)^2(1 - a^{2T})}{1 - a^2}$, and the MSD is $\\frac1n\\sum s^2\\operatorname{Var}u^{(t)}$.
+    The mean is GD's: E ŷ_t equals the GD rounds.
     """
-    from scipy.linalg import solve_discrete_lyapunov
-
     Phi = np.asarray(features, np.float64)
-    n, p = Phi.shape
+    if Phi.ndim != 2:
+        raise ValueError(f"features must be a 2-D array (n, p), got shape {Phi.shape}")
+    n = Phi.shape[0]
     cs = np.atleast_1d(np.asarray(c, np.float64))
+    if cs.ndim != 1 or np.any(np.isnan(cs)) or np.any(cs <= 0):
+        raise ValueError(f"c must be a 1-D sequence of values > 0 (inf: a collapsed round), got {c!r}")
     lr, sigma = check_positive("lr", lr), check_positive("sigma", sigma, allow_zero=True)
     n_steps = check_int_range("n_steps", n_steps, 1)
-    Q = (lr * sigma / n) ** 2 * (Phi.T @ Phi)
-    cov = np.zeros((p, p))
+    s2 = np.linalg.svd(Phi, compute_uv=False) ** 2
+    var = np.zeros_like(s2)
     out = np.zeros(cs.size)
     for t, ct in enumerate(cs):
         if not np.isfinite(ct):
-            cov = np.zeros((p, p))
+            var = np.zeros_like(s2)
             continue
-        A = np.eye(p) - lr * (Phi.T @ Phi + ct * np.eye(p)) / n
-        AT = np.linalg.matrix_power(A, n_steps)
-        S = solve_discrete_lyapunov(A, Q)
-        L = (np.eye(p) - AT) @ np.linalg.solve(np.eye(p) - A, lr * Phi.T / n)
-        G = L @ Phi
-        cov = G @ cov @ G.T + S - AT @ S @ AT.T
-        out[t] = float(np.trace(Phi @ cov @ Phi.T)) / n
+        a = 1 - lr * (s2 + ct) / n
+        if np.any(np.abs(a) >= 1):
+            raise ValueError(
+                f"lr must be < 2n/(d_max + c_t) = {2 * n / (s2.max() + ct):.4g} for round {t + 1}"
+            )
+        aT = a**n_steps
+        g = (1 - aT) * s2 / (s2 + ct)
+        var = g**2 * var + (lr * sigma / n) ** 2 * s2 * (1 - aT**2) / (1 - a**2)
+        out[t] = float(np.sum(s2 * var)) / n
     return out
