@@ -97,7 +97,7 @@ def trained_gd(seed: int, rounds: int, tol: float = 1e-12, max_rounds: int | Non
 
 def noise_sweep(seed: int, factors, n_paths: int, rounds: int, noises, c: float = 1.0):
     """{noise name: [(lr, λ, msd (T,), msd s.e. (T,), exact msd (T,) or None, max |z| of the path mean against the
-    GD round over the T·n coordinates, mean z² over them (≈ 1 when unbiased))]}."""
+    GD round over the T·n eigen-coordinates of K, mean z² over them (≈ 1 when unbiased))]}."""
     Phi, y, _, _ = draw(seed)
     r = self_distillation(Phi @ Phi.T, y, rounds=rounds, c=c)
     dmin, dmax = float(r.eigenvalues[0]), float(r.eigenvalues[-1])
@@ -117,7 +117,10 @@ def noise_sweep(seed: int, factors, n_paths: int, rounds: int, noises, c: float 
             dev = tr.predictions[1:] - r.predictions[1:, None, :]  # (T, P, n)
             msd = np.mean(dev**2, axis=2)
             se = msd.std(1, ddof=1) / math.sqrt(n_paths)
-            z = dev.mean(1) / (dev.std(1, ddof=1) / math.sqrt(n_paths))
+            ev = (
+                dev @ r.eigenvectors
+            )  # K's eigen-coordinates: (nearly) uncorrelated, unlike the n predictions
+            z = ev.mean(1) / (ev.std(1, ddof=1) / math.sqrt(n_paths))
             if isinstance(noise, sd.LabelNoise):
                 lam = effective_lambda(noise, lr, problem)
                 exact = label_noise_rounds_msd(Phi, r.c, lr=lr, n_steps=steps, sigma=float(noise.sigma))

@@ -246,3 +246,10 @@ def test_bad_input_names_the_argument():
     for kw, msg in train_cases:
         with pytest.raises(ValueError, match=msg):
             train_self_distillation(kw.pop("features"), kw.pop("y"), kw.pop("c"), **kw)
+    for c, lr, msg in (
+        ([1.0, -1.0], 0.1, "c must be"),
+        ([1.0], 0.0, "lr must be"),
+        ([1.0], 100.0, "lr must be < 2n"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            label_noise_rounds_msd(Phi, c, lr=lr, n_steps=10, sigma=0.5)
