@@ -159,9 +159,8 @@ def collapse_bounds(y0_norm: float, budget: float, kappa: float) -> tuple[int, f
     if rho <= 1:
         return 1, 1.0
     upper = math.ceil(kappa * (rho - 1)) + 1 if math.isfinite(kappa) else math.inf
-    return math.ceil(rho - 1e-12), float(
-        upper
-    )  # −1e-12: an integer ρ blurred by rounding stays a valid lower bound
+    lower = math.ceil(rho - 1e-12)  # an integer ρ blurred upwards by rounding must not raise the lower bound
+    return lower, float(upper)
 
 
 def self_distillation(gram, y, *, rounds: int, c=None, epsilon=None) -> DistillationRounds:
