@@ -53,3 +53,20 @@ def test_fig_optimizers_quick_prints_its_line(tmp_path):
     pattern = r"optimizers: momentum_cov_relerr=\d+\.\d+ sqrt_rule_max_z=\d+\.\d+ linear_rule_z=\d+\.\d+"
     assert re.fullmatch(pattern, last), last
     assert png.stat().st_size > 10_000, "no figure written"
+
+
+def test_fig_seed001_quick_prints_its_line(tmp_path):
+    """Issue 25's figure: its quick mode writes the figure, shows the generalization curve falling then rising
+    over the rounds, and ends with the line the issue asks for (the batch-norm part pending until it joins).
+    [theory: DIST-8]"""
+    png = tmp_path / "fig_seed001.png"
+    stdout = run_script("fig_seed001.py", "--quick", "--out", str(png), cwd=tmp_path)
+    last = stdout.strip().splitlines()[-1]
+    pattern = (
+        r"seed001: distill_max_relerr=\d\.\d+e[+-]\d+ collapse_round=\d+ predicted=\d+\.\.(\d+|inf) "
+        r"bn_cov_relerr=(pending|\d+\.\d+)"
+    )
+    assert re.fullmatch(pattern, last), last
+    assert float(last.split("distill_max_relerr=")[1].split()[0]) < 1e-6
+    assert "falls then rises: True" in stdout and "bounds hold in every draw: True" in stdout
+    assert png.stat().st_size > 10_000, "no figure written"
