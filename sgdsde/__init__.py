@@ -31,6 +31,7 @@ from ._models import (
     DeepMatrixFactorization as DeepMatrixFactorization,
     DiagonalLinearNetwork as DiagonalLinearNetwork,
     LinearRegression as LinearRegression,
+    NormalizedTwoLayerNetwork as NormalizedTwoLayerNetwork,
     PolynomialCurve as PolynomialCurve,
     TwoLayerNetwork as TwoLayerNetwork,
 )
@@ -38,6 +39,7 @@ from ._noise import (
     AbstractGradientNoise as AbstractGradientNoise,
     AbstractSampling as AbstractSampling,
     AbstractSDENoise as AbstractSDENoise,
+    BatchNormNoise as BatchNormNoise,
     FullGradientLabelNoise as FullGradientLabelNoise,
     GaussianNoise as GaussianNoise,
     LabelFlipNoise as LabelFlipNoise,
