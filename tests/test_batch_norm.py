@@ -140,7 +140,8 @@ def test_monte_carlo_draws_match_the_enumerated_law(problem, theta):
 def test_bias_and_the_reductions_of_the_law(problem, theta):
     """E g̃ ≠ ∇L of the moving-statistics network for p > 0 (batch normalization and StochNorm are biased);
     at p = 0 the law is MinibatchNoise's on the same model (mean ∇L, the same covariance, 1e-12: rounding
-    of sums over 10 batches). [theory: NORM-3]"""
+    of sums over 10 batches); at B = n, p = 1, with the data's statistics as moving statistics, the outputs
+    are the same and the noise vanishes, but the bias does not. [theory: NORM-3]"""
     grad = np.asarray(problem.grad(theta))
     for p in (0.5, 1.0):
         bias = np.asarray(sd.BatchNormNoise(2, p=p).bias(problem, theta))
@@ -153,12 +154,21 @@ def test_bias_and_the_reductions_of_the_law(problem, theta):
         cov0, cov_ref = (np.asarray(x.covariance(problem, theta)) for x in (noise0, ref))
         assert np.max(np.abs(cov0 - cov_ref)) < 1e-12 * np.max(np.abs(cov_ref)), sampling
     assert not sd.BatchNormNoise.unbiased
+    # the full batch (B = n) with the data's own statistics at θ as moving statistics: the outputs coincide,
+    # yet E g̃ ≠ ∇L (batch normalization differentiates through μ(θ), s²(θ)) while Σ = 0
+    model = problem.model.with_statistics(*problem.model.population_statistics(theta, problem.X))
+    full = sd.Problem(model, problem.X, problem.y)
+    np.testing.assert_allclose(model.batch_outputs(theta, full.X), full.outputs(theta), rtol=1e-12)
+    noise = sd.BatchNormNoise(N_DATA, p=1.0)
+    bias = np.asarray(noise.bias(full, theta))
+    assert np.linalg.norm(bias) > 0.1 * np.linalg.norm(np.asarray(full.grad(theta))), bias
+    assert np.max(np.abs(np.asarray(noise.covariance(full, theta)))) < 1e-28
 
 
 def test_p0_draws_minibatch_sgd_and_p1_is_batch_norm(problem, theta):
     """p = 0: the same key draws MinibatchNoise's rows (bit for bit) and the moving-statistics minibatch
-    gradient (1e-12: the same derivative by another autodiff route), so SGD's paths coincide; p = 1 is the
-    StochNorm gradient with every unit on batch statistics and p = 0 the one with none (1e-12). [theory: NORM-3]"""
+    gradient (1e-12: the same derivative by another autodiff route), so SGD's paths coincide; p = 1 draws
+    every unit on batch statistics, and its gradient is batch normalization's (1e-12). [theory: NORM-3]"""
     N, key = 64, jax.random.key(3)
     for sampling in ("with_replacement", "shuffle", "without_replacement"):
         ref = sd.MinibatchNoise(2, sampling)
@@ -180,25 +190,30 @@ def test_p0_draws_minibatch_sgd_and_p1_is_batch_norm(problem, theta):
     # the last sampling's rows (uniform subsets) for the gradients
     ref = sd.MinibatchNoise(2, "without_replacement")
     noise0 = sd.BatchNormNoise(2, p=0.0)
-    half = sd.BatchNormNoise(2, p=0.5)
     bn = sd.BatchNormNoise(2, p=1.0)
+    (_, mask_bn), _ = bn.draw(problem, key, 0, None, N, jnp.float64)
+    assert np.all(np.asarray(mask_bn))  # p = 1: every unit on batch statistics, every step
 
     @jax.jit
-    def gradients(rows, mask, rows_ref):
-        ones, zeros = jnp.ones((N, WIDTH), bool), jnp.zeros((N, WIDTH), bool)
+    def gradients(rows, mask, rows_ref, mask_bn):
         per_path = lambda noise, r, s: jax.vmap(lambda r_, s_: noise.gradient(problem, theta, (r_, s_)))(r, s)
+
+        def plain_bn(r):  # batch normalization written directly: every unit on the batch's statistics
+            loss = lambda th: problem.loss_fn.mean(
+                problem.model.batch_outputs(th, problem.X[r]), problem.y[r]
+            )
+            return jax.grad(loss)(theta)
+
         return (
             per_path(noise0, rows, mask),
             jax.vmap(lambda r: ref.gradient(problem, theta, r))(rows_ref),
-            per_path(half, rows, ones),
-            per_path(bn, rows, zeros),
-            per_path(half, rows, zeros),
+            per_path(bn, rows, mask_bn),
+            jax.vmap(plain_bn)(rows),
         )
 
-    g0, g_ref, g_half_on, g_bn, g_half_off = gradients(rows, mask, rows_ref)
+    g0, g_ref, g_bn, g_plain = gradients(rows, mask, rows_ref, mask_bn)
     assert np.max(np.abs(np.asarray(g0 - g_ref))) < 1e-12 * np.max(np.abs(np.asarray(g_ref)))
-    assert np.max(np.abs(np.asarray(g_half_on - g_bn))) < 1e-12 * np.max(np.abs(np.asarray(g_bn)))
-    assert np.max(np.abs(np.asarray(g_half_off - g0))) < 1e-12 * np.max(np.abs(np.asarray(g0)))
+    assert np.max(np.abs(np.asarray(g_bn - g_plain))) < 1e-12 * np.max(np.abs(np.asarray(g_plain)))
 
 
 def test_sme_with_enumerated_covariance_matches_sgd(problem, theta):

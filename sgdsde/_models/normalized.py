@@ -23,7 +23,7 @@ def _floats(name: str, value, width: int, *, nonnegative: bool = False) -> tuple
 
 
 class NormalizedTwoLayerNetwork(AbstractModel):
-    """$f(\\theta; x) = \\sum_{j=1}^m a_j\\,\\varphi\\big(\\gamma_j\\frac{w_j^Tx - \\mu_j}{\\sqrt{s_j^2 + \\epsilon}} + \\beta_j\\big)$
+    """$f(\\theta; x) = \\sum_{j=1}^m a_j\\,\\varphi\\big(\\gamma_j\\frac{w_j^Tx - \\mu_j}{\\sqrt{s_j^2 + \\varepsilon}} + \\beta_j\\big)$
     with fixed (moving) statistics μ, s² and θ = (vec(W) row-major, γ, β, a), d = m(p + 3).
 
     This is the network evaluated with its moving statistics (batch normalization at test time, and the

@@ -49,19 +49,24 @@ class BatchNormNoise(AbstractGradientNoise, AbstractSDENoise):
         max_outcomes: the largest number of (batch, mask) outcomes the SDE side enumerates.
     """
 
-    batch_size: int = eqx.field(static=True, converter=batch_size_arg)
-    p: float = eqx.field(static=True, default=1.0, converter=_probability)
-    sampling: str = eqx.field(static=True, default="without_replacement", converter=sampling_name)
-    max_outcomes: int = eqx.field(static=True, default=4096)
+    batch_size: int = eqx.field(static=True)
+    p: jax.Array
+    sampling: str = eqx.field(static=True)
+    max_outcomes: int = eqx.field(static=True)
     unbiased: ClassVar[bool] = False
 
-    def __check_init__(self):
-        if self.p > 0 and self.batch_size < 2:
+    def __init__(self, batch_size, p=1.0, sampling="without_replacement", max_outcomes=4096):
+        batch_size = batch_size_arg(batch_size)
+        p_ = _probability(p)
+        if p_ > 0 and batch_size < 2:
             raise ValueError(
                 f"batch_size must be >= 2 when p > 0 (mini-batch statistics of one example: its variance is "
-                f"undefined), got batch_size={self.batch_size} with p={self.p}"
+                f"undefined), got batch_size={batch_size} with p={p_}"
             )
-        check_int_range("max_outcomes", self.max_outcomes, 1)
+        self.batch_size, self.sampling = batch_size, sampling_name(sampling)
+        self.max_outcomes = check_int_range("max_outcomes", max_outcomes, 1)
+        # p is an array leaf: the three modes (and a sweep over p) share one compiled simulator
+        self.p = jnp.asarray(p_)
 
     def _model(self, problem) -> NormalizedTwoLayerNetwork:
         return cast(NormalizedTwoLayerNetwork, problem.model)  # check() requires it
@@ -90,7 +95,8 @@ class BatchNormNoise(AbstractGradientNoise, AbstractSDENoise):
         if idx is None:
             idx = jnp.broadcast_to(jnp.arange(n, dtype=jnp.int32), (n_paths, n))
         m = self._model(problem).width
-        mask = jax.random.bernoulli(jax.random.fold_in(key, 1), self.p, (n_paths * m,)).reshape(n_paths, m)
+        p = self.p.astype(dtype)
+        mask = jax.random.bernoulli(jax.random.fold_in(key, 1), p, (n_paths * m,)).reshape(n_paths, m)
         return (idx, mask), state
 
     def draws_ahead(self) -> bool:
@@ -101,13 +107,7 @@ class BatchNormNoise(AbstractGradientNoise, AbstractSDENoise):
         where ``mask[j]`` (autodiff through the batch statistics)."""
         model = self._model(problem)
         xb, yb = problem.X[rows], problem.y[rows]
-        if self.p == 0:  # the moving-statistics network: no batch statistics are formed
-            out_fn = lambda th: model.outputs(th, xb)
-        elif self.p == 1:  # batch normalization: every unit on the batch statistics
-            out_fn = lambda th: model.batch_outputs(th, xb)
-        else:
-            out_fn = lambda th: model.batch_outputs(th, xb, mask)
-        return jax.grad(lambda th: problem.loss_fn.mean(out_fn(th), yb))(theta)
+        return jax.grad(lambda th: problem.loss_fn.mean(model.batch_outputs(th, xb, mask), yb))(theta)
 
     def gradient(self, problem, theta, draws):
         rows, mask = draws
@@ -115,40 +115,29 @@ class BatchNormNoise(AbstractGradientNoise, AbstractSDENoise):
 
     # -- the SDE side: exact enumeration -------------------------------------------------------------------
 
-    def outcomes(self, problem) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def outcomes(self, problem) -> tuple[np.ndarray, np.ndarray, jax.Array]:
         """Every outcome of one step: (rows (K, B) int, masks (K, m) bool, probabilities π (K,)), K = the
-        number of batches times the number of masks of nonzero probability (ValueError above
-        ``max_outcomes``)."""
+        number of batches times the $2^m$ masks (those of probability 0 at p ∈ {0, 1} included: their
+        columns of A are zero); ValueError above ``max_outcomes``."""
         n, B, m = problem.n_data, self.batch_size, self._model(problem).width
         self.check(problem)
-        if self.sampling == "with_replacement":
-            n_batches = n**B
-        else:
-            n_batches = math.comb(n, B)
-        n_masks = 1 if self.p in (0.0, 1.0) else 2**m
-        if n_batches * n_masks > self.max_outcomes:
+        n_batches = n**B if self.sampling == "with_replacement" else math.comb(n, B)
+        if n_batches * 2**m > self.max_outcomes:
             raise ValueError(
-                f"BatchNormNoise's exact law enumerates {n_batches} batches × {n_masks} masks = "
-                f"{n_batches * n_masks} outcomes, more than max_outcomes={self.max_outcomes}: the SDE side "
+                f"BatchNormNoise's exact law enumerates {n_batches} batches × {2**m} masks = "
+                f"{n_batches * 2**m} outcomes, more than max_outcomes={self.max_outcomes}: the SDE side "
                 "(mean_gradient, covariance_factor) is for small n, B and width; the SGD side has no limit"
             )
         if self.sampling == "with_replacement":
             batches = np.array(list(itertools.product(range(n), repeat=B)), np.int32)
         else:
             batches = np.array(list(itertools.combinations(range(n), B)), np.int32)
-        if n_masks == 1:
-            masks = np.full((1, m), self.p == 1.0)
-            mask_probs = np.ones(1)
-        else:
-            masks = np.array(list(itertools.product((False, True), repeat=m)))
-            k = masks.sum(axis=1)
-            mask_probs = self.p**k * (1 - self.p) ** (m - k)
+        masks = np.array(list(itertools.product((False, True), repeat=m)))
+        k = jnp.asarray(masks.sum(axis=1), self.p.dtype)
+        mask_probs = self.p**k * (1 - self.p) ** (m - k)
         rows = np.repeat(batches, len(masks), axis=0)
-        all_masks = np.tile(masks, (len(batches), 1))
-        probs = np.repeat(np.full(len(batches), 1.0 / len(batches)), len(masks)) * np.tile(
-            mask_probs, len(batches)
-        )
-        return rows, all_masks, probs
+        probs = jnp.tile(mask_probs / len(batches), len(batches))
+        return rows, np.tile(masks, (len(batches), 1)), probs
 
     def enumerated_gradients(self, problem, theta) -> tuple[jax.Array, jax.Array]:
         """(G (K, d), π (K,)): the gradient of every outcome and its probability (``outcomes``)."""
@@ -168,7 +157,7 @@ class BatchNormNoise(AbstractGradientNoise, AbstractSDENoise):
         return (jnp.sqrt(probs)[:, None] * (G - (probs @ G)[None, :])).T
 
     def noise_dim(self, problem):
-        return len(self.outcomes(problem)[2])
+        return len(self.outcomes(problem)[0])
 
     def latex(self):
         return (
