@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import OPTIMIZERS
 
 import sgdsde as sd
 
@@ -245,6 +246,38 @@ def test_sme_with_enumerated_covariance_matches_sgd(problem, theta):
     for _ in range(10):
         th = step(th)
     assert np.max(np.abs(m_sgd - np.asarray(th)) / np.sqrt(v_sgd / N)) > 10
+
+
+def test_every_optimizer_steps_with_batch_norm_noise(problem, theta):
+    """The optimizer registry × BatchNormNoise (StochNorm, p = 0.5; the noise needs its own model, so it is
+    not in helpers.NOISES): SGD(noise, optimizer) steps by the optimizer's update of the step's own
+    stochastic gradient, the one plain SGD draws from the same key (g̃ = (θ − θ')/η; 1e-9 relative: the
+    division by η). Every optimizer in one compiled program (one compile for the registry). [theory: NORM-1]"""
+    noise, n, eta, key = sd.BatchNormNoise(2, p=0.5), 3, 0.05, jax.random.key(2)
+    theta0 = jnp.broadcast_to(theta, (n, problem.n_params))
+    plain = sd.SGD(noise).stepper(problem, n)
+    opts = {name: make() for name, make in OPTIMIZERS.items()}
+    steppers = {name: sd.SGD(noise, optimizer=opt).stepper(problem, n) for name, opt in opts.items()}
+
+    @jax.jit
+    def two_steps(carries, base):
+        out = {}
+        for name, opt in opts.items():
+            carry, b = carries[name], base
+            for k in range(2):  # plain SGD continues from the optimizer's θ and sampler state each step
+                kk = jax.random.fold_in(key, k)
+                g = (b[0] - plain.step(b, jnp.int32(k), jnp.asarray(eta), kk)[0]) / eta
+                u, _ = jax.vmap(opt.update)(g, carry[2], carry[0])
+                new = steppers[name].step(carry, jnp.int32(k), jnp.asarray(eta), kk)
+                out.setdefault(name, []).append((new[0], carry[0] + eta * u))
+                carry, b = new, new[:2]
+        return out
+
+    base = plain.init(key, theta0)
+    carries = {name: st.init(key, theta0) for name, st in steppers.items()}
+    for name, pairs in two_steps(carries, base).items():
+        for got, want in pairs:
+            np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9, err_msg=name)
 
 
 def test_bad_input(problem):
