@@ -33,7 +33,7 @@ class BatchNormNoise(AbstractGradientNoise, AbstractSDENoise):
     independently per unit and step.
 
     p = 1 is batch normalization (every unit uses mini-batch statistics), p = 0 the moving-statistics network
-    (then exactly ``MinibatchNoise``), 0 < p < 1 StochNorm (Kou et al. 2020 use p = 0.5; their code's
+    (then ``MinibatchNoise``: the same rows from the same key, the same gradient to rounding), 0 < p < 1 StochNorm (Kou et al. 2020 use p = 0.5; their code's
     $s \\sim$ Bernoulli(p) selects the mini-batch branch). The gradient differentiates through the batch
     statistics. Its law is exact by enumeration: over the batches $\\mathcal B$ (uniform B-subsets, or the
     $n^B$ ordered draws with replacement) and the $2^m$ masks, outcome o with probability π_o has
