@@ -1,5 +1,5 @@
-"""Seed 001's last two systems (issue 25): self-distillation (Mobahi, Farajtabar & Bartlett 2020) and, joined
-later, batch-normalization noise (``bn_part``).
+"""Seed 001's last two systems (issue 25): self-distillation (Mobahi, Farajtabar & Bartlett 2020) and
+batch-normalization noise (``bn_part``, from scripts/fig_batchnorm.py).
 
 Self-distillation (theory/self-distillation.md) on a noisy-teacher regression: f*(x) = sin(πx) + ½cos(3x),
 x ~ U[−1, 1], n = 20, labels f* + N(0, 0.5²), a linear model on p = 200 random Fourier features of a Laplace
@@ -13,9 +13,11 @@ kernel (bandwidth 0.3), K = ΦΦᵀ.
 (c) The plain form (c = 1, 3 rounds) trained by full-batch label-noise SGD (σ = 0.5) and by minibatch SGD
     (B = 4), η swept: the mean squared deviation from the GD rounds against λ (label: ησ²/n, with its exact
     value; minibatch: η/B), and the largest |z| of the path mean against the GD round (DIST-7).
+(d) Batch-normalization noise (StochNorm, p = 0.5): the covariance of its gradient over batches and masks,
+    enumerated, against an ensemble of its draws (NORM-2; scripts/fig_batchnorm.py has the rest).
 
 Last line: ``seed001: distill_max_relerr=<(b)> collapse_round=<draw 0's> predicted=<lower>..<upper>
-bn_cov_relerr=<the batch-norm part's, or pending>``.
+bn_cov_relerr=<(d)'s relative Frobenius error>``.
 
 Usage: python scripts/fig_seed001.py [--quick] [--out fig_seed001.png] [--seed 0]
 """
@@ -131,10 +133,12 @@ def noise_sweep(seed: int, factors, n_paths: int, rounds: int, noises, c: float 
     return out
 
 
-def bn_part(quick: bool) -> float | None:
-    """The batch-normalization noise part (issue 25, item 2): its enumerated-vs-ensemble covariance error.
-    None until that part joins this script."""
-    return None
+def bn_part(quick: bool) -> float:
+    """The batch-normalization noise part (issue 25, item 2): its enumerated-vs-ensemble covariance error,
+    from scripts/fig_batchnorm.py (one definition; its fine-tuning experiment runs there)."""
+    from fig_batchnorm import bn_part as law_relerr  # scripts/ is on sys.path when a script runs
+
+    return law_relerr(quick)
 
 
 def run(quick: bool = False, out: str = "fig_seed001.png", seed: int = 0) -> dict:
@@ -217,9 +221,8 @@ def run(quick: bool = False, out: str = "fig_seed001.png", seed: int = 0) -> dic
     bn = bn_part(quick)
     lo, hi = bounds[0]
     hi_s = "inf" if not math.isfinite(hi) else f"{hi:.0f}"
-    bn_s = "pending" if bn is None else f"{bn:.4f}"
     print(
-        f"seed001: distill_max_relerr={relerr:.2e} collapse_round={collapse[0]} predicted={lo}..{hi_s} bn_cov_relerr={bn_s}"
+        f"seed001: distill_max_relerr={relerr:.2e} collapse_round={collapse[0]} predicted={lo}..{hi_s} bn_cov_relerr={bn:.4f}"
     )
     return {
         "relerr": relerr,
