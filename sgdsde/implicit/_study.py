@@ -365,36 +365,9 @@ def convergence_study(
     """
     problem64 = float64_problem(problem)
     lr = check_positive("lr", lr)
-    if isinstance(sigmas, (str, bytes)) or np.ndim(sigmas) != 1 or len(sigmas) < 2:
-        raise ValueError(f"sigmas must be a list of at least two noise levels, got {sigmas!r}")
-    sigma_values = np.asarray([check_positive("sigmas", s) for s in sigmas], float)
-    if not dataclasses.is_dataclass(noise) or isinstance(noise, type) or not hasattr(noise, "sigma"):
-        raise ValueError(
-            f"noise must have a label-noise sigma (LabelNoise, FullGradientLabelNoise), got {noise!r}"
-        )
-    window = check_positive("window", window)
-    if window > 1:
-        raise ValueError(f"window must be in (0, 1], got {window}")
-    relax_efolds = check_positive("relax_efolds", relax_efolds)
-    if n_steps is not None:
-        n_steps = check_int_range("n_steps", n_steps, 2)
-    elif theta_init is None:
-        raise ValueError(
-            "n_steps=None chooses the horizon from θ*(λ), which needs theta_init (an array or a function of "
-            "the point's noise model); give theta_init or n_steps"
-        )
-    if methods is not None and (not isinstance(methods, Mapping) or not methods):
-        raise ValueError(
-            f"methods must be a non-empty dict name -> method (e.g. {{'SGD': sgdsde.SGD()}}), got {methods!r}"
-        )
-    methods = {"SGD": SGD(), "SDE": SDE()} if methods is None else dict(methods)
-    for name, m in methods.items():
-        base = m.func if isinstance(m, functools.partial) else m
-        if not isinstance(base, AbstractMethod) and base not in (simulate_sgd, simulate_sde, simulate_svag):
-            raise ValueError(
-                f"methods[{name!r}] must be a method (sgdsde.SGD(), SDE(...), SVAG(l=...)) or a simulator, got "
-                f"{type(m).__name__}"
-            )
+    sigma_values, window, relax_efolds, n_steps, methods = _check_study_arguments(
+        noise, sigmas, window, relax_efolds, n_steps, theta_init, methods
+    )
     noises = [dataclasses.replace(noise, sigma=float(s)) for s in sigma_values]
     lams = np.asarray(
         [require_sde_side(n, "convergence_study").effective_lambda(lr, problem) for n in noises]
@@ -416,19 +389,9 @@ def convergence_study(
         output=Output(progress=progress),
         **options,
     )
-    runs = {}
-    for name, sim in methods.items():
-        if isinstance(sim, AbstractMethod):  # the study's noise in the method, its other fields as given
-            method = eqx.tree_at(lambda m: m.noise, sim, noise, is_leaf=lambda x: x is None)
-            runs[name] = sweep(
-                method, problem, theta0, grid={"sigma": list(sigma_values)}, lr=lr, **kw
-            ).results
-            continue
-        base = sim.func if isinstance(sim, functools.partial) else sim
-        extra = dict(sim.keywords) if isinstance(sim, functools.partial) else {}
-        runs[name] = sweep(
-            base, problem, noise, theta0, grid={"sigma": list(sigma_values)}, lr=lr, **kw, **extra
-        ).results
+    runs = {
+        name: _sweep_sigma(sim, problem, noise, theta0, sigma_values, lr, kw) for name, sim in methods.items()
+    }
     first = next(iter(runs.values()))
     if theta_init is None:
         for i, n in enumerate(noises):
@@ -461,6 +424,53 @@ def convergence_study(
     return ConvergenceStudy(
         lams, sigma_values, lr, window, predictions, studies, name, n_steps, horizon, float(relax_time)
     )
+
+
+def _check_study_arguments(noise, sigmas, window, relax_efolds, n_steps, theta_init, methods):
+    """``convergence_study``'s arguments checked (ValueError naming the argument): the σ values, the window,
+    the e-folds, n_steps and the methods (default SGD and SDE)."""
+    if isinstance(sigmas, (str, bytes)) or np.ndim(sigmas) != 1 or len(sigmas) < 2:
+        raise ValueError(f"sigmas must be a list of at least two noise levels, got {sigmas!r}")
+    sigma_values = np.asarray([check_positive("sigmas", s) for s in sigmas], float)
+    if not dataclasses.is_dataclass(noise) or isinstance(noise, type) or not hasattr(noise, "sigma"):
+        raise ValueError(
+            f"noise must have a label-noise sigma (LabelNoise, FullGradientLabelNoise), got {noise!r}"
+        )
+    window = check_positive("window", window)
+    if window > 1:
+        raise ValueError(f"window must be in (0, 1], got {window}")
+    relax_efolds = check_positive("relax_efolds", relax_efolds)
+    if n_steps is not None:
+        n_steps = check_int_range("n_steps", n_steps, 2)
+    elif theta_init is None:
+        raise ValueError(
+            "n_steps=None chooses the horizon from θ*(λ), which needs theta_init (an array or a function of "
+            "the point's noise model); give theta_init or n_steps"
+        )
+    if methods is not None and (not isinstance(methods, Mapping) or not methods):
+        raise ValueError(
+            f"methods must be a non-empty dict name -> method (e.g. {{'SGD': sgdsde.SGD()}}), got {methods!r}"
+        )
+    methods = {"SGD": SGD(), "SDE": SDE()} if methods is None else dict(methods)
+    for name, m in methods.items():
+        base = m.func if isinstance(m, functools.partial) else m
+        if not isinstance(base, AbstractMethod) and base not in (simulate_sgd, simulate_sde, simulate_svag):
+            raise ValueError(
+                f"methods[{name!r}] must be a method (sgdsde.SGD(), SDE(...), SVAG(l=...)) or a simulator, got "
+                f"{type(m).__name__}"
+            )
+    return sigma_values, window, relax_efolds, n_steps, methods
+
+
+def _sweep_sigma(sim, problem, noise, theta0, sigma_values, lr, kw) -> list:
+    """One method's (or simulator's) runs at each σ, swept as one program."""
+    grid = {"sigma": list(sigma_values)}
+    if isinstance(sim, AbstractMethod):  # the study's noise in the method, its other fields as given
+        method = eqx.tree_at(lambda m: m.noise, sim, noise, is_leaf=lambda x: x is None)
+        return sweep(method, problem, theta0, grid=grid, lr=lr, **kw).results
+    base = sim.func if isinstance(sim, functools.partial) else sim
+    extra = dict(sim.keywords) if isinstance(sim, functools.partial) else {}
+    return sweep(base, problem, noise, theta0, grid=grid, lr=lr, **kw, **extra).results
 
 
 def _relaxation_time(predictions: list[Prediction]) -> float:

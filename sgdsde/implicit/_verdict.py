@@ -299,10 +299,8 @@ def _window(r: EnsembleResult, window) -> tuple[int, int]:
     return int(inside[0]), int(inside[-1]) + 1
 
 
-def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k, tol) -> MethodVerdict:
-    start, stop = _window(r, window)
-    sl = slice(start, stop)
-    last = stop - 1
+def _scalar_summaries(r: EnsembleResult, sl: slice) -> tuple[dict, dict]:
+    """Each scalar observable's (time average over the window, its SE) and its whole mean curve."""
     scalars, along = {}, {}
     for key in r.observables:
         if np.ndim(r.mean[key][0]) == 0:
@@ -312,6 +310,52 @@ def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k
             scalars[key] = (float(np.mean(r.mean[key][sl])), float(np.mean(se[sl])))
     if DOMAIN_KEY in scalars and scalars[DOMAIN_KEY][0] < 1 and "R_trace_log" in scalars:
         scalars["R_trace_log"] = (np.nan, np.nan)  # undefined on some paths: not a number to show
+    return scalars, along
+
+
+def _theta_distances(problem, r: EnsembleResult, prediction: Prediction, start: int, last: int) -> dict:
+    """θ's late mean and window average with their SEs, and their distances to each predicted point (in θ,
+    and along the zero-loss set), and the drift over the window: MethodVerdict's fields."""
+    sl = slice(start, last + 1)
+    mean = r.mean["theta"]
+    se = r.stderr("theta")
+    late_mean, late_se = mean[last], se[last]
+    time_avg = np.mean(mean[sl], axis=0)
+    if r.paths is not None and r.paths.shape[1] == r.n_paths and r.n_paths > 1:
+        per_path = np.mean(r.paths[sl], axis=0)
+        avg_se, se_kind = np.std(per_path, axis=0, ddof=1) / np.sqrt(r.n_paths), "per-path time averages"
+    else:
+        avg_se, se_kind = np.mean(se[sl], axis=0), "bound: mean of per-record SEs"
+    d_late = {n: _distance(late_mean, late_se, p.theta) for n, p in prediction.points.items()}
+    d_avg = {n: _distance(time_avg, avg_se, p.theta) for n, p in prediction.points.items()}
+    # the location along Γ is what the theory fixes at leading order (REG-7, REG-8); the floor is kept
+    # conservative (the projection's Jacobian P_T only shrinks the noise)
+    d_gamma = {}
+    avg_on = project_to_zero_loss(problem, time_avg)
+    for n, p in prediction.points.items():
+        star_on = project_to_zero_loss(problem, p.theta)
+        if avg_on is not None and star_on is not None:
+            d_gamma[n] = Distance(float(np.linalg.norm(avg_on - star_on)), d_avg[n].floor)
+    # a still-moving run shows a drift well above its floor even when its average happens to be close
+    drift = _distance(mean[last] - mean[start], np.sqrt(se[last] ** 2 + se[start] ** 2), 0.0)
+    return dict(
+        late_mean=late_mean,
+        late_se=late_se,
+        time_avg=time_avg,
+        time_avg_se=avg_se,
+        se_kind=se_kind,
+        distance_late=d_late,
+        distance_avg=d_avg,
+        distance_on_manifold=d_gamma,
+        drift=drift,
+    )
+
+
+def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k, tol) -> MethodVerdict:
+    start, stop = _window(r, window)
+    sl = slice(start, stop)
+    last = stop - 1
+    scalars, along = _scalar_summaries(r, sl)
     fields: dict[str, Any] = dict(  # MethodVerdict's fields, filled in below
         method=name,
         n_paths=r.n_paths,
@@ -341,56 +385,24 @@ def _verdict(problem, name, r: EnsembleResult, prediction: Prediction, window, k
             verdict="no theta recorded",
             statistic="record the observable 'theta' (regularizer_observables(lr)) to get a verdict",
         )
-    mean = r.mean["theta"]
-    se = r.stderr("theta")
-    late_mean, late_se = mean[last], se[last]
-    time_avg = np.mean(mean[sl], axis=0)
-    if r.paths is not None and r.paths.shape[1] == r.n_paths and r.n_paths > 1:
-        per_path = np.mean(r.paths[sl], axis=0)
-        avg_se, se_kind = np.std(per_path, axis=0, ddof=1) / np.sqrt(r.n_paths), "per-path time averages"
-    else:
-        avg_se, se_kind = np.mean(se[sl], axis=0), "bound: mean of per-record SEs"
-    d_late = {n: _distance(late_mean, late_se, p.theta) for n, p in prediction.points.items()}
-    d_avg = {n: _distance(time_avg, avg_se, p.theta) for n, p in prediction.points.items()}
-    # the location along Γ is what the theory fixes at leading order (REG-7, REG-8); the floor is kept
-    # conservative (the projection's Jacobian P_T only shrinks the noise)
-    d_gamma = {}
-    avg_on = project_to_zero_loss(problem, time_avg)
-    for n, p in prediction.points.items():
-        star_on = project_to_zero_loss(problem, p.theta)
-        if avg_on is not None and star_on is not None:
-            d_gamma[n] = Distance(float(np.linalg.norm(avg_on - star_on)), d_avg[n].floor)
-    # a still-moving run shows a drift well above its floor even when its average happens to be close
-    drift = _distance(mean[last] - mean[start], np.sqrt(se[last] ** 2 + se[start] ** 2), 0.0)
+    th = _theta_distances(problem, r, prediction, start, last)
     primary = prediction.primary
     d_beta, collapse = _beta_and_collapse(problem, r, prediction, sl)
-    d = d_avg[primary]
+    d = th["distance_avg"][primary]
     bound = tol + k * d.floor
     ok = d.value <= bound
     verdict = "converged" if ok else "NOT converged"
     statistic = (
         f"in theta, |time avg - theta*({primary})| = {d.value:.4g} {'<=' if ok else '>'} tol + k*floor = "
         f"{tol:.3g} + {k:g}*{d.floor:.2g}; window t in [{r.times[start]:.4g}, {r.times[last]:.4g}], "
-        f"SE from {se_kind}; drift over the window {drift}"
+        f"SE from {th['se_kind']}; drift over the window {th['drift']}"
     )
     if ok:
-        better, better_stat = _compare_regularizers(time_avg, avg_se, prediction, k)
+        better, better_stat = _compare_regularizers(th["time_avg"], th["time_avg_se"], prediction, k)
     else:
         better, better_stat = "n/a", "no R comparison for a run that did not converge"
     fields.update(
-        better_regularizer=better,
-        better_statistic=better_stat,
-        late_mean=late_mean,
-        late_se=late_se,
-        time_avg=time_avg,
-        time_avg_se=avg_se,
-        se_kind=se_kind,
-        distance_late=d_late,
-        distance_avg=d_avg,
-        distance_on_manifold=d_gamma,
-        drift=drift,
-        distance_beta=d_beta,
-        collapse=collapse,
+        th, better_regularizer=better, better_statistic=better_stat, distance_beta=d_beta, collapse=collapse
     )
     if collapse is not None and len(collapse):
         statistic += f"; {len(collapse)} coordinates collapsed to 0 where theta* is not (REG-15)"
