@@ -4,6 +4,7 @@ resetting; the matrix-free diffusion product; power iteration for λ_max; bad in
 
 from __future__ import annotations
 
+import functools
 import warnings
 
 import equinox as eqx
@@ -302,3 +303,53 @@ def test_bad_apply_and_data():
         sd.FunctionModel.from_module(lambda x: x)
     with pytest.raises(ValueError, match="theta must have last dimension 3"):
         scalar.unravel(np.ones(4))
+
+
+def _max_intermediate(jaxpr) -> int:
+    """The largest array size among the variables of ``jaxpr`` and of every jaxpr nested in its equations."""
+    best = 0
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            best = max(best, int(np.prod(getattr(v.aval, "shape", ()))))
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, (tuple, list)) else (param,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns"):
+                    best = max(best, _max_intermediate(inner))
+    return best
+
+
+def test_no_d_by_n_array_in_sgd_or_the_sde_step():
+    """At size nothing of d × n (or d × d) entries is formed: in the traced program of each matrix-free noise's
+    stochastic gradient, A(θ)w and the SME's Euler product, every intermediate has fewer than d·n entries
+    (here d = 2·(p + 1)·w ≫ the model's activations n × w) [theory: FMOD-2, FMOD-3]."""
+    p, width, n = 30, 4, 40
+    rng = np.random.default_rng(3)
+    params = {"W": jnp.asarray(rng.normal(size=(width, p))), "a": jnp.asarray(rng.normal(size=(width, 3)))}
+    fm = sd.FunctionModel(lambda q, x: jnp.tanh(q["W"] @ x) @ q["a"], params, p)
+    X = rng.normal(size=(n, p))
+    reg = sd.Problem(
+        sd.FunctionModel(lambda q, x: jnp.tanh(q["W"] @ x) @ q["a"][:, 0], params, p), X, X[:, 0]
+    )
+    ce = sd.Problem(fm, X, np.arange(n) % 3, loss=sd.CrossEntropyLoss())
+    d = fm.n_params
+    dense = {"gaussian_constant", "gaussian_state"}  # a user-given d × m factor is dense by construction
+    cases = [(NOISES[k](n, d), reg) for k in sorted(NOISES) if k not in dense]
+    cases += [(CLASSIFICATION_NOISES[k](n, d, 3), ce) for k in sorted(CLASSIFICATION_NOISES)]
+    theta = jax.ShapeDtypeStruct((d,), jnp.float64)
+    key = jax.random.key(0)
+    for noise, problem in cases:
+        name = type(noise).__name__
+        draws, _ = noise.draw(problem, key, 0, noise.init_state(problem, key, 1, jnp.float64), 1, jnp.float64)
+        one = _one_path(draws)
+        grad = jax.make_jaxpr(functools.partial(noise.gradient, problem))(theta, one)
+        assert _max_intermediate(grad.jaxpr) < d * n, f"{name}: SGD gradient"
+        m = noise.noise_dim(problem)
+        w = jax.ShapeDtypeStruct((m,), jnp.float64)
+        sme = sd.SME(problem, noise).euler_form()
+        for what, fn in (
+            ("factor_mv", functools.partial(noise.factor_mv, problem)),
+            ("Euler", sme.factor_mv),
+        ):
+            jaxpr = jax.make_jaxpr(fn)(theta, w).jaxpr
+            assert _max_intermediate(jaxpr) < max(d * n, m + 1), f"{name}: {what}"
