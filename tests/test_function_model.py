@@ -146,7 +146,7 @@ def test_eqx_mlp_sde_sweep_resetting():
     )
     reset = sd.simulate_sgd(problem, noise, th0, lr=0.05, resetting=sd.Resetting(10.0), **kw)
     assert reset.resets is not None and np.all(np.isfinite(reset.paths))
-    module = problem.model.unravel(sw.results[1].paths[0, -1])
+    module = problem.model.unravel(sw.results[1].paths[-1, 0])  # (records, paths, d)
     assert isinstance(module, eqx.nn.MLP)
 
 
