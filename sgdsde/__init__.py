@@ -32,6 +32,7 @@ from ._models import (
     DiagonalLinearNetwork as DiagonalLinearNetwork,
     FunctionModel as FunctionModel,
     LinearRegression as LinearRegression,
+    NormalizedTwoLayerNetwork as NormalizedTwoLayerNetwork,
     PolynomialCurve as PolynomialCurve,
     TwoLayerNetwork as TwoLayerNetwork,
 )
@@ -39,6 +40,7 @@ from ._noise import (
     AbstractGradientNoise as AbstractGradientNoise,
     AbstractSampling as AbstractSampling,
     AbstractSDENoise as AbstractSDENoise,
+    BatchNormNoise as BatchNormNoise,
     FullGradientLabelNoise as FullGradientLabelNoise,
     GaussianNoise as GaussianNoise,
     LabelFlipNoise as LabelFlipNoise,
