@@ -30,6 +30,7 @@ from ._models import (
     AbstractModel as AbstractModel,
     DeepMatrixFactorization as DeepMatrixFactorization,
     DiagonalLinearNetwork as DiagonalLinearNetwork,
+    FunctionModel as FunctionModel,
     LinearRegression as LinearRegression,
     NormalizedTwoLayerNetwork as NormalizedTwoLayerNetwork,
     PolynomialCurve as PolynomialCurve,
