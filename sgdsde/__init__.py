@@ -31,6 +31,7 @@ from ._models import (
     AbstractModel as AbstractModel,
     DeepMatrixFactorization as DeepMatrixFactorization,
     DiagonalLinearNetwork as DiagonalLinearNetwork,
+    FunctionModel as FunctionModel,
     LinearRegression as LinearRegression,
     PolynomialCurve as PolynomialCurve,
     TwoLayerNetwork as TwoLayerNetwork,

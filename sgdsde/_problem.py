@@ -10,6 +10,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._derivatives import AbstractDerivatives, Autodiff
+from ._hvp import power_iteration_lambda_max
 from ._losses import AbstractLoss, SquaredLoss
 from ._models import AbstractModel, LinearRegression
 from ._validation import check_psd
@@ -48,6 +49,7 @@ class Problem(eqx.Module):
             raise ValueError(f"X must have {model.input_dim} columns (the model's input dim), got {X.shape}")
         if X.shape[0] < 1:
             raise ValueError("X must hold at least one example")
+        model.check_data(X)
         if loss.label_kind == "class":
             y = jnp.asarray(loss.check_labels(np.asarray(y), model.n_outputs))
         else:
@@ -142,8 +144,13 @@ class Problem(eqx.Module):
         return jax.hessian(self.loss)(theta)
 
     def sharpness(self, theta) -> float:
-        """$\\lambda_{\\max}(\\nabla^2 L(\\theta))$; GD is locally stable only for η < 2/λ_max."""
-        return lambda_max(_hessian(self, jnp.asarray(theta)))
+        """$\\lambda_{\\max}(\\nabla^2 L(\\theta))$; GD is locally stable only for η < 2/λ_max. Exact
+        (eigenvalues of the Hessian) up to ``MAX_DENSE_PARAMS`` = 512 parameters; above, power iteration on
+        Hessian-vector products, no d × d matrix (theory/function-models.md, FMOD-4)."""
+        theta = jnp.asarray(theta)
+        if self.n_params > MAX_DENSE_PARAMS:
+            return float(_power_lambda_max(self, theta.astype(self.X.dtype)))
+        return lambda_max(_hessian(self, theta))
 
     def output_gradients(self, theta) -> Array:
         """The gradient matrix $J^T = [\\nabla f_1, …, \\nabla f_n]$ (d × n; d × n × K for K outputs)."""
@@ -186,6 +193,17 @@ def _real_array(name: str, value, dtype) -> Array:
     if dtype is None and not np.issubdtype(arr.dtype, np.floating):
         dtype = jnp.result_type(float)  # integer data: the default float type
     return jnp.asarray(value, dtype)
+
+
+# above this many parameters no d × d matrix is formed for λ_max (sharpness, the stability warning)
+MAX_DENSE_PARAMS = 512
+
+
+@eqx.filter_jit
+def _power_lambda_max(problem, theta):
+    """λ_max(∇²L(θ)) by power iteration on ``problem.hvp`` from a fixed start (FMOD-4)."""
+    hvp = lambda v: problem.hvp(theta, v)
+    return power_iteration_lambda_max(hvp, problem.n_params, jax.random.key(0), theta.dtype)
 
 
 @eqx.filter_jit

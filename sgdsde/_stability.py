@@ -7,9 +7,10 @@ import warnings
 import jax.numpy as jnp
 import numpy as np
 
-from ._problem import Problem, _hessian, lambda_max
+from ._problem import MAX_DENSE_PARAMS, Problem, _hessian, _power_lambda_max, lambda_max
 
-MAX_PARAMS_FOR_STABILITY_CHECK = 512
+# the dense check's limit; above it λ_max comes from power iteration on Hessian-vector products (FMOD-4)
+MAX_PARAMS_FOR_STABILITY_CHECK = MAX_DENSE_PARAMS
 
 
 def _lambda_max_bound(H: np.ndarray) -> float:
@@ -36,18 +37,22 @@ def _lambda_max_bound(H: np.ndarray) -> float:
 
 def warn_if_unstable(problem: Problem, theta0, etas, limit: tuple[float, str] | None = (2.0, "GD")) -> None:
     """Warn when max ηₖ ≥ c/λ_max(∇²L(θ₀)), the method's local stability limit on a quadratic (``limit`` =
-    (c, name): GD's c = 2; heavy-ball momentum's 2(1 + β); None: no such limit, no check); skipped above 512
-    parameters.
+    (c, name): GD's c = 2; heavy-ball momentum's 2(1 + β); None: no such limit, no check). Above 512
+    parameters λ_max is taken by power iteration on Hessian-vector products (no d × d matrix; its Rayleigh
+    quotient is a lower bound, so a warning is never spurious; theory/function-models.md, FMOD-4).
 
     A LAPACK-free upper bound on λ_max settles most runs first: the eigendecomposition of a 200 × 200
     Hessian took 2 ms on an idle 2-core machine but 40-270 ms beside other work (OpenBLAS's threads waiting
     for busy cores), up to a third of a 10,000-path, 200-step label-noise run (scripts/bench_sgd.py). The
     exact λ_max is computed only where the bound cannot rule the warning out, so the warning is the same."""
-    if limit is None or problem.n_params > MAX_PARAMS_FOR_STABILITY_CHECK:
+    if limit is None:
         return
     c, name = limit
     th = np.asarray(theta0, dtype=np.float64).reshape(-1, problem.n_params)[0]
     th = th.astype(problem.X.dtype)
+    if problem.n_params > MAX_PARAMS_FOR_STABILITY_CHECK:
+        _warn(float(_power_lambda_max(problem, jnp.asarray(th))), etas, c, name)
+        return
     # compiled once per problem structure (an eager jax.hessian re-dispatches op by op: 3.1 s of CPU at first
     # call on a d = 155 two-layer net against 0.44 s compiled), in X's dtype: the one λ_max below is taken in
     H_x = _hessian(problem, jnp.asarray(th))
@@ -55,12 +60,15 @@ def warn_if_unstable(problem: Problem, theta0, etas, limit: tuple[float, str] | 
     slack = 1e-4 * float(np.max(np.abs(H).sum(axis=1)))  # ≥ 1e-4‖H‖₂: the rounding of eigvalsh in X's dtype
     if etas.max() * (_lambda_max_bound(H) + slack) < c:
         return
-    lam = lambda_max(H_x)  # = problem.sharpness(th), without a second Hessian
+    _warn(lambda_max(H_x), etas, c, name)  # lambda_max(H_x) = problem.sharpness(th), without a second Hessian
+
+
+def _warn(lam: float, etas, c: float, name: str) -> None:
     if lam > 0 and etas.max() * lam >= c:
         cs = "2" if c == 2 else f"{c:.4g}"
         warnings.warn(
             f"lr = {etas.max():.4g} is at or past the {name} stability limit {cs}/λ_max(∇²L(θ₀)) = {c / lam:.4g}; "
             "the run may diverge (divergence is detected and reported)",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )

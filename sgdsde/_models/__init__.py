@@ -1,5 +1,6 @@
 from .activations import ACTIVATIONS as ACTIVATIONS, get_activation as get_activation
 from .base import AbstractModel as AbstractModel
+from .function import FunctionModel as FunctionModel
 from .linear import (
     AbstractLinearPredictor as AbstractLinearPredictor,
     DiagonalLinearNetwork as DiagonalLinearNetwork,

@@ -56,6 +56,10 @@ class AbstractModel(eqx.Module):
             return jnp.transpose(jac, (2, 0, 1))
         return jax.vmap(jax.grad(self.output), in_axes=(None, 0), out_axes=1)(theta, X)
 
+    def check_data(self, X: Float[Array, "n p"]) -> None:
+        """Raise ValueError if the model cannot take X's rows (a ``FunctionModel`` checks its function on them);
+        the Problem calls it once X is a valid (n, p) array. Default: nothing more to check."""
+
     def init(self, key: Array | None = None) -> Float[Array, " d"]:
         """A default starting point θ₀ (deterministic unless the model documents otherwise)."""
         return jnp.zeros(self.n_params)

@@ -177,6 +177,12 @@ class NoNoise(AbstractGradientNoise, AbstractSDENoise):
     def covariance_factor(self, problem, theta):
         return jnp.zeros((problem.n_params, 1), theta.dtype)
 
+    def factor_mv(self, problem, theta, w):
+        return jnp.zeros_like(theta)
+
+    def noise_dim(self, problem):
+        return 1
+
     def noise_type(self, problem):
         return NoiseType.ADDITIVE
 

@@ -107,6 +107,10 @@ class SphericalGaussianNoise(AbstractGradientNoise, AbstractSDENoise):
     def covariance_factor(self, problem, theta):
         return self.sigma.astype(theta.dtype) * jnp.eye(problem.n_params, dtype=theta.dtype)
 
+    def factor_mv(self, problem, theta, w):
+        """$A w = \\sigma w$, without the d × d identity."""
+        return self.sigma.astype(w.dtype) * w
+
     def noise_dim(self, problem):
         return problem.n_params
 

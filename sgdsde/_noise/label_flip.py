@@ -169,6 +169,30 @@ class LabelFlipNoise(AbstractGradientNoise, AbstractSDENoise):
         sampling = math.sqrt(c / (n * B)) * (m - jnp.mean(m, axis=1, keepdims=True))
         return jnp.concatenate([sampling, flip], axis=1)
 
+    def noise_dim(self, problem):
+        n, K = problem.n_data, self.n_classes(problem)
+        return K * n if is_full_batch(self.sampling, self.batch(problem), n) else (K + 1) * n
+
+    def factor_mv(self, problem, theta, w):
+        """A(θ)w as one VJP of the outputs, with the columns of ``covariance_factor`` (sampling i, then flip
+        (c, i) at c·n + i): cotangent $\\sqrt{c/(nB)}(w_i - \\bar w)\\bar g_i + \\frac{1}{\\sqrt{nB}}\\sum_c
+        \\sqrt{T_{y_ic}}(\\partial_f\\ell(f_i, c) - \\bar g_i)w_{c,i}$ (theory/function-models.md, FMOD-2)."""
+        if not problem.derivatives.matrix_free:
+            return self.covariance_factor(problem, theta) @ w
+        n, B = problem.n_data, self.batch(problem)
+        gbar, g, wT = self._mean_dloss(problem, theta)
+        K = g.shape[0]
+        full = is_full_batch(self.sampling, B, n)
+        w_flip = (w if full else w[n:]).reshape(K, n)
+        tail = (1,) * (g.ndim - 2)
+        wt = jnp.sqrt(wT.T).reshape(wT.T.shape + tail)
+        coef = jnp.sum(wt * (g - gbar[None]) * w_flip.reshape(w_flip.shape + tail), axis=0) / math.sqrt(n * B)
+        if not full:
+            c = sampling_scale(self.sampling, B, n)
+            w_s = w[:n]
+            coef = coef + math.sqrt(c / (n * B)) * (w_s - jnp.mean(w_s)).reshape((n,) + tail) * gbar
+        return problem.output_vjp(theta, coef)
+
     def latex(self):
         return (
             r"A(\theta) = \Big[\sqrt{\tfrac{c}{nB}}\,\big[J_i^T\bar g_i - \overline{J^T\bar g}\big]_i,\ "

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 from .._validation import check_int_range
 from .base import AbstractGradientNoise, AbstractSDENoise
 from .minibatch import centred_correction
-from .per_example import weighted_gradient
+from .per_example import loss_gradient_combination, weighted_gradient
 from .sampling import batch_size_arg
 
 WEIGHTS = ("gaussian_fisher", "gaussian_centred", "bernoulli")
@@ -63,6 +63,14 @@ class MultiplicativeNoise(AbstractGradientNoise, AbstractSDENoise):
         if self.weights == "gaussian_centred":
             return (G - jnp.mean(G, axis=1, keepdims=True)) * s
         return G * s
+
+    def factor_mv(self, problem, theta, w):
+        """$A w = s\\sum_i (w_i - \\kappa\\bar w)\\nabla\\ell_i$ (κ = 1 centred, else 0): one VJP, no d × n matrix
+        (theory/function-models.md, FMOD-2)."""
+        if not problem.derivatives.matrix_free:
+            return self.covariance_factor(problem, theta) @ w
+        s = math.sqrt(self._scale2(problem))
+        return s * loss_gradient_combination(problem, theta, w, self.weights == "gaussian_centred")
 
     def noise_dim(self, problem):
         return problem.n_data

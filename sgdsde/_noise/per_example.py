@@ -74,3 +74,15 @@ def full_gradient_label_gradient(problem: Problem, theta, rows, eps, batch_size:
     n = problem.n_data
     noise = jnp.zeros(n, eps.dtype).at[rows].add(eps) * (n / batch_size)
     return per_example_vjp(problem, theta, lambda dl: (dl - noise) / n)
+
+
+def loss_gradient_combination(problem: Problem, theta, w, centred: bool) -> Float[Array, " d"]:
+    """$\\sum_i (w_i - \\bar w)\\nabla\\ell_i$ (``centred``) or $\\sum_i w_i\\nabla\\ell_i$: the product of the
+    per-example loss-gradient matrix $[\\nabla\\ell_i]_i$ (or its centred form $[\\nabla\\ell_i - \\nabla L]_i$) with
+    w ∈ R^n, by one VJP (theory/function-models.md, FMOD-2)."""
+    c = w - jnp.mean(w) if centred else w
+
+    def coefficients(dl):
+        return c.reshape(c.shape + (1,) * (dl.ndim - 1)) * dl
+
+    return per_example_vjp(problem, theta, coefficients)

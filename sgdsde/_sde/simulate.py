@@ -217,6 +217,9 @@ def _check_declared_noise(sde: AbstractSDE, theta0: np.ndarray, eta: float) -> N
     solve another SDE)."""
     if sde.noise_type == NoiseType.GENERAL:
         return
+    p = sde.state_dim(theta0.shape[-1])
+    if p * p * sde.noise_dim(theta0.shape[-1], np.float32) > 10**7:
+        return  # ∂A is p × m × p: a check past this size would cost more than the run (FMOD-2)
     sde32 = sde.astype(np.float32)
     th = sde32.init_state(jnp.asarray(theta0 if theta0.ndim == 1 else theta0[0], jnp.float32))
     A = sde32.factor(th)
