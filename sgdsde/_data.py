@@ -356,12 +356,12 @@ def digits(
             "sgdsde.data.digits needs scikit-learn (its bundled digits): pip install 'sgdsde[data]' or "
             "pip install scikit-learn"
         ) from e
-    raw = load_digits()
+    data, target = load_digits(return_X_y=True)
     # numpy generators seeded by the key's bits: a few permutations of ≤ 1,797 items need no compiled program
     kp, kf, kv = (np.random.default_rng(np.asarray(jax.random.key_data(k))) for k in jax.random.split(key, 3))
     order = kp.permutation(N_DIGITS)
-    X_all = np.asarray(raw.data, np.float64)[order] / 16.0
-    y_all = np.asarray(raw.target, np.int32)[order]
+    X_all = np.asarray(data, np.float64)[order] / 16.0
+    y_all = np.asarray(target, np.int32)[order]
     n, nv, nt = counts
     sl_v, sl_t = slice(n, n + nv), slice(n + nv, n + nv + nt)
     y, flipped = _flip(kf, y_all[:n], frac, 10)
@@ -369,9 +369,15 @@ def digits(
         y_val, flipped_val = _flip(kv, y_all[sl_v], frac, 10)
     else:
         y_val, flipped_val = y_all[sl_v], np.zeros(nv, bool)
-    arrays = (X_all[:n], y, y_all[:n], flipped, X_all[sl_v], y_val, y_all[sl_v], flipped_val)
     return DigitsData(
-        *(jnp.asarray(a, dt if a.dtype == np.float64 else None) for a in arrays),
+        jnp.asarray(X_all[:n], dt),
+        jnp.asarray(y),
+        jnp.asarray(y_all[:n]),
+        jnp.asarray(flipped),
+        jnp.asarray(X_all[sl_v], dt),
+        jnp.asarray(y_val),
+        jnp.asarray(y_all[sl_v]),
+        jnp.asarray(flipped_val),
         jnp.asarray(X_all[sl_t], dt),
         jnp.asarray(y_all[sl_t]),
     )
