@@ -10,7 +10,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from ._derivatives import AbstractDerivatives, Autodiff
-from ._hvp import power_iteration_lambda_max
+from ._hvp import POWER_ITERATION_MAX_ITERS, POWER_ITERATION_RTOL, power_iteration_lambda_max
 from ._losses import AbstractLoss, SquaredLoss
 from ._models import AbstractModel, LinearRegression
 from ._validation import check_psd
@@ -200,10 +200,12 @@ MAX_DENSE_PARAMS = 512
 
 
 @eqx.filter_jit
-def _power_lambda_max(problem, theta):
-    """λ_max(∇²L(θ)) by power iteration on ``problem.hvp`` from a fixed start (FMOD-4)."""
+def _power_lambda_max(
+    problem, theta, iters: int = POWER_ITERATION_MAX_ITERS, rtol: float = POWER_ITERATION_RTOL
+):
+    """λ_max(∇²L(θ)) by power iteration on ``problem.hvp`` from a fixed start, at most ``iters`` products (FMOD-4)."""
     hvp = lambda v: problem.hvp(theta, v)
-    return power_iteration_lambda_max(hvp, problem.n_params, jax.random.key(0), theta.dtype)
+    return power_iteration_lambda_max(hvp, problem.n_params, jax.random.key(0), theta.dtype, iters, rtol)
 
 
 @eqx.filter_jit

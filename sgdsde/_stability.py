@@ -11,6 +11,9 @@ from ._problem import MAX_DENSE_PARAMS, Problem, _hessian, _power_lambda_max, la
 
 # the dense check's limit; above it λ_max comes from power iteration on Hessian-vector products (FMOD-4)
 MAX_PARAMS_FOR_STABILITY_CHECK = MAX_DENSE_PARAMS
+# the check's budget at size: each product is a pass over all n rows (at d = 10⁶, n = 1000 on 2 CPU cores 200
+# products took 100 s, longer than the run), and a lower bound on λ_max never warns spuriously
+STABILITY_POWER_ITERS, STABILITY_POWER_RTOL = 20, 1e-3
 
 
 def _lambda_max_bound(H: np.ndarray) -> float:
@@ -38,8 +41,9 @@ def _lambda_max_bound(H: np.ndarray) -> float:
 def warn_if_unstable(problem: Problem, theta0, etas, limit: tuple[float, str] | None = (2.0, "GD")) -> None:
     """Warn when max ηₖ ≥ c/λ_max(∇²L(θ₀)), the method's local stability limit on a quadratic (``limit`` =
     (c, name): GD's c = 2; heavy-ball momentum's 2(1 + β); None: no such limit, no check). Above 512
-    parameters λ_max is taken by power iteration on Hessian-vector products (no d × d matrix; its Rayleigh
-    quotient is a lower bound, so a warning is never spurious; theory/function-models.md, FMOD-4).
+    parameters λ_max is taken by at most 20 steps of power iteration on Hessian-vector products (no d × d
+    matrix; its Rayleigh quotient is a lower bound, so a warning is never spurious, but with a small spectral
+    gap it can be missed; theory/function-models.md, FMOD-4).
 
     A LAPACK-free upper bound on λ_max settles most runs first: the eigendecomposition of a 200 × 200
     Hessian took 2 ms on an idle 2-core machine but 40-270 ms beside other work (OpenBLAS's threads waiting
@@ -51,7 +55,8 @@ def warn_if_unstable(problem: Problem, theta0, etas, limit: tuple[float, str] | 
     th = np.asarray(theta0, dtype=np.float64).reshape(-1, problem.n_params)[0]
     th = th.astype(problem.X.dtype)
     if problem.n_params > MAX_PARAMS_FOR_STABILITY_CHECK:
-        _warn(float(_power_lambda_max(problem, jnp.asarray(th))), etas, c, name)
+        lam = _power_lambda_max(problem, jnp.asarray(th), STABILITY_POWER_ITERS, STABILITY_POWER_RTOL)
+        _warn(float(lam), etas, c, name)
         return
     # compiled once per problem structure (an eager jax.hessian re-dispatches op by op: 3.1 s of CPU at first
     # call on a d = 155 two-layer net against 0.44 s compiled), in X's dtype: the one λ_max below is taken in

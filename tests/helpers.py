@@ -24,6 +24,43 @@ MODELS = {
     "deep_matrix": lambda p: sd.DeepMatrixFactorization((1, p), 3, scale=0.5, hidden=2),
 }
 
+
+def _two_layer_params(p: int, width: int, K: int = 1) -> dict:
+    """TwoLayerNetwork(p, width, ..., n_outputs=K).init()'s θ as a dict pytree {"W": (m, p), "a": (m,) or (m, K)}:
+    "W" < "a" in the leaves' (sorted-key) order, so the raveled pytree is the built-in's θ = (vec W, a)."""
+    theta = np.asarray(sd.TwoLayerNetwork(p, width, "tanh", n_outputs=K).init())
+    a = theta[width * p :]
+    return {
+        "W": jnp.asarray(theta[: width * p].reshape(width, p)),
+        "a": jnp.asarray(a if K == 1 else a.reshape(width, K)),
+    }
+
+
+def _two_layer_apply(params, x):
+    return jnp.tanh(params["W"] @ x) @ params["a"]
+
+
+# name -> (function(p) building a FunctionModel, function(p) building the built-in model it equals, θ₀ included).
+# A separate registry from MODELS: joining MODELS would run every model-product test on it (the pytree model's
+# own product with the noises, losses and optimizers is tests/test_function_model.py).
+FUNCTION_MODELS = {
+    "two_layer_dict": (
+        lambda p: sd.FunctionModel(_two_layer_apply, _two_layer_params(p, 2), p),
+        lambda p: sd.TwoLayerNetwork(p, 2, "tanh"),
+    ),
+    "two_layer_ce": (
+        lambda p: sd.FunctionModel(_two_layer_apply, _two_layer_params(p, 2, 3), p),
+        lambda p: sd.TwoLayerNetwork(p, 2, "tanh", n_outputs=3),
+    ),
+    # θ = (u, v): "u" < "v"
+    "diagonal_dict": (
+        lambda p: sd.FunctionModel(
+            lambda q, x: (q["u"] ** 2 - q["v"] ** 2) @ x, {"u": jnp.full(p, 0.7), "v": jnp.full(p, 0.7)}, p
+        ),
+        lambda p: sd.DiagonalLinearNetwork(p, alpha=0.7),
+    ),
+}
+
 # name -> function(n, d) building a noise model for n data points and d parameters.
 NOISES = {
     "none": lambda n, d: sd.NoNoise(),

@@ -175,8 +175,9 @@ class LabelFlipNoise(AbstractGradientNoise, AbstractSDENoise):
 
     def factor_mv(self, problem, theta, w):
         """A(θ)w as one VJP of the outputs, with the columns of ``covariance_factor`` (sampling i, then flip
-        (c, i) at c·n + i): cotangent $\\sqrt{c/(nB)}(w_i - \\bar w)\\bar g_i + \\frac{1}{\\sqrt{nB}}\\sum_c
-        \\sqrt{T_{y_ic}}(\\partial_f\\ell(f_i, c) - \\bar g_i)w_{c,i}$ (theory/function-models.md, FMOD-2)."""
+        (c, i) at c·n + i), the cotangent of row i being
+        $\\sqrt{c/(nB)}(w_i - \\bar w)\\bar g_i + \\frac{1}{\\sqrt{nB}}\\sum_c \\sqrt{T_{y_ic}}(\\partial_f\\ell(f_i, c) - \\bar g_i)w_{c,i}$
+        (theory/function-models.md, FMOD-2)."""
         if not problem.derivatives.matrix_free:
             return self.covariance_factor(problem, theta) @ w
         n, B = problem.n_data, self.batch(problem)

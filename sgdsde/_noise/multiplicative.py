@@ -65,7 +65,7 @@ class MultiplicativeNoise(AbstractGradientNoise, AbstractSDENoise):
         return G * s
 
     def factor_mv(self, problem, theta, w):
-        """$A w = s\\sum_i (w_i - \\kappa\\bar w)\\nabla\\ell_i$ (κ = 1 centred, else 0): one VJP, no d × n matrix
+        """$A w = s\\sum_i (w_i - k\\bar w)\\nabla\\ell_i$ (k = 1 centred, else 0): one VJP, no d × n matrix
         (theory/function-models.md, FMOD-2)."""
         if not problem.derivatives.matrix_free:
             return self.covariance_factor(problem, theta) @ w
