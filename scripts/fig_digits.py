@@ -8,6 +8,8 @@
     cross-entropy, SGD with and without resetting to the best-validation checkpoint (``BestSoFar``; rate 0 is
     early stopping at the best-validation model), test error of the best-validation model, benefit ± s.e.
     (paired: same inits and keys).
+The quick mode (the suite's smoke run) takes the sharpness by power iteration (cheaper to compile), the full
+size by 20 Lanczos steps.
 Last line: ``digits: sharpness_label=… sharpness_plain=… reset_benefit=… ± …``.
 Usage: python scripts/fig_digits.py [--quick] [--out fig_digits.png]
 """
@@ -50,7 +52,7 @@ def label_noise_experiment(cfg: dict, seed: int) -> dict:
     theta0 = jnp.broadcast_to(model.init(), (cfg["paths"], model.n_params))
     observables = (
         "loss",
-        sd.Sharpness(cfg["lanczos"], key=seed + 1),
+        sd.Sharpness(cfg["sharpness_iters"], method=cfg["sharpness_method"], key=seed + 1),
         sd.HutchinsonTrace(cfg["probes"], key=seed + 2),
     )
     common = dict(

@@ -39,6 +39,9 @@ def lanczos_ritz_values(matvec, v0, iters: int, key) -> Array:
     d = v0.shape[0]
     dt = v0.dtype
     tol = 100 * jnp.finfo(dt).eps
+    # restart candidates: cyclic shifts of one Gaussian vector (generically independent; one draw, not one per
+    # step, keeps the compiled loop small)
+    restart = jax.random.normal(key, (d,), dt)
 
     def orth(V, w):
         w = w - V.T @ (V @ w)
@@ -53,7 +56,7 @@ def lanczos_ritz_values(matvec, v0, iters: int, key) -> Array:
         b = jnp.linalg.norm(w)
         scale = jnp.maximum(scale, jnp.abs(a) + b_prev)
         ok = b > tol * scale
-        r = orth(V, jax.random.normal(jax.random.fold_in(key, j), (d,), dt))
+        r = orth(V, jnp.roll(restart, j))
         v_next = jnp.where(ok, w / jnp.where(ok, b, 1), _unit(r))
         b = jnp.where(ok, b, 0)
         return V, alpha.at[j].set(a), beta.at[j].set(b), v_next, v, b, scale
