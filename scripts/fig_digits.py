@@ -128,7 +128,8 @@ QUICK = {
         steps=200,
         paths=4,
         records=2,
-        lanczos=6,
+        sharpness_method="power",
+        sharpness_iters=6,
         probes=1,
     ),
     "b": dict(
@@ -155,7 +156,8 @@ FULL = {
         steps=20000,
         paths=16,
         records=20,
-        lanczos=20,
+        sharpness_method="lanczos",
+        sharpness_iters=20,
         probes=8,
     ),
     "b": dict(
