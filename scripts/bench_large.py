@@ -7,11 +7,16 @@ split, n = 1,078), minibatch SGD with B = 32 drawn with replacement, 64 paths:
   drawn as ``simulate`` draws them (one flat randint of N·B indices per step from fold_in(key, k), reshaped
   (N, B)); two hand-written forms are timed (parameters as the stacked pytree, and as one flat (N, d) array
   unraveled in the step) and the faster one is the baseline;
+- SGD's run at ``--steps`` and at a quarter of them: the per-step (steady-state) cost of both loops and
+  ``simulate``'s fixed cost per call (planning, the stability check's power iteration on HVPs over the n
+  examples, the initial record), so the end-to-end ratio at a given run length follows;
 - the SDE's cost per step (``sd.SDE(MinibatchNoise(32))``, Euler: the full gradient and the centred diffusion
-  product A(θ)ξ over all n examples, both one vector–Jacobian product) relative to SGD's;
+  product A(θ)ξ over all n examples, both one vector–Jacobian product; from runs of 1 and ``--sde-steps``
+  steps) relative to SGD's per-step cost;
 - the process's peak resident memory.
 Each round times the hand-written loop and then ``simulate`` (paired medians, scripts/_timing.py).
-Last line: ``large: d=… ratio_vs_handwritten=… sde_over_sgd=… peak_mb=…``.
+Last line: ``large: d=… ratio_vs_handwritten=… sde_over_sgd=… peak_mb=…`` (the end-to-end ratio of the
+median times at ``--steps``, fixed cost included).
 
 Run: python scripts/bench_large.py [--quick] [--steps T] [--sde-steps S] [--reps R]
 """
@@ -93,8 +98,9 @@ def handwritten_flat(model, X, y, B, lr, n_steps):
 
 def run(quick: bool = False, steps: int | None = None, sde_steps: int | None = None, reps: int | None = None):
     width, n_paths, B, lr = (64, 8, 32, 0.05) if quick else (280, 64, 32, 0.05)
-    steps = steps or (20 if quick else 200)
-    sde_steps = sde_steps or (2 if quick else 5)
+    steps = steps or (40 if quick else 400)
+    short = steps // 4
+    sde_steps = max(sde_steps or (3 if quick else 4), 2)
     reps = reps or (2 if quick else 3)
     problem, model, params, static = setup(width, n_paths)
     d, n = model.n_params, problem.n_data
@@ -124,8 +130,31 @@ def run(quick: bool = False, steps: int | None = None, sde_steps: int | None = N
         fn()
         base[name] = time.perf_counter() - t
     best = min(base, key=base.__getitem__)
-    medians, ratios = paired_medians({"hand": tree if best == "pytree" else flat, "sgdsde": ours}, reps)
+    hand_short = (
+        handwritten_pytree(params, static, X, y, B, lr, short)
+        if best == "pytree"
+        else handwritten_flat(model, X, y, B, lr, short)
+    )
+    start = stacked if best == "pytree" else theta0
+
+    def ours_short():
+        sd.simulate(sgd, problem, theta0, lr=lr, n_steps=short, key=1, ensemble=ensemble)
+
+    medians, ratios = paired_medians(
+        {
+            "hand": tree if best == "pytree" else flat,
+            "sgdsde": ours,
+            "hand_short": lambda: jax.block_until_ready(hand_short(key, start)),
+            "sgdsde_short": ours_short,
+        },
+        reps,
+    )
     path_steps = n_paths * steps
+    # per-step (marginal) cost from the two run lengths, and simulate's fixed cost per call (planning, the
+    # stability check's power iteration, the initial record over the n examples)
+    marginal = {k: (medians[k] - medians[k + "_short"]) / (steps - short) for k in ("hand", "sgdsde")}
+    fixed = medians["sgdsde"] - steps * marginal["sgdsde"]
+    ratio = medians["hand"] / medians["sgdsde"]
     print(
         f"MLP 64-{width}-{width}-10 ReLU on digits: d = {d}, n = {n}, B = {B}, N = {n_paths} paths, "
         f"{steps} steps, float32"
@@ -137,29 +166,30 @@ def run(quick: bool = False, steps: int | None = None, sde_steps: int | None = N
     print(f"  hand-written jit+scan+vmap: {path_steps / medians['hand']:,.0f} path-steps/s")
     print(
         f"  sgdsde simulate (SGD):      {path_steps / medians['sgdsde']:,.0f} path-steps/s "
-        f"(ratio {ratios['sgdsde']:.3f}, median over {reps} paired rounds)"
+        f"(ratio {ratio:.3f} of the medians; median of per-round ratios {ratios['sgdsde']:.3f}; {reps} paired rounds)"
+    )
+    print(
+        f"  per step (from {short} and {steps} steps): hand {marginal['hand'] * 1e3:.1f} ms, sgdsde "
+        f"{marginal['sgdsde'] * 1e3:.1f} ms (steady-state ratio {marginal['hand'] / marginal['sgdsde']:.3f}); "
+        f"sgdsde's fixed cost per call {fixed:.2f} s"
     )
 
     sde = sd.SDE(sd.MinibatchNoise(B, "with_replacement"))
 
-    def sde_run():
-        sd.simulate(sde, problem, theta0, lr=lr, n_steps=sde_steps, key=1, ensemble=ensemble)
+    def sde_run(n_steps):
+        return lambda: sd.simulate(sde, problem, theta0, lr=lr, n_steps=n_steps, key=1, ensemble=ensemble)
 
-    sde_runs = {"sde": sde_run}
-    sde_medians, _ = paired_medians(sde_runs, reps)
-    per_step_sgd = medians["sgdsde"] / steps
-    per_step_sde = sde_medians["sde"] / sde_steps
+    sde_medians, _ = paired_medians({"long": sde_run(sde_steps), "short": sde_run(1)}, reps)
+    per_step_sgd = marginal["sgdsde"]
+    per_step_sde = (sde_medians["long"] - sde_medians["short"]) / (sde_steps - 1)
     sde_over_sgd = per_step_sde / per_step_sgd
     print(
-        f"  SDE (Euler, full gradient + A(θ)ξ over n = {n}): {per_step_sde * 1e3:.1f} ms/step vs SGD "
-        f"{per_step_sgd * 1e3:.2f} ms/step ({sde_steps} steps timed): {sde_over_sgd:.1f}×; n/B = {n / B:.1f}"
+        f"  SDE (Euler, full gradient + A(θ)ξ over n = {n}): {per_step_sde * 1e3:.1f} ms/step (from 1 and "
+        f"{sde_steps} steps) vs SGD {per_step_sgd * 1e3:.2f} ms/step: {sde_over_sgd:.1f}×; n/B = {n / B:.1f}"
     )
     peak = peak_rss_mb()
     print(f"  peak RSS of the process: {peak:,.0f} MB (θ ensemble {n_paths * d * 4 / 2**20:.1f} MB)")
-    print(
-        f"large: d={d} ratio_vs_handwritten={ratios['sgdsde']:.3f} sde_over_sgd={sde_over_sgd:.2f} "
-        f"peak_mb={peak:.0f}"
-    )
+    print(f"large: d={d} ratio_vs_handwritten={ratio:.3f} sde_over_sgd={sde_over_sgd:.2f} peak_mb={peak:.0f}")
 
 
 if __name__ == "__main__":
