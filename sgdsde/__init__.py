@@ -33,6 +33,7 @@ from ._models import (
     DiagonalLinearNetwork as DiagonalLinearNetwork,
     FunctionModel as FunctionModel,
     LinearRegression as LinearRegression,
+    NormalizedTwoLayerNetwork as NormalizedTwoLayerNetwork,
     PolynomialCurve as PolynomialCurve,
     TwoLayerNetwork as TwoLayerNetwork,
 )
@@ -40,6 +41,7 @@ from ._noise import (
     AbstractGradientNoise as AbstractGradientNoise,
     AbstractSampling as AbstractSampling,
     AbstractSDENoise as AbstractSDENoise,
+    BatchNormNoise as BatchNormNoise,
     FullGradientLabelNoise as FullGradientLabelNoise,
     GaussianNoise as GaussianNoise,
     LabelFlipNoise as LabelFlipNoise,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checkpoint import digest
 from ._problem import MAX_DENSE_PARAMS, Problem, _hessian, _power_lambda_max, lambda_max
 
 # the dense check's limit; above it λ_max comes from power iteration on Hessian-vector products (FMOD-4)
@@ -55,8 +57,7 @@ def warn_if_unstable(problem: Problem, theta0, etas, limit: tuple[float, str] | 
     th = np.asarray(theta0, dtype=np.float64).reshape(-1, problem.n_params)[0]
     th = th.astype(problem.X.dtype)
     if problem.n_params > MAX_PARAMS_FOR_STABILITY_CHECK:
-        lam = _power_lambda_max(problem, jnp.asarray(th), STABILITY_POWER_ITERS, STABILITY_POWER_RTOL)
-        _warn(float(lam), etas, c, name)
+        _warn(_lambda_max_at_size(problem, th), etas, c, name)
         return
     # compiled once per problem structure (an eager jax.hessian re-dispatches op by op: 3.1 s of CPU at first
     # call on a d = 155 two-layer net against 0.44 s compiled), in X's dtype: the one λ_max below is taken in
@@ -66,6 +67,28 @@ def warn_if_unstable(problem: Problem, theta0, etas, limit: tuple[float, str] | 
     if etas.max() * (_lambda_max_bound(H) + slack) < c:
         return
     _warn(lambda_max(H_x), etas, c, name)  # lambda_max(H_x) = problem.sharpness(th), without a second Hessian
+
+
+# λ_max at size by (problem, θ₀): 20 Hessian-vector products over all n rows cost more than a short run (at
+# d = 9·10⁶, n = 1000 on 2 shared cores about 3 minutes), and repeated runs from one start (a benchmark, a sweep,
+# a resume) ask again
+_AT_SIZE: dict[tuple, float] = {}
+
+
+def _lambda_max_at_size(problem: Problem, th: np.ndarray) -> float:
+    leaves, structure = jax.tree.flatten(problem)
+    arrays = [np.asarray(x) for x in leaves if isinstance(x, jax.Array | np.ndarray)]
+    key = (structure, digest(*arrays, th))
+    try:
+        hash(key)
+    except TypeError:  # a static part without a hash: no cache
+        return float(_power_lambda_max(problem, jnp.asarray(th), STABILITY_POWER_ITERS, STABILITY_POWER_RTOL))
+    if key not in _AT_SIZE:
+        if len(_AT_SIZE) >= 16:
+            _AT_SIZE.pop(next(iter(_AT_SIZE)))
+        lam = _power_lambda_max(problem, jnp.asarray(th), STABILITY_POWER_ITERS, STABILITY_POWER_RTOL)
+        _AT_SIZE[key] = float(lam)
+    return _AT_SIZE[key]
 
 
 def _warn(lam: float, etas, c: float, name: str) -> None:

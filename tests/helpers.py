@@ -22,6 +22,7 @@ MODELS = {
     "two_layer_sigmoid_fixed": lambda p: sd.TwoLayerNetwork(p, 3, "sigmoid", train_second_layer=False),
     "polynomial_curve": lambda p: sd.PolynomialCurve(p),
     "deep_matrix": lambda p: sd.DeepMatrixFactorization((1, p), 3, scale=0.5, hidden=2),
+    "normalized_tanh": lambda p: sd.NormalizedTwoLayerNetwork(p, 2, mean=(0.1, -0.2), var=(1.2, 0.8)),
 }
 
 
@@ -95,6 +96,12 @@ OPTIMIZERS = {
 # (PreactivationNoise: tests/test_large_lr.py).
 SGD_ONLY_NOISES = {
     "preactivation": lambda n, d: sd.PreactivationNoise(0.5, 2, anneal_step=3),
+}
+
+# Noises that need a model of their own (BatchNormNoise: a NormalizedTwoLayerNetwork): name -> (model name in
+# MODELS, function(n, d) building the noise); their own tests live with their issue (tests/test_batch_norm.py).
+MODEL_NOISES = {
+    "batch_norm": ("normalized_tanh", lambda n, d: sd.BatchNormNoise(2, p=0.5)),
 }
 
 

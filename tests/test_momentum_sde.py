@@ -2,6 +2,7 @@
 and Li–Tai–E's momentum SME checked exactly on quadratics (theory/momentum-sde.md)."""
 
 import diffrax
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -221,6 +222,42 @@ def test_momentum_sme_weak_order_exact_both_scalings():
     assert 1.85 < fit_cov.order < 2.15, fit_cov  # measured 2.0
 
 
+def test_nesterov_sme_is_heavy_ball_sme_and_weak_order_one_exact():
+    """SDE(optimizer=Momentum(β, nesterov=True)) builds heavy ball's MomentumSME (equal as a PyTree), and it is
+    a weak order-1 approximation of discrete Nesterov, exactly (no Monte Carlo): at fixed β the error of Eθ is
+    O(η) and of Cov θ O(η²), as for heavy ball; in Li–Tai–E's scaling O(h), while Nesterov and heavy ball
+    themselves differ at O(h): the same order. [theory: MSDE-7]"""
+    from sgdsde._sde.optimizer_sdes import optimizer_sde
+
+    H, C, ts = _quadratic()
+    problem = sd.quadratic_problem(H, ts)
+    noise = sd.GaussianNoise(covariance=C)
+    nag = optimizer_sde(problem, noise, sd.Momentum(0.7, nesterov=True, weight_decay=0.1), None)
+    assert eqx.tree_equal(nag, optimizer_sde(problem, noise, sd.Momentum(0.7, weight_decay=0.1), None))
+    th0 = np.zeros(2)
+
+    def errors(eta, beta, n):
+        md, Sd = momentum_sgd_moments(H, C, ts, th0, eta, beta, n, nesterov=True)
+        mh, _ = momentum_sgd_moments(H, C, ts, th0, eta, beta, n)
+        mc, Sc = momentum_sme_moments(H, C, ts, th0, eta, beta, n)
+        return (
+            np.abs(md[:2] - mc[:2]).max(),
+            np.abs(Sd[:2, :2] - Sc[:2, :2]).max(),
+            np.abs(md[:2] - mh[:2]).max(),
+        )
+
+    etas = np.array([0.04, 0.02, 0.01, 0.005])
+    e = np.array([errors(eta, 0.5, round(2.0 / eta)) for eta in etas])
+    assert 0.95 < fit_order(etas, e[:, 0]).order < 1.15  # measured 1.06
+    assert 1.9 < fit_order(etas, e[:, 1]).order < 2.1  # measured 2.03
+    hs = np.array([0.1, 0.05, 0.025, 0.0125])
+    e = np.array([errors(h * h, 1 - 2.0 * h, round(2.0 / h)) for h in hs])
+    assert 0.85 < fit_order(hs, e[:, 0]).order < 1.05  # measured 0.94: order 1 in h
+    assert np.all(
+        e[:, 2] > 0.2 * e[:, 0]
+    )  # Nesterov − heavy ball: the SME error's own order (0.24–0.32 of it)
+
+
 def test_stationary_covariances_differ_at_order_eta_with_the_derived_leading_term():
     """1-D closed forms: discrete Var θ = ηc(1+β)/(λ(1−β)(2(1+β)−ηλ)), SME ηc/(2λ(1−β)) (relative gap
     ηλ/(2(1+β)−ηλ)); in d = 3 with C not commuting with H the gap divided by η² tends to Δ,
@@ -311,14 +348,13 @@ def test_optimizer_without_sde_refused_by_name(make, match):
 @pytest.mark.parametrize(
     "method, problem_is_sde, match",
     [
-        (sd.SDE(optimizer=sd.Momentum(0.9, nesterov=True)), False, "nesterov"),
         (sd.SDE(order=2, optimizer=sd.Momentum(0.9)), False, "order"),
         (sd.SDE(optimizer=sd.Momentum(0.9)), True, "optimizer=None"),
         (sd.SDE(optimizer=sd.Momentum(0.9)), "fp", "bridge_variance= .* or bridge=False"),
     ],
 )
 def test_momentum_sde_refusals_at_run(method, problem_is_sde, match):
-    """Nesterov (no SDE implemented), order 2 (the momentum SME is of order 1), an optimizer beside an
+    """Order 2 (the momentum SME is of order 1), an optimizer beside an
     AbstractSDE given as the problem, and the first-passage bridge test (its rate needs the diffusion at θ,
     which a state beyond θ does not give) → ValueError naming the argument. [theory: MSDE-1, MSDE-2]"""
     H, C, ts = _quadratic()

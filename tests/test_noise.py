@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from helpers import (
     CLASSIFICATION_NOISES,
+    MODEL_NOISES,
     MODELS,
     NOISES,
     SGD_ONLY_NOISES,
@@ -232,7 +233,7 @@ def test_registry_covers_every_noise_class():
     """A new noise class must join the registry (and so every conformance test)."""
     classes = {
         type(f(6, 4)) for f in (*NOISES.values(), *CLASSIFICATION_NOISES.values(), *SGD_ONLY_NOISES.values())
-    }
+    } | {type(f(6, 4)) for _, f in MODEL_NOISES.values()}
     public = {c for c in vars(sd).values() if isinstance(c, type) and issubclass(c, sd.AbstractGradientNoise)}
     assert public - {sd.AbstractGradientNoise} <= classes
     assert {type(f(3)) for f in MODELS.values()} >= {

@@ -7,6 +7,7 @@ from .linear import (
     LinearRegression as LinearRegression,
 )
 from .matrix import DeepMatrixFactorization as DeepMatrixFactorization
+from .normalized import NormalizedTwoLayerNetwork as NormalizedTwoLayerNetwork
 from .polynomial import PolynomialCurve as PolynomialCurve
 from .two_layer import TwoLayerNetwork as TwoLayerNetwork
 from .units import Units as Units

@@ -5,6 +5,7 @@ from .base import (
     NoNoise as NoNoise,
     require_sde_side as require_sde_side,
 )
+from .batch_norm import BatchNormNoise as BatchNormNoise
 from .full_gradient_label import FullGradientLabelNoise as FullGradientLabelNoise
 from .gaussian import GaussianNoise as GaussianNoise, SphericalGaussianNoise as SphericalGaussianNoise
 from .label_flip import LabelFlipNoise as LabelFlipNoise

@@ -12,6 +12,16 @@ from ._deep_matrix import (
     end_to_end_velocity as end_to_end_velocity,
     singular_value_velocity as singular_value_velocity,
 )
+from ._distillation import (
+    DistillationRounds as DistillationRounds,
+    TrainedDistillation as TrainedDistillation,
+    budget_c as budget_c,
+    collapse_bounds as collapse_bounds,
+    gd_contraction as gd_contraction,
+    label_noise_rounds_msd as label_noise_rounds_msd,
+    self_distillation as self_distillation,
+    train_self_distillation as train_self_distillation,
+)
 from ._flow import (
     LimitingFlow as LimitingFlow,
     ProjectionError as ProjectionError,
