@@ -10,6 +10,7 @@ from . import (  # symbolic stays lazy: it imports sympy
     data as data,
     implicit as implicit,
 )
+from ._curvature import Accuracy as Accuracy, HutchinsonTrace as HutchinsonTrace, Sharpness as Sharpness
 from ._derivatives import Autodiff as Autodiff
 from ._ensemble import AbstractStepper as AbstractStepper, RunPlan as RunPlan
 from ._events import (
@@ -55,6 +56,7 @@ from ._noise import (
     WithoutReplacement as WithoutReplacement,
     WithReplacement as WithReplacement,
 )
+from ._observables import AbstractObservable as AbstractObservable
 from ._optimizers import (
     AbstractOptimizer as AbstractOptimizer,
     Adam as Adam,

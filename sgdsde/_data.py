@@ -10,7 +10,7 @@ from jaxtyping import Array, Float
 
 from ._ensemble import to_key
 from ._models import TwoLayerNetwork
-from ._validation import check_int_range, check_positive
+from ._validation import check_dtype, check_int_range, check_positive
 
 
 class RegressionData(eqx.Module):
@@ -257,3 +257,127 @@ def matrix_sensing_data(key, size: int, rank: int, n_measurements: int, kind: st
         X = jax.random.normal(ko, (m, n * n), W.dtype) / n
         observed = None
     return MatrixSensingData(X, X @ W.reshape(-1), W, observed)
+
+
+class DigitsData(eqx.Module):
+    """Scikit-learn's bundled handwritten digits split into training, validation and test sets: X rows are the
+    64 pixels of an 8 × 8 image scaled to [0, 1] (intensity / 16), labels are the classes 0–9 (int32).
+
+    ``y`` holds the training labels after the flips (``flipped`` marks them, ``y_clean`` the true ones);
+    ``y_val`` likewise with ``flipped_val``/``y_val_clean`` (no flips unless ``flip_validation``); the test
+    labels are always clean.
+    """
+
+    X: Float[Array, "n 64"]
+    y: Array
+    y_clean: Array
+    flipped: Array
+    X_val: Float[Array, "n_val 64"]
+    y_val: Array
+    y_val_clean: Array
+    flipped_val: Array
+    X_test: Float[Array, "n_test 64"]
+    y_test: Array
+    n_classes: int = eqx.field(static=True, default=10)
+
+
+N_DIGITS = 1797  # images in sklearn.datasets.load_digits()
+
+
+def _split_counts(split, n_total: int) -> tuple[int, int, int]:
+    """(n_train, n_val, n_test) from fractions summing to ≤ 1 or from counts summing to ≤ n_total."""
+    try:
+        parts = tuple(split)
+    except TypeError:
+        raise ValueError(f"split must be three numbers (train, val, test), got {split!r}") from None
+    if len(parts) != 3 or any(isinstance(s, (bool, np.bool_, str)) for s in parts):
+        raise ValueError(f"split must be three numbers (train, val, test), got {split!r}")
+    if all(isinstance(s, (int, np.integer)) for s in parts):
+        counts = tuple(int(s) for s in parts)
+        if min(counts) < 0 or counts[0] < 1 or sum(counts) > n_total:
+            raise ValueError(
+                f"split as counts must be non-negative with at least 1 training example and sum to at most "
+                f"{n_total}, got {split!r}"
+            )
+        return counts  # type: ignore[return-value]
+    fr = np.asarray(parts, dtype=np.float64)
+    if not np.all(np.isfinite(fr)) or np.any(fr < 0) or fr.sum() > 1 + 1e-9:
+        raise ValueError(f"split as fractions must be non-negative and sum to at most 1, got {split!r}")
+    counts = tuple(int(np.floor(f * n_total + 1e-9)) for f in fr)
+    if counts[0] < 1:
+        raise ValueError(f"split leaves no training example ({split!r} of {n_total})")
+    return counts  # type: ignore[return-value]
+
+
+def _flip(rng: np.random.Generator, y: np.ndarray, fraction: float, n_classes: int):
+    """Exactly round(fraction·n) labels, chosen uniformly, each replaced by a uniformly drawn other class."""
+    n = y.shape[0]
+    mask = np.zeros(n, bool)
+    mask[rng.permutation(n)[: int(round(fraction * n))]] = True
+    shift = rng.integers(1, n_classes, n, dtype=np.int32)  # 1..K−1: never the true class
+    return np.where(mask, (y + shift) % n_classes, y).astype(np.int32), mask
+
+
+def digits(
+    key=None,
+    *,
+    split=(0.6, 0.2, 0.2),
+    flip_fraction: float = 0.0,
+    flip_validation: bool = False,
+    dtype=None,
+) -> DigitsData:
+    """Scikit-learn's bundled digits (``sklearn.datasets.load_digits()``: 1,797 8 × 8 images, 10 classes, read
+    from the installed package, no download), shuffled and split by ``key``, with optional label flips.
+
+    Features are pixel intensities / 16 ∈ [0, 1] (not standardized: constant border pixels stay 0); labels are
+    the classes 0–9. Needs scikit-learn (``pip install 'sgdsde[data]'``).
+
+    Args:
+        key: a JAX key or an int seed for the shuffle and the flips (None: seed 0); the same key gives the same
+            split and flips.
+        split: (train, val, test) as fractions of 1,797 summing to ≤ 1 (each rounded down), or as counts.
+        flip_fraction: the fraction in [0, 1] of training labels replaced by a uniformly drawn other class
+            (exactly round(fraction · n_train) of them; ``flipped`` marks them).
+        flip_validation: flip the same fraction of the validation labels too (a noisy validation set).
+        dtype: the features' float dtype (None: JAX's default float).
+    """
+    key = to_key(0 if key is None else key)
+    counts = _split_counts(split, N_DIGITS)
+    frac = check_positive("flip_fraction", flip_fraction, allow_zero=True)
+    if frac > 1:
+        raise ValueError(f"flip_fraction must be in [0, 1], got {flip_fraction!r}")
+    if not isinstance(flip_validation, (bool, np.bool_)):
+        raise ValueError(f"flip_validation must be True or False, got {flip_validation!r}")
+    dt = jnp.result_type(float) if dtype is None else check_dtype(dtype)
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as e:
+        raise ImportError(
+            "sgdsde.data.digits needs scikit-learn (its bundled digits): pip install 'sgdsde[data]' or "
+            "pip install scikit-learn"
+        ) from e
+    data, target = load_digits(return_X_y=True)
+    # numpy generators seeded by the key's bits: a few permutations of ≤ 1,797 items need no compiled program
+    kp, kf, kv = (np.random.default_rng(np.asarray(jax.random.key_data(k))) for k in jax.random.split(key, 3))
+    order = kp.permutation(N_DIGITS)
+    X_all = np.asarray(data, np.float64)[order] / 16.0
+    y_all = np.asarray(target, np.int32)[order]
+    n, nv, nt = counts
+    sl_v, sl_t = slice(n, n + nv), slice(n + nv, n + nv + nt)
+    y, flipped = _flip(kf, y_all[:n], frac, 10)
+    if flip_validation:
+        y_val, flipped_val = _flip(kv, y_all[sl_v], frac, 10)
+    else:
+        y_val, flipped_val = y_all[sl_v], np.zeros(nv, bool)
+    return DigitsData(
+        jnp.asarray(X_all[:n], dt),
+        jnp.asarray(y),
+        jnp.asarray(y_all[:n]),
+        jnp.asarray(flipped),
+        jnp.asarray(X_all[sl_v], dt),
+        jnp.asarray(y_val),
+        jnp.asarray(y_all[sl_v]),
+        jnp.asarray(flipped_val),
+        jnp.asarray(X_all[sl_t], dt),
+        jnp.asarray(y_all[sl_t]),
+    )

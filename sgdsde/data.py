@@ -1,12 +1,15 @@
-"""Data generators of the seeds' experiments: ``sgdsde.data.sparse_regression(...)`` and the rest (each returns
-an equinox module with the arrays, X and y among them)."""
+"""Data generators of the seeds' experiments: ``sgdsde.data.sparse_regression(...)`` and the rest, and one real
+dataset, ``digits`` (scikit-learn's bundled 8 × 8 digits); each returns an equinox module with the arrays, X
+and y among them."""
 
 from ._data import (
+    DigitsData as DigitsData,
     DoubleWellData as DoubleWellData,
     MatrixSensingData as MatrixSensingData,
     NoisyLabelData as NoisyLabelData,
     RegressionData as RegressionData,
     TwoPatternData as TwoPatternData,
+    digits as digits,
     double_well_data as double_well_data,
     matrix_sensing_data as matrix_sensing_data,
     noisy_teacher_classification as noisy_teacher_classification,

@@ -55,6 +55,19 @@ def test_fig_optimizers_quick_prints_its_line(tmp_path):
     assert png.stat().st_size > 10_000, "no figure written"
 
 
+def test_fig_digits_quick_prints_its_line(tmp_path):
+    """Issue 24's digits figure: label-noise vs plain SGD sharpness and the resetting benefit on real data, in its
+    quick mode (equinox MLPs as FunctionModels); it ends with the line the issue asks for."""
+    pytest.importorskip("sklearn")
+    png = tmp_path / "fig_digits.png"
+    stdout = run_script("fig_digits.py", "--quick", "--out", str(png), cwd=tmp_path)
+    last = stdout.strip().splitlines()[-1]
+    num = r"-?\d+(\.\d+)?(e[+-]?\d+)?"
+    pattern = rf"digits: sharpness_label={num} sharpness_plain={num} reset_benefit={num} ± {num}"
+    assert re.fullmatch(pattern, last), last
+    assert png.stat().st_size > 10_000, "no figure written"
+
+
 def test_fig_seed001_quick_prints_its_line(tmp_path):
     """Issue 25's figure: its quick mode writes the figure, shows the generalization curve falling then rising
     over the rounds, and ends with the line the issue asks for, the batch-norm covariance check within its
