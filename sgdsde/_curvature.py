@@ -17,6 +17,7 @@ import numpy as np
 from jaxtyping import Array
 
 from ._ensemble import to_key
+from ._hvp import power_iteration as _power
 from ._observables import AbstractObservable
 from ._validation import check_int_range
 
@@ -79,15 +80,9 @@ def lanczos_ritz_values(matvec, v0, iters: int, key) -> Array:
 
 def power_iteration(matvec, v0, iters: int) -> Array:
     """The Rayleigh quotient $v_k^T H v_k$ after k = ``iters`` − 1 normalised products $v_{j+1} = Hv_j/\\|Hv_j\\|$
-    (``iters`` products in all; CURV-2)."""
-
-    def body(_, state):
-        v, _rq = state
-        w = matvec(v)
-        return _unit(w), jnp.vdot(v, w)
-
-    _, rq = jax.lax.fori_loop(0, iters, body, (_unit(v0), jnp.zeros((), v0.dtype)))
-    return rq
+    (``iters`` products in all, fewer only once it repeats exactly; CURV-2): ``_hvp.power_iteration``
+    without a shift or a tolerance."""
+    return _power(matvec, v0, jnp.zeros((), v0.dtype), iters, 0.0)[0]
 
 
 class Sharpness(AbstractObservable):

@@ -1,5 +1,6 @@
 """λ_max of a symmetric operator known only by its products v ↦ Hv (Hessian-vector products at size): power
-iteration with a shift when the dominant eigenvalue is negative (theory/function-models.md, FMOD-4)."""
+iteration with a shift when the dominant eigenvalue is negative (theory/function-models.md, FMOD-4). The one power
+iteration of the package: ``Sharpness(method="power")`` (theory/curvature.md, CURV-2) runs it too."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ POWER_ITERATION_RTOL = 1e-4
 POWER_ITERATION_MAX_ITERS = 200
 
 
-def _power(hvp, v0, shift, iters: int, rtol: float):
-    """Power iteration on H + shift·I from v0: (Rayleigh quotient μ of H, iterations used)."""
+def power_iteration(hvp, v0, shift, iters: int, rtol: float):
+    r"""Power iteration on H + shift·I from v0: (the Rayleigh quotient μ of H, products used). Each product
+    gives $\mu_k = v_k^T(H + sI)v_k$ and $v_{k+1} = (H + sI)v_k/\|\cdot\|$; it stops after ``iters`` products,
+    or once μ changes by ≤ ``rtol`` relatively (rtol = 0: only where μ repeats exactly, i.e. ``iters`` products
+    up to a converged tail; ``Sharpness(method="power")``, CURV-2)."""
 
     def body(state):
         v, mu, _, k = state
@@ -52,5 +56,5 @@ def power_iteration_lambda_max(
     The Rayleigh quotient is ≤ the dominant |λ| and approaches it at rate (λ₂/λ₁)^{2k}: with a small gap it
     can stop early below λ_max (a warning may then come late, never spuriously)."""
     v0 = jax.random.normal(key, (d,), dtype)
-    mu, _ = _power(hvp, v0, jnp.zeros((), dtype), iters, rtol)
-    return jax.lax.cond(mu >= 0, lambda: mu, lambda: _power(hvp, v0, -mu, iters, rtol)[0])
+    mu, _ = power_iteration(hvp, v0, jnp.zeros((), dtype), iters, rtol)
+    return jax.lax.cond(mu >= 0, lambda: mu, lambda: power_iteration(hvp, v0, -mu, iters, rtol)[0])
