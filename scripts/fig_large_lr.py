@@ -176,7 +176,8 @@ def run(quick: bool = False, out: str = "fig_large_lr.png", seed: int = 0) -> di
             runs[key] = toy.run(**kw)
         return runs[key]
 
-    n_steps, n_paths = (1000, 4) if quick else (8000, 8)
+    # quick: the pipeline at a size whose runs are short next to their compiles (the suite checks the line)
+    n_steps, n_paths = (300, 4) if quick else (8000, 8)
     k0 = n_steps // 2
     eta2, eta1, sigma = 0.05, 0.5, 1.0
     base = dict(eta2=eta2, k0=k0, n_steps=n_steps, n_paths=n_paths, seed=seed)

@@ -116,9 +116,9 @@ def check_observables(problem, observables: tuple[tuple[str, Observable], ...], 
             if trusted:
                 jax.eval_shape(lambda t, fn=fn: fn(problem, t), theta)
                 continue
-            err, out = jax.jit(
-                checkify.checkify(lambda t, fn=fn: fn(problem, t), errors=checkify.index_checks)
-            )(theta)
+            # eager, op by op: each op's small program is cached across runs (a jit of this fresh lambda would
+            # compile anew at every run: 1.4 s per run of scripts/fig_large_lr.py's observables)
+            err, out = checkify.checkify(lambda t, fn=fn: fn(problem, t), errors=checkify.index_checks)(theta)
         except Exception as exc:  # the user's function failed: say which one
             raise ValueError(f"observables[{name!r}] failed at theta0: {type(exc).__name__}: {exc}") from exc
         msg = err.get()

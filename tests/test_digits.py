@@ -4,10 +4,9 @@ import sys
 
 import numpy as np
 import pytest
+from sklearn.datasets import load_digits  # the test extra installs scikit-learn: never skipped
 
 import sgdsde as sd
-
-load_digits = pytest.importorskip("sklearn.datasets").load_digits
 
 
 @pytest.fixture(scope="module")

@@ -38,15 +38,27 @@ def test_problem_derivatives_for_every_loss(name):
     Gauss–Newton (1/n)ΣJᵢᵀ∂²ℓJᵢ = ∇²L minus the (1/n)Σ ℓ′·∇²f term; hvp = ∇²L v. [theory: LOSS-1, LOSS-5]"""
     problem = CLASSIFICATION_PROBLEMS[name]() if name != "squared" else _squared()
     theta = 0.7 * jax.random.normal(jax.random.key(1), (problem.n_params,), jnp.float64)
-    close(problem.grad(theta), jax.grad(problem.loss)(theta))
-    close(jnp.mean(problem.loss_gradients(theta), axis=1), problem.grad(theta))
-    H = problem.hessian(theta)
     v = jnp.cos(jnp.arange(problem.n_params, dtype=jnp.float64))
-    close(problem.hvp(theta, v), H @ v)
-    # ∇²L = G + (1/n)Σ_i Σ_k ℓ′_ik ∇²f_ik: the second term by autodiff of ℓ′-weighted outputs
-    dl = jax.lax.stop_gradient(problem.residuals(theta))
-    second = jax.hessian(lambda t: jnp.sum(dl * problem.outputs(t)) / problem.n_data)(theta)
-    close(problem.gauss_newton(theta) + second, H, tol=1e-10)
+
+    @jax.jit  # one compile for every quantity (op by op, the Hessians took seconds per loss)
+    def quantities(theta):
+        # ∇²L = G + (1/n)Σ_i Σ_k ℓ′_ik ∇²f_ik: the second term by autodiff of ℓ′-weighted outputs
+        dl = jax.lax.stop_gradient(problem.residuals(theta))
+        second = jax.hessian(lambda t: jnp.sum(dl * problem.outputs(t)) / problem.n_data)(theta)
+        g = problem.grad(theta)
+        return (
+            g,
+            jax.grad(problem.loss)(theta),
+            problem.loss_gradients(theta),
+            problem.hessian(theta),
+            (problem.hvp(theta, v), problem.gauss_newton(theta) + second),
+        )
+
+    g, g_auto, per_example, H, (hv, gn_plus_second) = quantities(theta)
+    close(g, g_auto)
+    close(jnp.mean(per_example, axis=1), g)
+    close(hv, H @ v)
+    close(gn_plus_second, H, tol=1e-10)
 
 
 def _squared():

@@ -32,12 +32,21 @@ def test_gradient_matrix_and_gauss_newton(name):
     """Jᵀ (hand-written where given) equals autodiff; ∇ℓᵢ = rᵢ∇fᵢ; ∇L = mean ∇ℓᵢ; G = JJᵀ/n. [theory: MOD-1]"""
     problem = make_problem(name, 6, 3, 7)
     theta = random_theta(problem, 7)
-    J_auto = jax.jacfwd(problem.outputs)(theta)  # n × d
-    np.testing.assert_allclose(problem.output_gradients(theta), J_auto.T, rtol=1e-12, atol=1e-12)
-    G = problem.loss_gradients(theta)
-    np.testing.assert_allclose(G.mean(axis=1), problem.grad(theta), rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(problem.gauss_newton(theta), J_auto.T @ J_auto / 6, rtol=1e-12, atol=1e-12)
-    H = problem.hessian(theta)
+
+    @jax.jit  # one compile (op by op, the Hessian and Jacobian took seconds per model)
+    def quantities(t):
+        out = (
+            problem.output_gradients(t),
+            problem.loss_gradients(t),
+            problem.grad(t),
+            problem.gauss_newton(t),
+        )
+        return jax.jacfwd(problem.outputs)(t), out, problem.hessian(t)  # jacfwd: n × d
+
+    J_auto, (J, G, g, gn), H = quantities(theta)
+    np.testing.assert_allclose(J, J_auto.T, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(G.mean(axis=1), g, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(gn, J_auto.T @ J_auto / 6, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(H, H.T, atol=1e-12)
 
 

@@ -75,7 +75,7 @@ def test_trace_log_gradient_identity():
     fd = (value(th[None, :] + steps) - value(th[None, :] - steps)) / (2 * eps)
     np.testing.assert_allclose(g, np.asarray(fd), atol=1e-8)
     # second derivatives go through the custom JVP too (the Newton solve needs them)
-    hr = jax.hessian(lambda t: reg.value(prob, t))(th)
+    hr = jax.jit(jax.hessian(lambda t: reg.value(prob, t)))(th)
     assert np.all(np.isfinite(np.asarray(hr))) and np.allclose(hr, hr.T, atol=1e-10)
 
 

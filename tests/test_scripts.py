@@ -58,7 +58,6 @@ def test_fig_optimizers_quick_prints_its_line(tmp_path):
 def test_fig_digits_quick_prints_its_line(tmp_path):
     """Issue 24's digits figure: label-noise vs plain SGD sharpness and the resetting benefit on real data, in its
     quick mode (equinox MLPs as FunctionModels); it ends with the line the issue asks for."""
-    pytest.importorskip("sklearn")
     png = tmp_path / "fig_digits.png"
     stdout = run_script("fig_digits.py", "--quick", "--out", str(png), cwd=tmp_path)
     last = stdout.strip().splitlines()[-1]
