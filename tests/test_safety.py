@@ -152,7 +152,7 @@ _UNARY = st.builds(
 _PRODUCT = st.builds(_chain, st.lists(_UNARY, min_size=1, max_size=3), st.lists(st.sampled_from(["*", "/"])))
 
 
-@settings(max_examples=60)
+@settings(max_examples=120)
 @given(_EXPR)
 def test_parser_matches_sympy_on_random_grammar_strings(text):
     """Random strings of the whitelisted grammar (unparenthesised chains of + - * / ** ^ and unary signs,
