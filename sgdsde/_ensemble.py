@@ -18,7 +18,7 @@ import math
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast
 
 import equinox as eqx
 import jax
@@ -35,7 +35,7 @@ from ._checkpoint import (
     stepper_digest,
     unflatten,
 )
-from ._observables import BUILTIN, check_observables, resolve
+from ._observables import BUILTIN, AbstractObservable, check_observables, resolve
 from ._options import Ensemble, Output, Record
 from ._progress import Progress
 from ._results import EnsembleResult, RunningMoments, describe, package_versions
@@ -64,7 +64,14 @@ def finite_paths(x: Array, axis: int) -> Bool[Array, " N"]:
 
 
 class AbstractStepper(eqx.Module):
-    """Advances all N paths of one chunk by one step: $\\theta_{k+1} = \\Phi(\\theta_k, k, \\eta_k, \\text{key}_k)$."""
+    """Advances all N paths of one chunk by one step: $\\theta_{k+1} = \\Phi(\\theta_k, k, \\eta_k, \\text{key}_k)$.
+
+    ``absorbs_divergence``: True for a stepper whose update adds to the checked state (y ← y + Δ, or y kept),
+    so that a path non-finite at one step stays non-finite at every later one (inf + x, NaN + x, inf − inf are
+    never finite); a run without events then checks divergence once per block instead of after every step
+    (``_run_chunk``), with the same marks."""
+
+    absorbs_divergence: ClassVar[bool] = False
 
     @abc.abstractmethod
     def init(self, key, theta0: Float[Array, "N d"]) -> PyTree:
@@ -206,12 +213,15 @@ def _apply_events(stepper, events, ev_state, before, carry, k_next, dt, key):
     return carry, tuple(new_state)
 
 
-def _advance(stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call, inputs=None):
-    """One stepper call on every path (steps k … k + steps_per_call − 1), the divergence marks, the events;
-    skipped (everything kept as it is) once an event that can stop the run is done (a first passage every
-    path has made). ``inputs``: the step's slice of the stepper's ``segment_inputs`` (None: step by step)."""
+def _advance(
+    stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call, inputs=None, check=True
+):
+    """One stepper call on every path (steps k … k + steps_per_call − 1), the divergence marks (``check``),
+    the events; skipped (everything kept as it is) once an event that can stop the run is done (a first
+    passage every path has made). ``inputs``: the step's slice of the stepper's ``segment_inputs`` (None: step
+    by step)."""
     done = [d for d in (e.done(s) for e, s in zip(events, ev, strict=True)) if d is not None]
-    args = (k, eta, run_key, event_key, steps_per_call, inputs)
+    args = (k, eta, run_key, event_key, steps_per_call, inputs, check)
     if not done:
         return _advance_all(stepper, events, carry, bad, ev, *args)
     return jax.lax.cond(
@@ -224,14 +234,16 @@ def _advance(stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_
     )
 
 
-def _advance_all(stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call, inputs=None):
+def _advance_all(
+    stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call, inputs=None, check=True
+):
     before = stepper.theta(carry) if events else None
     if inputs is None:
         carry = stepper.step(carry, k, eta, jax.random.fold_in(run_key, k))
     else:
         carry = stepper.step_with(carry, k, eta, inputs)
-    nonfinite = ~stepper.path_finite(carry)
-    bad = jnp.where((bad < 0) & nonfinite, k + steps_per_call, bad)
+    if check:
+        bad = jnp.where((bad < 0) & ~stepper.path_finite(carry), k + steps_per_call, bad)
     if events:
         dt = eta * steps_per_call  # a multi-step call has a constant lr
         key = jax.random.fold_in(event_key, k)
@@ -272,11 +284,17 @@ def _run_block_body(
     n_saved,
     steps_per_call,
     eta_axis=None,
+    check_steps=True,
 ):
     """Scan over records (the first steps ``starts``), each a scan over the record's ``calls`` stepper calls,
     with the lr of each step (``etas``, records × calls), or ``eta_const``: one constant lr or a
     ``DeviceSchedule`` evaluated at each step (no per-step array: memory flat in the number of steps);
     events (resetting, first passage) act after every call.
+
+    ``check_steps=False`` skips the per-step divergence check (a stepper whose non-finite paths stay
+    non-finite, ``AbstractStepper.absorbs_divergence``, without events): the last output then says whether a
+    path finite at the start of the block (``bad_step`` < 0) ends it non-finite, and the caller runs the block
+    again with the check to mark its first step (``_run_checked_block``).
 
     ``eta_axis`` given: ``stepper`` is a sweep group's (batched, shared) parts (``_Grid``) of each point's
     (stepper, events) pair, ``events`` unused; each step is vmapped over the grid (η_const batched along
@@ -287,11 +305,25 @@ def _run_block_body(
         # each branch defines the same two callbacks for its stepping mode (one point, or a vmapped grid)
         def advance(carry, bad, ev, k, eta, inputs):  # pyright: ignore[reportRedeclaration]
             return _advance(
-                stepper, events, carry, bad, ev, k, eta, run_key, event_key, steps_per_call, inputs
+                stepper,
+                events,
+                carry,
+                bad,
+                ev,
+                k,
+                eta,
+                run_key,
+                event_key,
+                steps_per_call,
+                inputs,
+                check_steps,
             )
 
         def stats(carry, bad, ev, end):  # pyright: ignore[reportRedeclaration]
             return _record_stats(stepper, observables, events, carry, bad, ev, end, n_saved)
+
+        def nonfinite(carry):  # pyright: ignore[reportRedeclaration]
+            return ~stepper.path_finite(carry)
 
     else:
         batched, shared = stepper
@@ -301,12 +333,17 @@ def _run_block_body(
         def advance(carry, bad, ev, k, eta, inputs):
             def one(bt, c, b, e, eta):
                 s, evs = eqx.combine(bt, shared)  # each point's stepper and events (a swept resetting rate)
-                return _advance(s, evs, c, b, e, k, eta, run_key, event_key, steps_per_call)
+                return _advance(
+                    s, evs, c, b, e, k, eta, run_key, event_key, steps_per_call, None, check_steps
+                )
 
             return eqx.filter_vmap(one, in_axes=(0, 0, 0, 0, eta_in))(batched, carry, bad, ev, eta)
 
         def stats(carry, bad, ev, end):
             return _grid_stats(batched, shared, observables, events, carry, bad, ev, end, n_saved)
+
+        def nonfinite(carry):
+            return eqx.filter_vmap(lambda bt, c: ~eqx.combine(bt, shared)[0].path_finite(c))(batched, carry)
 
     def one_step(state, xs):
         carry, bad, ev = state
@@ -338,8 +375,10 @@ def _run_block_body(
         rec, bad = stats(carry, bad, ev, end)
         return (carry, bad, ev), rec
 
+    bad_in = bad_step
     (carry, bad_step, ev_state), recs = jax.lax.scan(one_record, (carry, bad_step, ev_state), (starts, etas))
-    return carry, ev_state, bad_step, recs
+    unmarked = jnp.zeros((), bool) if check_steps else jnp.any(nonfinite(carry) & (bad_in < 0))
+    return carry, ev_state, bad_step, recs, unmarked
 
 
 def _in_segments(run_calls, state, start, es, calls: int, seg: int | None, steps_per_call: int):
@@ -468,8 +507,8 @@ class _Single:
     def initial_record(self, *args):
         return _initial_record(self.stepper, *args)
 
-    def run_block(self, *args):
-        return _run_block(self.stepper, *args)
+    def run_block(self, *args, check_steps=True):
+        return _run_block(self.stepper, *args, check_steps=check_steps)
 
     def solver_stats(self, carry) -> dict:
         return {k: to_host(v)[None] for k, v in self.stepper.solver_stats(carry).items()}
@@ -542,8 +581,10 @@ class _Grid:
     def initial_record(self, observables, events, carry, bad, n_saved):
         return _grid_initial_record(self.batched, self.shared, observables, events, carry, bad, n_saved)
 
-    def run_block(self, *args):
-        return _grid_run_block((self.batched, self.shared), *args, eta_axis=self.eta_axis)
+    def run_block(self, *args, check_steps=True):
+        return _grid_run_block(
+            (self.batched, self.shared), *args, eta_axis=self.eta_axis, check_steps=check_steps
+        )
 
     def solver_stats(self, carry) -> dict:
         def one(bt, c):
@@ -929,7 +970,11 @@ class _Checkpointer:
                 "data": [stepper_digest(p.stepper_for_chunk(1)) for p in plans],
                 "theta0": digest(setup.th0),
                 "lr": [_lr_fingerprint(e) for e in setup.etas],
-                "record": [setup.n_saved, [k for k, _ in setup.obs], setup.record_every],
+                "record": [
+                    setup.n_saved,
+                    [_observable_fingerprint(k, f) for k, f in setup.obs],
+                    setup.record_every,
+                ],
                 "events": [describe(e) for e in events]
                 if len(plans) == 1
                 else [[describe(e) for e in p.events] for p in plans],
@@ -1051,6 +1096,9 @@ def _run_chunk(setup: _Setup, c: int, share: bool, resumed, start_record: int, o
     else:
         ops = _Grid([(s, p.events) for s, p in zip(steppers, plans, strict=True)], setup.eta_batched, share)
     events, obs, etas, dtype, spc = setup.events, setup.obs, setup.etas, setup.dtype, p0.steps_per_call
+    # divergence checked once per block (the block run again if a path diverged in it): same marks, no per-step
+    # reduction over (N, d), which cost 15-25% of a few-paths SGD step (scripts/bench_sgd.py, case (c))
+    deferred = not events and all(type(s).absorbs_divergence for s in steppers)
     carry = ops.init(init_key, th)
     bad = jnp.full((n,), -1, jnp.int32)
     keep = max(0, min(setup.n_saved - lo, n))
@@ -1077,12 +1125,7 @@ def _run_chunk(setup: _Setup, c: int, share: bool, resumed, start_record: int, o
         else:
             idx = starts[:, None] + np.arange(0, length, spc)[None, :]
             block_etas, eta_const = jnp.asarray(etas[0].take(idx), dtype), None
-        carry, ev_state, bad, rec = ops.run_block(
-            obs,
-            events,
-            carry,
-            ev_state,
-            bad,
+        args = (
             jnp.asarray(starts, jnp.int32),
             block_etas,
             eta_const,
@@ -1092,6 +1135,10 @@ def _run_chunk(setup: _Setup, c: int, share: bool, resumed, start_record: int, o
             keep,
             spc,
         )
+        out = ops.run_block(obs, events, carry, ev_state, bad, *args, check_steps=not deferred)
+        if deferred and bool(out[-1]):  # a path diverged in the block: again, marking its first step
+            out = ops.run_block(obs, events, carry, ev_state, bad, *args, check_steps=True)
+        carry, ev_state, bad, rec, _ = out
         recs.append(ops.records(rec))
         on_block(bi, len(chunk_plan), b + n_rec, start + n_rec * length, recs, (carry, ev_state, bad))
     return ops, carry, ev_state, bad, recs, keep
@@ -1164,6 +1211,14 @@ def _plan_from(plan: list[tuple[int, int, int]], done: int) -> list[tuple[int, i
         if b + n > done:
             out.append((b, n, length) if b >= done else (done, b + n - done, length))
     return out
+
+
+def _observable_fingerprint(name: str, fn) -> Any:
+    """What fixes a recorded observable: its name, and for an ``AbstractObservable`` its settings and arrays
+    (``Sharpness(iters=10)`` and ``Sharpness(iters=30)`` record other numbers under one name)."""
+    if not isinstance(fn, AbstractObservable):
+        return name  # a built-in, or a user's function (its code is not compared)
+    return [name, describe(eqx.filter(fn, eqx.is_array, inverse=True)), stepper_digest(fn)]
 
 
 def _lr_fingerprint(etas) -> Any:

@@ -78,6 +78,10 @@ class Problem(eqx.Module):
         return self.model.n_params
 
     def astype(self, dtype) -> Problem:
+        """The problem with X (and real y) in ``dtype``; itself when already there (no checks run again: a
+        FunctionModel's finite-output check is a forward pass over X)."""
+        if np.dtype(dtype) == self.X.dtype:
+            return self
         return Problem(
             self.model, self.X, self.y, dtype=dtype, loss=self.loss_fn, derivatives=self.derivatives
         )

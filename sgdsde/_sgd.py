@@ -29,6 +29,7 @@ class SGDStepper(AbstractStepper):
     noise: AbstractGradientNoise
     n_paths: int
     optimizer: AbstractOptimizer | None = None
+    absorbs_divergence = True  # θ ← θ − η g̃ (or θ + η u)
 
     @property
     def problem(self):

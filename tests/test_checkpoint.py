@@ -26,7 +26,7 @@ def _problem():
     return sd.Problem(sd.DiagonalLinearNetwork(3, alpha=0.8), X, X @ np.array([1.0, -0.5, 0.2]))
 
 
-def _run(prefix, sigma=1.0, every=5, checkpoint_every=2, **output):
+def _run(prefix, sigma=1.0, every=5, checkpoint_every=2, observables=None, **output):
     problem = _problem()
     return sd.simulate_sgd(
         problem,
@@ -36,7 +36,7 @@ def _run(prefix, sigma=1.0, every=5, checkpoint_every=2, **output):
         n_steps=40,
         key=3,
         ensemble=sd.Ensemble(n_paths=6, chunk_size=3),
-        record=sd.Record(every=every, n_saved_paths=6),
+        record=sd.Record(every=every, n_saved_paths=6, observables=observables),
         output=sd.Output(save_to=str(prefix), checkpoint_every=checkpoint_every, **output),
     )
 
@@ -108,6 +108,17 @@ def test_a_checkpoint_of_another_run_or_version_is_refused(tmp_path, monkeypatch
         _run(prefix, resume=True)
     with pytest.raises(ValueError, match="resume: no checkpoint at"):
         _run(prefix, resume=str(tmp_path / "missing.ckpt.npz"))
+
+
+def test_a_checkpoint_recorded_with_other_observable_settings_is_refused(tmp_path):
+    """The fingerprint holds an observable's settings, not only its name: a run recording Sharpness with 4
+    Lanczos iterations does not resume one recorded with 3 (other numbers under the name "sharpness")."""
+    prefix = tmp_path / "run"
+    _run(prefix, observables=("loss", sd.Sharpness(3)))
+    with pytest.raises(ValueError, match="resume: .* another run: .*record"):
+        _run(prefix, observables=("loss", sd.Sharpness(4)), resume=True)
+    with pytest.raises(ValueError, match="resume: .* another run: .*record"):
+        _run(prefix, observables=("loss", sd.Sharpness(3, key=1)), resume=True)
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "empty", "not_zip"])

@@ -528,3 +528,58 @@ def test_draws_made_ahead_give_the_step_by_step_numbers_bit_for_bit(lr):
     for name in ahead.mean:
         np.testing.assert_array_equal(ahead.mean[name], step_by_step.mean[name])
         np.testing.assert_array_equal(ahead.var[name], step_by_step.var[name])
+
+
+def _divergent_runs(method, absorbs, monkeypatch, *, grid=None):
+    """Runs of a diverging setting (±2 label noise, lr rising to 0.5: paths diverge at different steps, inside
+    blocks of records) with the per-block divergence check (``absorbs``) or the per-step one."""
+    from sgdsde._sde.simulate import SDEStepper
+    from sgdsde._sde.svag import SVAGOptimizerStepper, SVAGStepper
+    from sgdsde._sgd import SGDStepper
+
+    for cls in (SGDStepper, SDEStepper, SVAGStepper, SVAGOptimizerStepper):
+        monkeypatch.setattr(cls, "absorbs_divergence", absorbs)
+    data = sd.sparse_regression(jax.random.key(0), 20, 10, 3)
+    model = sd.DiagonalLinearNetwork(10, 1.0)
+    problem = sd.Problem(model, data.X, data.y, dtype=jnp.float32)
+    lrs = np.concatenate([np.full(50, 0.01), np.linspace(0.01, 0.6, 100), np.full(150, 0.6)])
+    options = dict(
+        lr=lrs,
+        n_steps=300,
+        key=3,
+        ensemble=sd.Ensemble(n_paths=8, dtype=np.float32),
+        record=sd.Record(every=25, n_saved_paths=8),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if grid is not None:
+            out = sd.sweep(method, problem, model.init(), grid=grid, **options)
+            return list(out.results)
+        return [sd.simulate(method, problem, model.init(), **options)]
+
+
+@pytest.mark.parametrize(
+    "method, grid",
+    [
+        (sd.SGD(sd.LabelNoise(2.0)), None),
+        (sd.SDE(sd.LabelNoise(2.0)), None),
+        (sd.SVAG(sd.LabelNoise(2.0), 2), None),
+        (sd.SGD(sd.LabelNoise(2.0)), {"noise.sigma": [1.5, 2.0]}),
+    ],
+    ids=["sgd", "sde", "svag", "sweep"],
+)
+def test_divergence_checked_per_block_gives_the_per_step_marks_bit_for_bit(method, grid, monkeypatch):
+    """A run without events checks divergence once per block and, where a path diverged in it, runs the block
+    again with the per-step check (the update adds to θ, so a non-finite path stays non-finite): every path's
+    divergence step, the saved paths and the records equal the per-step check's exactly, for SGD, the SDE, SVAG
+    and a sweep (vmapped grid)."""
+    deferred = _divergent_runs(method, True, monkeypatch, grid=grid)
+    per_step = _divergent_runs(method, False, monkeypatch, grid=grid)
+    for a, b in zip(deferred, per_step, strict=True):
+        assert a.diverged > 0 and len(set(a.divergence_steps.tolist())) > 1
+        np.testing.assert_array_equal(a.divergence_steps, b.divergence_steps)
+        np.testing.assert_array_equal(a.diverged_paths, b.diverged_paths)
+        np.testing.assert_array_equal(a.paths, b.paths)
+        for name in a.mean:
+            np.testing.assert_array_equal(a.mean[name], b.mean[name])
+            np.testing.assert_array_equal(a.var[name], b.var[name])

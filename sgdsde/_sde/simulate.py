@@ -77,6 +77,7 @@ class SDEStepper(AbstractStepper):
     stratonovich: bool = eqx.field(static=True)
     m: int = eqx.field(static=True)
     paths_last: bool = eqx.field(static=True, default=True)
+    absorbs_divergence = True  # a diffrax solver step: y₁ = y₀ + (a combination of drift and diffusion terms)
 
     @property
     def ctrl_axis(self) -> int:
@@ -328,9 +329,9 @@ class SDE(AbstractMethod):
         th0 = check_theta0(theta0, d, ensemble.n_paths)
         if sde.problem is not None:
             sde.problem.check_theta(theta0, "theta0")
-        sde.check_shapes(d, jnp.float64 if jax.config.read("jax_enable_x64") else jnp.float32)
-        _check_declared_noise(sde, th0, etas.first)
         default = sde.problem.X.dtype if sde.problem is not None else _input_dtype(theta0)
+        sde.check_shapes(d, default)  # in the problem's dtype: a float32 problem under x64 mixes no dtypes
+        _check_declared_noise(sde, th0, etas.first)
         dtype = ensemble.resolved_dtype(default)
         dtype_sde = sde.astype(dtype)
         m = dtype_sde.noise_dim(d, dtype)

@@ -35,6 +35,7 @@ class SVAGStepper(AbstractStepper):
     independent stochastic
     gradients from the noise model: mean ∇L, covariance lΣ."""
 
+    absorbs_divergence = True  # θ ← θ − η(...) or θ + rτu
     problem_: Problem
     noise: AbstractGradientNoise
     n_paths: int
@@ -138,6 +139,7 @@ class SVAGOptimizerStepper(AbstractStepper):
     the user's optimizer and maps it inside the traced step (``svag_optimizer``), so a sweep over its decay
     (a traced leaf) maps each point."""
 
+    absorbs_divergence = True  # θ ← θ − η(...) or θ + rτu
     problem_: Problem
     noise: AbstractGradientNoise
     n_paths: int
