@@ -572,7 +572,7 @@ def test_divergence_checked_per_block_gives_the_per_step_marks_bit_for_bit(metho
     """A run without events checks divergence once per block and, where a path diverged in it, runs the block
     again with the per-step check (the update adds to θ, so a non-finite path stays non-finite): every path's
     divergence step, the saved paths and the records equal the per-step check's exactly, for SGD, the SDE, SVAG
-    and a sweep (vmapped grid)."""
+    and a sweep (vmapped grid). [theory: SGD-5]"""
     deferred = _divergent_runs(method, True, monkeypatch, grid=grid)
     per_step = _divergent_runs(method, False, monkeypatch, grid=grid)
     for a, b in zip(deferred, per_step, strict=True):
