@@ -65,10 +65,8 @@ from ._optimizers import (
     RMSprop as RMSprop,
 )
 from ._options import (
-    Adaptive as Adaptive,
     CoupledToSGD as CoupledToSGD,
     Ensemble as Ensemble,
-    Fixed as Fixed,
     Gaussian as Gaussian,
     Output as Output,
     Record as Record,
@@ -84,6 +82,8 @@ from ._sde import (
     SVAG as SVAG,
     AbstractSDE as AbstractSDE,
     AdamSDE as AdamSDE,
+    Adaptive as Adaptive,
+    Fixed as Fixed,
     FunctionSDE as FunctionSDE,
     MomentumSME as MomentumSME,
     PlatenWeak2 as PlatenWeak2,
