@@ -65,10 +65,8 @@ from ._optimizers import (
     RMSprop as RMSprop,
 )
 from ._options import (
-    Adaptive as Adaptive,
     CoupledToSGD as CoupledToSGD,
     Ensemble as Ensemble,
-    Fixed as Fixed,
     Gaussian as Gaussian,
     Output as Output,
     Record as Record,
@@ -91,6 +89,8 @@ from ._sde import (
     simulate_sde as simulate_sde,
     simulate_svag as simulate_svag,
 )
+from ._sde.adaptive import Adaptive as Adaptive  # a stepping: one file in _sde/, one line here
+from ._sde.fixed import Fixed as Fixed
 from ._sgd import SGD as SGD, replay_draws as replay_draws, simulate_sgd as simulate_sgd
 from ._sweep import SweepResult as SweepResult, sweep as sweep
 

@@ -10,14 +10,13 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import diffrax
 import equinox as eqx
 import jax
 import numpy as np
 
 from ._observables import resolve
 from ._results import check_save_to
-from ._validation import check_dtype, check_int_range, check_positive
+from ._validation import check_dtype, check_int_range
 
 
 def _optional_int(name: str, value, low: int):
@@ -152,44 +151,6 @@ class CoupledToSGD(AbstractIncrements):
     Euler reproduces a GaussianNoise/SphericalGaussianNoise SGD run (SDE-3)."""
 
     kind: ClassVar[str] = "coupled"
-
-
-class AbstractStepping(eqx.Module):
-    """How the SDE is stepped between SGD's clock points."""
-
-
-class Fixed(AbstractStepping):
-    """Fixed steps: ``substeps`` per SGD step (dt = η_k/substeps), or ``dt`` = lr/k for an integer k with a
-    constant lr; default one step of dt = η_k."""
-
-    substeps: int | None = None
-    dt: float | None = None
-
-    def __check_init__(self):
-        if self.substeps is not None and self.dt is not None:
-            raise ValueError("Fixed takes at most one of substeps and dt")
-        _optional_int("substeps", self.substeps, 1)
-        if self.dt is not None:
-            check_positive("dt", self.dt)
-
-
-class Adaptive(AbstractStepping):
-    """Adaptive steps (SDE-8): each path integrates every record interval (every SGD step under a schedule)
-    with ``controller`` (default a PID controller) on its own VirtualBrownianTree; a solve that needs more
-    than ``max_steps`` steps fails and its path is reported as diverged."""
-
-    controller: Any = None
-    max_steps: int | None = None
-
-    def __check_init__(self):
-        _optional_int("max_steps", self.max_steps, 1)
-        c = self.controller
-        pid = c.controller if isinstance(c, diffrax.ClipStepSizeController) else c
-        if c is not None and not isinstance(pid, diffrax.PIDController):
-            raise ValueError(
-                "controller must be None, a diffrax.PIDController or a ClipStepSizeController wrapping one, "
-                f"got {type(c).__name__}"
-            )
 
 
 def check_options(ensemble, record, output) -> None:

@@ -533,7 +533,7 @@ def test_draws_made_ahead_give_the_step_by_step_numbers_bit_for_bit(lr):
 def _divergent_runs(method, absorbs, monkeypatch, *, grid=None):
     """Runs of a diverging setting (±2 label noise, lr rising to 0.5: paths diverge at different steps, inside
     blocks of records) with the per-block divergence check (``absorbs``) or the per-step one."""
-    from sgdsde._sde.simulate import SDEStepper
+    from sgdsde._sde.fixed import SDEStepper
     from sgdsde._sde.svag import SVAGOptimizerStepper, SVAGStepper
     from sgdsde._sgd import SGDStepper
 

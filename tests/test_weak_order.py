@@ -17,7 +17,7 @@ import scipy.linalg
 
 import sgdsde
 from sgdsde import FunctionSDE, PlatenWeak2, simulate_sde
-from sgdsde._sde.simulate import _GivenIncrement  # internal: feeds a solver chosen increments
+from sgdsde._sde.fixed import _GivenIncrement  # internal: feeds a solver chosen increments
 from sgdsde._sde.solvers import WeakIncrement  # internal: the weak scheme's random input
 from sgdsde.analysis import fit_order, sde_moments, sgd_moments
 

@@ -10,6 +10,7 @@ stiff (steps ≪ η where needed).
 
 from __future__ import annotations
 
+import math
 from typing import Any, cast
 
 import diffrax
@@ -19,7 +20,10 @@ import jax.numpy as jnp
 
 from .._ensemble import AbstractStepper
 from .._noise.base import NoiseType
+from .._validation import check_int_range
 from .base import AbstractSDE
+from .solvers import SOLVERS
+from .stepping import AbstractStepping, StepperSetup, SteppingPlan
 
 # The Brownian tree resolves an interval of length T down to T / 2**TREE_DEPTH; steps finer than that would
 # see linearly interpolated noise, so the controller's dtmin is set to this resolution unless given.
@@ -158,3 +162,52 @@ def adaptive_controller(adaptive, noise_type: str):
                 "store_rejected_steps (rejected steps must be revisited, Foster & Jelinčič 2024)"
             )
     return adaptive
+
+
+class Adaptive(AbstractStepping):
+    """Adaptive steps (SDE-8): each path integrates every record interval (every SGD step under a schedule)
+    with ``controller`` (default a PID controller) on its own VirtualBrownianTree; a solve that needs more
+    than ``max_steps`` steps fails and its path is reported as diverged."""
+
+    controller: Any = None
+    max_steps: int | None = None
+
+    def __check_init__(self):
+        if self.max_steps is not None:
+            check_int_range("max_steps", self.max_steps, 1)
+        c = self.controller
+        pid = c.controller if isinstance(c, diffrax.ClipStepSizeController) else c
+        if c is not None and not isinstance(pid, diffrax.PIDController):
+            raise ValueError(
+                "controller must be None, a diffrax.PIDController or a ClipStepSizeController wrapping one, "
+                f"got {type(c).__name__}"
+            )
+
+    def stepper(self, setup: StepperSetup) -> SteppingPlan:
+        """``AdaptiveSDEStepper``, one solve per record interval; needs an error-estimating solver and
+        Brownian increments."""
+        s = setup
+        if not s.info.adaptive:
+            able = ", ".join(sorted(c.__name__ for c, i in SOLVERS.items() if i.adaptive))
+            raise ValueError(
+                f"solver {type(s.solver).__name__} has no embedded error estimate, which adaptive stepping "
+                f"needs (use one of {able})"
+            )
+        if s.increments not in ("auto", "gaussian"):
+            raise ValueError(
+                "adaptive stepping draws Brownian motion from a virtual Brownian tree; increments must be "
+                f"None or Gaussian(), got {s.increments!r}"
+            )
+        controller = adaptive_controller(self.controller, s.sde.noise_type)
+        # a constant lr lets one solve span a whole record interval (steps ≫ η possible); a schedule changes
+        # the diffusion √η_k at every SGD step, so each step is its own solve
+        every = s.n_steps if s.record.every is None else min(s.record.every, s.n_steps)
+        # gcd: one solve spans a record interval, or a common divisor when the last interval is shorter
+        per_call = math.gcd(every, s.n_steps) if s.etas.uniform else 1
+        max_steps = max(4096, 64 * per_call) if self.max_steps is None else self.max_steps
+        levy = s.info.control == "levy"
+        config = {"adaptive": repr(controller), "max_steps": max_steps, "steps_per_solve": per_call}
+        stepper = lambda n: AdaptiveSDEStepper(
+            s.sde, s.solver, controller, n, per_call, 1, max_steps, s.stratonovich, s.m, levy
+        )
+        return SteppingPlan(stepper, 1, per_call, max_steps, config)

@@ -4,204 +4,36 @@ engine."""
 from __future__ import annotations
 
 import functools
-import math
 import warnings
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
 import numpy as np
 
-from .._ensemble import AbstractStepper, RunPlan, check_theta0, finite_paths, simulator
+from .._ensemble import RunPlan, check_theta0, simulator
 from .._events import RunInfo, bind_events, event_config
 from .._first_passage import FirstPassage
 from .._method import AbstractMethod, check_noise, legacy_plan
 from .._noise import AbstractGradientNoise, require_sde_side
 from .._noise.base import NoiseType
 from .._optimizers import AbstractOptimizer, check_optimizer
-from .._options import (
-    AbstractIncrements,
-    AbstractStepping,
-    Adaptive,
-    Ensemble,
-    Fixed,
-    Output,
-    Record,
-    check_options,
-)
+from .._options import AbstractIncrements, Ensemble, Output, Record, check_options
 from .._problem import Problem
 from .._resetting import AbstractResetLaw, PoissonReset, Resetting
 from .._results import EnsembleResult, describe
 from .._schedules import rates
 from .._validation import check_int_range
 from . import increments as inc
-from .adaptive import AdaptiveSDEStepper, adaptive_controller
 from .base import AbstractSDE
+from .fixed import Fixed
 from .optimizer_sdes import check_optimizer_sde, optimizer_sde
 from .sme import SME
-from .solvers import SOLVERS, PlatenWeak2, calculus, check_solver
-
-# Paths go on the last axis up to this d: a short last axis is slow on CPU (../shared/performance.md);
-# measured
-# in scripts/bench_sde.py: d = 10 OU 1.7x faster paths-last, label-noise diagonal net d = 200 1.5x slower.
-PATHS_LAST_MAX_DIM = 128
-
-
-class _GivenIncrement(diffrax.AbstractPath):
-    """A path whose increment over the step being taken was drawn beforehand (for all paths at once)."""
-
-    increment: Any
-    # diffrax declares t0/t1 as equinox AbstractVars, which pyright reads as ClassVars; a field is the override
-    t0: float = 0.0  # pyright: ignore[reportIncompatibleVariableOverride]
-    t1: float = 1.0  # pyright: ignore[reportIncompatibleVariableOverride]
-
-    def evaluate(self, t0, t1=None, left=True, use_levy=False):
-        if isinstance(self.increment, diffrax.SpaceTimeLevyArea) and not use_levy:
-            return self.increment.W
-        return self.increment
-
-
-class SDEStepper(AbstractStepper):
-    """One SGD step of time η_k as ``substeps`` solver steps of dt = η_k/k, all paths vmapped through the
-    diffrax solver's ``step``; increments are drawn for all paths and substeps in one call."""
-
-    sde: AbstractSDE
-    solver: Any
-    n_paths: int = eqx.field(static=True)
-    substeps: int = eqx.field(static=True)
-    control: inc.AbstractControl  # draws the steps' random inputs (no array leaves)
-    stratonovich: bool = eqx.field(static=True)
-    m: int = eqx.field(static=True)
-    paths_last: bool = eqx.field(static=True, default=True)
-    absorbs_divergence = True  # a diffrax solver step: y₁ = y₀ + (a combination of drift and diffusion terms)
-
-    @property
-    def ctrl_axis(self) -> int:
-        """The path axis of the drawn increments: the state's for Gaussian/two-point increments (no
-        transposes),
-        0 for SGD-coupled ones (simulate_sgd's (N, m) order) and for Lévy areas and weak-2 inputs."""
-        return self.control.axis(self.paths_last)
-
-    @property
-    def problem(self):
-        return self.sde.problem
-
-    @property
-    def _ax(self) -> int:
-        """The path axis of the state y: (p, N) paths-last, else (N, p)."""
-        return 1 if self.paths_last else 0
-
-    def init(self, key, theta0):
-        # the SDE's state y₀ = init_state(θ₀) per path (θ₀ itself for SGD's SMEs); paths on the last axis:
-        # batched matmuls and elementwise work run along the long axis (performance.md)
-        y0 = jax.vmap(self.sde.init_state, out_axes=self._ax)(theta0)
-        return y0, jnp.zeros((), theta0.dtype)
-
-    def theta(self, carry):
-        return jax.vmap(self.sde.theta_of, in_axes=self._ax)(carry[0])
-
-    def with_theta(self, carry, theta):
-        y = jax.vmap(self.sde.with_theta, in_axes=(self._ax, 0), out_axes=self._ax)(carry[0], theta)
-        return y, carry[1]
-
-    def restart(self, carry, mask):
-        """y ← init_state(theta_of(y)) on the paths in ``mask`` (a reset that restarts the optimizer's
-        state: the momentum of an optimizer's SDE returns to its start)."""
-        y = carry[0]
-        fresh = jax.vmap(
-            lambda u: self.sde.init_state(self.sde.theta_of(u)), in_axes=self._ax, out_axes=self._ax
-        )(y)
-        keep = mask.reshape((1, -1) if self.paths_last else (-1, 1))
-        return jnp.where(keep, fresh, y), carry[1]
-
-    def path_finite(self, carry):
-        return finite_paths(carry[0], axis=0 if self.paths_last else 1)
-
-    @property
-    def records(self):
-        return self.sde.records
-
-    def observe(self, carry):
-        if not self.sde.records:
-            return {}
-        return jax.vmap(self.sde.observe, in_axes=self._ax)(carry[0])
-
-    def _drift(self, theta, eta):
-        b = self.sde.drift(theta, eta)
-        if self.stratonovich:
-            b = b + self.sde.stratonovich_correction(theta, eta)
-        return b
-
-    def _draw(self, key, j, dt, remaining, dtype) -> tuple[Any, Any]:
-        """The random input of substep j for all paths, and the remaining bridge sum (Brownian controls)."""
-        shape = (self.m, self.n_paths) if self.ctrl_axis == 1 else (self.n_paths, self.m)
-        return self.control.draw(key, j, dt, remaining, shape, dtype, self.substeps)
-
-    def step(self, carry, k, eta, key):
-        theta, t = carry
-        dtype = theta.dtype
-        eta = eta.astype(dtype)
-        dt = eta / self.substeps
-        if isinstance(self.solver, diffrax.Euler):
-            # Euler needs only the product σ(θ)ΔW: a matrix-free lineax operator avoids forming A (d × m)
-            spec = jax.ShapeDtypeStruct((self.m,), dtype)
-            diffusion = lambda s, y, args: lx.FunctionLinearOperator(
-                lambda w: self.sde.noise_scale(args).astype(dtype) * self.sde.factor_mv(y, w), spec
-            )
-        else:
-            diffusion = lambda s, y, args: self.sde.diffusion(y, args)
-        terms_of = lambda ctrl: diffrax.MultiTerm(
-            diffrax.ODETerm(lambda s, y, args: self._drift(y, args)),
-            diffrax.ControlTerm(diffusion, _GivenIncrement(ctrl)),
-        )
-
-        def one_path(y, ctrl, t0):
-            terms = terms_of(ctrl)
-            state = self.solver.init(terms, t0, t0 + dt, y, eta)
-            return self.solver.step(terms, t0, t0 + dt, y, eta, state, False)[0]
-
-        # the SGD step's Brownian increment −√η ξ, ξ drawn exactly as Gaussian-noise SGD draws it (SDE-3)
-        total = None
-        if self.control.bridged:
-            total = -jnp.sqrt(eta) * inc.coarse_normals(key, self.n_paths, self.m, dtype)
-            if self.ctrl_axis == 1:
-                total = total.reshape(
-                    self.m, self.n_paths
-                )  # same numbers, fast layout: not SGD's per-path split
-
-        def substep(state, j):
-            y, remaining = state
-            ctrl, remaining = self._draw(key, j, dt, remaining, dtype)
-            ax = 1 if self.paths_last else 0
-            y = jax.vmap(one_path, in_axes=(ax, self.ctrl_axis, None), out_axes=ax)(
-                y, ctrl, t + j.astype(dtype) * dt
-            )
-            return (y, remaining), None
-
-        if self.substeps == 1:
-            (theta, _), _ = substep((theta, total), jnp.int32(0))
-        else:
-            (theta, _), _ = jax.lax.scan(substep, (theta, total), jnp.arange(self.substeps))
-        return theta, t + eta
-
-
-def _substeps(etas, dt, substeps) -> int:
-    """Solver steps per SGD step from ``Fixed(substeps=…)`` or ``Fixed(dt=…)`` (validated there)."""
-    if substeps is not None:
-        return substeps
-    if dt is None:
-        return 1
-    if not etas.uniform:
-        raise ValueError("dt needs a constant lr; with a schedule give substeps=k (dt = η_k/k)")
-    ratio = etas.first / dt
-    k = round(ratio)
-    if dt > etas.first * (1 + 1e-12) or k < 1 or abs(ratio - k) > 1e-9 * ratio:
-        raise ValueError(f"dt must be lr/k for an integer k >= 1 (0 < dt <= lr={etas.first}), got dt={dt}")
-    return k
+from .solvers import PlatenWeak2, calculus, check_solver
+from .stepping import AbstractStepping, StepperSetup
 
 
 def _input_dtype(theta0) -> np.dtype:
@@ -320,11 +152,6 @@ class SDE(AbstractMethod):
         info = check_solver(solver, sde.noise_type, kind)
         if isinstance(solver, PlatenWeak2):
             solver = PlatenWeak2(noise=sde.noise_type)
-        adaptive = isinstance(self.stepping, Adaptive)
-        fixed = cast(
-            Fixed, self.stepping
-        )  # used only when not adaptive: the steppings are Fixed and Adaptive
-        k = 1 if adaptive else _substeps(etas, fixed.dt, fixed.substeps)
         d = _theta_dim(theta0)
         th0 = check_theta0(theta0, d, ensemble.n_paths)
         if sde.problem is not None:
@@ -340,6 +167,12 @@ class SDE(AbstractMethod):
         name = _control(info.control, kind)
         with_v = sde.noise_type != NoiseType.ADDITIVE and m > 1
         control = inc.Weak2Control(with_v) if name == "weak2" else inc.CONTROLS[name]()
+        stratonovich = calculus(solver) == "stratonovich" and sde.noise_type != NoiseType.ADDITIVE
+        p = sde.state_dim(d)  # checked by check_shapes
+        setup = StepperSetup(
+            dtype_sde, solver, info, kind, control, stratonovich, m, p, etas, n_steps, record
+        )
+        stepping = self.stepping.stepper(setup)
         config = {
             "simulator": "sde",
             "sde": type(sde).__name__,
@@ -348,30 +181,21 @@ class SDE(AbstractMethod):
             "solver": type(solver).__name__,
             "calculus": calculus(solver),
             "increments": control.name,
-            "substeps": k,
+            "substeps": stepping.substeps,
             "lr": lr if np.ndim(lr) == 0 and not callable(lr) else describe(lr),
         }
         if self.optimizer is not None:
             config["optimizer"] = self.optimizer.description(d)
-        stratonovich = calculus(solver) == "stratonovich" and sde.noise_type != NoiseType.ADDITIVE
-        p = sde.state_dim(d)  # checked by check_shapes
-        stepper = lambda n: SDEStepper(
-            dtype_sde, solver, n, k, control, stratonovich, m, p <= PATHS_LAST_MAX_DIM
-        )
-        steps_per_call, max_steps = 1, None
-        if adaptive:
-            stepper, steps_per_call, max_steps = self._adaptive(
-                dtype_sde, solver, info, kind, etas, n_steps, record, k, stratonovich, m, config
-            )
+        config.update(stepping.config)
         if sde.problem is None:
             record = _problemless_record(record)
         if p != d:
             _check_bridge_beyond_theta(events, type(sde).__name__)
-        run = RunInfo(sde.problem, d, etas, th0, self, dtype_sde, steps_per_call, dtype)
+        run = RunInfo(sde.problem, d, etas, th0, self, dtype_sde, stepping.steps_per_call, dtype)
         bound = bind_events(events, run)
         config.update(event_config(events))
         return RunPlan(
-            stepper,
+            stepping.stepper,
             method=output.label or f"{type(sde).__name__}-{type(solver).__name__}",
             theta0=theta0,
             n_params=d,
@@ -383,38 +207,10 @@ class SDE(AbstractMethod):
             output=output,
             dtype=dtype,
             config=config,
-            steps_per_call=steps_per_call,
+            steps_per_call=stepping.steps_per_call,
             events=bound,
-            finish=functools.partial(_warn_failed_solves, max_steps=max_steps),
+            finish=functools.partial(_warn_failed_solves, max_steps=stepping.max_steps),
         )
-
-    def _adaptive(self, sde, solver, info, kind, etas, n_steps, record, k, stratonovich, m, config):
-        """(stepper for n paths, engine steps per solve, max_steps) of adaptive stepping (SDE-8)."""
-        if not info.adaptive:
-            able = ", ".join(sorted(c.__name__ for c, i in SOLVERS.items() if i.adaptive))
-            raise ValueError(
-                f"solver {type(solver).__name__} has no embedded error estimate, which adaptive stepping "
-                f"needs (use one of {able})"
-            )
-        if kind not in ("auto", "gaussian"):
-            raise ValueError(
-                "adaptive stepping draws Brownian motion from a virtual Brownian tree; increments must be "
-                f"None or Gaussian(), got {kind!r}"
-            )
-        stepping = cast(Adaptive, self.stepping)  # _adaptive runs for Adaptive stepping only
-        controller = adaptive_controller(stepping.controller, sde.noise_type)
-        # a constant lr lets one solve span a whole record interval (steps ≫ η possible); a schedule changes
-        # the diffusion √η_k at every SGD step, so each step is its own solve
-        every = n_steps if record.every is None else min(record.every, n_steps)
-        # gcd: one solve spans a record interval, or a common divisor when the last interval is shorter
-        per_call = math.gcd(every, n_steps) if etas.uniform else 1
-        max_steps = max(4096, 64 * per_call) if stepping.max_steps is None else stepping.max_steps
-        levy = info.control == "levy"
-        config.update(adaptive=repr(controller), max_steps=max_steps, steps_per_solve=per_call)
-        stepper = lambda n: AdaptiveSDEStepper(
-            sde, solver, controller, n, per_call, k, max_steps, stratonovich, m, levy
-        )
-        return stepper, per_call, max_steps
 
 
 def _check_bridge_beyond_theta(events, name: str) -> None:

@@ -268,88 +268,9 @@ class SymbolicKernels(AbstractKernels):
         order, see ``_assemble_k_outputs``)."""
         if self.K > 1:
             return self._assemble_k_outputs()[name]
-        unit = self.unit_function
-
-        def output(theta, x):
-            return compiled_output(self.model, self.backend)(theta, x)
-
-        def residual(theta, x, y):
-            return output(theta, x) - y
-
-        def grad_output(theta, x, y, v):
-            return unit("grad_u")(*self._gather(theta, x, v))
-
-        def hvp_output(theta, x, y, v):
-            return unit("hvp_u")(*self._gather(theta, x, v))
-
-        def jp_output(theta, x, y, v):
-            return unit("jp_u")(*self._gather(theta, x, v))
-
-        def loss(theta, x, y, v):
-            r = residual(theta, x, y)
-            return 0.5 * r * r
-
-        def grad_loss(theta, x, y, v):
-            return residual(theta, x, y) * grad_output(theta, x, y, v)
-
-        def hvp_loss(theta, x, y, v):
-            g = self._gather(theta, x, v)
-            gf = unit("grad_u")(*g)
-            return gf * jnp.sum(gf * g[3]) + residual(theta, x, y) * unit("hvp_u")(*g)
-
-        def jp_loss(theta, x, y, v):
-            # ∇²ℓ∇ℓ = r‖∇f‖²∇f + r²∇²f∇f, from ∇²ℓ = ∇f∇fᵀ + r∇²f and ∇ℓ = r∇f.
-            g = self._gather(theta, x, v)
-            gf, r = unit("grad_u")(*g), residual(theta, x, y)
-            return (r * jnp.sum(gf * gf)) * gf + (r * r) * unit("jp_u")(*g)
-
-        def sqnorm_grad_output(theta, x, y, v):
-            gf = grad_output(theta, x, y, v)
-            return jnp.sum(gf * gf)
-
-        def diag_hessian_loss(theta, x, y, v):
-            g = self._gather(theta, x, v)
-            gf = unit("grad_u")(*g)
-            return gf * gf + residual(theta, x, y) * unit("diag_hessian_u")(*g)
-
-        def trace_hessian_loss(theta, x, y, v):
-            g = self._gather(theta, x, v)
-            gf = unit("grad_u")(*g)
-            return jnp.sum(gf * gf) + residual(theta, x, y) * jnp.sum(unit("laplacian_u")(*g))
-
-        def grad_trace_hessian_loss(theta, x, y, v):
-            # tr∇²ℓ = ‖∇f‖² + rΔf, so its gradient is 2∇²f∇f + Δf∇f + r∇Δf.
-            g = self._gather(theta, x, v)
-            gf = unit("grad_u")(*g)
-            lap = jnp.sum(unit("laplacian_u")(*g))
-            return 2 * unit("jp_u")(*g) + lap * gf + residual(theta, x, y) * unit("grad_laplacian_u")(*g)
-
-        def grad_quadform_loss(theta, x, y, v):
-            # vᵀ∇²ℓv = (∇fᵀv)² + r vᵀ∇²f v; ∇²f is block diagonal, so vᵀ∇²f v is a sum over units.
-            g = self._gather(theta, x, v)
-            gf, hv = unit("grad_u")(*g), unit("hvp_u")(*g)
-            gq = unit("grad_quadform_u")(*g)
-            return 2 * jnp.sum(gf * g[3]) * hv + jnp.sum(g[3] * hv) * gf + residual(theta, x, y) * gq
-
-        if not self.squared:
-            general = self._assemble_general_loss(output, grad_output, hvp_output, jp_output)
-            if name in general:
-                return general[name]
-        return _kernel_table(
-            output,
-            loss,
-            grad_output,
-            grad_loss,
-            hvp_output,
-            hvp_loss,
-            jp_output,
-            jp_loss,
-            sqnorm_grad_output,
-            diag_hessian_loss,
-            trace_hessian_loss,
-            grad_trace_hessian_loss,
-            grad_quadform_loss,
-        )[name]
+        out = _OutputKernels(self)
+        loss = _SquaredLossKernels(out) if self.squared else _GeneralLossKernels(out)
+        return _kernel_table(*out.kernels(), *loss.kernels())[name]
 
     def loss_derivatives(self):
         """(ℓ, ℓ′, ℓ″, ℓ‴)(f, y) of the loss, differentiated by sympy from ``loss.sympy_expr`` and compiled
@@ -394,190 +315,10 @@ class SymbolicKernels(AbstractKernels):
         return self._loss_fn
 
     def _assemble_k_outputs(self):
-        """Every kernel of one example of a K-output model, in θ's order, from the unit derivatives and the
-        loss's (LOSS-7). With J = ∇f (K × d), ℓ′ (K), ℓ″ (K × K), ℓ‴ (K × K × K) and ∇²f_k v from the units
-        of output k (block diagonal): ∇ℓ = Jᵀℓ′, ∇²ℓ v = Jᵀℓ″Jv + Σ_k ℓ′_k∇²f_k v, and their gradients."""
-        if self._k_output_kernels is not None:
-            return self._k_output_kernels
-        unit = self.unit_function
-        K, d = self.K, self.n_params
-        P, outs = self.param_index, self.output_of_unit
-
-        def per_output(per_unit):
-            """(K, d): row k holds the units of output k, each at its parameters' positions."""
-            return jnp.zeros((K, d), per_unit.dtype).at[outs[:, None], P].add(per_unit)
-
-        def per_output_sum(per_unit):
-            """(K,): Σ over the units of output k."""
-            return jnp.zeros((K,), per_unit.dtype).at[outs].add(per_unit)
-
-        def parts(theta, x, y, v):
-            g = self._gather(theta, x, v)
-            f = compiled_output(self.model, self.backend)(theta, x)
-            h = jax.nn.one_hot(y, K, dtype=f.dtype)
-            return g, per_output(unit("grad_u")(*g)), self.loss_derivatives()(f, h)
-
-        def hess_f_along(theta, g, w):
-            """(K, d): ∇²f_k w for every output k."""
-            return per_output(unit("hvp_u")(g[0], g[1], g[2], w[self.param_index]))
-
-        def output(theta, x):
-            return compiled_output(self.model, self.backend)(theta, x)
-
-        def grad_output(theta, x, y, v):
-            return per_output(unit("grad_u")(*self._gather(theta, x, v))).T  # (d, K)
-
-        def hvp_output(theta, x, y, v):
-            return per_output(unit("hvp_u")(*self._gather(theta, x, v))).T
-
-        def jp_output(theta, x, y, v):
-            return jnp.sum(per_output(unit("jp_u")(*self._gather(theta, x, v))), axis=0)
-
-        def sqnorm_grad_output(theta, x, y, v):
-            J = per_output(unit("grad_u")(*self._gather(theta, x, v)))
-            return jnp.sum(J * J)
-
-        def loss(theta, x, y, v):
-            return parts(theta, x, y, v)[2][0]
-
-        def grad_loss(theta, x, y, v):
-            _, J, (_, l1, _, _) = parts(theta, x, y, v)
-            return l1 @ J
-
-        def hvp_along(theta, g, J, l1, l2, w):
-            return (l2 @ (J @ w)) @ J + l1 @ hess_f_along(theta, g, w)
-
-        def hvp_loss(theta, x, y, v):
-            g, J, (_, l1, l2, _) = parts(theta, x, y, v)
-            return hvp_along(theta, g, J, l1, l2, v)
-
-        def jp_loss(theta, x, y, v):
-            g, J, (_, l1, l2, _) = parts(theta, x, y, v)
-            return hvp_along(theta, g, J, l1, l2, l1 @ J)
-
-        def diag_hessian_loss(theta, x, y, v):
-            g, J, (_, l1, l2, _) = parts(theta, x, y, v)
-            return jnp.einsum("kd,kl,ld->d", J, l2, J) + l1 @ per_output(unit("diag_hessian_u")(*g))
-
-        def trace_hessian_loss(theta, x, y, v):
-            # tr∇²ℓ = Σ_kl ℓ″_kl J_k·J_l + Σ_k ℓ′_k Δf_k
-            g, J, (_, l1, l2, _) = parts(theta, x, y, v)
-            return jnp.sum(l2 * (J @ J.T)) + l1 @ per_output_sum(unit("laplacian_u")(*g))
-
-        def grad_trace_hessian_loss(theta, x, y, v):
-            # ∇ = Σ ℓ‴_klm (J_k·J_l) J_m + 2Σ ℓ″_kl ∇²f_k J_l + Σ ℓ″_kl Δf_k J_l + Σ ℓ′_k ∇Δf_k
-            g, J, (_, l1, l2, l3) = parts(theta, x, y, v)
-            lap = per_output_sum(unit("laplacian_u")(*g))
-            HJ = jax.vmap(lambda w: hess_f_along(theta, g, w))(J)  # HJ[l, k] = ∇²f_k J_l
-            return (
-                jnp.einsum("klm,kl,md->d", l3, J @ J.T, J)
-                + 2 * jnp.einsum("kl,lkd->d", l2, HJ)
-                + (lap @ l2) @ J
-                + l1 @ per_output(unit("grad_laplacian_u")(*g))
-            )
-
-        def grad_quadform_loss(theta, x, y, v):
-            # q = sᵀℓ″s + Σ_k ℓ′_k Q_k with s = Jv, Q_k = vᵀ∇²f_k v:
-            # ∇q = Σ ℓ‴_klm s_k s_l J_m + 2Σ ℓ″_kl s_l ∇²f_k v + Σ ℓ″_kl Q_k J_l + Σ ℓ′_k ∇Q_k
-            g, J, (_, l1, l2, l3) = parts(theta, x, y, v)
-            s_ = J @ v
-            hv = unit("hvp_u")(*g)
-            Q = per_output_sum(jnp.sum(g[3] * hv, axis=1))
-            return (
-                jnp.einsum("klm,k,l,md->d", l3, s_, s_, J)
-                + 2 * (l2 @ s_) @ per_output(hv)
-                + (Q @ l2) @ J
-                + l1 @ per_output(unit("grad_quadform_u")(*g))
-            )
-
-        self._k_output_kernels = _kernel_table(
-            output,
-            loss,
-            grad_output,
-            grad_loss,
-            hvp_output,
-            hvp_loss,
-            jp_output,
-            jp_loss,
-            sqnorm_grad_output,
-            diag_hessian_loss,
-            trace_hessian_loss,
-            grad_trace_hessian_loss,
-            grad_quadform_loss,
-        )
+        """Every kernel of one example of a K-output model, in θ's order (``_KOutputKernels``, LOSS-7)."""
+        if self._k_output_kernels is None:
+            self._k_output_kernels = _kernel_table(*_KOutputKernels(self).kernels())
         return self._k_output_kernels
-
-    def _assemble_general_loss(self, output, grad_output, hvp_output, jp_output):
-        """Kernels of ℓ(f, y) for a general one-output loss, from ℓ′, ℓ″, ℓ‴ and f's unit derivatives:
-        ∇ℓ = ℓ′∇f, ∇²ℓ v = ℓ″∇f(∇fᵀv) + ℓ′∇²f v, and so on (LOSS-6)."""
-        unit = self.unit_function
-
-        def derivs(theta, x, y):
-            f = output(theta, x)
-            dt = f.dtype
-            return self.loss_derivatives()(f, jnp.asarray(y, dt))
-
-        def loss(theta, x, y, v):
-            return derivs(theta, x, y)[0]
-
-        def grad_loss(theta, x, y, v):
-            return derivs(theta, x, y)[1] * grad_output(theta, x, y, v)
-
-        def hvp_loss(theta, x, y, v):
-            g = self._gather(theta, x, v)
-            gf = unit("grad_u")(*g)
-            _, l1, l2, _ = derivs(theta, x, y)
-            return l2 * gf * jnp.sum(gf * g[3]) + l1 * unit("hvp_u")(*g)
-
-        def jp_loss(theta, x, y, v):
-            g = self._gather(theta, x, v)
-            gf = unit("grad_u")(*g)
-            _, l1, l2, _ = derivs(theta, x, y)
-            return (l1 * l2 * jnp.sum(gf * gf)) * gf + (l1 * l1) * unit("jp_u")(*g)
-
-        def diag_hessian_loss(theta, x, y, v):
-            g = self._gather(theta, x, v)
-            gf = unit("grad_u")(*g)
-            _, l1, l2, _ = derivs(theta, x, y)
-            return l2 * gf * gf + l1 * unit("diag_hessian_u")(*g)
-
-        def trace_hessian_loss(theta, x, y, v):
-            g = self._gather(theta, x, v)
-            gf = unit("grad_u")(*g)
-            _, l1, l2, _ = derivs(theta, x, y)
-            return l2 * jnp.sum(gf * gf) + l1 * jnp.sum(unit("laplacian_u")(*g))
-
-        def grad_trace_hessian_loss(theta, x, y, v):
-            # ∇(ℓ″‖∇f‖² + ℓ′Δf) = ℓ‴‖∇f‖²∇f + 2ℓ″∇²f∇f + ℓ″Δf∇f + ℓ′∇Δf
-            g = self._gather(theta, x, v)
-            gf = unit("grad_u")(*g)
-            lap = jnp.sum(unit("laplacian_u")(*g))
-            _, l1, l2, l3 = derivs(theta, x, y)
-            return (
-                l3 * jnp.sum(gf * gf) * gf
-                + 2 * l2 * unit("jp_u")(*g)
-                + l2 * lap * gf
-                + l1 * unit("grad_laplacian_u")(*g)
-            )
-
-        def grad_quadform_loss(theta, x, y, v):
-            # ∇(ℓ″(∇fᵀv)² + ℓ′vᵀ∇²fv) = ℓ‴(∇fᵀv)²∇f + 2ℓ″(∇fᵀv)∇²fv + ℓ″(vᵀ∇²fv)∇f + ℓ′∇(vᵀ∇²fv)
-            g = self._gather(theta, x, v)
-            gf, hv = unit("grad_u")(*g), unit("hvp_u")(*g)
-            s_, q = jnp.sum(gf * g[3]), jnp.sum(g[3] * hv)
-            _, l1, l2, l3 = derivs(theta, x, y)
-            return l3 * s_ * s_ * gf + 2 * l2 * s_ * hv + l2 * q * gf + l1 * unit("grad_quadform_u")(*g)
-
-        return {
-            "loss": loss,
-            "grad_loss": grad_loss,
-            "hvp_loss": hvp_loss,
-            "jp_loss": jp_loss,
-            "diag_hessian_loss": diag_hessian_loss,
-            "trace_hessian_loss": trace_hessian_loss,
-            "grad_trace_hessian_loss": grad_trace_hessian_loss,
-            "grad_quadform_loss": grad_quadform_loss,
-        }
 
     def latex(self, name: str) -> str:
         """A unit kernel's expression in LaTeX (f = Σ_j u_j assembles the model's kernels from it)."""
@@ -590,6 +331,295 @@ if set(SymbolicKernels._derivations) != set(UNIT_KERNELS):
     raise AssertionError(
         f"unit kernel table mismatch: {sorted(set(SymbolicKernels._derivations) ^ set(UNIT_KERNELS))}"
     )
+
+
+class _OutputKernels:
+    """The kernels of f = Σ_j u_j of a one-output model, in the units' (m × q) layout, from the units'
+    derivatives (SYM-2): ∇f, ∇²f v and ∇²f∇f unit by unit (f's Hessian is block diagonal over units)."""
+
+    def __init__(self, kernels: SymbolicKernels):
+        self.k, self.unit = kernels, kernels.unit_function
+
+    def gather(self, theta, x, v):
+        """(Φ, Ξ, C, V): the units' parameters, inputs, constants and direction."""
+        return self.k._gather(theta, x, v)
+
+    def kernels(self) -> tuple:
+        return self.output, self.grad_output, self.hvp_output, self.jp_output, self.sqnorm_grad_output
+
+    def output(self, theta, x):
+        return compiled_output(self.k.model, self.k.backend)(theta, x)
+
+    def grad_output(self, theta, x, y, v):
+        return self.unit("grad_u")(*self.gather(theta, x, v))
+
+    def hvp_output(self, theta, x, y, v):
+        return self.unit("hvp_u")(*self.gather(theta, x, v))
+
+    def jp_output(self, theta, x, y, v):
+        return self.unit("jp_u")(*self.gather(theta, x, v))
+
+    def sqnorm_grad_output(self, theta, x, y, v):
+        gf = self.grad_output(theta, x, y, v)
+        return jnp.sum(gf * gf)
+
+
+class _SquaredLossKernels:
+    """The loss kernels of ℓ = ½r², r = f − y, from f's: ∇²ℓ = ∇f∇fᵀ + r∇²f (SYM-2)."""
+
+    def __init__(self, out: _OutputKernels):
+        self.out, self.unit, self.gather = out, out.unit, out.gather
+
+    def kernels(self) -> tuple:
+        return (
+            self.loss,
+            self.grad_loss,
+            self.hvp_loss,
+            self.jp_loss,
+            self.diag_hessian_loss,
+            self.trace_hessian_loss,
+            self.grad_trace_hessian_loss,
+            self.grad_quadform_loss,
+        )
+
+    def residual(self, theta, x, y):
+        return self.out.output(theta, x) - y
+
+    def loss(self, theta, x, y, v):
+        r = self.residual(theta, x, y)
+        return 0.5 * r * r
+
+    def grad_loss(self, theta, x, y, v):
+        return self.residual(theta, x, y) * self.out.grad_output(theta, x, y, v)
+
+    def hvp_loss(self, theta, x, y, v):
+        g = self.gather(theta, x, v)
+        gf = self.unit("grad_u")(*g)
+        return gf * jnp.sum(gf * g[3]) + self.residual(theta, x, y) * self.unit("hvp_u")(*g)
+
+    def jp_loss(self, theta, x, y, v):
+        # ∇²ℓ∇ℓ = r‖∇f‖²∇f + r²∇²f∇f, from ∇²ℓ = ∇f∇fᵀ + r∇²f and ∇ℓ = r∇f.
+        g = self.gather(theta, x, v)
+        gf, r = self.unit("grad_u")(*g), self.residual(theta, x, y)
+        return (r * jnp.sum(gf * gf)) * gf + (r * r) * self.unit("jp_u")(*g)
+
+    def diag_hessian_loss(self, theta, x, y, v):
+        g = self.gather(theta, x, v)
+        gf = self.unit("grad_u")(*g)
+        return gf * gf + self.residual(theta, x, y) * self.unit("diag_hessian_u")(*g)
+
+    def trace_hessian_loss(self, theta, x, y, v):
+        g = self.gather(theta, x, v)
+        gf = self.unit("grad_u")(*g)
+        return jnp.sum(gf * gf) + self.residual(theta, x, y) * jnp.sum(self.unit("laplacian_u")(*g))
+
+    def grad_trace_hessian_loss(self, theta, x, y, v):
+        # tr∇²ℓ = ‖∇f‖² + rΔf, so its gradient is 2∇²f∇f + Δf∇f + r∇Δf.
+        g = self.gather(theta, x, v)
+        gf = self.unit("grad_u")(*g)
+        lap = jnp.sum(self.unit("laplacian_u")(*g))
+        r = self.residual(theta, x, y)
+        return 2 * self.unit("jp_u")(*g) + lap * gf + r * self.unit("grad_laplacian_u")(*g)
+
+    def grad_quadform_loss(self, theta, x, y, v):
+        # vᵀ∇²ℓv = (∇fᵀv)² + r vᵀ∇²f v; ∇²f is block diagonal, so vᵀ∇²f v is a sum over units.
+        g = self.gather(theta, x, v)
+        gf, hv = self.unit("grad_u")(*g), self.unit("hvp_u")(*g)
+        gq = self.unit("grad_quadform_u")(*g)
+        return 2 * jnp.sum(gf * g[3]) * hv + jnp.sum(g[3] * hv) * gf + self.residual(theta, x, y) * gq
+
+
+class _GeneralLossKernels:
+    """The loss kernels of ℓ(f, y) for a general one-output loss, from ℓ′, ℓ″, ℓ‴ and f's unit derivatives:
+    ∇ℓ = ℓ′∇f, ∇²ℓ v = ℓ″∇f(∇fᵀv) + ℓ′∇²f v, and so on (LOSS-6)."""
+
+    def __init__(self, out: _OutputKernels):
+        self.out, self.unit, self.gather = out, out.unit, out.gather
+
+    def kernels(self) -> tuple:
+        return (
+            self.loss,
+            self.grad_loss,
+            self.hvp_loss,
+            self.jp_loss,
+            self.diag_hessian_loss,
+            self.trace_hessian_loss,
+            self.grad_trace_hessian_loss,
+            self.grad_quadform_loss,
+        )
+
+    def derivs(self, theta, x, y):
+        """(ℓ, ℓ′, ℓ″, ℓ‴) at f(θ; x) and y."""
+        f = self.out.output(theta, x)
+        dt = f.dtype
+        return self.out.k.loss_derivatives()(f, jnp.asarray(y, dt))
+
+    def loss(self, theta, x, y, v):
+        return self.derivs(theta, x, y)[0]
+
+    def grad_loss(self, theta, x, y, v):
+        return self.derivs(theta, x, y)[1] * self.out.grad_output(theta, x, y, v)
+
+    def hvp_loss(self, theta, x, y, v):
+        g = self.gather(theta, x, v)
+        gf = self.unit("grad_u")(*g)
+        _, l1, l2, _ = self.derivs(theta, x, y)
+        return l2 * gf * jnp.sum(gf * g[3]) + l1 * self.unit("hvp_u")(*g)
+
+    def jp_loss(self, theta, x, y, v):
+        g = self.gather(theta, x, v)
+        gf = self.unit("grad_u")(*g)
+        _, l1, l2, _ = self.derivs(theta, x, y)
+        return (l1 * l2 * jnp.sum(gf * gf)) * gf + (l1 * l1) * self.unit("jp_u")(*g)
+
+    def diag_hessian_loss(self, theta, x, y, v):
+        g = self.gather(theta, x, v)
+        gf = self.unit("grad_u")(*g)
+        _, l1, l2, _ = self.derivs(theta, x, y)
+        return l2 * gf * gf + l1 * self.unit("diag_hessian_u")(*g)
+
+    def trace_hessian_loss(self, theta, x, y, v):
+        g = self.gather(theta, x, v)
+        gf = self.unit("grad_u")(*g)
+        _, l1, l2, _ = self.derivs(theta, x, y)
+        return l2 * jnp.sum(gf * gf) + l1 * jnp.sum(self.unit("laplacian_u")(*g))
+
+    def grad_trace_hessian_loss(self, theta, x, y, v):
+        # ∇(ℓ″‖∇f‖² + ℓ′Δf) = ℓ‴‖∇f‖²∇f + 2ℓ″∇²f∇f + ℓ″Δf∇f + ℓ′∇Δf
+        g = self.gather(theta, x, v)
+        gf = self.unit("grad_u")(*g)
+        lap = jnp.sum(self.unit("laplacian_u")(*g))
+        _, l1, l2, l3 = self.derivs(theta, x, y)
+        return (
+            l3 * jnp.sum(gf * gf) * gf
+            + 2 * l2 * self.unit("jp_u")(*g)
+            + l2 * lap * gf
+            + l1 * self.unit("grad_laplacian_u")(*g)
+        )
+
+    def grad_quadform_loss(self, theta, x, y, v):
+        # ∇(ℓ″(∇fᵀv)² + ℓ′vᵀ∇²fv) = ℓ‴(∇fᵀv)²∇f + 2ℓ″(∇fᵀv)∇²fv + ℓ″(vᵀ∇²fv)∇f + ℓ′∇(vᵀ∇²fv)
+        g = self.gather(theta, x, v)
+        gf, hv = self.unit("grad_u")(*g), self.unit("hvp_u")(*g)
+        s_, q = jnp.sum(gf * g[3]), jnp.sum(g[3] * hv)
+        _, l1, l2, l3 = self.derivs(theta, x, y)
+        return l3 * s_ * s_ * gf + 2 * l2 * s_ * hv + l2 * q * gf + l1 * self.unit("grad_quadform_u")(*g)
+
+
+class _KOutputKernels:
+    """Every kernel of one example of a K-output model, in θ's order, from the unit derivatives and the
+    loss's (LOSS-7). With J = ∇f (K × d), ℓ′ (K), ℓ″ (K × K), ℓ‴ (K × K × K) and ∇²f_k v from the units
+    of output k (block diagonal): ∇ℓ = Jᵀℓ′, ∇²ℓ v = Jᵀℓ″Jv + Σ_k ℓ′_k∇²f_k v, and their gradients."""
+
+    def __init__(self, kernels: SymbolicKernels):
+        self.k, self.unit = kernels, kernels.unit_function
+        self.K, self.d = kernels.K, kernels.n_params
+        self.P, self.outs = kernels.param_index, kernels.output_of_unit
+
+    def kernels(self) -> tuple:
+        return (
+            self.output,
+            self.loss,
+            self.grad_output,
+            self.grad_loss,
+            self.hvp_output,
+            self.hvp_loss,
+            self.jp_output,
+            self.jp_loss,
+            self.sqnorm_grad_output,
+            self.diag_hessian_loss,
+            self.trace_hessian_loss,
+            self.grad_trace_hessian_loss,
+            self.grad_quadform_loss,
+        )
+
+    def per_output(self, per_unit):
+        """(K, d): row k holds the units of output k, each at its parameters' positions."""
+        return jnp.zeros((self.K, self.d), per_unit.dtype).at[self.outs[:, None], self.P].add(per_unit)
+
+    def per_output_sum(self, per_unit):
+        """(K,): Σ over the units of output k."""
+        return jnp.zeros((self.K,), per_unit.dtype).at[self.outs].add(per_unit)
+
+    def parts(self, theta, x, y, v):
+        """(the units' gather, J, (ℓ, ℓ′, ℓ″, ℓ‴)) of one example."""
+        g = self.k._gather(theta, x, v)
+        f = compiled_output(self.k.model, self.k.backend)(theta, x)
+        h = jax.nn.one_hot(y, self.K, dtype=f.dtype)
+        return g, self.per_output(self.unit("grad_u")(*g)), self.k.loss_derivatives()(f, h)
+
+    def hess_f_along(self, theta, g, w):
+        """(K, d): ∇²f_k w for every output k."""
+        return self.per_output(self.unit("hvp_u")(g[0], g[1], g[2], w[self.P]))
+
+    def hvp_along(self, theta, g, J, l1, l2, w):
+        return (l2 @ (J @ w)) @ J + l1 @ self.hess_f_along(theta, g, w)
+
+    def output(self, theta, x):
+        return compiled_output(self.k.model, self.k.backend)(theta, x)
+
+    def grad_output(self, theta, x, y, v):
+        return self.per_output(self.unit("grad_u")(*self.k._gather(theta, x, v))).T  # (d, K)
+
+    def hvp_output(self, theta, x, y, v):
+        return self.per_output(self.unit("hvp_u")(*self.k._gather(theta, x, v))).T
+
+    def jp_output(self, theta, x, y, v):
+        return jnp.sum(self.per_output(self.unit("jp_u")(*self.k._gather(theta, x, v))), axis=0)
+
+    def sqnorm_grad_output(self, theta, x, y, v):
+        J = self.per_output(self.unit("grad_u")(*self.k._gather(theta, x, v)))
+        return jnp.sum(J * J)
+
+    def loss(self, theta, x, y, v):
+        return self.parts(theta, x, y, v)[2][0]
+
+    def grad_loss(self, theta, x, y, v):
+        _, J, (_, l1, _, _) = self.parts(theta, x, y, v)
+        return l1 @ J
+
+    def hvp_loss(self, theta, x, y, v):
+        g, J, (_, l1, l2, _) = self.parts(theta, x, y, v)
+        return self.hvp_along(theta, g, J, l1, l2, v)
+
+    def jp_loss(self, theta, x, y, v):
+        g, J, (_, l1, l2, _) = self.parts(theta, x, y, v)
+        return self.hvp_along(theta, g, J, l1, l2, l1 @ J)
+
+    def diag_hessian_loss(self, theta, x, y, v):
+        g, J, (_, l1, l2, _) = self.parts(theta, x, y, v)
+        return jnp.einsum("kd,kl,ld->d", J, l2, J) + l1 @ self.per_output(self.unit("diag_hessian_u")(*g))
+
+    def trace_hessian_loss(self, theta, x, y, v):
+        # tr∇²ℓ = Σ_kl ℓ″_kl J_k·J_l + Σ_k ℓ′_k Δf_k
+        g, J, (_, l1, l2, _) = self.parts(theta, x, y, v)
+        return jnp.sum(l2 * (J @ J.T)) + l1 @ self.per_output_sum(self.unit("laplacian_u")(*g))
+
+    def grad_trace_hessian_loss(self, theta, x, y, v):
+        # ∇ = Σ ℓ‴_klm (J_k·J_l) J_m + 2Σ ℓ″_kl ∇²f_k J_l + Σ ℓ″_kl Δf_k J_l + Σ ℓ′_k ∇Δf_k
+        g, J, (_, l1, l2, l3) = self.parts(theta, x, y, v)
+        lap = self.per_output_sum(self.unit("laplacian_u")(*g))
+        HJ = jax.vmap(lambda w: self.hess_f_along(theta, g, w))(J)  # HJ[l, k] = ∇²f_k J_l
+        return (
+            jnp.einsum("klm,kl,md->d", l3, J @ J.T, J)
+            + 2 * jnp.einsum("kl,lkd->d", l2, HJ)
+            + (lap @ l2) @ J
+            + l1 @ self.per_output(self.unit("grad_laplacian_u")(*g))
+        )
+
+    def grad_quadform_loss(self, theta, x, y, v):
+        # q = sᵀℓ″s + Σ_k ℓ′_k Q_k with s = Jv, Q_k = vᵀ∇²f_k v:
+        # ∇q = Σ ℓ‴_klm s_k s_l J_m + 2Σ ℓ″_kl s_l ∇²f_k v + Σ ℓ″_kl Q_k J_l + Σ ℓ′_k ∇Q_k
+        g, J, (_, l1, l2, l3) = self.parts(theta, x, y, v)
+        s_ = J @ v
+        hv = self.unit("hvp_u")(*g)
+        Q = self.per_output_sum(jnp.sum(g[3] * hv, axis=1))
+        return (
+            jnp.einsum("klm,k,l,md->d", l3, s_, s_, J)
+            + 2 * (l2 @ s_) @ self.per_output(hv)
+            + (Q @ l2) @ J
+            + l1 @ self.per_output(self.unit("grad_quadform_u")(*g))
+        )
 
 
 class _Linear:
