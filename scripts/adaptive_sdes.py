@@ -6,7 +6,10 @@
    1000/κ steps) and the linear rule (κη, 1000/κ steps): z of E θ and E L at the end (independent ensembles).
 2. The weak order: discrete RMSprop/Adam against their SDE (Euler on SGD's clock) on a 1-D quadratic with
    skewed minibatch noise in their scaling (σ = σ₀/η, 1 − β = cη², ε = ε₀/η) up to their time T = 1
-   (1/η² steps): |E θ_T(discrete) − E θ_T(SDE)| against η, fitted by ``fit_order`` with its 95% band.
+   (1/η² steps): |E θ_T(discrete) − E θ_T(SDE)| against η, fitted by ``fit_order`` with its 95% band, from
+   optax's cold start (m₀ = v₀ = 0, bias-corrected) and from a warm start (v₀ = σ² + ∇L(θ₀)², m₀ = ∇L(θ₀),
+   no correction: ``Adam(m0=..., v0=...)``, ``RMSprop(v0=...)``), and with the noise's skewness flipped
+   (z → −z: the cold start's extra error is odd in the third moment; ASDE-8).
 
 Run from the repository root: ``python scripts/adaptive_sdes.py [--quick] [--part rule|order|all]``.
 The last line reads ``adaptive_sdes: sqrt_rule_max_z=… linear_rule_min_z=… rmsprop_order=… adam_order=…``.
@@ -80,26 +83,38 @@ Z = np.array([-1.0] * 7 + [7.0])
 Z = (Z - Z.mean()) / Z.std()  # skewness 2.27: the noise's third moment makes the weak error O(η)
 
 
-def order_problem(eta: float, sigma0: float = 1.0):
-    """L = ½ mean (θ − y_i)² with y_i = z_i σ₀/η: ∇L = θ, minibatch noise (B = 1) of variance (σ₀/η)²."""
-    return sd.Problem(sd.LinearRegression(1), np.ones((Z.size, 1)), Z * sigma0 / eta)
+def order_problem(eta: float, sigma0: float = 1.0, skew_sign: float = 1.0):
+    """L = ½ mean (θ − y_i)² with y_i = z_i σ₀/η: ∇L = θ, minibatch noise (B = 1) of variance (σ₀/η)²
+    (skewness 2.27·``skew_sign``)."""
+    return sd.Problem(sd.LinearRegression(1), np.ones((Z.size, 1)), skew_sign * Z * sigma0 / eta)
 
 
-def optimizer_at(which: str, eta: float):
-    """Their scaling: c = 1 (RMSprop), c₁ = 10, c₂ = 1 (Adam), ε₀ = 0.5."""
+def optimizer_at(which: str, eta: float, start: str = "cold", sigma0: float = 1.0, theta0: float = 1.0):
+    """Their scaling: c = 1 (RMSprop), c₁ = 10, c₂ = 1 (Adam), ε₀ = 0.5; ``start="warm"``: v₀ = σ² + ∇L(θ₀)²
+    (E g̃² at θ₀) and Adam's m₀ = ∇L(θ₀) = θ₀, without bias correction."""
+    warm = {}
+    if start == "warm":
+        warm = {"v0": np.array([(sigma0 / eta) ** 2 + theta0**2])}
+        if which == "adam":
+            warm["m0"] = np.array([theta0])
     if which == "rmsprop":
-        return sd.RMSprop(beta=1 - 1.0 * eta**2, eps=0.5 / eta)
-    return sd.Adam(b1=1 - 10.0 * eta**2, b2=1 - 1.0 * eta**2, eps=0.5 / eta)
+        return sd.RMSprop(beta=1 - 1.0 * eta**2, eps=0.5 / eta, **warm)
+    return sd.Adam(b1=1 - 10.0 * eta**2, b2=1 - 1.0 * eta**2, eps=0.5 / eta, **warm)
 
 
-def weak_errors(which: str, etas, n_paths: int, horizon: float = 1.0):
+def weak_errors(
+    which: str, etas, n_paths: int, horizon: float = 1.0, start: str = "cold", skew_sign: float = 1.0
+):
     errs, ses = [], []
     noise = sd.MinibatchNoise(batch_size=1)
+    label = f"{which} ({start} start, skewness sign {skew_sign:+.0f})"
     for eta in etas:
         t0 = time.perf_counter()
-        problem, opt = order_problem(eta), optimizer_at(which, eta)
+        problem, opt = order_problem(eta, skew_sign=skew_sign), optimizer_at(which, eta, start)
         n = round(horizon / eta**2)
-        kw = dict(lr=eta, n_steps=n, ensemble=sd.Ensemble(n_paths), record=sd.Record(observables=["theta"]))
+        kw = dict(
+            lr=eta, n_steps=n, ensemble=sd.Ensemble(n_paths), record=sd.Record(every=n, observables=["theta"])
+        )
         with jax.numpy_dtype_promotion("standard"):
             disc = sd.simulate(sd.SGD(noise, optimizer=opt), problem, np.ones(1), key=1, **kw)
             cont = sd.simulate(sd.SDE(noise, optimizer=opt), problem, np.ones(1), key=2, **kw)
@@ -107,7 +122,7 @@ def weak_errors(which: str, etas, n_paths: int, horizon: float = 1.0):
         errs.append(abs(float(e[0])))
         ses.append(float(se[0]))
         print(
-            f"{which} eta={eta:g} steps={n}: E theta_T discrete - SDE = {float(e[0]):+.5f} ± {float(se[0]):.5f}"
+            f"{label} eta={eta:g} steps={n}: E theta_T discrete - SDE = {float(e[0]):+.5f} ± {float(se[0]):.5f}"
             f" ({time.perf_counter() - t0:.0f} s)",
             flush=True,
         )
@@ -115,19 +130,19 @@ def weak_errors(which: str, etas, n_paths: int, horizon: float = 1.0):
     local = np.log(np.array(errs[:-1]) / np.array(errs[1:])) / np.log(
         np.array(etas[:-1]) / np.array(etas[1:])
     )
-    print(f"{which}: weak error of E theta_T against eta: {fit}; local slopes {np.round(local, 2).tolist()}")
+    print(f"{label}: weak error of E theta_T against eta: {fit}; local slopes {np.round(local, 2).tolist()}")
     if len(etas) > 3:
-        print(f"{which}: over the {len(etas) - 1} smallest eta: {fit_order(etas[1:], errs[1:], ses[1:])}")
+        print(f"{label}: over the {len(etas) - 1} smallest eta: {fit_order(etas[1:], errs[1:], ses[1:])}")
     return fit
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small ensembles, large steps")
-    parser.add_argument("--part", choices=["rule", "order", "all"], default="all")
+    parser.add_argument("--part", choices=["rule", "order", "skew", "all"], default="all")
     args = parser.parse_args()
     sq_max = lin_min = float("nan")
-    orders = {"rmsprop": float("nan"), "adam": float("nan")}
+    orders = {"rmsprop": float("nan"), "adam": float("nan"), "adam_warm": float("nan")}
     if args.part in ("rule", "all"):
         rows = rule_table(512 if args.quick else 4096, (2, 4) if args.quick else (2, 4, 8))
         # κ = 8 (B = 32) leaves the SDE's regime (|∇L|² no longer ≪ σ²Σ₁): reported, not in the maximum
@@ -139,11 +154,19 @@ def main():
     if args.part in ("order", "all"):
         etas = [0.2, 0.1, 0.05] if args.quick else [0.1, 0.05, 0.025, 0.0125]
         n_paths = 4096 if args.quick else 50_000
-        for which in orders:
+        for which in ("rmsprop", "adam"):
             orders[which] = weak_errors(which, etas, n_paths).order
+        orders["adam_warm"] = weak_errors("adam", etas, n_paths, start="warm").order
+        weak_errors("rmsprop", etas, n_paths, start="warm")
+    if args.part in ("skew", "all"):
+        # the cold start's extra error is odd in the noise's third moment: flip z → −z
+        etas = [0.2, 0.1] if args.quick else [0.1, 0.05, 0.025]
+        for start in ("cold", "warm"):
+            weak_errors("adam", etas, 4096 if args.quick else 50_000, start=start, skew_sign=-1.0)
     print(
         f"adaptive_sdes: sqrt_rule_max_z={sq_max:.2f} linear_rule_min_z={lin_min:.2f} "
-        f"rmsprop_order={orders['rmsprop']:.2f} adam_order={orders['adam']:.2f}"
+        f"rmsprop_order={orders['rmsprop']:.2f} adam_order={orders['adam']:.2f} "
+        f"adam_warm_order={orders['adam_warm']:.2f}"
     )
 
 
