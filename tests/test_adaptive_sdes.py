@@ -2,7 +2,6 @@
 (through the clock map ds = η dt), one-step moment matching with the discrete optimizers computed exactly,
 the discrete and SDE ensembles against each other, and the square-root scaling rule against the linear one."""
 
-import dataclasses
 import math
 
 import jax
@@ -524,10 +523,11 @@ def test_warm_start_state_update_description_and_maps():
     np.testing.assert_array_equal(sqrt_scaling(adam, 0.01, 4, 2).optimizer.m0, m0)
 
 
-def test_warm_start_refusals_and_resume_with_another_start(tmp_path):
+def test_warm_start_refusals():
     """Bad initial moments are refused naming m0 or v0 (not 1-D, not finite, v0 ≤ 0, m0 without v0, a length
-    other than d at the run or in the SDE), and a checkpoint of a run with another v₀ is refused.
-    [theory: ASDE-8]"""
+    other than d at the run or in the SDE). (A checkpoint of a run with another v₀ is refused because the
+    record differs: test_warm_start_state_update_description_and_maps; the resume check compares records,
+    tests/test_optimizers.py.) [theory: ASDE-8]"""
     problem, _, _ = tiny_problem()
     noise = sd.MinibatchNoise(batch_size=2)
     for bad in ([1.0, 0.0], [1.0, -1.0], [1.0, np.nan], [[1.0, 1.0]], "ab", [1.0, np.inf], True):
@@ -549,69 +549,123 @@ def test_warm_start_refusals_and_resume_with_another_start(tmp_path):
     for method in (sd.SGD, sd.SDE):
         with pytest.raises(ValueError, match="v0"):
             sd.simulate(method(noise, optimizer=sd.RMSprop(v0=np.ones(3))), problem, np.zeros(2), **run)
-    out = sd.Output(save_to=str(tmp_path / "r"), checkpoint_every=1)
-    first = sd.SGD(noise, optimizer=sd.RMSprop(0.9, 0.1, v0=[1.0, 2.0]))
-    sd.simulate(first, problem, np.zeros(2), **run, output=out)
-    other = sd.SGD(noise, optimizer=sd.RMSprop(0.9, 0.1, v0=[1.0, 3.0]))
-    with pytest.raises(ValueError, match="resume: .*another run"):
-        sd.simulate(other, problem, np.zeros(2), **run, output=dataclasses.replace(out, resume=True))
 
 
-def test_adam_cold_start_bias_is_the_noises_third_moment_over_few_samples():
-    """The cause of the cold start's η·ln(1/η) weak error (ASDE-8): at ∇L = 0 the SDE's θ-drift is 0 in mean
-    (v deterministic, E m = 0), while discrete Adam's update u_k = −m̂/(√v̂ + ε) has mean
-    ≈ κ₃S_kσ²/(2(σ+ε)²) (κ₃ the gradient noise's skewness, S_k = Σ_j a_j b_j the overlap of m̂'s and v̂'s
-    weights: Cov(m̂, v̂) = σ³κ₃S_k). From the cold start, bias-corrected, S_k ≈ 1/(k+1) (both average the same
-    few samples): E u_k ∝ 1/k, summed over the warm-up ∝ ln(1/η). From a warm start S_k ≤ (k+1)(1−β₁)(1−β₂):
-    O(η⁴) per step. Monte Carlo of sd.Adam's own update (2·10⁵ paths, B = 1 draws of the skewed noise of
-    the weak-order problem, their scaling at η = 0.05): E u_k against the formula within 15% + 4 standard
-    errors for k ≥ 32 (measured within 6%; earlier its higher orders in S_k, within a factor 1.5), the warm
-    bias within Monte Carlo error of its formula and ≥ 20× smaller in total.
-    [theory: ASDE-8]"""
-    eta, n, K = 0.05, 50_000, 64
-    sigma, eps = 1 / eta, 0.5 / eta
-    b1, b2 = 1 - 10 * eta**2, 1 - eta**2
-    z = np.array([-1.0] * 7 + [7.0])
-    z = (z - z.mean()) / z.std()
-    g_values = jnp.asarray(-sigma * z)  # the weak-order problem's gradient noise at its minimum: g = −σz
-    k3 = float(np.mean((-z) ** 3))
-    k = np.arange(K)
-    s_cold = (1 - b1) * (1 - b2) * (1 - (b1 * b2) ** (k + 1))
-    s_cold /= (1 - b1 ** (k + 1)) * (1 - b2 ** (k + 1)) * (1 - b1 * b2)
-    s_warm = (1 - b1) * (1 - b2) * (1 - (b1 * b2) ** (k + 1)) / (1 - b1 * b2)
-    means = {}
-    for start, opt in (
-        ("cold", sd.Adam(b1, b2, eps)),
-        ("warm", sd.Adam(b1, b2, eps, v0=np.array([sigma**2]))),
-    ):
+# -- the weak order from the cold and the warm start, with a control variate -----------------------------------
 
-        @jax.jit
-        def run(key, opt=opt):
-            th = jnp.zeros((n, 1))
+_Z8 = np.array([-1.0] * 7 + [7.0])
+_Z8 = (_Z8 - _Z8.mean()) / _Z8.std()  # ASDE-5's skewed residuals (skewness 2.27)
+
+
+def _adam_weak_errors(etas, n_paths, key):
+    """{start: [(E θ_T(discrete Adam) − E θ_T(AdamSDE), standard error) per η]} for the cold and the warm start,
+    at their time 1 (1/η² steps) on ASDE-5's problem (L = ½θ², B = 1 draws of the gradient θ − σz, σ = 1/η,
+    c₁ = 10, c₂ = 1, ε₀ = 0.5, θ₀ = 1), in one compiled program (one scan per run).
+
+    The SDE's mean is exact: with v and γ deterministic its drift is linear in (θ, m), so E y follows the
+    Euler recursion of the drift (no Monte Carlo). The discrete mean uses a control variate: each path also
+    runs the same recursion driven by the same draws with v̂ replaced by its deterministic value (σ²
+    bias-corrected, or the warm v₀ relaxing to σ²), a linear recursion whose mean (the same recursion without
+    the noise) is computed exactly; the Monte Carlo estimates only E[θ − θ_lin], whose variance is ~500
+    times smaller than θ's."""
+    runs = []
+    for start in ("cold", "warm"):
+        for eta in etas:
+            sigma, K = 1 / eta, round(1 / eta**2)
+            b1, b2, eps = 1 - 10 * eta**2, 1 - eta**2, 0.5 / eta
+            warm = start == "warm"
+            m0, v0 = (1.0, sigma**2 + 1.0) if warm else (0.0, 0.0)
+            opt = sd.Adam(b1, b2, eps, **({"m0": [m0], "v0": [v0]} if warm else {}))
+            problem = sd.Problem(sd.LinearRegression(1), np.ones((8, 1)), _Z8 * sigma)
+            sde = optimizer_sde(problem, sd.MinibatchNoise(batch_size=1), opt, None)
+            kk = np.arange(1, K + 1)
+            v_det = v0 * b2**kk + sigma**2 * (1 - b2**kk)
+            gamma1 = np.ones(K) if warm else 1 - b1**kk
+            den = np.sqrt(v_det if warm else v_det / (1 - b2**kk)) + eps
+            runs.append((start, eta, b1, m0, opt, sde, K, jnp.asarray(gamma1), jnp.asarray(den)))
+
+    def one(run, key):
+        _, eta, b1, m0, opt, sde, K, gamma1, den = run
+        zs = jnp.asarray(-_Z8 * sigma_of(eta))
+        th = jnp.ones((n_paths, 1))
+        with standard_promotion():
+            state = jax.vmap(opt.init)(th)
+
+        def step(c, x):
+            th, s, tl, ml, y, mt, mm = c
+            kk, g1, d = x
+            g = zs[jax.random.randint(kk, (n_paths,), 0, 8)][:, None]
             with standard_promotion():
-                state = jax.vmap(opt.init)(th)
+                u, s = jax.vmap(opt.update)(th + g, s, th)
+            ml = b1 * ml + (1 - b1) * (tl + g)
+            mm = b1 * mm + (1 - b1) * mt  # the companion's exact mean
+            return (th + eta * u, s, tl - eta * (ml / g1) / d, ml, y + eta * sde.drift(y, eta),
+                    mt - eta * (mm / g1) / d, mm), None  # fmt: skip
 
-            def step(s, kk):
-                g = g_values[jax.random.randint(kk, (n,), 0, 8)][:, None]
-                with standard_promotion():
-                    u, s = jax.vmap(opt.update)(g, s, th)
-                return s, (jnp.mean(u), jnp.std(u))
+        init = (th, state, th, jnp.full((n_paths, 1), m0), sde.init_state(jnp.ones(1)), 1.0, m0)
+        c = jax.lax.scan(step, init, (jax.random.split(key, K), gamma1, den))[0]
+        diff = (c[0] - c[2])[:, 0]
+        return jnp.mean(diff) + c[5] - c[4][0], jnp.std(diff) / np.sqrt(n_paths)
 
-            return jax.lax.scan(step, state, jax.random.split(key, K))[1]
+    keys = jax.random.split(jax.random.key(key), len(runs))
+    res = jax.jit(lambda keys: [one(r, k) for r, k in zip(runs, keys, strict=True)])(keys)
+    out: dict[str, list[tuple[float, float]]] = {"cold": [], "warm": []}
+    for r, (e, se) in zip(runs, res, strict=True):
+        out[r[0]].append((float(e), float(se)))
+    return out
 
-        m, sd_ = (np.asarray(a) for a in run(jax.random.key(0 if start == "cold" else 1)))
-        means[start] = (m, sd_ / np.sqrt(n))
-    pred = {
-        start: k3 * s * sigma**2 / (2 * (sigma + eps) ** 2)
-        for start, s in (("cold", s_cold), ("warm", s_warm))
-    }
-    m, se = means["cold"]
-    # the leading term once S_k is small (k ≥ 32: measured ratio 0.98-1.06); the 1/(k+1) law from the first
-    # step on, up to O(S_k) corrections (the noise's fourth moment; measured ratio 0.54 at k = 0, ≤ 1.32)
-    late = k >= 32
-    assert np.all(np.abs(m - pred["cold"])[late] < 0.15 * np.abs(pred["cold"][late]) + 4 * se[late]), m
-    assert np.all((0.4 < m / pred["cold"]) & (m / pred["cold"] < 1.5)), m / pred["cold"]
-    # warm: O(η⁴) per step, within Monte Carlo error of 0 here; ≥ 20× smaller in total
-    mw, sew = means["warm"]
-    assert np.all(np.abs(mw) < np.abs(pred["warm"]) + 4 * sew), mw
-    assert np.abs(m).sum() > 20 * np.abs(mw).sum()
+
+def sigma_of(eta):
+    return 1 / eta
+
+
+def _leading_warm_up_term(eta, start):
+    """ASDE-8's prediction: the per-step bias ηκ₃S_kσ₀²/(2(σ₀+ε₀)²) of discrete Adam's θ-step, propagated to
+    s = 1 by the SDE's linear mean recursion of (θ, m)."""
+    K, b1, b2, s0, e0 = round(1 / eta**2), 1 - 10 * eta**2, 1 - eta**2, 1.0, 0.5
+    k3 = float(np.mean((-_Z8) ** 3))  # the gradient noise is −σz
+    k = np.arange(K)
+    overlap = (1 - b1) * (1 - b2) * (1 - (b1 * b2) ** (k + 1)) / (1 - b1 * b2)
+    g1 = np.zeros(K + 1) if start == "cold" else np.ones(K + 1)
+    if start == "cold":
+        overlap /= (1 - b1 ** (k + 1)) * (1 - b2 ** (k + 1))
+        g1 = 1 - b1 ** np.arange(K + 1)
+    w, response = np.array([1.0, 0.0]), np.zeros(K + 1)
+    response[K] = 1.0
+    for j in range(K - 1, -1, -1):  # response[j] = ∂θ_K/∂θ_j
+        a = 0.0 if g1[j] == 0 else eta**2 / (g1[j] * (s0 + e0))
+        w = w @ np.array([[1.0, -a], [1 - b1, b1]])
+        response[j] = w[0]
+    return float(np.sum(eta * k3 * overlap * s0**2 / (2 * (s0 + e0) ** 2) * response[1:]))
+
+
+def test_adam_weak_order_is_one_from_a_warm_start_and_eta_log_from_the_cold_start():
+    """Discrete Adam against AdamSDE on ASDE-5's problem in their scaling, at η = 0.1, 0.05, 0.025 (exact SDE
+    mean, control-variate discrete mean, 4000 paths; standard errors < 2.5% of the errors):
+    - warm start (m₀ = θ₀, v₀ = σ² + θ₀², no correction): fitted order ≥ 0.85 and both local slopes ≥ 0.75
+      (measured 0.93, slopes 0.91, 0.95; over seeds 1-3 0.91-0.93, slopes 0.83-0.95, 0.93-1.00): order 1 up
+      to the O(η²) terms, which on this range keep it below 1 (the slope is 0.96, 1.00 at η = 0.0125,
+      0.00625; ASDE-8);
+    - cold start (optax's m₀ = v₀ = 0, bias-corrected): order below the warm one by > 0.1 (measured 0.74) and
+      the error within 12% of ASDE-8's warm-up term at η ≤ 0.05 (measured 6%, 7%), which is ∝ η ln(1/η)
+      asymptotically; the warm error ≥ 5× smaller (measured 7.6×, 8.5×). [theory: ASDE-8] [theory: ASDE-5]"""
+    etas = [0.1, 0.05, 0.025]
+    out = _adam_weak_errors(etas, 4000, 0)
+    for s in out:
+        for eta, (e, se) in zip(etas, out[s], strict=True):
+            assert e < 0 and se < 0.025 * abs(e), (s, eta, e, se)  # sign: κ₃ < 0 for the gradient noise
+    err = {s: np.array([abs(e) for e, _ in out[s]]) for s in out}
+    ses = {s: np.array([se for _, se in out[s]]) for s in out}
+    warm, cold = fit_order(etas, err["warm"], ses["warm"]), fit_order(etas, err["cold"], ses["cold"])
+    slopes = np.log(err["warm"][:-1] / err["warm"][1:]) / np.log(2)
+    print(f"warm {err['warm']} {warm}; cold {err['cold']} {cold}; warm slopes {slopes}")
+    # pre-asymptotic on this range (the O(η²) terms: local slopes 0.90, 0.93 at 10⁴ paths, 1.00 only at
+    # η ≈ 0.006, where the script's band over η ≤ 0.05 is 0.962 [0.917, 1.007]; ASDE-8), and a 3-point band is
+    # either residual-dominated or tighter than that curvature: so the fitted order ≥ 0.85 (its standard
+    # error here ≈ 0.02) and each local slope ≥ 0.75 (0.83-1.00 over seeds 0-3, standard error ≈ 0.03)
+    assert warm.order >= 0.85 and np.all(slopes >= 0.75), (warm, slopes)
+    assert cold.order < warm.order - 0.1, (cold, warm)
+    for i, eta in enumerate(etas[1:], start=1):
+        pred = _leading_warm_up_term(eta, "cold")
+        assert abs(-err["cold"][i] - pred) < 0.12 * abs(pred), (eta, err["cold"][i], pred)
+    assert np.all(err["cold"][1:] > 5 * err["warm"][1:])
