@@ -106,8 +106,9 @@ class RMSpropSDE(_AdaptiveSDE):
     (Σ₁ = Σ/σ²): multiply the drift by η and the diffusion by √η (ds = η dt) and substitute. Their SDE keeps
     diag Σ, not $E\\tilde g^2 = (\\nabla L)^2 + \\mathrm{diag}\\,\\Sigma$: the gradient's square is of lower order
     when the noise dominates (σ = σ₀/η).
-    v starts at 0 (``init_state``), as optax's RMSprop does, so the SDE starts with D = ε: their SDE holds for
-    ε₀ = εη fixed as η → 0, and with a practical ε = 1e-8 its first Euler steps move θ by η∇L/ε (diverging),
+    v starts at 0 (``init_state``), as optax's RMSprop does (or at ``v0``, a warm start), so the SDE starts
+    with D = ε: their SDE holds for ε₀ = εη fixed as η → 0, and with a practical ε = 1e-8 its first Euler
+    steps move θ by η∇L/ε (diverging),
     where the discrete step divides by $\\sqrt{v_1} = \\sqrt{1-\\beta}\\,|\\tilde g_0|$ (theory/adaptive-sdes.md,
     ASDE-1). Adam's SDE has no such start: its bias corrections normalise m and v from the first step.
 
