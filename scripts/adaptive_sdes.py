@@ -6,7 +6,13 @@
    1000/κ steps) and the linear rule (κη, 1000/κ steps): z of E θ and E L at the end (independent ensembles).
 2. The weak order: discrete RMSprop/Adam against their SDE (Euler on SGD's clock) on a 1-D quadratic with
    skewed minibatch noise in their scaling (σ = σ₀/η, 1 − β = cη², ε = ε₀/η) up to their time T = 1
-   (1/η² steps): |E θ_T(discrete) − E θ_T(SDE)| against η, fitted by ``fit_order`` with its 95% band.
+   (1/η² steps): |E θ_T(discrete) − E θ_T(SDE)| against η, fitted by ``fit_order`` with its 95% band, from
+   optax's cold start (m₀ = v₀ = 0, bias-corrected) and from a warm start (v₀ = σ² + ∇L(θ₀)², m₀ = ∇L(θ₀),
+   no correction: ``Adam(m0=..., v0=...)``, ``RMSprop(v0=...)``), and with the noise's skewness flipped
+   (z → −z: the cold start's extra error is odd in the third moment; ASDE-8).
+3. The warm-up term (``--part warmup``, ASDE-8): the same weak errors for Adam with an exact SDE mean and a
+   control-variate discrete mean (precise enough to fit the order down to η = 0.00625), and the per-step
+   bias of sd.Adam's update at ∇L = 0 against the formula κ₃S_kσ²/(2(σ+ε)²).
 
 Run from the repository root: ``python scripts/adaptive_sdes.py [--quick] [--part rule|order|all]``.
 The last line reads ``adaptive_sdes: sqrt_rule_max_z=… linear_rule_min_z=… rmsprop_order=… adam_order=…``.
@@ -18,6 +24,7 @@ import argparse
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 import sgdsde as sd
@@ -80,26 +87,38 @@ Z = np.array([-1.0] * 7 + [7.0])
 Z = (Z - Z.mean()) / Z.std()  # skewness 2.27: the noise's third moment makes the weak error O(η)
 
 
-def order_problem(eta: float, sigma0: float = 1.0):
-    """L = ½ mean (θ − y_i)² with y_i = z_i σ₀/η: ∇L = θ, minibatch noise (B = 1) of variance (σ₀/η)²."""
-    return sd.Problem(sd.LinearRegression(1), np.ones((Z.size, 1)), Z * sigma0 / eta)
+def order_problem(eta: float, sigma0: float = 1.0, skew_sign: float = 1.0):
+    """L = ½ mean (θ − y_i)² with y_i = z_i σ₀/η: ∇L = θ, minibatch noise (B = 1) of variance (σ₀/η)²
+    (skewness 2.27·``skew_sign``)."""
+    return sd.Problem(sd.LinearRegression(1), np.ones((Z.size, 1)), skew_sign * Z * sigma0 / eta)
 
 
-def optimizer_at(which: str, eta: float):
-    """Their scaling: c = 1 (RMSprop), c₁ = 10, c₂ = 1 (Adam), ε₀ = 0.5."""
+def optimizer_at(which: str, eta: float, start: str = "cold", sigma0: float = 1.0, theta0: float = 1.0):
+    """Their scaling: c = 1 (RMSprop), c₁ = 10, c₂ = 1 (Adam), ε₀ = 0.5; ``start="warm"``: v₀ = σ² + ∇L(θ₀)²
+    (E g̃² at θ₀) and Adam's m₀ = ∇L(θ₀) = θ₀, without bias correction."""
+    warm = {}
+    if start == "warm":
+        warm = {"v0": np.array([(sigma0 / eta) ** 2 + theta0**2])}
+        if which == "adam":
+            warm["m0"] = np.array([theta0])
     if which == "rmsprop":
-        return sd.RMSprop(beta=1 - 1.0 * eta**2, eps=0.5 / eta)
-    return sd.Adam(b1=1 - 10.0 * eta**2, b2=1 - 1.0 * eta**2, eps=0.5 / eta)
+        return sd.RMSprop(beta=1 - 1.0 * eta**2, eps=0.5 / eta, **warm)
+    return sd.Adam(b1=1 - 10.0 * eta**2, b2=1 - 1.0 * eta**2, eps=0.5 / eta, **warm)
 
 
-def weak_errors(which: str, etas, n_paths: int, horizon: float = 1.0):
+def weak_errors(
+    which: str, etas, n_paths: int, horizon: float = 1.0, start: str = "cold", skew_sign: float = 1.0
+):
     errs, ses = [], []
     noise = sd.MinibatchNoise(batch_size=1)
+    label = f"{which} ({start} start, skewness sign {skew_sign:+.0f})"
     for eta in etas:
         t0 = time.perf_counter()
-        problem, opt = order_problem(eta), optimizer_at(which, eta)
+        problem, opt = order_problem(eta, skew_sign=skew_sign), optimizer_at(which, eta, start)
         n = round(horizon / eta**2)
-        kw = dict(lr=eta, n_steps=n, ensemble=sd.Ensemble(n_paths), record=sd.Record(observables=["theta"]))
+        kw = dict(
+            lr=eta, n_steps=n, ensemble=sd.Ensemble(n_paths), record=sd.Record(every=n, observables=["theta"])
+        )
         with jax.numpy_dtype_promotion("standard"):
             disc = sd.simulate(sd.SGD(noise, optimizer=opt), problem, np.ones(1), key=1, **kw)
             cont = sd.simulate(sd.SDE(noise, optimizer=opt), problem, np.ones(1), key=2, **kw)
@@ -107,7 +126,7 @@ def weak_errors(which: str, etas, n_paths: int, horizon: float = 1.0):
         errs.append(abs(float(e[0])))
         ses.append(float(se[0]))
         print(
-            f"{which} eta={eta:g} steps={n}: E theta_T discrete - SDE = {float(e[0]):+.5f} ± {float(se[0]):.5f}"
+            f"{label} eta={eta:g} steps={n}: E theta_T discrete - SDE = {float(e[0]):+.5f} ± {float(se[0]):.5f}"
             f" ({time.perf_counter() - t0:.0f} s)",
             flush=True,
         )
@@ -115,19 +134,173 @@ def weak_errors(which: str, etas, n_paths: int, horizon: float = 1.0):
     local = np.log(np.array(errs[:-1]) / np.array(errs[1:])) / np.log(
         np.array(etas[:-1]) / np.array(etas[1:])
     )
-    print(f"{which}: weak error of E theta_T against eta: {fit}; local slopes {np.round(local, 2).tolist()}")
+    print(f"{label}: weak error of E theta_T against eta: {fit}; local slopes {np.round(local, 2).tolist()}")
     if len(etas) > 3:
-        print(f"{which}: over the {len(etas) - 1} smallest eta: {fit_order(etas[1:], errs[1:], ses[1:])}")
+        print(f"{label}: over the {len(etas) - 1} smallest eta: {fit_order(etas[1:], errs[1:], ses[1:])}")
     return fit
+
+
+def cv_weak_error(eta: float, start: str, n_paths: int, key: int = 0):
+    """E θ_T(discrete Adam) − E θ_T(AdamSDE) on ``order_problem``: the SDE's mean exactly (its drift is linear in
+    (θ, m) with v, γ deterministic), the discrete mean as E[θ − θ_lin] (Monte Carlo) + E θ_lin (exact), θ_lin
+    the same recursion on the same draws with v̂ replaced by its deterministic value."""
+    from sgdsde._sde.optimizer_sdes import optimizer_sde
+
+    sigma, K = 1 / eta, round(1 / eta**2)
+    opt = optimizer_at("adam", eta, start)
+    b1, b2, eps = float(opt.b1), float(opt.b2), float(opt.eps)
+    warm = start == "warm"
+    m0, v0 = (1.0, sigma**2 + 1.0) if warm else (0.0, 0.0)
+    sde = optimizer_sde(order_problem(eta), sd.MinibatchNoise(batch_size=1), opt, None)
+    kk = np.arange(1, K + 1)
+    v_det = v0 * b2**kk + sigma**2 * (1 - b2**kk)
+    xs = (
+        jnp.asarray(np.ones(K) if warm else 1 - b1**kk),
+        jnp.asarray(np.sqrt(v_det if warm else v_det / (1 - b2**kk)) + eps),
+    )
+    zs = jnp.asarray(-Z * sigma)
+
+    @jax.jit
+    def run(key):
+        y_T = jax.lax.scan(
+            lambda y, _: (y + eta * sde.drift(y, eta), None), sde.init_state(jnp.ones(1)), None, K
+        )[0]
+
+        def lin(c, x):
+            th, m = c
+            m = b1 * m + (1 - b1) * th
+            return (th - eta * (m / x[0]) / x[1], m), None
+
+        lin_T = jax.lax.scan(lin, (1.0, m0), xs)[0][0]
+        th = jnp.ones((n_paths, 1))
+        with jax.numpy_dtype_promotion("standard"):
+            state = jax.vmap(opt.init)(th)
+
+        def step(c, x):
+            th, s, tl, ml = c
+            g = zs[jax.random.randint(x[0], (n_paths,), 0, 8)][:, None]
+            with jax.numpy_dtype_promotion("standard"):
+                u, s = jax.vmap(opt.update)(th + g, s, th)
+            ml = b1 * ml + (1 - b1) * (tl + g)
+            return (th + eta * u, s, tl - eta * (ml / x[1]) / x[2], ml), None
+
+        c = jax.lax.scan(step, (th, state, th, jnp.full((n_paths, 1), m0)), (jax.random.split(key, K), *xs))[
+            0
+        ]
+        d = (c[0] - c[2])[:, 0]
+        return jnp.mean(d) + lin_T - y_T[0], jnp.std(d) / np.sqrt(n_paths)
+
+    e, se = run(jax.random.key(key))
+    return float(e), float(se)
+
+
+def cv_weak_error_rmsprop(eta: float, start: str, n_paths: int, key: int = 0):
+    """``cv_weak_error`` for RMSprop: the SDE's θ-drift −θ/(√v + ε) is linear with v deterministic, and the
+    companion divides by the deterministic √v + ε."""
+    from sgdsde._sde.optimizer_sdes import optimizer_sde
+
+    sigma, K = 1 / eta, round(1 / eta**2)
+    opt = optimizer_at("rmsprop", eta, start)
+    beta, eps = float(opt.beta), float(opt.eps)
+    v0 = sigma**2 + 1.0 if start == "warm" else 0.0
+    sde = optimizer_sde(order_problem(eta), sd.MinibatchNoise(batch_size=1), opt, None)
+    kk = np.arange(1, K + 1)
+    den = jnp.asarray(np.sqrt(v0 * beta**kk + sigma**2 * (1 - beta**kk)) + eps)
+    zs = jnp.asarray(-Z * sigma)
+
+    @jax.jit
+    def run(key):
+        th = jnp.ones((n_paths, 1))
+        state = jax.vmap(opt.init)(th)
+
+        def step(c, x):
+            th, s, tl, y, mt = c
+            g = zs[jax.random.randint(x[0], (n_paths,), 0, 8)][:, None]
+            u, s = jax.vmap(opt.update)(th + g, s, th)
+            return (
+                th + eta * u,
+                s,
+                tl - eta * (tl + g) / x[1],
+                y + eta * sde.drift(y, eta),
+                mt - eta * mt / x[1],
+            ), None
+
+        init = (th, state, th, sde.init_state(jnp.ones(1)), 1.0)
+        c = jax.lax.scan(step, init, (jax.random.split(key, K), den))[0]
+        d = (c[0] - c[2])[:, 0]
+        return jnp.mean(d) + c[4] - c[3][0], jnp.std(d) / np.sqrt(n_paths)
+
+    e, se = run(jax.random.key(key))
+    return float(e), float(se)
+
+
+def warmup(n_paths: int, etas):
+    out = {}
+    for which, start in (("adam", "cold"), ("adam", "warm"), ("rmsprop", "cold"), ("rmsprop", "warm")):
+        errs, ses = [], []
+        for eta in etas:
+            fn = cv_weak_error if which == "adam" else cv_weak_error_rmsprop
+            e, se = fn(eta, start, n_paths)
+            errs.append(abs(e))
+            ses.append(se)
+            print(
+                f"{which} ({start} start, control variate) eta={eta:g}: E theta_T discrete - SDE = {e:+.5f} "
+                f"± {se:.5f}"
+            )
+        local = np.log(np.array(errs[:-1]) / np.array(errs[1:])) / np.log(
+            np.array(etas[:-1]) / np.array(etas[1:])
+        )
+        fit = fit_order(etas, errs, ses)
+        print(f"{which} ({start} start): {fit}; local slopes {np.round(local, 2).tolist()}")
+        if len(etas) > 3:
+            print(
+                f"{which} ({start} start) over eta <= {etas[2]:g}: {fit_order(etas[2:], errs[2:], ses[2:])}"
+            )
+        out[f"{which}_{start}"] = fit.order
+    # the per-step bias at ∇L = 0 (η = 0.05): E u_k against κ₃S_kσ²/(2(σ+ε)²)
+    eta, n, K = 0.05, 50_000, 64
+    sigma = 1 / eta
+    k3, k = float(np.mean((-Z) ** 3)), np.arange(K)
+    for start in ("cold", "warm"):
+        opt = optimizer_at("adam", eta, start)
+        if start == "warm":  # ∇L = 0: m₀ = 0, v₀ = σ²
+            opt = sd.Adam(opt.b1, opt.b2, opt.eps, v0=np.array([sigma**2]))
+        b1, b2, eps = float(opt.b1), float(opt.b2), float(opt.eps)
+        S = (1 - b1) * (1 - b2) * (1 - (b1 * b2) ** (k + 1)) / (1 - b1 * b2)
+        if start == "cold":
+            S /= (1 - b1 ** (k + 1)) * (1 - b2 ** (k + 1))
+        pred = k3 * S * sigma**2 / (2 * (sigma + eps) ** 2)
+
+        @jax.jit
+        def run(key, opt=opt):
+            th = jnp.zeros((n, 1))
+            with jax.numpy_dtype_promotion("standard"):
+                state = jax.vmap(opt.init)(th)
+
+            def step(s, kk):
+                g = jnp.asarray(-sigma * Z)[jax.random.randint(kk, (n,), 0, 8)][:, None]
+                with jax.numpy_dtype_promotion("standard"):
+                    u, s = jax.vmap(opt.update)(g, s, th)
+                return s, (jnp.mean(u), jnp.std(u) / np.sqrt(n))
+
+            return jax.lax.scan(step, state, jax.random.split(key, K))[1]
+
+        m, se = (np.asarray(a) for a in run(jax.random.key(0)))
+        idx = [0, 1, 2, 4, 8, 16, 32, 63]
+        print(
+            f"per-step bias ({start}): E u_k / formula at k={idx}: {np.round((m / pred)[idx], 3).tolist()}; "
+            f"E u_k / se: {np.round((m / se)[idx], 1).tolist()}"
+        )
+    return out
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small ensembles, large steps")
-    parser.add_argument("--part", choices=["rule", "order", "all"], default="all")
+    parser.add_argument("--part", choices=["rule", "order", "skew", "warmup", "all"], default="all")
     args = parser.parse_args()
     sq_max = lin_min = float("nan")
-    orders = {"rmsprop": float("nan"), "adam": float("nan")}
+    orders = {"rmsprop": float("nan"), "adam": float("nan"), "adam_warm": float("nan")}
     if args.part in ("rule", "all"):
         rows = rule_table(512 if args.quick else 4096, (2, 4) if args.quick else (2, 4, 8))
         # κ = 8 (B = 32) leaves the SDE's regime (|∇L|² no longer ≪ σ²Σ₁): reported, not in the maximum
@@ -139,11 +312,25 @@ def main():
     if args.part in ("order", "all"):
         etas = [0.2, 0.1, 0.05] if args.quick else [0.1, 0.05, 0.025, 0.0125]
         n_paths = 4096 if args.quick else 50_000
-        for which in orders:
+        for which in ("rmsprop", "adam"):
             orders[which] = weak_errors(which, etas, n_paths).order
+        weak_errors("adam", etas, n_paths, start="warm")
+        weak_errors("rmsprop", etas, n_paths, start="warm")
+    if args.part in ("warmup", "all"):
+        fits = warmup(
+            2000 if args.quick else 10_000,
+            [0.1, 0.05, 0.025] if args.quick else [0.2, 0.1, 0.05, 0.025, 0.0125, 0.00625],
+        )
+        orders["adam_warm"] = fits["adam_warm"]
+    if args.part in ("skew", "all"):
+        # the cold start's extra error is odd in the noise's third moment: flip z → −z
+        etas = [0.2, 0.1] if args.quick else [0.1, 0.05, 0.025]
+        for start in ("cold", "warm"):
+            weak_errors("adam", etas, 4096 if args.quick else 50_000, start=start, skew_sign=-1.0)
     print(
         f"adaptive_sdes: sqrt_rule_max_z={sq_max:.2f} linear_rule_min_z={lin_min:.2f} "
-        f"rmsprop_order={orders['rmsprop']:.2f} adam_order={orders['adam']:.2f}"
+        f"rmsprop_order={orders['rmsprop']:.2f} adam_order={orders['adam']:.2f} "
+        f"adam_warm_order={orders['adam_warm']:.2f}"
     )
 
 

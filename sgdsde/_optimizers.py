@@ -32,6 +32,37 @@ def _check_unit_interval(name: str, value) -> jax.Array:
     return jnp.asarray(v)
 
 
+def _check_moment(name: str, value, *, positive: bool) -> jax.Array | None:
+    """An optional initial moment estimate: None, or a 1-D array of finite reals (> 0 with ``positive``), kept
+    as an array leaf (a sweep may vary it); ValueError naming ``name`` otherwise. Its length is checked
+    against θ's when the optimizer's state is made (``init``)."""
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes, bool, np.bool_)) or np.iscomplexobj(value):
+        raise ValueError(f"{name} must be None or a 1-D array of real numbers, got {value!r}")
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be None or a 1-D array of real numbers, got {value!r}") from None
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(
+            f"{name} must be a 1-D array of length d (one entry per parameter), got shape {a.shape}"
+        )
+    if not np.all(np.isfinite(a)) or (positive and not np.all(a > 0)):
+        raise ValueError(f"{name} must hold finite reals{' > 0' if positive else ''}, got {value!r}")
+    return jnp.asarray(value)
+
+
+def _start_moment(name: str, value: jax.Array | None, theta: jax.Array) -> jax.Array:
+    """The initial moment of one path at θ: ``value`` in θ's dtype (zeros for None); ValueError naming ``name``
+    unless it has θ's shape."""
+    if value is None:
+        return jnp.zeros_like(theta)
+    if value.shape != theta.shape:
+        raise ValueError(f"{name} must have the parameters' shape {theta.shape}, got {value.shape}")
+    return value.astype(theta.dtype)
+
+
 class AbstractOptimizer(eqx.Module):
     """What turns the stochastic gradient into the step: $u_k, s_{k+1} = T(\\tilde g_k, s_k, \\theta_k)$ and
     $\\theta_{k+1} = \\theta_k + \\eta_k u_k$, T an optax transformation at unit learning rate (OPT-1).
@@ -141,25 +172,37 @@ def momentum_buffer(state) -> jax.Array:
 class RMSprop(AbstractOptimizer):
     """RMSprop as Malladi et al. write it: $v_{k+1} = \\beta v_k + (1-\\beta)\\tilde g_k^2$,
     $\\theta_{k+1} = \\theta_k - \\eta_k \\tilde g_k/(\\sqrt{v_{k+1}} + \\varepsilon)$ (OPT-3; optax's ``rmsprop`` with
-    ε outside the square root, v₀ = 0).
+    ε outside the square root, v₀ = 0 unless ``v0`` is given).
 
     Args:
         beta: the second-moment decay β in [0, 1).
         eps: ε > 0.
+        v0: None (optax's start v₀ = 0) or the initial second-moment estimate, a length-d array of finite
+            reals > 0 (a warm start; its SDE starts there too: theory/adaptive-sdes.md, ASDE-8).
     """
 
     records: ClassVar[tuple[str, ...]] = ("second_moment_mean",)
     beta: jax.Array
     eps: jax.Array
+    v0: jax.Array | None = None
 
-    def __init__(self, beta=0.999, eps=1e-8):
+    def __init__(self, beta=0.999, eps=1e-8, v0=None):
         self.beta = _check_unit_interval("beta", beta)
         self.eps = jnp.asarray(check_positive("eps", eps))
+        self.v0 = _check_moment("v0", v0, positive=True)
 
     def transformation(self, dtype):
         return optax.rmsprop(
             1.0, decay=self.beta.astype(dtype), eps=self.eps.astype(dtype), eps_in_sqrt=False
         )
+
+    def init(self, theta):
+        """optax's state with v₀ = ``v0`` when given (ValueError naming v0 unless it has θ's shape)."""
+        state = super().init(theta)
+        if self.v0 is None:
+            return state
+        nu = _start_moment("v0", self.v0, theta)
+        return jax.tree.map(lambda s: s._replace(nu=nu) if _is_rms(s) else s, state, is_leaf=_is_rms)
 
     def observe(self, state):
         """The mean of the second-moment estimate v over coordinates."""
@@ -180,10 +223,17 @@ class Adam(AbstractOptimizer):
     $v_{k+1} = \\beta_2 v_k + (1-\\beta_2)\\tilde g_k^2$ and
     $\\theta_{k+1} = \\theta_k - \\eta_k(\\hat m/(\\sqrt{\\hat v}+\\varepsilon) + w\\theta_k)$, the hats dividing by $1-\\beta^{k+1}$.
 
+    A warm start (``v0`` given, ``m0`` optional) starts from the moment estimates m₀ = ``m0`` (0 if None) and
+    v₀ = ``v0`` and takes them as unbiased: no bias correction ($\\hat m = m$, $\\hat v = v$, the limit
+    k → ∞ of $1-\\beta^k$), as a run long past its warm-up (theory/adaptive-sdes.md, ASDE-8).
+
     Args:
         b1, b2: the moment decays in [0, 1).
         eps: ε > 0.
         weight_decay: w ≥ 0, decoupled (AdamW; 0: Adam).
+        m0: None or the initial first moment, a length-d array of finite reals (needs ``v0``).
+        v0: None (optax's cold start m₀ = v₀ = 0 with bias corrections) or the initial second moment, a
+            length-d array of finite reals > 0.
     """
 
     records: ClassVar[tuple[str, ...]] = ("first_moment_sq_norm", "second_moment_mean")
@@ -191,16 +241,47 @@ class Adam(AbstractOptimizer):
     b2: jax.Array
     eps: jax.Array
     weight_decay: jax.Array
+    m0: jax.Array | None = None
+    v0: jax.Array | None = None
 
-    def __init__(self, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0):
+    def __init__(self, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, m0=None, v0=None):
         self.b1 = _check_unit_interval("b1", b1)
         self.b2 = _check_unit_interval("b2", b2)
         self.eps = jnp.asarray(check_positive("eps", eps))
         self.weight_decay = jnp.asarray(check_positive("weight_decay", weight_decay, allow_zero=True))
+        self.m0 = _check_moment("m0", m0, positive=False)
+        self.v0 = _check_moment("v0", v0, positive=True)
+        if self.m0 is not None and self.v0 is None:
+            raise ValueError(
+                "v0: a warm start with m0 needs the second moment v0 too (a length-d array > 0); without "
+                "v0 the optimizer starts cold (m0 = v0 = 0, bias-corrected)"
+            )
+        if self.m0 is not None and self.v0 is not None and self.m0.shape != self.v0.shape:
+            raise ValueError(f"m0 must have v0's shape {self.v0.shape}, got {self.m0.shape}")
+
+    @property
+    def warm(self) -> bool:
+        """Whether the run starts from given moments without bias correction."""
+        return self.v0 is not None
 
     def transformation(self, dtype):
         c = lambda x: x.astype(dtype)
-        return optax.adamw(1.0, c(self.b1), c(self.b2), c(self.eps), weight_decay=c(self.weight_decay))
+        if not self.warm:
+            return optax.adamw(1.0, c(self.b1), c(self.b2), c(self.eps), weight_decay=c(self.weight_decay))
+        return optax.chain(
+            _scale_by_adam_uncorrected(c(self.b1), c(self.b2), c(self.eps)),
+            optax.add_decayed_weights(c(self.weight_decay)),
+            optax.scale(-1.0),
+        )
+
+    def init(self, theta):
+        """optax's state; a warm start's holds m₀ = ``m0`` and v₀ = ``v0`` (ValueError naming them unless
+        they have θ's shape)."""
+        state = super().init(theta)
+        if not self.warm:
+            return state
+        mu, nu = _start_moment("m0", self.m0, theta), _start_moment("v0", self.v0, theta)
+        return jax.tree.map(lambda s: s._replace(mu=mu, nu=nu) if _is_adam(s) else s, state, is_leaf=_is_adam)
 
     def observe(self, state):
         """$\\|m\\|^2$ and the mean of v (the raw moment estimates)."""
@@ -210,6 +291,21 @@ class Adam(AbstractOptimizer):
     @property
     def has_sde(self) -> bool:
         return True
+
+
+def _scale_by_adam_uncorrected(b1, b2, eps) -> optax.GradientTransformation:
+    """optax's ``scale_by_adam`` without its bias corrections (the same moment updates and state): the update
+    $m_{k+1}/(\\sqrt{v_{k+1}} + \\varepsilon)$ of a warm-started Adam."""
+    base = optax.scale_by_adam(b1, b2, eps)
+
+    def update(updates, state, params=None):
+        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+        u = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu, nu)
+        count = optax.safe_increment(state.count)
+        return u, optax.ScaleByAdamState(count=count, mu=mu, nu=optax.tree.cast_like(nu, state.nu))
+
+    return optax.GradientTransformation(base.init, update)
 
 
 def _is_adam(s) -> bool:

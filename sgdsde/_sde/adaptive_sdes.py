@@ -106,8 +106,9 @@ class RMSpropSDE(_AdaptiveSDE):
     (Σ₁ = Σ/σ²): multiply the drift by η and the diffusion by √η (ds = η dt) and substitute. Their SDE keeps
     diag Σ, not $E\\tilde g^2 = (\\nabla L)^2 + \\mathrm{diag}\\,\\Sigma$: the gradient's square is of lower order
     when the noise dominates (σ = σ₀/η).
-    v starts at 0 (``init_state``), as optax's RMSprop does, so the SDE starts with D = ε: their SDE holds for
-    ε₀ = εη fixed as η → 0, and with a practical ε = 1e-8 its first Euler steps move θ by η∇L/ε (diverging),
+    v starts at 0 (``init_state``), as optax's RMSprop does (or at ``v0``, a warm start), so the SDE starts
+    with D = ε: their SDE holds for ε₀ = εη fixed as η → 0, and with a practical ε = 1e-8 its first Euler
+    steps move θ by η∇L/ε (diverging),
     where the discrete step divides by $\\sqrt{v_1} = \\sqrt{1-\\beta}\\,|\\tilde g_0|$ (theory/adaptive-sdes.md,
     ASDE-1). Adam's SDE has no such start: its bias corrections normalise m and v from the first step.
 
@@ -116,6 +117,8 @@ class RMSpropSDE(_AdaptiveSDE):
         noise: its gradient-noise model (SDE side), None for none.
         beta: the second-moment decay β in [0, 1).
         eps: ε > 0.
+        v0: None (v starts at 0) or the initial v, a length-d array > 0 (``RMSprop(v0=...)``'s warm start,
+            ASDE-8).
     """
 
     problem_: Problem
@@ -123,6 +126,7 @@ class RMSpropSDE(_AdaptiveSDE):
     beta: jax.Array
     eps: jax.Array
     noise_type_: str = eqx.field(static=True)
+    v0: jax.Array | None = None
 
     def __init__(
         self,
@@ -130,17 +134,25 @@ class RMSpropSDE(_AdaptiveSDE):
         noise: AbstractSDENoise | None = None,
         beta: float | jax.Array = 0.999,
         eps: float | jax.Array = 1e-8,
+        v0: jax.Array | None = None,
     ):
         noise = _check_problem(problem, noise, "RMSpropSDE")
-        if _concrete(beta, eps):  # a sweep may trace them
-            RMSprop(_f(beta), _f(eps))  # ValueError naming beta or eps outside their ranges
+        if _concrete(beta, eps, v0):  # a sweep may trace them
+            # ValueError naming beta, eps or v0 outside their ranges
+            v0 = RMSprop(_f(beta), _f(eps), v0).v0
+            _check_length("v0", v0, problem)
         self.problem_, self.noise = problem, noise
         self.beta, self.eps = jnp.asarray(beta), jnp.asarray(eps)
+        self.v0 = v0
         self.noise_type_ = _noise_type(noise, problem, preconditioned=True)
 
     def extra_dim(self, d: int) -> int:
-        """d: the second-moment estimate v (zero at the start, as optax's ``rmsprop``)."""
+        """d: the second-moment estimate v (zero at the start, as optax's ``rmsprop``, or ``v0``)."""
         return d
+
+    def init_state(self, theta):
+        """(θ₀, v₀): v₀ = 0 or ``v0``."""
+        return jnp.concatenate([theta, _start("v0", self.v0, theta)])
 
     def second_moment_of(self, y):
         """v of one path's state."""
@@ -201,6 +213,9 @@ class AdamSDE(_AdaptiveSDE):
 
     The noise enters m only and depends on θ only: commutative (additive for a constant A), zero
     Itô→Stratonovich correction.
+
+    A warm start (``v0`` given, ``Adam(m0=..., v0=...)``'s) starts at (θ₀, m₀, v₀, 1, 1): the corrections are
+    off from the start, as the discrete warm Adam's (ASDE-8).
     """
 
     problem_: Problem
@@ -210,6 +225,8 @@ class AdamSDE(_AdaptiveSDE):
     eps: jax.Array
     weight_decay: jax.Array
     noise_type_: str = eqx.field(static=True)
+    m0: jax.Array | None = None
+    v0: jax.Array | None = None
 
     def __init__(
         self,
@@ -219,13 +236,18 @@ class AdamSDE(_AdaptiveSDE):
         b2: float | jax.Array = 0.999,
         eps: float | jax.Array = 1e-8,
         weight_decay: float | jax.Array = 0.0,
+        m0: jax.Array | None = None,
+        v0: jax.Array | None = None,
     ):
         noise = _check_problem(problem, noise, "AdamSDE")
-        if _concrete(b1, b2, eps, weight_decay):
-            Adam(
-                _f(b1), _f(b2), _f(eps), _f(weight_decay)
-            )  # ValueError naming the argument outside its range
+        if _concrete(b1, b2, eps, weight_decay, m0, v0):
+            # ValueError naming the argument outside its range
+            opt = Adam(_f(b1), _f(b2), _f(eps), _f(weight_decay), m0, v0)
+            m0, v0 = opt.m0, opt.v0
+            _check_length("m0", m0, problem)
+            _check_length("v0", v0, problem)
         self.problem_, self.noise = problem, noise
+        self.m0, self.v0 = m0, v0
         self.b1, self.b2 = jnp.asarray(b1), jnp.asarray(b2)
         self.eps, self.weight_decay = jnp.asarray(eps), jnp.asarray(weight_decay)
         self.noise_type_ = _noise_type(noise, problem, preconditioned=False)
@@ -233,6 +255,13 @@ class AdamSDE(_AdaptiveSDE):
     def extra_dim(self, d: int) -> int:
         """2d + 2: m, v and the two bias corrections γ₁, γ₂ (m = v = 0 as optax's, no correction yet)."""
         return 2 * d + 2
+
+    def init_state(self, theta):
+        """(θ₀, 0, 0, 0, 0) (optax's cold start), or (θ₀, m₀, v₀, 1, 1) for a warm start (``v0`` given)."""
+        if self.v0 is None:
+            return super().init_state(theta)
+        m, v = _start("m0", self.m0, theta), _start("v0", self.v0, theta)
+        return jnp.concatenate([theta, m, v, jnp.ones((2,), theta.dtype)])
 
     def parts(self, y) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
         """(θ, m, v, γ₁, γ₂) of one path's state."""
@@ -297,6 +326,23 @@ class AdamSDE(_AdaptiveSDE):
         return jnp.zeros_like(theta)
 
 
+def _start(name: str, value, theta):
+    """An initial moment in θ's dtype (zeros for None); ValueError naming ``name`` unless shaped like θ."""
+    if value is None:
+        return jnp.zeros_like(theta)
+    if value.shape != theta.shape:
+        raise ValueError(f"{name} must have the parameters' shape {theta.shape}, got {value.shape}")
+    return value.astype(theta.dtype)
+
+
+def _check_length(name: str, value, problem: Problem) -> None:
+    """ValueError naming ``name`` unless None or of length d (the problem's parameter count)."""
+    if value is not None and value.shape != (problem.n_params,):
+        raise ValueError(
+            f"{name} must have length d = {problem.n_params} (one entry per parameter), got shape {value.shape}"
+        )
+
+
 def _concrete(*values) -> bool:
     """Whether all ``values`` have values now (not tracers of a sweep)."""
     try:
@@ -323,10 +369,19 @@ def _check_order(order, name: str) -> None:
 def rmsprop_sde(problem, noise, optimizer: RMSprop, order: int | None) -> RMSpropSDE:
     """The SDE of ``SDE(noise, optimizer=RMSprop(...))``: Malladi et al.'s RMSprop SDE (order 1)."""
     _check_order(order, "RMSprop")
-    return RMSpropSDE(problem, noise, optimizer.beta, optimizer.eps)
+    return RMSpropSDE(problem, noise, optimizer.beta, optimizer.eps, optimizer.v0)
 
 
 def adam_sde(problem, noise, optimizer: Adam, order: int | None) -> AdamSDE:
     """The SDE of ``SDE(noise, optimizer=Adam(...))``: Malladi et al.'s Adam SDE (order 1)."""
     _check_order(order, "Adam")
-    return AdamSDE(problem, noise, optimizer.b1, optimizer.b2, optimizer.eps, optimizer.weight_decay)
+    return AdamSDE(
+        problem,
+        noise,
+        optimizer.b1,
+        optimizer.b2,
+        optimizer.eps,
+        optimizer.weight_decay,
+        optimizer.m0,
+        optimizer.v0,
+    )

@@ -76,8 +76,8 @@ def svag_optimizer(optimizer: AbstractOptimizer | None, l: int) -> tuple[Abstrac
     (theory/adaptive-sdes.md, ASDE-7).
 
     - None (SGD): unchanged, r = 1 (step η/l; SDE-7).
-    - RMSprop, Adam: 1 − β → (1 − β)/l for each decay, ε → √l·ε, AdamW's w → w/√l, r = √l (step η/√l):
-      Malladi et al.'s square-root rule with κ = 1/l.
+    - RMSprop, Adam: 1 − β → (1 − β)/l for each decay, ε → √l·ε, AdamW's w → w/√l, a warm start's
+      v₀ → l·v₀, r = √l (step η/√l): Malladi et al.'s square-root rule with κ = 1/l.
     - Momentum (heavy ball): 1 − β → (1 − β)/l, w unchanged, r = 1/l (step η/l²); its buffer is l·m.
 
     l = 1 returns the optimizer itself and r = 1. The decays are mapped by array arithmetic (no concrete check),
@@ -97,7 +97,7 @@ def svag_optimizer(optimizer: AbstractOptimizer | None, l: int) -> tuple[Abstrac
     decay = lambda b: 1 - (1 - b) * inv  # noqa: E731
     if isinstance(optimizer, RMSprop):
         new = eqx.tree_at(lambda o: (o.beta, o.eps), optimizer, (decay(optimizer.beta), optimizer.eps * root))
-        return new, root
+        return _scale_v0(new, l), root
     if isinstance(optimizer, Adam):
         new = eqx.tree_at(
             lambda o: (o.b1, o.b2, o.eps, o.weight_decay),
@@ -109,9 +109,16 @@ def svag_optimizer(optimizer: AbstractOptimizer | None, l: int) -> tuple[Abstrac
                 optimizer.weight_decay * (1.0 / root),
             ),
         )
-        return new, root
+        return _scale_v0(new, l), root
     assert isinstance(optimizer, Momentum)
     return eqx.tree_at(lambda o: o.beta, optimizer, decay(optimizer.beta)), 1.0 / l
+
+
+def _scale_v0(optimizer, l: int):  # noqa: E741
+    """A warm start's v₀ → l·v₀ (the SVAG run's second moment is l·v; m₀ is kept: ASDE-7, ASDE-8)."""
+    if optimizer.v0 is None:
+        return optimizer
+    return eqx.tree_at(lambda o: o.v0, optimizer, optimizer.v0 * l)
 
 
 def check_svag_optimizer(optimizer) -> AbstractOptimizer | None:

@@ -76,13 +76,16 @@ def sqrt_scaling(optimizer, lr, batch_size: int, kappa, n_steps: int | None = No
     lr, new_b, kappa, steps = _check_common(lr, batch_size, kappa, n_steps)
     root = math.sqrt(kappa)
     if isinstance(optimizer, RMSprop):
-        new = RMSprop(_scaled_decay("beta", optimizer.beta, kappa), float(optimizer.eps) / root)
+        v0 = None if optimizer.v0 is None else optimizer.v0 / kappa  # a warm start's v: σ² → σ²/κ
+        new = RMSprop(_scaled_decay("beta", optimizer.beta, kappa), float(optimizer.eps) / root, v0)
     elif isinstance(optimizer, Adam):
         new = Adam(
             _scaled_decay("b1", optimizer.b1, kappa),
             _scaled_decay("b2", optimizer.b2, kappa),
             float(optimizer.eps) / root,
             float(optimizer.weight_decay) * root,
+            optimizer.m0,
+            None if optimizer.v0 is None else optimizer.v0 / kappa,
         )
     else:
         raise ValueError(
