@@ -266,22 +266,24 @@ class Adam(AbstractOptimizer):
 
     def transformation(self, dtype):
         c = lambda x: x.astype(dtype)
-        if not self.warm:
-            return optax.adamw(1.0, c(self.b1), c(self.b2), c(self.eps), weight_decay=c(self.weight_decay))
-        return optax.chain(
-            _scale_by_adam_uncorrected(c(self.b1), c(self.b2), c(self.eps)),
-            optax.add_decayed_weights(c(self.weight_decay)),
-            optax.scale(-1.0),
-        )
+        return optax.adamw(1.0, c(self.b1), c(self.b2), c(self.eps), weight_decay=c(self.weight_decay))
 
     def init(self, theta):
-        """optax's state; a warm start's holds m₀ = ``m0`` and v₀ = ``v0`` (ValueError naming them unless
-        they have θ's shape)."""
+        """optax's state; a warm start's holds m₀ = ``m0``, v₀ = ``v0`` (ValueError naming them unless they
+        have θ's shape) and optax's step count at its saturation (2³¹ − 1, where ``safe_increment`` stops):
+        $1-\beta^{k}$ is then exactly 1 in floating point, so optax's own update runs without bias correction."""
         state = super().init(theta)
         if not self.warm:
             return state
         mu, nu = _start_moment("m0", self.m0, theta), _start_moment("v0", self.v0, theta)
-        return jax.tree.map(lambda s: s._replace(mu=mu, nu=nu) if _is_adam(s) else s, state, is_leaf=_is_adam)
+
+        def warm(s):
+            if not _is_adam(s):
+                return s
+            saturated = jnp.asarray(jnp.iinfo(s.count.dtype).max, s.count.dtype)
+            return s._replace(count=saturated, mu=mu, nu=nu)
+
+        return jax.tree.map(warm, state, is_leaf=_is_adam)
 
     def observe(self, state):
         """$\\|m\\|^2$ and the mean of v (the raw moment estimates)."""
@@ -291,21 +293,6 @@ class Adam(AbstractOptimizer):
     @property
     def has_sde(self) -> bool:
         return True
-
-
-def _scale_by_adam_uncorrected(b1, b2, eps) -> optax.GradientTransformation:
-    """optax's ``scale_by_adam`` without its bias corrections (the same moment updates and state): the update
-    $m_{k+1}/(\\sqrt{v_{k+1}} + \\varepsilon)$ of a warm-started Adam."""
-    base = optax.scale_by_adam(b1, b2, eps)
-
-    def update(updates, state, params=None):
-        mu = optax.tree.update_moment(updates, state.mu, b1, 1)
-        nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
-        u = jax.tree.map(lambda m, v: m / (jnp.sqrt(v) + eps), mu, nu)
-        count = optax.safe_increment(state.count)
-        return u, optax.ScaleByAdamState(count=count, mu=mu, nu=optax.tree.cast_like(nu, state.nu))
-
-    return optax.GradientTransformation(base.init, update)
 
 
 def _is_adam(s) -> bool:
