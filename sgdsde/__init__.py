@@ -64,14 +64,7 @@ from ._optimizers import (
     Optax as Optax,
     RMSprop as RMSprop,
 )
-from ._options import (
-    CoupledToSGD as CoupledToSGD,
-    Ensemble as Ensemble,
-    Gaussian as Gaussian,
-    Output as Output,
-    Record as Record,
-    TwoPoint as TwoPoint,
-)
+from ._options import Ensemble as Ensemble, Output as Output, Record as Record
 from ._problem import Problem as Problem, quadratic_problem as quadratic_problem
 from ._resetting import BestSoFar as BestSoFar, Resetting as Resetting
 from ._results import EnsembleResult as EnsembleResult
@@ -91,6 +84,11 @@ from ._sde import (
 )
 from ._sde.adaptive import Adaptive as Adaptive  # a stepping: one file in _sde/, one line here
 from ._sde.fixed import Fixed as Fixed
+from ._sde.increments import (  # an increments option: one class in _sde/increments.py, one line here
+    CoupledToSGD as CoupledToSGD,
+    Gaussian as Gaussian,
+    TwoPoint as TwoPoint,
+)
 from ._sgd import SGD as SGD, replay_draws as replay_draws, simulate_sgd as simulate_sgd
 from ._sweep import SweepResult as SweepResult, sweep as sweep
 

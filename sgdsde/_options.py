@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -126,31 +126,6 @@ class Output(eqx.Module):
             raise ValueError(f"resume must be None, True or a checkpoint path, got {r!r}")
         if r is True and self.save_to is None:
             raise ValueError("resume=True resumes save_to's checkpoint; give save_to (or a checkpoint path)")
-
-
-class AbstractIncrements(eqx.Module):
-    """How the SDE's Brownian increments are drawn (fixed steps)."""
-
-    kind: ClassVar[str]
-
-
-class Gaussian(AbstractIncrements):
-    """Brownian increments drawn in the fastest layout (the default)."""
-
-    kind: ClassVar[str] = "gaussian"
-
-
-class TwoPoint(AbstractIncrements):
-    """±√dt increments: weak Euler only (same first and second moments as Brownian increments)."""
-
-    kind: ClassVar[str] = "two_point"
-
-
-class CoupledToSGD(AbstractIncrements):
-    """Brownian increments sharing simulate_sgd's Gaussian draws path by path: with dt = η and the same key,
-    Euler reproduces a GaussianNoise/SphericalGaussianNoise SGD run (SDE-3)."""
-
-    kind: ClassVar[str] = "coupled"
 
 
 def check_options(ensemble, record, output) -> None:

@@ -193,7 +193,7 @@ class Adaptive(AbstractStepping):
                 f"solver {type(s.solver).__name__} has no embedded error estimate, which adaptive stepping "
                 f"needs (use one of {able})"
             )
-        if s.increments not in ("auto", "gaussian"):
+        if s.increments is not None and not s.increments.virtual_tree:
             raise ValueError(
                 "adaptive stepping draws Brownian motion from a virtual Brownian tree; increments must be "
                 f"None or Gaussian(), got {s.increments!r}"
@@ -205,7 +205,7 @@ class Adaptive(AbstractStepping):
         # gcd: one solve spans a record interval, or a common divisor when the last interval is shorter
         per_call = math.gcd(every, s.n_steps) if s.etas.uniform else 1
         max_steps = max(4096, 64 * per_call) if self.max_steps is None else self.max_steps
-        levy = s.info.control == "levy"
+        levy = s.info.control.levy_area
         config = {"adaptive": repr(controller), "max_steps": max_steps, "steps_per_solve": per_call}
         stepper = lambda n: AdaptiveSDEStepper(
             s.sde, s.solver, controller, n, per_call, 1, max_steps, s.stratonovich, s.m, levy

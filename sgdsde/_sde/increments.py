@@ -1,8 +1,9 @@
-"""Random inputs of SDE steps for all paths at once, drawn flat (the fast layout) and reshaped.
+"""Random inputs of SDE steps for all paths at once, drawn flat (the fast layout) and reshaped, and the
+``increments=`` options that choose them.
 
 Convention (theory/sde.md, SDE-3): the Brownian increment over one SGD step is $\\Delta W = -\\sqrt\\eta\\,\\xi$,
 ξ the N(0, I_m) draw Gaussian-noise SGD makes from the same step key (read path by path with
-increments="coupled", or in the state's layout otherwise), so coupled Euler with dt = η reproduces
+``CoupledToSGD()``, or in the state's layout otherwise), so coupled Euler with dt = η reproduces
 $\\theta - \\eta(\\nabla L + A\\xi)$. With k substeps the fine increments are a Brownian bridge pinned to that
 sum, so every k shares one Brownian path (common random numbers across dt, and strong errors against SGD).
 """
@@ -13,12 +14,22 @@ import abc
 import math
 from typing import Any, ClassVar
 
+import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from diffrax import SpaceTimeLevyArea
 
-from .solvers import WeakIncrement
+from .._noise.base import NoiseType
+
+
+class WeakIncrement(eqx.Module):
+    """The random input of one weak order-2 step: three-point $\\Delta\\hat W$ (±√(3h) w.p. 1/6 each, 0 w.p.
+    2/3) and the antisymmetric two-point $V$ ($V_{rj} = \\pm h$ for r < j, $V_{jr} = -V_{rj}$), or None for
+    additive noise (Kloeden & Platen 1992, §14.2)."""
+
+    dW: jax.Array
+    V: jax.Array | None
 
 
 def coarse_normals(key, n_paths: int, m: int, dtype):
@@ -65,14 +76,27 @@ def weak2(key, j, dt, shape, dtype, with_v: bool):
 class AbstractControl(eqx.Module):
     """The random input of an SDE step for all paths, drawing its own increments: Brownian ones (bridged to
     the SGD step's −√η ξ, SDE-3), with Lévy areas, two-point or weak-2 ones. ``name`` is the configuration
-    record's; ``bridged`` whether the step first draws its total increment; ``axis`` the path axis of the
-    draws (the state's, so no transpose, where the draw's layout allows it)."""
+    record's; ``bridged`` whether the step first draws its total increment (the Brownian controls, which an
+    ``increments=`` option may lay out or replace); ``levy_area`` whether the draws carry space-time Lévy
+    areas; ``axis`` the path axis of the draws (the state's, so no transpose, where the draw's layout allows
+    it)."""
 
     name: ClassVar[str]
     bridged: ClassVar[bool] = False
+    levy_area: ClassVar[bool] = False
+
+    @classmethod
+    def for_sde(cls, noise_type: str, m: int) -> AbstractControl:
+        """The control a solver whose natural input is ``cls`` draws for an SDE with this noise and m."""
+        return cls()
 
     def axis(self, paths_last: bool) -> int:
         return 0
+
+    @abc.abstractmethod
+    def coupled(self) -> AbstractControl | None:
+        """The same draws in simulate_sgd's per-path (N, m) order (SDE-3); None for draws that are not
+        Brownian."""
 
     @abc.abstractmethod
     def draw(self, key, j, dt, remaining, shape, dtype, substeps: int) -> tuple[Any, Any]:
@@ -94,6 +118,9 @@ class BrownianControl(_Bridged):
     def axis(self, paths_last):
         return 1 if paths_last else 0
 
+    def coupled(self) -> AbstractControl:
+        return CoupledControl()
+
     def draw(self, key, j, dt, remaining, shape, dtype, substeps) -> tuple[Any, Any]:
         dW = self._dW(key, j, dt, remaining, dtype, substeps)
         return dW, remaining - dW
@@ -104,6 +131,9 @@ class CoupledControl(_Bridged):
 
     name: ClassVar[str] = "coupled"
 
+    def coupled(self) -> AbstractControl:
+        return self
+
     def draw(self, key, j, dt, remaining, shape, dtype, substeps) -> tuple[Any, Any]:
         dW = self._dW(key, j, dt, remaining, dtype, substeps)
         return dW, remaining - dW
@@ -113,6 +143,10 @@ class LevyControl(_Bridged):
     """Gaussian increments with their space-time Lévy areas (the SRK solvers' input)."""
 
     name: ClassVar[str] = "levy"
+    levy_area: ClassVar[bool] = True
+
+    def coupled(self) -> AbstractControl:
+        return self  # its draws already use SGD's (N, m) order
 
     def draw(self, key, j, dt, remaining, shape, dtype, substeps) -> tuple[Any, Any]:
         dW = self._dW(key, j, dt, remaining, dtype, substeps)
@@ -128,6 +162,9 @@ class TwoPointControl(AbstractControl):
     def axis(self, paths_last):
         return 1 if paths_last else 0
 
+    def coupled(self) -> None:
+        return None
+
     def draw(self, key, j, dt, remaining, shape, dtype, substeps) -> tuple[Any, Any]:
         return two_point(key, j, dt, shape, dtype), remaining
 
@@ -138,11 +175,75 @@ class Weak2Control(AbstractControl):
     name: ClassVar[str] = "weak2"
     with_v: bool = eqx.field(static=True, default=False)
 
+    @classmethod
+    def for_sde(cls, noise_type: str, m: int) -> AbstractControl:
+        return cls(with_v=noise_type != NoiseType.ADDITIVE and m > 1)
+
+    def coupled(self) -> None:
+        return None
+
     def draw(self, key, j, dt, remaining, shape, dtype, substeps) -> tuple[Any, Any]:
         return weak2(key, j, dt, shape, dtype, self.with_v), remaining
 
 
-# the controls by their configuration names (one line per control)
-CONTROLS: dict[str, type[AbstractControl]] = {
-    c.name: c for c in (BrownianControl, CoupledControl, LevyControl, TwoPointControl, Weak2Control)
-}
+class AbstractIncrements(eqx.Module):
+    """How the SDE's Brownian increments are drawn (fixed steps): each option turns the solver's natural
+    random input into the one it asks for, or refuses a solver it cannot drive. A new option is one final
+    class here (with its control above) plus one re-export line in ``sgdsde/__init__.py``."""
+
+    virtual_tree: ClassVar[bool] = False  # the law of Brownian motion is all it asks for (adaptive steps)
+
+    def control(self, natural: AbstractControl, solver: Any) -> AbstractControl:
+        """The fixed steps' random input for ``solver``, whose own is ``natural``; ValueError where the solver
+        draws its own non-Brownian input, or where this option would make it solve another SDE."""
+        if not natural.bridged:
+            raise ValueError(
+                f"solver {type(solver).__name__} draws its own {natural.name} increments, not Brownian ones; "
+                f"increments must be None, got {self!r}"
+            )
+        return self._replace(natural, solver)
+
+    @abc.abstractmethod
+    def _replace(self, natural: AbstractControl, solver: Any) -> AbstractControl:
+        """The control for a solver whose natural input is Brownian."""
+
+
+class Gaussian(AbstractIncrements):
+    """Brownian increments drawn in the fastest layout (the default)."""
+
+    virtual_tree: ClassVar[bool] = True
+
+    def _replace(self, natural, solver) -> AbstractControl:
+        return natural
+
+
+class TwoPoint(AbstractIncrements):
+    """±√dt increments: weak Euler only (same first and second moments as Brownian increments)."""
+
+    def _replace(self, natural, solver) -> AbstractControl:
+        if not isinstance(solver, diffrax.Euler):
+            raise ValueError(
+                "increments=TwoPoint() is a weak scheme and is valid with Euler only, not with "
+                f"{type(solver).__name__} (its higher-order terms need Gaussian increments)"
+            )
+        return TwoPointControl()
+
+
+class CoupledToSGD(AbstractIncrements):
+    """Brownian increments sharing simulate_sgd's Gaussian draws path by path: with dt = η and the same key,
+    Euler reproduces a GaussianNoise/SphericalGaussianNoise SGD run (SDE-3)."""
+
+    def _replace(self, natural, solver) -> AbstractControl:
+        coupled = natural.coupled()
+        assert coupled is not None  # natural is Brownian (bridged): checked by control
+        return coupled
+
+
+# the options by name in messages (one entry per option; any AbstractIncrements is accepted)
+INCREMENTS: tuple[type[AbstractIncrements], ...] = (Gaussian, TwoPoint, CoupledToSGD)
+
+
+def increments_choices() -> str:
+    """'None, sgdsde.Gaussian(), … or sgdsde.CoupledToSGD()': the valid ``increments=`` values, for messages."""
+    names = ["None"] + [f"sgdsde.{c.__name__}()" for c in INCREMENTS]
+    return ", ".join(names[:-1]) + " or " + names[-1]

@@ -21,15 +21,15 @@ from .._method import AbstractMethod, check_noise, legacy_plan
 from .._noise import AbstractGradientNoise, require_sde_side
 from .._noise.base import NoiseType
 from .._optimizers import AbstractOptimizer, check_optimizer
-from .._options import AbstractIncrements, Ensemble, Output, Record, check_options
+from .._options import Ensemble, Output, Record, check_options
 from .._problem import Problem
 from .._resetting import AbstractResetLaw, PoissonReset, Resetting
 from .._results import EnsembleResult, describe
 from .._schedules import rates
 from .._validation import check_int_range
-from . import increments as inc
 from .base import AbstractSDE
 from .fixed import Fixed
+from .increments import AbstractIncrements, increments_choices
 from .optimizer_sdes import check_optimizer_sde, optimizer_sde
 from .sme import SME
 from .solvers import PlatenWeak2, calculus, check_solver
@@ -107,10 +107,7 @@ class SDE(AbstractMethod):
                 f"stepping must be sgdsde.Fixed(...) or sgdsde.Adaptive(...), got {type(self.stepping).__name__}"
             )
         if self.increments is not None and not isinstance(self.increments, AbstractIncrements):
-            raise ValueError(
-                "increments must be None, sgdsde.Gaussian(), sgdsde.TwoPoint() or sgdsde.CoupledToSGD(), "
-                f"got {self.increments!r}"
-            )
+            raise ValueError(f"increments must be {increments_choices()}, got {self.increments!r}")
 
     def reset_law(self) -> AbstractResetLaw:
         """Poissonian resetting in time t = Ση: $P = 1 - e^{-r\\,\\Delta t}$ per step (RESET-4)."""
@@ -147,9 +144,8 @@ class SDE(AbstractMethod):
             raise ValueError("theta0 is required")
         check_options(ensemble, record, output)
         etas = rates(lr, check_int_range("n_steps", n_steps, 1))
-        kind = "auto" if self.increments is None else self.increments.kind
         solver = diffrax.Euler() if self.solver is None else self.solver
-        info = check_solver(solver, sde.noise_type, kind)
+        info = check_solver(solver, sde.noise_type)
         if isinstance(solver, PlatenWeak2):
             solver = PlatenWeak2(noise=sde.noise_type)
         d = _theta_dim(theta0)
@@ -164,13 +160,15 @@ class SDE(AbstractMethod):
         m = dtype_sde.noise_dim(d, dtype)
         if isinstance(dtype_sde, SME) and isinstance(solver, diffrax.Euler):
             dtype_sde = dtype_sde.euler_form()  # B-free: sweeps over the batch size reuse the compiled step
-        name = _control(info.control, kind)
-        with_v = sde.noise_type != NoiseType.ADDITIVE and m > 1
-        control = inc.Weak2Control(with_v) if name == "weak2" else inc.CONTROLS[name]()
+        # the solver's own random input, or the one the increments option asks for (it refuses a solver it
+        # cannot drive)
+        control = info.control.for_sde(sde.noise_type, m)
+        if self.increments is not None:
+            control = self.increments.control(control, solver)
         stratonovich = calculus(solver) == "stratonovich" and sde.noise_type != NoiseType.ADDITIVE
         p = sde.state_dim(d)  # checked by check_shapes
         setup = StepperSetup(
-            dtype_sde, solver, info, kind, control, stratonovich, m, p, etas, n_steps, record
+            dtype_sde, solver, info, self.increments, control, stratonovich, m, p, etas, n_steps, record
         )
         stepping = self.stepping.stepper(setup)
         config = {
@@ -234,13 +232,6 @@ def _theta_dim(theta0) -> int:
     if isinstance(theta0, (str, bytes)) or len(shape) == 0 or shape[-1] < 1:
         raise ValueError(f"theta0 must be a (d,) or (n_paths, d) array, got {theta0!r}")
     return shape[-1]
-
-
-def _control(natural: str, kind: str) -> str:
-    """The stepper's random input: the solver's natural one, or the increments asked for where it allows."""
-    if natural == "brownian" and kind in ("two_point", "coupled"):
-        return kind
-    return natural  # Lévy-area controls already use SGD's (N, m) order when coupled
 
 
 def _problemless_record(record: Record) -> Record:

@@ -19,15 +19,13 @@ import jax.numpy as jnp
 from diffrax._local_interpolation import LocalLinearInterpolation
 
 from .._noise.base import NoiseType
-
-
-class WeakIncrement(eqx.Module):
-    """The random input of one weak order-2 step: three-point $\\Delta\\hat W$ (±√(3h) w.p. 1/6 each, 0 w.p.
-    2/3) and the antisymmetric two-point $V$ ($V_{rj} = \\pm h$ for r < j, $V_{jr} = -V_{rj}$), or None for
-    additive noise (Kloeden & Platen 1992, §14.2)."""
-
-    dW: jax.Array
-    V: jax.Array | None
+from .increments import (
+    AbstractControl,
+    BrownianControl,
+    LevyControl,
+    Weak2Control,
+    WeakIncrement as WeakIncrement,  # PlatenWeak2's control, importable from here
+)
 
 
 class PlatenWeak2(diffrax.AbstractItoSolver):
@@ -99,7 +97,7 @@ class SolverInfo:
     solver: type[diffrax.AbstractSolver]  # the diffrax solver class
     noise: NoiseType  # the weakest noise structure it is valid for
     weak_order: float  # diffrax states none (its ``order`` is the ODE order): Kloeden & Platen 1992
-    control: str  # "brownian" | "levy" (space-time Lévy area) | "weak2"
+    control: type[AbstractControl]  # its natural random input: Brownian, with Lévy areas, or weak-2
     adaptive: bool = False  # has an embedded error estimate, so PID-controlled steps are available
 
     @property
@@ -114,16 +112,16 @@ class SolverInfo:
 SOLVERS: dict[type, SolverInfo] = {
     info.solver: info
     for info in (
-        SolverInfo(diffrax.Euler, NoiseType.GENERAL, 1.0, "brownian"),
-        SolverInfo(diffrax.ItoMilstein, NoiseType.COMMUTATIVE, 1.0, "brownian"),
-        SolverInfo(diffrax.StratonovichMilstein, NoiseType.COMMUTATIVE, 1.0, "brownian"),
-        SolverInfo(diffrax.Heun, NoiseType.GENERAL, 1.0, "brownian", adaptive=True),
-        SolverInfo(diffrax.EulerHeun, NoiseType.GENERAL, 1.0, "brownian"),
-        SolverInfo(diffrax.GeneralShARK, NoiseType.GENERAL, 1.0, "levy"),
-        SolverInfo(diffrax.SPaRK, NoiseType.GENERAL, 1.0, "levy", adaptive=True),
-        SolverInfo(diffrax.SRA1, NoiseType.ADDITIVE, 2.0, "levy", adaptive=True),
-        SolverInfo(diffrax.ShARK, NoiseType.ADDITIVE, 2.0, "levy", adaptive=True),
-        SolverInfo(PlatenWeak2, NoiseType.GENERAL, 2.0, "weak2"),
+        SolverInfo(diffrax.Euler, NoiseType.GENERAL, 1.0, BrownianControl),
+        SolverInfo(diffrax.ItoMilstein, NoiseType.COMMUTATIVE, 1.0, BrownianControl),
+        SolverInfo(diffrax.StratonovichMilstein, NoiseType.COMMUTATIVE, 1.0, BrownianControl),
+        SolverInfo(diffrax.Heun, NoiseType.GENERAL, 1.0, BrownianControl, adaptive=True),
+        SolverInfo(diffrax.EulerHeun, NoiseType.GENERAL, 1.0, BrownianControl),
+        SolverInfo(diffrax.GeneralShARK, NoiseType.GENERAL, 1.0, LevyControl),
+        SolverInfo(diffrax.SPaRK, NoiseType.GENERAL, 1.0, LevyControl, adaptive=True),
+        SolverInfo(diffrax.SRA1, NoiseType.ADDITIVE, 2.0, LevyControl, adaptive=True),
+        SolverInfo(diffrax.ShARK, NoiseType.ADDITIVE, 2.0, LevyControl, adaptive=True),
+        SolverInfo(PlatenWeak2, NoiseType.GENERAL, 2.0, Weak2Control),
     )
 }
 
@@ -156,26 +154,14 @@ def solver_info(solver: Any) -> SolverInfo:
     return info
 
 
-def check_solver(solver: Any, noise_type: str, increments: str) -> SolverInfo:
-    """Raise ValueError when ``solver`` cannot solve an Itô SDE with ``noise_type`` noise from
-    ``increments``."""
+def check_solver(solver: Any, noise_type: str) -> SolverInfo:
+    """Raise ValueError when ``solver`` cannot solve an Itô SDE with ``noise_type`` noise (whether it can take
+    the increments asked for is the increments option's question: ``AbstractIncrements.control``)."""
     info = solver_info(solver)
-    name = type(solver).__name__
     if _RANK[NoiseType(noise_type)] > _RANK[info.noise]:
         raise ValueError(
-            f"solver {name} assumes {info.noise} noise, but this SDE's noise is {noise_type}: it would "
-            "converge to a different SDE (use Euler, PlatenWeak2, or a Stratonovich solver such as "
+            f"solver {type(solver).__name__} assumes {info.noise} noise, but this SDE's noise is {noise_type}: "
+            "it would converge to a different SDE (use Euler, PlatenWeak2, or a Stratonovich solver such as "
             "Heun/GeneralShARK, whose drift gets the Itô→Stratonovich correction)"
-        )
-    if info.control == "weak2":
-        if increments != "auto":
-            raise ValueError(
-                f"solver {name} draws its own three-point increments; increments must be None, got "
-                f"{increments!r}"
-            )
-    elif increments == "two_point" and not isinstance(solver, diffrax.Euler):
-        raise ValueError(
-            f"increments=TwoPoint() is a weak scheme and is valid with Euler only, not with {name} "
-            "(its higher-order terms need Gaussian increments)"
         )
     return info

@@ -17,7 +17,7 @@ from .._ensemble import AbstractStepper
 from .._options import Record
 from .._schedules import Rates
 from .base import AbstractSDE
-from .increments import AbstractControl
+from .increments import AbstractControl, AbstractIncrements
 from .solvers import SolverInfo
 
 
@@ -27,7 +27,7 @@ class StepperSetup(NamedTuple):
     sde: AbstractSDE
     solver: Any
     info: SolverInfo  # the solver's row of SOLVERS
-    increments: str  # the increments asked for: "auto" (None), "gaussian", "two_point" or "coupled"
+    increments: AbstractIncrements | None  # the option asked for (None: the solver's natural input)
     control: AbstractControl  # draws fixed steps' random inputs
     stratonovich: bool  # the drift gets the Itô→Stratonovich correction
     m: int  # Brownian dimension
