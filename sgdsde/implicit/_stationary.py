@@ -157,16 +157,26 @@ LBFGS_HISTORY = 20
 # Newton's linear solves at size: GMRES until each entry of the residual and of the last change of the step is
 # within GMRES_ATOL + GMRES_RTOL·|entry| (lineax's test; the absolute part keeps entries near 0 from reading as
 # a breakdown), its Krylov basis GMRES_RESTART × d, at most GMRES_MAX_STEPS HVPs per Newton step (an inexact
-# step on an ill-conditioned ∇²F: Newton goes on from it; each HVP is a pass over the n rows)
+# step on an ill-conditioned ∇²F: Newton goes on from it, whatever GMRES reports; each HVP is a pass over the
+# n rows)
 GMRES_RTOL, GMRES_ATOL, GMRES_RESTART, GMRES_MAX_STEPS = 1e-10, 1e-14, 50, 200
 
 
-def _solvers(at_size: bool, rtol: float, atol: float, max_steps: int):
+def _solvers(at_size: bool, rtol: float, atol: float):
     """(descent minimiser, Newton root finder): dense BFGS and Newton (a d × d Jacobian solve), or at size
-    L-BFGS and Newton whose steps solve ∇²F s = ∇F by GMRES on Hessian-vector products (symmetric, possibly
-    indefinite at a saddle: no CG; CURV-5)."""
+    L-BFGS and None (``_newton_krylov``; CURV-5)."""
     if not at_size:
         return optx.BFGS(rtol=rtol, atol=atol), optx.Newton(rtol=rtol, atol=atol)
+    return optx.LBFGS(rtol=rtol, atol=atol, history_length=LBFGS_HISTORY), None
+
+
+@eqx.filter_jit
+def _newton_krylov(theta, args, gtol, max_steps: int):
+    """Newton on ∇F = 0 without a d × d matrix: each step θ ← θ − s solves ∇²F s = ∇F by GMRES on Hessian-vector
+    products (one linearization of ∇F per step; ∇²F is symmetric, possibly indefinite at a saddle: no CG). Full
+    steps, as the dense Newton takes (with exact solves these are its iterates); it stops at ‖∇F‖ ≤ 10⁻³·gtol, at a
+    step below 10⁻¹²‖θ‖ (rounding), at a non-finite iterate or after ``max_steps``, and returns the iterate with
+    the least ‖∇F‖ and the steps taken (CURV-5)."""
     gmres = lx.GMRES(
         rtol=GMRES_RTOL,
         atol=GMRES_ATOL,
@@ -174,10 +184,36 @@ def _solvers(at_size: bool, rtol: float, atol: float, max_steps: int):
         stagnation_iters=GMRES_RESTART,
         max_steps=GMRES_MAX_STEPS,
     )
-    return (
-        optx.LBFGS(rtol=rtol, atol=atol, history_length=LBFGS_HISTORY),
-        optx.Newton(rtol=rtol, atol=atol, linear_solver=gmres),
-    )
+    grad = lambda th: _objective_grad(th, args)  # noqa: E731
+
+    def cond(state):
+        _, g, k, best, best_norm, small_step = state
+        norm = jnp.linalg.norm(g)
+        return (norm > 1e-3 * gtol) & jnp.isfinite(norm) & (k < max_steps) & ~small_step
+
+    def body(state):
+        th, g, k, best, best_norm, _ = state
+        _, hvp = jax.linearize(grad, th)
+        op = lx.FunctionLinearOperator(hvp, jax.eval_shape(lambda: th), tags=lx.symmetric_tag)
+        step = lx.linear_solve(op, g, gmres, throw=False).value
+        th = th - step
+        g = grad(th)
+        norm = jnp.linalg.norm(g)
+        better = norm < best_norm  # False for NaN
+        small_step = jnp.linalg.norm(step) <= 1e-12 * jnp.linalg.norm(th)
+        return (
+            th,
+            g,
+            k + 1,
+            jnp.where(better, th, best),
+            jnp.where(better, norm, best_norm),
+            small_step,
+        )
+
+    g0 = grad(theta)
+    init = (theta, g0, jnp.int32(0), theta, jnp.linalg.norm(g0), jnp.asarray(False))
+    _, _, k, best, _, _ = jax.lax.while_loop(cond, body, init)
+    return best, k
 
 
 def stationary_point(
@@ -210,7 +246,7 @@ def stationary_point(
             L + λR) that give its smallest and largest eigenvalues (capped at d).
 
     Above ``MAX_DENSE_PARAMS`` = 512 parameters nothing of d × d entries is formed: "bfgs" is L-BFGS, Newton's
-    steps are GMRES solves on Hessian-vector products of L + λR, R is the regularizer's ``matrix_free_value``
+    steps are GMRES solves on Hessian-vector products of L + λR (each step at most ``GMRES_MAX_STEPS`` products), R is the regularizer's ``matrix_free_value``
     and the classification comes from the Lanczos ends of the spectrum (theory/curvature.md, CURV-5).
 
     Returns:
@@ -239,17 +275,21 @@ def stationary_point(
     n_steps = 0
     # A tight Cauchy tolerance so BFGS gets close enough for Newton's quadratic phase.
     rtol, atol = 1e-12, 1e-14
-    descent, newton = _solvers(at_size, rtol, atol, max_steps)
+    descent, newton = _solvers(at_size, rtol, atol)
     if method in ("bfgs+newton", "bfgs"):
         sol = optx.minimise(_objective, descent, theta, args, max_steps=max_steps, throw=False)
         theta, n_steps = sol.value, n_steps + int(sol.stats["num_steps"])
     if method in ("bfgs+newton", "newton") and np.all(np.isfinite(np.asarray(theta))):
-        sol = optx.root_find(_objective_grad, newton, theta, args, max_steps=max_steps, throw=False)
+        if newton is None:  # at size
+            value, steps = _newton_krylov(theta, args, jnp.asarray(gtol), max_steps)
+        else:
+            sol = optx.root_find(_objective_grad, newton, theta, args, max_steps=max_steps, throw=False)
+            value, steps = sol.value, sol.stats["num_steps"]
         # Newton polishes a good point; if it wanders off (a non-finite step), keep the better of the two.
         gn = lambda y: _finite_or_inf(_grad_norm(problem, regularizer, args[2], y, at_size))
-        if np.all(np.isfinite(np.asarray(sol.value))) and gn(sol.value) <= gn(theta):
-            theta = sol.value
-        n_steps += int(sol.stats["num_steps"])
+        if np.all(np.isfinite(np.asarray(value))) and gn(value) <= gn(theta):
+            theta = value
+        n_steps += int(steps)
     iters = min(lanczos_iters, problem.n_params) if at_size else 0
     return _finish(problem, regularizer, lam, theta, gtol, zero_tol, n_steps, on_failure, iters)
 
