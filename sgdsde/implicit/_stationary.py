@@ -246,8 +246,9 @@ def stationary_point(
             L + λR) that give its smallest and largest eigenvalues (capped at d).
 
     Above ``MAX_DENSE_PARAMS`` = 512 parameters nothing of d × d entries is formed: "bfgs" is L-BFGS, Newton's
-    steps are GMRES solves on Hessian-vector products of L + λR (each step at most ``GMRES_MAX_STEPS`` products), R is the regularizer's ``matrix_free_value``
-    and the classification comes from the Lanczos ends of the spectrum (theory/curvature.md, CURV-5).
+    steps are GMRES solves on Hessian-vector products of L + λR (at most ``GMRES_MAX_STEPS`` products a step), R
+    is the regularizer's ``matrix_free_value`` and the classification comes from the Lanczos ends of the
+    spectrum (theory/curvature.md, CURV-5).
 
     Returns:
         StationaryPoint (theory/implicit-regularization.md, REG-6).
