@@ -31,7 +31,28 @@ def _unit(v):
 
 
 def lanczos_ritz_values(matvec, v0, iters: int, key) -> Array:
-    """The Ritz values (ascending) of ``iters`` Lanczos steps on a symmetric operator from v0 (CURV-1).
+    """The Ritz values (ascending) of ``iters`` Lanczos steps on a symmetric operator from v0 (CURV-1):
+    ``lanczos(…)[0]`` (by eigvalsh of the tridiagonal T)."""
+    return jnp.linalg.eigvalsh(_tridiagonal(*_lanczos_coefficients(matvec, v0, iters, key)))
+
+
+def lanczos(matvec, v0, iters: int, key) -> tuple[Array, Array]:
+    """The Ritz values θ_k (ascending) of ``iters`` Lanczos steps on a symmetric operator H from v0, and their
+    residual bounds $r_k = |\\beta_m s_{mk}|$ = ‖Hx_k − θ_k x_k‖ for the unit Ritz vector x_k (s_k: T's eigenvector,
+    β_m: the coupling to the next Lanczos vector): H has an eigenvalue within r_k of θ_k (CURV-1, CURV-5).
+    The smallest Ritz value is ≥ λ_min(H) (interlacing), the largest ≤ λ_max(H)."""
+    alpha, beta = _lanczos_coefficients(matvec, v0, iters, key)
+    ritz, S = jnp.linalg.eigh(_tridiagonal(alpha, beta))
+    return ritz, jnp.abs(beta[-1] * S[-1, :])
+
+
+def _tridiagonal(alpha, beta):
+    off = beta[:-1]
+    return jnp.diag(alpha) + jnp.diag(off, 1) + jnp.diag(off, -1)
+
+
+def _lanczos_coefficients(matvec, v0, iters: int, key) -> tuple[Array, Array]:
+    """The diagonal α and the couplings β (β[-1]: to the next, unused vector) of ``iters`` Lanczos steps.
 
     Full reorthogonalization (classical Gram–Schmidt, twice) keeps the basis orthogonal in floating point;
     when the Krylov space closes (an invariant subspace, e.g. fewer distinct eigenvalues than steps) the next
@@ -73,9 +94,7 @@ def lanczos_ritz_values(matvec, v0, iters: int, key) -> Array:
         zero,
     )
     _, alpha, beta, *_ = jax.lax.fori_loop(0, iters, body, init)
-    off = beta[:-1]
-    T = jnp.diag(alpha) + jnp.diag(off, 1) + jnp.diag(off, -1)
-    return jnp.linalg.eigvalsh(T)
+    return alpha, beta
 
 
 def power_iteration(matvec, v0, iters: int) -> Array:

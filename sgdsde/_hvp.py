@@ -58,3 +58,39 @@ def power_iteration_lambda_max(
     v0 = jax.random.normal(key, (d,), dtype)
     mu, _ = power_iteration(hvp, v0, jnp.zeros((), dtype), iters, rtol)
     return jax.lax.cond(mu >= 0, lambda: mu, lambda: power_iteration(hvp, v0, -mu, iters, rtol)[0])
+
+
+# terms of a matrix-free sum (basis directions of a Hessian trace, examples of a sum of per-example gradients)
+# taken at once: memory O(CHUNK·d) plus CHUNK times one term's activations
+CHUNK = 32
+
+
+def chunked_sum(term: Callable[[Array], Array], count: int, chunk: int = CHUNK) -> Float[Array, ""]:
+    """$\\sum_{i < \\mathrm{count}} \\mathrm{term}(i)$ for a scalar ``term`` of an integer index, ``chunk`` terms at a time
+    (vmapped) in a ``lax.map`` over ⌈count/chunk⌉ chunks; each chunk is rematerialized under reverse mode, so
+    neither the value nor its derivatives hold more than one chunk's intermediates (CURV-5)."""
+    chunk = max(1, min(chunk, count))
+    n_chunks = -(-count // chunk)
+    idx = jnp.arange(n_chunks * chunk, dtype=jnp.int32).reshape(n_chunks, chunk)
+
+    @jax.checkpoint
+    def one(rows):
+        valid = rows < count
+        vals = jax.vmap(term)(jnp.where(valid, rows, count - 1))
+        return jnp.sum(jnp.where(valid, vals, jnp.zeros_like(vals)))
+
+    return jnp.sum(jax.lax.map(one, idx))
+
+
+def hessian_trace(
+    f: Callable[[Array], Array], theta: Float[Array, " d"], chunk: int = CHUNK
+) -> Float[Array, ""]:
+    """$\\operatorname{tr}\\nabla^2 f(\\theta) = \\sum_j \\partial_j^2 f$ exactly, one second directional derivative
+    (forward over forward mode) per basis vector e_j, ``chunk`` at a time: d products, no d × d matrix (CURV-5)."""
+    d = theta.shape[0]
+
+    def second(j):
+        e = jax.nn.one_hot(j, d, dtype=theta.dtype)
+        return jax.jvp(lambda t: jax.jvp(f, (t,), (e,))[1], (theta,), (e,))[1]
+
+    return chunked_sum(second, d, chunk)

@@ -9,7 +9,14 @@ import jax
 import numpy as np
 from jaxtyping import Array, Float
 
+from .. import _problem
 from .._problem import Problem
+
+
+def matrix_free(problem: Problem) -> bool:
+    """Whether ``problem`` is above ``MAX_DENSE_PARAMS`` parameters, where no d × d matrix is formed (the switch
+    of ``Problem.sharpness`` and the stability check, read at call time; CURV-5)."""
+    return problem.n_params > _problem.MAX_DENSE_PARAMS
 
 
 class AbstractRegularizer(eqx.Module):
@@ -27,6 +34,12 @@ class AbstractRegularizer(eqx.Module):
     @abc.abstractmethod
     def value(self, problem: Problem, theta: Float[Array, " d"]) -> Float[Array, ""]:
         """$R(\\theta)$."""
+
+    def matrix_free_value(self, problem: Problem, theta: Float[Array, " d"]) -> Float[Array, ""]:
+        """$R(\\theta)$ without a d × d (or d × n) array, what solves above ``MAX_DENSE_PARAMS`` parameters use; by
+        default ``value`` (a regularizer of one's own is taken to be matrix-free; the built-ins override it, or
+        raise a ValueError where no exact matrix-free form exists; CURV-5)."""
+        return self.value(problem, theta)
 
     def grad(self, problem: Problem, theta: Float[Array, " d"]) -> Float[Array, " d"]:
         """$\\nabla R(\\theta)$ by autodiff."""

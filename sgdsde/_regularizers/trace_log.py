@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import _problem
 from .._validation import check_positive
-from .base import AbstractRegularizer, hessian_eigenvalues
+from .base import AbstractRegularizer, hessian_eigenvalues, matrix_free
 
 
 @jax.custom_jvp
@@ -38,6 +39,10 @@ class TraceLogRegularizer(AbstractRegularizer):
 
     Per eigenvalue h: h/4 + ηh²/16 + …, so R → ¼ tr∇²L as η → 0 and R → ∞ as λ_max → 2/η, the GD
     stability edge; undefined for η λ_max(∇²L) ≥ 2 (theory/implicit-regularization.md, REG-1, REG-2).
+
+    It needs every eigenvalue of ∇²L (a log-determinant), which has no exact matrix-free form: above
+    ``MAX_DENSE_PARAMS`` parameters its value, domain check and observables raise a ValueError instead of forming
+    the d × d Hessian (theory/curvature.md, CURV-5).
     """
 
     eta: jax.Array
@@ -51,6 +56,7 @@ class TraceLogRegularizer(AbstractRegularizer):
         return "R_trace_log"
 
     def value(self, problem, theta):
+        _refuse_at_size(problem)
         return trace_log_of_hessian(problem.hessian(theta), self.eta.astype(theta.dtype))
 
     def observable(self):
@@ -62,6 +68,7 @@ class TraceLogRegularizer(AbstractRegularizer):
         where that happened (the engine treats non-finite values as divergence)."""
 
         def value(problem, theta):
+            _refuse_at_size(problem)
             eta = self.eta.astype(theta.dtype)
             diag, inside = _cholesky_diagonal(problem, theta, eta)
             at_edge = theta.shape[0] * (-0.5 * jnp.log(jnp.finfo(theta.dtype).eps)) / (2 * eta)
@@ -75,12 +82,19 @@ class TraceLogRegularizer(AbstractRegularizer):
         mean is the defined fraction."""
 
         def inside(problem, theta):
+            _refuse_at_size(problem)
             return _cholesky_diagonal(problem, theta, self.eta.astype(theta.dtype))[1].astype(theta.dtype)
 
         return inside
 
+    def matrix_free_value(self, problem, theta):
+        """Refused: a ValueError (no exact matrix-free form of tr log; CURV-5)."""
+        _refuse_at_size(problem, force=True)
+        raise AssertionError("unreachable")
+
     def check_domain(self, problem, theta) -> None:
         problem.check_theta(theta)
+        _refuse_at_size(problem)
         h_max = float(np.max(np.asarray(hessian_eigenvalues(problem, jnp.asarray(theta)))))
         if not np.isfinite(h_max):
             raise ValueError("the Hessian at theta is not finite, so the tr-log regularizer is undefined")
@@ -90,6 +104,16 @@ class TraceLogRegularizer(AbstractRegularizer):
                 f"the tr-log regularizer needs eta * lambda_max(Hessian) < 2 (the GD stability edge); here "
                 f"eta={eta:g}, lambda_max={h_max:.6g}, so eta must be < {2 / h_max:.6g}"
             )
+
+
+def _refuse_at_size(problem, force: bool = False) -> None:
+    if force or matrix_free(problem):
+        raise ValueError(
+            f"R_trace_log (TraceLogRegularizer) needs all d eigenvalues of the d × d Hessian, and has no exact "
+            f"matrix-free form: refused at d = {problem.n_params} > MAX_DENSE_PARAMS = {_problem.MAX_DENSE_PARAMS} "
+            "parameters; use HessianTraceRegularizer (¼ tr∇²L, its η → 0 limit) or OutputGradientNormRegularizer "
+            "at this size"
+        )
 
 
 def _cholesky_diagonal(problem, theta, eta):

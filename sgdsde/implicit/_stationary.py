@@ -7,11 +7,14 @@ import dataclasses
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import lineax as lx
 import numpy as np
 import optimistix as optx
 
+from .._curvature import lanczos
 from .._problem import Problem
 from .._regularizers import AbstractRegularizer
+from .._regularizers.base import matrix_free
 from .._validation import check_int_range, check_positive
 from ._common import check_theta, float64_problem, fmt, render_table
 
@@ -31,6 +34,11 @@ class StationaryPoint:
     ``kind`` is "minimum", "degenerate minimum" (flat directions, none negative), "saddle" or "maximum";
     ``converged`` is False when the residual exceeds ``gtol`` or the solve left R's domain: then θ is
     where the solver stopped, not a prediction.
+
+    Above ``MAX_DENSE_PARAMS`` parameters (``matrix_free``) ``hessian_eigenvalues`` are the Ritz values of Lanczos
+    on Hessian-vector products of L + λR (its ends: the smallest is ≥ λ_min), ``eigenvalue_errors`` their
+    residual bounds (an eigenvalue lies within each), and ``inertia`` counts Ritz values (by interlacing, lower
+    bounds on the numbers of positive and negative eigenvalues; theory/curvature.md, CURV-5).
     """
 
     theta: np.ndarray
@@ -46,6 +54,8 @@ class StationaryPoint:
     converged: bool
     n_steps: int
     message: str = ""
+    matrix_free: bool = False
+    eigenvalue_errors: np.ndarray | None = None
 
     @property
     def kind(self) -> str:
@@ -63,11 +73,24 @@ class StationaryPoint:
             ["L", fmt(self.loss)],
             ["R", fmt(self.reg_value)],
             ["|grad(L + lambda R)|", f"{self.residual:.3g} (tol {self.gtol:.1g})"],
-            ["inertia (+, -, 0)", f"{self.inertia} -> {self.kind}"],
+            [
+                "inertia (+, -, 0)" if not self.matrix_free else "Ritz values (+, -, 0)",
+                f"{self.inertia} -> {self.kind}",
+            ],
+            *self._lanczos_rows(),
             ["solver steps", str(self.n_steps)],
             ["status", status],
         ]
         return render_table(["stationary point", "value"], rows)
+
+    def _lanczos_rows(self) -> list[list[str]]:
+        if not self.matrix_free or self.eigenvalue_errors is None or not len(self.hessian_eigenvalues):
+            return []
+        e, r = self.hessian_eigenvalues, self.eigenvalue_errors
+        return [
+            ["lambda_min (Lanczos)", f"{e[0]:.6g} (residual {r[0]:.2g}, {len(e)} steps)"],
+            ["lambda_max (Lanczos)", f"{e[-1]:.6g} (residual {r[-1]:.2g})"],
+        ]
 
     def __str__(self) -> str:
         return self.table()
@@ -78,18 +101,28 @@ class StationaryPoint:
         return d
 
 
+def _reg_value(regularizer: AbstractRegularizer, problem, theta, at_size: bool):
+    return regularizer.matrix_free_value(problem, theta) if at_size else regularizer.value(problem, theta)
+
+
 def _objective(theta, args):
-    problem, regularizer, lam = args
-    return problem.loss(theta) + lam * regularizer.value(problem, theta)
+    problem, regularizer, lam, at_size = args
+    return problem.loss(theta) + lam * _reg_value(regularizer, problem, theta, at_size)
 
 
 def _objective_grad(theta, args):
     return jax.grad(_objective)(theta, args)
 
 
-def objective_function(problem: Problem, regularizer: AbstractRegularizer, lam: float):
-    """θ ↦ L(θ) + λR(θ), JAX-traceable."""
-    return lambda theta: problem.loss(theta) + lam * regularizer.value(problem, theta)
+def objective_function(problem: Problem, regularizer: AbstractRegularizer, lam: float, at_size: bool = False):
+    """θ ↦ L(θ) + λR(θ), JAX-traceable (``at_size``: R by its matrix-free form)."""
+    return lambda theta: _objective(theta, (problem, regularizer, lam, at_size))
+
+
+def objective_hvp(problem: Problem, regularizer: AbstractRegularizer, lam, theta, at_size: bool = True):
+    """v ↦ ∇²(L + λR)(θ) v as one Jacobian-vector product of the gradient: no d × d matrix (CURV-5)."""
+    grad = jax.grad(objective_function(problem, regularizer, lam, at_size))
+    return lambda v: jax.jvp(grad, (theta,), (v,))[1]
 
 
 @eqx.filter_jit
@@ -101,8 +134,86 @@ def _derivatives(problem, regularizer, lam, theta):
 
 
 @eqx.filter_jit
-def _grad_norm(problem, regularizer, lam, theta):
-    return jnp.linalg.norm(jax.grad(objective_function(problem, regularizer, lam))(theta))
+def _derivatives_matrix_free(problem, regularizer, lam, theta, iters: int):
+    """‖∇F‖, the Ritz values of ``iters`` Lanczos steps on ∇²F (by HVPs, from a fixed Gaussian start) with their
+    residual bounds, L and R at θ: nothing of d × d entries (CURV-5)."""
+    F = objective_function(problem, regularizer, lam, True)
+    hvp = objective_hvp(problem, regularizer, lam, theta)
+    k0, k1 = jax.random.split(jax.random.key(0))
+    ritz, errors = lanczos(hvp, jax.random.normal(k0, theta.shape, theta.dtype), iters, k1)
+    reg = regularizer.matrix_free_value(problem, theta)
+    return jnp.linalg.norm(jax.grad(F)(theta)), ritz, errors, problem.loss(theta), reg
+
+
+@eqx.filter_jit
+def _grad_norm(problem, regularizer, lam, theta, at_size: bool = False):
+    return jnp.linalg.norm(jax.grad(objective_function(problem, regularizer, lam, at_size))(theta))
+
+
+# Lanczos steps for the extreme eigenvalues of ∇²(L + λR) above MAX_DENSE_PARAMS (memory: this many d-vectors)
+LANCZOS_ITERS = 64
+# history of the limited-memory BFGS that replaces BFGS's d × d inverse Hessian at size
+LBFGS_HISTORY = 20
+# Newton's linear solves at size: GMRES until each entry of the residual and of the last change of the step is
+# within GMRES_ATOL + GMRES_RTOL·|entry| (lineax's test; the absolute part keeps entries near 0 from reading as
+# a breakdown), its Krylov basis GMRES_RESTART × d, at most GMRES_MAX_STEPS HVPs per Newton step (an inexact
+# step on an ill-conditioned ∇²F: Newton goes on from it, whatever GMRES reports; each HVP is a pass over the
+# n rows)
+GMRES_RTOL, GMRES_ATOL, GMRES_RESTART, GMRES_MAX_STEPS = 1e-10, 1e-14, 50, 200
+
+
+def _solvers(at_size: bool, rtol: float, atol: float):
+    """(descent minimiser, Newton root finder): dense BFGS and Newton (a d × d Jacobian solve), or at size
+    L-BFGS and None (``_newton_krylov``; CURV-5)."""
+    if not at_size:
+        return optx.BFGS(rtol=rtol, atol=atol), optx.Newton(rtol=rtol, atol=atol)
+    return optx.LBFGS(rtol=rtol, atol=atol, history_length=LBFGS_HISTORY), None
+
+
+@eqx.filter_jit
+def _newton_krylov(theta, args, gtol, max_steps: int):
+    """Newton on ∇F = 0 without a d × d matrix: each step θ ← θ − s solves ∇²F s = ∇F by GMRES on Hessian-vector
+    products (one linearization of ∇F per step; ∇²F is symmetric, possibly indefinite at a saddle: no CG). Full
+    steps, as the dense Newton takes (with exact solves these are its iterates); it stops at ‖∇F‖ ≤ 10⁻³·gtol, at a
+    step below 10⁻¹²‖θ‖ (rounding), at a non-finite iterate or after ``max_steps``, and returns the iterate with
+    the least ‖∇F‖ and the steps taken (CURV-5)."""
+    gmres = lx.GMRES(
+        rtol=GMRES_RTOL,
+        atol=GMRES_ATOL,
+        restart=GMRES_RESTART,
+        stagnation_iters=GMRES_RESTART,
+        max_steps=GMRES_MAX_STEPS,
+    )
+    grad = lambda th: _objective_grad(th, args)  # noqa: E731
+
+    def cond(state):
+        _, g, k, best, best_norm, small_step = state
+        norm = jnp.linalg.norm(g)
+        return (norm > 1e-3 * gtol) & jnp.isfinite(norm) & (k < max_steps) & ~small_step
+
+    def body(state):
+        th, g, k, best, best_norm, _ = state
+        _, hvp = jax.linearize(grad, th)
+        op = lx.FunctionLinearOperator(hvp, jax.eval_shape(lambda: th), tags=lx.symmetric_tag)
+        step = lx.linear_solve(op, g, gmres, throw=False).value
+        th = th - step
+        g = grad(th)
+        norm = jnp.linalg.norm(g)
+        better = norm < best_norm  # False for NaN
+        small_step = jnp.linalg.norm(step) <= 1e-12 * jnp.linalg.norm(th)
+        return (
+            th,
+            g,
+            k + 1,
+            jnp.where(better, th, best),
+            jnp.where(better, norm, best_norm),
+            small_step,
+        )
+
+    g0 = grad(theta)
+    init = (theta, g0, jnp.int32(0), theta, jnp.linalg.norm(g0), jnp.asarray(False))
+    _, _, k, best, _, _ = jax.lax.while_loop(cond, body, init)
+    return best, k
 
 
 def stationary_point(
@@ -116,6 +227,7 @@ def stationary_point(
     max_steps: int = 2000,
     zero_tol: float = 1e-9,
     on_failure: str = "raise",
+    lanczos_iters: int = LANCZOS_ITERS,
 ) -> StationaryPoint:
     """Solve $\\nabla(L + \\lambda R)(\\theta) = 0$ near ``theta_init`` in float64.
 
@@ -130,6 +242,13 @@ def stationary_point(
         max_steps: per solver stage.
         zero_tol: eigenvalues of ∇²(L + λR) with |e| ≤ zero_tol·max(1, max|e|) count as zero.
         on_failure: "raise" (StationaryPointError) or "flag" (return with ``converged=False``).
+        lanczos_iters: above ``MAX_DENSE_PARAMS`` parameters, the Lanczos steps (Hessian-vector products of
+            L + λR) that give its smallest and largest eigenvalues (capped at d).
+
+    Above ``MAX_DENSE_PARAMS`` = 512 parameters nothing of d × d entries is formed: "bfgs" is L-BFGS, Newton's
+    steps are GMRES solves on Hessian-vector products of L + λR (at most ``GMRES_MAX_STEPS`` products a step), R
+    is the regularizer's ``matrix_free_value`` and the classification comes from the Lanczos ends of the
+    spectrum (theory/curvature.md, CURV-5).
 
     Returns:
         StationaryPoint (theory/implicit-regularization.md, REG-6).
@@ -146,29 +265,34 @@ def stationary_point(
     zero_tol = check_positive("zero_tol", zero_tol)
     if on_failure not in ("raise", "flag"):
         raise ValueError(f"on_failure must be 'raise' or 'flag', got {on_failure!r}")
+    lanczos_iters = check_int_range("lanczos_iters", lanczos_iters, 1)
     regularizer.check_domain(problem, th0)
+    at_size = matrix_free(problem)
 
-    # module-level functions with (problem, R, λ) as arguments: repeated solves reuse the compiled solver
-    args = (problem, regularizer, jnp.asarray(lam))
+    # module-level functions with (problem, R, λ, at_size) as arguments: repeated solves reuse the compiled
+    # solver; at_size (a Python bool) is static, so the dense and matrix-free programs are compiled apart
+    args = (problem, regularizer, jnp.asarray(lam), at_size)
     theta = jnp.asarray(th0)
     n_steps = 0
     # A tight Cauchy tolerance so BFGS gets close enough for Newton's quadratic phase.
     rtol, atol = 1e-12, 1e-14
+    descent, newton = _solvers(at_size, rtol, atol)
     if method in ("bfgs+newton", "bfgs"):
-        sol = optx.minimise(
-            _objective, optx.BFGS(rtol=rtol, atol=atol), theta, args, max_steps=max_steps, throw=False
-        )
+        sol = optx.minimise(_objective, descent, theta, args, max_steps=max_steps, throw=False)
         theta, n_steps = sol.value, n_steps + int(sol.stats["num_steps"])
     if method in ("bfgs+newton", "newton") and np.all(np.isfinite(np.asarray(theta))):
-        sol = optx.root_find(
-            _objective_grad, optx.Newton(rtol=rtol, atol=atol), theta, args, max_steps=max_steps, throw=False
-        )
+        if newton is None:  # at size
+            value, steps = _newton_krylov(theta, args, jnp.asarray(gtol), max_steps)
+        else:
+            sol = optx.root_find(_objective_grad, newton, theta, args, max_steps=max_steps, throw=False)
+            value, steps = sol.value, sol.stats["num_steps"]
         # Newton polishes a good point; if it wanders off (a non-finite step), keep the better of the two.
-        gn = lambda y: _finite_or_inf(_grad_norm(problem, regularizer, args[2], y))
-        if np.all(np.isfinite(np.asarray(sol.value))) and gn(sol.value) <= gn(theta):
-            theta = sol.value
-        n_steps += int(sol.stats["num_steps"])
-    return _finish(problem, regularizer, lam, theta, gtol, zero_tol, n_steps, on_failure)
+        gn = lambda y: _finite_or_inf(_grad_norm(problem, regularizer, args[2], y, at_size))
+        if np.all(np.isfinite(np.asarray(value))) and gn(value) <= gn(theta):
+            theta = value
+        n_steps += int(steps)
+    iters = min(lanczos_iters, problem.n_params) if at_size else 0
+    return _finish(problem, regularizer, lam, theta, gtol, zero_tol, n_steps, on_failure, iters)
 
 
 def _finite_or_inf(x) -> float:
@@ -176,7 +300,10 @@ def _finite_or_inf(x) -> float:
     return v if np.isfinite(v) else np.inf
 
 
-def _finish(problem, regularizer, lam, theta, gtol, zero_tol, n_steps, on_failure) -> StationaryPoint:
+def _finish(
+    problem, regularizer, lam, theta, gtol, zero_tol, n_steps, on_failure, lanczos_iters: int = 0
+) -> StationaryPoint:
+    """Residual, classification, L and R at the solver's θ (``lanczos_iters`` > 0: matrix-free, CURV-5)."""
     theta_np = np.asarray(theta, np.float64)
     message = ""
     finite = bool(np.all(np.isfinite(theta_np)))
@@ -188,13 +315,21 @@ def _finish(problem, regularizer, lam, theta, gtol, zero_tol, n_steps, on_failur
             message = f"the solve left the regularizer's domain: {err}"
     else:
         message = "the solve produced a non-finite point"
+    errors = None
     if finite and not message:
-        res, eig, loss, reg = _derivatives(problem, regularizer, jnp.asarray(lam), jnp.asarray(theta_np))
+        if lanczos_iters:
+            res, eig, errors, loss, reg = _derivatives_matrix_free(
+                problem, regularizer, jnp.asarray(lam), jnp.asarray(theta_np), lanczos_iters
+            )
+            errors = np.asarray(errors)
+        else:
+            res, eig, loss, reg = _derivatives(problem, regularizer, jnp.asarray(lam), jnp.asarray(theta_np))
         residual, eig, loss, reg = _finite_or_inf(res), np.asarray(eig), float(loss), float(reg)
         is_zero = np.abs(eig) <= zero_tol * max(1.0, float(np.max(np.abs(eig))))
         inertia = (int(np.sum((eig > 0) & ~is_zero)), int(np.sum((eig < 0) & ~is_zero)), int(np.sum(is_zero)))
     else:
-        eig, inertia, loss, reg = np.full(theta_np.shape, np.nan), (0, 0, 0), np.nan, np.nan
+        n_eig = lanczos_iters or theta_np.shape[0]
+        eig, inertia, loss, reg = np.full(n_eig, np.nan), (0, 0, 0), np.nan, np.nan
     converged = not message and residual <= gtol
     if not converged and not message:
         message = f"|grad(L + lambda R)| = {residual:.3g} > gtol = {gtol:.1g} after {n_steps} solver steps"
@@ -212,6 +347,8 @@ def _finish(problem, regularizer, lam, theta, gtol, zero_tol, n_steps, on_failur
         converged=converged,
         n_steps=n_steps,
         message=message,
+        matrix_free=bool(lanczos_iters),
+        eigenvalue_errors=errors,
     )
     if not converged and on_failure == "raise":
         raise StationaryPointError(

@@ -6,13 +6,19 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
 import numpy as np
 
+from .._losses import require_additive_label_noise
 from .._problem import Problem
+from .._regularizers.base import matrix_free
 from .._results import EnsembleResult, describe
 from .._validation import check_positive
 from ._common import float64_problem, fmt, render_table
-from ._flow import project_to_zero_loss
+from ._flow import STEP_FRACTIONS, project_to_zero_loss
 from ._prediction import ABS_THETA_KEY, BETA_KEY, DOMAIN_KEY, Prediction
 from ._spaces import Collapse, detect_collapse, function_weights
 
@@ -331,9 +337,10 @@ def _theta_distances(problem, r: EnsembleResult, prediction: Prediction, start: 
     # the location along Γ is what the theory fixes at leading order (REG-7, REG-8); the floor is kept
     # conservative (the projection's Jacobian P_T only shrinks the noise)
     d_gamma = {}
-    avg_on = project_to_zero_loss(problem, time_avg)
+    project = project_matrix_free if matrix_free(problem) else project_to_zero_loss
+    avg_on = project(problem, time_avg)
     for n, p in prediction.points.items():
-        star_on = project_to_zero_loss(problem, p.theta)
+        star_on = project(problem, p.theta)
         if avg_on is not None and star_on is not None:
             d_gamma[n] = Distance(float(np.linalg.norm(avg_on - star_on)), d_avg[n].floor)
     # a still-moving run shows a drift well above its floor even when its average happens to be close
@@ -481,3 +488,45 @@ def _compare_regularizers(m, se, prediction: Prediction, k) -> tuple[str, str]:
         f"the points are {gap:.3g} apart) -> {who}"
     )
     return who, stat
+
+
+def _min_norm_step(problem: Problem, theta):
+    """$J^T(JJ^T)^{+}r$, the minimum-norm solution s of Js = r (J: the n outputs' Jacobian, r: the residuals), by
+    CG in R^n on c ↦ J(J^Tc), one VJP then one JVP of the outputs: no d × n Jacobian (CURV-5)."""
+    r, vjp = jax.vjp(problem.outputs, theta)
+    r = problem.loss_fn.residuals(r, problem.y)
+    matvec = lambda c: jax.jvp(problem.outputs, (theta,), vjp(c))[1]  # noqa: E731
+    op = lx.FunctionLinearOperator(
+        matvec, jax.eval_shape(lambda: r), tags=(lx.symmetric_tag, lx.positive_semidefinite_tag)
+    )
+    c = lx.linear_solve(op, r, lx.CG(rtol=1e-13, atol=0.0, max_steps=10 * r.size + 10), throw=False).value
+    return vjp(c)[0]
+
+
+@eqx.filter_jit
+def _project_matrix_free(problem: Problem, theta, tol, max_iter):
+    """Gauss–Newton with minimum-norm steps θ ← θ − J⁺r (the dense projection's iteration, ``_flow``), each step
+    by ``_min_norm_step``."""
+
+    def cond(state):
+        th, i = state
+        return (jnp.max(jnp.abs(problem.residuals(th))) > tol) & (i < max_iter)
+
+    def body(state):
+        th, i = state
+        step = _min_norm_step(problem, th)
+        candidates = th[None, :] - STEP_FRACTIONS[:, None].astype(th.dtype) * step[None, :]
+        norms = jax.vmap(lambda c: jnp.sum(problem.residuals(c) ** 2))(candidates)
+        return candidates[jnp.argmin(jnp.where(jnp.isfinite(norms), norms, jnp.inf))], i + 1
+
+    th, _ = jax.lax.while_loop(cond, body, (theta, 0))
+    return th
+
+
+def project_matrix_free(problem: Problem, theta, tol: float = 1e-10, max_iter: int = 100):
+    """``project_to_zero_loss`` above ``MAX_DENSE_PARAMS`` parameters: the same minimum-norm Gauss–Newton
+    projection onto Γ = {f_i = y_i}, its steps by CG on JJᵀ (CURV-5); None if it finds no point."""
+    require_additive_label_noise(problem.loss_fn, "the zero-loss set {f_i = y_i}")
+    th = _project_matrix_free(problem, jnp.asarray(theta), tol, max_iter)
+    res = float(jnp.max(jnp.abs(problem.residuals(th))))
+    return np.asarray(th) if np.isfinite(res) and res <= 100 * tol else None

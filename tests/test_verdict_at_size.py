@@ -1,0 +1,218 @@
+"""The L + λR verdict at size (issue 24): above ``MAX_DENSE_PARAMS`` parameters the stationary point, its
+classification, the regularizers and the zero-loss projection never form a d × d (or d × n) array. Each
+matrix-free piece is held to the dense path on a small FunctionModel with the switch forced, and the traced
+programs are searched for d²-sized intermediates."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optimistix as optx
+import pytest
+from helpers import LOSSES
+from test_function_model import _max_intermediate  # the d·n-intermediate search of FMOD-2/3, reused
+
+import sgdsde as sd
+from sgdsde import _problem  # internal: the size switch, lowered to force the matrix-free path
+from sgdsde._curvature import lanczos
+from sgdsde.implicit import (
+    HessianTraceRegularizer,
+    OutputGradientNormRegularizer,
+    TraceLogRegularizer,
+    stationary_point,
+)
+from sgdsde.implicit._flow import project_to_zero_loss
+from sgdsde.implicit._stationary import (
+    _derivatives,
+    _derivatives_matrix_free,
+    _newton_krylov,
+    _solvers,
+    objective_function,
+    objective_hvp,
+)
+from sgdsde.implicit._verdict import _project_matrix_free, project_matrix_free
+
+
+def _net(p, width, K=1, seed=0):
+    rng = np.random.default_rng(seed)
+    a_shape = (width,) if K == 1 else (width, K)
+    params = {
+        "W": jnp.asarray(rng.normal(size=(width, p)) / np.sqrt(p)),
+        "a": jnp.asarray(rng.normal(size=a_shape) / np.sqrt(width)),
+    }
+    return sd.FunctionModel(lambda q, x: jnp.tanh(q["W"] @ x) @ q["a"], params, p)
+
+
+def _teacher_problem():
+    """A tanh net f = aᵀtanh(Wx) (p = 10, width 5: d = 55) on n = 100 > d examples labelled by itself at θ_T:
+    L = 0 at θ_T with λ_min(G) ≈ 4.5e-5, so for λ = 1e-5 L + λR has a minimum ≈ 0.08 from θ_T, where Newton
+    starts and converges."""
+    rng = np.random.default_rng(0)
+    params = {
+        "W": jnp.asarray(rng.normal(size=(5, 10))),
+        "a": jnp.asarray(rng.choice([-1.0, 1.0], size=5) * (1 + rng.uniform(size=5))),
+    }
+    model = sd.FunctionModel(lambda q, x: jnp.tanh(q["W"] @ x) @ q["a"], params, 10)
+    X = rng.normal(size=(100, 10)) / np.sqrt(10)
+    theta_t = model.init()
+    return sd.Problem(model, X, np.asarray(model.outputs(theta_t, jnp.asarray(X)))), theta_t
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_regularizers_matrix_free_equal_dense(loss):
+    """R and ∇R by the chunked matrix-free forms equal the dense ones (jax.hessian's trace, the d × n gradient
+    matrix) for each loss: ¼tr∇²L from d second directional derivatives, Σ‖∇f_i‖² from per-example gradients.
+    Both are exact sums in another order: agreement to 1e-10 relatively (rounding of ~d terms of size ≤ |R|)
+    [theory: CURV-5]."""
+    loss_fn, K, labels = LOSSES[loss]
+    model = _net(3, 5, K, seed=2)
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(7, 3))
+    y = rng.choice(np.asarray(labels), size=7)
+    problem = sd.Problem(model, X, y, loss=loss_fn)
+    theta = model.init() + 0.1 * jnp.asarray(rng.normal(size=model.n_params))
+    regs = [HessianTraceRegularizer(), OutputGradientNormRegularizer()]
+
+    @jax.jit
+    def both(th):
+        dense = [jax.value_and_grad(lambda t, r=r: r.value(problem, t))(th) for r in regs]
+        free = [jax.value_and_grad(lambda t, r=r: r.matrix_free_value(problem, t))(th) for r in regs]
+        return dense, free
+
+    dense, free = both(theta)
+    for reg, (v, g), (vf, gf) in zip(regs, dense, free, strict=True):
+        np.testing.assert_allclose(vf, v, rtol=1e-10, err_msg=reg.name)
+        np.testing.assert_allclose(gf, g, rtol=0, atol=1e-10 * float(jnp.max(jnp.abs(g))), err_msg=reg.name)
+
+
+def test_stationary_point_matrix_free_equals_dense(monkeypatch):
+    """The stationary point of L + λΣ‖∇f_i‖² by the matrix-free Newton (GMRES on HVPs of L + λR) equals the dense
+    Newton's to 1e-8 (both end at ‖∇F‖ ≤ 1e-12, so each θ is within ‖∇F‖/λ_min ≤ 1e-12/5e-5 of the exact point),
+    both call it a minimum, and d Lanczos steps on HVPs (exact up to rounding, CURV-1) give the dense λ_min and
+    λ_max to 1e-8 relatively, within their residual bounds. At θ = 0, a stationary point of it with negative
+    curvature −‖(1/n)Σ y_i x_i‖ + O(λ) coupling a and W (every first derivative of f = aᵀtanh(Wx) vanishes there),
+    the matrix-free path calls it a saddle with the dense λ_min. (¼ tr∇²L enters the same solver through its
+    R and ∇R, held to the dense ones above; its dense Newton compiles 4th derivatives, too slow for the suite.)
+    [theory: CURV-5, CURV-1]"""
+    problem, theta_t = _teacher_problem()
+    reg = OutputGradientNormRegularizer()
+    # Σ‖∇f_i‖² ≈ 4n·¼tr∇²L near Γ (REG-3): λ/(4n) for the pull of ¼tr∇²L at λ = 1e-5
+    lam = 1e-5 / (4 * problem.n_data)
+    d = problem.n_params
+    saddle_problem = sd.Problem(
+        problem.model, problem.X, np.tanh(problem.X[:, 0])
+    )  # same shapes: one compile
+    zero = np.zeros(d)
+    dense = stationary_point(problem, reg, lam, theta_t, method="newton")
+    dense_saddle = stationary_point(saddle_problem, reg, lam, zero, method="newton")
+    monkeypatch.setattr(_problem, "MAX_DENSE_PARAMS", 0)
+    free = stationary_point(problem, reg, lam, theta_t, method="newton", lanczos_iters=d)
+    free_saddle = stationary_point(saddle_problem, reg, lam, zero, method="newton", lanczos_iters=d)
+    assert free.matrix_free and not dense.matrix_free
+    assert dense.kind == free.kind == "minimum" and max(dense.residual, free.residual) <= 1e-12
+    np.testing.assert_allclose(free.theta, dense.theta, rtol=0, atol=1e-8)
+    e, ritz, err = dense.hessian_eigenvalues, free.hessian_eigenvalues, free.eigenvalue_errors
+    assert err is not None and len(ritz) == d
+    np.testing.assert_allclose(ritz[[0, -1]], e[[0, -1]], rtol=1e-8)
+    assert np.all(np.abs(ritz[[0, -1]] - e[[0, -1]]) <= err[[0, -1]] + 1e-12 * e[-1])
+    assert free.objective == pytest.approx(dense.objective, rel=1e-12)
+    assert "lambda_min (Lanczos)" in free.table()
+    assert dense_saddle.kind == free_saddle.kind == "saddle" and free_saddle.residual == 0
+    e = dense_saddle.hessian_eigenvalues
+    assert e[0] < -0.1
+    np.testing.assert_allclose(free_saddle.hessian_eigenvalues[[0, -1]], e[[0, -1]], rtol=1e-9)
+
+
+def test_lanczos_residual_bounds_and_interlacing():
+    """With fewer steps than d, the smallest Ritz value is ≥ λ_min and the largest ≤ λ_max (interlacing), and an
+    eigenvalue lies within each Ritz value's residual bound |β_k s_ki| (here the extreme ones, which the nearest
+    eigenvalues are) [theory: CURV-5]."""
+    rng = np.random.default_rng(6)
+    A = rng.normal(size=(60, 60))
+    H = jnp.asarray((A + A.T) / 2)
+    e = np.linalg.eigvalsh(np.asarray(H))
+    ritz, err = jax.jit(lambda v: lanczos(lambda u: H @ u, v, 20, jax.random.key(1)))(jnp.ones(60))
+    ritz, err = np.asarray(ritz), np.asarray(err)
+    eps = 1e-12 * np.max(np.abs(e))  # rounding
+    assert e[0] - eps <= ritz[0] and ritz[-1] <= e[-1] + eps
+    nearest = np.min(np.abs(ritz[:, None] - e[None, :]), axis=1)
+    assert np.all(nearest <= err + eps)
+    assert err[0] < 1 and err[-1] < 1  # 20 steps: the ends have started to converge (spread ≈ 22)
+
+
+def test_projection_matrix_free_equals_dense():
+    """The verdict's projection onto Γ = {f_i = y_i} by CG on JJᵀ (VJP then JVP) lands where the dense
+    minimum-norm Gauss–Newton projection does (the same iteration; CG solves each n × n system to 1e-13):
+    agreement to 1e-10 [theory: CURV-5]."""
+    model = _net(4, 10)
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(20, 4))
+    problem = sd.Problem(model, X, np.tanh(X[:, 0]))
+    dense = project_to_zero_loss(problem, model.init())
+    free = project_matrix_free(problem, model.init())
+    assert dense is not None and free is not None
+    np.testing.assert_allclose(free, dense, rtol=0, atol=1e-10)
+
+
+def test_no_d_squared_intermediate():
+    """The traced programs of the matrix-free verdict hold nothing of d·n entries (here n < d, so nothing of d²):
+    ∇F, v ↦ ∇²F v, the Lanczos classification with L and R, and the zero-loss projection, for both
+    regularizers; the whole Newton–GMRES and L-BFGS solves hold nothing of d² entries (GMRES's Krylov basis is
+    50 × d). The dense path's program does (an eigvalsh of d × d), so the search can fail
+    [theory: CURV-5, FMOD-2]."""
+    model = _net(60, 4)  # d = 244: a chunk of 32 directions' activations (32·width·n, a few copies) < d·n, d²
+    n = 40
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(n, 60))
+    problem = sd.Problem(model, X, np.tanh(X[:, 0]))
+    d = model.n_params
+    assert n < d
+    theta = jax.ShapeDtypeStruct((d,), jnp.float64)
+    lam = jnp.asarray(1e-3)
+    descent, _ = _solvers(True, 1e-12, 1e-14)
+    for reg in (HessianTraceRegularizer(), OutputGradientNormRegularizer()):
+        programs = {
+            "grad F": jax.grad(objective_function(problem, reg, lam, True)),
+            "HVP of F": lambda th, reg=reg: objective_hvp(problem, reg, lam, th)(th),
+            "Lanczos, L, R": lambda th, reg=reg: _derivatives_matrix_free(problem, reg, lam, th, 8),
+            "projection": lambda th: _project_matrix_free(problem, th, 1e-10, 3),
+        }
+        for what, fn in programs.items():
+            assert _max_intermediate(jax.make_jaxpr(fn)(theta).jaxpr) < d * n, f"{reg.name}: {what}"
+        args = (problem, reg, lam, True)
+        solves = {
+            "Newton-GMRES": lambda th, a=args: _newton_krylov(th, a, jnp.asarray(1e-9), 5)[0],
+            "L-BFGS": lambda th, a=args: (
+                optx.minimise(
+                    lambda t, a: objective_function(*a)(t), descent, th, a, max_steps=5, throw=False
+                ).value
+            ),
+        }
+        for what, fn in solves.items():
+            assert _max_intermediate(jax.make_jaxpr(fn)(theta).jaxpr) < d * d, f"{reg.name}: {what}"
+        dense = jax.make_jaxpr(lambda th, reg=reg: _derivatives(problem, reg, lam, th))(theta)
+        assert _max_intermediate(dense.jaxpr) >= d * d
+
+
+def test_trace_log_refused_at_size(monkeypatch):
+    """The tr-log regularizer needs every eigenvalue of ∇²L: above the size limit its domain check, its value,
+    its observables and a stationary-point solve raise a ValueError naming it and the limit, and ``predict`` lists
+    it among the failures instead of forming d × d [theory: CURV-5]."""
+    monkeypatch.setattr(_problem, "MAX_DENSE_PARAMS", 0)  # every d counts as "at size"
+    problem, theta_t = _teacher_problem()
+    reg = TraceLogRegularizer(0.1)
+    match = r"R_trace_log .* refused at d = 55 > MAX_DENSE_PARAMS = 0"
+    with pytest.raises(ValueError, match=match):
+        reg.check_domain(problem, theta_t)
+    with pytest.raises(ValueError, match=match):
+        reg.value(problem, theta_t)
+    with pytest.raises(ValueError, match=match):
+        reg.matrix_free_value(problem, theta_t)
+    for observable in (reg.observable(), reg.domain_observable()):
+        with pytest.raises(ValueError, match=match):
+            observable(problem, theta_t)
+    with pytest.raises(ValueError, match=match):
+        stationary_point(problem, reg, 1e-3, theta_t)
+    pred = sd.implicit.predict(problem, sd.LabelNoise(0.1), 0.1, theta_t, regularizers=[reg], method="newton")
+    assert not pred.points and "MAX_DENSE_PARAMS" in pred.failures["R_trace_log"]
