@@ -406,6 +406,10 @@ def _saved_prediction(saved: dict | None, problem, noise, lr: float) -> Predicti
                 converged=bool(d["converged"]),
                 n_steps=int(d["n_steps"]),
                 message=str(d.get("message", "")),
+                matrix_free=bool(d.get("matrix_free", False)),
+                eigenvalue_errors=None
+                if d.get("eigenvalue_errors") is None
+                else np.asarray(d["eigenvalue_errors"], np.float64),
             )
             if point.theta.shape != (problem.n_params,):
                 return None

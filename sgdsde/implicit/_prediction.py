@@ -16,6 +16,7 @@ from .._regularizers import (
     TraceLogRegularizer,
     effective_lambda,
 )
+from .._regularizers.base import matrix_free
 from .._schedules import learning_rates
 from .._validation import check_positive
 from ._common import check_theta, float64_problem, fmt, render_table
@@ -224,7 +225,10 @@ def regularizer_observables(lr: float, extra: dict | None = None, problem: Probl
             schedule, record with the η of the phase you check (``predict_phases`` gives each phase's ``lr``);
             the tr-log observable is R at that η in every phase.
         extra: more observables, name → (problem, θ) ↦ value.
-        problem: the problem, to add "beta" when its model is a diagonal network (REG-15).
+        problem: the problem, to add "beta" when its model is a diagonal network (REG-15). Above
+            ``MAX_DENSE_PARAMS`` parameters both R observables are left out (CURV-5): tr-log has no exact
+            matrix-free form, and ¼tr∇²L costs d Hessian-vector products per record and path; the verdict
+            reads θ (give an R through ``extra`` to record it anyway).
     """
     if isinstance(lr, bool) or not isinstance(lr, (int, float, np.integer, np.floating)):
         raise ValueError(
@@ -242,9 +246,10 @@ def regularizer_observables(lr: float, extra: dict | None = None, problem: Probl
         weights = function_weights(problem)
         if weights is not None:
             obs[BETA_KEY] = lambda problem, theta: problem.model.weights(theta)
-    trace_log = TraceLogRegularizer(eta)
-    for reg in (HessianTraceRegularizer(), trace_log):
-        obs[reg.name] = reg.observable()
-    obs[DOMAIN_KEY] = trace_log.domain_observable()
+    if problem is None or not matrix_free(problem):
+        trace_log = TraceLogRegularizer(eta)
+        for reg in (HessianTraceRegularizer(), trace_log):
+            obs[reg.name] = reg.observable()
+        obs[DOMAIN_KEY] = trace_log.domain_observable()
     obs.update(extra or {})
     return obs
