@@ -413,6 +413,10 @@ def _segment_length(stepper, carry, run_key, calls: int) -> int | None:
     return seg if seg >= 2 else None
 
 
+# Steps × paths × parameters of a chunk from which divergence is checked per block (SGD-5): about 0.05 s of
+# per-step reductions on a CPU core, the order of the block's second compile if a path diverges.
+DEFER_MIN_WORK = 10**8
+
 EVENT_STREAM = 0x5E7E7  # the events' keys: fold_in(chunk key, EVENT_STREAM), apart from the stepper's
 
 
@@ -1097,8 +1101,13 @@ def _run_chunk(setup: _Setup, c: int, share: bool, resumed, start_record: int, o
         ops = _Grid([(s, p.events) for s, p in zip(steppers, plans, strict=True)], setup.eta_batched, share)
     events, obs, etas, dtype, spc = setup.events, setup.obs, setup.etas, setup.dtype, p0.steps_per_call
     # divergence checked once per block (the block run again if a path diverged in it): same marks, no per-step
-    # reduction over (N, d), which cost 15-25% of a few-paths SGD step (scripts/bench_sgd.py, case (c))
-    deferred = not events and all(type(s).absorbs_divergence for s in steppers)
+    # reduction over (N, d), which cost 15-25% of a few-paths SGD step (scripts/bench_sgd.py, case (c)); only
+    # for runs long enough that the reduction outweighs the second compile a diverging run then needs
+    deferred = (
+        not events
+        and all(type(s).absorbs_divergence for s in steppers)
+        and setup.n_steps * n * p0.n_params >= DEFER_MIN_WORK
+    )
     carry = ops.init(init_key, th)
     bad = jnp.full((n,), -1, jnp.int32)
     keep = max(0, min(setup.n_saved - lo, n))

@@ -271,7 +271,7 @@ class Adam(AbstractOptimizer):
     def init(self, theta):
         """optax's state; a warm start's holds m₀ = ``m0``, v₀ = ``v0`` (ValueError naming them unless they
         have θ's shape) and optax's step count at its saturation (2³¹ − 1, where ``safe_increment`` stops):
-        $1-\beta^{k}$ is then exactly 1 in floating point, so optax's own update runs without bias correction."""
+        $1-\\beta^{k}$ is then exactly 1 in floating point, so optax's own update runs without bias correction."""
         state = super().init(theta)
         if not self.warm:
             return state

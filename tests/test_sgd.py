@@ -533,12 +533,14 @@ def test_draws_made_ahead_give_the_step_by_step_numbers_bit_for_bit(lr):
 def _divergent_runs(method, absorbs, monkeypatch, *, grid=None):
     """Runs of a diverging setting (±2 label noise, lr rising to 0.5: paths diverge at different steps, inside
     blocks of records) with the per-block divergence check (``absorbs``) or the per-step one."""
+    from sgdsde import _ensemble
     from sgdsde._sde.fixed import SDEStepper
     from sgdsde._sde.svag import SVAGOptimizerStepper, SVAGStepper
     from sgdsde._sgd import SGDStepper
 
     for cls in (SGDStepper, SDEStepper, SVAGStepper, SVAGOptimizerStepper):
         monkeypatch.setattr(cls, "absorbs_divergence", absorbs)
+    monkeypatch.setattr(_ensemble, "DEFER_MIN_WORK", 0)  # per block at any size (the default: long runs only)
     data = sd.sparse_regression(jax.random.key(0), 20, 10, 3)
     model = sd.DiagonalLinearNetwork(10, 1.0)
     problem = sd.Problem(model, data.X, data.y, dtype=jnp.float32)
