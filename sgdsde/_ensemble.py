@@ -413,8 +413,9 @@ def _segment_length(stepper, carry, run_key, calls: int) -> int | None:
     return seg if seg >= 2 else None
 
 
-# Steps × paths × parameters of a chunk from which divergence is checked per block (SGD-5): about 0.05 s of
-# per-step reductions on a CPU core, the order of the block's second compile if a path diverges.
+# Steps × paths × parameters of a chunk from which divergence is checked per block (SGD-5). Below it the per-step
+# reductions cost under about 0.05 s on a CPU core: deferring saves little there, and a diverging run (common in
+# short checks) would pay the block's second compile (about a second).
 DEFER_MIN_WORK = 10**8
 
 EVENT_STREAM = 0x5E7E7  # the events' keys: fold_in(chunk key, EVENT_STREAM), apart from the stepper's
