@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._example_sums import loss_gradient_sq_norm_mean, output_gradient_sq_norm_sum
+
 
 class AbstractDerivatives(abc.ABC):
     """Per-example derivatives of $L = \\frac1n\\sum_i \\ell(f(\\theta; x_i), y_i)$ for one problem.
@@ -117,9 +119,15 @@ class Autodiff(AbstractDerivatives):
         return J * dl[None, :]
 
     def mean_jp_loss(self, problem, theta):
-        """$\\frac12\\nabla\\frac1n\\sum_i\\|\\nabla\\ell_i\\|^2$."""
+        """$\\frac12\\nabla\\frac1n\\sum_i\\|\\nabla\\ell_i\\|^2$ (at size, by chunks of examples; NOISE-7)."""
+        if problem.at_size:
+            return 0.5 * jax.grad(lambda t: loss_gradient_sq_norm_mean(problem, t))(theta)
         return jax.grad(lambda t: 0.5 * jnp.mean(jnp.sum(problem.loss_gradients(t) ** 2, axis=0)))(theta)
 
     def mean_jp_output(self, problem, theta):
-        """$\\frac12\\nabla\\frac1n\\sum_i\\|\\nabla f_i\\|^2$ (summed over outputs for K > 1)."""
+        """$\\frac12\\nabla\\frac1n\\sum_i\\|\\nabla f_i\\|^2$ (summed over outputs for K > 1; at size, by chunks
+        of examples; NOISE-7)."""
+        if problem.at_size:
+            n = problem.n_data
+            return 0.5 * jax.grad(lambda t: output_gradient_sq_norm_sum(problem, t) / n)(theta)
         return jax.grad(lambda t: 0.5 * jnp.sum(problem.output_gradients(t) ** 2) / problem.n_data)(theta)

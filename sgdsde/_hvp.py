@@ -65,8 +65,8 @@ def power_iteration_lambda_max(
 CHUNK = 32
 
 
-def chunked_sum(term: Callable[[Array], Array], count: int, chunk: int = CHUNK) -> Float[Array, ""]:
-    """$\\sum_{i < \\mathrm{count}} \\mathrm{term}(i)$ for a scalar ``term`` of an integer index, ``chunk`` terms at a time
+def chunked_sum(term: Callable[[Array], Array], count: int, chunk: int = CHUNK) -> Array:
+    """$\\sum_{i < \\mathrm{count}} \\mathrm{term}(i)$ for a ``term`` (scalar or array) of an integer index, ``chunk`` terms at a time
     (vmapped) in a ``lax.map`` over ⌈count/chunk⌉ chunks; each chunk is rematerialized under reverse mode, so
     neither the value nor its derivatives hold more than one chunk's intermediates (CURV-5)."""
     chunk = max(1, min(chunk, count))
@@ -77,9 +77,10 @@ def chunked_sum(term: Callable[[Array], Array], count: int, chunk: int = CHUNK) 
     def one(rows):
         valid = rows < count
         vals = jax.vmap(term)(jnp.where(valid, rows, count - 1))
-        return jnp.sum(jnp.where(valid, vals, jnp.zeros_like(vals)))
+        keep = valid.reshape(valid.shape + (1,) * (vals.ndim - 1))
+        return jnp.sum(jnp.where(keep, vals, jnp.zeros_like(vals)), axis=0)
 
-    return jnp.sum(jax.lax.map(one, idx))
+    return jnp.sum(jax.lax.map(one, idx), axis=0)
 
 
 def hessian_trace(

@@ -77,6 +77,12 @@ class Problem(eqx.Module):
     def n_params(self) -> int:
         return self.model.n_params
 
+    @property
+    def at_size(self) -> bool:
+        """Whether d > ``MAX_DENSE_PARAMS``: no d × d matrix (and, for Autodiff, no d × n matrix) is formed for
+        the quantities that have a matrix-free form (read at call time; CURV-5, NOISE-7)."""
+        return self.n_params > MAX_DENSE_PARAMS
+
     def astype(self, dtype) -> Problem:
         """The problem with X (and real y) in ``dtype``; itself when already there (no checks run again: a
         FunctionModel's finite-output check is a forward pass over X)."""

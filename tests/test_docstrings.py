@@ -20,7 +20,7 @@ KNOWN_COMMANDS = set(
     """Delta Gamma Phi Sigma Upsilon alpha approx arg bar beta big Big bigg cdot cdots cos dot dots ell eta exp
     frac gamma ge in int lambda langle le log mapsto mathbb mathcal mathrm max min mu nabla ne notin nu odot
     operatorname otimes partial pi pm rangle rm sigma sim sinh sqrt sum tau text tfrac theta tilde varepsilon
-    varphi xi left right quad qquad top infty lim to leq geq neq hat""".split()
+    varphi xi left right quad qquad top infty lim to leq geq neq hat circ mathbf""".split()
 )
 
 

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float, PyTree
 
+from .. import _problem
 from .._problem import Problem
 
 
@@ -95,6 +96,13 @@ class AbstractSDENoise(eqx.Module):
         A = self.covariance_factor(problem, theta)
         return A @ A.T
 
+    def covariance_diagonal(self, problem: Problem, theta: Float[Array, " d"]) -> Float[Array, " d"]:
+        """$\\operatorname{diag}\\Sigma(\\theta) = \\sum_j A_{\\cdot j}^{\\circ 2}$, the row sums of $A\\circ A$ (the
+        adaptive SDEs' second-moment drift). Per-example noises override it at size: by chunks of examples, no
+        d × n matrix (NOISE-7)."""
+        A = self.covariance_factor(problem, theta)
+        return jnp.sum(A * A, axis=1)
+
     def mean_gradient(self, problem: Problem, theta: Float[Array, " d"]) -> Float[Array, " d"]:
         """$E\\,\\tilde g(\\theta)$: $\\nabla L$ for an unbiased noise."""
         return problem.grad(theta)
@@ -125,6 +133,12 @@ class AbstractSDENoise(eqx.Module):
         drift to add so that a Stratonovich solver solves the Itô SME. Default: forward-mode autodiff."""
         if self.noise_type(problem) == NoiseType.ADDITIVE:
             return jnp.zeros_like(theta)
+        if problem.at_size:  # d × m × d entries: refused rather than run out of memory (NOISE-7)
+            raise ValueError(
+                f"solver: the Itô→Stratonovich correction of {type(self).__name__} is a d × m × d Jacobian, "
+                f"refused at d = {problem.n_params} > MAX_DENSE_PARAMS = {_problem.MAX_DENSE_PARAMS}: use an Itô "
+                "solver (Euler, the default)"
+            )
         factor = lambda t: self.covariance_factor(problem, t)
         dA = jax.jacfwd(factor)(theta)  # dA[i, j, k] = ∂A_ij/∂θ_k
         return -0.5 * jnp.einsum("ijk,kj->i", dA, factor(theta))

@@ -9,6 +9,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._example_sums import by_chunks, example_gradient_sq_sum
 from .._losses import require_additive_label_noise
 from .._validation import check_positive
 from .base import AbstractGradientNoise, AbstractSDENoise, NoiseType
@@ -76,6 +77,14 @@ class FullGradientLabelNoise(AbstractGradientNoise, AbstractSDENoise):
     def factor_mv(self, problem, theta, w):
         n = problem.n_data
         return (self.sigma.astype(w.dtype) / math.sqrt(n * self.batch_size)) * problem.output_vjp(theta, w)
+
+    def covariance_diagonal(self, problem, theta):
+        """$\\frac{\\sigma^2}{nB}\\sum_i(\\nabla f_i)^{\\circ 2}$; at size by chunks of examples (NOISE-7)."""
+        if not by_chunks(problem):
+            return super().covariance_diagonal(problem, theta)
+        ones = jnp.ones(problem.n_data, theta.dtype)
+        scale = self.sigma.astype(theta.dtype) ** 2 / (problem.n_data * self.batch_size)
+        return scale * example_gradient_sq_sum(problem, theta, ones, 0.0)
 
     def noise_dim(self, problem):
         return problem.n_data

@@ -111,6 +111,10 @@ class SphericalGaussianNoise(AbstractGradientNoise, AbstractSDENoise):
         """$A w = \\sigma w$, without the d × d identity."""
         return self.sigma.astype(w.dtype) * w
 
+    def covariance_diagonal(self, problem, theta):
+        """$\\sigma^2\\mathbf 1$, without the d × d identity."""
+        return jnp.full_like(theta, self.sigma.astype(theta.dtype) ** 2)
+
     def noise_dim(self, problem):
         return problem.n_params
 

@@ -9,6 +9,7 @@ import jax
 import jax.core
 import jax.numpy as jnp
 
+from .._example_sums import by_chunks, example_gradient_sq_sum
 from .._losses import require_additive_label_noise
 from .._validation import check_positive
 from .base import AbstractGradientNoise, AbstractSDENoise, NoiseType
@@ -56,6 +57,19 @@ class CentredLabelProduct(AbstractSDENoise):
 
     def noise_dim(self, problem):
         return problem.n_data * (int(self.sampling_columns) + int(self.label_columns))
+
+    def covariance_diagonal(self, problem, theta):
+        """$s_b^2\\sum_i(\\nabla\\ell_i - \\nabla L)^{\\circ 2} + s_\\sigma^2\\sum_i(\\nabla f_i)^{\\circ 2}$ by chunks of
+        examples: no d × n matrix (NOISE-7)."""
+        s_batch, s_label = self.scales[0].astype(theta.dtype), self.scales[1].astype(theta.dtype)
+        out = jnp.zeros_like(theta)
+        if self.sampling_columns:
+            dl = problem.residuals(theta)
+            out = out + s_batch**2 * example_gradient_sq_sum(problem, theta, dl, problem.grad(theta))
+        if self.label_columns:
+            ones = jnp.ones(problem.n_data, theta.dtype)
+            out = out + s_label**2 * example_gradient_sq_sum(problem, theta, ones, 0.0)
+        return out
 
     def factor_mv(self, problem, theta, w):
         n = problem.n_data
@@ -128,6 +142,11 @@ class MinibatchNoise(AbstractGradientNoise, AbstractSDENoise):
         if not problem.derivatives.matrix_free:
             return self.covariance_factor(problem, theta) @ w
         return self.euler_form(problem).factor_mv(problem, theta, w)
+
+    def covariance_diagonal(self, problem, theta):
+        if not by_chunks(problem):
+            return super().covariance_diagonal(problem, theta)
+        return self.euler_form(problem).covariance_diagonal(problem, theta)
 
     def noise_dim(self, problem):
         return problem.n_data
@@ -217,6 +236,11 @@ class LabelNoise(AbstractGradientNoise, AbstractSDENoise):
         if not problem.derivatives.matrix_free:
             return self.covariance_factor(problem, theta) @ w
         return self.euler_form(problem).factor_mv(problem, theta, w)
+
+    def covariance_diagonal(self, problem, theta):
+        if not by_chunks(problem):
+            return super().covariance_diagonal(problem, theta)
+        return self.euler_form(problem).covariance_diagonal(problem, theta)
 
     def noise_dim(self, problem):
         return problem.n_data * (1 if self._full(problem) else 2)

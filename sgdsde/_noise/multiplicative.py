@@ -8,6 +8,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._example_sums import by_chunks, example_gradient_sq_sum
 from .._validation import check_int_range
 from .base import AbstractGradientNoise, AbstractSDENoise
 from .minibatch import centred_correction
@@ -71,6 +72,14 @@ class MultiplicativeNoise(AbstractGradientNoise, AbstractSDENoise):
             return self.covariance_factor(problem, theta) @ w
         s = math.sqrt(self._scale2(problem))
         return s * loss_gradient_combination(problem, theta, w, self.weights == "gaussian_centred")
+
+    def covariance_diagonal(self, problem, theta):
+        """$s^2\\sum_i(\\nabla\\ell_i - k\\nabla L)^{\\circ 2}$; at size by chunks of examples (NOISE-7)."""
+        if not by_chunks(problem):
+            return super().covariance_diagonal(problem, theta)
+        centre = problem.grad(theta) if self.weights == "gaussian_centred" else 0.0
+        dl = problem.residuals(theta)
+        return self._scale2(problem) * example_gradient_sq_sum(problem, theta, dl, centre)
 
     def noise_dim(self, problem):
         return problem.n_data

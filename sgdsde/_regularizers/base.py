@@ -9,14 +9,13 @@ import jax
 import numpy as np
 from jaxtyping import Array, Float
 
-from .. import _problem
 from .._problem import Problem
 
 
 def matrix_free(problem: Problem) -> bool:
     """Whether ``problem`` is above ``MAX_DENSE_PARAMS`` parameters, where no d × d matrix is formed (the switch
     of ``Problem.sharpness`` and the stability check, read at call time; CURV-5)."""
-    return problem.n_params > _problem.MAX_DENSE_PARAMS
+    return problem.at_size
 
 
 class AbstractRegularizer(eqx.Module):

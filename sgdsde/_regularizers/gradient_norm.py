@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 
-from .._hvp import chunked_sum
+from .._example_sums import output_gradient_sq_norm_sum
 from .base import AbstractRegularizer, matrix_free
 
 
@@ -29,10 +28,4 @@ class OutputGradientNormRegularizer(AbstractRegularizer):
 
     def matrix_free_value(self, problem, theta):
         """$\\sum_i \\|\\nabla f_i\\|^2$ from per-example gradients, a chunk of examples at a time (CURV-5)."""
-        X = problem.X.astype(theta.dtype)
-
-        def one(i):
-            g = jax.jacrev(problem.model.output)(theta, X[i])  # (d,) or (K, d)
-            return jnp.sum(g * g)
-
-        return chunked_sum(one, problem.n_data)
+        return output_gradient_sq_norm_sum(problem, theta)

@@ -81,9 +81,9 @@ class _AdaptiveSDE(AbstractAugmentedSDE):
         return self.noise.mean_gradient(self.problem_, theta)
 
     def _diag_sigma(self, theta):
-        """diag Σ(θ) = row sums of A∘A, Σ = AAᵀ one step's gradient-noise covariance."""
-        A = self.noise.covariance_factor(self.problem_, theta)
-        return jnp.sum(A * A, axis=1)
+        """diag Σ(θ), Σ = AAᵀ one step's gradient-noise covariance (the noise's own form: at size, by chunks of
+        examples; NOISE-7)."""
+        return self.noise.covariance_diagonal(self.problem_, theta)
 
     def astype(self, dtype):
         if self.problem_.X.dtype == dtype and self.problem_.y.dtype == dtype:
