@@ -294,10 +294,157 @@ def warmup(n_paths: int, etas):
     return out
 
 
+# -- 4. SVAG(l) -> the SDE, with a control variate (--part svag) ---------------------------------------------
+
+
+def sde_mean_exact(which: str, eta: float, start: str) -> float:
+    """E θ at their time s = 1 of the RMSprop/Adam SDE (continuous time, not its Euler scheme) on
+    ``order_problem(eta)``: with v deterministic (u = v/σ² solves u' = c₂(1 − u)) the mean of (θ, m) solves a
+    linear ODE in their time: Adam θ' = −m̂/(σ₀√(u/γ₂) + ε₀), m̂' = (c₁/γ₁)(θ − m̂) (cold: u = γ₂, and m̂ = m/γ₁
+    started at s = δ = 1e-9 with the first-order start m̂ = 1 − δ/(2P), θ = 1 − δ/P, since 1/γ₁ is singular at
+    0; warm: γ = 1, m̂ = m, u = 1 + η²e^{−c₂s}); RMSprop θ' = −θ/(σ₀√u + ε₀), u = u₀e^{−cs} + 1 − e^{−cs}
+    (scipy Radau, rtol 1e-12)."""
+    from scipy.integrate import solve_ivp
+
+    s0, e0, c1, c2 = 1.0, 0.5, 10.0, 1.0
+    warm = start == "warm"
+    u0 = 1 + eta**2 if warm else 0.0
+    tol = dict(method="Radau", rtol=1e-12, atol=1e-14)
+    if which == "rmsprop":
+
+        def rhs(s, y):
+            u = u0 * np.exp(-s) + 1 - np.exp(-s)  # c = 1
+            return [-y[0] / (s0 * np.sqrt(u) + e0)]
+
+        return float(solve_ivp(rhs, (0.0, 1.0), [1.0], **tol).y[0, -1])
+    if warm:
+
+        def rhs(s, y):
+            u = 1 + eta**2 * np.exp(-c2 * s)
+            return [-y[1] / (s0 * np.sqrt(u) + e0), c1 * (y[0] - y[1])]
+
+        return float(solve_ivp(rhs, (0.0, 1.0), [1.0, 1.0], **tol).y[0, -1])
+    P, delta = s0 + e0, 1e-9
+
+    def rhs(s, y):
+        return [-y[1] / P, c1 / -np.expm1(-c1 * s) * (y[0] - y[1])]
+
+    y0 = [1 - delta / P, 1 - delta / (2 * P)]
+    return float(solve_ivp(rhs, (delta, 1.0), y0, **tol).y[0, -1])
+
+
+def cv_svag_error(which: str, start: str, eta: float, l: int, n_paths: int, key: int = 0):  # noqa: E741
+    """E θ_T(SVAG(l) with RMSprop/Adam) − E θ_T(its SDE) at their time s = 1 on ``order_problem(eta)`` (c₁ = 10,
+    c₂ = 1 or c = 1, ε₀ = 0.5, σ₀ = 1): SVAG's l·η⁻² steps of the mapped optimizer (``svag_optimizer``: the
+    library's map and update, step η/√l) on the gradient θ − (a y_i + c y_j), two independent draws of ASDE-5's
+    skewed residuals y = σz, a, c = (1 ± √(2l−1))/2; the SDE's mean exactly (``sde_mean_exact``). Control
+    variate: each path also runs the same recursion on the same draws with v̂ replaced by its deterministic
+    value (lσ² bias-corrected, or the warm l·v₀ relaxing to lσ²): linear, its mean exact (the recursion without
+    noise); the Monte Carlo estimates E[θ − θ_lin] only. Returns (error, standard error, E θ_lin − SDE)."""
+    from sgdsde._sde.svag import svag_coefficients, svag_optimizer
+
+    sigma, K = 1 / eta, l * round(1 / eta**2)
+    opt, r = svag_optimizer(optimizer_at(which, eta, start), l)
+    assert opt is not None
+    a, c = svag_coefficients(l)
+    step = eta / l * r  # the engine's clock advance η/l times the step factor √l
+    warm = start == "warm"
+    kk = np.arange(1, K + 1)
+    if which == "adam":
+        b1, b2, eps = float(opt.b1), float(opt.b2), float(opt.eps)
+        m0 = 1.0 if warm else 0.0
+    else:
+        b1, b2, eps, m0 = 0.0, float(opt.beta), float(opt.eps), 0.0
+    v0 = float(opt.v0[0]) if warm else 0.0  # l·(σ² + θ₀²)
+    v_det = v0 * b2**kk + l * sigma**2 * (1 - b2**kk)
+    corrected = which == "adam" and not warm
+    g1 = 1 - b1**kk if corrected else np.ones(K)
+    den = np.sqrt(v_det / (1 - b2**kk) if corrected else v_det) + eps
+    xs = (jnp.asarray(g1), jnp.asarray(den))
+    ys = jnp.asarray(Z * sigma)
+    sde = sde_mean_exact(which, eta, start)
+
+    @jax.jit
+    def run(key):
+        th = jnp.ones((n_paths, 1))
+        with jax.numpy_dtype_promotion("standard"):
+            state = jax.vmap(opt.init)(th)
+
+        def one(cr, x):
+            th, s, tl, ml, mt, mm = cr
+            k, g1, d = x
+            i = jax.random.randint(k, (2, n_paths), 0, Z.size)
+            xi = -(a * ys[i[0]] + c * ys[i[1]])[:, None]  # the gradient noise: mean 0, variance lσ²
+            with jax.numpy_dtype_promotion("standard"):
+                u, s = jax.vmap(opt.update)(th + xi, s, th)
+            ml = b1 * ml + (1 - b1) * (tl + xi)  # RMSprop: b1 = 0, m = g
+            mm = b1 * mm + (1 - b1) * mt  # the companion's exact mean
+            return (th + step * u, s, tl - step * (ml / g1) / d, ml, mt - step * (mm / g1) / d, mm), None
+
+        init = (th, state, th, jnp.full((n_paths, 1), m0), 1.0, m0)
+        cr = jax.lax.scan(one, init, (jax.random.split(key, K), *xs))[0]
+        diff = (cr[0] - cr[2])[:, 0]
+        return jnp.mean(diff), jnp.std(diff) / np.sqrt(n_paths), cr[4]
+
+    d, se, lin = run(jax.random.key(key))
+    return float(d) + float(lin) - sde, float(se), float(lin) - sde
+
+
+def svag_part(n_paths: int, eta: float, ls):
+    """The SVAG(l) → SDE errors and their order in 1/l, with independent keys per (l, start)."""
+    out = {}
+    print(f"SVAG(l) against the SDE (control variate, {n_paths} paths, eta={eta:g}, their time s = 1)")
+    # the hand-written SVAG loop against the engine's SVAG stepper (plain Monte Carlo, independent draws)
+    lv, n_engine = 4, 4 * n_paths
+    for which, start in (("adam", "cold"), ("rmsprop", "warm")):
+        e, se, _ = cv_svag_error(which, start, eta, lv, n_paths, key=99)
+        n = round(1 / eta**2)
+        with jax.numpy_dtype_promotion("standard"):
+            r = sd.simulate(
+                sd.SVAG(sd.MinibatchNoise(batch_size=1), lv, optimizer_at(which, eta, start)),
+                order_problem(eta),
+                np.ones(1),
+                lr=eta,
+                n_steps=n,
+                key=5,
+                ensemble=sd.Ensemble(n_engine),
+                record=sd.Record(every=n, observables=["theta"]),
+            )
+        m, s_e = (float(x[0]) for x in r.final("theta"))
+        mine = e + sde_mean_exact(which, eta, start)
+        print(
+            f"engine check {which} ({start}) l={lv}: engine SVAG E theta_T = {m:.5f} ± {s_e:.5f} ({n_engine} paths), "
+            f"control variate {mine:.5f} ± {se:.5f}: z = {(m - mine) / np.hypot(s_e, se):+.2f}"
+        )
+    for which in ("adam", "rmsprop"):
+        for start in ("warm", "cold"):
+            errs, ses = [], []
+            for j, lv in enumerate(ls):
+                t0 = time.perf_counter()
+                e, se, lin = cv_svag_error(which, start, eta, lv, n_paths, key=1000 * j + 7)
+                errs.append(abs(e))
+                ses.append(se)
+                print(
+                    f"{which} ({start}) l={lv}: E theta_T SVAG - SDE = {e:+.6f} ± {se:.6f} (linear part "
+                    f"{lin:+.6f}; l*error {lv * e:+.4f}; error / ((3l-1)/(2l^2)) {e * 2 * lv**2 / (3 * lv - 1):+.5f};"
+                    f" {time.perf_counter() - t0:.0f} s)",
+                    flush=True,
+                )
+            inv = 1 / np.asarray(ls, float)
+            local = np.log(np.array(errs[:-1]) / np.array(errs[1:])) / np.log(inv[:-1] / inv[1:])
+            fit = fit_order(inv, errs, ses)
+            print(f"{which} ({start}): order in 1/l over l={list(ls)}: {fit}; local slopes {np.round(local, 2).tolist()}")
+            for lo in (2, 3):
+                if len(ls) - lo >= 3:
+                    print(f"{which} ({start}) over l >= {ls[lo]}: {fit_order(inv[lo:], errs[lo:], ses[lo:])}")
+            out[f"{which}_{start}"] = fit.order
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small ensembles, large steps")
-    parser.add_argument("--part", choices=["rule", "order", "skew", "warmup", "all"], default="all")
+    parser.add_argument("--part", choices=["rule", "order", "skew", "warmup", "svag", "all"], default="all")
     args = parser.parse_args()
     sq_max = lin_min = float("nan")
     orders = {"rmsprop": float("nan"), "adam": float("nan"), "adam_warm": float("nan")}
@@ -322,6 +469,11 @@ def main():
             [0.1, 0.05, 0.025] if args.quick else [0.2, 0.1, 0.05, 0.025, 0.0125, 0.00625],
         )
         orders["adam_warm"] = fits["adam_warm"]
+    if args.part in ("svag", "all"):
+        if args.quick:
+            svag_part(2000, 0.2, [1, 2, 4, 8])
+        else:
+            svag_part(20_000, 0.1, [1, 2, 4, 8, 16, 32, 64])
     if args.part in ("skew", "all"):
         # the cold start's extra error is odd in the noise's third moment: flip z → −z
         etas = [0.2, 0.1] if args.quick else [0.1, 0.05, 0.025]
