@@ -14,7 +14,14 @@
    control-variate discrete mean (precise enough to fit the order down to η = 0.00625), and the per-step
    bias of sd.Adam's update at ∇L = 0 against the formula κ₃S_kσ²/(2(σ+ε)²).
 
-Run from the repository root: ``python scripts/adaptive_sdes.py [--quick] [--part rule|order|all]``.
+4. The warm start's two O(η) terms (``--part warmterm``, ASDE-9): the same-sample overlap and θ's response,
+   their continuum coefficients C₁ + C₂ and the finite-η first-order prediction of E[θ − θ_lin], against the
+   control variate's measurement.
+5. SVAG(l) → the SDE (``--part svag``, ASDE-10): RMSprop and Adam, warm and cold, l = 1 … 64 at η = 0.1, the
+   SDE's mean exact in continuous time and SVAG's by the control variate; the order in 1/l by ``fit_order``.
+
+Run from the repository root:
+``python scripts/adaptive_sdes.py [--quick] [--part rule|order|skew|warmup|warmterm|svag|all]``.
 The last line reads ``adaptive_sdes: sqrt_rule_max_z=… linear_rule_min_z=… rmsprop_order=… adam_order=…``.
 """
 

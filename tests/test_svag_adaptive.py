@@ -284,7 +284,7 @@ def test_warm_adam_svag_error_follows_the_noise_third_cumulant():
     The error is O(1/l) with the factor of SVAG's third cumulant (a³ + c³ = (3l − 1)/2 at variance l):
     error(l) ≈ error(1)·(3l − 1)/(2l²) (measured, 20,000 paths, l = 1 … 64: error·2l²/(3l − 1) = −0.0247,
     −0.0250, −0.0250, −0.0248, −0.0253, −0.0256, −0.0252; ASDE-7). Asserted at l = 4, 16 (4000 paths,
-    standard errors ≈ 3% of the error at l = 16): within 8% of that law, and at l = 16 > 30% away from the
+    standard errors ≈ 3% of the error at l = 16): within 15% of that law, and at l = 16 > 30% away from the
     plain error(1)/l (the law's 0.092 against 0.0625). [theory: ASDE-10]"""
     import jax
     import jax.numpy as jnp
@@ -338,5 +338,8 @@ def test_warm_adam_svag_error_follows_the_noise_third_cumulant():
     law = np.array([(3 * lv - 1) / (2 * lv**2) for lv in ls])
     print("errors", err, "stderr", se, "error / law", err / law)
     assert np.all(err < 0) and np.all(se < 0.04 * np.abs(err))  # κ₃ < 0 for the gradient noise −σz
-    np.testing.assert_allclose(err[1:] / law[1:], err[0], rtol=0.08)  # the third cumulant's law
+    # the third cumulant's law: its ratio drifts by ≤ 3.4% over l = 1 … 64 (the O(η²/l) rest), and the
+    # ratio's standard error here is ≤ 3.2%: 15% is 4 standard errors beyond the drift, and the plain 1/l is 47%
+    # off at l = 16
+    np.testing.assert_allclose(err[1:] / law[1:], err[0], rtol=0.15)
     assert abs(err[2] - err[0] / 16) > 0.3 * abs(err[0] / 16)  # not the plain 1/l
