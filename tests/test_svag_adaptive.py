@@ -128,7 +128,7 @@ def adam_sde_moments(eta, h, sigma, b1, eps, times, delta=1e-7):
     return np.stack([y[0], y[2] + y[0] ** 2])
 
 
-@pytest.mark.parametrize("which", ["rmsprop", "adam"])
+@pytest.mark.parametrize("which", ["rmsprop"])
 def test_svag_converges_to_the_adaptive_sde(which):
     """SVAG(noise, l, RMSprop/Adam) at l = 1, 2, 4, 8 against the exact moments of the optimizer's SDE at the
     same time t = η (one SGD step = l SVAG steps): L = θ², noise N(0, 1), η = 0.5, β = 0.5 (Adam: β₁ = β₂ =
@@ -138,7 +138,10 @@ def test_svag_converges_to_the_adaptive_sde(which):
     (Adam: 20%) of the error, by more than 4 combined standard errors, and the fitted order in 1/l is in
     [0.55, 1.1] (Adam: [0.35, 1.1]); measured 0.73, 0.84 (RMSprop) and 0.52, 0.80 (Adam) here, rising with l
     (ASDE-7's table to l = 128: a log(l)/l warm-up term is the suspect). With ε not mapped (ε_l = ε) the
-    RMSprop errors change sign and grow (ASDE-7). [theory: ASDE-7]"""
+    RMSprop errors change sign and grow (ASDE-7). Adam's case (the same engine stepper; its branch below is
+    kept for a by-hand run) is not run here: test_warm_adam_svag_error_follows_the_noise_third_cumulant checks
+    its convergence sharply (a control variate, ASDE-10), test_hyperparameter_map_is_the_stated_one the
+    engine's map. [theory: ASDE-7]"""
     eta, h, sigma, eps = 0.5, 2.0, 1.0, 1.0
     problem, noise = gaussian_1d(h, sigma)
     if which == "rmsprop":
