@@ -602,9 +602,10 @@ def main():
             warm_term(10_000, [0.1, 0.05, 0.025, 0.0125, 0.00625])
     if args.part in ("svag", "all"):
         if args.quick:
-            svag_part(2000, 0.2, [1, 2, 4, 8])
+            svag_orders = svag_part(2000, 0.2, [1, 2, 4, 8])
         else:
-            svag_part(20_000, 0.1, [1, 2, 4, 8, 16, 32, 64])
+            svag_orders = svag_part(20_000, 0.1, [1, 2, 4, 8, 16, 32, 64])
+        orders["svag_adam_warm"] = svag_orders["adam_warm"]
     if args.part in ("skew", "all"):
         # the cold start's extra error is odd in the noise's third moment: flip z → −z
         etas = [0.2, 0.1] if args.quick else [0.1, 0.05, 0.025]
@@ -613,7 +614,7 @@ def main():
     print(
         f"adaptive_sdes: sqrt_rule_max_z={sq_max:.2f} linear_rule_min_z={lin_min:.2f} "
         f"rmsprop_order={orders['rmsprop']:.2f} adam_order={orders['adam']:.2f} "
-        f"adam_warm_order={orders['adam_warm']:.2f}"
+        f"adam_warm_order={orders['adam_warm']:.2f} svag_adam_warm_order={orders.get('svag_adam_warm', float('nan')):.2f}"
     )
 
 
