@@ -14,7 +14,14 @@
    control-variate discrete mean (precise enough to fit the order down to η = 0.00625), and the per-step
    bias of sd.Adam's update at ∇L = 0 against the formula κ₃S_kσ²/(2(σ+ε)²).
 
-Run from the repository root: ``python scripts/adaptive_sdes.py [--quick] [--part rule|order|all]``.
+4. The warm start's two O(η) terms (``--part warmterm``, ASDE-9): the same-sample overlap and θ's response,
+   their continuum coefficients C₁ + C₂ and the finite-η first-order prediction of E[θ − θ_lin], against the
+   control variate's measurement.
+5. SVAG(l) → the SDE (``--part svag``, ASDE-10): RMSprop and Adam, warm and cold, l = 1 … 64 at η = 0.1, the
+   SDE's mean exact in continuous time and SVAG's by the control variate; the order in 1/l by ``fit_order``.
+
+Run from the repository root:
+``python scripts/adaptive_sdes.py [--quick] [--part rule|order|skew|warmup|warmterm|svag|all]``.
 The last line reads ``adaptive_sdes: sqrt_rule_max_z=… linear_rule_min_z=… rmsprop_order=… adam_order=…``.
 """
 
@@ -140,7 +147,7 @@ def weak_errors(
     return fit
 
 
-def cv_weak_error(eta: float, start: str, n_paths: int, key: int = 0):
+def cv_weak_error(eta: float, start: str, n_paths: int, key: int = 0, pieces: bool = False):
     """E θ_T(discrete Adam) − E θ_T(AdamSDE) on ``order_problem``: the SDE's mean exactly (its drift is linear in
     (θ, m) with v, γ deterministic), the discrete mean as E[θ − θ_lin] (Monte Carlo) + E θ_lin (exact), θ_lin
     the same recursion on the same draws with v̂ replaced by its deterministic value."""
@@ -188,10 +195,12 @@ def cv_weak_error(eta: float, start: str, n_paths: int, key: int = 0):
             0
         ]
         d = (c[0] - c[2])[:, 0]
-        return jnp.mean(d) + lin_T - y_T[0], jnp.std(d) / np.sqrt(n_paths)
+        return jnp.mean(d), jnp.std(d) / np.sqrt(n_paths), lin_T - y_T[0]
 
-    e, se = run(jax.random.key(key))
-    return float(e), float(se)
+    d, se, lin = run(jax.random.key(key))
+    if pieces:  # E[θ − θ_lin] (Monte Carlo), its standard error, E θ_lin − E θ_SDE (exact)
+        return float(d), float(se), float(lin)
+    return float(d) + float(lin), float(se)
 
 
 def cv_weak_error_rmsprop(eta: float, start: str, n_paths: int, key: int = 0):
@@ -294,10 +303,274 @@ def warmup(n_paths: int, etas):
     return out
 
 
+# -- 5. the warm start's O(η) terms (--part warmterm) ---------------------------------------------------------
+
+
+def warm_coefficients():
+    """(C₁, C₂): the coefficients of η in discrete Adam's warm-start weak error E θ(1) − E θ_SDE(1) on ASDE-5's
+    problem (their scaling, σ₀ = 1, ε₀ = 0.5, c₁ = 10, c₂ = 1, θ₀ = m₀ = 1, u₀ = 1; ASDE-8). With
+    Cov(m, v) = σ³κ₃η²w_m, w solves w' = (J − c₂)w + c₁c₂e_m (w(0) = 0), J = [[0, −1/P], [c₁, −c₁]] the mean
+    ODE of (θ, m), P = σ₀ + ε₀; the bias −ηf'(V)Cov(m, v) of θ's step is ησ₀²κ₃w_m/(2P²) per unit of s, and
+    δ' = Jδ + e_θ·(that)/η carries it to s = 1. C₁: w_m of the same-sample overlap alone (w_m' = −(c₁+c₂)w_m +
+    c₁c₂, ASDE-8's first term); C₂: the rest (θ's response to a past draw, seen by v through κ₃)."""
+    from scipy.integrate import solve_ivp
+
+    s0, e0, c1, c2 = 1.0, 0.5, 10.0, 1.0
+    P, k3 = s0 + e0, float(np.mean((-Z) ** 3))
+    J = np.array([[0.0, -1 / P], [c1, -c1]])
+    src = s0**2 * k3 / (2 * P**2)
+
+    def rhs(s, y):
+        w, w1, d1, d2 = y[:2], y[2], y[3:5], y[5:7]
+        return np.concatenate(
+            [
+                (J - c2 * np.eye(2)) @ w + [0.0, c1 * c2],
+                [-(c1 + c2) * w1 + c1 * c2],
+                J @ d1 + [src * w1, 0.0],
+                J @ d2 + [src * (w[1] - w1), 0.0],
+            ]
+        )
+
+    y = solve_ivp(rhs, (0.0, 1.0), np.zeros(7), method="Radau", rtol=1e-12, atol=1e-14).y[:, -1]
+    return float(y[3]), float(y[5])
+
+
+def warm_first_order(eta: float) -> dict[str, float]:
+    """E θ_K − E θ_lin,K of discrete warm Adam at finite η to first order in v̂'s fluctuation (ASDE-8): the
+    companion θ_lin divides by √V + ε, V the deterministic v; discrete Adam's step has the extra mean
+    −η[f'(V)(Cov(m, v) + E m·(E v − V)) + ½f''(V)E m·Var v], f(v) = 1/(√v + ε), all moments of the linear
+    companion computed exactly by their recursions (Cov(x, v) for x = (θ, m), Cov x, E v − V, Var v), and the
+    extra means carried to step K by the companion's linear mean recursion. Split as "overlap" (the same-sample
+    σ³κ₃ term: ASDE-8's first term), "response" (the rest of the κ₃ part of Cov(m, v)) and "rest" (the
+    2σ²E θ and Cov(x, θ²) parts of Cov(m, v), E v − V, Var v: O(η²))."""
+    sigma, K = 1 / eta, round(1 / eta**2)
+    b1, b2, eps = 1 - 10 * eta**2, 1 - eta**2, 0.5 / eta
+    k3, k4 = float(np.mean((-Z) ** 3)), float(np.mean(Z**4))
+    v0 = sigma**2 + 1.0
+    mu, S = np.array([1.0, 1.0]), np.zeros((2, 2))
+    W, W1, Wo = np.zeros(2), 0.0, np.zeros(2)  # Cov(x, v): the κ₃ part, its same-sample part, the rest
+    dV, varv, V = 0.0, 0.0, v0
+    d = {"overlap": np.zeros(2), "response": np.zeros(2), "rest": np.zeros(2)}
+    for _ in range(K):
+        V = b2 * V + (1 - b2) * sigma**2
+        D = np.sqrt(V) + eps
+        a = eta / D
+        A = np.array([[1 - a * (1 - b1), -a * b1], [1 - b1, b1]])
+        bv = (1 - b1) * np.array([-a, 1.0])
+        Et, s2 = mu[0], S[0, 0]
+        var_g2 = (
+            2 * s2**2
+            + 4 * Et**2 * s2
+            + 4 * (s2 + Et**2) * sigma**2
+            + sigma**4 * (k4 - 1)
+            + 4 * Et * sigma**3 * k3
+        )
+        varv = b2**2 * varv + (1 - b2) ** 2 * var_g2 + 2 * b2 * (1 - b2) * 2 * Et * (W[0] + Wo[0])
+        W = b2 * A @ W + (1 - b2) * bv * sigma**3 * k3
+        W1 = b2 * b1 * W1 + (1 - b2) * (1 - b1) * sigma**3 * k3
+        Wo = b2 * A @ Wo + (1 - b2) * (A @ (2 * Et * S[:, 0]) + bv * 2 * sigma**2 * Et)
+        dV = b2 * dV + (1 - b2) * (Et**2 + s2)
+        mu, S = A @ mu, A @ S @ A.T + sigma**2 * np.outer(bv, bv)
+        f1 = -1 / (2 * np.sqrt(V) * D**2)
+        f2 = 1 / (4 * V**1.5 * D**2) + 1 / (2 * V * D**3)
+        Em = mu[1]
+        extra = {
+            "overlap": -eta * f1 * W1,
+            "response": -eta * f1 * (W[1] - W1),
+            "rest": -eta * (f1 * (Wo[1] + Em * dV) + 0.5 * f2 * Em * varv),
+        }
+        for k in d:
+            d[k] = A @ d[k] + np.array([extra[k], 0.0])
+    return {k: float(v[0]) for k, v in d.items()}
+
+
+def warm_term(n_paths: int, etas):
+    c1, c2 = warm_coefficients()
+    print(
+        f"warm-start O(eta) coefficients (continuum): C1 (same-sample overlap) = {c1:+.5f}, C2 (theta's "
+        f"response seen by v) = {c2:+.5f}, C1 + C2 = {c1 + c2:+.5f}"
+    )
+    rows = []
+    for eta in etas:
+        t0 = time.perf_counter()
+        dm, se, lin = cv_weak_error(eta, "warm", n_paths, key=11, pieces=True)
+        pred = warm_first_order(eta)
+        tot = sum(pred.values())
+        rows.append((eta, dm + lin, se))
+        print(
+            f"eta={eta:g}: measured E[theta - theta_lin] = {dm:+.6f} ± {se:.6f}, first-order prediction {tot:+.6f} "
+            f"(overlap {pred['overlap']:+.6f}, response {pred['response']:+.6f}, rest {pred['rest']:+.6f}); "
+            f"linear part E theta_lin - SDE {lin:+.6f}; error {dm + lin:+.6f}, error/eta {(dm + lin) / eta:+.4f} "
+            f"(C1 + C2 = {c1 + c2:+.4f}); {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
+    h = np.array([r[0] for r in rows])
+    e = np.array([r[1] for r in rows]) / h
+    w = (h / np.array([r[2] for r in rows])) ** 2
+    X = np.stack([np.ones_like(h), h], axis=1)
+    cov = np.linalg.inv(X.T @ (X * w[:, None]))
+    beta = cov @ (X.T @ (w * e))
+    print(
+        f"error/eta = C + D eta fitted over eta={h.tolist()} (weights 1/se^2): C = {beta[0]:+.4f} ± "
+        f"{np.sqrt(cov[0, 0]):.4f} (Monte Carlo), D = {beta[1]:+.3f}; predicted C = {c1 + c2:+.4f}"
+    )
+
+
+# -- 4. SVAG(l) -> the SDE, with a control variate (--part svag) ---------------------------------------------
+
+
+def sde_mean_exact(which: str, eta: float, start: str) -> float:
+    """E θ at their time s = 1 of the RMSprop/Adam SDE (continuous time, not its Euler scheme) on
+    ``order_problem(eta)``: with v deterministic (u = v/σ² solves u' = c₂(1 − u)) the mean of (θ, m) solves a
+    linear ODE in their time: Adam θ' = −m̂/(σ₀√(u/γ₂) + ε₀), m̂' = (c₁/γ₁)(θ − m̂) (cold: u = γ₂, and m̂ = m/γ₁
+    started at s = δ = 1e-9 with the first-order start m̂ = 1 − δ/(2P), θ = 1 − δ/P, since 1/γ₁ is singular at
+    0; warm: γ = 1, m̂ = m, u = 1 + η²e^{−c₂s}); RMSprop θ' = −θ/(σ₀√u + ε₀), u = u₀e^{−cs} + 1 − e^{−cs}
+    (scipy Radau, rtol 1e-12)."""
+    from scipy.integrate import solve_ivp
+
+    s0, e0, c1, c2 = 1.0, 0.5, 10.0, 1.0
+    warm = start == "warm"
+    u0 = 1 + eta**2 if warm else 0.0
+    tol = dict(method="Radau", rtol=1e-12, atol=1e-14)
+    if which == "rmsprop":
+
+        def rhs(s, y):
+            u = u0 * np.exp(-s) + 1 - np.exp(-s)  # c = 1
+            return [-y[0] / (s0 * np.sqrt(u) + e0)]
+
+        return float(solve_ivp(rhs, (0.0, 1.0), [1.0], **tol).y[0, -1])
+    if warm:
+
+        def rhs(s, y):
+            u = 1 + eta**2 * np.exp(-c2 * s)
+            return [-y[1] / (s0 * np.sqrt(u) + e0), c1 * (y[0] - y[1])]
+
+        return float(solve_ivp(rhs, (0.0, 1.0), [1.0, 1.0], **tol).y[0, -1])
+    P, delta = s0 + e0, 1e-9
+
+    def rhs(s, y):
+        return [-y[1] / P, c1 / -np.expm1(-c1 * s) * (y[0] - y[1])]
+
+    y0 = [1 - delta / P, 1 - delta / (2 * P)]
+    return float(solve_ivp(rhs, (delta, 1.0), y0, **tol).y[0, -1])
+
+
+def cv_svag_error(which: str, start: str, eta: float, l: int, n_paths: int, key: int = 0):  # noqa: E741
+    """E θ_T(SVAG(l) with RMSprop/Adam) − E θ_T(its SDE) at their time s = 1 on ``order_problem(eta)`` (c₁ = 10,
+    c₂ = 1 or c = 1, ε₀ = 0.5, σ₀ = 1): SVAG's l·η⁻² steps of the mapped optimizer (``svag_optimizer``: the
+    library's map and update, step η/√l) on the gradient θ − (a y_i + c y_j), two independent draws of ASDE-5's
+    skewed residuals y = σz, a, c = (1 ± √(2l−1))/2; the SDE's mean exactly (``sde_mean_exact``). Control
+    variate: each path also runs the same recursion on the same draws with v̂ replaced by its deterministic
+    value (lσ² bias-corrected, or the warm l·v₀ relaxing to lσ²): linear, its mean exact (the recursion without
+    noise); the Monte Carlo estimates E[θ − θ_lin] only. Returns (error, standard error, E θ_lin − SDE)."""
+    from sgdsde._sde.svag import svag_coefficients, svag_optimizer
+
+    sigma, K = 1 / eta, l * round(1 / eta**2)
+    opt, r = svag_optimizer(optimizer_at(which, eta, start), l)
+    assert opt is not None
+    a, c = svag_coefficients(l)
+    step = eta / l * r  # the engine's clock advance η/l times the step factor √l
+    warm = start == "warm"
+    kk = np.arange(1, K + 1)
+    if which == "adam":
+        b1, b2, eps = float(opt.b1), float(opt.b2), float(opt.eps)
+        m0 = 1.0 if warm else 0.0
+    else:
+        b1, b2, eps, m0 = 0.0, float(opt.beta), float(opt.eps), 0.0
+    v0 = float(opt.v0[0]) if warm else 0.0  # l·(σ² + θ₀²)
+    v_det = v0 * b2**kk + l * sigma**2 * (1 - b2**kk)
+    corrected = which == "adam" and not warm
+    g1 = 1 - b1**kk if corrected else np.ones(K)
+    den = np.sqrt(v_det / (1 - b2**kk) if corrected else v_det) + eps
+    xs = (jnp.asarray(g1), jnp.asarray(den))
+    ys = jnp.asarray(Z * sigma)
+    sde = sde_mean_exact(which, eta, start)
+
+    @jax.jit
+    def run(key):
+        th = jnp.ones((n_paths, 1))
+        with jax.numpy_dtype_promotion("standard"):
+            state = jax.vmap(opt.init)(th)
+
+        def one(cr, x):
+            th, s, tl, ml, mt, mm = cr
+            k, g1, d = x
+            i = jax.random.randint(k, (2, n_paths), 0, Z.size)
+            xi = -(a * ys[i[0]] + c * ys[i[1]])[:, None]  # the gradient noise: mean 0, variance lσ²
+            with jax.numpy_dtype_promotion("standard"):
+                u, s = jax.vmap(opt.update)(th + xi, s, th)
+            ml = b1 * ml + (1 - b1) * (tl + xi)  # RMSprop: b1 = 0, m = g
+            mm = b1 * mm + (1 - b1) * mt  # the companion's exact mean
+            return (th + step * u, s, tl - step * (ml / g1) / d, ml, mt - step * (mm / g1) / d, mm), None
+
+        init = (th, state, th, jnp.full((n_paths, 1), m0), 1.0, m0)
+        cr = jax.lax.scan(one, init, (jax.random.split(key, K), *xs))[0]
+        diff = (cr[0] - cr[2])[:, 0]
+        return jnp.mean(diff), jnp.std(diff) / np.sqrt(n_paths), cr[4]
+
+    d, se, lin = run(jax.random.key(key))
+    return float(d) + float(lin) - sde, float(se), float(lin) - sde
+
+
+def svag_part(n_paths: int, eta: float, ls):
+    """The SVAG(l) → SDE errors and their order in 1/l, with independent keys per (l, start)."""
+    out = {}
+    print(f"SVAG(l) against the SDE (control variate, {n_paths} paths, eta={eta:g}, their time s = 1)")
+    # the hand-written SVAG loop against the engine's SVAG stepper (plain Monte Carlo, independent draws)
+    lv, n_engine = 4, 4 * n_paths
+    for which, start in (("adam", "cold"), ("rmsprop", "warm")):
+        e, se, _ = cv_svag_error(which, start, eta, lv, n_paths, key=99)
+        n = round(1 / eta**2)
+        with jax.numpy_dtype_promotion("standard"):
+            r = sd.simulate(
+                sd.SVAG(sd.MinibatchNoise(batch_size=1), lv, optimizer_at(which, eta, start)),
+                order_problem(eta),
+                np.ones(1),
+                lr=eta,
+                n_steps=n,
+                key=5,
+                ensemble=sd.Ensemble(n_engine),
+                record=sd.Record(every=n, observables=["theta"]),
+            )
+        m, s_e = (float(x[0]) for x in r.final("theta"))
+        mine = e + sde_mean_exact(which, eta, start)
+        print(
+            f"engine check {which} ({start}) l={lv}: engine SVAG E theta_T = {m:.5f} ± {s_e:.5f} ({n_engine} paths), "
+            f"control variate {mine:.5f} ± {se:.5f}: z = {(m - mine) / np.hypot(s_e, se):+.2f}"
+        )
+    for which in ("adam", "rmsprop"):
+        for start in ("warm", "cold"):
+            errs, ses = [], []
+            for j, lv in enumerate(ls):
+                t0 = time.perf_counter()
+                e, se, lin = cv_svag_error(which, start, eta, lv, n_paths, key=1000 * j + 7)
+                errs.append(abs(e))
+                ses.append(se)
+                print(
+                    f"{which} ({start}) l={lv}: E theta_T SVAG - SDE = {e:+.6f} ± {se:.6f} (linear part "
+                    f"{lin:+.6f}; l*error {lv * e:+.4f}; error / ((3l-1)/(2l^2)) {e * 2 * lv**2 / (3 * lv - 1):+.5f};"
+                    f" {time.perf_counter() - t0:.0f} s)",
+                    flush=True,
+                )
+            inv = 1 / np.asarray(ls, float)
+            local = np.log(np.array(errs[:-1]) / np.array(errs[1:])) / np.log(inv[:-1] / inv[1:])
+            fit = fit_order(inv, errs, ses)
+            print(
+                f"{which} ({start}): order in 1/l over l={list(ls)}: {fit}; local slopes {np.round(local, 2).tolist()}"
+            )
+            for lo in (2, 3):
+                if len(ls) - lo >= 3:
+                    print(f"{which} ({start}) over l >= {ls[lo]}: {fit_order(inv[lo:], errs[lo:], ses[lo:])}")
+            out[f"{which}_{start}"] = fit.order
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small ensembles, large steps")
-    parser.add_argument("--part", choices=["rule", "order", "skew", "warmup", "all"], default="all")
+    parser.add_argument(
+        "--part", choices=["rule", "order", "skew", "warmup", "svag", "warmterm", "all"], default="all"
+    )
     args = parser.parse_args()
     sq_max = lin_min = float("nan")
     orders = {"rmsprop": float("nan"), "adam": float("nan"), "adam_warm": float("nan")}
@@ -322,6 +595,17 @@ def main():
             [0.1, 0.05, 0.025] if args.quick else [0.2, 0.1, 0.05, 0.025, 0.0125, 0.00625],
         )
         orders["adam_warm"] = fits["adam_warm"]
+    if args.part in ("warmterm", "all"):
+        if args.quick:
+            warm_term(2000, [0.1, 0.05, 0.025])
+        else:
+            warm_term(10_000, [0.1, 0.05, 0.025, 0.0125, 0.00625])
+    if args.part in ("svag", "all"):
+        if args.quick:
+            svag_orders = svag_part(2000, 0.2, [1, 2, 4, 8])
+        else:
+            svag_orders = svag_part(20_000, 0.1, [1, 2, 4, 8, 16, 32, 64])
+        orders["svag_adam_warm"] = svag_orders["adam_warm"]
     if args.part in ("skew", "all"):
         # the cold start's extra error is odd in the noise's third moment: flip z → −z
         etas = [0.2, 0.1] if args.quick else [0.1, 0.05, 0.025]
@@ -330,7 +614,7 @@ def main():
     print(
         f"adaptive_sdes: sqrt_rule_max_z={sq_max:.2f} linear_rule_min_z={lin_min:.2f} "
         f"rmsprop_order={orders['rmsprop']:.2f} adam_order={orders['adam']:.2f} "
-        f"adam_warm_order={orders['adam_warm']:.2f}"
+        f"adam_warm_order={orders['adam_warm']:.2f} svag_adam_warm_order={orders.get('svag_adam_warm', float('nan')):.2f}"
     )
 
 

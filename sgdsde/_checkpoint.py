@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import zipfile
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import jax
 import numpy as np
@@ -94,9 +94,11 @@ def load_checkpoint(path: str, fingerprint: dict) -> tuple[dict, dict[str, np.nd
     if saved != wanted:
         diff = sorted(k for k in set(saved) | set(wanted) if saved.get(k) != wanted.get(k))
         first = diff[0]
+        where, a, b = _first_difference(first, saved.get(first), wanted.get(first))
+        at = f"; first at {where}: checkpoint {_short(a)}, this run {_short(b)}" if where != first else ""
         raise ValueError(
             f"resume: the checkpoint {path!r} was made by another run: {', '.join(diff)} differ "
-            f"({first}: checkpoint {_short(saved.get(first))}, this run {_short(wanted.get(first))})"
+            f"({first}: checkpoint {_short(saved.get(first))}, this run {_short(wanted.get(first))}{at})"
         )
     return meta["position"], arrays
 
@@ -139,6 +141,20 @@ def _check_fields(path: str, meta: dict, arrays: dict[str, np.ndarray]) -> None:
         a, b = arrays.get(f"{prefix}/bad_paths"), arrays.get(f"{prefix}/bad_steps")
         if a is None or b is None or a.ndim != 1 or a.shape != b.shape:
             bad(f"{prefix}/bad_paths and bad_steps are not two 1-D arrays of one length")
+
+
+def _first_difference(path: str, a, b) -> tuple[str, Any, Any]:
+    """The path (``configs[0].optimizer``) and the two values of the first entry where ``a`` and ``b`` differ,
+    descending into dicts (sorted keys) and lists of one length; the whole values where they do not nest."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                return _first_difference(f"{path}.{k}", a.get(k), b.get(k))
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            if x != y:
+                return _first_difference(f"{path}[{i}]", x, y)
+    return path, a, b
 
 
 def _short(value) -> str:

@@ -71,7 +71,7 @@ class SweepResult:
                 mean, se = self.final(name)
                 cols[f"{name}_mean"], cols[f"{name}_stderr"] = mean.ravel(), se.ravel()
         cols["diverged"] = [r.diverged for r in self.results]
-        return {k: np.asarray(v) for k, v in cols.items()}
+        return {k: _column(v) for k, v in cols.items()}
 
     def to_xarray(self):
         """An xarray.Dataset with one dimension per grid name plus ``step``: the mean and standard error of
@@ -90,8 +90,26 @@ class SweepResult:
             dims = (*self.axes, "step", *extra)
             data[f"{name}_mean"] = (dims, mean.reshape(self.shape + mean.shape[1:]))
             data[f"{name}_stderr"] = (dims, se.reshape(self.shape + se.shape[1:]))
-        coords = {k: np.asarray(v) for k, v in self.axes.items()} | {"step": r0.steps}
+        coords: dict[str, Any] = {"step": r0.steps}
+        for k, v in self.axes.items():  # an array-valued axis (m0, v0): indexed 0, 1, …, its values beside
+            if v and isinstance(v[0], tuple):
+                values = np.asarray(v)
+                coords[k] = np.arange(len(v))
+                dims = (k, *(f"{k}_dim{i}" for i in range(values.ndim - 1)))
+                coords[f"{k}_value"] = (dims, values)
+            else:
+                coords[k] = np.asarray(v)
         return xr.Dataset(data, coords=coords)
+
+
+def _column(values) -> np.ndarray:
+    """A table column: numbers as a 1-D array, array values (a warm start's v0) as an object array of tuples."""
+    values = list(values)
+    if values and isinstance(values[0], tuple):
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+    return np.asarray(values)
 
 
 def _resolve(method: AbstractMethod, name) -> tuple[tuple[str, ...], str] | None:
@@ -140,6 +158,7 @@ def _check_grid(
     noise = getattr(method, "noise", None) or NoNoise()
     axes = {}
     for name, values in grid.items():
+        shape: tuple[int, ...] = ()  # a value's shape: () for numbers, the leaf's for an array leaf (m0, v0)
         if name == "lr" or name in sde_params:
             pass
         elif name in GROUP_KEYS:
@@ -159,17 +178,21 @@ def _check_grid(
                     f"{type(method).__name__} ({', '.join(_traced_fields(method)) or 'none'})"
                 )
             owner = _owner(method, where[0])
-            if not isinstance(getattr(owner, where[1]), jax.Array):
+            leaf = getattr(owner, where[1])
+            if not isinstance(leaf, jax.Array):
                 raise ValueError(
                     f"grid: {name!r} is not a traced hyperparameter of {type(owner).__name__} (not an array leaf: "
                     "it changes the compiled program); sweep it in a Python loop"
                 )
+            shape = tuple(leaf.shape)
         if isinstance(values, (str, bytes)) or not isinstance(values, (Sequence, np.ndarray)):
             raise ValueError(f"grid[{name!r}] must be a sequence of values, got {values!r}")
         values = list(np.asarray(values).tolist()) if isinstance(values, np.ndarray) else list(values)
         if not values:
             raise ValueError(f"grid[{name!r}] is empty")
-        for v in values:
+        if shape:  # an array leaf (a warm start's m0, v0): each value an array of the leaf's shape
+            values = [_array_value(name, v, shape) for v in values]
+        for v in values if not shape else ():
             if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
                 raise ValueError(f"grid[{name!r}] must hold numbers, got {v!r}")
             if not math.isfinite(float(v)):
@@ -177,7 +200,10 @@ def _check_grid(
         values = [v.item() if isinstance(v, np.generic) else v for v in values]  # NumPy scalars → Python
         seen: dict = {}
         for v in values:
-            as_run = v if isinstance(v, int) and name in GROUP_KEYS else np.asarray(v, dtype).item()
+            if shape:
+                as_run = tuple(np.asarray(v, dtype).ravel().tolist())
+            else:
+                as_run = v if isinstance(v, int) and name in GROUP_KEYS else np.asarray(v, dtype).item()
             if as_run in seen:
                 same = (
                     ""
@@ -188,6 +214,33 @@ def _check_grid(
             seen[as_run] = v
         axes[name] = values
     return axes
+
+
+def _array_value(name: str, value, shape: tuple[int, ...]) -> tuple:
+    """One grid value of an array leaf (an Adam warm start's ``v0``): finite reals of the leaf's shape, kept as
+    a (nested) tuple of Python floats; ValueError naming ``grid[name]`` otherwise."""
+    try:
+        a = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"grid[{name!r}] must hold arrays of shape {shape} (the leaf's), got {value!r}"
+        ) from None
+    if isinstance(value, (str, bytes)) or a.shape != shape:
+        raise ValueError(f"grid[{name!r}] must hold arrays of shape {shape} (the leaf's), got {value!r}")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"grid[{name!r}] must be finite, got {value!r}")
+    return _nested_tuple(a.tolist())
+
+
+def _nested_tuple(x):
+    return tuple(_nested_tuple(v) for v in x) if isinstance(x, list) else x
+
+
+def _format(value) -> str:
+    """A grid value in a label: a number as ``{:g}``, an array value as ``[a, b, …]``."""
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_format(v) for v in value) + "]"
+    return f"{value:g}"
 
 
 def _traced_fields(method) -> list[str]:
@@ -238,8 +291,10 @@ def sweep(
         grid: name → values; ``lr`` (constant step sizes), ``batch_size`` (one program per value),
             ``reset_rate`` (the rate of the ``Resetting`` event: traced, vmapped), an entry of a ``FunctionSDE``'s
             ``params`` (traced, vmapped) or an array leaf of the method: a field of its noise by name
-            (``sigma``) or any leaf by its path (``noise.sigma``). A first-passage event applies to every point
-            alike.
+            (``sigma``) or any leaf by its path (``noise.sigma``). A leaf that is an array (a warm start's
+            ``optimizer.v0``, ``optimizer.m0``) takes arrays of its shape as values, stacked like the numbers
+            (point labels ``v0=[1, 2]``; the table holds them as tuples). A first-passage event applies to every
+            point alike.
         bitwise: True: every point equals its single run bit for bit (the data are stacked once per point, so
             that XLA multiplies on a single run's shapes); False: the data are kept once (memory O(n·d)
             instead of O(G·n·d), and faster), the points equal their single runs up to rounding.
@@ -320,11 +375,12 @@ def _point_plan(
     method_i = method
     for k, v in point.items():
         if k != "lr" and k not in EVENT_KEYS and k not in sde_params:
-            method_i = _with_field(method_i, *_resolve(method, k), v)
+            value = np.asarray(v) if isinstance(v, tuple) else v  # an array leaf's value as an array
+            method_i = _with_field(method_i, *_resolve(method, k), value)
     problem_i = (
         problem.with_params(**{k: point[k] for k in sde_params if k in point}) if sde_params else problem
     )
-    label = (output.label or kind) + "[" + ", ".join(f"{k}={v:g}" for k, v in point.items()) + "]"
+    label = (output.label or kind) + "[" + ", ".join(f"{k}={_format(v)}" for k, v in point.items()) + "]"
     out = dataclasses.replace(
         output, label=label, save_to=None if output.save_to is None else f"{output.save_to}.group{group}"
     )

@@ -186,6 +186,54 @@ def test_every_optimizer_resumes_from_a_checkpoint_of_its_state_bit_for_bit(name
         sd.simulate(other, PROBLEM, THETA0, **KW, events=events, output=dataclasses.replace(out, resume=True))
 
 
+def test_a_warm_start_resumes_only_under_its_own_initial_moments(tmp_path):
+    """[theory: ASDE-8] An Adam run from a warm start (m₀, v₀) interrupted inside a chunk resumes bit for bit
+    under the same start; resumed under another v₀ (or another m₀, or none: m₀ = 0) it is refused by the
+    checkpoint's fingerprint, and the refusal names the optimizer's entry of the configuration (the run's
+    record holds the start's values; RMSprop's v₀ enters its record the same way:
+    test_adaptive_sdes.py::test_warm_start_state_update_description_and_maps)."""
+    noise, m0, v0 = sd.GaussianNoise(C), [0.1, -0.2], [1.0, 2.0]
+    make = lambda m0, v0: sd.Adam(0.9, 0.99, 0.1, m0=m0, v0=v0)  # noqa: E731
+    others = [([0.1, -0.2], [1.0, 2.5]), ([0.3, -0.2], [1.0, 2.0]), (None, [1.0, 2.0])]
+    kw = dict(KW, record=sd.Record(every=3, n_saved_paths=8, observables=("theta",)))
+    out = sd.Output(save_to=str(tmp_path / "warm"), checkpoint_every=1)
+    full = sd.simulate(sd.SGD(noise, optimizer=make(m0, v0)), QUAD, TH0, **kw)
+    calls = {"n": 0}
+    original = _progress.Progress.update
+
+    def update(self, done):
+        calls["n"] += 1
+        if calls["n"] == 2:  # inside chunk 0, after its first block of records
+            raise KeyboardInterrupt
+        original(self, done)
+
+    _progress.Progress.update = update
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sd.simulate(
+                sd.SGD(noise, optimizer=make(m0, v0)),
+                QUAD,
+                TH0,
+                **kw,
+                output=dataclasses.replace(out, progress=True),
+            )
+    finally:
+        _progress.Progress.update = original
+    resume = dataclasses.replace(out, resume=True)
+    for m0_other, v0_other in others:
+        other = sd.SGD(noise, optimizer=make(m0_other, v0_other))
+        with pytest.raises(
+            ValueError, match=r"another run: configs, data differ .*first at configs\[0\]\.optimizer"
+        ):
+            sd.simulate(other, QUAD, TH0, **kw, output=resume)
+    resumed = sd.simulate(sd.SGD(noise, optimizer=make(m0, v0)), QUAD, TH0, **kw, output=resume)
+    np.testing.assert_array_equal(full.paths, resumed.paths)
+    assert set(full.mean) == set(resumed.mean) and "second_moment_mean" in full.mean
+    for k in full.mean:
+        np.testing.assert_array_equal(full.mean[k], resumed.mean[k])
+        np.testing.assert_array_equal(full.var[k], resumed.var[k])
+
+
 def test_a_reset_restores_parameters_only_unless_asked_to_restart_the_optimizer():
     """[theory: OPT-6] Resetting(rate) keeps a reset path's momentum (Bae et al.'s code default, --opt-reset 0);
     Resetting(rate, optimizer=True) restarts it as at step 0 (--opt-reset 1). Under GD with momentum the only
