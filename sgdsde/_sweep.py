@@ -1,7 +1,8 @@
 """Sweeps: a grid of hyperparameters run as one compiled program per batch size.
 
 Every grid point is the run ``simulate(problem, noise_i, θ₀, lr=η_i, key=key, …)`` would make, bit for
-bit: the points share the key (common random numbers, so differences between points are not noise), and the
+bit (measured exception: Gaussian draws added to the gradient, ``GaussianNoise`` and ``SphericalGaussianNoise``,
+differ by 1–4 ulps; ASDE-8): the points share the key (common random numbers, so differences between points are not noise), and the
 traced hyperparameters (a constant lr, σ and the other array fields of the noise, a resetting rate) are vmapped over; the batch
 size changes shapes, so each batch size is one group, one compiled program.
 """
