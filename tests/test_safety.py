@@ -133,23 +133,37 @@ def _chain(items, ops):
     return items[0] + "".join(o + t for o, t in zip(ops, items[1:], strict=False))
 
 
-_EXPR = st.deferred(
-    lambda: st.builds(
-        _chain, st.lists(_PRODUCT, min_size=1, max_size=3), st.lists(st.sampled_from([" + ", " - ", "-"]))
+def _expression(depth: int):
+    """The grammar's strategy with calls and parentheses nested at most ``depth`` deep. The unbounded recursion
+    (st.deferred) it replaces drew 1,691 invalid examples (Hypothesis's depth limit) for 120 valid ones, all of
+    17 s in drawing, and the valid ones were the short ones: 10 characters on average, 88 of 120 without a
+    parenthesis. Bounded at 2, the 120 examples average 143 characters and 89 nest at least two deep, in a
+    quarter of the time."""
+    atom = _LEAF
+    if depth:
+        inner = _expression(depth - 1)
+        atom = st.one_of(
+            _LEAF,
+            st.builds("({})".format, inner),
+            st.builds(
+                "{}({})".format, st.sampled_from(["sin", "exp", "tanh", "sigmoid", "Abs", "log"]), inner
+            ),
+        )
+    unary = st.builds(
+        "{}{}{}".format,
+        st.sampled_from(["", "-", "+", "--", "-+"]),
+        atom,
+        st.one_of(st.just(""), st.builds("{}{}".format, st.sampled_from(["**", "^", " ** "]), _EXPONENT)),
     )
-)
-_ATOM = st.one_of(
-    _LEAF,
-    st.builds("({})".format, _EXPR),
-    st.builds("{}({})".format, st.sampled_from(["sin", "exp", "tanh", "sigmoid", "Abs", "log"]), _EXPR),
-)
-_UNARY = st.builds(
-    "{}{}{}".format,
-    st.sampled_from(["", "-", "+", "--", "-+"]),
-    _ATOM,
-    st.one_of(st.just(""), st.builds("{}{}".format, st.sampled_from(["**", "^", " ** "]), _EXPONENT)),
-)
-_PRODUCT = st.builds(_chain, st.lists(_UNARY, min_size=1, max_size=3), st.lists(st.sampled_from(["*", "/"])))
+    product = st.builds(
+        _chain, st.lists(unary, min_size=1, max_size=3), st.lists(st.sampled_from(["*", "/"]))
+    )
+    return st.builds(
+        _chain, st.lists(product, min_size=1, max_size=3), st.lists(st.sampled_from([" + ", " - ", "-"]))
+    )
+
+
+_EXPR = _expression(2)
 
 
 @settings(max_examples=120)
