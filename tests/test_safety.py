@@ -3,6 +3,7 @@
 import ast
 import pathlib
 import re
+import sys
 import uuid
 
 import pytest
@@ -171,11 +172,21 @@ _EXPR = _expression(2)
 def test_parser_matches_sympy_on_random_grammar_strings(text):
     """Random strings of the whitelisted grammar (unparenthesised chains of + - * / ** ^ and unary signs,
     nested calls) give sympy's own object, srepr-equal: precedence, associativity and number kinds are
-    Python's. [theory: SYM-6]"""
+    Python's; a string is refused only as "a number beyond float64's range", and then sympy's object holds
+    such a number (zoo from 0**-1, or past 1.8e308). [theory: SYM-6]"""
     syms = symbols()
     # sympify = parse_expr with convert_xor ('^' is a power); used on generated strings of our own grammar.
     want = sp.sympify(text, locals={**syms, **FUNCTIONS, **CONSTANTS})
-    assert sp.srepr(parse_expression(text, syms)) == sp.srepr(want)
+    try:
+        got = parse_expression(text, syms)
+    except ValueError as e:
+        # the one refusal the grammar can reach (by design: test_deep_nesting_huge_powers_...): a number past
+        # float64, as 0**-1 (zoo); sympy's own object then holds such a number too (2 of 400 seeded strings)
+        big = sp.Float(sys.float_info.max)
+        beyond = [n for n in want.atoms(sp.Number) if n.is_finite is not True or abs(n) > big]
+        assert "beyond float64" in str(e) and beyond, (e, want)
+        return
+    assert sp.srepr(got) == sp.srepr(want)
 
 
 def test_symbolic_modules_import_one_way():
