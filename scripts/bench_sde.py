@@ -401,7 +401,9 @@ def large_run(n_paths=100_000, n_steps=10_000, d=100):
 
 
 def run(quick=False, memory=False, reps=5, large=None):
-    steps = 200 if quick else 1000
+    # quick: the pipeline and its compiles (the suite checks the last line and the recompile counts), at N/10
+    # paths and 100 steps: rough rates
+    steps = 100 if quick else 1000
     scale = 10 if quick else 1
     reps = 1 if quick else reps
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind}; {steps} steps; medians of {reps}")
@@ -474,7 +476,7 @@ if __name__ == "__main__":
     ap.add_argument(
         "--quick",
         action="store_true",
-        help="N/10 paths, 200 steps, 1 rep, tolerance 1e-2, peers at d = 10 only",
+        help="N/10 paths, 100 steps, 1 rep, tolerance 1e-2, peers at d = 10 only",
     )
     ap.add_argument(
         "--memory", action="store_true", help="peak memory of 10,000 paths x 10,000 steps, d = 100"

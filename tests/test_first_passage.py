@@ -3,6 +3,7 @@ T(r) over a grid of (Pe, r) on both sides of Pe = 1, the Euler overshoot bias an
 first-passage option's bad input."""
 
 import dataclasses
+import functools
 import math
 
 import jax.numpy as jnp
@@ -58,18 +59,25 @@ def simulated_mfpt(v, r, n_paths, bridge, key=0):
     return res
 
 
+@pytest.fixture(scope="module")
+def mfpt_runs():
+    """simulated_mfpt, each run once per module: the grid's bridged runs without resetting (key 0) are the
+    overshoot test's bridged runs (the same 6000 paths), not a second draw of them."""
+    return functools.cache(simulated_mfpt)
+
+
 # (v, r): Pe = v L/(2D) = 0.5 (resetting helps: r* ≈ 1.37) and Pe = 2 (it does not)
 GRID = [(1.0, 0.0), (1.0, 1.37), (4.0, 0.0), (4.0, 1.0)]
 
 
-def test_mfpt_matches_the_closed_form_over_pe_and_r():
+def test_mfpt_matches_the_closed_form_over_pe_and_r(mfpt_runs):
     """SDE with Poissonian resetting and the Brownian-bridge crossing test: |z| < 4 at each of 4 grid points
     (z = (simulated − T(r))/s.e., 6000 paths, s.e. ≈ 1.3% of T; 4σ keeps the family-wise false-alarm rate
     below 3e-4). The remaining biases, O(dt) from resetting at the step's end and from the bridge test of a
     Gaussian increment, are ≈ 0.1% at dt = 1e-3, under a tenth of the s.e. [theory: RESET-5]"""
     rows = []
     for v, r in GRID:
-        res = simulated_mfpt(v, r, 6000, bridge=True)
+        res = mfpt_runs(v, r, 6000, bridge=True)
         fp = res.first_passage
         assert fp.censored == 0
         m, se = fp.mfpt()
@@ -84,14 +92,14 @@ def test_mfpt_matches_the_closed_form_over_pe_and_r():
 
 
 @pytest.mark.parametrize("v", [1.0, 4.0])
-def test_euler_overshoot_bias_and_its_corrections(v):
+def test_euler_overshoot_bias_and_its_corrections(v, mfpt_runs):
     """Checking only at grid points misses crossings: the MFPT is over-estimated by O(√dt). With the same key
     the bridge and grid-only runs share their paths, so grid-only ≥ bridged path by path, and the paired
     difference (s.e. ~6x smaller than either MFPT's) equals Siegmund's barrier shift 0.5826 σ√dt (σ² = 2D)
     divided by v, within 4 s.e.; it is > 4 s.e. from 0 (the bias is real), and the bridged MFPT matches L/v.
     [theory: RESET-6]"""
-    grid = simulated_mfpt(v, 0.0, 6000, bridge=False, key=3).first_passage
-    bridged = simulated_mfpt(v, 0.0, 6000, bridge=True, key=3).first_passage
+    grid = mfpt_runs(v, 0.0, 6000, bridge=False).first_passage
+    bridged = mfpt_runs(v, 0.0, 6000, bridge=True).first_passage  # the grid test's run
     assert np.all(grid.steps >= bridged.steps)
     diff = grid.times - bridged.times
     mean, se = diff.mean(), diff.std(ddof=1) / math.sqrt(len(diff))

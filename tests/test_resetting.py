@@ -264,6 +264,31 @@ def test_latent_gradient_bias_splits_the_gradient():
         sd.noisy_teacher_classification(0, 10, 2, 1.0)
 
 
+def _without_and_with_resetting(fig, mech, n_steps: int, n_paths: int, seed: int = 0):
+    """fig_resetting's ``mech.run(16, p, n_steps, n_paths, seed)`` at p = 0 and p = 0.05 as one sweep over the
+    resetting rate (the same method, start, keys, records and BestSoFar checkpoint): sweep's points equal
+    their single runs bit for bit (its default; checked against Mechanism.run: test-error records and best
+    states equal), and the two share one program and each step's per-step overhead. [(errors, result)] × 2."""
+    theta0 = np.asarray(jax.vmap(mech.net.init)(jax.random.split(jax.random.key(seed + 1), n_paths)))
+    observables = {"test_error": lambda pr, th: mech.test_error(th), "bias": mech.bias_norms}
+    checkpoint = sd.BestSoFar(mech.val_loss, patience=1000, every=10)
+    sweep = sd.sweep(
+        sd.SGD(sd.MinibatchNoise(16)),
+        mech.problem,
+        theta0,
+        grid={"reset_rate": [0.0, 0.05 / fig.LR]},
+        lr=fig.LR,
+        n_steps=n_steps,
+        key=seed,
+        ensemble=sd.Ensemble(n_paths=n_paths),
+        record=sd.Record(every=n_steps // 20, observables=observables),
+        events=(sd.Resetting(0.05 / fig.LR, checkpoint=checkpoint),),
+    )
+    return [
+        (np.asarray(jax.vmap(mech.test_error)(jnp.asarray(r.resets.best_theta))), r) for r in sweep.results
+    ]
+
+
 def test_resetting_counters_noisy_labels():
     """Bae, Song & Jeong's mechanism at CPU size (RESET-7): SGD (B = 16, η = 0.01, 8000 steps) on 1000
     teacher labels with 40% flipped memorizes them: the latent gradient bias τ∇R_w grows to the size of the
@@ -273,8 +298,7 @@ def test_resetting_counters_noisy_labels():
     on and the gain is exactly 0. [theory: RESET-7]"""
     fig = load_script("fig_resetting")
     mech = fig.Mechanism(0.4)
-    e0, r0 = mech.run(16, 0.0, 8000, 4, 0)
-    e1, r1 = mech.run(16, 0.05, 8000, 4, 0)
+    (e0, r0), (e1, r1) = _without_and_with_resetting(fig, mech, 8000, 4)
     gain, se = fig.benefit(e0, e1)
     assert gain > 0.02 and gain > 3 * se, (gain, se)
     curve = r0.mean["test_error"]
@@ -285,8 +309,6 @@ def test_resetting_counters_noisy_labels():
     assert bias_norm[-1] / clean_norm[-1] > 0.9 and bias_norm[0] / clean_norm[0] < 0.7
     assert cos[-1] < -0.8 and cos[0] > -0.6
     assert r1.resets.switched_on.all() and r1.resets.counts.min() > 0
-    clean = fig.Mechanism(0.0)
-    c0, _ = clean.run(16, 0.0, 8000, 4, 0)
-    c1, rc = clean.run(16, 0.05, 8000, 4, 0)
+    (c0, _), (c1, rc) = _without_and_with_resetting(fig, fig.Mechanism(0.0), 8000, 4)
     assert not rc.resets.switched_on.any()
     assert fig.benefit(c0, c1) == (0.0, 0.0)

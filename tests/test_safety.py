@@ -3,6 +3,7 @@
 import ast
 import pathlib
 import re
+import sys
 import uuid
 
 import pytest
@@ -133,23 +134,37 @@ def _chain(items, ops):
     return items[0] + "".join(o + t for o, t in zip(ops, items[1:], strict=False))
 
 
-_EXPR = st.deferred(
-    lambda: st.builds(
-        _chain, st.lists(_PRODUCT, min_size=1, max_size=3), st.lists(st.sampled_from([" + ", " - ", "-"]))
+def _expression(depth: int):
+    """The grammar's strategy with calls and parentheses nested at most ``depth`` deep. The unbounded recursion
+    (st.deferred) it replaces drew 1,691 invalid examples (Hypothesis's depth limit) for 120 valid ones, all of
+    17 s in drawing, and the valid ones were the short ones: 10 characters on average, 88 of 120 without a
+    parenthesis. Bounded at 2, the 120 examples average 143 characters and 89 nest at least two deep, in a
+    quarter of the time."""
+    atom = _LEAF
+    if depth:
+        inner = _expression(depth - 1)
+        atom = st.one_of(
+            _LEAF,
+            st.builds("({})".format, inner),
+            st.builds(
+                "{}({})".format, st.sampled_from(["sin", "exp", "tanh", "sigmoid", "Abs", "log"]), inner
+            ),
+        )
+    unary = st.builds(
+        "{}{}{}".format,
+        st.sampled_from(["", "-", "+", "--", "-+"]),
+        atom,
+        st.one_of(st.just(""), st.builds("{}{}".format, st.sampled_from(["**", "^", " ** "]), _EXPONENT)),
     )
-)
-_ATOM = st.one_of(
-    _LEAF,
-    st.builds("({})".format, _EXPR),
-    st.builds("{}({})".format, st.sampled_from(["sin", "exp", "tanh", "sigmoid", "Abs", "log"]), _EXPR),
-)
-_UNARY = st.builds(
-    "{}{}{}".format,
-    st.sampled_from(["", "-", "+", "--", "-+"]),
-    _ATOM,
-    st.one_of(st.just(""), st.builds("{}{}".format, st.sampled_from(["**", "^", " ** "]), _EXPONENT)),
-)
-_PRODUCT = st.builds(_chain, st.lists(_UNARY, min_size=1, max_size=3), st.lists(st.sampled_from(["*", "/"])))
+    product = st.builds(
+        _chain, st.lists(unary, min_size=1, max_size=3), st.lists(st.sampled_from(["*", "/"]))
+    )
+    return st.builds(
+        _chain, st.lists(product, min_size=1, max_size=3), st.lists(st.sampled_from([" + ", " - ", "-"]))
+    )
+
+
+_EXPR = _expression(2)
 
 
 @settings(max_examples=120)
@@ -157,11 +172,21 @@ _PRODUCT = st.builds(_chain, st.lists(_UNARY, min_size=1, max_size=3), st.lists(
 def test_parser_matches_sympy_on_random_grammar_strings(text):
     """Random strings of the whitelisted grammar (unparenthesised chains of + - * / ** ^ and unary signs,
     nested calls) give sympy's own object, srepr-equal: precedence, associativity and number kinds are
-    Python's. [theory: SYM-6]"""
+    Python's; a string is refused only as "a number beyond float64's range", and then sympy's object holds
+    such a number (zoo from 0**-1, or past 1.8e308). [theory: SYM-6]"""
     syms = symbols()
     # sympify = parse_expr with convert_xor ('^' is a power); used on generated strings of our own grammar.
     want = sp.sympify(text, locals={**syms, **FUNCTIONS, **CONSTANTS})
-    assert sp.srepr(parse_expression(text, syms)) == sp.srepr(want)
+    try:
+        got = parse_expression(text, syms)
+    except ValueError as e:
+        # the one refusal the grammar can reach (by design: test_deep_nesting_huge_powers_...): a number past
+        # float64, as 0**-1 (zoo); sympy's own object then holds such a number too (2 of 400 seeded strings)
+        big = sp.Float(sys.float_info.max)
+        beyond = [n for n in want.atoms(sp.Number) if n.is_finite is not True or abs(n) > big]
+        assert "beyond float64" in str(e) and beyond, (e, want)
+        return
+    assert sp.srepr(got) == sp.srepr(want)
 
 
 def test_symbolic_modules_import_one_way():
