@@ -9,7 +9,7 @@
 
 Last line: ``verdict_at_size: d=… seconds=… steps=… hvps=… residual=… kind=… converged=… verdict=…``.
 
-Run: python scripts/verdict_at_size.py [--width W] [--steps T] [--quick]
+Run: python scripts/verdict_at_size.py [--width W] [--steps T] [--quick] [--cache FILE] [--trust-region N]
 (default width 294: d = 19,405; ``--quick``: width 20, d = 1,321 > n = 1,078.)
 """
 
@@ -51,6 +51,12 @@ def main() -> None:
     ap.add_argument("--no-verdict", action="store_true")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument(
+        "--trust-region",
+        type=int,
+        default=0,
+        help="instead of Newton: this many Steihaug trust-region Newton-CG steps on F (an experiment)",
+    )
+    ap.add_argument(
         "--cache", default="", help="a .npz to keep θ_init and L-BFGS's end in (rerun: Newton only)"
     )
     a = ap.parse_args()
@@ -89,6 +95,12 @@ def main() -> None:
         print(f"L-BFGS: {t_descent:.1f} s, {n_descent} steps, |grad F| = {q.residual:.3g}")
         if a.cache:
             np.savez(a.cache, theta_init=theta_init, theta_descent=theta_descent, t=t_descent, n=n_descent)
+    if a.trust_region:
+        trust_region_experiment(problem, reg, lam, theta_descent, a.trust_region)
+        return
+    if a.trust_region:
+        trust_region_experiment(problem, reg, lam, theta_descent, a.trust_region)
+        return
     counter.clear()
     t = time.perf_counter()
     p = sd.implicit.stationary_point(
@@ -122,6 +134,80 @@ def main() -> None:
         f"verdict_at_size: d={d} seconds={seconds:.1f} steps={p.n_steps} hvps={counter.get('hvps', 'n/a')} "
         f"residual={p.residual:.3g} kind={p.kind} converged={p.converged} verdict={verdict}"
     )
+
+
+def trust_region_experiment(problem, reg, lam, theta, steps: int, cg_max: int = 500) -> None:
+    """Steihaug–Toint trust-region Newton–CG on F = L + λR (HVPs only; Nocedal & Wright Alg. 7.2 and 4.1):
+    a minimizer for the global phase, where Newton's root finding swings. Prints each step, then the point's
+    table (not part of the package: an experiment for CURV-6's measured note)."""
+    from sgdsde.implicit._common import float64_problem
+    from sgdsde.implicit._stationary import _finish, objective_function
+
+    problem = float64_problem(problem)
+    F = objective_function(problem, reg, jnp.asarray(lam), True)
+    value_grad = jax.value_and_grad(F)
+
+    def steihaug(hvp, g, delta, tol):
+        def to_boundary(z, d):
+            a, b, c = d @ d, 2 * z @ d, z @ z - delta**2
+            return (-b + jnp.sqrt(b * b - 4 * a * c)) / (2 * a)
+
+        def cond(s):
+            return ~s[4] & (s[3] < cg_max)
+
+        def body(s):
+            z, r, d, j, _, hz, _ = s
+            hd = hvp(d)
+            dhd = d @ hd
+            alpha = (r @ r) / dhd
+            hit = (dhd <= 0) | (jnp.linalg.norm(z + alpha * d) >= delta)
+            step = jnp.where(hit, to_boundary(z, d), alpha)
+            rn = r + alpha * hd
+            beta = (rn @ rn) / (r @ r)
+            done = hit | (jnp.linalg.norm(rn) <= tol)
+            return z + step * d, rn, -rn + beta * d, j + 1, done, hz + step * hd, hit
+
+        z0 = jnp.zeros_like(g)
+        z, _, _, j, _, hz, hit = jax.lax.while_loop(cond, body, (z0, g, -g, 0, False, z0, False))
+        return z, hz, j, hit
+
+    @jax.jit
+    def run(theta):
+        def body(k, s):
+            th, f, g, delta, hv = s
+            _, hvp = jax.linearize(jax.grad(F), th)
+            gn = jnp.linalg.norm(g)
+            p, hp, j, hit = steihaug(hvp, g, delta, jnp.minimum(0.1, jnp.sqrt(gn)) * gn)
+            f_new, g_new = value_grad(th + p)
+            rho = (f - f_new) / -(g @ p + 0.5 * p @ hp)
+            delta = jnp.where(rho < 0.25, 0.25 * delta, jnp.where((rho > 0.75) & hit, 2 * delta, delta))
+            ok = (rho > 1e-4) & jnp.isfinite(f_new)
+            jax.debug.print(
+                "tr {k}: |g| {a:.3e}, F {f:.10e}, rho {r:.3f}, radius {d:.2e}, CG {j}",
+                k=k,
+                a=gn,
+                f=jnp.where(ok, f_new, f),
+                r=rho,
+                d=delta,
+                j=j,
+            )
+            return (
+                jnp.where(ok, th + p, th),
+                jnp.where(ok, f_new, f),
+                jnp.where(ok, g_new, g),
+                delta,
+                hv + j,
+            )
+
+        f, g = value_grad(theta)
+        return jax.lax.fori_loop(0, steps, body, (theta, f, g, jnp.asarray(1.0, theta.dtype), 0))
+
+    t = time.perf_counter()
+    th, f, g, _, hv = run(jnp.asarray(theta))
+    print(
+        f"trust region: {time.perf_counter() - t:.1f} s, {steps} steps, {int(hv)} HVPs, F = {float(f):.10g}"
+    )
+    print(_finish(problem, reg, lam, th, 1e-9, 1e-9, steps, "flag", 64).table())
 
 
 def initial_point(a, problem, model, noise, obs):
