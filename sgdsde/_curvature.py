@@ -278,3 +278,73 @@ def _check_name(name) -> str:
     if not isinstance(name, str) or not name:
         raise ValueError(f"name must be a non-empty string, got {name!r}")
     return name
+
+
+# MINRES stops as a least-squares solve once ‖Hr‖ ≤ this·‖H‖_F-estimate·‖r‖ (an inconsistent singular system)
+MINRES_LS_RTOL = 1e-9
+
+
+def minres(matvec, b, rtol, max_iters: int) -> tuple[Array, Array, Array]:
+    """MINRES (Paige & Saunders 1975) from x₀ = 0 on a symmetric, possibly indefinite or singular H given by its
+    products: x_k minimizes ‖b − Hx‖ over the Krylov space K_k(H, b) (CURV-6). It stops once the residual is
+    ≤ ``rtol`` (absolute; a traced scalar), at a breakdown (the Krylov space is invariant: x_k is then the least
+    squares solution on it), or after ``max_iters`` products. Returns (x, ‖b − Hx‖ by the recurrence, products
+    used). Short recurrences: memory seven d-vectors, whatever the number of steps (unlike GMRES's basis)."""
+    dt = b.dtype
+    tiny = jnp.finfo(dt).tiny
+    beta1 = jnp.linalg.norm(b)
+    zero = jnp.zeros_like(b)
+    scal = lambda x: jnp.asarray(x, dt)  # noqa: E731
+
+    def cond(state):
+        k, *_, beta, phibar, _, ls = state
+        return (k < max_iters) & (phibar > rtol) & (beta > 0) & ~ls
+
+    def body(state):
+        k, x, w, w2, r1, r2, y, oldb, dbar, epsln, cs, sn, beta, phibar, tnorm2, _ = state
+        v = y / beta
+        y = matvec(v)
+        y = y - jnp.where(k > 0, beta / jnp.where(oldb > 0, oldb, 1), 0) * r1
+        alfa = jnp.vdot(v, y)
+        y = y - (alfa / beta) * r2
+        r1, r2 = r2, y
+        oldb, beta = beta, jnp.linalg.norm(y)
+        tnorm2 = tnorm2 + alfa**2 + oldb**2 + beta**2
+        oldeps = epsln
+        delta = cs * dbar + sn * alfa
+        gbar = sn * dbar - cs * alfa
+        epsln = sn * beta
+        dbar = -cs * beta
+        root = jnp.hypot(gbar, dbar)  # ‖H r_k‖ / ‖r_k‖ (the least-squares test)
+        gamma = jnp.maximum(jnp.hypot(gbar, beta), tiny)
+        cs, sn = gbar / gamma, beta / gamma
+        phi, phibar = cs * phibar, sn * phibar
+        w1, w2 = w2, w
+        w = (v - oldeps * w1 - delta * w2) / gamma
+        # ‖H r‖ ≤ MINRES_LS_RTOL·‖H‖‖r‖: x is (to that accuracy) a least-squares solution of an inconsistent
+        # system, where further steps only grow x along H's near-null space
+        ls = root <= MINRES_LS_RTOL * jnp.sqrt(tnorm2)
+        x = x + phi * w
+        return k + 1, x, w, w2, r1, r2, y, oldb, dbar, epsln, cs, sn, beta, phibar, tnorm2, ls
+
+    z = scal(0)
+    init = (
+        jnp.int32(0),
+        zero,
+        zero,
+        zero,
+        b,
+        b,
+        b,
+        z,
+        z,
+        z,
+        scal(-1),
+        z,
+        beta1,
+        beta1,
+        z,
+        jnp.asarray(False),
+    )
+    k, x, *_, phibar, _, _ = jax.lax.while_loop(cond, body, init)
+    return x, phibar, k

@@ -15,7 +15,7 @@ from test_function_model import _max_intermediate  # the d·n-intermediate searc
 
 import sgdsde as sd
 from sgdsde import _problem  # internal: the size switch, lowered to force the matrix-free path
-from sgdsde._curvature import lanczos
+from sgdsde._curvature import lanczos, minres
 from sgdsde.implicit import (
     HessianTraceRegularizer,
     OutputGradientNormRegularizer,
@@ -87,14 +87,16 @@ def test_regularizers_matrix_free_equal_dense(loss):
 
 
 def test_stationary_point_matrix_free_equals_dense(monkeypatch):
-    """The stationary point of L + λΣ‖∇f_i‖² by the matrix-free Newton (GMRES on HVPs of L + λR) equals the dense
+    """The stationary point of L + λΣ‖∇f_i‖² by the matrix-free Newton–MINRES (HVPs of L + λR) equals the dense
     Newton's to 1e-8 (both end at ‖∇F‖ ≤ 1e-12, so each θ is within ‖∇F‖/λ_min ≤ 1e-12/5e-5 of the exact point),
     both call it a minimum, and d Lanczos steps on HVPs (exact up to rounding, CURV-1) give the dense λ_min and
-    λ_max to 1e-8 relatively, within their residual bounds. At θ = 0, a stationary point of it with negative
-    curvature −‖(1/n)Σ y_i x_i‖ + O(λ) coupling a and W (every first derivative of f = aᵀtanh(Wx) vanishes there),
-    the matrix-free path calls it a saddle with the dense λ_min. (¼ tr∇²L enters the same solver through its
-    R and ∇R, held to the dense ones above; its dense Newton compiles 4th derivatives, too slow for the suite.)
-    [theory: CURV-5, CURV-1]"""
+    λ_max to 1e-8 relatively, within their residual bounds. A saddle: θ = 0 is a stationary point of it with
+    negative curvature (the first derivatives of f = aᵀtanh(Wx) vanish there; −‖(1/n)Σ y_i x_i‖ couples a and W,
+    and at λ = 3e-4 λR's curvature leaves ∇²F indefinite with |eigenvalues| ≥ 0.08); from 0.1·N(0, I) both
+    Newtons (method="newton", a root finder: MINRES on the indefinite ∇²F) land on it, within
+    2·1e-12/min|e| + rounding of each other, and the matrix-free path calls it a saddle with the dense λ_min.
+    (¼ tr∇²L enters the same solver through its R and ∇R, held to the dense ones above; its dense Newton
+    compiles 4th derivatives, too slow for the suite.) [theory: CURV-5, CURV-6, CURV-1]"""
     problem, theta_t = _teacher_problem()
     reg = OutputGradientNormRegularizer()
     # Σ‖∇f_i‖² ≈ 4n·¼tr∇²L near Γ (REG-3): λ/(4n) for the pull of ¼tr∇²L at λ = 1e-5
@@ -103,25 +105,58 @@ def test_stationary_point_matrix_free_equals_dense(monkeypatch):
     saddle_problem = sd.Problem(
         problem.model, problem.X, np.tanh(problem.X[:, 0])
     )  # same shapes: one compile
-    zero = np.zeros(d)
+    near_zero = 0.1 * np.random.default_rng(1).normal(size=d)
     dense = stationary_point(problem, reg, lam, theta_t, method="newton")
-    dense_saddle = stationary_point(saddle_problem, reg, lam, zero, method="newton")
+    dense_saddle = stationary_point(saddle_problem, reg, 3e-4, near_zero, method="newton")
     monkeypatch.setattr(_problem, "MAX_DENSE_PARAMS", 0)
     free = stationary_point(problem, reg, lam, theta_t, method="newton", lanczos_iters=d)
-    free_saddle = stationary_point(saddle_problem, reg, lam, zero, method="newton", lanczos_iters=d)
+    free_saddle = stationary_point(saddle_problem, reg, 3e-4, near_zero, method="newton", lanczos_iters=d)
     assert free.matrix_free and not dense.matrix_free
     assert dense.kind == free.kind == "minimum" and max(dense.residual, free.residual) <= 1e-12
     np.testing.assert_allclose(free.theta, dense.theta, rtol=0, atol=1e-8)
     e, ritz, err = dense.hessian_eigenvalues, free.hessian_eigenvalues, free.eigenvalue_errors
     assert err is not None and len(ritz) == d
     np.testing.assert_allclose(ritz[[0, -1]], e[[0, -1]], rtol=1e-8)
-    assert np.all(np.abs(ritz[[0, -1]] - e[[0, -1]]) <= err[[0, -1]] + 1e-12 * e[-1])
+    monkeypatch.setattr(
+        _problem, "MAX_DENSE_PARAMS", 512
+    )  # the dense eigenvalues at the free θ (cached program)
+    e_here = np.asarray(_derivatives(problem, reg, jnp.asarray(lam), jnp.asarray(free.theta))[1])
+    monkeypatch.setattr(_problem, "MAX_DENSE_PARAMS", 0)
+    assert np.all(np.abs(ritz[[0, -1]] - e_here[[0, -1]]) <= err[[0, -1]] + 1e-12 * e[-1])
     assert free.objective == pytest.approx(dense.objective, rel=1e-12)
     assert "lambda_min (Lanczos)" in free.table()
-    assert dense_saddle.kind == free_saddle.kind == "saddle" and free_saddle.residual == 0
+    assert dense_saddle.kind == free_saddle.kind == "saddle"
+    assert max(dense_saddle.residual, free_saddle.residual) <= 1e-12
     e = dense_saddle.hessian_eigenvalues
-    assert e[0] < -0.1
+    assert e[0] < -0.08
+    bound = 2e-12 / np.min(np.abs(e)) + 1e-14  # ‖θ − θ*‖ ≤ ‖∇F‖/min|e| for each, plus rounding
+    np.testing.assert_allclose(free_saddle.theta, dense_saddle.theta, rtol=0, atol=bound)
     np.testing.assert_allclose(free_saddle.hessian_eigenvalues[[0, -1]], e[[0, -1]], rtol=1e-9)
+
+
+def test_minres_solves_indefinite_and_singular_systems():
+    """MINRES on a symmetric indefinite H (eigenvalues of both signs) reaches ‖b − Hx‖ ≤ 1e-12 with the dense
+    solve's x; on a singular consistent system (b ∈ range H) it returns the minimum-norm solution (its iterates
+    stay in K(H, b) ⊂ range H); on an inconsistent one it stops by the least-squares test with the least-squares
+    residual (b's part in the null space); the reported residual is the true one [theory: CURV-6]."""
+    rng = np.random.default_rng(7)
+    U, _ = np.linalg.qr(rng.normal(size=(40, 40)))
+    e = np.r_[np.zeros(10), rng.normal(size=30)]
+    mats = {"indefinite": (U * (e + np.where(e >= 0, 0.1, -0.1))) @ U.T, "singular": (U * e) @ U.T}
+    solve = jax.jit(lambda H, b: minres(lambda v: H @ v, b, 1e-12, 200))
+    b = rng.normal(size=40)
+    H = mats["indefinite"]
+    assert np.linalg.eigvalsh(H)[0] < 0 < np.linalg.eigvalsh(H)[-1]
+    x, res, k = solve(jnp.asarray(H), jnp.asarray(b))
+    np.testing.assert_allclose(np.asarray(x), np.linalg.solve(H, b), rtol=0, atol=1e-10)
+    assert res <= 1e-12 and np.linalg.norm(H @ np.asarray(x) - b) <= 1e-11 and 0 < k <= 40
+    H = mats["singular"]
+    consistent = H @ rng.normal(size=40)
+    x, res, _ = solve(jnp.asarray(H), jnp.asarray(consistent))
+    np.testing.assert_allclose(np.asarray(x), np.linalg.pinv(H) @ consistent, rtol=0, atol=1e-10)
+    x, res, k = solve(jnp.asarray(H), jnp.asarray(consistent + U[:, 0]))  # ‖null part‖ = 1
+    assert k < 200 and abs(float(res) - 1) < 1e-8
+    assert abs(np.linalg.norm(H @ np.asarray(x) - consistent - U[:, 0]) - 1) < 1e-8
 
 
 def test_lanczos_residual_bounds_and_interlacing():
@@ -158,9 +193,9 @@ def test_projection_matrix_free_equals_dense():
 def test_no_d_squared_intermediate():
     """The traced programs of the matrix-free verdict hold nothing of d·n entries (here n < d, so nothing of d²):
     ∇F, v ↦ ∇²F v, the Lanczos classification with L and R, and the zero-loss projection, for both
-    regularizers; the whole Newton–GMRES and L-BFGS solves hold nothing of d² entries (GMRES's Krylov basis is
-    50 × d). The dense path's program does (an eigvalsh of d × d), so the search can fail
-    [theory: CURV-5, FMOD-2]."""
+    regularizers; the whole Newton–MINRES and L-BFGS solves hold nothing of d² entries (MINRES keeps seven
+    d-vectors). The dense path's program does (an eigvalsh of d × d), so the search can fail
+    [theory: CURV-5, CURV-6, FMOD-2]."""
     model = _net(60, 4)  # d = 244: a chunk of 32 directions' activations (32·width·n, a few copies) < d·n, d²
     n = 40
     rng = np.random.default_rng(5)
@@ -182,7 +217,7 @@ def test_no_d_squared_intermediate():
             assert _max_intermediate(jax.make_jaxpr(fn)(theta).jaxpr) < d * n, f"{reg.name}: {what}"
         args = (problem, reg, lam, True)
         solves = {
-            "Newton-GMRES": lambda th, a=args: _newton_krylov(th, a, jnp.asarray(1e-9), 5)[0],
+            "Newton-MINRES": lambda th, a=args: _newton_krylov(th, a, jnp.asarray(1e-9), 5)[0],
             "L-BFGS": lambda th, a=args: (
                 optx.minimise(
                     lambda t, a: objective_function(*a)(t), descent, th, a, max_steps=5, throw=False

@@ -7,11 +7,10 @@ import dataclasses
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
 import numpy as np
 import optimistix as optx
 
-from .._curvature import lanczos
+from .._curvature import lanczos, minres
 from .._problem import Problem
 from .._regularizers import AbstractRegularizer
 from .._regularizers.base import matrix_free
@@ -150,16 +149,23 @@ def _grad_norm(problem, regularizer, lam, theta, at_size: bool = False):
     return jnp.linalg.norm(jax.grad(objective_function(problem, regularizer, lam, at_size))(theta))
 
 
+# counts of the last solve (descent steps, Newton steps, HVPs of Newton's inner solves): for measurements
+STATS: dict[str, int] = {}
+# print each Newton step at size (for measurements; read at trace time)
+TRACE = False
+
 # Lanczos steps for the extreme eigenvalues of ∇²(L + λR) above MAX_DENSE_PARAMS (memory: this many d-vectors)
 LANCZOS_ITERS = 64
 # history of the limited-memory BFGS that replaces BFGS's d × d inverse Hessian at size
 LBFGS_HISTORY = 20
-# Newton's linear solves at size: GMRES until each entry of the residual and of the last change of the step is
-# within GMRES_ATOL + GMRES_RTOL·|entry| (lineax's test; the absolute part keeps entries near 0 from reading as
-# a breakdown), its Krylov basis GMRES_RESTART × d, at most GMRES_MAX_STEPS HVPs per Newton step (an inexact
-# step on an ill-conditioned ∇²F: Newton goes on from it, whatever GMRES reports; each HVP is a pass over the
-# n rows)
-GMRES_RTOL, GMRES_ATOL, GMRES_RESTART, GMRES_MAX_STEPS = 1e-10, 1e-14, 50, 200
+# Newton at size (Newton–MINRES, CURV-6): each step's MINRES solve of ∇²F s = ∇F stops at a residual
+# ≤ min(MINRES_FORCING, √(‖∇F‖/‖∇F₀‖))·‖∇F‖ (an inexact Newton step that tightens as ∇F shrinks:
+# superlinear), at most MINRES_MAX_STEPS HVPs; the step is halved (at most LINE_SEARCH_HALVINGS times) until
+# ‖∇F‖² falls by ARMIJO·t times what the linearization predicts
+MINRES_FORCING, MINRES_MAX_STEPS, LINE_SEARCH_HALVINGS, ARMIJO = 1e-2, 1000, 30, 1e-4
+# the full Newton step is taken while ‖∇F‖ ≤ WATCHDOG × the least ‖∇F‖ so far; the solve stops after
+# STALL_STEPS Newton steps without a new least ‖∇F‖
+WATCHDOG, STALL_STEPS = 1e3, 10
 
 
 def _solvers(at_size: bool, rtol: float, atol: float):
@@ -172,48 +178,72 @@ def _solvers(at_size: bool, rtol: float, atol: float):
 
 @eqx.filter_jit
 def _newton_krylov(theta, args, gtol, max_steps: int):
-    """Newton on ∇F = 0 without a d × d matrix: each step θ ← θ − s solves ∇²F s = ∇F by GMRES on Hessian-vector
-    products (one linearization of ∇F per step; ∇²F is symmetric, possibly indefinite at a saddle: no CG). Full
-    steps, as the dense Newton takes (with exact solves these are its iterates); it stops at ‖∇F‖ ≤ 10⁻³·gtol, at a
-    step below 10⁻¹²‖θ‖ (rounding), at a non-finite iterate or after ``max_steps``, and returns the iterate with
-    the least ‖∇F‖ and the steps taken (CURV-5)."""
-    gmres = lx.GMRES(
-        rtol=GMRES_RTOL,
-        atol=GMRES_ATOL,
-        restart=GMRES_RESTART,
-        stagnation_iters=GMRES_RESTART,
-        max_steps=GMRES_MAX_STEPS,
-    )
+    """Newton–MINRES on ∇F = 0 without a d × d matrix (CURV-6): each step solves ∇²F s = ∇F inexactly by MINRES
+    on Hessian-vector products (symmetric, possibly indefinite or singular ∇²F: the iterate minimizing the
+    residual over the Krylov space, short recurrences), then θ ← θ − t s: the full step t = 1 while ‖∇F‖ stays
+    within WATCHDOG times the least ‖∇F‖ so far (as the dense Newton, whose full steps may raise ‖∇F‖ on the way
+    to its quadratic phase), else t = ½, ¼, … until ‖∇F(θ − ts)‖² ≤ ‖∇F‖² − 2·ARMIJO·t·⟨∇F, ∇²F s⟩. MINRES's
+    residual r is orthogonal to ∇²F s, so ⟨∇F, ∇²F s⟩ = ‖∇F‖² − ‖r‖² > 0: s is a descent direction of ‖∇F‖²
+    and the iteration is a root finder (it lands on saddles as on minima; with exact solves and t = 1 these
+    are the dense Newton's iterates). It stops at ‖∇F‖ ≤ 10⁻³·gtol, after STALL_STEPS steps without a new least
+    ‖∇F‖, at a non-finite point or after ``max_steps``; returns (the θ of least ‖∇F‖, Newton steps, HVPs)."""
     grad = lambda th: _objective_grad(th, args)  # noqa: E731
+    g0 = grad(theta)
+    norm0 = jnp.linalg.norm(g0)
+    target = 1e-3 * gtol
 
     def cond(state):
-        _, g, k, best, best_norm, small_step = state
+        _, g, k, _, _, best_norm, stall = state
         norm = jnp.linalg.norm(g)
-        return (norm > 1e-3 * gtol) & jnp.isfinite(norm) & (k < max_steps) & ~small_step
+        return (best_norm > target) & jnp.isfinite(norm) & (k < max_steps) & (stall < STALL_STEPS)
 
     def body(state):
-        th, g, k, best, best_norm, _ = state
+        th, g, k, hv, best, best_norm, stall = state
         _, hvp = jax.linearize(grad, th)
-        op = lx.FunctionLinearOperator(hvp, jax.eval_shape(lambda: th), tags=lx.symmetric_tag)
-        step = lx.linear_solve(op, g, gmres, throw=False).value
-        th = th - step
-        g = grad(th)
         norm = jnp.linalg.norm(g)
-        better = norm < best_norm  # False for NaN
-        small_step = jnp.linalg.norm(step) <= 1e-12 * jnp.linalg.norm(th)
+        forcing = jnp.minimum(MINRES_FORCING, jnp.sqrt(norm / norm0))
+        s, res, its = minres(hvp, g, jnp.maximum(forcing * norm, 0.5 * target), MINRES_MAX_STEPS)
+        slope = jnp.maximum(norm**2 - res**2, 0.0)  # ⟨∇F, ∇²F s⟩ (MINRES's orthogonality)
+
+        def ls_cond(ls):
+            t, j, _, g_new = ls
+            n_new = jnp.linalg.norm(g_new)
+            armijo = n_new**2 <= norm**2 - 2 * ARMIJO * t * slope
+            full = (j == 0) & (n_new <= WATCHDOG * best_norm)
+            return ~(jnp.isfinite(n_new) & (armijo | full)) & (j < LINE_SEARCH_HALVINGS)
+
+        def ls_body(ls):
+            t, j, _, _ = ls
+            t = 0.5 * t
+            return t, j + 1, th - t * s, grad(th - t * s)
+
+        one = jnp.ones((), th.dtype)
+        t, _, th_new, g_new = jax.lax.while_loop(ls_cond, ls_body, (one, jnp.int32(0), th - s, grad(th - s)))
+        n_new = jnp.linalg.norm(g_new)
+        better = n_new < best_norm  # False for NaN
+        if TRACE:
+            jax.debug.print(
+                "newton {k}: |g| {a:.3e} -> {b:.3e}, MINRES {i} HVPs to residual {r:.3e}, t {t:.2g}",
+                k=k,
+                a=norm,
+                b=n_new,
+                i=its,
+                r=res,
+                t=t,
+            )
         return (
-            th,
-            g,
+            th_new,
+            g_new,
             k + 1,
-            jnp.where(better, th, best),
-            jnp.where(better, norm, best_norm),
-            small_step,
+            hv + its,
+            jnp.where(better, th_new, best),
+            jnp.where(better, n_new, best_norm),
+            jnp.where(better, 0, stall + 1),
         )
 
-    g0 = grad(theta)
-    init = (theta, g0, jnp.int32(0), theta, jnp.linalg.norm(g0), jnp.asarray(False))
-    _, _, k, best, _, _ = jax.lax.while_loop(cond, body, init)
-    return best, k
+    init = (theta, g0, jnp.int32(0), jnp.int32(0), theta, norm0, jnp.int32(0))
+    _, _, k, hv, best, _, _ = jax.lax.while_loop(cond, body, init)
+    return best, k, hv
 
 
 def stationary_point(
@@ -246,9 +276,9 @@ def stationary_point(
             L + λR) that give its smallest and largest eigenvalues (capped at d).
 
     Above ``MAX_DENSE_PARAMS`` = 512 parameters nothing of d × d entries is formed: "bfgs" is L-BFGS, Newton's
-    steps are GMRES solves on Hessian-vector products of L + λR (at most ``GMRES_MAX_STEPS`` products a step), R
-    is the regularizer's ``matrix_free_value`` and the classification comes from the Lanczos ends of the
-    spectrum (theory/curvature.md, CURV-5).
+    steps are MINRES solves on Hessian-vector products of L + λR (at most ``MINRES_MAX_STEPS`` products a step)
+    with a nonmonotone backtracking on ‖∇(L + λR)‖ (Newton-MR), R is the regularizer's ``matrix_free_value`` and
+    the classification comes from the Lanczos ends of the spectrum (theory/curvature.md, CURV-5, CURV-6).
 
     Returns:
         StationaryPoint (theory/implicit-regularization.md, REG-6).
@@ -280,9 +310,11 @@ def stationary_point(
     if method in ("bfgs+newton", "bfgs"):
         sol = optx.minimise(_objective, descent, theta, args, max_steps=max_steps, throw=False)
         theta, n_steps = sol.value, n_steps + int(sol.stats["num_steps"])
+        STATS.update(descent_steps=int(sol.stats["num_steps"]))
     if method in ("bfgs+newton", "newton") and np.all(np.isfinite(np.asarray(theta))):
         if newton is None:  # at size
-            value, steps = _newton_krylov(theta, args, jnp.asarray(gtol), max_steps)
+            value, steps, hvps = _newton_krylov(theta, args, jnp.asarray(gtol), max_steps)
+            STATS.update(newton_steps=int(steps), hvps=int(hvps))
         else:
             sol = optx.root_find(_objective_grad, newton, theta, args, max_steps=max_steps, throw=False)
             value, steps = sol.value, sol.stats["num_steps"]
