@@ -76,7 +76,8 @@ def handwritten_pytree(params, static, X, y, B, lr, n_steps):
 
 
 def handwritten_flat(model, X, y, B, lr, n_steps):
-    """Parameters as one flat (N, d) array, unraveled inside the step (sgdsde's own layout)."""
+    """Parameters as one flat (N, d) array, unraveled inside the step (sgdsde's layout for models other than a
+    FunctionModel; SGD carries a FunctionModel's params pytree, theory/function-models.md FMOD-5)."""
     n = X.shape[0]
 
     def batch_loss(theta, xb, yb):

@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from ._describe import describe
+from ._layout import FLAT, AbstractLayout
 from ._validation import check_positive
 
 
@@ -53,14 +54,15 @@ def _check_moment(name: str, value, *, positive: bool) -> jax.Array | None:
     return jnp.asarray(value)
 
 
-def _start_moment(name: str, value: jax.Array | None, theta: jax.Array) -> jax.Array:
-    """The initial moment of one path at θ: ``value`` in θ's dtype (zeros for None); ValueError naming ``name``
-    unless it has θ's shape."""
+def _start_moment(name: str, value: jax.Array | None, theta, layout: AbstractLayout) -> Any:
+    """The initial moment of one path at θ (in ``layout``'s form): ``value`` in θ's dtype (zeros for None);
+    ValueError naming ``name`` unless it has the flat θ's shape."""
     if value is None:
-        return jnp.zeros_like(theta)
-    if value.shape != theta.shape:
-        raise ValueError(f"{name} must have the parameters' shape {theta.shape}, got {value.shape}")
-    return value.astype(theta.dtype)
+        return jax.tree.map(jnp.zeros_like, theta)
+    flat = layout.unpack(theta)
+    if value.shape != flat.shape:
+        raise ValueError(f"{name} must have the parameters' shape {flat.shape}, got {value.shape}")
+    return layout.pack(value.astype(flat.dtype))
 
 
 class AbstractOptimizer(eqx.Module):
@@ -69,7 +71,8 @@ class AbstractOptimizer(eqx.Module):
 
     A subclass gives ``transformation(dtype)``; ``records`` names the per-path scalars of its state that runs
     record beside the observables (``observe``). ``has_sde`` says whether an SDE of it is known (an SDE
-    method refuses one without)."""
+    method refuses one without). θ, g and the moments may come in another layout than the flat (d,)
+    (``layout``: a ``FunctionModel``'s params pytree, where the update is ``leafwise``)."""
 
     records: ClassVar[tuple[str, ...]] = ()
 
@@ -79,20 +82,26 @@ class AbstractOptimizer(eqx.Module):
 
     # optax mixes its int32 step count with the (array) decays, which JAX's strict promotion mode refuses: its
     # calls run under standard promotion whatever the user's setting (the numbers do not change)
-    def init(self, theta: jax.Array) -> Any:
-        """The state $s_0$ of one path at θ₀."""
+    def init(self, theta, layout: AbstractLayout = FLAT) -> Any:
+        """The state $s_0$ of one path at θ₀ (in ``layout``'s form)."""
         with jax.numpy_dtype_promotion("standard"):
-            return self.transformation(theta.dtype).init(theta)
+            return self.transformation(jax.tree.leaves(theta)[0].dtype).init(theta)
 
-    def update(self, g: jax.Array, state, theta: jax.Array) -> tuple[jax.Array, Any]:
-        """$(u_k, s_{k+1})$ of one path from its stochastic gradient."""
+    def update(self, g, state, theta) -> tuple[Any, Any]:
+        """$(u_k, s_{k+1})$ of one path from its stochastic gradient (g, θ and u in one layout)."""
         with jax.numpy_dtype_promotion("standard"):
-            u, state = self.transformation(theta.dtype).update(g, state, theta)
-        return cast(jax.Array, u), state
+            return self.transformation(jax.tree.leaves(theta)[0].dtype).update(g, state, theta)
 
-    def observe(self, state) -> dict[str, jax.Array]:
-        """Per-path scalars of one path's state, recorded as ensemble mean and variance (names: ``records``)."""
+    def observe(self, state, layout: AbstractLayout = FLAT) -> dict[str, jax.Array]:
+        """Per-path scalars of one path's state, recorded as ensemble mean and variance (names: ``records``),
+        reduced over the flat θ's entries whatever the state's layout (the same numbers)."""
         return {}
+
+    def leafwise(self) -> bool:
+        """Whether the update acts entry by entry on (g, s, θ), so that it gives the same numbers on any layout
+        of θ that only moves entries (a params pytree; theory/function-models.md, FMOD-5). False unless an
+        optimizer says so: a user's transformation may mix entries (a global norm, a factored moment)."""
+        return False
 
     def stability_limit(self) -> tuple[float, str] | None:
         """(c, name) with the update locally unstable on a quadratic at $\\eta\\lambda_{\\max} \\ge c$; None
@@ -151,9 +160,12 @@ class Momentum(AbstractOptimizer):
             return (2 * (1 + b) / (1 + 2 * b), "Nesterov momentum")
         return (2 * (1 + b), "heavy-ball momentum")
 
-    def observe(self, state):
+    def observe(self, state, layout=FLAT):
         """$\\|m\\|^2$, the squared norm of the momentum buffer."""
-        return {"momentum_sq_norm": _sq(momentum_buffer(state))}
+        return {"momentum_sq_norm": _sq(layout.unpack(momentum_buffer(state)))}
+
+    def leafwise(self) -> bool:
+        return True
 
     @property
     def has_sde(self) -> bool:
@@ -196,18 +208,21 @@ class RMSprop(AbstractOptimizer):
             1.0, decay=self.beta.astype(dtype), eps=self.eps.astype(dtype), eps_in_sqrt=False
         )
 
-    def init(self, theta):
+    def init(self, theta, layout=FLAT):
         """optax's state with v₀ = ``v0`` when given (ValueError naming v0 unless it has θ's shape)."""
-        state = super().init(theta)
+        state = super().init(theta, layout)
         if self.v0 is None:
             return state
-        nu = _start_moment("v0", self.v0, theta)
+        nu = _start_moment("v0", self.v0, theta, layout)
         return jax.tree.map(lambda s: s._replace(nu=nu) if _is_rms(s) else s, state, is_leaf=_is_rms)
 
-    def observe(self, state):
+    def observe(self, state, layout=FLAT):
         """The mean of the second-moment estimate v over coordinates."""
         (s,) = [s for s in jax.tree.leaves(state, is_leaf=_is_rms) if _is_rms(s)]
-        return {"second_moment_mean": jnp.mean(s.nu)}
+        return {"second_moment_mean": jnp.mean(layout.unpack(s.nu))}
+
+    def leafwise(self) -> bool:
+        return True
 
     @property
     def has_sde(self) -> bool:
@@ -268,14 +283,14 @@ class Adam(AbstractOptimizer):
         c = lambda x: x.astype(dtype)
         return optax.adamw(1.0, c(self.b1), c(self.b2), c(self.eps), weight_decay=c(self.weight_decay))
 
-    def init(self, theta):
+    def init(self, theta, layout=FLAT):
         """optax's state; a warm start's holds m₀ = ``m0``, v₀ = ``v0`` (ValueError naming them unless they
         have θ's shape) and optax's step count at its saturation (2³¹ − 1, where ``safe_increment`` stops):
         $1-\\beta^{k}$ is then exactly 1 in floating point, so optax's own update runs without bias correction."""
-        state = super().init(theta)
+        state = super().init(theta, layout)
         if not self.warm:
             return state
-        mu, nu = _start_moment("m0", self.m0, theta), _start_moment("v0", self.v0, theta)
+        mu, nu = _start_moment("m0", self.m0, theta, layout), _start_moment("v0", self.v0, theta, layout)
 
         def warm(s):
             if not _is_adam(s):
@@ -285,10 +300,14 @@ class Adam(AbstractOptimizer):
 
         return jax.tree.map(warm, state, is_leaf=_is_adam)
 
-    def observe(self, state):
+    def observe(self, state, layout=FLAT):
         """$\\|m\\|^2$ and the mean of v (the raw moment estimates)."""
         (s,) = [s for s in jax.tree.leaves(state, is_leaf=_is_adam) if _is_adam(s)]
-        return {"first_moment_sq_norm": _sq(s.mu), "second_moment_mean": jnp.mean(s.nu)}
+        mu, nu = layout.unpack(s.mu), layout.unpack(s.nu)
+        return {"first_moment_sq_norm": _sq(mu), "second_moment_mean": jnp.mean(nu)}
+
+    def leafwise(self) -> bool:
+        return True
 
     @property
     def has_sde(self) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import equinox as eqx
@@ -9,8 +10,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ._ensemble import AbstractStepper, RunPlan, chunk_keys, simulator, to_key
+from ._ensemble import AbstractStepper, RunPlan, chunk_keys, finite_paths, simulator, to_key
 from ._first_passage import FirstPassage
+from ._layout import FLAT, AbstractLayout
 from ._method import AbstractMethod, check_noise, legacy_plan
 from ._noise import AbstractGradientNoise, NoNoise
 from ._optimizers import AbstractOptimizer, check_optimizer, check_state
@@ -23,12 +25,15 @@ from ._validation import check_int_range
 
 class SGDStepper(AbstractStepper):
     """One SGD step for all paths: draws for all paths in the fast layout, then a vmapped gradient; with an
-    optimizer, its vmapped update (carry (θ, sampler state, optimizer state))."""
+    optimizer, its vmapped update (carry (θ, sampler state, optimizer state)). θ and the optimizer's moments are
+    carried in ``layout``'s form (a ``FunctionModel``'s params pytree, FMOD-5), the gradient taken in it; the
+    engine sees the flat θ (N, d) through ``theta``/``with_theta``."""
 
     problem_: Problem
     noise: AbstractGradientNoise
     n_paths: int
     optimizer: AbstractOptimizer | None = None
+    layout: AbstractLayout = FLAT
     absorbs_divergence = True  # θ ← θ − η g̃ (or θ + η u)
 
     @property
@@ -37,43 +42,50 @@ class SGDStepper(AbstractStepper):
 
     def init(self, key, theta0):
         state = self.noise.init_state(self.problem_, key, self.n_paths, theta0.dtype)
+        params = self.layout.pack(theta0)
         if self.optimizer is None:
-            return theta0, state
-        return theta0, state, jax.vmap(self.optimizer.init)(theta0)
+            return params, state
+        return params, state, jax.vmap(functools.partial(self.optimizer.init, layout=self.layout))(params)
 
     def step(self, carry, k, eta, key):
-        theta, state = carry[:2]
-        draws, state = self.noise.draw(self.problem_, key, k, state, self.n_paths, theta.dtype)
-        return self.step_with((theta, state, *carry[2:]), k, eta, draws)
+        params, state = carry[:2]
+        draws, state = self.noise.draw(self.problem_, key, k, state, self.n_paths, _dtype(params))
+        return self.step_with((params, state, *carry[2:]), k, eta, draws)
 
     def segment_inputs(self, carry, run_key, ks):
         """The draws of steps ks at once (vmapped over the steps) where the noise allows it (``draws_ahead``:
         the same numbers) and carries no sampler state; None otherwise (shuffled epochs, Gaussian draws): the
         draws are then made step by step."""
-        theta, state = carry[:2]
+        params, state = carry[:2]
         if state is not None or not self.noise.draws_ahead():
             return None
+        dtype = _dtype(params)
 
         def one(k):
             key = jax.random.fold_in(run_key, k)
-            return self.noise.draw(self.problem_, key, k, None, self.n_paths, theta.dtype)
+            return self.noise.draw(self.problem_, key, k, None, self.n_paths, dtype)
 
         draws, state = jax.vmap(one)(ks)
         return draws if state is None else None
 
     def step_with(self, carry, k, eta, inputs):
-        theta, state = carry[:2]  # inputs: this step's noise draws
-        g = jax.vmap(self.noise.gradient, in_axes=(None, 0, 0))(self.problem_, theta, inputs)
+        params, state = carry[:2]  # inputs: this step's noise draws
+        problem = self.layout.problem(self.problem_)
+        g = jax.vmap(self.noise.gradient, in_axes=(None, 0, 0))(problem, params, inputs)
         if self.optimizer is None:
-            return theta - eta * g, state
-        u, opt_state = jax.vmap(self.optimizer.update)(g, carry[2], theta)
-        return theta + eta * u, state, opt_state
+            return jax.tree.map(lambda p, gi: p - eta * gi, params, g), state
+        u, opt_state = jax.vmap(self.optimizer.update)(g, carry[2], params)
+        return jax.tree.map(lambda p, ui: p + eta * ui, params, u), state, opt_state
 
     def theta(self, carry):
-        return carry[0]
+        return self.layout.unpack(carry[0])
 
     def with_theta(self, carry, theta):
-        return (theta, *carry[1:])
+        return (self.layout.pack(theta), *carry[1:])
+
+    def path_finite(self, carry):
+        leaves = [leaf.reshape(leaf.shape[0], -1) for leaf in jax.tree.leaves(carry[0])]
+        return functools.reduce(jnp.logical_and, [finite_paths(leaf, axis=1) for leaf in leaves])
 
     @property
     def records(self):
@@ -82,14 +94,18 @@ class SGDStepper(AbstractStepper):
     def observe(self, carry):
         if self.optimizer is None or not self.optimizer.records:
             return {}
-        return jax.vmap(self.optimizer.observe)(carry[2])
+        return jax.vmap(functools.partial(self.optimizer.observe, layout=self.layout))(carry[2])
 
     def restart(self, carry, mask):
         if self.optimizer is None:
             return super().restart(carry, mask)
-        fresh = jax.vmap(self.optimizer.init)(carry[0])
+        fresh = jax.vmap(functools.partial(self.optimizer.init, layout=self.layout))(carry[0])
         pick = lambda a, b: jnp.where(mask.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
         return (*carry[:2], jax.tree.map(pick, fresh, carry[2]))
+
+
+def _dtype(params):
+    return jax.tree.leaves(params)[0].dtype
 
 
 class SGD(AbstractMethod):
@@ -113,7 +129,9 @@ class SGD(AbstractMethod):
 
     def stepper(self, problem: Problem, n_paths: int) -> SGDStepper:
         noise = NoNoise() if self.noise is None else self.noise
-        return SGDStepper(problem, noise, n_paths, self.optimizer)
+        # the model's own layout where the gradient and the update give the same numbers in it (FMOD-5)
+        exact = noise.through_outputs() and (self.optimizer is None or self.optimizer.leafwise())
+        return SGDStepper(problem, noise, n_paths, self.optimizer, problem.model.layout() if exact else FLAT)
 
     def stability_limit(self):
         return (2.0, "GD") if self.optimizer is None else self.optimizer.stability_limit()

@@ -12,11 +12,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import CLASSIFICATION_NOISES, FUNCTION_MODELS, NOISES
+from helpers import CLASSIFICATION_NOISES, FUNCTION_MODELS, NOISES, OPTIMIZERS
 
 import sgdsde as sd
 from sgdsde import _progress  # internal: patched to interrupt a run
 from sgdsde._hvp import power_iteration_lambda_max
+from sgdsde._layout import FLAT
+from sgdsde._models.function import FunctionModel, ParamsLayout
+from sgdsde._sgd import SGDStepper
 from sgdsde._stability import warn_if_unstable
 
 P, M, N = 3, 2, 6  # input dim, width, examples
@@ -71,7 +74,8 @@ def _one_path(draws):
 def test_stochastic_gradient_equals_builtin_for_every_noise():
     """For every registered noise (and the label flips with K = 3 outputs under cross-entropy) the stochastic
     gradient SGD takes on the hand-written pytree model equals the built-in model's it spells out, on the same
-    draws, and so do ∇L and a biased noise's mean [theory: FMOD-1]."""
+    draws, and so do ∇L and a biased noise's mean; taken on the params pytree (SGD's carry where the gradient
+    comes through the outputs) it is the flat one bit for bit [theory: FMOD-1, FMOD-5]."""
     reg = _pair("two_layer_dict")
     ce = _pair("two_layer_ce", sd.CrossEntropyLoss(), np.arange(N) % 3)
     cases = [(NOISES[n](N, reg[0].n_params), reg) for n in sorted(NOISES)]
@@ -84,6 +88,10 @@ def test_stochastic_gradient_equals_builtin_for_every_noise():
         theta = bi.model.init() + 0.1
         a = noise.gradient(fm, theta, _one_path(draws))
         b = noise.gradient(bi, theta, _one_path(draws))
+        layout = sd.SGD(noise).stepper(fm, 1).layout  # the params pytree where the gradient allows it
+        assert isinstance(layout, ParamsLayout) == noise.through_outputs(), type(noise).__name__
+        tree = noise.gradient(layout.problem(fm), layout.pack(theta), _one_path(draws))
+        np.testing.assert_array_equal(layout.unpack(tree), a, err_msg=type(noise).__name__)  # [FMOD-5]
         # rounding only: vmap of one example's output against the built-in's batched X @ Wᵀ
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-12, err_msg=type(noise).__name__)
         assert np.all(np.isfinite(a))
@@ -121,16 +129,14 @@ def test_factor_mv_is_one_vjp_equal_to_dense():
 
 
 def test_sgd_and_optimizers_equal_builtin():
-    """simulate_sgd on the pytree model equals it on the built-in model, plain and with heavy-ball momentum;
-    Adam runs [theory: FMOD-1]."""
+    """simulate_sgd on the pytree model equals it on the built-in model, with heavy-ball momentum (the other
+    optimizers on the pytree model: test_sgd_in_the_params_layout_equals_the_flat_layout) [theory: FMOD-1]."""
     fm, bi = _pair("two_layer_dict")
     kw = dict(lr=0.05, n_steps=3, key=2, ensemble=sd.Ensemble(n_paths=2), record=sd.Record(n_saved_paths=2))
     noise = sd.LabelNoise(0.5, 2, "with_replacement", "gaussian")
     a = sd.simulate_sgd(fm, noise, fm.model.init(), optimizer=sd.Momentum(0.9), **kw)
     b = sd.simulate_sgd(bi, noise, bi.model.init(), optimizer=sd.Momentum(0.9), **kw)
     np.testing.assert_allclose(a.paths, b.paths, rtol=0, atol=1e-12)
-    adam = sd.simulate_sgd(fm, noise, fm.model.init(), optimizer=sd.Adam(), **kw)
-    assert np.all(np.isfinite(adam.paths)) and not np.array_equal(adam.paths, a.paths)
 
 
 def test_eqx_mlp_sde_sweep_resetting():
@@ -152,6 +158,52 @@ def test_eqx_mlp_sde_sweep_resetting():
     assert isinstance(module, eqx.nn.MLP)
 
 
+def _steps(stepper, n_steps):
+    """``n_steps`` SGD steps from two points near the model's θ₀, scanned as a run is: the flat θ, the stepper's
+    records and its divergence check of θ with one entry set to inf."""
+
+    @jax.jit
+    def run():
+        th = stepper.problem.model.init()
+        key = jax.random.key(4)
+        carry = stepper.init(key, jnp.stack([th + 0.1, th - 0.2]))
+        step = lambda c, k: (stepper.step(c, k, 0.3, jax.random.fold_in(key, k)), None)  # noqa: E731
+        carry, _ = jax.lax.scan(step, carry, jnp.arange(n_steps))
+        theta = stepper.theta(carry)
+        bad = stepper.with_theta(carry, theta.at[1, theta.shape[1] - 1].set(jnp.inf))
+        return theta, stepper.observe(carry), stepper.path_finite(bad)
+
+    return run()
+
+
+def test_sgd_in_the_params_layout_equals_the_flat_layout():
+    """With every registered optimizer whose update acts entry by entry (momentum, RMSprop warm started from a
+    given v₀, Adam) SGD carries the params pytree and its moments, and takes the flat layout's steps: bit for
+    bit with momentum and RMSprop, to rounding with Adam; records and the divergence check too. A user's optax
+    transformation keeps the flat θ [theory: FMOD-5]."""
+    problem, _ = _pair("two_layer_dict")
+    noise, d = NOISES["minibatch_wr"](N, problem.n_params), problem.n_params
+    optimizers = {k: OPTIMIZERS[k]() for k in sorted(OPTIMIZERS)}
+    optimizers["rmsprop"] = sd.RMSprop(0.9, 1e-6, v0=np.linspace(0.5, 1.5, d))  # v₀ packed as the params
+    for name, opt in optimizers.items():
+        stepper = sd.SGD(noise, opt).stepper(problem, 2)
+        assert isinstance(stepper.layout, ParamsLayout) == (name != "optax_clip_adam"), name
+        if stepper.layout == FLAT:
+            continue
+        a = _steps(stepper, 2)
+        b = _steps(SGDStepper(problem, noise, 2, stepper.optimizer, FLAT), 2)
+        assert a[1].keys() == set(opt.records), name
+        if name == "adam":
+            # XLA turns the bias correction's division by a scalar into a product with its reciprocal,
+            # reassociated differently in the per-leaf fusions: within a few ulp after 2 steps
+            np.testing.assert_allclose(a[0], b[0], rtol=4e-15, atol=1e-15)
+            jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-14), a[1], b[1])
+        else:
+            jax.tree.map(np.testing.assert_array_equal, a[:2], b[:2])
+        np.testing.assert_array_equal(a[2], [True, False])
+        np.testing.assert_array_equal(a[2], b[2])
+
+
 def _run_ckpt(problem, prefix, **output):
     return sd.simulate_sgd(
         problem,
@@ -167,10 +219,13 @@ def _run_ckpt(problem, prefix, **output):
 
 
 def test_checkpoint_resume_and_fingerprint(tmp_path, monkeypatch):
-    """A run of the equinox MLP interrupted after its first chunk resumes bit for bit; a checkpoint is refused
-    for another function with the same params (the apply digest in the fingerprint) [theory: FMOD-1]."""
+    """A run of the equinox MLP (SGD carries its params pytree) interrupted after its first chunk resumes bit
+    for bit, equal to the run in the flat layout (records, saved paths); a checkpoint is refused for another
+    function with the same params (the apply digest in the fingerprint) [theory: FMOD-1, FMOD-5]."""
     problem = _mlp_problem()
-    reference = _run_ckpt(problem, tmp_path / "ref")
+    with monkeypatch.context() as m:
+        m.setattr(FunctionModel, "layout", lambda self: FLAT)
+        reference = _run_ckpt(problem, tmp_path / "ref")
     original = _progress.Progress.update
     calls = {"n": 0}
 

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._layout import FLAT, AbstractLayout
 from .units import Units
 
 
@@ -59,6 +60,10 @@ class AbstractModel(eqx.Module):
     def check_data(self, X: Float[Array, "n p"]) -> None:
         """Raise ValueError if the model cannot take X's rows (a ``FunctionModel`` checks its function on them);
         the Problem calls it once X is a valid (n, p) array. Default: nothing more to check."""
+
+    def layout(self) -> AbstractLayout:
+        """How SGD may carry an ensemble's θ between steps (``FLAT``, the default: θ itself; FMOD-5)."""
+        return FLAT
 
     def init(self, key: Array | None = None) -> Float[Array, " d"]:
         """A default starting point θ₀ (deterministic unless the model documents otherwise)."""

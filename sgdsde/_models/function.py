@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PyTree
 
+from .._layout import AbstractLayout
 from .._validation import check_int_range
 from .base import AbstractModel
 
@@ -177,8 +178,15 @@ class FunctionModel(AbstractModel):
         return self.n_outputs_
 
     def output(self, theta, x):
-        out = self.apply(self._unravel_params(theta), x)
+        return self._apply(self._unravel_params(theta), x)
+
+    def _apply(self, params, x):
+        out = self.apply(params, x)
         return out.reshape(()) if self.scalar else out
+
+    def layout(self) -> ParamsLayout:
+        """SGD carries an ensemble's θ as the params pytree, each leaf stacked over the paths (FMOD-5)."""
+        return ParamsLayout(self)
 
     def init(self, key=None) -> Float[Array, " d"]:
         """θ₀: the given params, raveled (``key`` is not used)."""
@@ -235,6 +243,54 @@ class FunctionModel(AbstractModel):
                 f"params: the model's outputs at theta0 (the given params) are not finite on {rows} of the "
                 f"{out.shape[0]} rows of X"
             )
+
+
+class ParamsLayout(AbstractLayout):
+    """θ as the model's params pytree, each leaf with θ's leading axes: (…, d) ↔ leaves (…, *shape). SGD carries
+    an ensemble this way, so the step's products read each leaf in place where slices of a row-major (N, d)
+    θ would be copied out before every product, and the stochastic gradient comes out leaf by leaf (FMOD-5)."""
+
+    model: FunctionModel
+
+    def pack(self, theta):
+        return self.model._unravel_params(theta)
+
+    def unpack(self, params):
+        leaves = jax.tree.leaves(params)
+        shapes = self.model.template.shapes
+        lead = leaves[0].shape[: leaves[0].ndim - len(shapes[0])]
+        flat = [leaf.reshape(lead + (math.prod(s),)) for leaf, s in zip(leaves, shapes, strict=True)]
+        # materialized, as the flat carry is: XLA would otherwise rewrite a reduction of the concatenation (a
+        # record's ‖θ‖², a moment's mean) as a sum of per-leaf reductions, another rounding
+        return jax.lax.optimization_barrier(flat[0] if len(flat) == 1 else jnp.concatenate(flat, axis=-1))
+
+    def problem(self, problem):
+        return eqx.tree_at(lambda p: p.model, problem, _ParamsModel(self.model))
+
+
+class _ParamsModel(AbstractModel):
+    """A ``FunctionModel`` whose θ is the params pytree itself: f(P; x) = apply(P, x). Only SGD's stochastic
+    gradients see it (``ParamsLayout.problem``): the gradient through its outputs is the params pytree's."""
+
+    model: FunctionModel
+
+    @property
+    def n_params(self) -> int:
+        return self.model.n_params
+
+    @property
+    def input_dim(self) -> int:
+        return self.model.input_dim
+
+    @property
+    def n_outputs(self) -> int:
+        return self.model.n_outputs
+
+    def output(self, theta, x):
+        return self.model._apply(theta, x)
+
+    def param_names(self) -> list[str]:
+        return self.model.param_names()
 
 
 @eqx.filter_jit

@@ -60,6 +60,13 @@ class AbstractGradientNoise(eqx.Module):
         made ahead it is rounded first, and the paths differ in the last bit. False unless a noise says so."""
         return False
 
+    def through_outputs(self) -> bool:
+        """Whether ``gradient`` depends on θ only through vector–Jacobian products of the model's outputs
+        (``problem.model.outputs``, or ``problem.grad`` by autodiff): it then comes out in whatever
+        parametrization the model's outputs take, so SGD may carry a ``FunctionModel``'s params pytree
+        (theory/function-models.md, FMOD-5). False unless a noise says so (one that adds a d-vector)."""
+        return False
+
     @abc.abstractmethod
     def gradient(self, problem: Problem, theta: Float[Array, " d"], draws: PyTree) -> Float[Array, " d"]:
         """The stochastic gradient $\\tilde g(\\theta)$ of one path given its draws."""
@@ -183,6 +190,9 @@ class NoNoise(AbstractGradientNoise, AbstractSDENoise):
         return jnp.zeros((n_paths, 0), dtype), state
 
     def draws_ahead(self) -> bool:
+        return True
+
+    def through_outputs(self) -> bool:
         return True
 
     def gradient(self, problem, theta, draws):

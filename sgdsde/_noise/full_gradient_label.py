@@ -64,6 +64,9 @@ class FullGradientLabelNoise(AbstractGradientNoise, AbstractSDENoise):
     def draws_ahead(self) -> bool:
         return self.distribution == "rademacher"  # indices and ±σ: exact
 
+    def through_outputs(self) -> bool:
+        return True  # one VJP of the outputs (per_example_vjp)
+
     def gradient(self, problem, theta, draws):
         idx, eps = draws
         return full_gradient_label_gradient(problem, theta, idx, eps, self.batch_size)

@@ -120,6 +120,9 @@ class LabelFlipNoise(AbstractGradientNoise, AbstractSDENoise):
         new = jax.random.categorical(kc, logT[cls], axis=-1)  # (N, B) class indices
         return (idx, self._label(problem, new, problem.y)), state
 
+    def through_outputs(self) -> bool:
+        return True  # one VJP of the outputs (per_example_vjp)
+
     def gradient(self, problem, theta, draws):
         idx, labels = draws
         return batch_gradient(problem, theta, idx, labels=labels)

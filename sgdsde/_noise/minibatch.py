@@ -128,6 +128,9 @@ class MinibatchNoise(AbstractGradientNoise, AbstractSDENoise):
     def draws_ahead(self) -> bool:
         return True  # indices only
 
+    def through_outputs(self) -> bool:
+        return True  # one VJP of the outputs (per_example_vjp)
+
     def gradient(self, problem, theta, draws):
         return batch_gradient(problem, theta, draws)
 
@@ -216,6 +219,9 @@ class LabelNoise(AbstractGradientNoise, AbstractSDENoise):
 
     def draws_ahead(self) -> bool:
         return self.distribution == "rademacher"  # indices and ±σ: exact
+
+    def through_outputs(self) -> bool:
+        return True  # one VJP of the outputs (per_example_vjp)
 
     def gradient(self, problem, theta, draws):
         idx, eps = draws

@@ -47,6 +47,9 @@ class MultiplicativeNoise(AbstractGradientNoise, AbstractSDENoise):
             eps = eps - jnp.mean(eps, axis=1, keepdims=True)
         return 1.0 + math.sqrt(n / self.batch_size) * eps, state
 
+    def through_outputs(self) -> bool:
+        return True  # one VJP of the outputs (per_example_vjp)
+
     def gradient(self, problem, theta, draws):
         return weighted_gradient(problem, theta, draws)
 
