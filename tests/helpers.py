@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import sgdsde as sd
+from sgdsde import _progress  # the progress bar is where a Ctrl-C is simulated
 
 # name -> function(dim) building a model with input dimension `dim`.
 MODELS = {
@@ -217,3 +220,24 @@ def run_script(name: str, *args, cwd) -> str:
     )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
+
+
+@contextlib.contextmanager
+def interrupted_at_update(n: int):
+    """A Ctrl-C at the run's n-th progress update (the end of a block of records, inside a chunk): the body must
+    raise KeyboardInterrupt there; the progress bar's update is restored afterwards."""
+    calls = {"n": 0}
+    original = _progress.Progress.update
+
+    def update(self, done):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+        original(self, done)
+
+    _progress.Progress.update = update
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        _progress.Progress.update = original

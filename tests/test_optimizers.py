@@ -14,10 +14,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import NOISES, OPTIMIZERS, SGD_ONLY_NOISES, make_problem
+from helpers import NOISES, OPTIMIZERS, SGD_ONLY_NOISES, interrupted_at_update, make_problem
 
 import sgdsde as sd
-from sgdsde import _progress  # the progress bar is where a Ctrl-C is simulated
 
 H = np.diag([1.0, 0.3])
 C = np.array([[0.5, 0.1], [0.1, 0.2]])
@@ -158,23 +157,10 @@ def test_every_optimizer_resumes_from_a_checkpoint_of_its_state_bit_for_bit(name
     events = (sd.FirstPassage(observable="loss", threshold=0.5), sd.Resetting(2.0, optimizer=True))
     full = sd.simulate(method, PROBLEM, THETA0, **KW, events=events)
     out = sd.Output(save_to=str(tmp_path / "r"), checkpoint_every=1)
-    calls = {"n": 0}
-    original = _progress.Progress.update
-
-    def update(self, done):
-        calls["n"] += 1
-        if calls["n"] == 3:  # inside chunk 0, after its second block of records
-            raise KeyboardInterrupt
-        original(self, done)
-
-    _progress.Progress.update = update
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            sd.simulate(
-                method, PROBLEM, THETA0, **KW, events=events, output=dataclasses.replace(out, progress=True)
-            )
-    finally:
-        _progress.Progress.update = original
+    with interrupted_at_update(3):  # inside chunk 0, after its second block of records
+        sd.simulate(
+            method, PROBLEM, THETA0, **KW, events=events, output=dataclasses.replace(out, progress=True)
+        )
     resumed = sd.simulate(
         method, PROBLEM, THETA0, **KW, events=events, output=dataclasses.replace(out, resume=True)
     )
@@ -198,27 +184,14 @@ def test_a_warm_start_resumes_only_under_its_own_initial_moments(tmp_path):
     kw = dict(KW, record=sd.Record(every=3, n_saved_paths=8, observables=("theta",)))
     out = sd.Output(save_to=str(tmp_path / "warm"), checkpoint_every=1)
     full = sd.simulate(sd.SGD(noise, optimizer=make(m0, v0)), QUAD, TH0, **kw)
-    calls = {"n": 0}
-    original = _progress.Progress.update
-
-    def update(self, done):
-        calls["n"] += 1
-        if calls["n"] == 2:  # inside chunk 0, after its first block of records
-            raise KeyboardInterrupt
-        original(self, done)
-
-    _progress.Progress.update = update
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            sd.simulate(
-                sd.SGD(noise, optimizer=make(m0, v0)),
-                QUAD,
-                TH0,
-                **kw,
-                output=dataclasses.replace(out, progress=True),
-            )
-    finally:
-        _progress.Progress.update = original
+    with interrupted_at_update(2):  # inside chunk 0, after its first block of records
+        sd.simulate(
+            sd.SGD(noise, optimizer=make(m0, v0)),
+            QUAD,
+            TH0,
+            **kw,
+            output=dataclasses.replace(out, progress=True),
+        )
     resume = dataclasses.replace(out, resume=True)
     for m0_other, v0_other in others:
         other = sd.SGD(noise, optimizer=make(m0_other, v0_other))

@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import interrupted_at_update
 
 import sgdsde as sd
-from sgdsde import _progress  # the progress bar is where a Ctrl-C is simulated
 
 
 def _problem():
@@ -281,28 +281,15 @@ def test_a_method_with_state_beyond_theta_runs_on_the_engine(tmp_path):
     prefix = str(tmp_path / "hb")
     full = sd.simulate(HeavyBall(NOISE), PROBLEM, THETA0, **kw, events=(FP, RESET))
     out = sd.Output(save_to=prefix, checkpoint_every=1)
-    calls = {"n": 0}
-    original = _progress.Progress.update
-
-    def update(self, done):
-        calls["n"] += 1
-        if calls["n"] == 3:  # inside chunk 0, after its second block of records
-            raise KeyboardInterrupt
-        original(self, done)
-
-    _progress.Progress.update = update
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            sd.simulate(
-                HeavyBall(NOISE),
-                PROBLEM,
-                THETA0,
-                **kw,
-                events=(FP, RESET),
-                output=dataclasses.replace(out, progress=True),
-            )
-    finally:
-        _progress.Progress.update = original
+    with interrupted_at_update(3):  # inside chunk 0, after its second block of records
+        sd.simulate(
+            HeavyBall(NOISE),
+            PROBLEM,
+            THETA0,
+            **kw,
+            events=(FP, RESET),
+            output=dataclasses.replace(out, progress=True),
+        )
     resumed = sd.simulate(
         HeavyBall(NOISE),
         PROBLEM,
