@@ -4,6 +4,8 @@ size, with no d × n matrix: memory O(CHUNK·d) (theory/noise.md, NOISE-7)."""
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
@@ -15,14 +17,16 @@ def _inputs(problem, theta):
     return problem.X.astype(theta.dtype)
 
 
-def example_gradient_sq_sum(problem, theta, cotangents, centre) -> Float[Array, " d"]:
-    """$\\sum_i (J_i^T c_i - \\mathrm{centre})^{\\circ 2}$, elementwise: $c_i$ row i of ``cotangents`` ((n,) or
-    (n, K)), $J_i^T c_i$ one example's vector–Jacobian product (NOISE-7)."""
+def example_gradient_sq_sum(problem, theta, terms) -> Float[Array, " d"]:
+    """$\\sum_t w_t\\sum_i (J_i^T c^t_i - \\mathrm{centre}_t)^{\\circ 2}$, elementwise, for ``terms`` = ((w_t, c^t,
+    centre_t), …): $c^t_i$ row i of $c^t$ ((n,) or (n, K)), every term of one example from one linearization of
+    its outputs (NOISE-7)."""
     X = _inputs(problem, theta)
 
     def one(i):
         _, vjp = jax.vjp(lambda t: problem.model.output(t, X[i]), theta)
-        return (vjp(cotangents[i].astype(theta.dtype))[0] - centre) ** 2
+        sq = [w * (vjp(c[i].astype(theta.dtype))[0] - centre) ** 2 for w, c, centre in terms]
+        return functools.reduce(jnp.add, sq)
 
     return chunked_sum(one, problem.n_data)
 

@@ -87,7 +87,7 @@ class FullGradientLabelNoise(AbstractGradientNoise, AbstractSDENoise):
             return super().covariance_diagonal(problem, theta)
         ones = jnp.ones(problem.n_data, theta.dtype)
         scale = self.sigma.astype(theta.dtype) ** 2 / (problem.n_data * self.batch_size)
-        return scale * example_gradient_sq_sum(problem, theta, ones, 0.0)
+        return example_gradient_sq_sum(problem, theta, [(scale, ones, 0.0)])
 
     def noise_dim(self, problem):
         return problem.n_data

@@ -62,14 +62,12 @@ class CentredLabelProduct(AbstractSDENoise):
         """$s_b^2\\sum_i(\\nabla\\ell_i - \\nabla L)^{\\circ 2} + s_\\sigma^2\\sum_i(\\nabla f_i)^{\\circ 2}$ by chunks of
         examples: no d × n matrix (NOISE-7)."""
         s_batch, s_label = self.scales[0].astype(theta.dtype), self.scales[1].astype(theta.dtype)
-        out = jnp.zeros_like(theta)
+        terms = []
         if self.sampling_columns:
-            dl = problem.residuals(theta)
-            out = out + s_batch**2 * example_gradient_sq_sum(problem, theta, dl, problem.grad(theta))
+            terms.append((s_batch**2, problem.residuals(theta), problem.grad(theta)))
         if self.label_columns:
-            ones = jnp.ones(problem.n_data, theta.dtype)
-            out = out + s_label**2 * example_gradient_sq_sum(problem, theta, ones, 0.0)
-        return out
+            terms.append((s_label**2, jnp.ones(problem.n_data, theta.dtype), 0.0))
+        return example_gradient_sq_sum(problem, theta, terms)
 
     def factor_mv(self, problem, theta, w):
         n = problem.n_data

@@ -82,7 +82,7 @@ class MultiplicativeNoise(AbstractGradientNoise, AbstractSDENoise):
             return super().covariance_diagonal(problem, theta)
         centre = problem.grad(theta) if self.weights == "gaussian_centred" else 0.0
         dl = problem.residuals(theta)
-        return self._scale2(problem) * example_gradient_sq_sum(problem, theta, dl, centre)
+        return example_gradient_sq_sum(problem, theta, [(self._scale2(problem), dl, centre)])
 
     def noise_dim(self, problem):
         return problem.n_data
