@@ -119,6 +119,12 @@ class AbstractStepper(eqx.Module):
         θ (a reset that restores an optimizer's state)."""
         raise NotImplementedError(f"{type(self).__name__} has no state beyond theta to restart")
 
+    def in_lockstep(self) -> AbstractStepper:
+        """This stepper for a run in which no event restarts a path (``restart`` is never called), so that what
+        every path's state holds equal at step 0 stays equal (an optimizer's step count) and may be shared;
+        the same numbers. The default: itself."""
+        return self
+
     def path_finite(self, carry: PyTree) -> Bool[Array, " N"]:
         """Whether every coordinate of each path is finite, for the per-step divergence check (``finite_paths``).
         Steppers override it to reduce in their own layout (a transpose here doubled the cost of a d = 10 SDE
@@ -1096,6 +1102,8 @@ def _run_chunk(setup: _Setup, c: int, share: bool, resumed, start_record: int, o
     th = np.asarray(np.broadcast_to(setup.th0, (setup.n_paths, p0.n_params))[lo:hi], setup.dtype)
     th = jnp.asarray(th) if setup.sharding is None else jax.device_put(th, setup.sharding)
     steppers = [p.stepper_for_chunk(n) for p in plans]
+    if not any(e.restarts_paths for e in setup.events):
+        steppers = [s.in_lockstep() for s in steppers]
     if len(plans) == 1:
         ops = _Single(steppers[0])
     else:

@@ -128,6 +128,12 @@ class AbstractStepEvent(AbstractEvent):
         state: the engine then calls the stepper's ``restart``), or None (never)."""
         return None
 
+    @property
+    def restarts_paths(self) -> bool:
+        """Whether ``restarted`` can mark a path (known before the run: without such an event every path's
+        state beyond θ advances in lockstep, and the stepper may share what all paths hold equal)."""
+        return False
+
     @abc.abstractmethod
     def per_path(self, state) -> dict[str, Array]:
         """The per-path arrays kept at the end of a chunk (concatenated over chunks)."""

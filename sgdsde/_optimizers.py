@@ -92,6 +92,19 @@ class AbstractOptimizer(eqx.Module):
         with jax.numpy_dtype_promotion("standard"):
             return self.transformation(jax.tree.leaves(theta)[0].dtype).update(g, state, theta)
 
+    def update_paths(self, g, state, theta, *, lockstep: bool = False) -> tuple[Any, Any]:
+        """$(u_k, s_{k+1})$ of all paths (a leading path axis on g, θ and every state leaf): the update vmapped;
+        or, in ``lockstep`` (no path's state restarts, so the integer leaves, optax's step counts, are equal on
+        every path) for a ``leafwise`` update, one update of the stacked arrays with the count of path 0, the
+        same numbers per entry to rounding: bias corrections $1-\\beta^k$ then scale the whole array, not each
+        path's row (theory/optimizers.md, OPT-7)."""
+        if not (lockstep and self.leafwise()):
+            return jax.vmap(self.update)(g, state, theta)
+        shared = jax.tree.map(lambda a: a[0] if _is_count(a) else a, state)
+        u, new = self.update(g, shared, theta)
+        n = jax.tree.leaves(theta)[0].shape[0]
+        return u, jax.tree.map(lambda a: jnp.broadcast_to(a, (n,)) if _is_count(a) else a, new)
+
     def observe(self, state, layout: AbstractLayout = FLAT) -> dict[str, jax.Array]:
         """Per-path scalars of one path's state, recorded as ensemble mean and variance (names: ``records``),
         reduced over the flat θ's entries whatever the state's layout (the same numbers)."""
@@ -118,6 +131,11 @@ class AbstractOptimizer(eqx.Module):
     @property
     def has_sde(self) -> bool:
         return False
+
+
+def _is_count(a) -> bool:
+    """An integer leaf of an optax state: a step count."""
+    return jnp.issubdtype(a.dtype, jnp.integer)
 
 
 def _sq(x) -> jax.Array:

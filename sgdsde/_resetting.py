@@ -262,6 +262,10 @@ class ResetEvent(AbstractStepEvent):
         """The paths reset at this step, when the reset restarts the optimizer too."""
         return state["coin"] if self.restarts else None
 
+    @property
+    def restarts_paths(self) -> bool:
+        return self.restarts
+
     def per_path(self, state):
         out = {"count": state["count"], "first": state["first"], "last": state["last"]}
         if self.best is not None:

@@ -34,6 +34,7 @@ class SGDStepper(AbstractStepper):
     n_paths: int
     optimizer: AbstractOptimizer | None = None
     layout: AbstractLayout = FLAT
+    lockstep: bool = False  # no event restarts a path: the optimizer may update all paths as one (OPT-7)
     absorbs_divergence = True  # θ ← θ − η g̃ (or θ + η u)
 
     @property
@@ -74,7 +75,7 @@ class SGDStepper(AbstractStepper):
         g = jax.vmap(self.noise.gradient, in_axes=(None, 0, 0))(problem, params, inputs)
         if self.optimizer is None:
             return jax.tree.map(lambda p, gi: p - eta * gi, params, g), state
-        u, opt_state = jax.vmap(self.optimizer.update)(g, carry[2], params)
+        u, opt_state = self.optimizer.update_paths(g, carry[2], params, lockstep=self.lockstep)
         return jax.tree.map(lambda p, ui: p + eta * ui, params, u), state, opt_state
 
     def theta(self, carry):
@@ -96,7 +97,12 @@ class SGDStepper(AbstractStepper):
             return {}
         return jax.vmap(functools.partial(self.optimizer.observe, layout=self.layout))(carry[2])
 
+    def in_lockstep(self):
+        return eqx.tree_at(lambda s: s.lockstep, self, True)
+
     def restart(self, carry, mask):
+        if self.lockstep:
+            raise ValueError("a stepper in lockstep restarts no path (an event restarts paths)")
         if self.optimizer is None:
             return super().restart(carry, mask)
         fresh = jax.vmap(functools.partial(self.optimizer.init, layout=self.layout))(carry[0])

@@ -130,7 +130,7 @@ def test_factor_mv_is_one_vjp_equal_to_dense():
 
 def test_sgd_and_optimizers_equal_builtin():
     """simulate_sgd on the pytree model equals it on the built-in model, with heavy-ball momentum (the other
-    optimizers on the pytree model: test_sgd_in_the_params_layout_equals_the_flat_layout) [theory: FMOD-1]."""
+    optimizers on the pytree model: test_sgd_in_the_models_layout_equals_the_flat_layout) [theory: FMOD-1]."""
     fm, bi = _pair("two_layer_dict")
     kw = dict(lr=0.05, n_steps=3, key=2, ensemble=sd.Ensemble(n_paths=2), record=sd.Record(n_saved_paths=2))
     noise = sd.LabelNoise(0.5, 2, "with_replacement", "gaussian")
@@ -176,24 +176,35 @@ def _steps(stepper, n_steps):
     return run()
 
 
-def test_sgd_in_the_params_layout_equals_the_flat_layout():
-    """With every registered optimizer whose update acts entry by entry (momentum, RMSprop warm started from a
-    given v₀, Adam) SGD carries the params pytree and its moments, and takes the flat layout's steps: bit for
-    bit with momentum and RMSprop, to rounding with Adam; records and the divergence check too. A user's optax
-    transformation keeps the flat θ [theory: FMOD-5]."""
-    problem, _ = _pair("two_layer_dict")
-    noise, d = NOISES["minibatch_wr"](N, problem.n_params), problem.n_params
+@pytest.mark.parametrize("which", ["function_model", "diagonal_net"])
+def test_sgd_in_the_models_layout_equals_the_flat_layout(which):
+    """With no optimizer and every registered optimizer whose update acts entry by entry (momentum, RMSprop warm
+    started from a given v₀, Adam) SGD carries the model's own layout (a FunctionModel's params pytree, the
+    signed diagonal net's (u, v) pair) and its moments, and takes the flat layout's steps; records and the
+    divergence check too. The params pytree: bit for bit except Adam, to rounding; the (u, v) pair: to
+    rounding, within a few ulp after 2 steps (XLA contracts and reassociates differently in the per-leaf
+    fusions). A user's optax transformation keeps the flat θ [theory: FMOD-5]."""
+    if which == "function_model":
+        problem, _ = _pair("two_layer_dict")
+        noise = NOISES["minibatch_wr"](N, problem.n_params)
+    else:
+        X = np.random.default_rng(2).normal(size=(N, 3))
+        problem = sd.Problem(sd.DiagonalLinearNetwork(3, 0.8), X, X @ np.array([1.0, -0.5, 0.2]))
+        noise = NOISES["label_minibatch_gaussian"](N, problem.n_params)
+    d = problem.n_params
     optimizers = {k: OPTIMIZERS[k]() for k in sorted(OPTIMIZERS)}
     optimizers["rmsprop"] = sd.RMSprop(0.9, 1e-6, v0=np.linspace(0.5, 1.5, d))  # v₀ packed as the params
+    optimizers["none"] = None
     for name, opt in optimizers.items():
         stepper = sd.SGD(noise, opt).stepper(problem, 2)
-        assert isinstance(stepper.layout, ParamsLayout) == (name != "optax_clip_adam"), name
+        assert (stepper.layout == FLAT) == (name == "optax_clip_adam"), name
         if stepper.layout == FLAT:
             continue
+        assert isinstance(stepper.layout, ParamsLayout) == (which == "function_model")
         a = _steps(stepper, 2)
         b = _steps(SGDStepper(problem, noise, 2, stepper.optimizer, FLAT), 2)
-        assert a[1].keys() == set(opt.records), name
-        if name == "adam":
+        assert a[1].keys() == set(() if opt is None else opt.records), name
+        if name == "adam" or which == "diagonal_net":
             # XLA turns the bias correction's division by a scalar into a product with its reciprocal,
             # reassociated differently in the per-leaf fusions: within a few ulp after 2 steps
             np.testing.assert_allclose(a[0], b[0], rtol=4e-15, atol=1e-15)

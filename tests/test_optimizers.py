@@ -8,6 +8,7 @@ out in NumPy on the run's own replayed draws."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +18,7 @@ import pytest
 from helpers import NOISES, OPTIMIZERS, SGD_ONLY_NOISES, interrupted_at_update, make_problem
 
 import sgdsde as sd
+from sgdsde._layout import FLAT
 
 H = np.diag([1.0, 0.3])
 C = np.array([[0.5, 0.1], [0.1, 0.2]])
@@ -140,10 +142,13 @@ def test_adaptive_optimizers_follow_their_recursions_on_the_runs_own_draws(kind)
         np.testing.assert_allclose(res.paths[-1, i], want, rtol=1e-10, atol=1e-12)
 
 
-def test_a_bare_optax_transformation_equals_the_named_optimizer():
-    """[theory: OPT-1] ``optax.sgd(1.0, momentum=β)`` given as it is runs the same numbers as Momentum(β)."""
-    a = sd.simulate(sd.SGD(NOISE, optimizer=sd.Momentum(0.7)), PROBLEM, THETA0, **KW)
+def test_a_bare_optax_transformation_equals_the_named_optimizer(monkeypatch):
+    """[theory: OPT-1] ``optax.sgd(1.0, momentum=β)`` given as it is runs the same numbers as Momentum(β): bit
+    for bit in the flat layout that a user's transformation keeps (the named one carries the diagonal net's
+    (u, v) pair, equal to rounding: FMOD-5)."""
     b = sd.simulate(sd.SGD(NOISE, optimizer=optax.sgd(1.0, momentum=0.7)), PROBLEM, THETA0, **KW)
+    monkeypatch.setattr(sd.DiagonalLinearNetwork, "layout", lambda self: FLAT)
+    a = sd.simulate(sd.SGD(NOISE, optimizer=sd.Momentum(0.7)), PROBLEM, THETA0, **KW)
     np.testing.assert_array_equal(a.paths, b.paths)
     assert b.method.endswith("+Optax") and "probe=" in b.config["optimizer"]
 
@@ -207,12 +212,16 @@ def test_a_warm_start_resumes_only_under_its_own_initial_moments(tmp_path):
         np.testing.assert_array_equal(full.var[k], resumed.var[k])
 
 
-def test_a_reset_restores_parameters_only_unless_asked_to_restart_the_optimizer():
-    """[theory: OPT-6] Resetting(rate) keeps a reset path's momentum (Bae et al.'s code default, --opt-reset 0);
-    Resetting(rate, optimizer=True) restarts it as at step 0 (--opt-reset 1). Under GD with momentum the only
-    randomness is the reset coin (p = rη = 0.5 per step), so each saved path is replayed in NumPy from its own
-    resets (read off the record: θ_k = θ₀ exactly) under either rule, to 1e-12 (float64, other summation order)."""
+@pytest.mark.parametrize("kind", ["momentum", "adam"])
+def test_a_reset_restores_parameters_only_unless_asked_to_restart_the_optimizer(kind):
+    """[theory: OPT-6, OPT-7] Resetting(rate) keeps a reset path's momentum (Bae et al.'s code default,
+    --opt-reset 0); Resetting(rate, optimizer=True) restarts it as at step 0 (--opt-reset 1): Adam's moments and
+    its own step count, so its bias corrections count again from 1 on that path only (the run is not in
+    lockstep). Under GD the only randomness is the reset coin (p = rη = 0.5 per step), so each saved path is
+    replayed in NumPy from its own resets (read off the record: θ_k = θ₀ exactly) under either rule, to 1e-12
+    (float64, other summation order)."""
     eta, beta, n_steps = 0.05, 0.9, 8
+    b2, eps = 0.99, 1e-8
     kw = dict(
         lr=eta,
         n_steps=n_steps,
@@ -223,24 +232,84 @@ def test_a_reset_restores_parameters_only_unless_asked_to_restart_the_optimizer(
     th0 = np.asarray(THETA0, np.float64)
     grad = lambda th: np.asarray(PROBLEM.grad(jnp.asarray(th)))
     runs = {}
+    opt = sd.Momentum(beta) if kind == "momentum" else sd.Adam(beta, b2, eps)
     for restart in (False, True):
-        method = sd.SGD(None, optimizer=sd.Momentum(beta))
+        method = sd.SGD(None, optimizer=opt)
         res = sd.simulate(method, PROBLEM, THETA0, **kw, events=(sd.Resetting(10.0, optimizer=restart),))
         runs[restart] = res.paths
         for i in range(8):
-            th, m = th0.copy(), np.zeros_like(th0)
+            th, m, v, t = th0.copy(), np.zeros_like(th0), np.zeros_like(th0), 0
             for k in range(1, n_steps + 1):
-                m = beta * m + grad(th)
-                th = th - eta * m
+                g, t = grad(th), t + 1
+                if kind == "momentum":
+                    m = beta * m + g
+                    th = th - eta * m
+                else:
+                    m, v = beta * m + (1 - beta) * g, b2 * v + (1 - b2) * g * g
+                    th = th - eta * (m / (1 - beta**t)) / (np.sqrt(v / (1 - b2**t)) + eps)
                 if np.array_equal(res.paths[k, i], th0):  # reset after step k
                     th = th0.copy()
-                    m = np.zeros_like(m) if restart else m
+                    if restart:
+                        m, v, t = np.zeros_like(m), np.zeros_like(v), 0
                 np.testing.assert_allclose(res.paths[k, i], th, rtol=1e-12, atol=1e-14)
     resets = np.all(runs[True] == th0, axis=-1)
     assert resets[1:-1].any() and (~resets[2:] & resets[1:-1]).any()  # a reset followed by a free step
     assert not np.array_equal(runs[True], runs[False])  # the same coins, another rule
     with pytest.raises(ValueError, match="optimizer"):
         sd.simulate(sd.SGD(NOISE), PROBLEM, THETA0, **KW, events=(sd.Resetting(1.0, optimizer=True),))
+
+
+@pytest.mark.parametrize("name", ["momentum", "rmsprop", "adam", "adam_warm", "optax_clip_adam"])
+def test_in_lockstep_an_optimizer_updates_all_paths_as_one(name):
+    """[theory: OPT-7] With no event that restarts a path, a leafwise optimizer updates the stacked paths as one
+    array with the step count of path 0 (``update_paths(lockstep=True)``): over three steps on four paths of
+    different gradients, in the flat layout and in the diagonal net's (u, v) pair, the same updates and states
+    as the per-path (vmapped) update to rounding (rtol 1e-14: XLA may reassociate the bias correction per
+    fusion, FMOD-5), and the counts stay per path, equal; an optimizer that is not leafwise (a user's optax
+    chain with a global norm) is updated per path either way, bit for bit. A run without such events steps in
+    lockstep, a run whose resets restart the optimizer does not."""
+    d = PROBLEM.n_params
+    opt = (
+        sd.Adam(v0=np.linspace(0.5, 1.5, d), m0=np.linspace(-1, 1, d))
+        if name == "adam_warm"
+        else OPTIMIZERS[name]()
+    )
+    g = jax.random.normal(jax.random.key(0), (3, 4, d))
+    theta = jax.random.normal(jax.random.key(1), (4, d))
+    for layout in (FLAT, PROBLEM.model.layout()):
+        runs = []
+        for lockstep in (False, True):
+            th, out = layout.pack(theta), []
+            state = jax.vmap(functools.partial(opt.init, layout=layout))(th)
+            for k in range(3):
+                u, state = jax.jit(functools.partial(opt.update_paths, lockstep=lockstep))(
+                    layout.pack(g[k]), state, th
+                )
+                th = jax.tree.map(lambda a, b: a + 0.1 * b, th, u)
+                out.append((layout.unpack(u), state))
+            runs.append(out)
+        for (u0, s0), (u1, s1) in zip(*runs, strict=True):
+            assert jax.tree.structure(s0) == jax.tree.structure(s1)
+            if name == "optax_clip_adam":
+                jax.tree.map(np.testing.assert_array_equal, (u0, s0), (u1, s1))
+            else:
+                np.testing.assert_allclose(u0, u1, rtol=1e-14, atol=1e-16)
+                jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-14, atol=1e-16), s0, s1)
+    if name != "adam":
+        return
+    spy = []
+
+    class SpyAdam(sd.Adam):  # its own type: a program of its own, traced here
+        def update_paths(self, g, state, theta, *, lockstep=False):
+            spy.append(lockstep)
+            return super().update_paths(g, state, theta, lockstep=lockstep)
+
+    run = dict(KW, n_steps=2, record=sd.Record())
+    for restart in (False, True):
+        events = (sd.Resetting(1.0, optimizer=restart),)
+        sd.simulate(sd.SGD(None, optimizer=SpyAdam()), PROBLEM, THETA0, **run, events=events)
+        assert spy and set(spy) == {not restart}, spy
+        spy.clear()
 
 
 def test_a_sweep_over_momentum_and_lr_is_one_program_equal_to_single_runs():

@@ -491,7 +491,10 @@ for sim, noise in ((sgdsde.simulate_sgd, sgdsde.LabelNoise(0.5, batch_size=3, sa
     one = sim(problem, noise, np.ones(6), ensemble=sgdsde.Ensemble(**ens), **kw)
     four = sim(problem, noise, np.ones(6), ensemble=sgdsde.Ensemble(devices=4, **ens), **kw)
     assert four.config["devices"] == 4 and one.config["devices"] == 1
-    assert np.array_equal(one.paths, four.paths)
+    if sim is adam:  # Adam's bias correction rounds per fusion (FMOD-5): a few ulp, not bit for bit
+        assert np.max(np.abs(one.paths - four.paths)) <= 4e-15
+    else:
+        assert np.array_equal(one.paths, four.paths)
     worst = max([worst] + [float(np.max(np.abs(one.mean[k] - four.mean[k]))) for k in one.mean])
 for bad, match in ((dict(devices=3), "multiples of the number of devices"), (dict(devices=5), "devices must be in [1, 4]")):
     try:
@@ -506,8 +509,10 @@ print(worst)
 
 def test_paths_sharded_across_devices_give_the_same_numbers():
     """devices=4 (four CPU devices via XLA_FLAGS, in a subprocess) shards each chunk's paths (also Adam's state
-    per path: [theory: OPT-1]): the saved paths are identical to one device's and the ensemble statistics agree up to the order of the cross-device sums
-    (float64: < 1e-12); bad device counts are refused by name."""
+    per path: [theory: OPT-1]): the saved paths are identical to one device's (Adam's to a few ulp: the
+    diagonal net's (u, v) leaves are fused differently in the partitioned program, FMOD-5) and the ensemble
+    statistics agree up to the order of the cross-device sums (float64: < 1e-12); bad device counts are refused
+    by name."""
     import subprocess
     import sys
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import abc
 
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._layout import AbstractLayout
 from .._validation import check_int_range, check_positive
 from .base import AbstractModel
 from .units import Units
@@ -95,6 +98,11 @@ class DiagonalLinearNetwork(AbstractLinearPredictor):
             return jnp.concatenate([2 * u[:, None] * X.T, -2 * v[:, None] * X.T], axis=0)
         return 2 * theta[:, None] * X.T
 
+    def layout(self) -> AbstractLayout:
+        """The signed model's SGD carries (u, v) as two leaves (FMOD-5): the gradient comes out as its two
+        halves, with no slices of θ nor their transposes (pads, or a concatenation) at every step."""
+        return _PairLayout(self) if self.signed else super().layout()
+
     def init(self, key=None):
         return jnp.full(self.n_params, self.alpha)
 
@@ -116,3 +124,28 @@ class DiagonalLinearNetwork(AbstractLinearPredictor):
                 (u**2 - v**2) * xi, (u, v), (xi,), (), tuple((k, p + k) for k in range(p)), inputs, ((),) * p
             )
         return Units(v**2 * xi, (v,), (xi,), (), tuple((k,) for k in range(p)), inputs, ((),) * p)
+
+
+class _PairLayout(AbstractLayout):
+    """θ = (u, v) of a signed ``DiagonalLinearNetwork`` as the pair of leaves (…, p), (…, p) (FMOD-5)."""
+
+    model: DiagonalLinearNetwork
+
+    def pack(self, theta):
+        p = self.model.dim
+        return (theta[..., :p], theta[..., p:])
+
+    def unpack(self, params):
+        # materialized, as ParamsLayout's: a reduction of the concatenation stays one reduction
+        return jax.lax.optimization_barrier(jnp.concatenate(params, axis=-1))
+
+    def problem(self, problem):
+        return eqx.tree_at(lambda p: p.model, problem, _PairModel(self.model.dim, self.model.alpha))
+
+
+class _PairModel(DiagonalLinearNetwork):
+    """The signed model whose θ is the pair (u, v): only SGD's stochastic gradients see it."""
+
+    def weights(self, theta):
+        u, v = theta
+        return u * u - v * v
