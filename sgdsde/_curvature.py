@@ -368,7 +368,9 @@ def steihaug_cg(matvec, g, radius, rtol, max_iters: int) -> tuple[Array, Array, 
         # the root τ ≥ 0 of ‖z + τd‖ = Δ (‖z‖ < Δ), in the form without cancellation
         a, b, c = jnp.vdot(d, d), jnp.vdot(z, d), jnp.vdot(z, z) - radius**2
         disc = jnp.sqrt(jnp.maximum(b * b - a * c, 0.0))
-        return jnp.where(b > 0, -c / jnp.where(b + disc > 0, b + disc, 1), (disc - b) / jnp.where(a > 0, a, 1))
+        return jnp.where(
+            b > 0, -c / jnp.where(b + disc > 0, b + disc, 1), (disc - b) / jnp.where(a > 0, a, 1)
+        )
 
     def cond(state):
         j, *_, done, _ = state

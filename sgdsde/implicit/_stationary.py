@@ -285,7 +285,9 @@ def _trust_region_newton(theta, args, gtol, max_steps: int):
         _, hvp = jax.linearize(grad, th)
         norm = jnp.linalg.norm(g)
         forcing = jnp.minimum(TR_FORCING, jnp.sqrt(norm / norm0))
-        p, predicted, its, hit = steihaug_cg(hvp, g, radius, jnp.maximum(forcing * norm, 0.5 * target), TR_CG_MAX_STEPS)
+        p, predicted, its, hit = steihaug_cg(
+            hvp, g, radius, jnp.maximum(forcing * norm, 0.5 * target), TR_CG_MAX_STEPS
+        )
         f_new, g_new = value_grad(th + p, args)
         n_new = jnp.linalg.norm(g_new)
         rounding = predicted <= TR_ROUNDING * eps * jnp.abs(f)
@@ -343,7 +345,8 @@ def stationary_point(
         regularizer: an ``AbstractRegularizer`` (its domain is checked at θ_init and at the solution).
         lam: λ ≥ 0 (for label noise, ``effective_lambda``: ησ²/B).
         theta_init: starting point (d,).
-        method: "bfgs+newton" (BFGS descent on L + λR, then Newton on the gradient: lands on minima),
+        method: "bfgs+newton" (BFGS descent on L + λR, then Newton on the gradient, at size a trust-region
+            Newton: lands on minima),
             "newton" (Newton root find from θ_init: may land on saddles) or "bfgs".
         gtol: convergence when ‖∇(L + λR)‖₂ ≤ gtol.
         max_steps: per solver stage.
@@ -352,10 +355,12 @@ def stationary_point(
         lanczos_iters: above ``MAX_DENSE_PARAMS`` parameters, the Lanczos steps (Hessian-vector products of
             L + λR) that give its smallest and largest eigenvalues (capped at d).
 
-    Above ``MAX_DENSE_PARAMS`` = 512 parameters nothing of d × d entries is formed: "bfgs" is L-BFGS, Newton's
-    steps are MINRES solves on Hessian-vector products of L + λR (at most ``MINRES_MAX_STEPS`` products a step)
-    with a nonmonotone backtracking on ‖∇(L + λR)‖ (Newton-MR), R is the regularizer's ``matrix_free_value`` and
-    the classification comes from the Lanczos ends of the spectrum (theory/curvature.md, CURV-5, CURV-6).
+    Above ``MAX_DENSE_PARAMS`` = 512 parameters nothing of d × d entries is formed: "bfgs" is L-BFGS; after it
+    "bfgs+newton" runs a trust-region Newton–CG on L + λR (Steihaug's CG on Hessian-vector products, at most
+    ``TR_CG_MAX_STEPS`` a step; F never rises, negative curvature is followed: a minimizer), while "newton"'s
+    steps are MINRES solves on Hessian-vector products (at most ``MINRES_MAX_STEPS`` a step) with a nonmonotone
+    backtracking on ‖∇(L + λR)‖ (Newton-MR, a root finder); R is the regularizer's ``matrix_free_value`` and the
+    classification comes from the Lanczos ends of the spectrum (theory/curvature.md, CURV-5, CURV-6, CURV-7).
 
     Returns:
         StationaryPoint (theory/implicit-regularization.md, REG-6).
@@ -389,15 +394,20 @@ def stationary_point(
         theta, n_steps = sol.value, n_steps + int(sol.stats["num_steps"])
         STATS.update(descent_steps=int(sol.stats["num_steps"]))
     if method in ("bfgs+newton", "newton") and np.all(np.isfinite(np.asarray(theta))):
-        if newton is None:  # at size
+        minimizing = newton is None and method == "bfgs+newton"
+        if minimizing:  # at size, for a minimum: trust-region Newton–CG on F (CURV-7)
+            value, steps, hvps = _trust_region_newton(theta, args, jnp.asarray(gtol), max_steps)
+            STATS.update(newton_steps=int(steps), hvps=int(hvps))
+        elif newton is None:  # at size, a root of ∇F (saddles too): Newton–MINRES (CURV-6)
             value, steps, hvps = _newton_krylov(theta, args, jnp.asarray(gtol), max_steps)
             STATS.update(newton_steps=int(steps), hvps=int(hvps))
         else:
             sol = optx.root_find(_objective_grad, newton, theta, args, max_steps=max_steps, throw=False)
             value, steps = sol.value, sol.stats["num_steps"]
-        # Newton polishes a good point; if it wanders off (a non-finite step), keep the better of the two.
+        # Newton polishes a good point; if it wanders off (a non-finite step), keep the better of the two. The
+        # trust region never raises F, so its end is kept whatever its ‖∇F‖.
         gn = lambda y: _finite_or_inf(_grad_norm(problem, regularizer, args[2], y, at_size))
-        if np.all(np.isfinite(np.asarray(value))) and gn(value) <= gn(theta):
+        if np.all(np.isfinite(np.asarray(value))) and (minimizing or gn(value) <= gn(theta)):
             theta = value
         n_steps += int(steps)
     iters = min(lanczos_iters, problem.n_params) if at_size else 0
