@@ -172,13 +172,14 @@ def test_minres_solves_indefinite_and_singular_systems():
     assert abs(np.linalg.norm(H @ np.asarray(x) - consistent - U[:, 0]) - 1) < 1e-8
 
 
-def test_trust_region_newton_lands_on_the_dense_minimum_and_leaves_the_saddle(dense_points):
+def test_trust_region_newton_lands_on_the_dense_minimum_and_leaves_the_saddle(monkeypatch, dense_points):
     """The at-size trust-region Newton–CG (Steihaug's CG on HVPs of L + λΣ‖∇f_i‖², the matrix-free R) from the
     teacher θ_T + 10⁻²·N(0, I) ends within ‖∇F‖/λ_min + rounding of the dense Newton's minimum; from 0.1·N(0, I),
     where the root finders (dense Newton, Newton–MINRES) land on the saddle at 0, it follows negative curvature
     down to a minimum instead: the dense Newton polishing its end is there at once (≤ 1e-10 away: its end has
-    ‖∇F‖ ≤ 1e-12, λ_min ≥ 2e-3) with all dense eigenvalues positive, and F is below the saddle's
-    [theory: CURV-7]."""
+    ‖∇F‖ ≤ 1e-12, λ_min ≥ 2e-3) with all dense eigenvalues positive, and F is below the saddle's. With the switch
+    forced, ``stationary_point(method="bfgs+newton")`` returns that same θ (the trust region from θ_init) and calls
+    it a minimum from d Lanczos steps [theory: CURV-7, CURV-5]."""
     problem, theta_t, lam, saddle_problem, near_zero, dense, dense_saddle = dense_points
     reg = OutputGradientNormRegularizer()
     start = theta_t + 1e-2 * np.random.default_rng(2).normal(size=problem.n_params)
@@ -197,6 +198,12 @@ def test_trust_region_newton_lands_on_the_dense_minimum_and_leaves_the_saddle(de
         assert polish.kind == "minimum" and polish.hessian_eigenvalues[0] > 2e-3
         np.testing.assert_allclose(th, polish.theta, rtol=0, atol=1e-10)
         assert polish.objective < dense_saddle.objective - 0.03  # 0.0139 against the saddle's 0.0500
+        # stationary_point(method="bfgs+newton") at size is this trust region from θ_init, then Lanczos
+        monkeypatch.setattr(_problem, "MAX_DENSE_PARAMS", 0)
+        d = prob.n_params
+        free = stationary_point(prob, reg, 3e-4, near_zero, method="bfgs+newton", lanczos_iters=d)
+        assert free.matrix_free and free.converged and free.kind == "minimum"
+        np.testing.assert_array_equal(free.theta, np.asarray(th))
 
 
 def _model_decrease(H, g, p):
