@@ -259,14 +259,14 @@ LBFGS_BEFORE_TRUST_REGION = False
 
 
 @eqx.filter_jit
-def _trust_region_newton(theta, args, gtol, max_steps: int):
+def _trust_region_newton(theta, args, gtol, max_steps):
     """Steihaug–Toint trust-region Newton–CG on F = L + λR by Hessian-vector products (CURV-7): a minimizer.
     Each step approximately minimizes the quadratic model of F in the ball ‖p‖ ≤ Δ by ``steihaug_cg`` (following
     negative curvature to the boundary, so it leaves saddles), takes θ + p only if F falls by a fraction of the
     model's decrease, and adapts Δ by that ratio; inside the ball with a positive definite ∇²F its steps are
     inexact Newton steps (superlinear near a nondegenerate minimum). F never rises. It stops at
     ‖∇F‖ ≤ 10⁻³·gtol, at a radius below ε‖θ‖ (no step can change θ), at a non-finite point or after
-    ``max_steps``; returns (θ, steps, HVPs)."""
+    ``max_steps`` (traced: no recompile per value); returns (θ, steps, HVPs)."""
     value_grad = jax.value_and_grad(_objective)
     grad = lambda th: _objective_grad(th, args)  # noqa: E731
     f0, g0 = value_grad(theta, args)
@@ -385,6 +385,7 @@ def stationary_point(
     lanczos_iters = check_int_range("lanczos_iters", lanczos_iters, 1)
     regularizer.check_domain(problem, th0)
     at_size = matrix_free(problem)
+    STATS.clear()
 
     # module-level functions with (problem, R, λ, at_size) as arguments: repeated solves reuse the compiled
     # solver; at_size (a Python bool) is static, so the dense and matrix-free programs are compiled apart
@@ -401,7 +402,7 @@ def stationary_point(
         STATS.update(descent_steps=int(sol.stats["num_steps"]))
     if method in ("bfgs+newton", "newton") and np.all(np.isfinite(np.asarray(theta))):
         if minimizing:  # at size, for a minimum: trust-region Newton–CG on F (CURV-7)
-            value, steps, hvps = _trust_region_newton(theta, args, jnp.asarray(gtol), max_steps)
+            value, steps, hvps = _trust_region_newton(theta, args, jnp.asarray(gtol), jnp.asarray(max_steps))
             STATS.update(newton_steps=int(steps), hvps=int(hvps))
         elif newton is None:  # at size, a root of ∇F (saddles too): Newton–MINRES (CURV-6)
             value, steps, hvps = _newton_krylov(theta, args, jnp.asarray(gtol), max_steps)
