@@ -183,14 +183,16 @@ def test_trust_region_newton_lands_on_the_dense_minimum_and_leaves_the_saddle(mo
     d = problem.n_params
     start = theta_t + 1e-2 * np.random.default_rng(2).normal(size=d)
     monkeypatch.setattr(_problem, "MAX_DENSE_PARAMS", 0)
-    free = stationary_point(problem, reg, lam, start, method="bfgs+newton", lanczos_iters=d)
+    free = stationary_point(problem, reg, lam, start, method="bfgs+newton", lanczos_iters=d, gtol=1e-12)
     assert free.matrix_free and free.kind == "minimum" and free.residual <= 1e-12
     assert "descent_steps" not in _stationary.STATS and 0 < _stationary.STATS["newton_steps"] < 2000
     # ‖θ − θ*‖ ≤ ‖∇F‖/λ_min for each (λ_min ≈ 5e-5), plus the dense point's own ≤ 1e-12 residual
     np.testing.assert_allclose(
         free.theta, dense.theta, rtol=0, atol=2e-12 / dense.hessian_eigenvalues[0] + 1e-12
     )
-    free = stationary_point(saddle_problem, reg, 3e-4, near_zero, method="bfgs+newton", lanczos_iters=d)
+    free = stationary_point(
+        saddle_problem, reg, 3e-4, near_zero, method="bfgs+newton", lanczos_iters=d, gtol=1e-12
+    )
     assert free.matrix_free and free.kind == "minimum" and free.residual <= 1e-12
     monkeypatch.setattr(_problem, "MAX_DENSE_PARAMS", 512)
     polish = stationary_point(saddle_problem, reg, 3e-4, free.theta, method="newton")
