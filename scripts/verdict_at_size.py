@@ -62,6 +62,12 @@ def main() -> None:
     )
     ap.add_argument("--cache", default="", help="a .npz to keep θ_init in (rerun: no SGD run)")
     ap.add_argument("--save", default="", help="a .npz to write the solver's end θ to")
+    ap.add_argument(
+        "--cg-max",
+        type=int,
+        default=_stationary.TR_CG_MAX_STEPS,
+        help="the trust region's CG products per step (TR_CG_MAX_STEPS)",
+    )
     a = ap.parse_args()
     if a.quick:
         a.width, a.steps = 20, 1000
@@ -75,6 +81,7 @@ def main() -> None:
     reg = OutputGradientNormRegularizer()
     _stationary.TRACE = True
     _stationary.LBFGS_BEFORE_TRUST_REGION = a.lbfgs_first
+    _stationary.TR_CG_MAX_STEPS = a.cg_max
     counter = _stationary.STATS
     cached = None
     if a.cache:
