@@ -101,8 +101,9 @@ def main() -> None:
         problem, reg, lam, theta_init, method=a.method, on_failure="flag", max_steps=a.max_steps
     )
     seconds = time.perf_counter() - t
+    stats = dict(counter)  # predict's own solve below clears the counter
     print(p.table())
-    print(f"stationary_point({a.method!r}): {seconds:.1f} s, stats {dict(counter)}")
+    print(f"stationary_point({a.method!r}): {seconds:.1f} s, stats {stats}")
     if a.save:
         np.savez(a.save, theta=p.theta, theta_init=theta_init)
     verdict = "skipped"
@@ -126,7 +127,7 @@ def main() -> None:
         verdict = ",".join(v.verdict for v in report.verdicts)
         print(f"run + verdict: {time.perf_counter() - t:.1f} s")
     print(
-        f"verdict_at_size: d={d} seconds={seconds:.1f} steps={p.n_steps} hvps={counter.get('hvps', 'n/a')} "
+        f"verdict_at_size: d={d} seconds={seconds:.1f} steps={p.n_steps} hvps={stats.get('hvps', 'n/a')} "
         f"residual={p.residual:.3g} kind={p.kind} converged={p.converged} verdict={verdict}"
     )
 
