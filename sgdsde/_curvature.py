@@ -348,3 +348,50 @@ def minres(matvec, b, rtol, max_iters: int) -> tuple[Array, Array, Array]:
     )
     k, x, *_, phibar, _, _ = jax.lax.while_loop(cond, body, init)
     return x, phibar, k
+
+
+def steihaug_cg(matvec, g, radius, rtol, max_iters: int) -> tuple[Array, Array, Array, Array]:
+    """Steihaug–Toint truncated CG for the trust-region subproblem $\\min_{\\|p\\| \\le \\Delta} g^Tp + \\tfrac12 p^THp$
+    (CURV-7) on a symmetric, possibly indefinite H given by its products, from p₀ = 0.
+
+    CG on Hp = −g until the residual ‖g + Hp‖ ≤ ``rtol`` (absolute; a traced scalar), or a direction of
+    non-positive curvature dᵀHd ≤ 0 appears, or the next iterate leaves the ball ‖p‖ ≤ Δ = ``radius``: then it
+    steps along the current direction to the boundary and stops; after ``max_iters`` products it returns the last
+    iterate. Each iterate lowers the model m(p) = gᵀp + ½pᵀHp and ‖p‖ grows along the way (Steihaug 1983), so the
+    first iterate (the Cauchy point along −g, clipped to the ball) already gives the decrease that makes a
+    trust-region method converge. Returns (p, the model decrease −m(p) ≥ 0, products used, whether p is on
+    the boundary). Memory: five d-vectors besides g, whatever the number of steps."""
+    dt = g.dtype
+    radius = jnp.asarray(radius, dt)
+
+    def to_boundary(z, d):
+        # the root τ ≥ 0 of ‖z + τd‖ = Δ (‖z‖ < Δ), in the form without cancellation
+        a, b, c = jnp.vdot(d, d), jnp.vdot(z, d), jnp.vdot(z, z) - radius**2
+        disc = jnp.sqrt(jnp.maximum(b * b - a * c, 0.0))
+        return jnp.where(
+            b > 0, -c / jnp.where(b + disc > 0, b + disc, 1), (disc - b) / jnp.where(a > 0, a, 1)
+        )
+
+    def cond(state):
+        j, *_, done, _ = state
+        return ~done & (j < max_iters)
+
+    def body(state):
+        j, z, r, d, rr, _, _ = state
+        hd = matvec(d)
+        dhd = jnp.vdot(d, hd)
+        alpha = rr / jnp.where(dhd > 0, dhd, 1)
+        hit = (dhd <= 0) | (jnp.linalg.norm(z + alpha * d) >= radius)
+        step = jnp.where(hit, to_boundary(z, d), alpha)
+        z = z + step * d
+        r = r + step * hd  # r = g + Hz throughout
+        rr_new = jnp.vdot(r, r)
+        d = -r + (rr_new / jnp.where(rr > 0, rr, 1)) * d
+        return j + 1, z, r, d, rr_new, hit | (jnp.sqrt(rr_new) <= rtol), hit
+
+    rr0 = jnp.vdot(g, g)
+    init = (jnp.int32(0), jnp.zeros_like(g), g, -g, rr0, jnp.sqrt(rr0) <= rtol, jnp.asarray(False))
+    j, z, r, _, _, _, hit = jax.lax.while_loop(cond, body, init)
+    # m(z) = gᵀz + ½zᵀHz with Hz = r − g: no extra product
+    decrease = -(jnp.vdot(g, z) + 0.5 * jnp.vdot(z, r - g))
+    return z, decrease, j, hit

@@ -10,16 +10,18 @@ import jax.numpy as jnp
 import numpy as np
 import optimistix as optx
 import pytest
+import scipy.optimize
 from helpers import LOSSES
 from test_function_model import _max_intermediate  # the d·n-intermediate search of FMOD-2/3, reused
 
 import sgdsde as sd
 from sgdsde import _problem  # internal: the size switch, lowered to force the matrix-free path
-from sgdsde._curvature import lanczos, minres
+from sgdsde._curvature import lanczos, minres, steihaug_cg
 from sgdsde.implicit import (
     HessianTraceRegularizer,
     OutputGradientNormRegularizer,
     TraceLogRegularizer,
+    _stationary,
     stationary_point,
 )
 from sgdsde.implicit._flow import project_to_zero_loss
@@ -86,7 +88,24 @@ def test_regularizers_matrix_free_equal_dense(loss):
         np.testing.assert_allclose(gf, g, rtol=0, atol=1e-10 * float(jnp.max(jnp.abs(g))), err_msg=reg.name)
 
 
-def test_stationary_point_matrix_free_equals_dense(monkeypatch):
+@pytest.fixture(scope="module")
+def dense_points():
+    """The teacher problem's minimum of L + λΣ‖∇f_i‖² (λ = 1e-5/(4n)) and a saddle problem's saddle at 0, each by
+    the dense Newton (method="newton"), shared by the matrix-free tests that are held to them."""
+    problem, theta_t = _teacher_problem()
+    reg = OutputGradientNormRegularizer()
+    # Σ‖∇f_i‖² ≈ 4n·¼tr∇²L near Γ (REG-3): λ/(4n) for the pull of ¼tr∇²L at λ = 1e-5
+    lam = 1e-5 / (4 * problem.n_data)
+    saddle_problem = sd.Problem(
+        problem.model, problem.X, np.tanh(problem.X[:, 0])
+    )  # same shapes: one compile
+    near_zero = 0.1 * np.random.default_rng(1).normal(size=problem.n_params)
+    dense = stationary_point(problem, reg, lam, theta_t, method="newton")
+    dense_saddle = stationary_point(saddle_problem, reg, 3e-4, near_zero, method="newton")
+    return problem, theta_t, lam, saddle_problem, near_zero, dense, dense_saddle
+
+
+def test_stationary_point_matrix_free_equals_dense(monkeypatch, dense_points):
     """The stationary point of L + λΣ‖∇f_i‖² by the matrix-free Newton–MINRES (HVPs of L + λR) equals the dense
     Newton's to 1e-8 (both end at ‖∇F‖ ≤ 1e-12, so each θ is within ‖∇F‖/λ_min ≤ 1e-12/5e-5 of the exact point),
     both call it a minimum, and d Lanczos steps on HVPs (exact up to rounding, CURV-1) give the dense λ_min and
@@ -97,17 +116,9 @@ def test_stationary_point_matrix_free_equals_dense(monkeypatch):
     2·1e-12/min|e| + rounding of each other, and the matrix-free path calls it a saddle with the dense λ_min.
     (¼ tr∇²L enters the same solver through its R and ∇R, held to the dense ones above; its dense Newton
     compiles 4th derivatives, too slow for the suite.) [theory: CURV-5, CURV-6, CURV-1]"""
-    problem, theta_t = _teacher_problem()
+    problem, theta_t, lam, saddle_problem, near_zero, dense, dense_saddle = dense_points
     reg = OutputGradientNormRegularizer()
-    # Σ‖∇f_i‖² ≈ 4n·¼tr∇²L near Γ (REG-3): λ/(4n) for the pull of ¼tr∇²L at λ = 1e-5
-    lam = 1e-5 / (4 * problem.n_data)
     d = problem.n_params
-    saddle_problem = sd.Problem(
-        problem.model, problem.X, np.tanh(problem.X[:, 0])
-    )  # same shapes: one compile
-    near_zero = 0.1 * np.random.default_rng(1).normal(size=d)
-    dense = stationary_point(problem, reg, lam, theta_t, method="newton")
-    dense_saddle = stationary_point(saddle_problem, reg, 3e-4, near_zero, method="newton")
     monkeypatch.setattr(_problem, "MAX_DENSE_PARAMS", 0)
     free = stationary_point(problem, reg, lam, theta_t, method="newton", lanczos_iters=d)
     free_saddle = stationary_point(saddle_problem, reg, 3e-4, near_zero, method="newton", lanczos_iters=d)
@@ -157,6 +168,100 @@ def test_minres_solves_indefinite_and_singular_systems():
     x, res, k = solve(jnp.asarray(H), jnp.asarray(consistent + U[:, 0]))  # ‖null part‖ = 1
     assert k < 200 and abs(float(res) - 1) < 1e-8
     assert abs(np.linalg.norm(H @ np.asarray(x) - consistent - U[:, 0]) - 1) < 1e-8
+
+
+def test_trust_region_newton_lands_on_the_dense_minimum_and_leaves_the_saddle(monkeypatch, dense_points):
+    """``stationary_point(method="bfgs+newton")`` with the size switch forced is the trust-region Newton–CG from
+    θ_init (Steihaug's CG on HVPs of L + λΣ‖∇f_i‖², the matrix-free R; no L-BFGS). From the teacher
+    θ_T + 10⁻²·N(0, I) it ends within ‖∇F‖/λ_min + rounding of the dense Newton's minimum; from 0.1·N(0, I), where
+    the root finders (dense Newton, Newton–MINRES) land on the saddle at 0, it follows negative curvature down to
+    a minimum instead: the dense Newton polishing its end is there at once (≤ 1e-10 away: its end has
+    ‖∇F‖ ≤ 1e-12, λ_min ≥ 2e-3) with all dense eigenvalues positive, F is below the saddle's, and d Lanczos steps
+    call it a minimum [theory: CURV-7, CURV-5]."""
+    problem, theta_t, lam, saddle_problem, near_zero, dense, dense_saddle = dense_points
+    reg = OutputGradientNormRegularizer()
+    d = problem.n_params
+    start = theta_t + 1e-2 * np.random.default_rng(2).normal(size=d)
+    monkeypatch.setattr(_problem, "MAX_DENSE_PARAMS", 0)
+    free = stationary_point(problem, reg, lam, start, method="bfgs+newton", lanczos_iters=d, gtol=1e-12)
+    assert free.matrix_free and free.kind == "minimum" and free.residual <= 1e-12
+    assert "descent_steps" not in _stationary.STATS and 0 < _stationary.STATS["newton_steps"] < 2000
+    # ‖θ − θ*‖ ≤ ‖∇F‖/λ_min for each (λ_min ≈ 5e-5), plus the dense point's own ≤ 1e-12 residual
+    np.testing.assert_allclose(
+        free.theta, dense.theta, rtol=0, atol=2e-12 / dense.hessian_eigenvalues[0] + 1e-12
+    )
+    free = stationary_point(
+        saddle_problem, reg, 3e-4, near_zero, method="bfgs+newton", lanczos_iters=d, gtol=1e-12
+    )
+    assert free.matrix_free and free.kind == "minimum" and free.residual <= 1e-12
+    monkeypatch.setattr(_problem, "MAX_DENSE_PARAMS", 512)
+    polish = stationary_point(saddle_problem, reg, 3e-4, free.theta, method="newton")
+    assert polish.kind == "minimum" and polish.hessian_eigenvalues[0] > 2e-3
+    np.testing.assert_allclose(free.theta, polish.theta, rtol=0, atol=1e-10)
+    assert polish.objective < dense_saddle.objective - 0.03  # 0.0139 against the saddle's 0.0500
+
+
+def _model_decrease(H, g, p):
+    return -(g @ p + 0.5 * p @ H @ p)
+
+
+def _exact_trust_region_decrease(H, g, radius):
+    """The global minimum of m(p) = gᵀp + ½pᵀHp on ‖p‖ ≤ Δ (Moré–Sorensen: p = −(H + μI)⁻¹g with μ ≥ max(0, −λ_min)
+    and ‖p‖ = Δ unless μ = 0; g is generic here, so not the "hard case"), by the eigendecomposition."""
+    e, Q = np.linalg.eigh(H)
+    gh = Q.T @ g
+    norm = lambda mu: np.linalg.norm(gh / (e + mu))  # noqa: E731
+    if e[0] > 0 and norm(0.0) <= radius:
+        mu = 0.0
+    else:
+        lo = max(0.0, -e[0]) + 1e-14
+        hi = lo + np.linalg.norm(g) / radius + 1.0
+        mu = scipy.optimize.brentq(lambda m: norm(m) - radius, lo, hi, xtol=1e-15, rtol=1e-15)
+    return _model_decrease(H, g, -Q @ (gh / (e + mu)))
+
+
+def test_steihaug_cg_against_dense_trust_region_solutions():
+    """Steihaug–Toint CG on dense 40 × 40 systems (CURV-7): (a) H ≻ 0 with 8 distinct eigenvalues and a large radius:
+    it is CG, so it ends at the Newton step −H⁻¹g (to 1e-10: rounding of a condition number ≤ 20) inside the ball
+    within 8 products (the Krylov space of 8 distinct eigenvalues is invariant); (b) the same H with a radius below
+    the Cauchy step's length: the first iterate leaves the ball, so p = −Δg/‖g‖ exactly, one product; (c) a radius
+    between: p on the boundary; (d) H indefinite (both signs) and a large radius: negative curvature is met and
+    followed to the boundary (not the saddle-seeking −H⁻¹g); (e) gᵀHg < 0: the first direction −g has negative
+    curvature, p = −Δg/‖g‖. In every case the reported model decrease is the dense gᵀp + ½pᵀHp's negative (to
+    1e-12 relatively: rounding) and it lies between the Cauchy point's decrease and the exact trust-region
+    minimum's (Moré–Sorensen by eigh), Steihaug's guarantee [theory: CURV-7]."""
+    rng = np.random.default_rng(11)
+    U, _ = np.linalg.qr(rng.normal(size=(40, 40)))
+    spd = (U * np.repeat(np.linspace(1.0, 20.0, 8), 5)) @ U.T
+    indefinite = (U * np.r_[-np.geomspace(0.1, 3.0, 10), np.geomspace(0.05, 5.0, 30)]) @ U.T
+    g = rng.normal(size=40)
+    e0 = U[:, 0]  # the most negative direction of `indefinite`: gᵀHg = −3 ‖e0‖² + small
+    solve = jax.jit(lambda H, g, radius: steihaug_cg(lambda v: H @ v, g, radius, 1e-12, 200))
+    cases = {
+        "newton": (spd, g, 100.0),
+        "first step clipped": (spd, g, 1e-3),
+        "boundary": (spd, g, 0.3 * np.linalg.norm(np.linalg.solve(spd, g))),
+        "negative curvature": (indefinite, g, 100.0),
+        "negative first direction": (indefinite, e0 + 0.01 * g, 2.0),
+    }
+    for name, (H, gv, radius) in cases.items():
+        p, dec, its, hit = solve(jnp.asarray(H), jnp.asarray(gv), radius)
+        p, dec, its, hit = np.asarray(p), float(dec), int(its), bool(hit)
+        np.testing.assert_allclose(dec, _model_decrease(H, gv, p), rtol=1e-12, err_msg=name)
+        curv = gv @ H @ gv
+        gn = np.linalg.norm(gv)
+        tau = 1.0 if curv <= 0 else min(1.0, gn**3 / (radius * curv))
+        cauchy = _model_decrease(H, gv, -tau * radius * gv / gn)
+        assert cauchy * (1 - 1e-12) <= dec <= _exact_trust_region_decrease(H, gv, radius) * (1 + 1e-12), name
+        if name == "newton":
+            assert not hit and its <= 8
+            np.testing.assert_allclose(p, -np.linalg.solve(H, gv), rtol=0, atol=1e-10)
+        else:
+            assert hit and abs(np.linalg.norm(p) - radius) <= 1e-12 * radius, name
+        if name in ("first step clipped", "negative first direction"):
+            assert its == 1
+            np.testing.assert_allclose(p, -radius * gv / gn, rtol=0, atol=1e-14 * radius, err_msg=name)
+    assert np.linalg.eigvalsh(indefinite)[0] < 0 and e0 @ indefinite @ e0 < 0
 
 
 def test_lanczos_residual_bounds_and_interlacing():
