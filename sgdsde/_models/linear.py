@@ -140,12 +140,26 @@ class _PairLayout(AbstractLayout):
         return jax.lax.optimization_barrier(jnp.concatenate(params, axis=-1))
 
     def problem(self, problem):
-        return eqx.tree_at(lambda p: p.model, problem, _PairModel(self.model.dim, self.model.alpha))
+        return eqx.tree_at(lambda p: p.model, problem, _PairModel(self.model))
 
 
-class _PairModel(DiagonalLinearNetwork):
-    """The signed model whose θ is the pair (u, v): only SGD's stochastic gradients see it."""
+class _PairModel(AbstractLinearPredictor):
+    """A signed ``DiagonalLinearNetwork`` whose θ is the pair (u, v): $\\beta = u\\odot u - v\\odot v$. Only
+    SGD's stochastic gradients see it (``_PairLayout.problem``)."""
+
+    model: DiagonalLinearNetwork
+
+    @property
+    def n_params(self) -> int:
+        return self.model.n_params
+
+    @property
+    def input_dim(self) -> int:
+        return self.model.dim
 
     def weights(self, theta):
         u, v = theta
         return u * u - v * v
+
+    def param_names(self) -> list[str]:
+        return self.model.param_names()
