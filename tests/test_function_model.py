@@ -103,6 +103,24 @@ def test_stochastic_gradient_equals_builtin_for_every_noise():
     np.testing.assert_allclose(reg[0].grad(th), reg[1].grad(th), rtol=0, atol=1e-12)
 
 
+def test_the_diagonal_nets_pair_layout_takes_every_noises_gradient():
+    """For every registered noise on the signed diagonal net, SGD's layout is the (u, v) pair exactly where the
+    gradient comes through the outputs, and the gradient taken on the pair is the flat one (to rounding:
+    1e-14 relative, other fusions) [theory: FMOD-5]."""
+    X = np.random.default_rng(2).normal(size=(N, 3))
+    problem = sd.Problem(sd.DiagonalLinearNetwork(3, 0.8), X, X @ np.array([1.0, -0.5, 0.2]))
+    key, theta = jax.random.key(7), problem.model.init() + jnp.linspace(-0.2, 0.3, 6)
+    for name in sorted(NOISES):
+        noise = NOISES[name](N, problem.n_params)
+        noise.check(problem)
+        layout = sd.SGD(noise).stepper(problem, 1).layout
+        assert (layout != FLAT) == noise.through_outputs(), name
+        draws, _ = noise.draw(problem, key, 0, noise.init_state(problem, key, 1, jnp.float64), 1, jnp.float64)
+        flat = noise.gradient(problem, theta, _one_path(draws))
+        pair = noise.gradient(layout.problem(problem), layout.pack(theta), _one_path(draws))
+        np.testing.assert_allclose(layout.unpack(pair), flat, rtol=1e-14, atol=1e-15, err_msg=name)
+
+
 _SDE_NOISES = [(n, "reg") for n in sorted(NOISES)] + [(n, "ce") for n in sorted(CLASSIFICATION_NOISES)]
 
 
