@@ -8,8 +8,9 @@ by their exact first two moments: no Monte Carlo. The paths are
   enumerated one (a Monte Carlo check of the draws within 5 standard errors), and ``mean_gradient``;
 - ``factor``: the SME's covariance factor A (``SME.diffusion`` = √η A, what every non-Euler diffrax solver
   integrates), with A Aᵀ = the exact covariance;
-- ``euler``: the Euler fast path's matrix-free product (``SME.euler_form().factor_mv``, what the Euler stepper
-  calls) and the noise's own ``factor_mv``, column by column;
+- ``euler``: the Euler fast path's matrix-free product (``SME.euler_form().factor_mv``), the noise's own
+  ``factor_mv``, column by column, and the increment the Euler stepper adds (``euler_increment``: drift and
+  diffusion in one VJP for a per-example noise, whose traced program runs the model's forward pass once);
 - ``symbolic``: the same three on the symbolic back end (``symbolic.derive_sme``).
 A pair a noise does not define is refused by name (``noise.check``, the SME and simulate_sgd), and REFUSED
 lists which: a new noise model or loss joins every pair by its one registry line in tests/helpers.py.
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import CLASSIFICATION_NOISES, LOSSES, NOISES
+from jax.extend.core import ClosedJaxpr, Jaxpr
 
 import sgdsde as sd
 import sgdsde.symbolic as sy
@@ -199,9 +201,16 @@ def test_every_noise_loss_pair_on_every_path_is_the_exact_law(noise_name, loss_n
     close(got["diffusion"] @ got["diffusion"].T / eta, cov)
     # euler: the Euler stepper's matrix-free product, and the noise's own; symbolic: the same on sympy's
     # derivatives
-    for name in ("euler", "factor_mv", "symbolic_factor", "symbolic_euler"):
+    for name in ("euler", "factor_mv", "symbolic_factor", "symbolic_euler", "increment"):
         close(got[name] @ got[name].T, cov)
     close(got["symbolic_drift"], -mean)
+    # the Euler step's increment −mΔt + √η A w (Δt = η), affine in w: at w = 0 the drift's part, and its
+    # columns (above) √η A; one forward pass of the model (a tanh per pass) in its traced program, as the drift
+    # alone: drift and diffusion share one VJP (SDE-10)
+    close(got["increment0"], -eta * mean)
+    step = sme.euler_form()
+    jaxpr = jax.make_jaxpr(lambda t, w: step.euler_increment(t, eta, eta, w))(theta, jnp.zeros(m))
+    assert count_primitive(jaxpr.jaxpr, "tanh") == 1
     # sgd: simulate_sgd's draws (``draw`` then ``gradient``, 4,000 paths of one step, fixed key) sample the
     # enumerated law: each entry within 5 standard errors (SE of the sample mean from the exact covariance;
     # SE of each sample covariance entry from the per-path products)
@@ -228,7 +237,30 @@ def _paths(noise, problem, theta, sme, ssme, m, eta):
         "symbolic_drift": ssme.drift(theta, eta),
         "symbolic_factor": ssme.factor(theta),
         "symbolic_euler": columns(lambda w: ssme.euler_form().factor_mv(theta, w), m),
+        "increment0": sme.euler_form().euler_increment(theta, eta, eta, jnp.zeros(m)),
+        "increment": columns(
+            lambda w: (
+                (
+                    sme.euler_form().euler_increment(theta, eta, eta, w)
+                    - sme.euler_form().euler_increment(theta, eta, eta, 0 * w)
+                )
+                / math.sqrt(eta)
+            ),
+            m,
+        ),
     }
+
+
+def count_primitive(jaxpr, name: str) -> int:
+    """How many equations apply primitive ``name`` in a jaxpr, its sub-jaxprs included (pjit, custom rules)."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        total += eqn.primitive.name == name
+        for v in eqn.params.values():
+            for x in v if isinstance(v, (tuple, list)) else (v,):
+                if isinstance(x, ClosedJaxpr | Jaxpr):
+                    total += count_primitive(x.jaxpr if isinstance(x, ClosedJaxpr) else x, name)
+    return total
 
 
 @eqx.filter_jit

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import abc
 import enum
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import equinox as eqx
@@ -123,6 +124,22 @@ class AbstractSDENoise(eqx.Module):
     def factor_mv(self, problem: Problem, theta, w: Float[Array, " m"]) -> Float[Array, " d"]:
         """$A(\\theta)w$; subclasses compute it without forming A where they can (Euler uses only this)."""
         return self.covariance_factor(problem, theta) @ w
+
+    def mean_cotangent(self, problem: Problem) -> Callable[[Array, Array], Array] | None:
+        """c with $m(\\theta) = J(\\theta)^T c(f, \\ell')$ (J the Jacobian of the n outputs f, ℓ′ the loss's
+        derivatives): ℓ′/n, autodiff's ∇L, for an unbiased noise; None where m has no such form (SDE-10)."""
+        if not self.unbiased:
+            return None
+        n = problem.n_data
+        return lambda out, dl: dl / n
+
+    def factor_cotangent(
+        self, problem: Problem, w: Float[Array, " m"]
+    ) -> Callable[[Array, Array], Array] | None:
+        """c with $A(\\theta)w = J(\\theta)^T c(f, \\ell')$, for a noise whose columns are combinations of the
+        per-example output gradients (minibatch, label, multiplicative, flips) under autodiff: Euler then takes
+        its drift and diffusion in one VJP (SDE-10). None (default): A(θ)w has no such form."""
+        return None
 
     def noise_dim(self, problem: Problem) -> int:
         """m, the number of columns of A (Brownian motions of the SDE)."""

@@ -72,14 +72,20 @@ class FullGradientLabelNoise(AbstractGradientNoise, AbstractSDENoise):
         return full_gradient_label_gradient(problem, theta, idx, eps, self.batch_size)
 
     def covariance_factor(self, problem, theta):
-        n = problem.n_data
-        return (self.sigma.astype(theta.dtype) / math.sqrt(n * self.batch_size)) * problem.output_gradients(
-            theta
-        )
+        return self._label_scale(problem, theta.dtype) * problem.output_gradients(theta)
+
+    def _label_scale(self, problem, dtype):
+        """σ/√(nB), the label columns' scale."""
+        return self.sigma.astype(dtype) / math.sqrt(problem.n_data * self.batch_size)
 
     def factor_mv(self, problem, theta, w):
-        n = problem.n_data
-        return (self.sigma.astype(w.dtype) / math.sqrt(n * self.batch_size)) * problem.output_vjp(theta, w)
+        return self._label_scale(problem, w.dtype) * problem.output_vjp(theta, w)
+
+    def factor_cotangent(self, problem, w):
+        if not problem.derivatives.matrix_free:
+            return None
+        s = self._label_scale(problem, w.dtype)
+        return lambda out, dl: s * w
 
     def covariance_diagonal(self, problem, theta):
         """$\\frac{\\sigma^2}{nB}\\sum_i(\\nabla f_i)^{\\circ 2}$; at size by chunks of examples (NOISE-7)."""

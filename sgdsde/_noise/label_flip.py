@@ -13,7 +13,7 @@ import numpy as np
 
 from .._validation import check_positive
 from .base import AbstractGradientNoise, AbstractSDENoise
-from .per_example import batch_gradient
+from .per_example import batch_gradient, outputs_vjp
 from .sampling import (
     BatchSampler,
     batch_size_arg,
@@ -129,7 +129,10 @@ class LabelFlipNoise(AbstractGradientNoise, AbstractSDENoise):
 
     def _per_class(self, problem, theta):
         """(out, g[c] = ∂_fℓ(f_i, class c) for every class, w[i, c] = T[y_i, c])."""
-        out = problem.outputs(theta)
+        return self._per_class_at(problem, problem.outputs(theta))
+
+    def _per_class_at(self, problem, out):
+        """``_per_class`` at the outputs f = ``out``."""
         K = self.n_classes(problem)
         T = self.matrix(problem, out.dtype)
         w = T[self._class_index(problem, problem.y)]  # (n, K)
@@ -144,9 +147,18 @@ class LabelFlipNoise(AbstractGradientNoise, AbstractSDENoise):
         return out, g, w
 
     def _mean_dloss(self, problem, theta):
-        _, g, w = self._per_class(problem, theta)
+        return self._mean_dloss_at(problem, problem.outputs(theta))
+
+    def _mean_dloss_at(self, problem, out):
+        """(ḡ_i = Σ_c T[y_i, c] g[c]_i, g, w) at the outputs f = ``out``."""
+        _, g, w = self._per_class_at(problem, out)
         wt = w.T.reshape(w.T.shape + (1,) * (g.ndim - 2))
         return jnp.sum(wt * g, axis=0), g, w
+
+    def mean_cotangent(self, problem):
+        """ḡ/n: the biased mean $\\frac1n J^T\\bar g$ as a cotangent of the outputs (SDE-10)."""
+        n = problem.n_data
+        return lambda out, dl: self._mean_dloss_at(problem, out)[0] / n
 
     def mean_gradient(self, problem, theta):
         """$E\\tilde g = \\frac1n\\sum_i J_i^T\\bar g_i$, $\\bar g_i = \\sum_c T_{y_ic}\\partial_f\\ell(f_i, c)$ (FLIP-1)."""
@@ -183,19 +195,32 @@ class LabelFlipNoise(AbstractGradientNoise, AbstractSDENoise):
         (theory/function-models.md, FMOD-2)."""
         if not problem.derivatives.matrix_free:
             return self.covariance_factor(problem, theta) @ w
+        return outputs_vjp(problem, theta, self._coefficients(problem, w))
+
+    def factor_cotangent(self, problem, w):
+        return self._coefficients(problem, w) if problem.derivatives.matrix_free else None
+
+    def _coefficients(self, problem, w):
+        """``factor_mv``'s cotangent (f, ℓ′) ↦ c (the formula above)."""
         n, B = problem.n_data, self.batch(problem)
-        gbar, g, wT = self._mean_dloss(problem, theta)
-        K = g.shape[0]
         full = is_full_batch(self.sampling, B, n)
-        w_flip = (w if full else w[n:]).reshape(K, n)
-        tail = (1,) * (g.ndim - 2)
-        wt = jnp.sqrt(wT.T).reshape(wT.T.shape + tail)
-        coef = jnp.sum(wt * (g - gbar[None]) * w_flip.reshape(w_flip.shape + tail), axis=0) / math.sqrt(n * B)
-        if not full:
-            c = sampling_scale(self.sampling, B, n)
-            w_s = w[:n]
-            coef = coef + math.sqrt(c / (n * B)) * (w_s - jnp.mean(w_s)).reshape((n,) + tail) * gbar
-        return problem.output_vjp(theta, coef)
+
+        def coefficients(out, dl):
+            gbar, g, wT = self._mean_dloss_at(problem, out)
+            K = g.shape[0]
+            w_flip = (w if full else w[n:]).reshape(K, n)
+            tail = (1,) * (g.ndim - 2)
+            wt = jnp.sqrt(wT.T).reshape(wT.T.shape + tail)
+            coef = jnp.sum(wt * (g - gbar[None]) * w_flip.reshape(w_flip.shape + tail), axis=0) / math.sqrt(
+                n * B
+            )
+            if not full:
+                c = sampling_scale(self.sampling, B, n)
+                w_s = w[:n]
+                coef = coef + math.sqrt(c / (n * B)) * (w_s - jnp.mean(w_s)).reshape((n,) + tail) * gbar
+            return coef
+
+        return coefficients
 
     def latex(self):
         return (

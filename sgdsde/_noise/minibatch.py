@@ -13,7 +13,7 @@ from .._example_sums import by_chunks, example_gradient_sq_sum
 from .._losses import require_additive_label_noise
 from .._validation import check_positive
 from .base import AbstractGradientNoise, AbstractSDENoise, NoiseType
-from .per_example import batch_gradient, output_gradients_constant, per_example_vjp
+from .per_example import batch_gradient, output_gradients_constant, outputs_vjp
 from .sampling import (
     BatchSampler,
     batch_size_arg,
@@ -69,11 +69,11 @@ class CentredLabelProduct(AbstractSDENoise):
             terms.append((s_label**2, jnp.ones(problem.n_data, theta.dtype), 0.0))
         return example_gradient_sq_sum(problem, theta, terms)
 
-    def factor_mv(self, problem, theta, w):
+    def factor_cotangent(self, problem, w):
         n = problem.n_data
         s_batch, s_label = self.scales[0].astype(w.dtype), self.scales[1].astype(w.dtype)
 
-        def coefficients(dl):
+        def coefficients(out, dl):
             if not self.sampling_columns:
                 return s_label * w
             # (G − ḡ1ᵀ)w = Σ_i (w_i − w̄) J_iᵀℓ'_i, G = [J_iᵀℓ'_i] the per-example loss gradients, ℓ' = ∂ℓ/∂f
@@ -84,7 +84,10 @@ class CentredLabelProduct(AbstractSDENoise):
                 c = c + s_label * w[n:]
             return c
 
-        return per_example_vjp(problem, theta, coefficients)
+        return coefficients
+
+    def factor_mv(self, problem, theta, w):
+        return outputs_vjp(problem, theta, self.factor_cotangent(problem, w))
 
     def latex(self):
         return r"A(\theta)w,\ \text{matrix-free}"
@@ -143,6 +146,11 @@ class MinibatchNoise(AbstractGradientNoise, AbstractSDENoise):
         if not problem.derivatives.matrix_free:
             return self.covariance_factor(problem, theta) @ w
         return self.euler_form(problem).factor_mv(problem, theta, w)
+
+    def factor_cotangent(self, problem, w):
+        if not problem.derivatives.matrix_free:
+            return None
+        return self.euler_form(problem).factor_cotangent(problem, w)
 
     def covariance_diagonal(self, problem, theta):
         if not by_chunks(problem):
@@ -240,6 +248,11 @@ class LabelNoise(AbstractGradientNoise, AbstractSDENoise):
         if not problem.derivatives.matrix_free:
             return self.covariance_factor(problem, theta) @ w
         return self.euler_form(problem).factor_mv(problem, theta, w)
+
+    def factor_cotangent(self, problem, w):
+        if not problem.derivatives.matrix_free:
+            return None
+        return self.euler_form(problem).factor_cotangent(problem, w)
 
     def covariance_diagonal(self, problem, theta):
         if not by_chunks(problem):

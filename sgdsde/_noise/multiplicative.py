@@ -12,7 +12,7 @@ from .._example_sums import by_chunks, example_gradient_sq_sum
 from .._validation import check_int_range
 from .base import AbstractGradientNoise, AbstractSDENoise
 from .minibatch import centred_correction
-from .per_example import loss_gradient_combination, weighted_gradient
+from .per_example import loss_gradient_combination, loss_gradient_cotangent, weighted_gradient
 from .sampling import batch_size_arg
 
 WEIGHTS = ("gaussian_fisher", "gaussian_centred", "bernoulli")
@@ -75,6 +75,14 @@ class MultiplicativeNoise(AbstractGradientNoise, AbstractSDENoise):
             return self.covariance_factor(problem, theta) @ w
         s = math.sqrt(self._scale2(problem))
         return s * loss_gradient_combination(problem, theta, w, self.weights == "gaussian_centred")
+
+    def factor_cotangent(self, problem, w):
+        """$s\\,(w_i - k\\bar w)\\,\\ell'_i$: ``factor_mv``'s combination as a cotangent of the outputs."""
+        if not problem.derivatives.matrix_free:
+            return None
+        s = math.sqrt(self._scale2(problem))
+        c = loss_gradient_cotangent(w, self.weights == "gaussian_centred")
+        return lambda out, dl: s * c(out, dl)
 
     def covariance_diagonal(self, problem, theta):
         """$s^2\\sum_i(\\nabla\\ell_i - k\\nabla L)^{\\circ 2}$; at size by chunks of examples (NOISE-7)."""

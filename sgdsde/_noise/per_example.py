@@ -34,6 +34,13 @@ def per_example_vjp(
     return vjp(coefficients(problem.loss_fn.residuals(out, yb)))[0]
 
 
+def outputs_vjp(problem: Problem, theta, cotangent: Callable[[Array, Array], Array]) -> Float[Array, " d"]:
+    """$J(\\theta)^T c(f, \\ell')$ over all n examples, the cotangent c a function of the outputs f and the loss
+    derivatives ℓ′(f, y): one forward pass and one VJP, whatever c combines (the fused Euler step, SDE-10)."""
+    out, vjp = jax.vjp(lambda th: problem.model.outputs(th, problem.X), theta)
+    return vjp(cotangent(out, problem.loss_fn.residuals(out, problem.y)))[0]
+
+
 def batch_gradient(problem: Problem, theta, rows=None, label_noise=None, labels=None) -> Float[Array, " d"]:
     """$\\frac1B\\sum_{b}\\big(\\ell'(f_{i_b}, \\tilde y_b) - \\varepsilon_b\\big)\\nabla f_{i_b}$: the minibatch gradient of
     the rows (None: the full batch), with labels ``labels`` (flips) and additive label noise ε
@@ -80,9 +87,11 @@ def loss_gradient_combination(problem: Problem, theta, w, centred: bool) -> Floa
     """$\\sum_i (w_i - \\bar w)\\nabla\\ell_i$ (``centred``) or $\\sum_i w_i\\nabla\\ell_i$: the product of the
     per-example loss-gradient matrix $[\\nabla\\ell_i]_i$ (or its centred form $[\\nabla\\ell_i - \\nabla L]_i$) with
     w ∈ R^n, by one VJP (theory/function-models.md, FMOD-2)."""
+    return outputs_vjp(problem, theta, loss_gradient_cotangent(w, centred))
+
+
+def loss_gradient_cotangent(w, centred: bool) -> Callable[[Array, Array], Array]:
+    """The cotangent $c_i = (w_i - \\bar w)\\,\\ell'_i$ (``centred``) or $w_i\\ell'_i$ of
+    ``loss_gradient_combination``, as a function of (f, ℓ′)."""
     c = w - jnp.mean(w) if centred else w
-
-    def coefficients(dl):
-        return c.reshape(c.shape + (1,) * (dl.ndim - 1)) * dl
-
-    return per_example_vjp(problem, theta, coefficients)
+    return lambda out, dl: c.reshape(c.shape + (1,) * (dl.ndim - 1)) * dl

@@ -54,6 +54,13 @@ class AbstractSDE(eqx.Module):
         """$A(\\theta)w$; subclasses may compute it without forming A (Euler uses only this product)."""
         return self.factor(theta) @ w
 
+    def euler_increment(
+        self, theta: Float[Array, " d"], eta, dt, w: Float[Array, " m"]
+    ) -> Float[Array, " d"]:
+        """Euler's increment $b(\\theta, \\eta)\\,\\Delta t + s(\\eta)A(\\theta)w$ for the Brownian increment w
+        over Δt = ``dt`` (what the Euler stepper adds to θ; an SDE may compute it at once, SDE-10)."""
+        return self.drift(theta, eta) * dt + self.noise_scale(eta).astype(w.dtype) * self.factor_mv(theta, w)
+
     @property
     def problem(self) -> Problem | None:
         """The Problem observables are evaluated on (None for an SDE not tied to one)."""

@@ -10,7 +10,6 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import lineax as lx
 
 from .._ensemble import AbstractStepper, finite_paths
 from .._validation import check_int_range, check_positive
@@ -36,6 +35,28 @@ class _GivenIncrement(diffrax.AbstractPath):
         if isinstance(self.increment, diffrax.SpaceTimeLevyArea) and not use_levy:
             return self.increment.W
         return self.increment
+
+
+class _EulerIncrement(diffrax.AbstractTerm):
+    """Euler's whole increment $b\\,\\Delta t + s(\\eta)A(\\theta)\\Delta W$ as one term, computed by the SDE
+    (``AbstractSDE.euler_increment``: one VJP for an SME of a per-example noise, SDE-10); Euler's step only
+    (``contr``, ``vf_prod``): it has no vector field of its own."""
+
+    increment: Any  # (y, args, dt, ΔW) -> the increment
+    path: _GivenIncrement
+
+    def vf(self, t, y, args):
+        raise NotImplementedError("_EulerIncrement is for diffrax.Euler, which calls vf_prod only")
+
+    def contr(self, t0, t1, **kwargs):
+        return t1 - t0, self.path.evaluate(t0, t1)
+
+    def prod(self, vf, control):
+        raise NotImplementedError("_EulerIncrement is for diffrax.Euler, which calls vf_prod only")
+
+    def vf_prod(self, t, y, args, control):
+        dt, dw = control
+        return self.increment(y, args, dt, dw)
 
 
 class SDEStepper(AbstractStepper):
@@ -109,6 +130,14 @@ class SDEStepper(AbstractStepper):
             b = b + self.sde.stratonovich_correction(theta, eta)
         return b
 
+    def _euler_increment(self, y, eta, dt, dw):
+        """Euler's increment over dt: the SDE's ``euler_increment``, plus the Itô→Stratonovich correction's
+        dt-term for a Stratonovich-targeted run."""
+        d = self.sde.euler_increment(y, eta, dt, dw)
+        if self.stratonovich:
+            d = d + self.sde.stratonovich_correction(y, eta) * dt
+        return d
+
     def _draw(self, key, j, dt, remaining, dtype) -> tuple[Any, Any]:
         """The random input of substep j for all paths, and the remaining bridge sum (Brownian controls)."""
         shape = (self.m, self.n_paths) if self.ctrl_axis == 1 else (self.n_paths, self.m)
@@ -120,17 +149,14 @@ class SDEStepper(AbstractStepper):
         eta = eta.astype(dtype)
         dt = eta / self.substeps
         if isinstance(self.solver, diffrax.Euler):
-            # Euler needs only the product σ(θ)ΔW: a matrix-free lineax operator avoids forming A (d × m)
-            spec = jax.ShapeDtypeStruct((self.m,), dtype)
-            diffusion = lambda s, y, args: lx.FunctionLinearOperator(
-                lambda w: self.sde.noise_scale(args).astype(dtype) * self.sde.factor_mv(y, w), spec
-            )
+            # Euler needs only b Δt + σ(θ)ΔW: the SDE's own increment, never forming A (d × m), and one VJP
+            # of the outputs for an SME of a per-example noise (SDE-10)
+            terms_of = lambda ctrl: _EulerIncrement(self._euler_increment, _GivenIncrement(ctrl))
         else:
-            diffusion = lambda s, y, args: self.sde.diffusion(y, args)
-        terms_of = lambda ctrl: diffrax.MultiTerm(
-            diffrax.ODETerm(lambda s, y, args: self._drift(y, args)),
-            diffrax.ControlTerm(diffusion, _GivenIncrement(ctrl)),
-        )
+            terms_of = lambda ctrl: diffrax.MultiTerm(
+                diffrax.ODETerm(lambda s, y, args: self._drift(y, args)),
+                diffrax.ControlTerm(lambda s, y, args: self.sde.diffusion(y, args), _GivenIncrement(ctrl)),
+            )
 
         def one_path(y, ctrl, t0):
             terms = terms_of(ctrl)

@@ -7,7 +7,9 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._derivatives import Autodiff
 from .._noise import AbstractSDENoise, NoNoise, require_sde_side
+from .._noise.per_example import outputs_vjp
 from .._problem import Problem
 from .base import AbstractSDE
 
@@ -71,6 +73,22 @@ class SME(AbstractSDE):
             # a biased mean m: the order-2 term is (η/2) ∂m·m (SME-2)
             hg = jax.jvp(lambda t: noise.mean_gradient(problem, t), (theta,), (g,))[1]
         return -(g + 0.5 * jnp.asarray(eta, g.dtype) * hg)
+
+    def euler_increment(self, theta, eta, dt, w):
+        """$-m\\,\\Delta t + \\sqrt\\eta A(\\theta)w$; at order 1 under autodiff, for a noise whose mean and
+        columns are per-example output gradients, one VJP of the outputs with the cotangent
+        $-c_m\\Delta t + \\sqrt\\eta\\,c_A(w)$: drift and diffusion share one forward and one backward pass over
+        the n examples (SDE-10; equal to the two products to rounding, tests/test_noise_loss_matrix.py)."""
+        problem, noise = self.problem_, self.noise
+        if self.order == 1 and isinstance(problem.derivatives, Autodiff):
+            c_mean, c_factor = noise.mean_cotangent(problem), noise.factor_cotangent(problem, w)
+            if c_mean is not None and c_factor is not None:
+                s = self.noise_scale(eta).astype(w.dtype)
+                dt = jnp.asarray(dt, w.dtype)
+                return outputs_vjp(
+                    problem, theta, lambda out, dl: s * c_factor(out, dl) - dt * c_mean(out, dl)
+                )
+        return super().euler_increment(theta, eta, dt, w)
 
     def factor(self, theta):
         return self.noise.covariance_factor(self.problem_, theta)
