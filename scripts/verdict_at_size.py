@@ -65,8 +65,8 @@ def main() -> None:
     ap.add_argument(
         "--cg-max",
         type=int,
-        default=_stationary.TR_CG_MAX_STEPS,
-        help="the trust region's CG products per step (TR_CG_MAX_STEPS)",
+        default=None,
+        help="the trust region's CG products per step (stationary_point's cg_max_steps; default d)",
     )
     a = ap.parse_args()
     if a.quick:
@@ -81,7 +81,6 @@ def main() -> None:
     reg = OutputGradientNormRegularizer()
     _stationary.TRACE = True
     _stationary.LBFGS_BEFORE_TRUST_REGION = a.lbfgs_first
-    _stationary.TR_CG_MAX_STEPS = a.cg_max
     counter = _stationary.STATS
     cached = None
     if a.cache:
@@ -98,7 +97,14 @@ def main() -> None:
     counter.clear()
     t = time.perf_counter()
     p = sd.implicit.stationary_point(
-        problem, reg, lam, theta_init, method=a.method, on_failure="flag", max_steps=a.max_steps
+        problem,
+        reg,
+        lam,
+        theta_init,
+        method=a.method,
+        on_failure="flag",
+        max_steps=a.max_steps,
+        cg_max_steps=a.cg_max,
     )
     seconds = time.perf_counter() - t
     stats = dict(counter)  # predict's own solve below clears the counter
@@ -109,7 +115,14 @@ def main() -> None:
     verdict = "skipped"
     if p.converged and not a.no_verdict:
         pred = sd.implicit.predict(
-            problem, noise, a.lr, p.theta, regularizers=[reg], lam=lam, max_steps=a.max_steps
+            problem,
+            noise,
+            a.lr,
+            p.theta,
+            regularizers=[reg],
+            lam=lam,
+            max_steps=a.max_steps,
+            cg_max_steps=a.cg_max,
         )
         t = time.perf_counter()
         run2 = sd.simulate(

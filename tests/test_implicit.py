@@ -179,6 +179,8 @@ def test_stationary_point_failures_are_not_predictions():
         stationary_point(toy, reg, 0.1, np.ones(2), method="sgd")
     with pytest.raises(ValueError, match="regularizer"):
         stationary_point(toy, "trace", 0.1, np.ones(2))
+    with pytest.raises(ValueError, match="cg_max_steps"):
+        stationary_point(toy, reg, 0.1, np.ones(2), cg_max_steps=0)
     # at u = v = 1, ∇²L = [[1, 1], [1, 1]] has λ_max = 2, so η = 1 is at the edge
     with pytest.raises(ValueError, match="eta must be <"):
         stationary_point(toy, TraceLogRegularizer(1.0), 0.1, np.ones(2))

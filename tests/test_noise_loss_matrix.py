@@ -176,7 +176,7 @@ def test_every_noise_loss_pair_on_every_path_is_the_exact_law(noise_name, loss_n
     the SME's factor, the Euler fast path's matrix-free product, the noise's own product, and the symbolic
     back end's (float64 rounding); the SME's order-1 drift is −mean; the noise's draws sample that law (Monte
     Carlo, 5 s.e.); a refused pair is refused by name on every path.
-    [theory: NOISE-6, NOISE-1, NOISE-2, NOISE-5, LOSS-1, SME-1]"""
+    [theory: NOISE-6, NOISE-1, NOISE-2, NOISE-5, LOSS-1, SME-1, SDE-10]"""
     problem, theta, noise = build(noise_name, loss_name)
     loss_cls = type(problem.loss_fn).__name__
     if (noise_name, loss_name) in REFUSED:

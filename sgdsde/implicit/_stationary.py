@@ -247,11 +247,11 @@ def _newton_krylov(theta, args, gtol, max_steps: int):
 
 
 # Trust-region Newton–CG at size (CURV-7), the minimizing stage of "bfgs+newton": each step's Steihaug CG stops at
-# a residual ≤ min(TR_FORCING, √(‖∇F‖/‖∇F₀‖))·‖∇F‖ or after TR_CG_MAX_STEPS HVPs; a step is taken when F falls
+# a residual ≤ min(TR_FORCING, √(‖∇F‖/‖∇F₀‖))·‖∇F‖ or after ``cg_max_steps`` HVPs; a step is taken when F falls
 # by more than TR_ACCEPT times the model's decrease (ρ > TR_ACCEPT); the radius is quartered to ¼‖p‖ when
 # ρ < ¼ and doubled when ρ > ¾ with p on the boundary. Where the model's decrease is below TR_ROUNDING·ε·|F|
 # (F's differences are rounding there) ρ is replaced by the test ‖∇F(θ + p)‖ < ‖∇F(θ)‖.
-TR_FORCING, TR_CG_MAX_STEPS, TR_ACCEPT, TR_ROUNDING = 1e-1, 500, 1e-4, 1e3
+TR_FORCING, TR_ACCEPT, TR_ROUNDING = 1e-1, 1e-4, 1e3
 # whether "bfgs+newton" at size runs L-BFGS before the trust region: off, since L-BFGS's long steps on the nearly
 # flat L (λ tiny) drive the weights far out (tanh units saturated), where the quadratic model of F holds only in
 # small balls and the trust region creeps (CURV-7's measured note); from θ_init the trust region goes by itself
@@ -259,14 +259,15 @@ LBFGS_BEFORE_TRUST_REGION = False
 
 
 @eqx.filter_jit
-def _trust_region_newton(theta, args, gtol, max_steps):
+def _trust_region_newton(theta, args, gtol, max_steps, cg_max_steps):
     """Steihaug–Toint trust-region Newton–CG on F = L + λR by Hessian-vector products (CURV-7): a minimizer.
     Each step approximately minimizes the quadratic model of F in the ball ‖p‖ ≤ Δ by ``steihaug_cg`` (following
     negative curvature to the boundary, so it leaves saddles), takes θ + p only if F falls by a fraction of the
     model's decrease, and adapts Δ by that ratio; inside the ball with a positive definite ∇²F its steps are
     inexact Newton steps (superlinear near a nondegenerate minimum). F never rises. It stops at
     ‖∇F‖ ≤ 0.99·gtol, at a radius below ε‖θ‖ (no step can change θ), at a non-finite point or after
-    ``max_steps`` (traced: no recompile per value); returns (θ, steps, HVPs)."""
+    ``max_steps``; each CG at most ``cg_max_steps`` products (both traced: no recompile per value); returns
+    (θ, steps, HVPs)."""
     value_grad = jax.value_and_grad(_objective)
     grad = lambda th: _objective_grad(th, args)  # noqa: E731
     f0, g0 = value_grad(theta, args)
@@ -293,7 +294,7 @@ def _trust_region_newton(theta, args, gtol, max_steps):
         norm = jnp.linalg.norm(g)
         forcing = jnp.minimum(TR_FORCING, jnp.sqrt(norm / norm0))
         p, predicted, its, hit = steihaug_cg(
-            hvp, g, radius, jnp.maximum(forcing * norm, 0.5 * target), TR_CG_MAX_STEPS
+            hvp, g, radius, jnp.maximum(forcing * norm, 0.5 * target), cg_max_steps
         )
         f_new, g_new = value_grad(th + p, args)
         n_new = jnp.linalg.norm(g_new)
@@ -344,6 +345,7 @@ def stationary_point(
     zero_tol: float = 1e-9,
     on_failure: str = "raise",
     lanczos_iters: int = LANCZOS_ITERS,
+    cg_max_steps: int | None = None,
 ) -> StationaryPoint:
     """Solve $\\nabla(L + \\lambda R)(\\theta) = 0$ near ``theta_init`` in float64.
 
@@ -361,10 +363,14 @@ def stationary_point(
         on_failure: "raise" (StationaryPointError) or "flag" (return with ``converged=False``).
         lanczos_iters: above ``MAX_DENSE_PARAMS`` parameters, the Lanczos steps (Hessian-vector products of
             L + λR) that give its smallest and largest eigenvalues (capped at d).
+        cg_max_steps: above ``MAX_DENSE_PARAMS``, the trust region's Hessian-vector products per step (its
+            Steihaug CG); None: d, where CG ends in exact arithmetic, so only the CG's own tests stop it
+            (measured at d = 1,321: with 500 the solve had not converged after 40 min, with d it converged;
+            CURV-7). A smaller cap bounds each step's cost at the price of shorter steps.
 
     Above ``MAX_DENSE_PARAMS`` = 512 parameters nothing of d × d entries is formed: "bfgs" is L-BFGS;
     "bfgs+newton" is a trust-region Newton–CG on L + λR from θ_init (Steihaug's CG on Hessian-vector products, at
-    most ``TR_CG_MAX_STEPS`` a step; F never rises, negative curvature is followed: a minimizer; no L-BFGS first,
+    most ``cg_max_steps`` a step; F never rises, negative curvature is followed: a minimizer; no L-BFGS first,
     see ``LBFGS_BEFORE_TRUST_REGION``), while "newton"'s
     steps are MINRES solves on Hessian-vector products (at most ``MINRES_MAX_STEPS`` a step) with a nonmonotone
     backtracking on ‖∇(L + λR)‖ (Newton-MR, a root finder); R is the regularizer's ``matrix_free_value`` and the
@@ -386,6 +392,9 @@ def stationary_point(
     if on_failure not in ("raise", "flag"):
         raise ValueError(f"on_failure must be 'raise' or 'flag', got {on_failure!r}")
     lanczos_iters = check_int_range("lanczos_iters", lanczos_iters, 1)
+    cg_max_steps = (
+        problem.n_params if cg_max_steps is None else check_int_range("cg_max_steps", cg_max_steps, 1)
+    )
     regularizer.check_domain(problem, th0)
     at_size = matrix_free(problem)
     STATS.clear()
@@ -405,7 +414,9 @@ def stationary_point(
         STATS.update(descent_steps=int(sol.stats["num_steps"]))
     if method in ("bfgs+newton", "newton") and np.all(np.isfinite(np.asarray(theta))):
         if minimizing:  # at size, for a minimum: trust-region Newton–CG on F (CURV-7)
-            value, steps, hvps = _trust_region_newton(theta, args, jnp.asarray(gtol), jnp.asarray(max_steps))
+            value, steps, hvps = _trust_region_newton(
+                theta, args, jnp.asarray(gtol), jnp.asarray(max_steps), jnp.asarray(cg_max_steps)
+            )
             STATS.update(newton_steps=int(steps), hvps=int(hvps))
         elif newton is None:  # at size, a root of ∇F (saddles too): Newton–MINRES (CURV-6)
             value, steps, hvps = _newton_krylov(theta, args, jnp.asarray(gtol), max_steps)
