@@ -13,9 +13,9 @@ split, n = 1,078), minibatch SGD with B = 32 drawn with replacement, 64 paths:
   run length follows; and the run with the default records (the loss, a forward pass over all n examples per
   path at the start and the end) apart;
 - the SDE's cost per step (``sd.SDE(MinibatchNoise(32))``, Euler: the full gradient and the centred diffusion
-  product A(θ)ξ over all n examples, both one vector–Jacobian product; from runs of 1 and ``--sde-steps``
-  steps) relative to SGD's per-step cost (at least n/B: the drift is the full-batch gradient), and relative to
-  full-batch GD's (``sd.SGD(None)``), the floor of any step that reads all n examples;
+  product A(θ)ξ over all n examples, together one vector–Jacobian product, SDE-10; from runs of 1 and
+  ``--sde-steps`` steps) relative to SGD's per-step cost (at least n/B: the drift is the full-batch gradient),
+  and relative to full-batch GD's (``sd.SGD(None)``), the floor of any step that reads all n examples;
 - the process's peak resident memory.
 Each round times the hand-written loop and then ``simulate`` (paired medians, scripts/_timing.py).
 Last line: ``large: d=… ratio_vs_handwritten=… sde_over_sgd=… peak_mb=…`` (the end-to-end ratio of the
@@ -212,7 +212,7 @@ def run(quick: bool = False, steps: int | None = None, sde_steps: int | None = N
     per_step_gd = (sde_medians["gd_long"] - sde_medians["gd_short"]) / (sde_steps - 1)
     sde_over_sgd = per_step_sde / per_step_sgd
     print(
-        f"  SDE (Euler, full gradient + A(θ)ξ over n = {n}): {per_step_sde * 1e3:.1f} ms/step (from 1 and "
+        f"  SDE (Euler, full gradient + A(θ)ξ over n = {n} in one VJP): {per_step_sde * 1e3:.1f} ms/step (from 1 and "
         f"{sde_steps} steps) vs SGD {per_step_sgd * 1e3:.2f} ms/step: {sde_over_sgd:.1f}×; n/B = {n / B:.1f}"
     )
     # the SDE's drift is the full-batch gradient, so its floor is full-batch GD's step, not a batch of B

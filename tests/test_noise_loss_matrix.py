@@ -208,9 +208,15 @@ def test_every_noise_loss_pair_on_every_path_is_the_exact_law(noise_name, loss_n
     # columns (above) √η A; one forward pass of the model (a tanh per pass) in its traced program, as the drift
     # alone: drift and diffusion share one VJP (SDE-10)
     close(got["increment0"], -eta * mean)
-    step = sme.euler_form()
-    jaxpr = jax.make_jaxpr(lambda t, w: step.euler_increment(t, eta, eta, w))(theta, jnp.zeros(m))
-    assert count_primitive(jaxpr.jaxpr, "tanh") == 1
+    # the momentum SME's (MSDE-2) from y = (θ, m₀): m moves by (mean + wθ − (1 − β)m₀)Δt/η − η^{-1/2}Aw, θ by
+    # −m₀Δt (Δt = η: the discrete step's own moments)
+    d, m0 = problem.n_params, momentum0(problem.n_params)
+    close(got["momentum_increment0"], jnp.concatenate([-eta * m0, mean + WD * theta - (1 - BETA) * m0]))
+    close(got["momentum_increment"][:d], 0 * got["momentum_increment"][:d])
+    close(got["momentum_increment"][d:] @ got["momentum_increment"][d:].T, cov)
+    for sde, y in ((sme.euler_form(), theta), (momentum_sme(problem, noise), jnp.concatenate([theta, m0]))):
+        jaxpr = jax.make_jaxpr(lambda t, w, sde=sde: sde.euler_increment(t, eta, eta, w))(y, jnp.zeros(m))
+        assert count_primitive(jaxpr.jaxpr, "tanh") == 1
     # sgd: simulate_sgd's draws (``draw`` then ``gradient``, 4,000 paths of one step, fixed key) sample the
     # enumerated law: each entry within 5 standard errors (SE of the sample mean from the exact covariance;
     # SE of each sample covariance entry from the per-path products)
@@ -238,6 +244,23 @@ def _paths(noise, problem, theta, sme, ssme, m, eta):
         "symbolic_factor": ssme.factor(theta),
         "symbolic_euler": columns(lambda w: ssme.euler_form().factor_mv(theta, w), m),
         "increment0": sme.euler_form().euler_increment(theta, eta, eta, jnp.zeros(m)),
+        "momentum_increment0": momentum_sme(problem, noise).euler_increment(
+            jnp.concatenate([theta, momentum0(theta.shape[0])]), eta, eta, jnp.zeros(m)
+        ),
+        "momentum_increment": columns(
+            lambda w: (
+                (
+                    momentum_sme(problem, noise).euler_increment(
+                        jnp.concatenate([theta, momentum0(theta.shape[0])]), eta, eta, w
+                    )
+                    - momentum_sme(problem, noise).euler_increment(
+                        jnp.concatenate([theta, momentum0(theta.shape[0])]), eta, eta, 0 * w
+                    )
+                )
+                * -math.sqrt(eta)
+            ),
+            m,
+        ),
         "increment": columns(
             lambda w: (
                 (
@@ -249,6 +272,18 @@ def _paths(noise, problem, theta, sme, ssme, m, eta):
             m,
         ),
     }
+
+
+BETA, WD = 0.8, 0.05
+
+
+def momentum0(d: int):
+    """A momentum buffer m₀ (d,), fixed."""
+    return jnp.asarray(np.random.default_rng(4).normal(size=d))
+
+
+def momentum_sme(problem, noise):
+    return sd.MomentumSME(problem, noise, beta=BETA, weight_decay=WD)
 
 
 def count_primitive(jaxpr, name: str) -> int:

@@ -15,6 +15,7 @@ from .._noise.base import NoiseType
 from .._optimizers import Momentum
 from .._problem import Problem
 from .base import AbstractAugmentedSDE
+from .sme import fused_increment
 
 
 class MomentumSME(AbstractAugmentedSDE):
@@ -113,6 +114,20 @@ class MomentumSME(AbstractAugmentedSDE):
         th = self.theta_of(theta)
         A = self.noise.covariance_factor(self.problem_, th)
         return jnp.concatenate([jnp.zeros_like(A), -A])
+
+    def euler_increment(self, theta, eta, dt, w):
+        """Euler's increment of y = (θ, m): $(-m\\,\\Delta t,\\ \\frac{\\Delta t}{\\eta}(\\bar g(\\theta) + w\\theta
+        - (1-\\beta)m) - \\eta^{-1/2}A(\\theta)\\xi)$, the noise's mean ḡ and Aξ in one VJP of the outputs where
+        the noise allows (SDE-10); else the drift and diffusion products."""
+        y = theta
+        eta = jnp.asarray(eta, y.dtype)
+        dt = jnp.asarray(dt, y.dtype)
+        th, m = self.theta_of(y), self.momentum_of(y)
+        a = fused_increment(self.problem_, self.noise, th, dt / eta, -self.noise_scale(eta), w)
+        if a is None:
+            return super().euler_increment(theta, eta, dt, w)
+        rest = (self.weight_decay.astype(y.dtype) * th - (1 - self.beta.astype(y.dtype)) * m) * (dt / eta)
+        return jnp.concatenate([-m * dt, a + rest])
 
     def factor_mv(self, theta, w):
         th = self.theta_of(theta)

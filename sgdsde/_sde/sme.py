@@ -79,15 +79,12 @@ class SME(AbstractSDE):
         columns are per-example output gradients, one VJP of the outputs with the cotangent
         $-c_m\\Delta t + \\sqrt\\eta\\,c_A(w)$: drift and diffusion share one forward and one backward pass over
         the n examples (SDE-10; equal to the two products to rounding, tests/test_noise_loss_matrix.py)."""
-        problem, noise = self.problem_, self.noise
-        if self.order == 1 and isinstance(problem.derivatives, Autodiff):
-            c_mean, c_factor = noise.mean_cotangent(problem), noise.factor_cotangent(problem, w)
-            if c_mean is not None and c_factor is not None:
-                s = self.noise_scale(eta).astype(w.dtype)
-                dt = jnp.asarray(dt, w.dtype)
-                return outputs_vjp(
-                    problem, theta, lambda out, dl: s * c_factor(out, dl) - dt * c_mean(out, dl)
-                )
+        if self.order == 1:
+            fused = fused_increment(
+                self.problem_, self.noise, theta, -jnp.asarray(dt), self.noise_scale(eta), w
+            )
+            if fused is not None:
+                return fused
         return super().euler_increment(theta, eta, dt, w)
 
     def factor(self, theta):
@@ -130,6 +127,19 @@ class SME(AbstractSDE):
             _derivatives_latex(self.problem_),
         ]
         return " \\\\\n".join(parts)
+
+
+def fused_increment(problem: Problem, noise: AbstractSDENoise, theta, a, b, w):
+    """$a\\,m(\\theta) + b\\,A(\\theta)w = J^T(a\\,c_m + b\\,c_A(w))$, the noise's mean and diffusion product
+    in one VJP of the outputs (SDE-10); None where either has no cotangent form (not autodiff, a Gaussian or
+    user noise)."""
+    if not isinstance(problem.derivatives, Autodiff):
+        return None
+    c_mean, c_factor = noise.mean_cotangent(problem), noise.factor_cotangent(problem, w)
+    if c_mean is None or c_factor is None:
+        return None
+    a, b = jnp.asarray(a).astype(w.dtype), jnp.asarray(b).astype(w.dtype)
+    return outputs_vjp(problem, theta, lambda out, dl: b * c_factor(out, dl) + a * c_mean(out, dl))
 
 
 # -- the SME's LaTeX (sympy-free: the symbolic part, if any, is the derivatives back end's own string) ------
