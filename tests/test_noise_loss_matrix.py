@@ -201,19 +201,19 @@ def test_every_noise_loss_pair_on_every_path_is_the_exact_law(noise_name, loss_n
     close(got["diffusion"] @ got["diffusion"].T / eta, cov)
     # euler: the Euler stepper's matrix-free product, and the noise's own; symbolic: the same on sympy's
     # derivatives
-    for name in ("euler", "factor_mv", "symbolic_factor", "symbolic_euler", "increment"):
+    for name in ("euler", "factor_mv", "symbolic_factor", "symbolic_euler"):
         close(got[name] @ got[name].T, cov)
     close(got["symbolic_drift"], -mean)
-    # the Euler step's increment −mΔt + √η A w (Δt = η), affine in w: at w = 0 the drift's part, and its
-    # columns (above) √η A; one forward pass of the model (a tanh per pass) in its traced program, as the drift
-    # alone: drift and diffusion share one VJP (SDE-10)
+    # Euler's increment −mΔt + √η A w (Δt = η; √η A = the factor path's diffusion), and the momentum SME's
+    # (MSDE-2) from y = (θ, m₀): θ moves by −m₀Δt, m by (mean + wθ − (1 − β)m₀)Δt/η − η^{-1/2}A w; each one
+    # forward pass of the model (a tanh per pass) in its traced program, as the drift alone: drift and diffusion
+    # share one VJP (SDE-10)
+    d, m0, w = problem.n_params, momentum0(problem.n_params), fixed_w(m)
     close(got["increment0"], -eta * mean)
-    # the momentum SME's (MSDE-2) from y = (θ, m₀): m moves by (mean + wθ − (1 − β)m₀)Δt/η − η^{-1/2}Aw, θ by
-    # −m₀Δt (Δt = η: the discrete step's own moments)
-    d, m0 = problem.n_params, momentum0(problem.n_params)
+    close(got["increment_w"] - got["increment0"], got["diffusion"] @ w)
     close(got["momentum_increment0"], jnp.concatenate([-eta * m0, mean + WD * theta - (1 - BETA) * m0]))
-    close(got["momentum_increment"][:d], 0 * got["momentum_increment"][:d])
-    close(got["momentum_increment"][d:] @ got["momentum_increment"][d:].T, cov)
+    diff = got["momentum_increment_w"] - got["momentum_increment0"]
+    close(diff, jnp.concatenate([jnp.zeros(d), -got["diffusion"] @ w / eta]))
     for sde, y in ((sme.euler_form(), theta), (momentum_sme(problem, noise), jnp.concatenate([theta, m0]))):
         jaxpr = jax.make_jaxpr(lambda t, w, sde=sde: sde.euler_increment(t, eta, eta, w))(y, jnp.zeros(m))
         assert count_primitive(jaxpr.jaxpr, "tanh") == 1
@@ -233,7 +233,8 @@ def test_every_noise_loss_pair_on_every_path_is_the_exact_law(noise_name, loss_n
 @eqx.filter_jit
 def _paths(noise, problem, theta, sme, ssme, m, eta):
     """Every path's numbers at θ, in one compiled program: the mean, the SME's drift and diffusion, the
-    Euler and the noise's matrix-free products as matrices, and the symbolic SME's."""
+    Euler and the noise's matrix-free products as matrices, the symbolic SME's, and Euler's increments."""
+    d = problem.n_params
     return {
         "mean_gradient": noise.mean_gradient(problem, theta),
         "drift": sme.drift(theta, eta),
@@ -243,34 +244,15 @@ def _paths(noise, problem, theta, sme, ssme, m, eta):
         "symbolic_drift": ssme.drift(theta, eta),
         "symbolic_factor": ssme.factor(theta),
         "symbolic_euler": columns(lambda w: ssme.euler_form().factor_mv(theta, w), m),
-        "increment0": sme.euler_form().euler_increment(theta, eta, eta, jnp.zeros(m)),
-        "momentum_increment0": momentum_sme(problem, noise).euler_increment(
-            jnp.concatenate([theta, momentum0(theta.shape[0])]), eta, eta, jnp.zeros(m)
-        ),
-        "momentum_increment": columns(
-            lambda w: (
-                (
-                    momentum_sme(problem, noise).euler_increment(
-                        jnp.concatenate([theta, momentum0(theta.shape[0])]), eta, eta, w
-                    )
-                    - momentum_sme(problem, noise).euler_increment(
-                        jnp.concatenate([theta, momentum0(theta.shape[0])]), eta, eta, 0 * w
-                    )
-                )
-                * -math.sqrt(eta)
-            ),
-            m,
-        ),
-        "increment": columns(
-            lambda w: (
-                (
-                    sme.euler_form().euler_increment(theta, eta, eta, w)
-                    - sme.euler_form().euler_increment(theta, eta, eta, 0 * w)
-                )
-                / math.sqrt(eta)
-            ),
-            m,
-        ),
+        # Euler's increment at w = 0 and at one fixed w, for the SME and the momentum SME (affine in w)
+        **{
+            f"{name}{tag}": sde.euler_increment(y, eta, eta, w)
+            for name, sde, y in (
+                ("increment", sme.euler_form(), theta),
+                ("momentum_increment", momentum_sme(problem, noise), jnp.concatenate([theta, momentum0(d)])),
+            )
+            for tag, w in (("0", jnp.zeros(m)), ("_w", fixed_w(m)))
+        },
     }
 
 
@@ -280,6 +262,11 @@ BETA, WD = 0.8, 0.05
 def momentum0(d: int):
     """A momentum buffer m₀ (d,), fixed."""
     return jnp.asarray(np.random.default_rng(4).normal(size=d))
+
+
+def fixed_w(m: int):
+    """A fixed Brownian increment w (m,)."""
+    return jnp.asarray(np.random.default_rng(5).normal(size=m))
 
 
 def momentum_sme(problem, noise):
