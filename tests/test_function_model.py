@@ -407,8 +407,8 @@ def _max_intermediate(jaxpr) -> int:
 
 def test_no_d_by_n_array_in_sgd_or_the_sde_step():
     """At size nothing of d × n (or d × d) entries is formed: in the traced program of each matrix-free noise's
-    stochastic gradient, A(θ)w and the SME's Euler product, every intermediate has fewer than d·n entries
-    (here d = 2·(p + 1)·w ≫ the model's activations n × w) [theory: FMOD-2, FMOD-3]."""
+    stochastic gradient, A(θ)w and the SME's Euler product and whole increment, every intermediate has fewer
+    than d·n entries (here d = 2·(p + 1)·w ≫ the model's activations n × w) [theory: FMOD-2, FMOD-3]."""
     p, width, n = 30, 4, 40
     rng = np.random.default_rng(3)
     params = {"W": jnp.asarray(rng.normal(size=(width, p))), "a": jnp.asarray(rng.normal(size=(width, 3)))}
@@ -436,6 +436,7 @@ def test_no_d_by_n_array_in_sgd_or_the_sde_step():
         for what, fn in (
             ("factor_mv", functools.partial(noise.factor_mv, problem)),
             ("Euler", sme.factor_mv),
+            ("Euler increment", lambda t, w, sme=sme: sme.euler_increment(t, 0.1, 0.1, w)),  # SDE-10
         ):
             jaxpr = jax.make_jaxpr(fn)(theta, w).jaxpr
             assert _max_intermediate(jaxpr) < max(d * n, m + 1), f"{name}: {what}"
