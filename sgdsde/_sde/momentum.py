@@ -116,9 +116,10 @@ class MomentumSME(AbstractAugmentedSDE):
         return jnp.concatenate([jnp.zeros_like(A), -A])
 
     def euler_increment(self, theta, eta, dt, w):
-        """Euler's increment of y = (θ, m): $(-m\\,\\Delta t,\\ \\frac{\\Delta t}{\\eta}(\\bar g(\\theta) + w\\theta
-        - (1-\\beta)m) - \\eta^{-1/2}A(\\theta)\\xi)$, the noise's mean ḡ and Aξ in one VJP of the outputs where
-        the noise allows (SDE-10); else the drift and diffusion products."""
+        """Euler's increment of y = (θ, m): θ moves by $-m\\,\\Delta t$, m by
+        $\\frac{\\Delta t}{\\eta}(\\bar g(\\theta) + w\\theta - (1-\\beta)m) - \\eta^{-1/2}A(\\theta)\\xi$, the noise's
+        mean ḡ and Aξ in one VJP of the outputs where the noise allows (SDE-10); else the drift and diffusion
+        products."""
         y = theta
         eta = jnp.asarray(eta, y.dtype)
         dt = jnp.asarray(dt, y.dtype)
