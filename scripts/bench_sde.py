@@ -219,7 +219,9 @@ def throughput_ou(d, n_paths, n_steps, reps, eta=0.01, with_peers=True):
 
 
 def handwritten_label_noise_sde(X, y, sigma, eta, n_steps):
-    """Euler–Maruyama of SME-1 for label-noise GD on u⊙u − v⊙v: drift −∇L, noise √η(σ/n)Jz, J z by hand."""
+    """Euler–Maruyama of SME-1 for label-noise GD on u⊙u − v⊙v: drift −∇L, noise √η(σ/n)Jz, by hand, the drift's
+    and the noise's cotangents of the outputs summed before the one product with X (as simulate_sde's fused
+    increment, SDE-10)."""
     n, p = X.shape
     scale = eta * sigma / n  # √η · σ/√(n·n) · √η
 
@@ -231,9 +233,9 @@ def handwritten_label_noise_sde(X, y, sigma, eta, n_steps):
             z = jax.random.normal(jax.random.fold_in(key, k), (N * n,), th.dtype).reshape(N, n)
             u, v = th[:, :p], th[:, p:]
             r = (u * u - v * v) @ X.T - y[None, :]
-            gb = (2.0 / n) * (r @ X)
-            xz = 2.0 * scale * (z @ X)
-            return jnp.concatenate([u - eta * gb * u - xz * u, v + eta * gb * v + xz * v], axis=1), None
+            # η∇L + the noise = (η(2/n) r + 2·scale·z) X, elementwise by ±(u, v): one (N, n) × (n, p) product
+            gx = ((2.0 * eta / n) * r + (2.0 * scale) * z) @ X
+            return jnp.concatenate([u - gx * u, v + gx * v], axis=1), None
 
         return jax.lax.scan(body, theta, jnp.arange(n_steps))[0]
 
