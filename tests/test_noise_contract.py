@@ -21,6 +21,7 @@ from helpers import (
 
 import sgdsde as sd
 import sgdsde.symbolic as sy
+from sgdsde._normals import step_normals
 
 MODELS = ["linear", "two_layer_tanh", "diagonal_signed"]
 # (noise, problem) cases: every regression noise on three models, every classification noise on the logistic
@@ -125,13 +126,13 @@ def test_derivative_back_end_is_validated():
 
 
 class _SphericalSampler(sd.AbstractGradientNoise):
-    """A user's sampler with the SGD side only: ∇L + σξ, drawn exactly as SphericalGaussianNoise draws."""
+    """A user's sampler with the SGD side only: ∇L + σξ, drawn exactly as SphericalGaussianNoise draws
+    (``step_normals``: materialized normals, NOISE-8)."""
 
     sigma: float
 
     def draw(self, problem, key, step, state, n_paths, dtype):
-        d = problem.n_params
-        xi = jax.random.normal(key, (n_paths * d,), dtype).reshape(n_paths, d)
+        xi = step_normals(key, n_paths, problem.n_params, dtype)
         return jnp.asarray(self.sigma, dtype) * xi, state
 
     def gradient(self, problem, theta, draws):

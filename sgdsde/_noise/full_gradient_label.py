@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from .._example_sums import by_chunks, example_gradient_sq_sum
 from .._losses import require_additive_label_noise
+from .._normals import step_normals
 from .._validation import check_positive
 from .base import AbstractGradientNoise, AbstractSDENoise, NoiseType
 from .minibatch import LABEL_DISTRIBUTIONS
@@ -58,7 +59,7 @@ class FullGradientLabelNoise(AbstractGradientNoise, AbstractSDENoise):
         if self.distribution == "rademacher":
             eps = jax.random.rademacher(ke, (n_paths * B,), dtype)
         else:
-            eps = jax.random.normal(ke, (n_paths * B,), dtype)
+            eps = step_normals(ke, n_paths, B, dtype).reshape(-1)
         return (idx, (self.sigma.astype(dtype) * eps).reshape(n_paths, B)), state
 
     def draws_ahead(self) -> bool:

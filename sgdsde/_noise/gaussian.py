@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._normals import step_normals
 from .._validation import check_positive, check_psd
 from .base import AbstractGradientNoise, AbstractSDENoise, NoiseType
 
@@ -63,7 +64,7 @@ class GaussianNoise(AbstractGradientNoise, AbstractSDENoise):
 
     def draw(self, problem, key, step, state, n_paths, dtype):
         m = self._m(problem)
-        return jax.random.normal(key, (n_paths * m,), dtype).reshape(n_paths, m), state
+        return step_normals(key, n_paths, m, dtype), state
 
     def gradient(self, problem, theta, draws):
         return problem.grad(theta) + self.covariance_factor(problem, theta) @ draws
@@ -98,7 +99,7 @@ class SphericalGaussianNoise(AbstractGradientNoise, AbstractSDENoise):
 
     def draw(self, problem, key, step, state, n_paths, dtype):
         d = problem.n_params
-        xi = jax.random.normal(key, (n_paths * d,), dtype).reshape(n_paths, d)
+        xi = step_normals(key, n_paths, d, dtype)
         return self.sigma.astype(dtype) * xi, state
 
     def gradient(self, problem, theta, draws):

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from .._example_sums import by_chunks, example_gradient_sq_sum
 from .._losses import require_additive_label_noise
+from .._normals import step_normals
 from .._validation import check_positive
 from .base import AbstractGradientNoise, AbstractSDENoise, NoiseType
 from .per_example import batch_gradient, output_gradients_constant, outputs_vjp
@@ -220,7 +221,7 @@ class LabelNoise(AbstractGradientNoise, AbstractSDENoise):
         if self.distribution == "rademacher":
             eps = jax.random.rademacher(ke, (shape[0] * shape[1],), dtype)
         else:
-            eps = jax.random.normal(ke, (shape[0] * shape[1],), dtype)
+            eps = step_normals(ke, shape[0], shape[1], dtype).reshape(-1)
         return (idx, (self.sigma.astype(dtype) * eps).reshape(shape)), state
 
     def draws_ahead(self) -> bool:

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from .._example_sums import by_chunks, example_gradient_sq_sum
+from .._normals import step_normals
 from .._validation import check_int_range
 from .base import AbstractGradientNoise, AbstractSDENoise
 from .minibatch import centred_correction
@@ -42,7 +43,7 @@ class MultiplicativeNoise(AbstractGradientNoise, AbstractSDENoise):
             p = self.batch_size / n
             bits = jax.random.bernoulli(key, p, (n_paths * n,)).astype(dtype) / p
             return bits.reshape(n_paths, n), state
-        eps = jax.random.normal(key, (n_paths * n,), dtype).reshape(n_paths, n)
+        eps = step_normals(key, n_paths, n, dtype)
         if self.weights == "gaussian_centred":
             eps = eps - jnp.mean(eps, axis=1, keepdims=True)
         return 1.0 + math.sqrt(n / self.batch_size) * eps, state

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from diffrax import SpaceTimeLevyArea
 
 from .._noise.base import NoiseType
+from .._normals import step_normals
 
 
 class WeakIncrement(eqx.Module):
@@ -34,7 +35,7 @@ class WeakIncrement(eqx.Module):
 
 def coarse_normals(key, n_paths: int, m: int, dtype):
     """ξ of one step, exactly as GaussianNoise/SphericalGaussianNoise draw it from ``key``."""
-    return jax.random.normal(key, (n_paths * m,), dtype).reshape(n_paths, m)
+    return step_normals(key, n_paths, m, dtype)
 
 
 def bridge_increment(key, j: jax.Array, substeps: int, remaining, dt, dtype):
