@@ -560,8 +560,8 @@ def _replicated(tree, sharding):
 
 def _block_records(n_records: int, cap: int | None = None) -> int:
     """Records per jitted call, ~20 progress updates (at most ``cap``): a divisor of n_records if one is at least
-    half the target (one compile), else the target itself with a shorter last block (two compiles; a prime
-    count never means one call per record)."""
+    half the target (blocks of one shape), else the target itself with a shorter last block (a prime count never
+    means one call per record; the blocks of a short run are still one program, ``_dynamic_counts``)."""
     target = max(1, n_records // 20)
     if cap is not None:
         target = max(1, min(target, cap))
@@ -927,7 +927,8 @@ def _restore_state(fresh, leaves: list[np.ndarray]):
                 f"resume: the checkpoint's state has {v.dtype}{list(v.shape)} where this run has "
                 f"{like.dtype}{list(like.shape)} (another run)"
             )
-        y = jax.device_put(v, like.sharding)
+        # placed as the fresh state is, committed to its devices or not: jit compiles the two apart
+        y = jax.device_put(v, like.sharding) if like.committed else jax.device_put(v)
         out.append(jax.random.wrap_key_data(y, impl=jax.random.key_impl(x)) if key else y)
     return jax.tree.unflatten(tdef, out)
 
@@ -1218,7 +1219,7 @@ def _run_chunk(setup: _Setup, c: int, share: bool, resumed, start_record: int, o
         recs = [resumed[0]]
         carry, ev_state, bad = _restore_state((carry, ev_state, bad), resumed[1])
         chunk_plan = _plan_from(setup.plan, start_record)
-    counts = _dynamic_counts(setup, chunk_plan, lambda calls: ops.segment_length(carry, run_key, calls))
+    counts = _dynamic_counts(setup, start_record, lambda calls: ops.segment_length(carry, run_key, calls))
     schedule = None if etas[0].constant else etas[0].device_schedule(dtype)
     eta_const = None
     if len(plans) > 1 and setup.eta_batched:
@@ -1322,25 +1323,29 @@ def run_plans(
     return out
 
 
-# Stepper calls of a run up to which its blocks run as one program with traced trip counts (_dynamic_counts).
+# Stepper calls of a run up to which its blocks run as one program with traced trip counts (_dynamic_counts):
+# on CPU such a loop costs what a scan does per step (scripts/bench_sgd.py-sized runs, see the commit); an
+# accelerator may pay a round trip to the host per iteration of a loop whose trip count it does not know (XLA's
+# GPU while loop reads its condition back), some microseconds: at 10⁵ calls about the second a compile costs.
 DYNAMIC_MAX_CALLS = 100_000
 
 
 def _dynamic_counts(
-    setup: _Setup, chunk_plan: list, segment_length: Callable[[int], int | None]
+    setup: _Setup, start_record: int, segment_length: Callable[[int], int | None]
 ) -> tuple[int, int] | None:
     """(rows, calls): the record buffer and calls per record of the one program that runs every block of the
-    chunk, where the blocks would otherwise be two or more programs (a shorter last interval when ``every``
-    does not divide n_steps, a shorter last block, a block cut by a resume) and the run is short (at most
-    ``DYNAMIC_MAX_CALLS`` stepper calls); None: each block its own static program (the run is one program,
-    or long enough that one more compile is nothing beside it, while a loop with a known trip count may cost
-    less per step on an accelerator, whose runtime can then skip reading the loop condition back at every
-    step; or the stepper's segments, ``segment_length(calls)``, do not divide a record's calls).
+    run, where its blocks would otherwise be two or more programs (a shorter last interval when ``every`` does
+    not divide n_steps, a shorter last block, a block cut by a resume from record ``start_record``) and the run
+    is short (at most ``DYNAMIC_MAX_CALLS`` stepper calls); None: each block its own static program (the run is
+    one program, or long enough that one more compile is nothing beside it, while a loop with a known trip
+    count may cost less per step on an accelerator, whose runtime can then skip reading the loop condition
+    back at every step; or the stepper's segments, ``segment_length(calls)``, do not divide a record's calls).
 
     The program's loops run the same steps in the same order as the static ones: the same numbers. Extra work:
     a shorter last interval makes the stepper's segment inputs (its draws, where it makes them ahead) for at
     most one segment of calls it does not use, once per chunk."""
-    shapes = {(n_rec, length) for _, n_rec, length in [*setup.plan, *chunk_plan]}
+    resumed = _plan_from(setup.plan, start_record) if start_record else []
+    shapes = {(n_rec, length) for _, n_rec, length in [*setup.plan, *resumed]}
     spc = setup.p0.steps_per_call
     calls = setup.record_every // spc
     if len(shapes) < 2 or setup.n_steps // spc > DYNAMIC_MAX_CALLS:
