@@ -291,6 +291,7 @@ def _run_block_body(
     steps_per_call,
     eta_axis=None,
     check_steps=True,
+    counts=None,
 ):
     """Scan over records (the first steps ``starts``), each a scan over the record's ``calls`` stepper calls,
     with the lr of each step (``etas``, records × calls), or ``eta_const``: one constant lr or a
@@ -304,7 +305,13 @@ def _run_block_body(
 
     ``eta_axis`` given: ``stepper`` is a sweep group's (batched, shared) parts (``_Grid``) of each point's
     (stepper, events) pair, ``events`` unused; each step is vmapped over the grid (η_const batched along
-    ``eta_axis``) and the statistics are taken point by point."""
+    ``eta_axis``) and the statistics are taken point by point.
+
+    ``counts`` given, traced int32 (n_records, last_calls): only the first n_records of ``starts`` run, each of
+    ``calls`` stepper calls but the last, of last_calls; loops with these traced trip counts in place of the
+    scans, the records written into buffers of ``len(starts)`` rows (the rows past n_records are zeros, for
+    the caller to drop), so that one program runs every block of a run (``_dynamic_counts``): the same steps
+    in the same order, the same numbers."""
     if eta_axis is None:
         seg = _segment_length(stepper, carry, run_key, calls)
 
@@ -382,7 +389,51 @@ def _run_block_body(
         return (carry, bad, ev), rec
 
     bad_in = bad_step
-    (carry, bad_step, ev_state), recs = jax.lax.scan(one_record, (carry, bad_step, ev_state), (starts, etas))
+    if counts is None:
+        (carry, bad_step, ev_state), recs = jax.lax.scan(
+            one_record, (carry, bad_step, ev_state), (starts, etas)
+        )
+    else:
+
+        def calls_from(state, start, es, n, inputs):
+            """n (traced) stepper calls from step ``start``, with their lrs ``es`` or ``eta_const`` and the
+            stepper's ``inputs`` for them (None: step by step), in a loop of n iterations."""
+
+            def body(i, st):
+                k = start + steps_per_call * i
+                at = functools.partial(jax.lax.dynamic_index_in_dim, index=i, keepdims=False)  # as scan does
+                if es is not None:
+                    eta = at(es)
+                elif isinstance(eta_const, DeviceSchedule):
+                    eta = eta_const(k)
+                else:
+                    eta = eta_const
+                step_in = None if inputs is None else jax.tree.map(at, inputs)
+                carry, bad, ev = st
+                return advance(carry, bad, ev, k, eta, step_in)
+
+            return jax.lax.fori_loop(0, n, body, state)
+
+        n_records, last_calls = counts
+
+        def one_record_dynamic(r, loop_state):
+            state, bufs = loop_state
+            start = jax.lax.dynamic_index_in_dim(starts, r, keepdims=False)
+            es = None if etas is None else jax.lax.dynamic_index_in_dim(etas, r, keepdims=False)
+            n = jnp.where(r == n_records - 1, last_calls, calls).astype(start.dtype)
+            state = _in_segments_dynamic(
+                calls_from, stepper, state, start, es, n, seg, steps_per_call, run_key
+            )
+            carry, bad, ev = state
+            rec, bad = stats(carry, bad, ev, start + steps_per_call * n)
+            bufs = jax.tree.map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, r, 0), bufs, rec)
+            return (carry, bad, ev), bufs
+
+        shapes = jax.eval_shape(lambda: stats(carry, bad_step, ev_state, starts[0])[0])
+        bufs = jax.tree.map(lambda x: jnp.zeros((starts.shape[0], *x.shape), x.dtype), shapes)
+        (carry, bad_step, ev_state), recs = jax.lax.fori_loop(
+            0, n_records, one_record_dynamic, ((carry, bad_step, ev_state), bufs)
+        )
     unmarked = jnp.zeros((), bool) if check_steps else jnp.any(nonfinite(carry) & (bad_in < 0))
     return carry, ev_state, bad_step, recs, unmarked
 
@@ -400,6 +451,26 @@ def _in_segments(run_calls, state, start, es, calls: int, seg: int | None, steps
         rest = None if es is None else es[n_seg * seg :]
         state = run_calls(state, start + steps_per_call * seg * n_seg, rest, tail)
     return state
+
+
+def _in_segments_dynamic(
+    calls_from, stepper, state, start, es, n, seg: int | None, steps_per_call: int, run_key
+):
+    """A record's n (traced) stepper calls from step ``start`` (``es``: their lrs or None): seg None, one loop
+    of n calls; else ⌈n / seg⌉ segments of at most ``seg`` calls, each with the inputs the stepper makes for
+    ``seg`` calls at once (``_dynamic_counts`` runs this only where seg divides a full record's calls, so that
+    only a shorter last record makes inputs it does not use)."""
+    if seg is None:
+        return calls_from(state, start, es, n, None)
+
+    def one_segment(j, st):
+        first = start + steps_per_call * seg * j
+        ks = first + steps_per_call * jnp.arange(seg, dtype=start.dtype)
+        inputs = stepper.segment_inputs(st[0], run_key, ks)
+        es_j = None if es is None else jax.lax.dynamic_slice_in_dim(es, j * seg, seg)
+        return calls_from(st, first, es_j, jnp.minimum(seg, n - seg * j), inputs)
+
+    return jax.lax.fori_loop(0, (n + seg - 1) // seg, one_segment, state)
 
 
 _run_block = eqx.filter_jit(_run_block_body)
@@ -477,10 +548,21 @@ def to_host(x) -> np.ndarray:
     return np.asarray(multihost_utils.process_allgather(x, tiled=True))
 
 
+def _replicated(tree, sharding):
+    """``tree`` with its leaves on one device (a step count made outside jit) replicated over ``sharding``'s
+    mesh, as the first block returns them: the second block then reuses the first one's program (one process;
+    None: no sharding)."""
+    if sharding is None or jax.process_count() > 1:
+        return tree
+    everywhere = jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+    single = lambda x: isinstance(x, jax.Array) and isinstance(x.sharding, jax.sharding.SingleDeviceSharding)
+    return jax.tree.map(lambda x: jax.device_put(x, everywhere) if single(x) else x, tree)
+
+
 def _block_records(n_records: int, cap: int | None = None) -> int:
     """Records per jitted call, ~20 progress updates (at most ``cap``): a divisor of n_records if one is at least
-    half the target (one compile), else the target itself with a shorter last block (two compiles; a prime
-    count never means one call per record)."""
+    half the target (blocks of one shape), else the target itself with a shorter last block (a prime count never
+    means one call per record; the blocks of a short run are still one program, ``_dynamic_counts``)."""
     target = max(1, n_records // 20)
     if cap is not None:
         target = max(1, min(target, cap))
@@ -518,8 +600,11 @@ class _Single:
     def initial_record(self, *args):
         return _initial_record(self.stepper, *args)
 
-    def run_block(self, *args, check_steps=True):
-        return _run_block(self.stepper, *args, check_steps=check_steps)
+    def run_block(self, *args, check_steps=True, counts=None):
+        return _run_block(self.stepper, *args, check_steps=check_steps, counts=counts)
+
+    def segment_length(self, carry, run_key, calls: int) -> int | None:
+        return _segment_length(self.stepper, carry, run_key, calls)
 
     def solver_stats(self, carry) -> dict:
         return {k: to_host(v)[None] for k, v in self.stepper.solver_stats(carry).items()}
@@ -592,10 +677,14 @@ class _Grid:
     def initial_record(self, observables, events, carry, bad, n_saved):
         return _grid_initial_record(self.batched, self.shared, observables, events, carry, bad, n_saved)
 
-    def run_block(self, *args, check_steps=True):
+    def run_block(self, *args, check_steps=True, counts=None):
         return _grid_run_block(
-            (self.batched, self.shared), *args, eta_axis=self.eta_axis, check_steps=check_steps
+            (self.batched, self.shared), *args, eta_axis=self.eta_axis, check_steps=check_steps, counts=counts
         )
+
+    @staticmethod
+    def segment_length(carry, run_key, calls: int) -> None:
+        return None  # a grid steps point by point (vmapped)
 
     def solver_stats(self, carry) -> dict:
         def one(bt, c):
@@ -839,7 +928,8 @@ def _restore_state(fresh, leaves: list[np.ndarray]):
                 f"resume: the checkpoint's state has {v.dtype}{list(v.shape)} where this run has "
                 f"{like.dtype}{list(like.shape)} (another run)"
             )
-        y = jax.device_put(v, like.sharding)
+        # placed as the fresh state is, committed to its devices or not: jit compiles the two apart
+        y = jax.device_put(v, like.sharding) if like.committed else jax.device_put(v)
         out.append(jax.random.wrap_key_data(y, impl=jax.random.key_impl(x)) if key else y)
     return jax.tree.unflatten(tdef, out)
 
@@ -1117,16 +1207,20 @@ def _run_chunk(setup: _Setup, c: int, share: bool, resumed, start_record: int, o
         and all(type(s).absorbs_divergence for s in steppers)
         and setup.n_steps * n * p0.n_params >= DEFER_MIN_WORK
     )
-    carry = ops.init(init_key, th)
+    carry = _replicated(ops.init(init_key, th), setup.sharding)
     bad = jnp.full((n,), -1, jnp.int32)
     keep = max(0, min(setup.n_saved - lo, n))
-    rec0, bad, ev_state = ops.initial_record(obs, events, carry, bad, keep)
-    recs = [ops.record0(rec0)]
+    # every chunk records the first min(n_saved, n) paths, the host keeping ``keep`` of them: one program for
+    # the chunks that save all, some or none of their paths
+    n_saved = min(setup.n_saved, n)
+    rec0, bad, ev_state = ops.initial_record(obs, events, carry, bad, n_saved)
+    recs = [_trim(ops.record0(rec0), 1, keep)]
     chunk_plan = setup.plan
     if resumed is not None:
         recs = [resumed[0]]
         carry, ev_state, bad = _restore_state((carry, ev_state, bad), resumed[1])
         chunk_plan = _plan_from(setup.plan, start_record)
+    counts = _dynamic_counts(setup, start_record, lambda calls: ops.segment_length(carry, run_key, calls))
     schedule = None if etas[0].constant else etas[0].device_schedule(dtype)
     eta_const = None
     if len(plans) > 1 and setup.eta_batched:
@@ -1134,6 +1228,10 @@ def _run_chunk(setup: _Setup, c: int, share: bool, resumed, start_record: int, o
     for bi, (b, n_rec, length) in enumerate(chunk_plan):
         start = b * setup.record_every
         starts = start + length * np.arange(n_rec)
+        rows, calls = n_rec, length // spc
+        if counts is not None:  # one program for every block: n_rec of its rows, the last with length steps
+            rows, calls = counts
+            starts = np.concatenate([starts, np.full(rows - n_rec, starts[-1])])
         if etas[0].constant:
             block_etas = None
             if not setup.eta_batched:
@@ -1141,23 +1239,28 @@ def _run_chunk(setup: _Setup, c: int, share: bool, resumed, start_record: int, o
         elif schedule is not None:
             block_etas, eta_const = None, schedule
         else:
-            idx = starts[:, None] + np.arange(0, length, spc)[None, :]
-            block_etas, eta_const = jnp.asarray(etas[0].take(idx), dtype), None
+            idx = starts[:n_rec, None] + np.arange(0, length, spc)[None, :]
+            lrs = np.asarray(etas[0].take(idx))
+            lrs = np.pad(lrs, ((0, rows - n_rec), (0, calls - length // spc)))  # unused: zeros
+            block_etas, eta_const = jnp.asarray(lrs, dtype), None
         args = (
             jnp.asarray(starts, jnp.int32),
             block_etas,
             eta_const,
-            length // spc,
+            calls,
             run_key,
             event_key,
-            keep,
+            n_saved,
             spc,
         )
-        out = ops.run_block(obs, events, carry, ev_state, bad, *args, check_steps=not deferred)
+        dynamic = None if counts is None else (jnp.int32(n_rec), jnp.int32(length // spc))
+        out = ops.run_block(
+            obs, events, carry, ev_state, bad, *args, check_steps=not deferred, counts=dynamic
+        )
         if deferred and bool(out[-1]):  # a path diverged in the block: again, marking its first step
-            out = ops.run_block(obs, events, carry, ev_state, bad, *args, check_steps=True)
+            out = ops.run_block(obs, events, carry, ev_state, bad, *args, check_steps=True, counts=dynamic)
         carry, ev_state, bad, rec, _ = out
-        recs.append(ops.records(rec))
+        recs.append(_trim(ops.records(rec), n_rec, keep))
         on_block(bi, len(chunk_plan), b + n_rec, start + n_rec * length, recs, (carry, ev_state, bad))
     return ops, carry, ev_state, bad, recs, keep
 
@@ -1219,6 +1322,48 @@ def run_plans(
         finish = plans[g].finish
         out.append(res if finish is None else finish(res))
     return out
+
+
+# Stepper calls of a run up to which its blocks run as one program with traced trip counts (_dynamic_counts).
+# On CPU such a loop cost what a scan does per step at 10⁴ paths × d = 200 (label-noise SGD, 2,000 steps: 8.4-8.6 s
+# either way) and on 8-path SDE steps, and ~3% more on 8-path SGD steps with draws made ahead (6.8 µs against
+# 6.6 µs): at most 10⁵ calls × 0.3 µs = 0.03 s, against the 0.5-3 s of the compile it saves. An accelerator may
+# pay more per iteration of a loop whose trip count it does not know (a read-back of the loop condition; no
+# unrolling), which the bound keeps below about a compile's time.
+DYNAMIC_MAX_CALLS = 100_000
+
+
+def _dynamic_counts(
+    setup: _Setup, start_record: int, segment_length: Callable[[int], int | None]
+) -> tuple[int, int] | None:
+    """(rows, calls): the record buffer and calls per record of the one program that runs every block of the
+    run, where its blocks would otherwise be two or more programs (a shorter last interval when ``every`` does
+    not divide n_steps, a shorter last block, a block cut by a resume from record ``start_record``) and the run
+    is short (at most ``DYNAMIC_MAX_CALLS`` stepper calls); None: each block its own static program (the run is
+    one program, or long enough that one more compile is nothing beside it, while a loop with a known trip
+    count may cost less per step on an accelerator, whose runtime can then skip reading the loop condition
+    back at every step; or the stepper's segments, ``segment_length(calls)``, do not divide a record's calls).
+
+    The program's loops run the same steps in the same order as the static ones: the same numbers. Extra work:
+    a shorter last interval makes the stepper's segment inputs (its draws, where it makes them ahead) for at
+    most one segment of calls it does not use, once per chunk."""
+    resumed = _plan_from(setup.plan, start_record) if start_record else []
+    shapes = {(n_rec, length) for _, n_rec, length in [*setup.plan, *resumed]}
+    spc = setup.p0.steps_per_call
+    calls = setup.record_every // spc
+    if len(shapes) < 2 or setup.n_steps // spc > DYNAMIC_MAX_CALLS:
+        return None
+    seg = segment_length(calls)
+    if seg is not None and calls % seg:
+        return None
+    return max(n_rec for _, n_rec, _ in setup.plan), calls
+
+
+def _trim(records: tuple, n_rec: int, keep: int) -> tuple:
+    """Host records (count, mean, m2, saved), each (R, G, ...), cut to the first ``n_rec`` records and
+    ``keep`` saved paths."""
+    count, mean, m2, saved = jax.tree.map(lambda x: x[:n_rec], records)
+    return count, mean, m2, saved[:, :, :keep]
 
 
 def _plan_from(plan: list[tuple[int, int, int]], done: int) -> list[tuple[int, int, int]]:

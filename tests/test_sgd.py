@@ -585,3 +585,39 @@ def test_divergence_checked_per_block_gives_the_per_step_marks_bit_for_bit(metho
         for name in a.mean:
             np.testing.assert_array_equal(a.mean[name], b.mean[name])
             np.testing.assert_array_equal(a.var[name], b.var[name])
+
+
+def test_a_shorter_last_interval_and_block_compile_one_block_program():
+    """n_steps = 135 with record.every = 2: 67 whole intervals in blocks of 3 records (67 is prime: the last
+    block holds 1), then a 1-step last interval; 16 paths in 2 chunks saving 12 paths (8, then 4). Blocks of
+    static length would be three programs (one per block shape); the blocks run as one compiled program
+    (traced trip counts, draws made a segment ahead, the per-step lr array padded to the block's shape), and
+    its records are those of the every = 1 run at those steps bit for bit (step k's noise depends on k alone)."""
+    from sgdsde import _ensemble as engine  # internal: the block program and its planner
+
+    assert {(n, length) for _, n, length in engine._record_plan(135, 2)} == {(3, 2), (1, 2), (1, 1)}
+    X = np.random.default_rng(0).normal(size=(12, 4))
+    problem = sd.Problem(sd.DiagonalLinearNetwork(4, alpha=0.8), X, X @ np.array([1.0, -0.5, 0.0, 0.3]))
+
+    def run(every):
+        return sd.simulate_sgd(
+            problem,
+            sd.LabelNoise(1.0),
+            problem.model.init(),
+            lr=np.linspace(0.05, 0.01, 135),
+            n_steps=135,
+            key=3,
+            ensemble=sd.Ensemble(n_paths=16, chunk_size=8, dtype=np.float64),
+            record=sd.Record(every=every, n_saved_paths=12),
+        )
+
+    before = engine._run_block._cached._cache_size()
+    coarse = run(2)
+    assert engine._run_block._cached._cache_size() - before == 1
+    fine = run(1)
+    at = [*range(0, 135, 2), 135]
+    assert coarse.steps.tolist() == at and coarse.paths.shape == (69, 12, 8)
+    np.testing.assert_array_equal(coarse.paths, fine.paths[at])
+    for name in fine.mean:
+        np.testing.assert_array_equal(coarse.mean[name], fine.mean[name][at])
+        np.testing.assert_array_equal(coarse.var[name], fine.var[name][at])
