@@ -293,10 +293,9 @@ def _run_block_body(
     check_steps=True,
     counts=None,
 ):
-    """Scan over records (the first steps ``starts``), each a scan over the record's ``calls`` stepper calls,
-    with the lr of each step (``etas``, records × calls), or ``eta_const``: one constant lr or a
-    ``DeviceSchedule`` evaluated at each step (no per-step array: memory flat in the number of steps);
-    events (resetting, first passage) act after every call.
+    """Scan over records (first steps ``starts``), each a scan over its ``calls`` stepper calls, with each
+    step's lr (``etas``, records × calls) or ``eta_const`` (one lr or a ``DeviceSchedule`` evaluated at each
+    step: no per-step array); events (resetting, first passage) act after every call.
 
     ``check_steps=False`` skips the per-step divergence check (a stepper whose non-finite paths stay
     non-finite, ``AbstractStepper.absorbs_divergence``, without events): the last output then says whether a
@@ -305,32 +304,14 @@ def _run_block_body(
 
     ``eta_axis`` given: ``stepper`` is a sweep group's (batched, shared) parts (``_Grid``) of each point's
     (stepper, events) pair, ``events`` unused; each step is vmapped over the grid (η_const batched along
-    ``eta_axis``) and the statistics are taken point by point.
-
-    ``counts`` given, traced int32 (n_records, last_calls): only the first n_records of ``starts`` run, each of
-    ``calls`` stepper calls but the last, of last_calls; loops with these traced trip counts in place of the
-    scans, the records written into buffers of ``len(starts)`` rows (the rows past n_records are zeros, for
-    the caller to drop), so that one program runs every block of a run (``_dynamic_counts``): the same steps
-    in the same order, the same numbers."""
+    ``eta_axis``) and the statistics are taken point by point. ``counts``: see ``_records``."""
     if eta_axis is None:
         seg = _segment_length(stepper, carry, run_key, calls)
 
         # each branch defines the same two callbacks for its stepping mode (one point, or a vmapped grid)
         def advance(carry, bad, ev, k, eta, inputs):  # pyright: ignore[reportRedeclaration]
-            return _advance(
-                stepper,
-                events,
-                carry,
-                bad,
-                ev,
-                k,
-                eta,
-                run_key,
-                event_key,
-                steps_per_call,
-                inputs,
-                check_steps,
-            )
+            rest = (k, eta, run_key, event_key, steps_per_call, inputs, check_steps)
+            return _advance(stepper, events, carry, bad, ev, *rest)
 
         def stats(carry, bad, ev, end):  # pyright: ignore[reportRedeclaration]
             return _record_stats(stepper, observables, events, carry, bad, ev, end, n_saved)
@@ -388,52 +369,9 @@ def _run_block_body(
         rec, bad = stats(carry, bad, ev, end)
         return (carry, bad, ev), rec
 
-    bad_in = bad_step
-    if counts is None:
-        (carry, bad_step, ev_state), recs = jax.lax.scan(
-            one_record, (carry, bad_step, ev_state), (starts, etas)
-        )
-    else:
-
-        def calls_from(state, start, es, n, inputs):
-            """n (traced) stepper calls from step ``start``, with their lrs ``es`` or ``eta_const`` and the
-            stepper's ``inputs`` for them (None: step by step), in a loop of n iterations."""
-
-            def body(i, st):
-                k = start + steps_per_call * i
-                at = functools.partial(jax.lax.dynamic_index_in_dim, index=i, keepdims=False)  # as scan does
-                if es is not None:
-                    eta = at(es)
-                elif isinstance(eta_const, DeviceSchedule):
-                    eta = eta_const(k)
-                else:
-                    eta = eta_const
-                step_in = None if inputs is None else jax.tree.map(at, inputs)
-                carry, bad, ev = st
-                return advance(carry, bad, ev, k, eta, step_in)
-
-            return jax.lax.fori_loop(0, n, body, state)
-
-        n_records, last_calls = counts
-
-        def one_record_dynamic(r, loop_state):
-            state, bufs = loop_state
-            start = jax.lax.dynamic_index_in_dim(starts, r, keepdims=False)
-            es = None if etas is None else jax.lax.dynamic_index_in_dim(etas, r, keepdims=False)
-            n = jnp.where(r == n_records - 1, last_calls, calls).astype(start.dtype)
-            state = _in_segments_dynamic(
-                calls_from, stepper, state, start, es, n, seg, steps_per_call, run_key
-            )
-            carry, bad, ev = state
-            rec, bad = stats(carry, bad, ev, start + steps_per_call * n)
-            bufs = jax.tree.map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, r, 0), bufs, rec)
-            return (carry, bad, ev), bufs
-
-        shapes = jax.eval_shape(lambda: stats(carry, bad_step, ev_state, starts[0])[0])
-        bufs = jax.tree.map(lambda x: jnp.zeros((starts.shape[0], *x.shape), x.dtype), shapes)
-        (carry, bad_step, ev_state), recs = jax.lax.fori_loop(
-            0, n_records, one_record_dynamic, ((carry, bad_step, ev_state), bufs)
-        )
+    bad_in, state = bad_step, (carry, bad_step, ev_state)
+    inputs, loop = (starts, etas, eta_const), (calls, counts, seg, steps_per_call, run_key)
+    (carry, bad_step, ev_state), recs = _records(one_record, advance, stats, stepper, state, inputs, loop)
     unmarked = jnp.zeros((), bool) if check_steps else jnp.any(nonfinite(carry) & (bad_in < 0))
     return carry, ev_state, bad_step, recs, unmarked
 
@@ -451,6 +389,65 @@ def _in_segments(run_calls, state, start, es, calls: int, seg: int | None, steps
         rest = None if es is None else es[n_seg * seg :]
         state = run_calls(state, start + steps_per_call * seg * n_seg, rest, tail)
     return state
+
+
+def _records(one_record, advance, stats, stepper, state, inputs, loop):
+    """A block's records: a scan of ``one_record`` over (starts, etas), ``inputs`` = (starts, etas, eta_const);
+    with ``counts`` (traced int32 (n_records, last_calls), in ``loop`` = (calls, counts, seg, steps_per_call,
+    run_key)) loops with traced trip counts instead, so that one program runs every block of a run
+    (``_records_dynamic``)."""
+    calls, counts, seg, steps_per_call, run_key = loop
+    if counts is None:
+        return jax.lax.scan(one_record, state, inputs[:2])
+    return _records_dynamic(
+        advance, stats, stepper, state, inputs, calls, counts, seg, steps_per_call, run_key
+    )
+
+
+def _records_dynamic(advance, stats, stepper, state, inputs, calls, counts, seg, steps_per_call, run_key):
+    """``_run_block_body``'s records with traced trip counts ``counts`` = (n_records, last_calls): only the first
+    n_records of ``starts`` run, each of ``calls`` stepper calls but the last, of last_calls, in loops in place
+    of the scans; the records are written into buffers of ``len(starts)`` rows (the rows past n_records are
+    zeros, for the caller to drop), so that one program runs every block of a run (``_dynamic_counts``): the
+    same steps in the same order, the same numbers. ``advance`` and ``stats`` are that body's callbacks,
+    ``inputs`` = (starts, etas, eta_const). Returns ((carry, bad, ev), the record buffers)."""
+    starts, etas, eta_const = inputs
+
+    def calls_from(state, start, es, n, inputs):
+        """n (traced) stepper calls from step ``start``, with their lrs ``es`` or ``eta_const`` and the
+        stepper's ``inputs`` for them (None: step by step), in a loop of n iterations."""
+
+        def body(i, st):
+            k = start + steps_per_call * i
+            at = functools.partial(jax.lax.dynamic_index_in_dim, index=i, keepdims=False)  # as scan does
+            if es is not None:
+                eta = at(es)
+            elif isinstance(eta_const, DeviceSchedule):
+                eta = eta_const(k)
+            else:
+                eta = eta_const
+            step_in = None if inputs is None else jax.tree.map(at, inputs)
+            carry, bad, ev = st
+            return advance(carry, bad, ev, k, eta, step_in)
+
+        return jax.lax.fori_loop(0, n, body, state)
+
+    n_records, last_calls = counts
+
+    def one_record_dynamic(r, loop_state):
+        state, bufs = loop_state
+        start = jax.lax.dynamic_index_in_dim(starts, r, keepdims=False)
+        es = None if etas is None else jax.lax.dynamic_index_in_dim(etas, r, keepdims=False)
+        n = jnp.where(r == n_records - 1, last_calls, calls).astype(start.dtype)
+        state = _in_segments_dynamic(calls_from, stepper, state, start, es, n, seg, steps_per_call, run_key)
+        carry, bad, ev = state
+        rec, bad = stats(carry, bad, ev, start + steps_per_call * n)
+        bufs = jax.tree.map(lambda b, x: jax.lax.dynamic_update_index_in_dim(b, x, r, 0), bufs, rec)
+        return (carry, bad, ev), bufs
+
+    shapes = jax.eval_shape(lambda: stats(*state, starts[0])[0])
+    bufs = jax.tree.map(lambda x: jnp.zeros((starts.shape[0], *x.shape), x.dtype), shapes)
+    return jax.lax.fori_loop(0, n_records, one_record_dynamic, (state, bufs))
 
 
 def _in_segments_dynamic(
