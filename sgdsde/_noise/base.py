@@ -138,7 +138,8 @@ class AbstractSDENoise(eqx.Module):
     ) -> Callable[[Array, Array], Array] | None:
         """c with $A(\\theta)w = J(\\theta)^T c(f, \\ell')$, for a noise whose columns are combinations of the
         per-example output gradients (minibatch, label, multiplicative, flips) under autodiff: Euler then takes
-        its drift and diffusion in one VJP (SDE-10). None (default): A(θ)w has no such form."""
+        its drift and diffusion in one VJP (SDE-10). None (default): A(θ)w has no such form. A subclass that
+        overrides ``factor_mv`` or ``mean_gradient`` overrides these two to match (or returns None)."""
         return None
 
     def noise_dim(self, problem: Problem) -> int:
