@@ -74,7 +74,7 @@ def test_sde_sweep_equals_the_loop_bit_for_bit():
     "simulate, noise_name",
     # the cases that differed before (label noise's Gaussian ε did too; GaussianNoise's A@ξ and the multiplicative
     # weights did not here): every normal draw goes through step_normals
-    [(sd.simulate_sgd, "spherical"), (sd.simulate_sde, "spherical")],
+    [(sd.simulate_sgd, "spherical"), (sd.simulate_sde, "spherical"), (sd.simulate_sde, "substeps")],
 )
 def test_a_sweep_with_normal_draws_equals_the_loop_bit_for_bit(simulate, noise_name):
     """Normal draws (a Gaussian noise's, label noise's ε, multiplicative weights, the SDE's increments) are
@@ -82,10 +82,12 @@ def test_a_sweep_with_normal_draws_equals_the_loop_bit_for_bit(simulate, noise_n
     the normal transform fused into the vmapped update, points differed by 1–4 ulps. [theory: NOISE-8]"""
     problem = _problem()
     theta0 = problem.model.init()
-    noise = NOISES[noise_name](problem.n_data, problem.n_params)
-    sw = sd.sweep(simulate, problem, noise, theta0, grid={"lr": [0.02, 0.05, 0.08]}, **KW)
+    # "substeps": two Euler steps per SGD step, their normals from the Brownian bridge
+    kw = dict(KW, stepping=sd.Fixed(substeps=2)) if noise_name == "substeps" else KW
+    noise = NOISES["spherical" if noise_name == "substeps" else noise_name](problem.n_data, problem.n_params)
+    sw = sd.sweep(simulate, problem, noise, theta0, grid={"lr": [0.02, 0.05, 0.08]}, **kw)
     for point, res in zip(sw.points, sw.results, strict=True):
-        _assert_same(simulate(problem, noise, theta0, lr=point["lr"], **KW), res)
+        _assert_same(simulate(problem, noise, theta0, lr=point["lr"], **kw), res)
 
 
 def test_shared_data_sweep_agrees_to_rounding_and_table_is_labelled():

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 
 from .._models import TwoLayerNetwork
 from .._models.activations import get_activation
+from .._normals import step_normals
 from .._validation import check_int_range, check_positive
 from .base import AbstractGradientNoise
 from .sampling import BatchSampler, batch_size_arg, check_batch_size, sampling_name
@@ -66,7 +67,9 @@ class PreactivationNoise(AbstractGradientNoise):
         )
         B = problem.n_data if idx is None else self.batch_size
         width = cast(TwoLayerNetwork, problem.model).width  # check() requires a TwoLayerNetwork
-        xi = jax.random.normal(k_xi, (n_paths, B, width), dtype) * self.sigma_at(step, dtype)
+        xi = step_normals(k_xi, n_paths, B * width, dtype).reshape(n_paths, B, width) * self.sigma_at(
+            step, dtype
+        )
         if idx is None:
             idx = jnp.broadcast_to(jnp.arange(problem.n_data, dtype=jnp.int32), (n_paths, B))
         return (idx, xi), state

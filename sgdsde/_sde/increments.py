@@ -44,13 +44,13 @@ def bridge_increment(key, j: jax.Array, substeps: int, remaining, dt, dtype):
     turn
     gives iid N(0, dt) increments summing to the SGD step's −√η ξ (a Brownian bridge, O(N·m) memory)."""
     left = (substeps - j).astype(dtype)
-    z = jax.random.normal(jax.random.fold_in(key, j + 1), (remaining.size,), dtype).reshape(remaining.shape)
+    z = step_normals(jax.random.fold_in(key, j + 1), 1, remaining.size, dtype).reshape(remaining.shape)
     return remaining / left + jnp.sqrt(dt * (left - 1) / left) * z
 
 
 def levy_area(key, j, dt, shape, dtype):
     """Space-time Lévy area H ~ N(0, dt/12) of substep j, independent of its ΔW."""
-    h = jax.random.normal(jax.random.fold_in(jax.random.fold_in(key, 2**30), j), (math.prod(shape),), dtype)
+    h = step_normals(jax.random.fold_in(jax.random.fold_in(key, 2**30), j), 1, math.prod(shape), dtype)
     return SpaceTimeLevyArea(dt=dt, W=None, H=jnp.sqrt(dt / 12) * h.reshape(shape))
 
 
