@@ -71,20 +71,20 @@ def test_sde_sweep_equals_the_loop_bit_for_bit():
 
 
 @pytest.mark.parametrize(
-    "simulate, noise_name",
-    # the cases that differed before (label noise's Gaussian ε did too; GaussianNoise's A@ξ and the multiplicative
-    # weights did not here): every normal draw goes through step_normals
-    [(sd.simulate_sgd, "spherical"), (sd.simulate_sde, "spherical"), (sd.simulate_sde, "substeps")],
+    # spherical noise, whose sweeps differed before (label noise's Gaussian ε did too; GaussianNoise's A@ξ and the
+    # multiplicative weights did not here): every normal draw goes through step_normals
+    "simulate, substeps",
+    [(sd.simulate_sgd, None), (sd.simulate_sde, None), (sd.simulate_sde, 2)],
 )
-def test_a_sweep_with_normal_draws_equals_the_loop_bit_for_bit(simulate, noise_name):
+def test_a_sweep_with_normal_draws_equals_the_loop_bit_for_bit(simulate, substeps):
     """Normal draws (a Gaussian noise's, label noise's ε, multiplicative weights, the SDE's increments) are
     materialized before use (``step_normals``), so a 3-point lr grid equals its single runs bit for bit: with
     the normal transform fused into the vmapped update, points differed by 1–4 ulps. [theory: NOISE-8]"""
     problem = _problem()
     theta0 = problem.model.init()
-    # "substeps": two Euler steps per SGD step, their normals from the Brownian bridge
-    kw = dict(KW, stepping=sd.Fixed(substeps=2)) if noise_name == "substeps" else KW
-    noise = NOISES["spherical" if noise_name == "substeps" else noise_name](problem.n_data, problem.n_params)
+    # substeps: Euler steps per SGD step, their normals from the Brownian bridge
+    kw = KW if substeps is None else dict(KW, stepping=sd.Fixed(substeps=substeps))
+    noise = NOISES["spherical"](problem.n_data, problem.n_params)
     sw = sd.sweep(simulate, problem, noise, theta0, grid={"lr": [0.02, 0.05, 0.08]}, **kw)
     for point, res in zip(sw.points, sw.results, strict=True):
         _assert_same(simulate(problem, noise, theta0, lr=point["lr"], **kw), res)
