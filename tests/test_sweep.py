@@ -71,8 +71,8 @@ def test_sde_sweep_equals_the_loop_bit_for_bit():
 
 
 @pytest.mark.parametrize(
-    # spherical noise, whose sweeps differed before (label noise's Gaussian ε did too; GaussianNoise's A@ξ and the
-    # multiplicative weights did not here): every normal draw goes through step_normals
+    # spherical noise, whose sweeps differed before (label noise's Gaussian ε did too; GaussianNoise's A@ξ
+    # and the multiplicative weights did not here): every normal draw goes through step_normals
     "simulate, substeps",
     [(sd.simulate_sgd, None), (sd.simulate_sde, None), (sd.simulate_sde, 2)],
 )
